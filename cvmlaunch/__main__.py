@@ -1,0 +1,5 @@
+"""``python -m cvmlaunch``."""
+
+from cvmlaunch.cli import main
+
+main()

@@ -1,0 +1,65 @@
+"""The ``cvmlaunch`` command.
+
+Rule 1: the CLI only composes: it reads files (through :mod:`cvmlaunch.files`), calls the
+library, formats and prints. No parsing, layout or measurement logic lives here.
+
+Rule 2: exit codes: 0 success; 1 the tool ran but a check failed (``--expect`` mismatch, a
+guest report that disagrees with the log); 2 bad input or an unusable host. Every
+:class:`~cvmlaunch.errors.CvmLaunchError` prints one line ``cvmlaunch: error: ...`` on stderr;
+``--debug`` shows the traceback instead.
+
+Each command lives in its own module here and is registered in :func:`_register`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from cvmlaunch import __version__
+from cvmlaunch.errors import CvmLaunchError
+
+__all__ = ["main"]
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class _Group(click.Group):
+    """Maps CvmLaunchError to one line on stderr and its exit code (traceback with --debug)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CvmLaunchError as exc:
+            if ctx.meta.get("cvmlaunch.debug"):
+                raise
+            click.echo(f"cvmlaunch: error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=_Group, context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, "-V", "--version", prog_name="cvmlaunch")
+@click.option("--debug", is_flag=True, help="Show a traceback on errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Launch confidential VMs on KVM and predict their launch measurements."""
+    ctx.meta["cvmlaunch.debug"] = debug
+
+
+def _register() -> None:
+    from cvmlaunch.cli import _inspect
+
+    cli.add_command(_inspect.inspect_cmd)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    cli.main(args=argv, prog_name="cvmlaunch", standalone_mode=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
