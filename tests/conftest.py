@@ -17,7 +17,9 @@ def firmware_dirs() -> list[Path]:
     env = os.environ.get("CVMLAUNCH_FIRMWARE_DIR")
     if env:
         dirs.append(Path(env))
-    dirs += [REPO.parent / "shared" / "firmware", Path("/usr/share/ovmf"), Path("/usr/share/OVMF")]
+    # ../shared/firmware beside the checkout (CI), or beside any parent (git worktrees).
+    dirs += [p / "shared" / "firmware" for p in REPO.parents]
+    dirs += [Path("/usr/share/ovmf"), Path("/usr/share/OVMF")]
     return dirs
 
 
