@@ -148,9 +148,15 @@ class LinuxKernel:
         os.close(fd)
 
     def ioctl(self, fd: int, request: int, arg: int | bytearray) -> int:
-        """``fcntl.ioctl`` (a buffer argument is updated in place)."""
+        """``fcntl.ioctl`` (a buffer argument is updated in place).
+
+        A negative fd fails with EBADF, as the system call would (Python's fcntl refuses it
+        with a ValueError before making the call).
+        """
         import fcntl
 
+        if fd < 0:
+            raise OSError(errno_codes.EBADF, os.strerror(errno_codes.EBADF))
         if isinstance(arg, int):
             return int(fcntl.ioctl(fd, request, arg))
         return int(fcntl.ioctl(fd, request, arg, True))
