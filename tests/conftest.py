@@ -43,3 +43,39 @@ def firmware() -> object:
         return p
 
     return get
+
+
+# ---------------------------------------------------------------- KVM markers
+# `kvm` tests run wherever /dev/kvm opens (they must not skip on this project's machines);
+# `snp` / `tdx` tests also need the host to offer that VM type.
+
+_KVM_PROBE: dict[str, object] = {}
+
+
+def _kvm_host() -> tuple[str | None, object]:
+    """(reason /dev/kvm is unusable or None, the host's KvmCaps or None)."""
+    if "result" not in _KVM_PROBE:
+        from cvmlaunch.errors import CvmLaunchError
+        from cvmlaunch.kvm_map import Kvm
+
+        try:
+            with Kvm.open() as kvm:
+                _KVM_PROBE["result"] = (None, kvm.caps())
+        except CvmLaunchError as exc:
+            _KVM_PROBE["result"] = (str(exc), None)
+    result = _KVM_PROBE["result"]
+    assert isinstance(result, tuple)
+    return result[0], result[1]
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Skip `kvm` tests only if /dev/kvm cannot be opened; `snp`/`tdx` if the host lacks them."""
+    names = {m.name for m in item.iter_markers()}
+    if not names & {"kvm", "snp", "tdx"}:
+        return
+    reason, caps = _kvm_host()
+    if reason is not None:
+        pytest.skip(f"/dev/kvm is not usable: {reason}")
+    for tech in ("snp", "tdx"):
+        if tech in names and not getattr(caps, tech):
+            pytest.skip(f"this host's KVM does not offer {tech.upper()} VMs")
