@@ -79,3 +79,30 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     for tech in ("snp", "tdx"):
         if tech in names and not getattr(caps, tech):
             pytest.skip(f"this host's KVM does not offer {tech.upper()} VMs")
+
+
+# ---------------------------------------------------------------- loader inputs (real images)
+
+
+@pytest.fixture(scope="session", params=[64, 32], ids=["elf64", "elf32"])
+def real_elf(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> object:
+    """An ELF (32- and 64-bit) linked with the machine's gcc/ld: BSS, a PVH note, segments
+    sharing a page. Skips only when there is no gcc."""
+    from tests.real_images import have_toolchain, link_elf
+
+    if not have_toolchain():
+        pytest.skip("gcc/ld not installed")
+    return link_elf(tmp_path_factory.mktemp(f"elf{request.param}"), request.param)
+
+
+@pytest.fixture(scope="session")
+def debian_kernel() -> object:
+    """(path, provenance) of a real Debian bzImage, fetched once by
+    tests/fixtures/fetch-debian-kernel.sh into ~/.cache/cvmlaunch (outside the repo)."""
+    import shutil
+
+    from tests.real_images import fetch_debian_kernel
+
+    if shutil.which("apt-get") is None:
+        pytest.skip("no apt-get on this machine: cannot fetch a Debian kernel")
+    return fetch_debian_kernel()
