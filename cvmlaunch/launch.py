@@ -173,7 +173,6 @@ class LaunchSettings:
         firmware: path of a firmware image mapped to end at 4 GiB, if any.
         tech: none, snp or tdx.
         timeout: seconds the guest may run before it is stopped.
-        log: where to write the launch measurement log, if anywhere.
 
     Raises:
         ConfigError: a value out of range.
@@ -187,7 +186,6 @@ class LaunchSettings:
     firmware: str | None = None
     tech: Tech = Tech.NONE
     timeout: float = 60.0
-    log: str | None = None
 
     def __post_init__(self) -> None:
         if self.memory <= 0 or self.memory % PAGE_SIZE:
@@ -213,7 +211,6 @@ _TOML_KEYS = {
     "firmware",
     "tech",
     "timeout",
-    "log",
 }
 
 
@@ -223,7 +220,7 @@ def settings_from_toml(
     """Settings from a TOML document with QEMU-like keys, then ``overrides`` (the CLI flags).
 
     Keys: ``memory`` ("512M", "5G" or MiB), ``vcpus``, ``kernel``, ``initrd``, ``append``,
-    ``firmware``, ``tech`` ("none", "snp", "tdx"), ``timeout`` (seconds), ``log``. Relative paths
+    ``firmware``, ``tech`` ("none", "snp", "tdx"), ``timeout`` (seconds). Relative paths
     in the file are relative to ``base`` (the file's directory); paths in ``overrides`` are
     taken as given. An override of ``None`` means "not given".
 
@@ -239,7 +236,7 @@ def settings_from_toml(
         raise ConfigError(f"{source}: unknown key {unknown[0]!r} (known: {sorted(_TOML_KEYS)})")
     merged: dict[str, Any] = {}
     for key, value in doc.items():
-        if key in ("kernel", "initrd", "firmware", "log"):
+        if key in ("kernel", "initrd", "firmware"):
             if not isinstance(value, str):
                 raise ConfigError(f"{source}: {key} must be a string path")
             value = str(PurePath(base) / value)

@@ -49,8 +49,12 @@ park:
 	.balign 8
 gdt:
 	.quad 0
-	.quad 0x00cf9a000000ffff	/* 0x08: flat 32-bit code */
-	.quad 0x00cf92000000ffff	/* 0x10: flat data */
+	/*
+	 * The accessed bit (type bit 0) is preset: loading a selector would otherwise make the
+	 * CPU set it, writing into this read-only, hashed page and changing its digest.
+	 */
+	.quad 0x00cf9b000000ffff	/* 0x08: flat 32-bit code */
+	.quad 0x00cf93000000ffff	/* 0x10: flat data */
 gdt_end:
 	.balign 2
 gdt_descriptor:
