@@ -84,3 +84,22 @@ def test_bad_settings_exit_2(args: list[str], message: str) -> None:
     result = CliRunner().invoke(cli, ["launch", "--dry-run", *extra, *args])
     assert result.exit_code == 2
     assert result.stderr.strip() == f"cvmlaunch: error: {message}"
+
+
+def test_progress_bar_appears_only_after_a_moment(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cvmlaunch.cli import _launch
+
+    quick = _launch._LazyProgress(100, "populating guest memory")
+    quick(50)
+    quick(100)
+    quick.close()
+    assert capsys.readouterr().err == ""  # under half a second: no bar
+    monkeypatch.setattr(_launch, "_PROGRESS_DELAY", 0.0)
+    slow = _launch._LazyProgress(100, "populating guest memory")
+    slow(50)
+    slow(100)
+    slow.close()
+    # on a non-terminal click prints the label once instead of redrawing a bar
+    assert capsys.readouterr().err.splitlines() == ["populating guest memory"]
