@@ -1,0 +1,365 @@
+"""``cvmlaunch launch``: boot a PVH guest on KVM and check its own digests against the log.
+
+The command composes: settings (flags or TOML, :mod:`cvmlaunch.launch`), the input files
+(:mod:`cvmlaunch.files`), the ELF loader (:mod:`cvmlaunch.image.elf`), the plan
+(:func:`cvmlaunch.launch.build_plan`) and the KVM layer (:mod:`cvmlaunch.kvm_map`), which does
+every system call. Every KVM step is in :func:`execute`, which tests call directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, TextIO
+
+import click
+
+from cvmlaunch.errors import ConfigError, GuestError
+from cvmlaunch.files import map_file
+from cvmlaunch.image.elf import elf_regions, parse_elf
+from cvmlaunch.launch import (
+    DEBUG_EXIT_PORT,
+    SERIAL_PORT,
+    LaunchPlan,
+    LaunchSettings,
+    Tech,
+    build_plan,
+    check_report,
+    parse_report,
+    settings_from_toml,
+)
+from cvmlaunch.layout import Layout, LogEntry, MemoryMap
+
+__all__ = ["LaunchResult", "execute", "launch_cmd", "load_plan"]
+
+#: A populate shorter than this shows no progress bar.
+_PROGRESS_DELAY = 0.5
+
+
+def example_config() -> Path:
+    """The bundled example's TOML (cvmlaunch/data/example.toml)."""
+    return Path(str(resources.files("cvmlaunch") / "data" / "example.toml"))
+
+
+@contextlib.contextmanager
+def load_plan(settings: LaunchSettings) -> Iterator[LaunchPlan]:
+    """Map the input files and build the plan; the files stay mapped while the plan is used.
+
+    Raises:
+        ConfigError: no kernel, or a kernel without a PVH entry note.
+        ImageError: an input that cannot be read or parsed.
+        LayoutError: the images do not fit the memory.
+    """
+    if settings.kernel is None:
+        raise ConfigError("no kernel: give --kernel FILE, --config FILE or --example")
+    with contextlib.ExitStack() as stack:
+        kernel = stack.enter_context(map_file(settings.kernel))
+        image = parse_elf(kernel, name=settings.kernel)
+        if image.pvh_entry is None:
+            raise ConfigError(
+                f"{settings.kernel}: no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY); "
+                "cvmlaunch boots ELF kernels through their PVH entry"
+            )
+        memory = MemoryMap.for_size(settings.memory)
+        regions = elf_regions(image, memory=memory)
+        initrd = stack.enter_context(map_file(settings.initrd)) if settings.initrd else None
+        firmware = stack.enter_context(map_file(settings.firmware)) if settings.firmware else None
+        yield build_plan(
+            settings,
+            regions,
+            image.pvh_entry,
+            initrd=initrd,
+            initrd_name=Path(settings.initrd).name if settings.initrd else "initrd",
+            firmware=firmware,
+            firmware_name=Path(settings.firmware).name if settings.firmware else "firmware",
+        )
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1 << 20):g} MiB" if size >= 1 << 20 else f"{size / 1024:g} KiB"
+
+
+def describe_plan(plan: LaunchPlan) -> Iterator[str]:
+    """The plan and the predicted guest report, as text lines (``--dry-run``)."""
+    s = plan.settings
+    yield (
+        f"plan: tech {plan.tech.label}, memory {_mib(s.memory)}, {plan.vcpus} vCPU"
+        f"{'s' if plan.vcpus != 1 else ''}, PVH entry {plan.entry:#x}, "
+        f"start_info {plan.start_info_gpa:#x}"
+    )
+    if s.append:
+        yield f"cmdline: {s.append}"
+    memory_map = plan.layout.memory
+    if memory_map is not None:
+        yield "memslots:"
+        for slot in memory_map.memslots:
+            yield (
+                f"  {slot.slot}  [{slot.gpa:#014x}-{slot.end:#014x})  {slot.kind.value:<9}"
+                f"{_mib(slot.size)}"
+            )
+    yield "ranges (populate order = range table order), predicted SHA-384 of each:"
+    for i, (region, digest) in enumerate(zip(plan.hashed, plan.predicted(), strict=True)):
+        yield (
+            f"  {i:>2}  [{region.gpa:#010x}-{region.end:#010x})  {region.page_type.name:<6}  "
+            f"{region.provenance.describe()}"
+        )
+        yield f"      sha384 {digest.hex()}"
+    if plan.tech is not Tech.NONE:
+        yield (
+            f"note: the {plan.tech.label} launch digest of a PVH plan is not predicted here; "
+            "the contents hashes above are what the guest must report"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchResult:
+    """What a launch did.
+
+    Args:
+        log: the launch measurement log records, as populated.
+        serial: everything the guest wrote to COM1.
+        exit_status: the value the guest wrote to the debug-exit port, if any.
+        checked: the number of ranges whose guest digest matched the log.
+    """
+
+    log: tuple[LogEntry, ...]
+    serial: str
+    exit_status: int | None
+    checked: int
+
+
+class _LazyProgress:
+    """A click progress bar on stderr that appears only once a populate takes a while."""
+
+    def __init__(self, total: int, label: str) -> None:
+        self.total = total
+        self.label = label
+        self.start = time.monotonic()
+        self.done = 0
+        self.bar: Any = None
+
+    def __call__(self, done: int) -> None:
+        step = done - self.done
+        self.done = done
+        if self.bar is None:
+            if time.monotonic() - self.start < _PROGRESS_DELAY:
+                return
+            self.bar = click.progressbar(
+                length=self.total, label=self.label, file=sys.stderr, show_pos=False
+            )
+            self.bar.__enter__()
+            step = done
+        self.bar.update(step)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+
+
+def check_host(tech: Tech) -> None:
+    """Stop before creating anything when the host cannot run ``tech``.
+
+    Raises:
+        KvmUnsupported: naming the missing capability.
+        KvmError: ``/dev/kvm`` cannot be opened.
+    """
+    from cvmlaunch import kvm_map
+
+    vm_type = {
+        Tech.NONE: kvm_map.VmType.DEFAULT,
+        Tech.SNP: kvm_map.VmType.SNP,
+        Tech.TDX: kvm_map.VmType.TDX,
+    }[tech]
+    with kvm_map.Kvm.open() as kvm:
+        kvm.caps().require(vm_type)
+
+
+def _populate(vm: Any, layout: Layout) -> tuple[tuple[LogEntry, ...], tuple[str, ...]]:
+    """Populate ``layout`` (plain path) with a progress bar once it takes a moment.
+
+    The plain path copies region by region, so populating one region at a time and
+    renumbering the records gives the same log as one call, and lets the bar advance.
+    """
+    from cvmlaunch import kvm_map
+
+    memory = layout.memory
+    total = sum(r.size for r in layout.memory_regions)
+    progress = _LazyProgress(total, "populating guest memory")
+    entries: list[LogEntry] = []
+    notes: list[str] = []
+    done = 0
+    try:
+        for region in layout.memory_regions:
+            part = kvm_map.populate(vm, Layout.of([region], memory))
+            entries += [
+                dataclasses.replace(e, seq=len(entries) + i) for i, e in enumerate(part.entries)
+            ]
+            notes += [n for n in part.notes if n not in notes]
+            done += region.size
+            progress(done)
+    finally:
+        progress.close()
+    return tuple(entries), tuple(notes)
+
+
+def _run_vcpu(
+    vcpu: Any, index: int, deadline: float, timeout: float, on_out: Callable[[int, bytes], None]
+) -> None:
+    """Run one vCPU until it halts; relay its port output to ``on_out``.
+
+    Raises:
+        GuestError: the deadline passed, or the vCPU stopped for another reason.
+    """
+    from cvmlaunch import kvm_map
+
+    while True:
+        left = deadline - time.monotonic()
+        exit_ = vcpu.run(timeout=max(left, 0.001)) if left > 0 else kvm_map.TimeoutExit(timeout)
+        if isinstance(exit_, kvm_map.HltExit):
+            return
+        if isinstance(exit_, kvm_map.IoExit):
+            if exit_.direction is kvm_map.IoDirection.OUT:
+                on_out(exit_.port, exit_.data)
+            else:  # no device model: reads of any port see all ones
+                vcpu.complete_io_in(b"\xff" * (exit_.size * exit_.count))
+            continue
+        if isinstance(exit_, kvm_map.TimeoutExit):
+            raise GuestError(
+                f"vCPU {index}: the guest did not halt within {timeout:g} s (--timeout); stopped it"
+            )
+        raise GuestError(f"vCPU {index}: the guest stopped unexpectedly: {exit_}")
+
+
+def execute(
+    plan: LaunchPlan,
+    *,
+    timeout: float,
+    serial_out: TextIO | None = None,
+    after_populate: Callable[[Any], None] | None = None,
+    on_log: Callable[[tuple[LogEntry, ...], tuple[str, ...]], None] | None = None,
+) -> LaunchResult:
+    """Create the VM, populate it, run its vCPUs, and check the guest's report against the log.
+
+    vCPU 0 enters the PVH entry with %ebx = start_info. Other vCPUs enter the same entry in
+    the same 32-bit state with %ebx = 0, which the example guest takes as "park": they are run
+    first, one after the other, each until it halts; then vCPU 0 runs until it halts.
+
+    Args:
+        plan: the launch plan.
+        timeout: seconds all vCPUs together may run.
+        serial_out: where to relay the guest's serial output as it comes (None: not relayed).
+        after_populate: called with the :class:`cvmlaunch.kvm_map.Vm` after populate and
+            before any vCPU runs (tests change guest memory through the mapping with it).
+        on_log: called with the log records and the populate notes once populate is done
+            (the CLI writes the log file there, before the guest runs).
+
+    Returns:
+        The log, the serial output, the guest's exit status and the number of ranges checked.
+
+    Raises:
+        KvmUnsupported: the host lacks what the plan needs (before anything is created).
+        KvmError: a KVM call failed.
+        GuestError: the guest crashed, or did not halt within ``timeout``.
+        MeasurementMismatch: a range's guest digest differs from the log (names the range).
+        CheckFailed: the guest's report is incomplete or inconsistent with the table.
+    """
+    from cvmlaunch import kvm_map
+
+    check_host(plan.tech)
+    if plan.tech is not Tech.NONE:  # pragma: no cover - no SNP/TDX host to run on here
+        raise ConfigError(f"launching {plan.tech.label} guests is not implemented yet")
+    serial = bytearray()
+    status: list[int] = []
+
+    def on_out(port: int, data: bytes) -> None:
+        if port == SERIAL_PORT:
+            serial.extend(data)
+            if serial_out is not None:
+                serial_out.write(data.decode("ascii", "replace"))
+                serial_out.flush()
+        elif port == DEBUG_EXIT_PORT:
+            status.append(data[0])
+
+    memory = plan.layout.memory
+    if memory is None:  # build_plan always sets it
+        raise ConfigError("the plan has no memory map")
+    with kvm_map.Vm.open(kvm_map.VmType.DEFAULT) as vm:
+        vm.map_memory(memory)
+        log, notes = _populate(vm, plan.layout)
+        if on_log is not None:
+            on_log(log, notes)
+        if after_populate is not None:
+            after_populate(vm)
+        vcpus = [vm.create_vcpu(i) for i in range(plan.vcpus)]
+        for i, vcpu in enumerate(vcpus):
+            vcpu.setup_protected_mode(plan.entry, rbx=plan.start_info_gpa if i == 0 else 0)
+        deadline = time.monotonic() + timeout
+        for i in [*range(1, len(vcpus)), 0]:
+            _run_vcpu(vcpus[i], i, deadline, timeout, on_out)
+    text = serial.decode("ascii", "replace")
+    checked = check_report(parse_report(text), plan.hashed, log)
+    return LaunchResult(log, text, status[0] if status else None, checked)
+
+
+_OPTIONS = ("memory", "vcpus", "firmware", "kernel", "initrd", "append", "tech", "timeout")
+
+
+def _log_writer(
+    settings: LaunchSettings,
+) -> Callable[[tuple[LogEntry, ...], tuple[str, ...]], None]:
+    def write(log: tuple[LogEntry, ...], notes: tuple[str, ...]) -> None:
+        for note in notes:
+            click.echo(f"cvmlaunch: note: {note}", err=True)
+
+    return write
+
+
+@click.command("launch")
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(dir_okay=False, exists=True),
+    help="TOML file with the settings below (QEMU-like names); flags override it.",
+)
+@click.option("--example", is_flag=True, help="Launch the bundled example guest.")
+@click.option("-m", "--memory", help="Guest RAM: 512M, 5G, or MiB (default 512M).")
+@click.option("--vcpus", "--smp", "vcpus", type=int, help="Number of vCPUs (default 1).")
+@click.option("--firmware", "--bios", "firmware", type=click.Path(dir_okay=False))
+@click.option("--kernel", type=click.Path(dir_okay=False), help="PVH ELF kernel.")
+@click.option("--initrd", type=click.Path(dir_okay=False), help="Initial ramdisk.")
+@click.option("--append", help="Kernel command line.")
+@click.option("--tech", type=click.Choice(["none", "snp", "tdx"]), help="Default: none.")
+@click.option("--timeout", type=float, help="Seconds the guest may run (default 60).")
+@click.option("--dry-run", is_flag=True, help="Print the plan and prediction; do not run.")
+def launch_cmd(config: str | None, example: bool, dry_run: bool, **flags: Any) -> None:
+    """Boot a PVH guest on KVM; exit 0 only if the guest's own digests match the log.
+
+    The guest (e.g. the bundled example, --example) hashes every range the launcher placed
+    in its memory and reports the digests on its serial port, which is relayed to stdout.
+    """
+    if example and config:
+        raise ConfigError("give --example or --config, not both")
+    source = str(example_config()) if example else config
+    text = Path(source).read_text() if source else ""
+    base = str(Path(source).parent) if source else "."
+    overrides = {k: flags[k] for k in _OPTIONS}
+    settings = settings_from_toml(text, base=base, source=source or "flags", overrides=overrides)
+    if settings.tech is not Tech.NONE and not dry_run:
+        check_host(settings.tech)
+    with load_plan(settings) as plan:
+        if dry_run:
+            for line in describe_plan(plan):
+                click.echo(line)
+            return
+        result = execute(
+            plan, timeout=settings.timeout, serial_out=sys.stdout, on_log=_log_writer(settings)
+        )
+    click.echo(
+        f"cvmlaunch: guest digests match the launch log for all {result.checked} ranges", err=True
+    )

@@ -1,0 +1,563 @@
+"""The launch plan for a PVH guest, and the check of the guest's own report against the log.
+
+Rule 1: pure. This module takes settings and buffers (kernel regions, initrd bytes) and returns
+values: a :class:`LaunchPlan` whose :class:`~cvmlaunch.layout.Layout` the KVM layer executes,
+and the vCPU start state it needs. It does no I/O and never imports the KVM layer; the CLI
+(:mod:`cvmlaunch.cli._launch`) reads the files and drives :mod:`cvmlaunch.kvm_map`.
+
+Rule 2: the guest contract lives here (and in examples/guest/guest.h, its C side):
+
+* Guest-physical map (below 1 MiB the launcher owns everything):
+
+  ========================  ==============================================================
+  ``0x1000``                the range table (:data:`RANGE_TABLE_GPA`), one page
+  ``0x2000``                PVH ``hvm_start_info``, its module list and memory map, one page
+  ``0x3000``                the kernel command line, NUL-terminated, whole pages
+  ``0x70000-0x80000``       the guest's stack (never populated, never hashed)
+  ``0x100000`` up           the kernel's PT_LOAD segments (where its ELF puts them)
+  top of low RAM            the initrd, page aligned, below :data:`INITRD_ADDR_MAX`
+  ========================  ==============================================================
+
+* The range table (little-endian): ``magic[8] = b"CVMLRNG\\0"``, ``version u32 = 1``,
+  ``count u32``, then ``count`` entries ``{gpa u64, size u64}``. It lists every populated
+  region of the plan in populate order, itself included (it is written last).
+
+* The report on COM1, one line per range: ``range <i> 0x<gpa>+0x<size> sha384 <hex>`` (or
+  ``... unreachable`` for a range the guest cannot address), then ``end <count>``.
+
+Rule 3: the launch succeeds only when, for every listed range, the SHA-384 the guest computed
+over guest memory equals the ``content_sha384`` of the launch-log record for that range.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import re
+import struct
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import PurePath
+from typing import Any
+
+from cvmlaunch.errors import CheckFailed, ConfigError, GuestError, MeasurementMismatch
+from cvmlaunch.layout import (
+    FOUR_GIB,
+    PAGE_SIZE,
+    Buffer,
+    Layout,
+    LogEntry,
+    MemoryMap,
+    MemslotKind,
+    PageType,
+    Provenance,
+    Region,
+    SourceKind,
+    align_down,
+    align_up,
+)
+
+__all__ = [
+    "CMDLINE_GPA",
+    "DEBUG_EXIT_PORT",
+    "GUEST_STACK",
+    "INITRD_ADDR_MAX",
+    "RANGE_TABLE_GPA",
+    "SERIAL_PORT",
+    "START_INFO_GPA",
+    "GuestDigest",
+    "GuestReport",
+    "LaunchPlan",
+    "LaunchSettings",
+    "Tech",
+    "build_plan",
+    "check_report",
+    "parse_report",
+    "parse_size",
+    "settings_from_toml",
+]
+
+RANGE_TABLE_GPA = 0x1000
+START_INFO_GPA = 0x2000
+CMDLINE_GPA = 0x3000
+#: The guest's stack: RAM the plan must leave unpopulated (examples/guest/start.S).
+GUEST_STACK = (0x70000, 0x80000)
+#: The initrd ends at or below this address (Linux's default initrd_addr_max + 1).
+INITRD_ADDR_MAX = 0x3800_0000
+#: Longest command line we place (Linux x86's COMMAND_LINE_SIZE is 2048; we allow a page).
+MAX_CMDLINE = PAGE_SIZE - 1
+SERIAL_PORT = 0x3F8
+#: QEMU's isa-debug-exit port; the example guest writes its status there before it halts.
+DEBUG_EXIT_PORT = 0xF4
+
+RANGE_TABLE_MAGIC = b"CVMLRNG\0"
+RANGE_TABLE_VERSION = 1
+#: Range table header: magic[8], version u32, count u32 (examples/guest/guest.h).
+_TABLE_HEADER = struct.Struct("<8sII")
+#: Range table entry: gpa u64, size u64.
+_TABLE_ENTRY = struct.Struct("<QQ")
+MAX_RANGES = (PAGE_SIZE - _TABLE_HEADER.size) // _TABLE_ENTRY.size
+
+#: PVH boot ABI, ``struct hvm_start_info`` (Xen public/arch-x86/hvm/start_info.h), version 1:
+#: magic, version, flags, nr_modules, modlist_paddr, cmdline_paddr, rsdp_paddr, memmap_paddr,
+#: memmap_entries, reserved.
+_START_INFO = struct.Struct("<IIIIQQQQII")
+HVM_START_MAGIC = 0x336EC578
+#: ``struct hvm_modlist_entry``: paddr, size, cmdline_paddr, reserved.
+_MODLIST_ENTRY = struct.Struct("<QQQQ")
+#: ``struct hvm_memmap_table_entry``: addr, size, type (E820 numbering), reserved.
+_MEMMAP_ENTRY = struct.Struct("<QQII")
+E820_RAM = 1
+E820_RESERVED = 2
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
+_SIZE_SHIFT = {"": 20, "K": 10, "M": 20, "G": 30, "T": 40}
+
+
+class Tech(enum.IntEnum):
+    """The confidential-computing technology of a launch (``--tech``)."""
+
+    NONE = 0
+    SNP = 1
+    TDX = 2
+
+    @classmethod
+    def parse(cls, text: str) -> Tech:
+        """``none``, ``snp`` or ``tdx`` (any case).
+
+        Raises:
+            ConfigError: anything else.
+        """
+        try:
+            return cls[text.strip().upper()]
+        except KeyError:
+            raise ConfigError(f"--tech {text!r}: expected none, snp or tdx") from None
+
+    @property
+    def label(self) -> str:
+        """The name users type."""
+        return self.name.lower()
+
+
+def parse_size(text: str | int) -> int:
+    """A memory size as QEMU's ``-m`` reads it: a number in MiB, or with a K/M/G/T suffix.
+
+    Raises:
+        ConfigError: not a size, or not a positive multiple of 4 KiB.
+    """
+    if isinstance(text, bool):
+        raise ConfigError(f"memory size {text!r} is not a size")
+    if isinstance(text, int):
+        value = text << 20
+    else:
+        m = _SIZE_RE.match(text)
+        if m is None:
+            raise ConfigError(f"memory size {text!r}: expected e.g. 512M, 5G or 1024 (MiB)")
+        value = int(m.group(1)) << _SIZE_SHIFT[m.group(2).upper()]
+    if value <= 0 or value % PAGE_SIZE:
+        raise ConfigError(f"memory size {text!r} is not a positive multiple of 4 KiB")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchSettings:
+    """What to launch: the settings of ``cvmlaunch launch`` (flags or a TOML file).
+
+    Args:
+        memory: guest RAM in bytes.
+        vcpus: number of vCPUs (vCPU 0 runs the guest; the others park, see the CLI).
+        kernel: path of the PVH ELF kernel.
+        initrd: path of the initrd, if any.
+        append: the kernel command line.
+        firmware: path of a firmware image mapped to end at 4 GiB, if any.
+        tech: none, snp or tdx.
+        timeout: seconds the guest may run before it is stopped.
+
+    Raises:
+        ConfigError: a value out of range.
+    """
+
+    memory: int = 512 << 20
+    vcpus: int = 1
+    kernel: str | None = None
+    initrd: str | None = None
+    append: str = ""
+    firmware: str | None = None
+    tech: Tech = Tech.NONE
+    timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.memory <= 0 or self.memory % PAGE_SIZE:
+            raise ConfigError(f"memory {self.memory:#x} is not a positive multiple of 4 KiB")
+        if not 1 <= self.vcpus <= 255:
+            raise ConfigError(f"--vcpus {self.vcpus}: expected 1 to 255")
+        if not self.timeout > 0:
+            raise ConfigError(f"--timeout {self.timeout}: expected a positive number of seconds")
+        if len(self.append.encode()) > MAX_CMDLINE:
+            raise ConfigError(
+                f"--append: {len(self.append.encode())} bytes is longer than {MAX_CMDLINE}"
+            )
+        if "\0" in self.append:
+            raise ConfigError("--append: the command line contains a NUL byte")
+
+
+_TOML_KEYS = {
+    "memory",
+    "vcpus",
+    "kernel",
+    "initrd",
+    "append",
+    "firmware",
+    "tech",
+    "timeout",
+}
+
+
+def settings_from_toml(
+    text: str, *, base: str = ".", source: str = "config", overrides: Mapping[str, Any] = {}
+) -> LaunchSettings:
+    """Settings from a TOML document with QEMU-like keys, then ``overrides`` (the CLI flags).
+
+    Keys: ``memory`` ("512M", "5G" or MiB), ``vcpus``, ``kernel``, ``initrd``, ``append``,
+    ``firmware``, ``tech`` ("none", "snp", "tdx"), ``timeout`` (seconds). Relative paths
+    in the file are relative to ``base`` (the file's directory); paths in ``overrides`` are
+    taken as given. An override of ``None`` means "not given".
+
+    Raises:
+        ConfigError: TOML syntax, an unknown key, or a value of the wrong type.
+    """
+    try:
+        doc = tomllib.loads(text) if text else {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+    unknown = sorted(set(doc) - _TOML_KEYS)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key {unknown[0]!r} (known: {sorted(_TOML_KEYS)})")
+    merged: dict[str, Any] = {}
+    for key, value in doc.items():
+        if key in ("kernel", "initrd", "firmware"):
+            if not isinstance(value, str):
+                raise ConfigError(f"{source}: {key} must be a string path")
+            value = str(PurePath(base) / value)
+        merged[key] = value
+    merged.update({k: v for k, v in overrides.items() if v is not None})
+    return _settings(merged, source)
+
+
+def _settings(values: Mapping[str, Any], source: str) -> LaunchSettings:
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key == "memory":
+            kwargs[key] = parse_size(value)
+        elif key == "tech":
+            kwargs[key] = value if isinstance(value, Tech) else Tech.parse(str(value))
+        elif key == "vcpus":
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ConfigError(f"{source}: vcpus must be an integer")
+            kwargs[key] = value
+        elif key == "timeout":
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise ConfigError(f"{source}: timeout must be a number of seconds")
+            kwargs[key] = float(value)
+        elif key == "append":
+            if not isinstance(value, str):
+                raise ConfigError(f"{source}: append must be a string")
+            kwargs[key] = value
+        else:
+            kwargs[key] = value
+    return LaunchSettings(**kwargs)
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchPlan:
+    """A launch, ready to execute: the layout, and where the guest starts.
+
+    Args:
+        layout: the regions in populate order and the memory map.
+        entry: the PVH 32-bit entry point (XEN_ELFNOTE_PHYS32_ENTRY).
+        start_info_gpa: %ebx for vCPU 0.
+        vcpus: number of vCPUs.
+        tech: the technology.
+    """
+
+    layout: Layout
+    entry: int
+    start_info_gpa: int
+    vcpus: int
+    tech: Tech
+    settings: LaunchSettings = field(default_factory=LaunchSettings)
+
+    @property
+    def hashed(self) -> tuple[Region, ...]:
+        """The ranges in the range table (every memory region), in table order."""
+        return self.layout.memory_regions
+
+    def predicted(self) -> tuple[bytes, ...]:
+        """SHA-384 of each hashed range as the plan fills it: what the guest should report."""
+        out = []
+        for region in self.hashed:
+            h = hashlib.sha384()
+            for _, page in region.pages():
+                h.update(page)
+            out.append(h.digest())
+        return tuple(out)
+
+
+def _generated(name: str, gpa: int, data: bytes, detail: str = "") -> Region:
+    return Region(
+        gpa=gpa,
+        size=align_up(max(len(data), 1)),
+        page_type=PageType.NORMAL,
+        measured=True,
+        provenance=Provenance(SourceKind.GENERATED, name, detail=detail),
+        data=data,
+    )
+
+
+def _memory_map_entries(memory: MemoryMap) -> bytes:
+    """The PVH memory map: every RAM memslot as E820 RAM, the firmware as reserved."""
+    out = b""
+    for slot in sorted(memory.memslots, key=lambda s: s.gpa):
+        kind = E820_RESERVED if slot.kind is MemslotKind.FIRMWARE else E820_RAM
+        out += _MEMMAP_ENTRY.pack(slot.gpa, slot.size, kind, 0)
+    return out
+
+
+def build_plan(
+    settings: LaunchSettings,
+    kernel_regions: Sequence[Region],
+    entry: int,
+    *,
+    initrd: Buffer | None = None,
+    initrd_name: str = "initrd",
+    firmware: Buffer | None = None,
+    firmware_name: str = "firmware",
+) -> LaunchPlan:
+    """Lay out a PVH launch: kernel, initrd, firmware, command line, start_info, range table.
+
+    Populate order (which is also the range table's order): the kernel's regions as the ELF
+    loader gave them, the initrd, the firmware, the command line, the start_info page, and
+    the range table last, since it lists every range including its own.
+
+    Args:
+        settings: memory size, vCPUs, command line, technology.
+        kernel_regions: the kernel's PT_LOAD regions (from the ELF loader), page-granular.
+        entry: the PVH 32-bit entry point.
+        initrd: the initrd's bytes (placed at the top of low RAM), if any.
+        initrd_name: the initrd's name for provenance.
+        firmware: a firmware image (placed to end at 4 GiB), if any.
+        firmware_name: the firmware's name for provenance.
+
+    Returns:
+        The plan.
+
+    Raises:
+        LayoutError: a region outside guest memory, overlapping another, or over the guest's
+            reserved low pages or stack.
+        ConfigError: no kernel regions, an entry outside the kernel, too many ranges.
+    """
+    if not kernel_regions:
+        raise ConfigError("the kernel has no loadable segments")
+    if not any(r.gpa <= entry < r.end for r in kernel_regions):
+        raise ConfigError(f"the PVH entry {entry:#x} is not inside a loaded kernel segment")
+    fw_size = align_up(len(firmware)) if firmware is not None else 0
+    memory = MemoryMap.for_size(settings.memory, fw_size)
+    low_end = next(s.end for s in memory.memslots if s.kind is MemslotKind.RAM_LOW)
+    reserved_end = GUEST_STACK[1]
+    for r in kernel_regions:
+        if r.gpa < reserved_end:
+            raise ConfigError(
+                f"{r.provenance.describe()} at {r.gpa:#x} is below {reserved_end:#x}, "
+                "where the launcher keeps its tables and the guest's stack"
+            )
+    regions: list[Region] = list(kernel_regions)
+    modules = b""
+    if initrd is not None:
+        size = align_up(max(len(initrd), 1))
+        top = min(low_end, INITRD_ADDR_MAX)
+        gpa = align_down(top - size, 1 << 21) if top > size else -1
+        kernel_end = max(r.end for r in kernel_regions)
+        if gpa < kernel_end:
+            raise ConfigError(
+                f"{initrd_name}: {len(initrd):#x} bytes do not fit in low RAM above the kernel "
+                f"(kernel ends at {kernel_end:#x}, low RAM at {low_end:#x})"
+            )
+        regions.append(
+            Region(
+                gpa=gpa,
+                size=size,
+                page_type=PageType.NORMAL,
+                measured=True,
+                provenance=Provenance(SourceKind.FILE, initrd_name, offset=0),
+                data=initrd,
+            )
+        )
+        modules = _MODLIST_ENTRY.pack(gpa, len(initrd), 0, 0)
+    if firmware is not None:
+        regions.append(
+            Region(
+                gpa=FOUR_GIB - fw_size,
+                size=fw_size,
+                page_type=PageType.NORMAL,
+                measured=True,
+                provenance=Provenance(SourceKind.FILE, firmware_name, offset=0),
+                data=firmware,
+            )
+        )
+    cmdline = settings.append.encode() + b"\0"
+    regions.append(_generated("cmdline", CMDLINE_GPA, cmdline, "kernel command line"))
+    memmap = _memory_map_entries(memory)
+    modlist_gpa = START_INFO_GPA + _START_INFO.size
+    memmap_gpa = modlist_gpa + len(modules)
+    start_info = (
+        _START_INFO.pack(
+            HVM_START_MAGIC,
+            1,
+            0,
+            len(modules) // _MODLIST_ENTRY.size,
+            modlist_gpa if modules else 0,
+            CMDLINE_GPA,
+            0,
+            memmap_gpa,
+            len(memmap) // _MEMMAP_ENTRY.size,
+            0,
+        )
+        + modules
+        + memmap
+    )
+    regions.append(_generated("start_info", START_INFO_GPA, start_info, "PVH hvm_start_info"))
+    table_gpa = RANGE_TABLE_GPA
+    listed = [*((r.gpa, r.size) for r in regions), (table_gpa, PAGE_SIZE)]
+    if len(listed) > MAX_RANGES:
+        raise ConfigError(f"{len(listed)} ranges do not fit in the range table (max {MAX_RANGES})")
+    table = _TABLE_HEADER.pack(RANGE_TABLE_MAGIC, RANGE_TABLE_VERSION, len(listed)) + b"".join(
+        _TABLE_ENTRY.pack(g, s) for g, s in listed
+    )
+    regions.append(_generated("range-table", table_gpa, table, "cvmlaunch range table"))
+    for r in regions:
+        if r.gpa < GUEST_STACK[1] and r.end > GUEST_STACK[0]:
+            raise ConfigError(
+                f"{r.provenance.describe()} overlaps the guest stack {GUEST_STACK[0]:#x}-"
+                f"{GUEST_STACK[1]:#x}"
+            )
+    layout = Layout.of(regions, memory)
+    return LaunchPlan(
+        layout=layout,
+        entry=entry,
+        start_info_gpa=START_INFO_GPA,
+        vcpus=settings.vcpus,
+        tech=settings.tech,
+        settings=settings,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class GuestDigest:
+    """One ``range`` line of the guest's report.
+
+    Args:
+        index: the range's index in the table.
+        gpa: first GPA, as the guest read it from the table.
+        size: bytes, as the guest read it.
+        sha384: the digest the guest computed, or None if it could not reach the range.
+    """
+
+    index: int
+    gpa: int
+    size: int
+    sha384: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class GuestReport:
+    """The guest's report: its ``range`` lines and its ``end`` count (None if it never ended)."""
+
+    digests: tuple[GuestDigest, ...]
+    end: int | None
+
+
+_RANGE_LINE = re.compile(
+    r"^range (\d+) 0x([0-9a-f]+)\+0x([0-9a-f]+) (?:sha384 ([0-9a-f]{96})|(unreachable))$"
+)
+_END_LINE = re.compile(r"^end (\d+)$")
+
+
+def parse_report(text: str) -> GuestReport:
+    """Parse the guest's serial output (other lines are ignored).
+
+    Raises:
+        GuestError: a ``range`` line out of sequence.
+    """
+    digests: list[GuestDigest] = []
+    end: int | None = None
+    for line in text.splitlines():
+        line = line.strip()
+        m = _RANGE_LINE.match(line)
+        if m:
+            index = int(m.group(1))
+            if index != len(digests):
+                raise GuestError(f"guest report: range {index} out of sequence in {line!r}")
+            digest = bytes.fromhex(m.group(4)) if m.group(4) else None
+            digests.append(GuestDigest(index, int(m.group(2), 16), int(m.group(3), 16), digest))
+            continue
+        m = _END_LINE.match(line)
+        if m:
+            end = int(m.group(1))
+    return GuestReport(tuple(digests), end)
+
+
+def _describe(entry: LogEntry) -> str:
+    return f"range [{entry.gpa:#x}-{entry.gpa + entry.size:#x}) ({entry.provenance.describe()})"
+
+
+def check_report(report: GuestReport, hashed: Iterable[Region], log: Sequence[LogEntry]) -> int:
+    """Check the guest's digests against the log's content hashes, range by range.
+
+    Args:
+        report: what the guest printed.
+        hashed: the ranges of the range table, in table order.
+        log: the launch measurement log (what was populated).
+
+    Returns:
+        The number of ranges checked.
+
+    Raises:
+        MeasurementMismatch: the guest's digest of a range differs from the log's; the message
+            names the range.
+        CheckFailed: the guest's report is incomplete, lists other ranges than the table, or a
+            range has no log record.
+    """
+    ranges = list(hashed)
+    by_range = {(e.gpa, e.size): e for e in log}
+    if report.end is None:
+        raise CheckFailed(
+            f"the guest's report is incomplete: {len(report.digests)} of {len(ranges)} ranges "
+            "and no end line"
+        )
+    if report.end != len(ranges) or len(report.digests) != len(ranges):
+        raise CheckFailed(
+            f"the guest reported {len(report.digests)} ranges (end {report.end}), "
+            f"the table lists {len(ranges)}"
+        )
+    for region, got in zip(ranges, report.digests, strict=True):
+        entry = by_range.get((region.gpa, region.size))
+        if entry is None:
+            raise CheckFailed(
+                f"no launch-log record covers range [{region.gpa:#x}-{region.end:#x}) "
+                f"({region.provenance.describe()})"
+            )
+        if (got.gpa, got.size) != (region.gpa, region.size):
+            raise CheckFailed(
+                f"guest range {got.index} is {got.gpa:#x}+{got.size:#x}, the table says "
+                f"{region.gpa:#x}+{region.size:#x}"
+            )
+        if got.sha384 is None:
+            raise CheckFailed(f"the guest could not address {_describe(entry)}")
+        if got.sha384 != entry.content_sha384:
+            raise MeasurementMismatch(
+                f"guest digest of {_describe(entry)}",
+                expected=entry.content_sha384,
+                actual=got.sha384,
+            )
+    return len(ranges)

@@ -1,0 +1,105 @@
+"""``cvmlaunch launch`` without KVM: --dry-run, settings errors."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cvmlaunch import kvm_map
+from cvmlaunch.cli import cli
+from cvmlaunch.cli._launch import example_config, load_plan
+from cvmlaunch.launch import settings_from_toml
+
+
+@pytest.fixture
+def no_kvm(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make any attempt to open /dev/kvm fail the test."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("--dry-run opened /dev/kvm")
+
+    monkeypatch.setattr(kvm_map.Kvm, "open", refuse)
+    monkeypatch.setattr(kvm_map.Vm, "open", refuse)
+
+
+@pytest.mark.usefixtures("no_kvm")
+@pytest.mark.parametrize("tech", ["none", "snp"])
+def test_dry_run_prints_plan_and_prediction(tech: str) -> None:
+    result = CliRunner().invoke(cli, ["launch", "--example", "--dry-run", "--tech", tech])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == (
+        f"plan: tech {tech}, memory 512 MiB, 1 vCPU, PVH entry 0x100000, start_info 0x2000"
+    )
+    assert lines[1] == "cmdline: console=ttyS0 cvmlaunch.example=1"
+    assert lines[3] == "  0  [0x000000000000-0x000020000000)  ram-low  512 MiB"
+    ranges = re.findall(
+        r"^ +\d+  \[0x(\w+)-0x(\w+)\)  NORMAL  (.*)\n +sha384 (\w+)$", result.stdout, re.M
+    )
+    settings = settings_from_toml(example_config().read_text(), base=str(example_config().parent))
+    with load_plan(settings) as plan:
+        expected = [
+            (r.gpa, r.end, r.provenance.describe(), hashlib.sha384(r.contents()).hexdigest())
+            for r in plan.hashed
+        ]
+    assert [(int(a, 16), int(b, 16), p, d) for a, b, p, d in ranges] == expected
+    assert [p for _, _, p, _ in ranges][-3:] == [
+        "cmdline (kernel command line)",
+        "start_info (PVH hvm_start_info)",
+        "range-table (cvmlaunch range table)",
+    ]
+
+
+@pytest.mark.usefixtures("no_kvm")
+def test_flags_override_config(tmp_path: Path) -> None:
+    cfg = tmp_path / "vm.toml"
+    cfg.write_text(
+        f'memory = "1G"\nkernel = "{example_config().parent / "example-guest.elf"}"\n'
+        'append = "from-file"\n'
+    )
+    result = CliRunner().invoke(
+        cli, ["launch", "--config", str(cfg), "--append", "from-flag", "--vcpus", "2", "--dry-run"]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[:2] == [
+        "plan: tech none, memory 1024 MiB, 2 vCPUs, PVH entry 0x100000, start_info 0x2000",
+        "cmdline: from-flag",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--memory", "lots"], "memory size 'lots': expected e.g. 512M, 5G or 1024 (MiB)"),
+        (["--vcpus", "0"], "--vcpus 0: expected 1 to 255"),
+        ([], "no kernel: give --kernel FILE, --config FILE or --example"),
+    ],
+)
+def test_bad_settings_exit_2(args: list[str], message: str) -> None:
+    extra = ["--kernel", str(example_config().parent / "example-guest.elf")] if args else []
+    result = CliRunner().invoke(cli, ["launch", "--dry-run", *extra, *args])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"cvmlaunch: error: {message}"
+
+
+def test_progress_bar_appears_only_after_a_moment(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cvmlaunch.cli import _launch
+
+    quick = _launch._LazyProgress(100, "populating guest memory")
+    quick(50)
+    quick(100)
+    quick.close()
+    assert capsys.readouterr().err == ""  # under half a second: no bar
+    monkeypatch.setattr(_launch, "_PROGRESS_DELAY", 0.0)
+    slow = _launch._LazyProgress(100, "populating guest memory")
+    slow(50)
+    slow(100)
+    slow.close()
+    # on a non-terminal click prints the label once instead of redrawing a bar
+    assert capsys.readouterr().err.splitlines() == ["populating guest memory"]

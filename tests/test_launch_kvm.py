@@ -1,0 +1,106 @@
+"""``cvmlaunch launch`` on this machine's real /dev/kvm (marker ``kvm``: runs here, never skipped).
+
+Each launch boots the bundled example guest, which hashes every range of the range table with
+its own SHA-384 and reports on COM1; the launcher compares each digest with the launch log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cvmlaunch.cli import cli
+from cvmlaunch.cli._launch import example_config, execute, load_plan
+from cvmlaunch.errors import MeasurementMismatch
+from cvmlaunch.launch import LaunchSettings, settings_from_toml
+
+pytestmark = pytest.mark.kvm
+
+DATA = example_config().parent
+
+
+def example_settings(**overrides: object) -> LaunchSettings:
+    return settings_from_toml(
+        example_config().read_text(), base=str(DATA), source="example", overrides=overrides
+    )
+
+
+def guest_ranges(output: str) -> list[tuple[int, int, str]]:
+    return [
+        (int(g, 16), int(s, 16), d)
+        for g, s, d in re.findall(r"^range \d+ 0x(\w+)\+0x(\w+) sha384 (\w+)$", output, re.M)
+    ]
+
+
+def test_launch_example_reports_the_log() -> None:
+    result = CliRunner().invoke(cli, ["launch", "--example"])
+    assert result.exit_code == 0, result.output
+    assert "guest digests match the launch log for all 6 ranges" in result.stderr
+    assert 'cvmlaunch-guest cmdline "console=ttyS0 cvmlaunch.example=1"' in result.stdout
+    with load_plan(example_settings()) as plan:
+        expected = [(r.gpa, r.size, hashlib.sha384(r.contents()).hexdigest()) for r in plan.hashed]
+    # the guest's own SHA-384 of each range equals hashlib's of what the plan put there
+    assert guest_ranges(result.stdout) == expected
+    assert result.stdout.rstrip().endswith("end 6")
+
+
+def test_changed_byte_fails_naming_the_range() -> None:
+    with load_plan(example_settings()) as plan:
+        initrd = next(r for r in plan.hashed if r.provenance.name == "example-initrd.img")
+        target = initrd.gpa + 0x10
+
+        def corrupt(vm: object) -> None:
+            mem = vm.memory_at(target)  # type: ignore[attr-defined]
+            old = mem.read(target, 1)
+            mem.write(target, bytes([old[0] ^ 0x01]))
+
+        original = initrd.contents()
+        with pytest.raises(MeasurementMismatch) as info:
+            execute(plan, timeout=60, after_populate=corrupt)
+    message = str(info.value)
+    assert f"range [{initrd.gpa:#x}-{initrd.end:#x}) (example-initrd.img+0x0)" in message
+    assert info.value.expected == hashlib.sha384(original).digest()
+    changed = bytearray(original)
+    changed[0x10] ^= 1
+    assert info.value.actual == hashlib.sha384(changed).digest()
+    assert info.value.exit_code == 1
+
+
+def test_two_vcpus_and_memory_above_4g() -> None:
+    settings = example_settings(memory="5G", vcpus=2)
+    with load_plan(settings) as plan:
+        result = execute(plan, timeout=60)
+    assert result.checked == 6
+    assert result.exit_status == 0
+    # RAM split q35-style: 2 GiB low, 3 GiB from 4 GiB; both memslots are in the guest's map
+    assert "cvmlaunch-guest memory 0x0+0x80000000 type 1" in result.serial
+    assert "cvmlaunch-guest memory 0x100000000+0xc0000000 type 1" in result.serial
+    # the initrd sits at the top of low RAM below Linux's initrd_addr_max
+    assert "cvmlaunch-guest module 0 0x37e00000+0x220" in result.serial
+
+
+def test_guest_that_loops_is_stopped_after_timeout(tmp_path: Path) -> None:
+    elf = bytearray((DATA / "example-guest.elf").read_bytes())
+    assert elf[0x1000] == 0xFA  # cli, the first instruction at the PVH entry (file offset)
+    elf[0x1000:0x1002] = b"\xeb\xfe"  # jmp . : never halts, never exits to the launcher
+    looping = tmp_path / "loop.elf"
+    looping.write_bytes(bytes(elf))
+    result = CliRunner().invoke(cli, ["launch", "--kernel", str(looping), "--timeout", "1"])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "cvmlaunch: error: vCPU 0: the guest did not halt within 1 s (--timeout); stopped it"
+    )
+
+
+def test_tech_snp_stops_before_creating_anything() -> None:
+    result = CliRunner().invoke(cli, ["launch", "--example", "--tech", "snp"])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "cvmlaunch: error: this host's KVM does not offer KVM_X86_SNP_VM "
+        "(KVM_CAP_VM_TYPES is 0x1, bit 4 is clear)"
+    )
+    assert result.stdout == ""
