@@ -369,7 +369,7 @@ def parse_elf(data: Buffer, *, name: str = "elf") -> ElfImage:
                 source=name,
                 offset=where,
             )
-        if paddr + memsz > MAX_GPA:
+        if align_up(paddr + memsz) > MAX_GPA:
             raise ImageError(
                 f"segment {index} at physical {paddr:#x}+{memsz:#x} is beyond the 52-bit "
                 "physical address space",
