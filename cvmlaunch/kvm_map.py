@@ -51,7 +51,7 @@ from cvmlaunch._uapi import (
     TdxCmd,
     VmType,
 )
-from cvmlaunch.errors import ConfigError, KvmError, KvmUnsupported
+from cvmlaunch.errors import ConfigError, CvmLaunchError, KvmError, KvmUnsupported
 from cvmlaunch.layout import (
     PAGE_SIZE,
     Layout,
@@ -195,7 +195,10 @@ class _Closer:
             action = self._actions.pop()
             try:
                 action()
-            except BaseException as exc:  # re-raised after the rest are closed
+            except OSError as exc:  # re-raised after the rest are closed
+                error = error or KvmError("close", errno=exc.errno)
+                error.__cause__ = exc
+            except BaseException as exc:
                 error = error or exc
         if error is not None:
             raise error
@@ -328,7 +331,10 @@ class Kvm:
         """Close the fd (idempotent)."""
         fd, self.fd = self.fd, -1
         if fd >= 0:
-            self.kernel.close(fd)
+            try:
+                self.kernel.close(fd)
+            except OSError as exc:
+                raise KvmError("close", errno=exc.errno) from exc
 
     def __enter__(self) -> Self:
         return self
@@ -392,7 +398,8 @@ class Kvm:
             fd = _ioctl(self.kernel, self.fd, _uapi.KVM_CREATE_VM, int(vm_type), "KVM_CREATE_VM")
         except BaseException:
             if sev_fd >= 0:
-                self.kernel.close(sev_fd)
+                with contextlib.suppress(OSError):  # the CREATE_VM error is the one to report
+                    self.kernel.close(sev_fd)
             raise
         return Vm(self.kernel, fd, vm_type, vcpu_mmap_size=caps.vcpu_mmap_size, sev_fd=sev_fd)
 
@@ -707,7 +714,10 @@ class Vcpu:
                 run_map.close()
         finally:
             if fd >= 0:
-                self.kernel.close(fd)
+                try:
+                    self.kernel.close(fd)
+                except OSError as exc:
+                    raise KvmError("close", errno=exc.errno) from exc
 
     def _ioctl(self, request: int, arg: int | bytearray, op: str) -> int:
         return _ioctl(self.kernel, self.fd, request, arg, op)
@@ -930,7 +940,14 @@ class Vm:
             KvmError: a call failed.
         """
         with Kvm.open(kernel, path) as kvm:
-            return kvm.create_vm(vm_type)
+            vm = kvm.create_vm(vm_type)
+            try:
+                kvm.close()
+            except BaseException:
+                with contextlib.suppress(CvmLaunchError):
+                    vm.close()
+                raise
+        return vm
 
     def close(self) -> None:
         """Close vCPUs, memslot mappings, guest_memfds and the VM fd (idempotent)."""
