@@ -48,9 +48,10 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    from cvmlaunch.cli import _inspect, _launch, _measure
+    from cvmlaunch.cli import _inspect, _kvm, _launch, _measure
 
     cli.add_command(_inspect.inspect_cmd)
+    cli.add_command(_kvm.kvm_group)
     cli.add_command(_launch.launch_cmd)
     cli.add_command(_measure.measure_group)
 

@@ -1,0 +1,43 @@
+"""``cvmlaunch kvm caps``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from cvmlaunch.cli import cli
+from cvmlaunch.kvm_map import Kvm
+
+
+@pytest.mark.kvm
+def test_kvm_caps_json_is_the_probe() -> None:
+    result = CliRunner().invoke(cli, ["kvm", "caps", "--json"])
+    assert result.exit_code == 0, result.output
+    with Kvm.open() as kvm:
+        expected = kvm.caps().as_dict()
+    assert json.loads(result.output) == expected
+    assert "DEFAULT" in expected["vm_type_names"]  # type: ignore[operator]
+
+
+@pytest.mark.kvm
+def test_kvm_caps_table() -> None:
+    result = CliRunner().invoke(cli, ["kvm", "caps"])
+    assert result.exit_code == 0, result.output
+    with Kvm.open() as kvm:
+        caps = kvm.caps()
+    lines = dict(line.split(None, 1) for line in result.output.splitlines())
+    assert lines["vm_types"] == f"{caps.vm_types:#x}"
+    assert lines["guest_memfd_flags"] == f"{caps.guest_memfd_flags:#x}"
+    assert lines["pre_fault_memory"] == ("yes" if caps.pre_fault_memory else "no")
+    assert lines["max_vcpus"] == str(caps.max_vcpus)
+
+
+def test_kvm_caps_without_a_device_is_one_line_exit_2() -> None:
+    result = CliRunner().invoke(cli, ["kvm", "caps", "--device", "/nonexistent/kvm"])
+    assert result.exit_code == 2
+    assert result.output == (
+        "cvmlaunch: error: this host's KVM does not offer /nonexistent/kvm "
+        "(cannot open it: No such file or directory)\n"
+    )
