@@ -35,6 +35,7 @@ import mmap
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -83,6 +84,7 @@ __all__ = [
     "MmioExit",
     "OtherExit",
     "Regs",
+    "SerialRun",
     "ShutdownExit",
     "SnpFinish",
     "Sregs",
@@ -548,6 +550,18 @@ class TimeoutExit:
     timeout: float
 
 
+#: The first PC serial port (COM1), where guests print.
+SERIAL_PORT = 0x3F8
+
+
+@dataclass(frozen=True, slots=True)
+class SerialRun:
+    """The result of :meth:`Vcpu.run_serial`: the UART output and the exit that ended it."""
+
+    output: bytes
+    exit: VcpuExit
+
+
 VcpuExit = (
     IoExit
     | MmioExit
@@ -851,6 +865,46 @@ class Vcpu:
                 timer.join()
             run_map[immediate] = 0
 
+    def run_serial(
+        self,
+        timeout: float,
+        *,
+        port: int = SERIAL_PORT,
+        on_output: Callable[[bytes], None] | None = None,
+    ) -> SerialRun:
+        """Run until the guest stops, collecting what it writes to a 16550 UART at ``port``.
+
+        OUTs to ``port`` are collected (and passed to ``on_output`` as they come). Reads of
+        the UART's line status register (``port + 5``) answer "transmitter empty" (0x60), any
+        other IN reads zeros, other OUTs are ignored. Everything else ends the run: HLT,
+        SHUTDOWN, a system event, an internal error, MMIO, ... or the ``timeout`` (seconds,
+        for the whole run).
+
+        Returns:
+            The bytes written to the UART and the exit that ended the run.
+
+        Raises:
+            KvmError: ``KVM_RUN`` failed.
+        """
+        deadline = time.monotonic() + timeout
+        output = bytearray()
+        while True:
+            left = deadline - time.monotonic()
+            exit_ = TimeoutExit(timeout) if left <= 0 else self.run(left)
+            if isinstance(exit_, TimeoutExit):
+                return SerialRun(bytes(output), TimeoutExit(timeout))
+            if not isinstance(exit_, IoExit):
+                return SerialRun(bytes(output), exit_)
+            if exit_.direction is IoDirection.OUT:
+                if exit_.port == port:
+                    output += exit_.data
+                    if on_output is not None:
+                        on_output(exit_.data)
+                continue
+            n = exit_.size * exit_.count
+            answer = b"\x60" * n if exit_.port == port + 5 else bytes(n)
+            self.complete_io_in(answer)
+
     def complete_io_in(self, data: bytes) -> None:
         """Give the data an IN instruction reads (call between an IN exit and the next run)."""
         if self.run_map is None:
@@ -1033,10 +1087,13 @@ class Vm:
             ) from exc.__cause__
 
     def default_guest_memfd_flags(self) -> GuestMemfdFlag:
-        """MMAP|INIT_SHARED where this VM offers both (shared memory), else 0 (private)."""
+        """MMAP|INIT_SHARED where this VM offers both (shared memory), else 0.
+
+        With 0 the memslot's shared pages live in anonymous memory (:meth:`add_memslot`).
+        """
         want = GuestMemfdFlag.MMAP | GuestMemfdFlag.INIT_SHARED
-        if self.is_private:
-            return GuestMemfdFlag(0)
+        if self.vm_type in (VmType.SNP, VmType.TDX):
+            return GuestMemfdFlag(0)  # their memory is private; INIT_SHARED is refused
         offered = self.check_extension(Cap.GUEST_MEMFD_FLAGS)
         return want if offered & want == want else GuestMemfdFlag(0)
 

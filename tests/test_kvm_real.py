@@ -477,3 +477,33 @@ def test_memslot_binding_rules() -> None:
             vm.set_user_memory_region2(1, 0x100000, 0, 0, flags=0)
         finally:
             os.close(memfd)
+
+
+# real mode: for each byte of msg: wait for LSR.THRE (in 0x3fd), out 0x3f8; then hlt
+SERIAL_CODE = bytes.fromhex(
+    "be1700 bafd03 ec a820 74fb ac 84c0 7406 baf803 ee ebed f4".replace(" ", "")
+)
+
+
+def test_run_serial_relays_the_uart_and_stops_on_hlt() -> None:
+    message = b"hello, serial\n"
+    assert len(SERIAL_CODE) == 23
+    memory = MemoryMap.for_size(1 << 20)
+    layout = Layout.of([_code_region(0x1000, SERIAL_CODE + message + b"\0", "serial")], memory)
+    with Vm.open() as vm:
+        vm.map_memory(memory)
+        vcpu = vm.create_vcpu()
+        populate(vm, layout)
+        vcpu.setup_real_mode(0x100, 0)
+        seen: list[bytes] = []
+        result = vcpu.run_serial(10, on_output=seen.append)
+        assert result.output == message
+        assert b"".join(seen) == message
+        assert result.exit == HltExit()
+        # a guest that never halts ends with a timeout, with what it printed so far
+        # the same program with `jmp $` for the hlt (and the message one byte further)
+        vm.write(0x2000, b"\xbe\x18\x00" + SERIAL_CODE[3:22] + LOOP_CODE + message + b"\0")
+        vcpu.setup_real_mode(0x200, 0)
+        result = vcpu.run_serial(0.2)
+        assert result.output == message
+        assert result.exit == TimeoutExit(0.2)
