@@ -507,3 +507,54 @@ def test_run_serial_relays_the_uart_and_stops_on_hlt() -> None:
         result = vcpu.run_serial(0.2)
         assert result.output == message
         assert result.exit == TimeoutExit(0.2)
+
+
+def test_run_with_timeout_from_a_worker_thread() -> None:
+    """The example-guest helper may run a vCPU off the main thread: the kick still works."""
+    import threading
+
+    from cvmlaunch.kvm_map import install_kick_handler
+
+    install_kick_handler()  # main thread
+    memory = MemoryMap.for_size(1 << 20)
+    layout = Layout.of([_code_region(0x3000, LOOP_CODE, "jmp $")], memory)
+    results: list[object] = []
+    with Vm.open() as vm:
+        vm.map_memory(memory)
+        vcpu = vm.create_vcpu()
+        populate(vm, layout)
+        vcpu.setup_protected_mode(0x3000)
+        worker = threading.Thread(target=lambda: results.append(vcpu.run(timeout=0.2)))
+        worker.start()
+        worker.join(timeout=30)
+        assert not worker.is_alive()
+    assert results == [TimeoutExit(0.2)]
+
+
+def test_timeout_off_the_main_thread_without_a_handler_is_a_clear_error() -> None:
+    import threading
+
+    from cvmlaunch.errors import ConfigError
+    from cvmlaunch.kvm_map import KICK_SIGNAL
+
+    previous = signal.signal(KICK_SIGNAL, signal.SIG_DFL)
+    errors: list[BaseException] = []
+    try:
+        with Vm.open() as vm:
+            vcpu = vm.create_vcpu()
+
+            def run() -> None:
+                try:
+                    vcpu.run(timeout=0.1)
+                except ConfigError as exc:
+                    errors.append(exc)
+
+            worker = threading.Thread(target=run)
+            worker.start()
+            worker.join(timeout=30)
+    finally:
+        signal.signal(KICK_SIGNAL, previous)
+    assert [str(e) for e in errors] == [
+        "a vCPU run with a timeout needs a handler for SIGUSR1: call "
+        "cvmlaunch.kvm_map.install_kick_handler() from the main thread first"
+    ]
