@@ -1401,9 +1401,10 @@ def _drive(request: _Request, on_progress: Callable[[int, int], None], what: str
 class _Recorder:
     """Builds the log: one :class:`LogEntry` per call that made progress."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_record: Callable[[LogEntry], None] | None = None) -> None:
         self.entries: list[LogEntry] = []
         self.notes: list[str] = []
+        self.on_record = on_record
 
     def add(
         self,
@@ -1437,6 +1438,8 @@ class _Recorder:
                 page_sha384=tuple(pages),
             )
         )
+        if self.on_record is not None:
+            self.on_record(self.entries[-1])
 
     def log(self) -> LaunchLog:
         return LaunchLog(tuple(self.entries), tuple(self.notes))
@@ -1487,7 +1490,13 @@ def _fill(staging: mmap.mmap, region: Region, gpa: int, size: int) -> None:
         pos += len(piece)
 
 
-def populate_plain(vm: Vm, layout: Layout, vcpu: Vcpu | None = None) -> LaunchLog:
+def populate_plain(
+    vm: Vm,
+    layout: Layout,
+    vcpu: Vcpu | None = None,
+    *,
+    on_record: Callable[[LogEntry], None] | None = None,
+) -> LaunchLog:
     """Populate a plain VM (type 0, or SW_PROTECTED with shared memory).
 
     Each memory region is copied through its memslot's guest_memfd mapping (one
@@ -1501,7 +1510,7 @@ def populate_plain(vm: Vm, layout: Layout, vcpu: Vcpu | None = None) -> LaunchLo
     """
     if layout.vmsa_regions:
         raise ConfigError("a plain VM has no VMSA regions to populate")
-    rec = _Recorder()
+    rec = _Recorder(on_record)
     for region in layout.memory_regions:
         mem = vm.memory_at(region.gpa, region.size)
         gpa = region.gpa
@@ -1541,7 +1550,13 @@ def populate_plain(vm: Vm, layout: Layout, vcpu: Vcpu | None = None) -> LaunchLo
     return rec.log()
 
 
-def populate_tdx(vm: Vm, layout: Layout, vcpu: Vcpu) -> LaunchLog:
+def populate_tdx(
+    vm: Vm,
+    layout: Layout,
+    vcpu: Vcpu,
+    *,
+    on_record: Callable[[LogEntry], None] | None = None,
+) -> LaunchLog:
     """Populate a TD: PRIVATE, then ``KVM_TDX_INIT_MEM_REGION`` per range, then FINALIZE_VM.
 
     ``vcpu`` must have had ``KVM_TDX_INIT_VCPU``. Each range is staged in a page-aligned
@@ -1554,7 +1569,7 @@ def populate_tdx(vm: Vm, layout: Layout, vcpu: Vcpu) -> LaunchLog:
     """
     if layout.vmsa_regions:
         raise ConfigError("a TD has no VMSA regions to populate")
-    rec = _Recorder()
+    rec = _Recorder(on_record)
     with _staging() as staging:
         source = _address(staging)
         for region in layout.memory_regions:
@@ -1579,7 +1594,13 @@ def populate_tdx(vm: Vm, layout: Layout, vcpu: Vcpu) -> LaunchLog:
     return rec.log()
 
 
-def populate_snp(vm: Vm, layout: Layout, finish: SnpFinish | None = None) -> LaunchLog:
+def populate_snp(
+    vm: Vm,
+    layout: Layout,
+    finish: SnpFinish | None = None,
+    *,
+    on_record: Callable[[LogEntry], None] | None = None,
+) -> LaunchLog:
     """Populate an SNP guest: PRIVATE, ``SNP_LAUNCH_UPDATE`` per range, then LAUNCH_FINISH.
 
     Each range goes in with its page type; sources are page-aligned staging copies (ZERO
@@ -1598,7 +1619,7 @@ def populate_snp(vm: Vm, layout: Layout, finish: SnpFinish | None = None) -> Lau
         raise ConfigError(
             f"the plan has {len(vmsas)} VMSA pages but the VM has {len(vm.vcpus)} vCPUs"
         )
-    rec = _Recorder()
+    rec = _Recorder(on_record)
     with _staging() as staging:
         base_addr = _address(staging)
         for region in layout.memory_regions:
@@ -1657,24 +1678,30 @@ def populate_snp(vm: Vm, layout: Layout, finish: SnpFinish | None = None) -> Lau
 
 
 def populate(
-    vm: Vm, layout: Layout, *, vcpu: Vcpu | None = None, snp_finish: SnpFinish | None = None
+    vm: Vm,
+    layout: Layout,
+    *,
+    vcpu: Vcpu | None = None,
+    snp_finish: SnpFinish | None = None,
+    on_record: Callable[[LogEntry], None] | None = None,
 ) -> LaunchLog:
     """Populate ``layout`` by the path the VM's type calls for (resolved once, here).
 
     Plain (DEFAULT, SW_PROTECTED): :func:`populate_plain`. TDX: :func:`populate_tdx` (needs
-    ``vcpu``, default the first). SNP: :func:`populate_snp`.
+    ``vcpu``, default the first). SNP: :func:`populate_snp`. ``on_record`` is called with each
+    log record as soon as it exists (e.g. to drive a progress bar).
 
     Raises:
         ConfigError: a type with no populate path (SEV, SEV-ES) or a missing vCPU.
         KvmError: a call failed.
     """
     if vm.vm_type in (VmType.DEFAULT, VmType.SW_PROTECTED):
-        return populate_plain(vm, layout, vcpu)
+        return populate_plain(vm, layout, vcpu, on_record=on_record)
     if vm.vm_type is VmType.TDX:
         chosen = vcpu or (vm.vcpus[0] if vm.vcpus else None)
         if chosen is None:
             raise ConfigError("TDX populate needs a vCPU that has had KVM_TDX_INIT_VCPU")
-        return populate_tdx(vm, layout, chosen)
+        return populate_tdx(vm, layout, chosen, on_record=on_record)
     if vm.vm_type is VmType.SNP:
-        return populate_snp(vm, layout, snp_finish)
+        return populate_snp(vm, layout, snp_finish, on_record=on_record)
     raise ConfigError(f"no populate path for {vm.vm_type.name} VMs")

@@ -472,3 +472,25 @@ def test_coalesce_helper_merges_only_adjacent_records() -> None:
         0x20000,
         4 * PAGE,
     ]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_on_record_sees_every_record_as_it_is_made(path: str) -> None:
+    seen: list[LogEntry] = []
+    kernel = FakeKernel(faults=[Fault(pages=1), Fault(pages=2)])
+    layout = PLANS[path]
+    assert layout.memory is not None
+    with Vm.open(VM_TYPES[path], kernel=kernel) as vm:
+        if path == "tdx":
+            vm.tdx_init_vm(attributes=0, xfam=0x3, cpuid=())
+        if path == "snp":
+            vm.sev_init2()
+        vm.map_memory(layout.memory)
+        vcpus = [vm.create_vcpu() for _ in range(2)]
+        if path == "tdx":
+            vcpus[0].tdx_init_vcpu(0)
+        if path == "snp":
+            vm.snp_launch_start(1 << 17)
+        log = populate(vm, layout, on_record=seen.append)
+    assert tuple(seen) == log.entries
+    assert len(seen) > len(BASELINES[path].log.entries)
