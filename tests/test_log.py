@@ -1,0 +1,451 @@
+"""The launch measurement log: model, canonical JSON Lines, strict parsing, replay, diff."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cvmlaunch.errors import ConfigError, LayoutError, LogFormatError, MeasurementMismatch
+from cvmlaunch.layout import (
+    PAGE_SIZE,
+    VMSA_GPA,
+    Layout,
+    LogEntry,
+    PageType,
+    Provenance,
+    Region,
+    SourceKind,
+)
+from cvmlaunch.measure import snp_chain
+from cvmlaunch.measure.log import (
+    LOG_VERSION,
+    LogHeader,
+    LogInput,
+    MeasurementLog,
+    Technology,
+    diff_logs,
+    dumps_log,
+    get_replayer,
+    parse_log,
+    replay_log,
+    verify_log,
+)
+
+FW = Provenance(SourceKind.FILE, "fw.fd", offset=0)
+
+
+def small_layout(data: bytes = bytes(range(256)) * 40, vcpus: int = 2) -> Layout:
+    """Two firmware pages + zero fill, a ZERO range, a SECRETS page, a partially filled
+    NORMAL page, and VMSAs."""
+    regions = [
+        Region(0xFFFF_C000, 0x4000, PageType.NORMAL, True, FW, data),
+        Region(0x80_0000, 0x3000, PageType.ZERO, False, Provenance(SourceKind.ZERO, "z")),
+        Region(0x80_3000, 0x1000, PageType.SECRETS, False, Provenance(SourceKind.ZERO, "s")),
+        Region(0x80_4000, 0x1000, PageType.CPUID, False, Provenance(SourceKind.ZERO, "c")),
+        Region(
+            0x80_5000,
+            0x1000,
+            PageType.NORMAL,
+            True,
+            Provenance(SourceKind.GENERATED, "hashes", detail="kernel hashes"),
+            b"\x01" * 100,
+        ),
+    ]
+    for i in range(vcpus):
+        regions.append(
+            Region(
+                VMSA_GPA,
+                PAGE_SIZE,
+                PageType.VMSA,
+                True,
+                Provenance(SourceKind.VMSA, index=i),
+                bytes([i + 1]) * 64,
+            )
+        )
+    return Layout.of(regions)
+
+
+def header(initial: bytes = bytes(48), **settings_: object) -> LogHeader:
+    values: dict[str, object] = {"vcpus": 2, "vmm_type": "QEMU", "guest_features": 1}
+    values.update(settings_)
+    return LogHeader(
+        technology=Technology.SEV_SNP,
+        algorithm=snp_chain.SNP_ALGORITHM,
+        settings=values,  # type: ignore[arg-type]
+        inputs=(
+            LogInput("firmware", "fw.fd", 10240, sha256=hashlib.sha256(b"x").digest()),
+            LogInput("kernel", "k", 1, sha384=hashlib.sha384(b"k").digest()),
+        ),
+        tool_version="0.1.0",
+        initial_digest=initial,
+    )
+
+
+def make_log(layout: Layout | None = None, **kw: object) -> MeasurementLog:
+    return snp_chain.log_layout(layout or small_layout(), header(**kw))  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ model and chain
+
+
+def test_page_info_layout_matches_the_abi() -> None:
+    # SNP firmware ABI PAGE_INFO: 112 bytes; LENGTH 0x70 at 0x60, PAGE_TYPE at 0x62, GPA at 0x68.
+    info = snp_chain.page_info(b"\xaa" * 48, b"\xbb" * 48, PageType.NORMAL, 0xFFC0_0000)
+    assert len(info) == 112
+    assert info[:48] == b"\xaa" * 48
+    assert info[48:96] == b"\xbb" * 48
+    assert info[96:].hex() == "7000010000000000" + "0000c0ff00000000"
+    vmsa = snp_chain.page_info(bytes(48), bytes(48), PageType.VMSA, VMSA_GPA)
+    assert vmsa[0x62] == 2
+    assert vmsa[0x68:] == VMSA_GPA.to_bytes(8, "little")
+
+
+def test_zero_type_pages_use_zero_contents_but_still_step() -> None:
+    zero = Region(0x1000, 0x2000, PageType.ZERO, False, FW)
+    d = snp_chain.fold_region(bytes(48), zero)
+    expect = bytes(48)
+    for gpa in (0x1000, 0x2000):
+        expect = hashlib.sha384(
+            expect + bytes(48) + bytes.fromhex("7000030000000000") + gpa.to_bytes(8, "little")
+        ).digest()
+    assert d == expect
+
+
+def test_log_footer_equals_direct_fold() -> None:
+    layout = small_layout()
+    log = make_log(layout)
+    assert log.digest == snp_chain.fold_layout(layout)
+    assert log.entries[-1].digest_after == log.digest
+    assert [e.seq for e in log.entries] == list(range(len(layout.regions)))
+    # page hashes only where the chain needs them
+    assert len(log.entries[0].page_sha384) == 4
+    assert log.entries[1].page_sha384 == ()
+    assert log.entries[0].page_sha384[3] == hashlib.sha384(bytes(PAGE_SIZE)).digest()
+    # content hash covers the zero fill
+    data = bytes(range(256)) * 40
+    assert (
+        log.entries[0].content_sha384 == hashlib.sha384(data + bytes(0x4000 - len(data))).digest()
+    )
+
+
+def test_log_seeded_with_initial_digest() -> None:
+    seed = hashlib.sha384(b"seed").digest()
+    layout = small_layout()
+    log = make_log(layout, initial=seed)
+    assert log.digest == snp_chain.fold_layout(layout, seed)
+    assert log.digest != snp_chain.fold_layout(layout)
+    assert verify_log(log) == log.digest
+
+
+def test_header_rejects_bad_values() -> None:
+    with pytest.raises(LayoutError):
+        LogInput("fw", "x", 1)
+    with pytest.raises(LayoutError):
+        LogInput("fw", "x", 1, sha256=b"short")
+    with pytest.raises(LayoutError):
+        header(nested={"a": 1})
+    with pytest.raises(LayoutError):
+        dataclasses.replace(header(), inputs=(LogInput("a", "x", 1, sha256=bytes(32)),) * 2)
+
+
+def test_settings_are_sorted_and_readonly() -> None:
+    h = header(zeta=1, alpha="a")
+    assert list(h.settings) == sorted(h.settings)
+    with pytest.raises(TypeError):
+        h.settings["vcpus"] = 3  # type: ignore[index]
+
+
+# ------------------------------------------------------------------ JSON Lines
+
+
+def test_round_trip_and_canonical() -> None:
+    log = make_log()
+    text = dumps_log(log)
+    back = parse_log(text)
+    assert back == log
+    assert dumps_log(back) == text
+    lines = text.splitlines()
+    assert len(lines) == 2 + len(log.entries)
+    for line in lines:
+        obj = json.loads(line)
+        assert line == json.dumps(obj, sort_keys=True, separators=(",", ":"))
+    head = json.loads(lines[0])
+    assert head["format"] == "cvmlaunch-launch-log"
+    assert head["version"] == LOG_VERSION
+    assert head["technology"] == "sev-snp"
+    assert head["inputs"][0] == {
+        "name": "fw.fd",
+        "role": "firmware",
+        "sha256": hashlib.sha256(b"x").hexdigest(),
+        "sha384": None,
+        "size": 10240,
+    }
+    rec = json.loads(lines[1])
+    assert rec["gpa"] == 0xFFFF_C000
+    assert rec["page_type"] == "NORMAL"
+    assert rec["op"] == "snp.launch_update"
+    assert json.loads(lines[-2])["op"] == "snp.vmsa"
+    assert json.loads(lines[-1]) == {
+        "digest": log.digest.hex(),
+        "record": "footer",
+        "records": len(log.entries),
+    }
+
+
+def _mutate(text: str, line: int, change: dict[str, object] | None = None, drop: str = "") -> str:
+    lines = text.splitlines()
+    obj = json.loads(lines[line])
+    if change:
+        obj.update(change)
+    if drop:
+        del obj[drop]
+    lines[line] = json.dumps(obj, sort_keys=True, separators=(",", ":"))
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("line", "change", "drop", "message"),
+    [
+        (0, {"version": 2}, "", "line 1: log format version 2 is not supported"),
+        (0, {"format": "other"}, "", "line 1: format is 'other'"),
+        (0, {"technology": "sgx"}, "", "line 1: unknown technology 'sgx'"),
+        (0, {"extra": 1}, "", "line 1: unknown field 'extra'"),
+        (0, None, "settings", "line 1: missing field 'settings'"),
+        (0, {"settings": {"a": [1]}}, "", "line 1: setting a must be"),
+        (1, {"seq": 5}, "", "line 2: sequence number 5, expected 0"),
+        (1, {"gpa": "0x1000"}, "", "line 2: gpa must be an integer"),
+        (1, {"gpa": True}, "", "line 2: gpa must be an integer"),
+        (1, {"measured": 1}, "", "line 2: measured must be true or false"),
+        (1, {"page_type": "normal"}, "", "line 2: unknown page type 'normal'"),
+        (1, {"op": "snp.bogus"}, "", "line 2: unknown op 'snp.bogus'"),
+        (1, {"content_sha384": "AB" * 48}, "", "line 2: content_sha384 must be lowercase hex"),
+        (1, {"content_sha384": "ab" * 47}, "", "line 2: content_sha384 must be 48 bytes"),
+        (1, {"page_sha384": ["00" * 48]}, "", "line 2: 1 page hashes for a range of 0x4000"),
+        (1, {"gpa": 0x123}, "", "line 2: range 0x123+0x4000 is not made of whole 4 KiB pages"),
+        (2, {"record": "chapter"}, "", "line 3: unknown record type 'chapter'"),
+        (2, {"record": "header"}, "", "line 3: a second header"),
+        (-1, {"records": 3}, "", "footer counts 3 records, the log has"),
+    ],
+)
+def test_parse_rejects(
+    line: int, change: dict[str, object] | None, drop: str, message: str
+) -> None:
+    text = dumps_log(make_log())
+    bad = _mutate(text, line, change, drop)
+    with pytest.raises(LogFormatError, match=message.replace("(", r"\(").replace("+", r"\+")):
+        parse_log(bad, name="x.jsonl")
+
+
+def test_parse_rejects_floats_duplicates_truncation_and_trailing_text() -> None:
+    text = dumps_log(make_log())
+    lines = text.splitlines()
+    with pytest.raises(LogFormatError, match="line 2: not valid JSON: floating-point"):
+        parse_log("\n".join([lines[0], lines[1].replace('"seq":0', '"seq":0.0'), *lines[2:]]))
+    with pytest.raises(LogFormatError, match="line 2: not valid JSON: duplicate key 'seq'"):
+        parse_log("\n".join([lines[0], lines[1].replace('"seq":0', '"seq":0,"seq":0'), *lines[2:]]))
+    with pytest.raises(LogFormatError, match=r"log line \d+: missing footer"):
+        parse_log("\n".join(lines[:-1]) + "\n")
+    with pytest.raises(LogFormatError, match=r"line \d+: text after the footer"):
+        parse_log(text + lines[-1] + "\n")
+    with pytest.raises(LogFormatError, match="line 2: empty line"):
+        parse_log(lines[0] + "\n\n" + "\n".join(lines[1:]))
+    with pytest.raises(LogFormatError, match="line 1: the first record must be the header"):
+        parse_log("\n".join(lines[1:]))
+    with pytest.raises(LogFormatError, match="empty log"):
+        parse_log("")
+    with pytest.raises(LogFormatError, match="line 1: a record must be a JSON object"):
+        parse_log("[1]\n")
+
+
+# ------------------------------------------------------------------ replay and verify
+
+
+def test_verify_and_replay() -> None:
+    log = make_log()
+    assert replay_log(log) == log.digest
+    assert verify_log(log) == log.digest
+
+
+def test_verify_names_the_record_whose_running_value_differs() -> None:
+    log = make_log()
+    entries = list(log.entries)
+    entries[2] = dataclasses.replace(entries[2], digest_after=bytes(48))
+    bad = dataclasses.replace(log, entries=tuple(entries))
+    with pytest.raises(MeasurementMismatch, match=r"record 2 \(snp.launch_update SECRETS"):
+        verify_log(bad)
+
+
+def test_verify_detects_a_changed_page_hash_at_that_record() -> None:
+    log = make_log()
+    entries = list(log.entries)
+    pages = list(entries[0].page_sha384)
+    pages[1] = bytes(48)
+    entries[0] = dataclasses.replace(entries[0], page_sha384=tuple(pages))
+    with pytest.raises(MeasurementMismatch, match="record 0 "):
+        verify_log(dataclasses.replace(log, entries=tuple(entries)))
+
+
+def test_verify_detects_footer_and_type_changes() -> None:
+    log = make_log()
+    no_running = tuple(dataclasses.replace(e, digest_after=None) for e in log.entries)
+    stripped = dataclasses.replace(log, entries=no_running)
+    assert verify_log(stripped) == log.digest
+    bad_footer = dataclasses.replace(
+        stripped, footer=dataclasses.replace(log.footer, digest=bytes(48))
+    )
+    with pytest.raises(MeasurementMismatch, match="footer digest mismatch"):
+        verify_log(bad_footer)
+    entries = list(no_running)
+    entries[1] = dataclasses.replace(entries[1], page_type=PageType.UNMEASURED)
+    with pytest.raises(MeasurementMismatch, match="footer digest"):
+        verify_log(dataclasses.replace(stripped, entries=tuple(entries)))
+
+
+def test_verify_with_contents_checks_content_hashes() -> None:
+    layout = small_layout()
+    log = make_log(layout)
+
+    def contents(entry: LogEntry) -> bytes:
+        return bytes(layout.regions[entry.seq].data)
+
+    assert verify_log(log, contents) == log.digest
+
+    def wrong(entry: LogEntry) -> bytes:
+        return b"\x00" if entry.seq == 4 else contents(entry)
+
+    with pytest.raises(MeasurementMismatch, match=r"record 4 .* contents SHA-384"):
+        verify_log(log, wrong)
+
+
+def test_replay_needs_page_hashes() -> None:
+    log = make_log()
+    entries = list(log.entries)
+    entries[0] = dataclasses.replace(entries[0], page_sha384=())
+    with pytest.raises(LogFormatError, match="record 0: a NORMAL range needs one SHA-384 per page"):
+        verify_log(dataclasses.replace(log, entries=tuple(entries)))
+
+
+def test_unknown_algorithm_has_no_replayer() -> None:
+    with pytest.raises(LogFormatError, match="no replay rule"):
+        get_replayer(Technology.SEV_SNP, "made-up")
+
+
+def test_log_layout_rejects_wrong_header() -> None:
+    h = dataclasses.replace(header(), initial_digest=None)
+    with pytest.raises(ConfigError):
+        snp_chain.log_layout(small_layout(), h)
+
+
+# ------------------------------------------------------------------ diff
+
+
+def test_diff_identical_is_none() -> None:
+    assert diff_logs(make_log(), parse_log(dumps_log(make_log()))) is None
+
+
+def test_diff_names_setting() -> None:
+    d = diff_logs(make_log(), make_log(vcpus=4))
+    assert d is not None
+    assert d.describe() == "header: setting vcpus differs: 0x2 vs 0x4"
+
+
+def test_diff_names_first_range_and_field() -> None:
+    a = make_log()
+    b = make_log(small_layout(bytes(range(256)) * 40 + b"\x01"))
+    d = diff_logs(a, b)
+    assert d is not None
+    assert d.where == "record 0"
+    assert d.what == "content_sha384"
+    la = small_layout()
+    regions = list(la.regions)
+    regions[1] = dataclasses.replace(regions[1], gpa=0x81_0000)
+    d = diff_logs(a, make_log(Layout.of(regions)))
+    assert d is not None
+    assert d.describe() == "record 1: gpa differs: 0x800000 vs 0x810000"
+    regions = list(la.regions)
+    regions[2] = dataclasses.replace(regions[2], page_type=PageType.ZERO)
+    d = diff_logs(a, make_log(Layout.of(regions)))
+    assert d is not None
+    assert d.describe() == "record 2: page type differs: SECRETS vs ZERO"
+    d = diff_logs(a, make_log(small_layout(vcpus=3)))
+    assert d is not None
+    assert (d.where, d.what) == ("record 7", "presence")
+
+
+def test_diff_names_input_hash() -> None:
+    a = make_log()
+    h = dataclasses.replace(
+        a.header, inputs=(LogInput("firmware", "fw.fd", 10240, sha256=bytes(32)),)
+    )
+    d = diff_logs(a, dataclasses.replace(a, header=h))
+    assert d is not None
+    assert d.what == "input firmware sha256"
+
+
+# ------------------------------------------------------------------ properties
+
+
+_types = st.sampled_from(
+    [PageType.NORMAL, PageType.ZERO, PageType.UNMEASURED, PageType.SECRETS, PageType.CPUID]
+)
+
+
+@st.composite
+def layouts(draw: st.DrawFn) -> Layout:
+    regions: list[Region] = []
+    gpa = 0x10_0000
+    for i in range(draw(st.integers(1, 5))):
+        npages = draw(st.integers(1, 4))
+        page_type = draw(_types)
+        data = b""
+        if page_type in (PageType.NORMAL, PageType.CPUID):
+            data = draw(st.binary(max_size=npages * PAGE_SIZE))
+        regions.append(
+            Region(
+                gpa,
+                npages * PAGE_SIZE,
+                page_type,
+                page_type is PageType.NORMAL,
+                Provenance(SourceKind.GENERATED, f"r{i}"),
+                data,
+            )
+        )
+        gpa += (npages + draw(st.integers(0, 3))) * PAGE_SIZE
+    for i in range(draw(st.integers(0, 3))):
+        regions.append(
+            Region(
+                VMSA_GPA,
+                PAGE_SIZE,
+                PageType.VMSA,
+                True,
+                Provenance(SourceKind.VMSA, index=i),
+                draw(st.binary(max_size=64)),
+            )
+        )
+    return Layout.of(regions)
+
+
+@settings(max_examples=40, deadline=None)
+@given(layouts())
+def test_page_by_page_fold_equals_range_fold(layout: Layout) -> None:
+    digest = bytes(48)
+    for region, gpa, page in layout.pages():
+        contents = hashlib.sha384(page).digest() if region.page_type.hashes_contents else bytes(48)
+        digest = hashlib.sha384(
+            snp_chain.page_info(digest, contents, region.page_type, gpa)
+        ).digest()
+    assert digest == snp_chain.fold_layout(layout)
+
+
+@settings(max_examples=40, deadline=None)
+@given(layouts())
+def test_log_replays_to_direct_digest(layout: Layout) -> None:
+    log = make_log(layout)
+    assert log.digest == snp_chain.fold_layout(layout)
+    back = parse_log(dumps_log(log))
+    assert verify_log(back) == log.digest
