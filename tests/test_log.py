@@ -226,7 +226,7 @@ def _mutate(text: str, line: int, change: dict[str, object] | None = None, drop:
         (1, {"content_sha384": "AB" * 48}, "", "line 2: content_sha384 must be lowercase hex"),
         (1, {"content_sha384": "ab" * 47}, "", "line 2: content_sha384 must be 48 bytes"),
         (1, {"page_sha384": ["00" * 48]}, "", "line 2: 1 page hashes for a range of 0x4000"),
-        (1, {"gpa": 0x123}, "", "line 2: range 0x123+0x4000 is not made of whole 4 KiB pages"),
+        (1, {"size": 0}, "", "line 2: size must be positive"),
         (2, {"record": "chapter"}, "", "line 3: unknown record type 'chapter'"),
         (2, {"record": "header"}, "", "line 3: a second header"),
         (-1, {"records": 3}, "", "footer counts 3 records, the log has"),
@@ -328,6 +328,13 @@ def test_replay_needs_page_hashes() -> None:
     entries[0] = dataclasses.replace(entries[0], page_sha384=())
     with pytest.raises(LogFormatError, match="record 0: a NORMAL range needs one SHA-384 per page"):
         verify_log(dataclasses.replace(log, entries=tuple(entries)))
+
+
+def test_snp_replay_rejects_partial_pages() -> None:
+    log = make_log()
+    text = _mutate(dumps_log(log), 2, {"gpa": 0x80_0123})
+    with pytest.raises(LogFormatError, match="record 1: range is not made of whole 4 KiB pages"):
+        verify_log(parse_log(text))
 
 
 def test_unknown_algorithm_has_no_replayer() -> None:

@@ -48,12 +48,14 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    from cvmlaunch.cli import _inspect, _kvm, _launch, _measure
+    from cvmlaunch.cli import _inspect, _kvm, _launch, _log, _measure, _measure_snp
 
     cli.add_command(_inspect.inspect_cmd)
     cli.add_command(_kvm.kvm_group)
     cli.add_command(_launch.launch_cmd)
     cli.add_command(_measure.measure_group)
+    _measure.measure_group.add_command(_measure_snp.measure_snp_cmd)
+    cli.add_command(_log.log_group)
 
 
 _register()

@@ -1,0 +1,129 @@
+"""``cvmlaunch log``: verify, compare and show launch measurement logs (docs/log-format.md).
+
+``verify`` replays a log and checks every running digest (exit 1 naming the first record that
+differs); ``diff`` names the first range (or header setting) where two logs diverge (exit 1
+when they do); ``show`` prints a table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import click
+
+from cvmlaunch.errors import CheckFailed, ImageError
+from cvmlaunch.files import map_file
+from cvmlaunch.measure.log import (
+    ContentProvider,
+    MeasurementLog,
+    Technology,
+    diff_logs,
+    parse_log,
+    verify_log,
+)
+
+__all__ = ["log_group"]
+
+
+def _read_log(path: str) -> MeasurementLog:
+    with map_file(path) as data:
+        try:
+            text = str(data, "utf-8")
+        except UnicodeDecodeError as exc:
+            raise ImageError(f"not UTF-8 text (byte {exc.start})", source=path) from exc
+    return parse_log(text, name=path)
+
+
+@click.group("log")
+def log_group() -> None:
+    """Verify, compare and show launch measurement logs."""
+
+
+@contextlib.contextmanager
+def _contents(log: MeasurementLog, ovmf: str | None) -> Iterator[ContentProvider | None]:
+    """For SEV/SEV-ES logs, the measured bytes rebuilt from the firmware and the header."""
+    if ovmf is None or log.header.technology not in (Technology.SEV, Technology.SEV_ES):
+        yield None
+        return
+    from cvmlaunch.image.ovmf import parse_ovmf
+    from cvmlaunch.measure.sev import sev_contents
+
+    with map_file(ovmf) as data:
+        yield sev_contents(log.header, parse_ovmf(data, name=ovmf))
+
+
+@log_group.command("verify")
+@click.argument("log_file", metavar="LOG", type=click.Path(dir_okay=False))
+@click.option(
+    "--ovmf",
+    "--firmware",
+    "ovmf",
+    type=click.Path(dir_okay=False),
+    help="The firmware, for SEV/SEV-ES logs (their SHA-256 replay needs the measured bytes).",
+)
+def verify_cmd(log_file: str, ovmf: str | None) -> None:
+    """Replay LOG and check every running digest and the final one.
+
+    Prints the final digest on success; exits 1 naming the first record that differs.
+    """
+    log = _read_log(log_file)
+    with _contents(log, ovmf) as contents:
+        digest = verify_log(log, contents)
+    click.echo(f"{log_file}: OK {len(log.entries)} records, digest {digest.hex()}")
+
+
+@log_group.command("diff")
+@click.argument("a", type=click.Path(dir_okay=False))
+@click.argument("b", type=click.Path(dir_okay=False))
+def diff_cmd(a: str, b: str) -> None:
+    """Name the first place where logs A and B diverge (exit 1), or say they match."""
+    difference = diff_logs(_read_log(a), _read_log(b))
+    if difference is None:
+        click.echo("the logs describe the same launch")
+        return
+    raise CheckFailed(f"logs differ: {difference.describe()}")
+
+
+def _short(value: bytes | None, width: int = 16) -> str:
+    return "-" if value is None else value.hex()[:width]
+
+
+@log_group.command("show")
+@click.argument("log_file", metavar="LOG", type=click.Path(dir_okay=False))
+@click.option("--full", is_flag=True, help="Print whole digests instead of 16-digit prefixes.")
+def show_cmd(log_file: str, full: bool) -> None:
+    """Print LOG as a table: one line per populated range."""
+    log = _read_log(log_file)
+    width = 96 if full else 16
+    h = log.header
+    click.echo(f"{h.technology.value} ({h.algorithm}), written by {h.tool} {h.tool_version}")
+    for key, value in h.settings.items():
+        shown: object = value
+        if isinstance(value, int) and not isinstance(value, bool) and key != "vcpus":
+            shown = hex(value) if not key.endswith("size") else value
+        click.echo(f"  {key} = {shown}")
+    for item in h.inputs:
+        digest = item.sha256 if item.sha256 is not None else item.sha384
+        click.echo(f"  input {item.role}: {item.name} ({item.size} bytes) {_short(digest, width)}")
+    if h.initial_digest is not None:
+        click.echo(f"  initial digest {_short(h.initial_digest, width)}")
+    rows = [("#", "op", "GPA", "size", "type", "meas", "source", "contents", "digest after")]
+    for e in log.entries:
+        rows.append(
+            (
+                str(e.seq),
+                e.op.value,
+                f"{e.gpa:#x}",
+                f"{e.size:#x}",
+                e.page_type.name,
+                "yes" if e.measured else "no",
+                e.provenance.describe(),
+                _short(e.content_sha384, width),
+                _short(e.digest_after, width),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    click.echo(f"final digest {log.footer.digest.hex()}")

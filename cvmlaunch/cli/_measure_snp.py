@@ -1,0 +1,382 @@
+"""``cvmlaunch measure snp``: the SEV-SNP (and SEV, SEV-ES) launch digest of an OVMF guest.
+
+Flag names follow sev-snp-measure's. The firmware is mmapped, kernel and initrd are streamed
+through SHA-256 (never read whole); with ``--log`` a launch measurement log is written
+atomically. Exit 0 ok, 1 ``--expect`` mismatch, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import click
+
+from cvmlaunch import __version__
+from cvmlaunch.cli._output import format_digest, write_atomic
+from cvmlaunch.errors import ConfigError, ImageError, MeasurementMismatch
+from cvmlaunch.files import file_digest, map_file
+from cvmlaunch.image.ovmf import OvmfImage, parse_ovmf
+from cvmlaunch.measure.cpu import VCPU_TYPES, cpu_signature, vcpu_type_signature
+from cvmlaunch.measure.log import LogInput, MeasurementLog, SettingValue, dumps_log
+from cvmlaunch.measure.sev import SevSettings, sev_digest, sev_log
+from cvmlaunch.measure.sev_hashes import KernelHashes, cmdline_sha256
+from cvmlaunch.measure.snp import (
+    SevMode,
+    SnpSettings,
+    firmware_layout,
+    snp_layout,
+    snp_log,
+    svsm_layout,
+)
+from cvmlaunch.measure.snp_chain import ZERO_DIGEST, fold_layout
+from cvmlaunch.measure.vmsa import FpuInit, VmmType
+
+__all__ = ["measure_snp_cmd"]
+
+
+class _IntType(click.ParamType[int]):
+    """An integer in any Python base (``0x1``, ``0o7``, ``42``), like sev-snp-measure's."""
+
+    name = "INT"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return int(str(value), 0)
+        except ValueError:
+            self.fail(f"{value!r} is not an integer (decimal, 0x hex, 0o octal)", param, ctx)
+
+
+INT = _IntType()
+_MODES = [m.value for m in SevMode]
+_VMMS = [v.value for v in VmmType]
+
+
+def _resolve_sig(
+    vcpu_type: str | None,
+    vcpu_sig: int | None,
+    family: int | None,
+    model: int | None,
+    stepping: int | None,
+) -> int | None:
+    """Exactly one of --vcpu-type, --vcpu-sig or --vcpu-family/-model/-stepping, or None."""
+    fms = (family, model, stepping)
+    given = [vcpu_type is not None, vcpu_sig is not None, any(v is not None for v in fms)]
+    if sum(given) > 1:
+        raise ConfigError(
+            "give only one of --vcpu-type, --vcpu-sig or --vcpu-family/--vcpu-model/--vcpu-stepping"
+        )
+    if vcpu_type is not None:
+        return vcpu_type_signature(vcpu_type)
+    if vcpu_sig is not None:
+        if not 0 <= vcpu_sig <= 0xFFFF_FFFF:
+            raise ConfigError(f"--vcpu-sig {vcpu_sig:#x} is not a 32-bit value")
+        return vcpu_sig
+    if any(v is not None for v in fms):
+        if family is None or model is None or stepping is None:
+            raise ConfigError("--vcpu-family, --vcpu-model and --vcpu-stepping go together")
+        return cpu_signature(family, model, stepping)
+    return None
+
+
+def _parse_hex(value: str, what: str, size: int) -> bytes:
+    text = value.strip().lower().removeprefix("0x")
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raise ConfigError(f"{what} is not hexadecimal: {value!r}") from None
+    if len(raw) != size:
+        raise ConfigError(f"{what} must be {size} bytes ({2 * size} hex digits), not {len(raw)}")
+    return raw
+
+
+@contextlib.contextmanager
+def _firmware(path: str) -> Iterator[OvmfImage]:
+    with map_file(path) as data:
+        yield parse_ovmf(data, name=path)
+
+
+def _input(role: str, path: str, data: memoryview | bytes) -> LogInput:
+    return LogInput(
+        role=role,
+        name=os.path.basename(path),
+        size=len(data),
+        sha256=hashlib.sha256(data).digest(),
+        sha384=hashlib.sha384(data).digest(),
+    )
+
+
+@click.command("snp")
+@click.option(
+    "--mode",
+    type=click.Choice(_MODES),
+    default="snp",
+    show_default=True,
+    help="snp; snp:ovmf-hash (firmware pages only, reusable with --snp-ovmf-hash); seves / sev "
+    "(SHA-256 GCTX.LD); snp:svsm (with --svsm and --vars-size/--vars-file).",
+)
+@click.option(
+    "--ovmf",
+    "--firmware",
+    "ovmf",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="OVMF image (mapped to end at 4 GiB).",
+)
+@click.option("--vcpus", type=INT, help="Number of vCPUs (1..4096); one VMSA each.")
+@click.option(
+    "--vcpu-type",
+    metavar="NAME",
+    help=f"QEMU CPU model ({', '.join(VCPU_TYPES)}).",
+)
+@click.option("--vcpu-sig", type=INT, help="vCPU signature (CPUID 1 EAX), e.g. 0xa00f11.")
+@click.option("--vcpu-family", type=INT, help="vCPU family (with --vcpu-model/--vcpu-stepping).")
+@click.option("--vcpu-model", type=INT, help="vCPU model.")
+@click.option("--vcpu-stepping", type=INT, help="vCPU stepping.")
+@click.option(
+    "--vmm-type",
+    type=click.Choice(_VMMS),
+    default="QEMU",
+    show_default=True,
+    help="VMM whose vCPU state and page types to follow (ec2/gce ignore --vcpu-*).",
+)
+@click.option(
+    "--guest-features",
+    type=INT,
+    help="SEV_FEATURES of the VMSAs [default: 0x1 (SNP), 0 (SEV-ES)].",
+)
+@click.option(
+    "--fpu-init",
+    type=click.Choice([f.value for f in FpuInit]),
+    help="FPU fields of the VMSAs: init2 = MXCSR 0x1F80/FCW 0x37F (KVM_SEV_INIT2 VMs on "
+    "Linux >= 6.10: every SNP VM; SEV-ES with QEMU legacy-vm-type=off); legacy = 0/0 (QEMU "
+    "9.1+'s default SEV-ES launch; any VM on older kernels) [default: init2 for snp modes, "
+    "legacy for seves].",
+)
+@click.option("--kernel", type=click.Path(dir_okay=False), help="Kernel (measured direct boot).")
+@click.option("--initrd", type=click.Path(dir_okay=False), help="Initrd (with --kernel).")
+@click.option("--append", help="Kernel command line (with --kernel).")
+@click.option("--snp-ovmf-hash", metavar="HEX", help="Precomputed snp:ovmf-hash of the firmware.")
+@click.option("--svsm", type=click.Path(dir_okay=False), help="Coconut SVSM image (snp:svsm).")
+@click.option("--vars-size", type=INT, help="Firmware vars size in bytes (snp:svsm).")
+@click.option("--vars-file", type=click.Path(dir_okay=False), help="Firmware vars file (snp:svsm).")
+@click.option(
+    "--output-format",
+    type=click.Choice(["hex", "base64", "json"]),
+    default="hex",
+    show_default=True,
+)
+@click.option("--log", "log_path", type=click.Path(dir_okay=False), help="Write the launch log.")
+@click.option("--expect", metavar="HEX", help="Exit 1 unless the digest equals HEX.")
+def measure_snp_cmd(
+    mode: str,
+    ovmf: str,
+    vcpus: int | None,
+    vcpu_type: str | None,
+    vcpu_sig: int | None,
+    vcpu_family: int | None,
+    vcpu_model: int | None,
+    vcpu_stepping: int | None,
+    vmm_type: str,
+    guest_features: int | None,
+    fpu_init: str | None,
+    kernel: str | None,
+    initrd: str | None,
+    append: str | None,
+    snp_ovmf_hash: str | None,
+    svsm: str | None,
+    vars_size: int | None,
+    vars_file: str | None,
+    output_format: str,
+    log_path: str | None,
+    expect: str | None,
+) -> None:
+    """Predict the SEV-SNP launch digest (or SEV / SEV-ES GCTX.LD) of an OVMF guest.
+
+    With hex output, stdout is the digest alone on one line. --log FILE writes the launch
+    measurement log (JSON Lines, docs/log-format.md); --expect HEX exits 1 on a mismatch.
+    """
+    sev_mode = SevMode(mode)
+    vmm = VmmType(vmm_type)
+    is_sev = sev_mode in (SevMode.SEV, SevMode.SEV_ES)
+    expected = _parse_hex(expect, "--expect", 32 if is_sev else 48) if expect else None
+    seed = _parse_hex(snp_ovmf_hash, "--snp-ovmf-hash", 48) if snp_ovmf_hash else None
+    _check_combination(sev_mode, kernel, initrd, append, seed, svsm, vars_size, vars_file)
+    sig = _resolve_sig(vcpu_type, vcpu_sig, vcpu_family, vcpu_model, vcpu_stepping)
+    if sev_mode in (SevMode.SNP, SevMode.SNP_SVSM, SevMode.SEV_ES):
+        if vcpus is None:
+            raise ConfigError(f"--mode {mode} needs --vcpus")
+        if vmm is VmmType.QEMU and sig is None:
+            raise ConfigError(
+                f"--mode {mode} with QEMU needs --vcpu-type, --vcpu-sig or "
+                "--vcpu-family/--vcpu-model/--vcpu-stepping"
+            )
+    if vmm is not VmmType.QEMU:
+        sig = 0x600  # EC2 and GCE configure no CPUID leaf 1: KVM leaves RDX = 0x600
+    fpu = FpuInit(fpu_init) if fpu_init else None
+    want_log = log_path is not None
+    inputs: list[LogInput] = []
+    hashes = _kernel_hashes(kernel, initrd, append, inputs if want_log else None)
+
+    log: MeasurementLog | None = None
+    settings_out: dict[str, Any]
+    with contextlib.ExitStack() as stack:
+        image = stack.enter_context(_firmware(ovmf))
+        if want_log:
+            inputs.insert(0, _input("firmware", ovmf, image.data))
+        if is_sev:
+            es = sev_mode is SevMode.SEV_ES
+            sev_settings = SevSettings(
+                es=es,
+                vcpus=vcpus if es and vcpus is not None else 1,
+                vcpu_sig=sig or 0,
+                vmm=vmm,
+                guest_features=guest_features or 0,
+                kernel_hashes=hashes,
+                fpu=fpu or FpuInit.LEGACY,
+            )
+            settings_out = sev_settings.log_settings()
+            if want_log:
+                log = sev_log(image, sev_settings, inputs=tuple(inputs), tool_version=__version__)
+                digest = log.digest
+            else:
+                digest = sev_digest(image, sev_settings)
+        else:
+            settings = SnpSettings(
+                vcpus=vcpus if vcpus is not None else 1,
+                vcpu_sig=sig or 0,
+                vmm=vmm,
+                guest_features=0x1 if guest_features is None else guest_features,
+                kernel_hashes=hashes,
+                ovmf_hash=seed,
+                fpu=fpu or FpuInit.INIT2,
+            )
+            extra: dict[str, SettingValue] = {}
+            if sev_mode is SevMode.SNP_OVMF_HASH:
+                layout = firmware_layout(image)
+                settings_out = {}
+            elif sev_mode is SevMode.SNP_SVSM:
+                svsm_image = stack.enter_context(_firmware(svsm or ""))
+                size = _vars_size(vars_size, vars_file)
+                layout = svsm_layout(image, svsm_image, settings, vars_size=size)
+                if want_log:
+                    inputs.append(_input("svsm", svsm or "", svsm_image.data))
+                extra = {"vars_size": size}
+                settings_out = {**settings.log_settings(), **extra}
+            else:
+                layout = snp_layout(image, settings)
+                extra = {"ap_reset_address": image.sev_es_reset_eip}
+                settings_out = settings.log_settings()
+            if want_log:
+                log = snp_log(
+                    layout,
+                    settings,
+                    mode=sev_mode,
+                    inputs=tuple(inputs),
+                    tool_version=__version__,
+                    extra_settings=extra,
+                )
+                digest = log.digest
+            else:
+                digest = fold_layout(layout, settings.ovmf_hash or ZERO_DIGEST)
+    if log is not None and log_path is not None:
+        write_atomic(log_path, dumps_log(log))
+    _print(digest, output_format, sev_mode, settings_out, log)
+    if expected is not None and expected != digest:
+        raise MeasurementMismatch("launch digest", expected=expected, actual=digest)
+
+
+def _check_combination(
+    mode: SevMode,
+    kernel: str | None,
+    initrd: str | None,
+    append: str | None,
+    seed: bytes | None,
+    svsm: str | None,
+    vars_size: int | None,
+    vars_file: str | None,
+) -> None:
+    """Reject option combinations the mode cannot honour (one clear line each)."""
+    if (initrd is not None or append is not None) and kernel is None:
+        raise ConfigError("--initrd and --append need --kernel")
+    if seed is not None and mode is not SevMode.SNP:
+        raise ConfigError("--snp-ovmf-hash works only with --mode snp")
+    if mode is SevMode.SNP_OVMF_HASH and kernel is not None:
+        raise ConfigError("--mode snp:ovmf-hash measures the firmware only (no --kernel)")
+    if mode is SevMode.SNP_SVSM:
+        if svsm is None:
+            raise ConfigError("--mode snp:svsm needs --svsm")
+        if (vars_size is None) == (vars_file is None):
+            raise ConfigError("--mode snp:svsm needs exactly one of --vars-size or --vars-file")
+        if kernel is not None:
+            raise ConfigError("--mode snp:svsm does not take --kernel")
+    elif svsm is not None or vars_size is not None or vars_file is not None:
+        raise ConfigError("--svsm, --vars-size and --vars-file belong to --mode snp:svsm")
+
+
+def _kernel_hashes(
+    kernel: str | None,
+    initrd: str | None,
+    append: str | None,
+    inputs: list[LogInput] | None,
+) -> KernelHashes | None:
+    """Stream kernel and initrd through SHA-256; record them as log inputs if asked."""
+    if kernel is None:
+        return None
+    kernel_sha = file_digest(kernel)
+    initrd_sha = file_digest(initrd) if initrd is not None else hashlib.sha256(b"").digest()
+    cmdline = append.encode() if append is not None else None
+    if inputs is not None:
+        inputs.append(LogInput("kernel", os.path.basename(kernel), _size(kernel), kernel_sha))
+        if initrd is not None:
+            inputs.append(LogInput("initrd", os.path.basename(initrd), _size(initrd), initrd_sha))
+        if cmdline is not None:
+            inputs.append(
+                LogInput(
+                    "cmdline",
+                    "--append",
+                    len(cmdline),
+                    hashlib.sha256(cmdline).digest(),
+                    hashlib.sha384(cmdline).digest(),
+                )
+            )
+    return KernelHashes(kernel=kernel_sha, initrd=initrd_sha, cmdline=cmdline_sha256(cmdline))
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError as exc:
+        raise ImageError(f"cannot read: {exc.strerror}", source=path) from exc
+
+
+def _vars_size(vars_size: int | None, vars_file: str | None) -> int:
+    if vars_file is not None:
+        return _size(vars_file)
+    return vars_size or 0
+
+
+def _print(
+    digest: bytes,
+    output_format: str,
+    mode: SevMode,
+    settings: dict[str, Any],
+    log: MeasurementLog | None,
+) -> None:
+    if output_format != "json":
+        click.echo(format_digest(digest, output_format))
+        return
+    out: dict[str, Any] = {
+        "mode": mode.value,
+        "digest": digest.hex(),
+        "settings": settings,
+    }
+    if log is not None:
+        out["log_records"] = len(log.entries)
+    click.echo(json.dumps(out, sort_keys=True))
