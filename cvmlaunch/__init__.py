@@ -10,11 +10,23 @@ Layers (each imports only those below it):
 * :mod:`cvmlaunch.cli`: the ``cvmlaunch`` command; composes the above.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("cvmlaunch")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
-    __version__ = "0+unknown"
+from typing import TYPE_CHECKING
 
 __all__ = ["__version__"]
+
+if TYPE_CHECKING:
+    __version__: str
+
+
+def __getattr__(name: str) -> str:
+    """``__version__`` is looked up on first use: importlib.metadata costs ~20 ms of start-up."""
+    if name != "__version__":
+        raise AttributeError(f"module 'cvmlaunch' has no attribute {name!r}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        value = version("cvmlaunch")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+        value = "0+unknown"
+    globals()["__version__"] = value
+    return value

@@ -597,3 +597,37 @@ def test_library_entry_points_without_cli(inputs: dict[str, Path]) -> None:
         measure.sev_digest(image, measure.SevSettings(es=False, kernel_hashes=kh)).hex()
         != CASES["sev-codeonly-k"]["expected"]  # that vector has no initrd/append
     )
+
+
+def test_cli_choices_match_the_library_enums() -> None:
+    from cvmlaunch.cli import _measure_snp
+    from cvmlaunch.measure.snp import SevMode
+
+    assert [m.value for m in SevMode] == _measure_snp.MODES
+    assert [v.value for v in VmmType] == _measure_snp.VMMS
+    assert [f.value for f in FpuInit] == _measure_snp.FPU_INITS
+
+
+def test_measure_snp_start_up_imports_no_measurement_code() -> None:
+    """Building the CLI must not import the measurement modules or the log model (start-up
+    time); they are imported by the command that needs them."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, cvmlaunch.cli; "
+        "print(sorted(m for m in sys.modules if m.startswith('cvmlaunch.measure') "
+        "or m in ('json', 'tempfile', 'importlib.metadata')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['cvmlaunch.measure', 'cvmlaunch.measure.cpu']"
+
+
+def test_kernel_and_initrd_digests_stream_in_parallel(inputs: dict[str, Path]) -> None:
+    from cvmlaunch.cli._measure_snp import _digest_pair
+
+    k, i = _digest_pair(str(inputs["kernel.bin"]), str(inputs["initrd.bin"]))
+    assert k == hashlib.sha256(inputs["kernel.bin"].read_bytes()).digest()
+    assert i == hashlib.sha256(inputs["initrd.bin"].read_bytes()).digest()
+    with pytest.raises(ImageError, match="/nonexistent/k: cannot read"):
+        _digest_pair("/nonexistent/k", str(inputs["initrd.bin"]))

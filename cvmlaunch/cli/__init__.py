@@ -17,7 +17,6 @@ from typing import Any
 
 import click
 
-from cvmlaunch import __version__
 from cvmlaunch.errors import CvmLaunchError
 
 __all__ = ["main"]
@@ -38,8 +37,26 @@ class _Group(click.Group):
             ctx.exit(exc.exit_code)
 
 
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """``--version``: looked up only when asked (importlib.metadata is slow to import)."""
+    if not value or ctx.resilient_parsing:
+        return
+    from cvmlaunch import __version__
+
+    click.echo(f"cvmlaunch, version {__version__}")
+    ctx.exit()
+
+
 @click.group(cls=_Group, context_settings=CONTEXT_SETTINGS)
-@click.version_option(__version__, "-V", "--version", prog_name="cvmlaunch")
+@click.option(
+    "-V",
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version and exit.",
+)
 @click.option("--debug", is_flag=True, help="Show a traceback on errors.")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:

@@ -9,24 +9,22 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import click
 
 from cvmlaunch.errors import CheckFailed, ImageError
-from cvmlaunch.files import map_file
-from cvmlaunch.measure.log import (
-    ContentProvider,
-    MeasurementLog,
-    Technology,
-    diff_logs,
-    parse_log,
-    verify_log,
-)
+
+if TYPE_CHECKING:
+    from cvmlaunch.measure.log import ContentProvider, MeasurementLog
 
 __all__ = ["log_group"]
 
 
 def _read_log(path: str) -> MeasurementLog:
+    from cvmlaunch.files import map_file
+    from cvmlaunch.measure.log import parse_log
+
     with map_file(path) as data:
         try:
             text = str(data, "utf-8")
@@ -43,6 +41,9 @@ def log_group() -> None:
 @contextlib.contextmanager
 def _contents(log: MeasurementLog, ovmf: str | None) -> Iterator[ContentProvider | None]:
     """For SEV/SEV-ES logs, the measured bytes rebuilt from the firmware and the header."""
+    from cvmlaunch.files import map_file
+    from cvmlaunch.measure.log import Technology
+
     if ovmf is None or log.header.technology not in (Technology.SEV, Technology.SEV_ES):
         yield None
         return
@@ -67,6 +68,8 @@ def verify_cmd(log_file: str, ovmf: str | None) -> None:
 
     Prints the final digest on success; exits 1 naming the first record that differs.
     """
+    from cvmlaunch.measure.log import verify_log
+
     log = _read_log(log_file)
     with _contents(log, ovmf) as contents:
         digest = verify_log(log, contents)
@@ -78,6 +81,8 @@ def verify_cmd(log_file: str, ovmf: str | None) -> None:
 @click.argument("b", type=click.Path(dir_okay=False))
 def diff_cmd(a: str, b: str) -> None:
     """Name the first place where logs A and B diverge (exit 1), or say they match."""
+    from cvmlaunch.measure.log import diff_logs
+
     difference = diff_logs(_read_log(a), _read_log(b))
     if difference is None:
         click.echo("the logs describe the same launch")

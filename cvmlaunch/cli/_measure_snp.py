@@ -9,32 +9,20 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from cvmlaunch import __version__
-from cvmlaunch.cli._output import format_digest, write_atomic
 from cvmlaunch.errors import ConfigError, ImageError, MeasurementMismatch
-from cvmlaunch.files import file_digest, map_file
-from cvmlaunch.image.ovmf import OvmfImage, parse_ovmf
 from cvmlaunch.measure.cpu import VCPU_TYPES, cpu_signature, vcpu_type_signature
-from cvmlaunch.measure.log import LogInput, MeasurementLog, SettingValue, dumps_log
-from cvmlaunch.measure.sev import SevSettings, sev_digest, sev_log
-from cvmlaunch.measure.sev_hashes import KernelHashes, cmdline_sha256
-from cvmlaunch.measure.snp import (
-    SevMode,
-    SnpSettings,
-    firmware_layout,
-    snp_layout,
-    snp_log,
-    svsm_layout,
-)
-from cvmlaunch.measure.snp_chain import ZERO_DIGEST, fold_layout
-from cvmlaunch.measure.vmsa import FpuInit, VmmType
+
+if TYPE_CHECKING:
+    from cvmlaunch.image.ovmf import OvmfImage
+    from cvmlaunch.measure.log import LogInput, MeasurementLog, SettingValue
+    from cvmlaunch.measure.sev_hashes import KernelHashes
+    from cvmlaunch.measure.snp import SevMode
 
 __all__ = ["measure_snp_cmd"]
 
@@ -54,8 +42,11 @@ class _IntType(click.ParamType[int]):
 
 
 INT = _IntType()
-_MODES = [m.value for m in SevMode]
-_VMMS = [v.value for v in VmmType]
+# The values of cvmlaunch.measure.snp.SevMode, vmsa.VmmType and vmsa.FpuInit, spelled out so
+# that building the command does not import the measurement code (tests check they agree).
+MODES = ["snp", "snp:ovmf-hash", "snp:svsm", "seves", "sev"]
+VMMS = ["QEMU", "ec2", "gce"]
+FPU_INITS = ["init2", "legacy"]
 
 
 def _resolve_sig(
@@ -98,11 +89,16 @@ def _parse_hex(value: str, what: str, size: int) -> bytes:
 
 @contextlib.contextmanager
 def _firmware(path: str) -> Iterator[OvmfImage]:
+    from cvmlaunch.files import map_file
+    from cvmlaunch.image.ovmf import parse_ovmf
+
     with map_file(path) as data:
         yield parse_ovmf(data, name=path)
 
 
 def _input(role: str, path: str, data: memoryview | bytes) -> LogInput:
+    from cvmlaunch.measure.log import LogInput
+
     return LogInput(
         role=role,
         name=os.path.basename(path),
@@ -115,7 +111,7 @@ def _input(role: str, path: str, data: memoryview | bytes) -> LogInput:
 @click.command("snp")
 @click.option(
     "--mode",
-    type=click.Choice(_MODES),
+    type=click.Choice(MODES),
     default="snp",
     show_default=True,
     help="snp; snp:ovmf-hash (firmware pages only, reusable with --snp-ovmf-hash); seves / sev "
@@ -141,7 +137,7 @@ def _input(role: str, path: str, data: memoryview | bytes) -> LogInput:
 @click.option("--vcpu-stepping", type=INT, help="vCPU stepping.")
 @click.option(
     "--vmm-type",
-    type=click.Choice(_VMMS),
+    type=click.Choice(VMMS),
     default="QEMU",
     show_default=True,
     help="VMM whose vCPU state and page types to follow (ec2/gce ignore --vcpu-*).",
@@ -153,7 +149,7 @@ def _input(role: str, path: str, data: memoryview | bytes) -> LogInput:
 )
 @click.option(
     "--fpu-init",
-    type=click.Choice([f.value for f in FpuInit]),
+    type=click.Choice(FPU_INITS),
     help="FPU fields of the VMSAs: init2 = MXCSR 0x1F80/FCW 0x37F (KVM_SEV_INIT2 VMs on "
     "Linux >= 6.10: every SNP VM; SEV-ES with QEMU legacy-vm-type=off); legacy = 0/0 (QEMU "
     "9.1+'s default SEV-ES launch; any VM on older kernels) [default: init2 for snp modes, "
@@ -202,6 +198,17 @@ def measure_snp_cmd(
     With hex output, stdout is the digest alone on one line. --log FILE writes the launch
     measurement log (JSON Lines, docs/log-format.md); --expect HEX exits 1 on a mismatch.
     """
+    from cvmlaunch.measure.snp import (
+        SevMode,
+        SnpSettings,
+        firmware_layout,
+        snp_layout,
+        snp_log,
+        svsm_layout,
+    )
+    from cvmlaunch.measure.snp_chain import ZERO_DIGEST, fold_layout
+    from cvmlaunch.measure.vmsa import FpuInit, VmmType
+
     sev_mode = SevMode(mode)
     vmm = VmmType(vmm_type)
     is_sev = sev_mode in (SevMode.SEV, SevMode.SEV_ES)
@@ -231,6 +238,8 @@ def measure_snp_cmd(
         if want_log:
             inputs.insert(0, _input("firmware", ovmf, image.data))
         if is_sev:
+            from cvmlaunch.measure.sev import SevSettings, sev_digest, sev_log
+
             es = sev_mode is SevMode.SEV_ES
             sev_settings = SevSettings(
                 es=es,
@@ -243,7 +252,7 @@ def measure_snp_cmd(
             )
             settings_out = sev_settings.log_settings()
             if want_log:
-                log = sev_log(image, sev_settings, inputs=tuple(inputs), tool_version=__version__)
+                log = sev_log(image, sev_settings, inputs=tuple(inputs), tool_version=_version())
                 digest = log.digest
             else:
                 digest = sev_digest(image, sev_settings)
@@ -279,13 +288,16 @@ def measure_snp_cmd(
                     settings,
                     mode=sev_mode,
                     inputs=tuple(inputs),
-                    tool_version=__version__,
+                    tool_version=_version(),
                     extra_settings=extra,
                 )
                 digest = log.digest
             else:
                 digest = fold_layout(layout, settings.ovmf_hash or ZERO_DIGEST)
     if log is not None and log_path is not None:
+        from cvmlaunch.cli._output import write_atomic
+        from cvmlaunch.measure.log import dumps_log
+
         write_atomic(log_path, dumps_log(log))
     _print(digest, output_format, sev_mode, settings_out, log)
     if expected is not None and expected != digest:
@@ -303,6 +315,8 @@ def _check_combination(
     vars_file: str | None,
 ) -> None:
     """Reject option combinations the mode cannot honour (one clear line each)."""
+    from cvmlaunch.measure.snp import SevMode
+
     if (initrd is not None or append is not None) and kernel is None:
         raise ConfigError("--initrd and --append need --kernel")
     if seed is not None and mode is not SevMode.SNP:
@@ -327,12 +341,20 @@ def _kernel_hashes(
     inputs: list[LogInput] | None,
 ) -> KernelHashes | None:
     """Stream kernel and initrd through SHA-256; record them as log inputs if asked."""
+    from cvmlaunch.files import file_digest
+    from cvmlaunch.measure.sev_hashes import KernelHashes, cmdline_sha256
+
     if kernel is None:
         return None
-    kernel_sha = file_digest(kernel)
-    initrd_sha = file_digest(initrd) if initrd is not None else hashlib.sha256(b"").digest()
+    if initrd is None:
+        kernel_sha = file_digest(kernel)
+        initrd_sha = hashlib.sha256(b"").digest()
+    else:
+        kernel_sha, initrd_sha = _digest_pair(kernel, initrd)
     cmdline = append.encode() if append is not None else None
     if inputs is not None:
+        from cvmlaunch.measure.log import LogInput
+
         inputs.append(LogInput("kernel", os.path.basename(kernel), _size(kernel), kernel_sha))
         if initrd is not None:
             inputs.append(LogInput("initrd", os.path.basename(initrd), _size(initrd), initrd_sha))
@@ -347,6 +369,33 @@ def _kernel_hashes(
                 )
             )
     return KernelHashes(kernel=kernel_sha, initrd=initrd_sha, cmdline=cmdline_sha256(cmdline))
+
+
+def _digest_pair(first: str, second: str) -> tuple[bytes, bytes]:
+    """SHA-256 of two files at once: hashlib releases the GIL, so a second core hashes the
+    kernel while this one hashes the initrd (each file is streamed in chunks)."""
+    import threading
+
+    from cvmlaunch.files import file_digest
+
+    results: dict[str, bytes] = {}
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            results["first"] = file_digest(first)
+        except BaseException as exc:  # re-raised in the caller's thread below
+            errors.append(exc)
+
+    thread = threading.Thread(target=work, name="sha256-kernel", daemon=True)
+    thread.start()
+    try:
+        second_sha = file_digest(second)
+    finally:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return results["first"], second_sha
 
 
 def _size(path: str) -> int:
@@ -369,9 +418,16 @@ def _print(
     settings: dict[str, Any],
     log: MeasurementLog | None,
 ) -> None:
-    if output_format != "json":
-        click.echo(format_digest(digest, output_format))
+    if output_format == "hex":  # not via _output.format_digest: it imports tempfile (speed)
+        click.echo(digest.hex())
         return
+    if output_format == "base64":
+        import base64
+
+        click.echo(base64.b64encode(digest).decode())
+        return
+    import json
+
     out: dict[str, Any] = {
         "mode": mode.value,
         "digest": digest.hex(),
@@ -380,3 +436,9 @@ def _print(
     if log is not None:
         out["log_records"] = len(log.entries)
     click.echo(json.dumps(out, sort_keys=True))
+
+
+def _version() -> str:
+    from cvmlaunch import __version__
+
+    return __version__

@@ -13,41 +13,45 @@ Typical use::
     digest = measure.snp_digest(image, settings)
 """
 
-from cvmlaunch.measure.cpu import VCPU_TYPES, cpu_signature, vcpu_type_signature
-from cvmlaunch.measure.log import (
-    LOG_FORMAT,
-    LOG_VERSION,
-    ContentProvider,
-    LogDifference,
-    LogFooter,
-    LogHeader,
-    LogInput,
-    MeasurementLog,
-    Replayer,
-    Technology,
-    diff_logs,
-    dump_log,
-    dumps_log,
-    parse_log,
-    register_replayer,
-    replay_log,
-    verify_log,
-)
-from cvmlaunch.measure.sev import SevSettings, sev_digest, sev_log, sev_plan
-from cvmlaunch.measure.sev_hashes import KernelHashes, cmdline_sha256
-from cvmlaunch.measure.snp import (
-    MAX_VCPUS,
-    SevMode,
-    SnpSettings,
-    firmware_layout,
-    snp_digest,
-    snp_layout,
-    snp_log,
-    snp_ovmf_hash,
-    svsm_layout,
-)
-from cvmlaunch.measure.snp_chain import fold_layout
-from cvmlaunch.measure.vmsa import FpuInit, VmmType, svsm_vmsa_page, vmsa_page
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cvmlaunch.measure.cpu import VCPU_TYPES, cpu_signature, vcpu_type_signature
+    from cvmlaunch.measure.log import (
+        LOG_FORMAT,
+        LOG_VERSION,
+        ContentProvider,
+        LogDifference,
+        LogFooter,
+        LogHeader,
+        LogInput,
+        MeasurementLog,
+        Replayer,
+        Technology,
+        diff_logs,
+        dump_log,
+        dumps_log,
+        parse_log,
+        register_replayer,
+        replay_log,
+        verify_log,
+    )
+    from cvmlaunch.measure.sev import SevSettings, sev_digest, sev_log, sev_plan
+    from cvmlaunch.measure.sev_hashes import KernelHashes, cmdline_sha256
+    from cvmlaunch.measure.snp import (
+        MAX_VCPUS,
+        SevMode,
+        SnpSettings,
+        firmware_layout,
+        snp_digest,
+        snp_layout,
+        snp_log,
+        snp_ovmf_hash,
+        svsm_layout,
+    )
+    from cvmlaunch.measure.snp_chain import fold_layout
+    from cvmlaunch.measure.vmsa import FpuInit, VmmType, svsm_vmsa_page, vmsa_page
 
 __all__ = [
     "LOG_FORMAT",
@@ -91,3 +95,61 @@ __all__ = [
     "verify_log",
     "vmsa_page",
 ]
+
+#: Where each public name lives; imported on first use, so that importing one submodule
+#: (e.g. the CLI's ``cvmlaunch.measure.cpu``) does not import every technology.
+_EXPORTS: dict[str, str] = {
+    "ContentProvider": "log",
+    "FpuInit": "vmsa",
+    "KernelHashes": "sev_hashes",
+    "LOG_FORMAT": "log",
+    "LOG_VERSION": "log",
+    "LogDifference": "log",
+    "LogFooter": "log",
+    "LogHeader": "log",
+    "LogInput": "log",
+    "MAX_VCPUS": "snp",
+    "MeasurementLog": "log",
+    "Replayer": "log",
+    "SevMode": "snp",
+    "SevSettings": "sev",
+    "SnpSettings": "snp",
+    "Technology": "log",
+    "VCPU_TYPES": "cpu",
+    "VmmType": "vmsa",
+    "cmdline_sha256": "sev_hashes",
+    "cpu_signature": "cpu",
+    "diff_logs": "log",
+    "dump_log": "log",
+    "dumps_log": "log",
+    "firmware_layout": "snp",
+    "fold_layout": "snp_chain",
+    "parse_log": "log",
+    "register_replayer": "log",
+    "replay_log": "log",
+    "sev_digest": "sev",
+    "sev_log": "sev",
+    "sev_plan": "sev",
+    "snp_digest": "snp",
+    "snp_layout": "snp",
+    "snp_log": "snp",
+    "snp_ovmf_hash": "snp",
+    "svsm_layout": "snp",
+    "svsm_vmsa_page": "vmsa",
+    "vcpu_type_signature": "cpu",
+    "verify_log": "log",
+    "vmsa_page": "vmsa",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cvmlaunch.measure' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"cvmlaunch.measure.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -309,8 +309,8 @@ _BUILTIN_MODULES: dict[Technology, str] = {
 def register_replayer(technology: Technology, algorithm: str, replayer: Replayer) -> None:
     """Register ``replayer`` for logs of ``technology`` with header ``algorithm``.
 
-    A technology module calls this at import time; registering the same pair again replaces
-    the earlier replayer.
+    For replayers outside cvmlaunch's built-in modules (those list theirs in ``REPLAYERS``);
+    registering the same pair again replaces the earlier replayer.
     """
     _REPLAYERS[(technology, algorithm)] = replayer
 
@@ -318,17 +318,24 @@ def register_replayer(technology: Technology, algorithm: str, replayer: Replayer
 def get_replayer(technology: Technology, algorithm: str) -> Replayer:
     """The replayer for ``technology``/``algorithm`` (importing its module on first use).
 
+    A built-in technology module lists its replayers in a module-level ``REPLAYERS`` dict
+    keyed by ``(technology value, algorithm)``, so that it need not import this module.
+
     Raises:
         LogFormatError: no replayer is known for the pair.
     """
     key = (technology, algorithm)
     if key not in _REPLAYERS and technology in _BUILTIN_MODULES:
-        module = _BUILTIN_MODULES[technology]
+        name = _BUILTIN_MODULES[technology]
         try:
-            importlib.import_module(module)
+            module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            if exc.name != module:  # a missing dependency inside the module is a bug
+            if exc.name != name:  # a missing dependency inside the module is a bug
                 raise
+        else:
+            table: dict[tuple[str, str], Replayer] = getattr(module, "REPLAYERS", {})
+            for (tech, algo), replayer in table.items():
+                _REPLAYERS.setdefault((Technology(tech), algo), replayer)
     try:
         return _REPLAYERS[key]
     except KeyError:

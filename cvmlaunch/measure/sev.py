@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cvmlaunch.errors import ConfigError, ImageError, LogFormatError
 from cvmlaunch.image.ovmf import OvmfImage
@@ -32,21 +33,20 @@ from cvmlaunch.layout import (
     Provenance,
     SourceKind,
 )
-from cvmlaunch.measure.log import (
-    ContentProvider,
-    LogFooter,
-    LogHeader,
-    LogInput,
-    MeasurementLog,
-    SettingValue,
-    Technology,
-    entry_for_range,
-    register_replayer,
-)
+
+if TYPE_CHECKING:  # the log model is imported only when a log is made or read
+    from cvmlaunch.measure.log import (
+        ContentProvider,
+        LogHeader,
+        LogInput,
+        MeasurementLog,
+        SettingValue,
+    )
 from cvmlaunch.measure.sev_hashes import KernelHashes
 from cvmlaunch.measure.vmsa import BSP_RESET_EIP, FpuInit, VmmType, vmsa_page
 
 __all__ = [
+    "REPLAYERS",
     "SEV_ALGORITHM",
     "SevSettings",
     "SevUpdate",
@@ -222,8 +222,8 @@ def replay_sev(
         yield h.copy().digest()
 
 
-register_replayer(Technology.SEV, SEV_ALGORITHM, replay_sev)
-register_replayer(Technology.SEV_ES, SEV_ALGORITHM, replay_sev)
+#: Read by :func:`cvmlaunch.measure.log.get_replayer` (keys: technology value, algorithm).
+REPLAYERS = {("sev", SEV_ALGORITHM): replay_sev, ("sev-es", SEV_ALGORITHM): replay_sev}
 
 
 def sev_log(
@@ -234,6 +234,14 @@ def sev_log(
     tool_version: str,
 ) -> MeasurementLog:
     """The launch log of an SEV/SEV-ES launch: one record per update, running SHA-256."""
+    from cvmlaunch.measure.log import (
+        LogFooter,
+        LogHeader,
+        MeasurementLog,
+        Technology,
+        entry_for_range,
+    )
+
     values = settings.log_settings()
     values["mode"] = "seves" if settings.es else "sev"
     header = LogHeader(
@@ -281,6 +289,8 @@ def sev_settings_from_header(header: LogHeader) -> SevSettings:
         LogFormatError: a missing or mistyped setting.
         ConfigError: settings out of range.
     """
+    from cvmlaunch.measure.log import Technology
+
     es = header.technology is Technology.SEV_ES
     hashes = None
     if _setting(header, "kernel_hashes", bool, False):

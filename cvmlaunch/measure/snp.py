@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cvmlaunch.errors import ConfigError, ImageError
 from cvmlaunch.image.ovmf import OvmfImage, SevSection
@@ -39,10 +40,12 @@ from cvmlaunch.layout import (
     SevSectionType,
     SourceKind,
 )
-from cvmlaunch.measure.log import LogHeader, LogInput, MeasurementLog, SettingValue, Technology
 from cvmlaunch.measure.sev_hashes import KernelHashes
 from cvmlaunch.measure.snp_chain import SNP_ALGORITHM, ZERO_DIGEST, fold_layout, log_layout
 from cvmlaunch.measure.vmsa import BSP_RESET_EIP, FpuInit, VmmType, svsm_vmsa_page, vmsa_page
+
+if TYPE_CHECKING:  # the log model is imported only when a log is made (start-up time)
+    from cvmlaunch.measure.log import LogInput, MeasurementLog, SettingValue
 
 __all__ = [
     "MAX_VCPUS",
@@ -377,6 +380,8 @@ def snp_log(
     Returns:
         The log; its footer digest equals :func:`cvmlaunch.measure.snp_chain.fold_layout`.
     """
+    from cvmlaunch.measure.log import LogHeader, Technology
+
     values = settings.log_settings()
     values["mode"] = mode.value
     values.update(extra_settings or {})

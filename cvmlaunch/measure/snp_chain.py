@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import struct
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from cvmlaunch.errors import ConfigError, LogFormatError
 from cvmlaunch.layout import (
@@ -31,18 +32,13 @@ from cvmlaunch.layout import (
     PageType,
     Region,
 )
-from cvmlaunch.measure.log import (
-    ContentProvider,
-    LogFooter,
-    LogHeader,
-    MeasurementLog,
-    Technology,
-    entry_for_range,
-    register_replayer,
-)
+
+if TYPE_CHECKING:  # the log model is imported only when a log is made (start-up time)
+    from cvmlaunch.measure.log import ContentProvider, LogHeader, MeasurementLog
 
 __all__ = [
     "DIGEST_SIZE",
+    "REPLAYERS",
     "SNP_ALGORITHM",
     "ZERO_DIGEST",
     "extend",
@@ -156,7 +152,8 @@ def replay_snp(
         yield digest
 
 
-register_replayer(Technology.SEV_SNP, SNP_ALGORITHM, replay_snp)
+#: Read by :func:`cvmlaunch.measure.log.get_replayer` (keys: technology value, algorithm).
+REPLAYERS = {("sev-snp", SNP_ALGORITHM): replay_snp}
 
 
 def log_layout(layout: Layout, header: LogHeader) -> MeasurementLog:
@@ -175,6 +172,8 @@ def log_layout(layout: Layout, header: LogHeader) -> MeasurementLog:
     Raises:
         ConfigError: the header is not an SNP header with a 48-byte initial digest.
     """
+    from cvmlaunch.measure.log import LogFooter, MeasurementLog, Technology, entry_for_range
+
     if header.technology is not Technology.SEV_SNP or header.algorithm != SNP_ALGORITHM:
         raise ConfigError("log_layout needs an SNP page-info-chain header")
     if header.initial_digest is None or len(header.initial_digest) != DIGEST_SIZE:
