@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 
+from cvmlaunch.cli._lazy import LazyGroup
 from cvmlaunch.errors import CvmLaunchError
 
 __all__ = ["main"]
@@ -24,7 +25,7 @@ __all__ = ["main"]
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-class _Group(click.Group):
+class _Group(LazyGroup):
     """Maps CvmLaunchError to one line on stderr and its exit code (traceback with --debug)."""
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -65,14 +66,15 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    from cvmlaunch.cli import _inspect, _kvm, _launch, _log, _measure, _measure_snp
+    """Register every command. Commands are imported on first use (start-up time)."""
+    from cvmlaunch.cli import _measure
 
-    cli.add_command(_inspect.inspect_cmd)
-    cli.add_command(_kvm.kvm_group)
-    cli.add_command(_launch.launch_cmd)
+    cli.add_lazy("inspect", "cvmlaunch.cli._inspect:inspect_cmd")
+    cli.add_lazy("kvm", "cvmlaunch.cli._kvm:kvm_group")
+    cli.add_lazy("launch", "cvmlaunch.cli._launch:launch_cmd")
     cli.add_command(_measure.measure_group)
-    _measure.measure_group.add_command(_measure_snp.measure_snp_cmd)
-    cli.add_command(_log.log_group)
+    _measure.measure_group.add_lazy("snp", "cvmlaunch.cli._measure_snp:measure_snp_cmd")
+    cli.add_lazy("log", "cvmlaunch.cli._log:log_group")
 
 
 _register()

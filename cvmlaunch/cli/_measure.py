@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import click
 
+from cvmlaunch.cli._lazy import LazyGroup
 
-@click.group("measure")
+
+@click.group("measure", cls=LazyGroup)
 def measure_group() -> None:
     """Predict a launch measurement offline (SNP launch digest, TDX MRTD)."""
