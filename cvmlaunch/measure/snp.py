@@ -382,7 +382,8 @@ def snp_log(
     """
     from cvmlaunch.measure.log import LogHeader, Technology
 
-    values = settings.log_settings()
+    # snp:ovmf-hash measures the firmware pages only: no other setting affects it
+    values = {} if mode is SevMode.SNP_OVMF_HASH else settings.log_settings()
     values["mode"] = mode.value
     values.update(extra_settings or {})
     header = LogHeader(
