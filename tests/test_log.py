@@ -456,3 +456,60 @@ def test_log_replays_to_direct_digest(layout: Layout) -> None:
     assert log.digest == snp_chain.fold_layout(layout)
     back = parse_log(dumps_log(log))
     assert verify_log(back) == log.digest
+
+
+_VALID = dumps_log(make_log(small_layout(vcpus=1)))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_parse_raises_only_log_format_error(data: st.DataObject) -> None:
+    """Arbitrary edits of a valid log either parse or raise LogFormatError (never anything
+    else)."""
+    text = _VALID
+    for _ in range(data.draw(st.integers(1, 3))):
+        i = data.draw(st.integers(0, len(text) - 1))
+        kind = data.draw(st.sampled_from(["delete", "insert", "replace"]))
+        chunk = data.draw(st.text(alphabet='{}[]":,0123456789abcdefnulltrue-. \n', max_size=4))
+        if kind == "delete":
+            text = text[:i] + text[i + len(chunk) + 1 :]
+        elif kind == "insert":
+            text = text[:i] + chunk + text[i:]
+        else:
+            text = text[:i] + chunk + text[i + len(chunk) :]
+    try:
+        parse_log(text)
+    except LogFormatError:
+        pass
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=5,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_parse_field_level_fuzz(data: st.DataObject) -> None:
+    lines = _VALID.splitlines()
+    n = data.draw(st.integers(0, len(lines) - 1))
+    obj = json.loads(lines[n])
+    target = obj
+    key = data.draw(st.sampled_from(sorted(target)))
+    while isinstance(target[key], dict) and target[key] and data.draw(st.booleans()):
+        target = target[key]
+        key = data.draw(st.sampled_from(sorted(target)))
+    target[key] = data.draw(_json_values)
+    lines[n] = json.dumps(obj)
+    try:
+        log = parse_log("\n".join(lines) + "\n")
+    except LogFormatError:
+        return
+    try:
+        verify_log(log)
+    except (LogFormatError, MeasurementMismatch, ConfigError):
+        pass
