@@ -644,3 +644,25 @@ def test_kernel_and_initrd_digests_stream_in_parallel(inputs: dict[str, Path]) -
     assert i == hashlib.sha256(inputs["initrd.bin"].read_bytes()).digest()
     with pytest.raises(ImageError, match="/nonexistent/k: cannot read"):
         _digest_pair("/nonexistent/k", str(inputs["initrd.bin"]))
+
+
+def test_precomputed_kernel_and_initrd_hashes(inputs: dict[str, Path]) -> None:
+    """--kernel-sha256/--initrd-sha256 stand in for the files (virtee/sev#277)."""
+    case = CASES["amdsev-4-milan-kia"]
+    k = hashlib.sha256(inputs["kernel.bin"].read_bytes()).hexdigest()
+    i = hashlib.sha256(inputs["initrd.bin"].read_bytes()).hexdigest()
+    base = ["measure", "snp", "--ovmf", str(inputs["OVMF.amdsev.fd"]), "--vcpus", "4",
+            "--vcpu-type", "EPYC-Milan", "--append", "console=ttyS0 root=/dev/vda1 ro"]  # fmt: skip
+    for extra in (
+        ["--kernel-sha256", k, "--initrd-sha256", i],
+        ["--kernel-sha256", k, "--initrd", str(inputs["initrd.bin"])],
+        ["--kernel", str(inputs["kernel.bin"]), "--initrd-sha256", i.upper()],
+    ):
+        result = run([*base, *extra])
+        assert result.output.strip() == case["expected"], extra
+    _one_error_line(run([*base, "--kernel-sha256", k[:-2]]), "--kernel-sha256 must be 32 bytes")
+    _one_error_line(
+        run([*base, "--kernel-sha256", k, "--kernel", str(inputs["kernel.bin"])]),
+        "give --kernel or --kernel-sha256, not both",
+    )
+    _one_error_line(run([*base[:-2], "--initrd-sha256", i]), "--initrd and --append need --kernel")

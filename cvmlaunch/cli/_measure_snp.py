@@ -158,6 +158,12 @@ def _input(role: str, path: str, data: memoryview | bytes) -> LogInput:
 @click.option("--kernel", type=click.Path(dir_okay=False), help="Kernel (measured direct boot).")
 @click.option("--initrd", type=click.Path(dir_okay=False), help="Initrd (with --kernel).")
 @click.option("--append", help="Kernel command line (with --kernel).")
+@click.option(
+    "--kernel-sha256",
+    metavar="HEX",
+    help="SHA-256 of the kernel, instead of --kernel (the file need not be at hand).",
+)
+@click.option("--initrd-sha256", metavar="HEX", help="SHA-256 of the initrd, instead of --initrd.")
 @click.option("--snp-ovmf-hash", metavar="HEX", help="Precomputed snp:ovmf-hash of the firmware.")
 @click.option("--svsm", type=click.Path(dir_okay=False), help="Coconut SVSM image (snp:svsm).")
 @click.option("--vars-size", type=INT, help="Firmware vars size in bytes (snp:svsm).")
@@ -185,6 +191,8 @@ def measure_snp_cmd(
     kernel: str | None,
     initrd: str | None,
     append: str | None,
+    kernel_sha256: str | None,
+    initrd_sha256: str | None,
     snp_ovmf_hash: str | None,
     svsm: str | None,
     vars_size: int | None,
@@ -214,7 +222,22 @@ def measure_snp_cmd(
     is_sev = sev_mode in (SevMode.SEV, SevMode.SEV_ES)
     expected = _parse_hex(expect, "--expect", 32 if is_sev else 48) if expect else None
     seed = _parse_hex(snp_ovmf_hash, "--snp-ovmf-hash", 48) if snp_ovmf_hash else None
-    _check_combination(sev_mode, kernel, initrd, append, seed, svsm, vars_size, vars_file)
+    if kernel is not None and kernel_sha256 is not None:
+        raise ConfigError("give --kernel or --kernel-sha256, not both")
+    if initrd is not None and initrd_sha256 is not None:
+        raise ConfigError("give --initrd or --initrd-sha256, not both")
+    given_kernel = _parse_hex(kernel_sha256, "--kernel-sha256", 32) if kernel_sha256 else None
+    given_initrd = _parse_hex(initrd_sha256, "--initrd-sha256", 32) if initrd_sha256 else None
+    _check_combination(
+        sev_mode,
+        kernel if given_kernel is None else "--kernel-sha256",
+        initrd if given_initrd is None else "--initrd-sha256",
+        append,
+        seed,
+        svsm,
+        vars_size,
+        vars_file,
+    )
     sig = _resolve_sig(vcpu_type, vcpu_sig, vcpu_family, vcpu_model, vcpu_stepping)
     if sev_mode in (SevMode.SNP, SevMode.SNP_SVSM, SevMode.SEV_ES):
         if vcpus is None:
@@ -229,7 +252,9 @@ def measure_snp_cmd(
     fpu = FpuInit(fpu_init) if fpu_init else None
     want_log = log_path is not None
     inputs: list[LogInput] = []
-    hashes = _kernel_hashes(kernel, initrd, append, inputs if want_log else None)
+    hashes = _kernel_hashes(
+        kernel, initrd, append, inputs if want_log else None, given_kernel, given_initrd
+    )
 
     log: MeasurementLog | None = None
     settings_out: dict[str, Any]
@@ -339,23 +364,33 @@ def _kernel_hashes(
     initrd: str | None,
     append: str | None,
     inputs: list[LogInput] | None,
+    kernel_sha: bytes | None = None,
+    initrd_sha: bytes | None = None,
 ) -> KernelHashes | None:
-    """Stream kernel and initrd through SHA-256; record them as log inputs if asked."""
+    """Stream kernel and initrd through SHA-256 (unless their SHA-256 is given); record the
+    files as log inputs if asked (the hashes are in the log's settings either way)."""
     from cvmlaunch.files import file_digest
     from cvmlaunch.measure.sev_hashes import KernelHashes, cmdline_sha256
 
-    if kernel is None:
+    if kernel is None and kernel_sha is None:
         return None
-    if initrd is None:
-        kernel_sha = file_digest(kernel)
-        initrd_sha = hashlib.sha256(b"").digest()
-    else:
+    if kernel is not None and initrd is not None:
         kernel_sha, initrd_sha = _digest_pair(kernel, initrd)
+    else:
+        if kernel is not None:
+            kernel_sha = file_digest(kernel)
+        if initrd is not None:
+            initrd_sha = file_digest(initrd)
+    if initrd_sha is None:
+        initrd_sha = hashlib.sha256(b"").digest()
+    if kernel_sha is None:  # pragma: no cover - one of kernel / kernel_sha is set above
+        raise ConfigError("no kernel")
     cmdline = append.encode() if append is not None else None
     if inputs is not None:
         from cvmlaunch.measure.log import LogInput
 
-        inputs.append(LogInput("kernel", os.path.basename(kernel), _size(kernel), kernel_sha))
+        if kernel is not None:
+            inputs.append(LogInput("kernel", os.path.basename(kernel), _size(kernel), kernel_sha))
         if initrd is not None:
             inputs.append(LogInput("initrd", os.path.basename(initrd), _size(initrd), initrd_sha))
         if cmdline is not None:
