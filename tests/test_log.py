@@ -510,3 +510,14 @@ def test_parse_field_level_fuzz(data: st.DataObject) -> None:
         return
     with contextlib.suppress(LogFormatError, MeasurementMismatch, ConfigError):
         verify_log(log)
+
+
+def test_complete_log_fills_running_digests() -> None:
+    """Records without running digests (as the KVM layer makes them) become a whole log."""
+    from cvmlaunch.measure.log import complete_log
+
+    log = make_log()
+    bare = [dataclasses.replace(e, digest_after=None) for e in log.entries]
+    whole = complete_log(log.header, bare)
+    assert whole == log
+    assert verify_log(whole) == log.digest

@@ -666,3 +666,13 @@ def test_precomputed_kernel_and_initrd_hashes(inputs: dict[str, Path]) -> None:
         "give --kernel or --kernel-sha256, not both",
     )
     _one_error_line(run([*base[:-2], "--initrd-sha256", i]), "--initrd and --append need --kernel")
+
+
+def test_measure_package_exports_resolve() -> None:
+    import cvmlaunch.measure as m
+
+    assert sorted(m._EXPORTS) == sorted(m.__all__)
+    for name in m.__all__:
+        assert getattr(m, name) is not None
+    with pytest.raises(AttributeError):
+        _ = m.no_such_name

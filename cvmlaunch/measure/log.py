@@ -19,6 +19,7 @@ This module does no I/O: it takes and returns ``str``.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hashlib
 import importlib
@@ -52,6 +53,7 @@ __all__ = [
     "Replayer",
     "SettingValue",
     "Technology",
+    "complete_log",
     "diff_logs",
     "dump_log",
     "dumps_log",
@@ -365,6 +367,34 @@ def replay_log(log: MeasurementLog, contents: ContentProvider | None = None) -> 
     for digest in replayer(log.header, log.entries, contents):  # noqa: B007
         pass
     return digest
+
+
+def complete_log(
+    header: LogHeader,
+    entries: Sequence[LogEntry],
+    contents: ContentProvider | None = None,
+) -> MeasurementLog:
+    """Make a whole log from records that carry no running digests (e.g. those the KVM layer
+    records while it populates): replay them, fill in each ``digest_after`` and the footer.
+
+    Args:
+        header: the header (technology, algorithm, settings, inputs, initial digest).
+        entries: the records in populate order, numbered from 0.
+        contents: the bytes of each range, for technologies that need them.
+
+    Raises:
+        LogFormatError: no replayer, or records it cannot use.
+        ConfigError: contents are needed and not given.
+        LayoutError: records not numbered 0, 1, 2, ...
+    """
+    replayer = get_replayer(header.technology, header.algorithm)
+    done: list[LogEntry] = []
+    digest = header.initial_digest or b""
+    for entry, digest in zip(entries, replayer(header, entries, contents), strict=True):
+        done.append(dataclasses.replace(entry, digest_after=digest))
+    if not digest:
+        raise LogFormatError("a log with no records and no initial digest has no digest")
+    return MeasurementLog(header, tuple(done), LogFooter(digest=digest, records=len(done)))
 
 
 def verify_log(log: MeasurementLog, contents: ContentProvider | None = None) -> bytes:
