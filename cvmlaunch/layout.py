@@ -14,17 +14,22 @@ Rule 3: every value is validated in ``__post_init__`` and raises :class:`LayoutE
 
 from __future__ import annotations
 
+import base64
 import enum
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
-from cvmlaunch.errors import LayoutError
+from cvmlaunch.errors import ConfigError, LayoutError
 
 __all__ = [
     "FOUR_GIB",
     "PAGE_SIZE",
     "PCI_HOLE_START",
+    "SNP_HOST_DATA_SIZE",
+    "SNP_ID_AUTH_SIZE",
+    "SNP_ID_BLOCK_SIZE",
+    "TDX_MR_SIZE",
     "VMSA_GPA",
     "Buffer",
     "Layout",
@@ -37,9 +42,11 @@ __all__ = [
     "Provenance",
     "Region",
     "SevSectionType",
+    "SnpLaunchIdentity",
     "SourceKind",
     "TdvfAttribute",
     "TdvfSectionType",
+    "TdxLaunchIdentity",
     "align_down",
     "align_up",
 ]
@@ -464,3 +471,187 @@ class LogEntry:
             raise LayoutError(f"log record {self.seq}: content_sha384 must be 48 bytes")
         if any(len(h) != 48 for h in self.page_sha384):
             raise LayoutError(f"log record {self.seq}: page hashes must be 48 bytes each")
+
+
+#: SEV-SNP HOST_DATA: 32 bytes given to SNP_LAUNCH_FINISH and reported verbatim.
+SNP_HOST_DATA_SIZE = 32
+#: SEV-SNP ID block and ID auth sizes (SNP firmware ABI, SNP_LAUNCH_FINISH).
+SNP_ID_BLOCK_SIZE = 96
+SNP_ID_AUTH_SIZE = 4096
+#: TDX MRCONFIGID, MROWNER, MROWNERCONFIG: 48 bytes each (TD_PARAMS, KVM_TDX_INIT_VM).
+TDX_MR_SIZE = 48
+# SNP firmware ABI, "ID Authentication Information Structure": ID_KEY_SIG at 0x680 and
+# AUTHOR_KEY at 0x880 (1028 bytes) are all zero when there is no author key.
+_SNP_AUTHOR_AREA = slice(0x680, 0x880 + 0x404)
+
+
+def _exact(value: object, size: int, what: str) -> bytes:
+    if not isinstance(value, bytes) or len(value) != size:
+        got = len(value) if isinstance(value, bytes | bytearray | memoryview) else type(value)
+        raise ConfigError(f"{what} must be exactly {size} bytes (got {got})")
+    return value
+
+
+def _from_hex(text: str, size: int, what: str) -> bytes:
+    s = "".join(text.split())
+    s = s[2:] if s[:2].lower() == "0x" else s
+    try:
+        raw = bytes.fromhex(s)
+    except ValueError as exc:
+        raise ConfigError(f"{what}: {text!r} is not hexadecimal") from exc
+    if len(raw) != size:
+        raise ConfigError(f"{what}: {len(raw)} bytes given, exactly {size} needed")
+    return raw
+
+
+@dataclass(frozen=True, slots=True)
+class SnpLaunchIdentity:
+    """What SNP_LAUNCH_FINISH takes besides the VMSAs: HOST_DATA and the optional ID block.
+
+    The KVM layer passes these in ``struct kvm_sev_snp_launch_finish`` (``host_data``,
+    ``id_block_en``/``id_block_uaddr``, ``id_auth_uaddr``, ``auth_key_en``); the launch log
+    header records them; verifiers compare HOST_DATA and the ID key digests in the report.
+    None of them enters the launch digest. Build the ID block and auth with
+    :mod:`cvmlaunch.measure.identity`.
+
+    Args:
+        host_data: 32 bytes, reported verbatim (zero by default).
+        id_block: the 96-byte ID block, or None for no ID block (``id_block_en`` = 0).
+        id_auth: the 4096-byte ID auth; required exactly when ``id_block`` is given.
+
+    Raises:
+        ConfigError: a value of the wrong size, or an ID block without its auth (or the
+            reverse).
+    """
+
+    host_data: bytes = bytes(SNP_HOST_DATA_SIZE)
+    id_block: bytes | None = None
+    id_auth: bytes | None = None
+
+    def __post_init__(self) -> None:
+        _exact(self.host_data, SNP_HOST_DATA_SIZE, "SNP host data")
+        if (self.id_block is None) != (self.id_auth is None):
+            raise ConfigError("an SNP ID block and its ID auth must be given together")
+        if self.id_block is not None:
+            _exact(self.id_block, SNP_ID_BLOCK_SIZE, "SNP ID block")
+        if self.id_auth is not None:
+            _exact(self.id_auth, SNP_ID_AUTH_SIZE, "SNP ID auth")
+
+    @classmethod
+    def from_hex(cls, host_data: str) -> SnpLaunchIdentity:
+        """Host data from hex (exactly 32 bytes), no ID block.
+
+        Raises:
+            ConfigError: not hex, or not 32 bytes.
+        """
+        return cls(_from_hex(host_data, SNP_HOST_DATA_SIZE, "SNP host data"))
+
+    @property
+    def id_block_en(self) -> bool:
+        """LAUNCH_FINISH's ID_BLOCK_EN."""
+        return self.id_block is not None
+
+    @property
+    def auth_key_en(self) -> bool:
+        """LAUNCH_FINISH's AUTH_KEY_EN: an ID auth whose author-key part is not all zero."""
+        return self.id_auth is not None and any(self.id_auth[_SNP_AUTHOR_AREA])
+
+    def to_record(self) -> dict[str, str | bool | None]:
+        """The launch log header's form: hex for host data and the ID block, base64 for the
+        4 KiB ID auth (QEMU's ``id-auth`` form)."""
+        return {
+            "host_data": self.host_data.hex(),
+            "id_block": None if self.id_block is None else self.id_block.hex(),
+            "id_auth": None if self.id_auth is None else base64.b64encode(self.id_auth).decode(),
+            "auth_key_en": self.auth_key_en,
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, object]) -> SnpLaunchIdentity:
+        """Inverse of :meth:`to_record`.
+
+        Raises:
+            ConfigError: a missing or malformed field.
+        """
+        host = record.get("host_data")
+        block = record.get("id_block")
+        auth = record.get("id_auth")
+        if not isinstance(host, str):
+            raise ConfigError("SNP launch identity: host_data must be a hex string")
+        if block is not None and not isinstance(block, str):
+            raise ConfigError("SNP launch identity: id_block must be a hex string or null")
+        if auth is not None and not isinstance(auth, str):
+            raise ConfigError("SNP launch identity: id_auth must be a base64 string or null")
+        try:
+            auth_raw = None if auth is None else base64.b64decode(auth, validate=True)
+        except ValueError as exc:
+            raise ConfigError("SNP launch identity: id_auth is not base64") from exc
+        return cls(
+            _from_hex(host, SNP_HOST_DATA_SIZE, "SNP host data"),
+            None if block is None else _from_hex(block, SNP_ID_BLOCK_SIZE, "SNP ID block"),
+            auth_raw,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TdxLaunchIdentity:
+    """The owner-chosen TD_PARAMS values KVM_TDX_INIT_VM takes (``struct kvm_tdx_init_vm``
+    ``mrconfigid``/``mrowner``/``mrownerconfig``), reported in the TD quote, never measured
+    into MRTD and not enforced by the TDX module. All zero by default (as in QEMU).
+
+    Raises:
+        ConfigError: a value that is not 48 bytes.
+    """
+
+    mrconfigid: bytes = bytes(TDX_MR_SIZE)
+    mrowner: bytes = bytes(TDX_MR_SIZE)
+    mrownerconfig: bytes = bytes(TDX_MR_SIZE)
+
+    def __post_init__(self) -> None:
+        _exact(self.mrconfigid, TDX_MR_SIZE, "TDX MRCONFIGID")
+        _exact(self.mrowner, TDX_MR_SIZE, "TDX MROWNER")
+        _exact(self.mrownerconfig, TDX_MR_SIZE, "TDX MROWNERCONFIG")
+
+    @classmethod
+    def from_hex(
+        cls,
+        mrconfigid: str | None = None,
+        mrowner: str | None = None,
+        mrownerconfig: str | None = None,
+    ) -> TdxLaunchIdentity:
+        """From hex strings of exactly 48 bytes each (None: all zero).
+
+        Raises:
+            ConfigError: not hex, or not 48 bytes.
+        """
+        zero = bytes(TDX_MR_SIZE)
+        return cls(
+            zero if mrconfigid is None else _from_hex(mrconfigid, TDX_MR_SIZE, "TDX MRCONFIGID"),
+            zero if mrowner is None else _from_hex(mrowner, TDX_MR_SIZE, "TDX MROWNER"),
+            zero
+            if mrownerconfig is None
+            else _from_hex(mrownerconfig, TDX_MR_SIZE, "TDX MROWNERCONFIG"),
+        )
+
+    def to_record(self) -> dict[str, str]:
+        """The launch log header's form (hex)."""
+        return {
+            "mrconfigid": self.mrconfigid.hex(),
+            "mrowner": self.mrowner.hex(),
+            "mrownerconfig": self.mrownerconfig.hex(),
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, object]) -> TdxLaunchIdentity:
+        """Inverse of :meth:`to_record` (absent fields are zero).
+
+        Raises:
+            ConfigError: a malformed field.
+        """
+        values: list[str | None] = []
+        for key in ("mrconfigid", "mrowner", "mrownerconfig"):
+            v = record.get(key)
+            if v is not None and not isinstance(v, str):
+                raise ConfigError(f"TDX launch identity: {key} must be a hex string")
+            values.append(v)
+        return cls.from_hex(*values)

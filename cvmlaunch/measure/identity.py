@@ -1,0 +1,717 @@
+"""SEV-SNP launch identity: the guest policy, the ID block and the ID authentication structure.
+
+Rule 1: pure values and signatures. Keys come in as PEM ``bytes`` or as ``cryptography`` key
+objects, blobs come in as buffers and go out as ``bytes``; this module opens no file.
+
+Rule 2: every layout below is the AMD SEV Secure Nested Paging Firmware ABI Specification
+(AMD publication 56860, "SNP ABI") as cited per struct, cross-checked against AMD's own C
+declarations of the same structures (struct ``id_block`` / ``id_auth_info`` /
+``sev_ecdsa_sig`` / ``sev_ecdsa_pubkey``). All integers are little-endian.
+
+Rule 3: signing is ECDSA P-384 over SHA-384 and deterministic (RFC 6979), so the same key and
+the same block always give the same ID auth, byte for byte: artifacts are reproducible.
+
+Bad input raises :class:`~cvmlaunch.errors.ConfigError` (keys, settings) or
+:class:`~cvmlaunch.errors.ImageError` (a blob of the wrong size); anything else is a bug.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
+
+from cvmlaunch.errors import ConfigError, ImageError
+
+__all__ = [
+    "AUTHOR_KEY_OFFSET",
+    "DEFAULT_POLICY",
+    "ECDSA_PUBKEY_SIZE",
+    "ECDSA_SIG_SIZE",
+    "ID_AUTH_SIZE",
+    "ID_BLOCK_OFFSET_SIG",
+    "ID_BLOCK_SIZE",
+    "ID_BLOCK_VERSION",
+    "ID_KEY_OFFSET",
+    "ID_KEY_SIG_OFFSET",
+    "Check",
+    "EcdsaCurve",
+    "EcdsaPublicKey",
+    "EcdsaSignature",
+    "GuestPolicy",
+    "IdAuth",
+    "IdBlock",
+    "IdVerification",
+    "PolicyFlag",
+    "SigningAlgorithm",
+    "describe_checks",
+    "generate_key",
+    "key_digest",
+    "load_private_key",
+    "parse_hex_bytes",
+    "private_key_pem",
+    "sign_id_block",
+    "sign_message",
+    "verify_id_pair",
+]
+
+#: SNP ABI, SNP_LAUNCH_FINISH: the ID block is 96 bytes, the ID auth 4096 (KVM's
+#: KVM_SEV_SNP_ID_BLOCK_SIZE / KVM_SEV_SNP_ID_AUTH_SIZE say the same).
+ID_BLOCK_SIZE = 0x60
+ID_AUTH_SIZE = 0x1000
+#: The only ID block version the ABI defines.
+ID_BLOCK_VERSION = 1
+#: SNP ABI chapter "ECDSA signature format" / "ECDSA public key format".
+ECDSA_SIG_SIZE = 0x200
+ECDSA_PUBKEY_SIZE = 0x404
+#: One P-384 coordinate or scalar as the ABI stores it: 576 bits, little-endian, zero padded.
+_COMPONENT_SIZE = 72
+_P384_BYTES = 48
+
+#: Offsets in the ID auth structure (SNP ABI table "ID Authentication Information Structure").
+ID_BLOCK_OFFSET_SIG = 0x040
+ID_KEY_OFFSET = 0x240
+ID_KEY_SIG_OFFSET = 0x680
+AUTHOR_KEY_OFFSET = 0x880
+
+
+class SigningAlgorithm(enum.IntEnum):
+    """SNP ABI "Signature algorithms" (ID_KEY_ALGO, AUTHOR_KEY_ALGO)."""
+
+    INVALID = 0
+    ECDSA_P384_SHA384 = 1
+
+
+class EcdsaCurve(enum.IntEnum):
+    """SNP ABI "ECDSA curves" (the CURVE field of a public key)."""
+
+    INVALID = 0
+    P384 = 2
+
+
+class PolicyFlag(enum.IntFlag):
+    """Single-bit fields of the SNP guest policy (SNP ABI §4.3 "Guest Policy", table
+    "Guest Policy Structure"; the Linux ``SNP_POLICY_MASK_*`` constants use the same bits).
+
+    Bits 7:0 and 15:8 are the minimum ABI minor and major versions (see :class:`GuestPolicy`).
+    """
+
+    SMT = 1 << 16
+    RESERVED_MBO = 1 << 17  # reserved, must be one
+    MIGRATE_MA = 1 << 18
+    DEBUG = 1 << 19
+    SINGLE_SOCKET = 1 << 20
+    CXL_ALLOW = 1 << 21
+    MEM_AES_256_XTS = 1 << 22
+    RAPL_DIS = 1 << 23
+    CIPHERTEXT_HIDING_DRAM = 1 << 24
+    PAGE_SWAP_DISABLE = 1 << 25
+
+
+_POLICY_KNOWN = 0xFFFF | sum(f.value for f in PolicyFlag)
+
+
+@dataclass(frozen=True, slots=True)
+class GuestPolicy:
+    """The 64-bit SNP guest policy (SNP ABI §4.3, table "Guest Policy Structure").
+
+    Args:
+        value: the policy as the firmware sees it.
+
+    Raises:
+        ConfigError: not a u64, bit 17 (reserved, must be one) clear, or a bit set that the
+            ABI reserves (26-63).
+    """
+
+    value: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.value, int) or not 0 <= self.value < 1 << 64:
+            raise ConfigError(f"SNP policy {self.value!r} is not a 64-bit unsigned integer")
+        if not self.value & PolicyFlag.RESERVED_MBO:
+            raise ConfigError(
+                f"SNP policy {self.value:#x}: bit 17 (reserved, must be one) is clear; "
+                f"did you mean {self.value | PolicyFlag.RESERVED_MBO:#x}?"
+            )
+        unknown = self.value & ~_POLICY_KNOWN
+        if unknown:
+            raise ConfigError(
+                f"SNP policy {self.value:#x}: reserved bits {unknown:#x} are set (must be zero)"
+            )
+
+    @classmethod
+    def parse(cls, text: str) -> GuestPolicy:
+        """Parse ``0x30000``-style hex (``0x`` optional), or decimal with a ``0d`` prefix.
+
+        Raises:
+            ConfigError: not a number, or not a valid policy.
+        """
+        s = text.strip().replace("_", "")
+        try:
+            if s[:2].lower() == "0d":
+                value = int(s[2:], 10)
+            else:
+                value = int(s[2:] if s[:2].lower() == "0x" else s, 16)
+        except ValueError as exc:
+            raise ConfigError(f"SNP policy {text!r} is not a hexadecimal number") from exc
+        return cls(value)
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        abi_major: int = 0,
+        abi_minor: int = 0,
+        flags: PolicyFlag = PolicyFlag.SMT,
+    ) -> GuestPolicy:
+        """A policy from its fields; bit 17 is always set.
+
+        Raises:
+            ConfigError: an ABI version field outside 0-255.
+        """
+        for name, v in (("ABI major", abi_major), ("ABI minor", abi_minor)):
+            if not 0 <= v <= 0xFF:
+                raise ConfigError(f"SNP policy: {name} version {v} is not in 0-255")
+        return cls(abi_minor | abi_major << 8 | int(flags | PolicyFlag.RESERVED_MBO))
+
+    @property
+    def abi_minor(self) -> int:
+        """Minimum firmware ABI minor version (bits 7:0)."""
+        return self.value & 0xFF
+
+    @property
+    def abi_major(self) -> int:
+        """Minimum firmware ABI major version (bits 15:8)."""
+        return self.value >> 8 & 0xFF
+
+    @property
+    def flags(self) -> PolicyFlag:
+        """The single-bit fields that are set."""
+        return PolicyFlag(self.value & ~0xFFFF)
+
+    def describe(self) -> str:
+        """E.g. ``0x30000 (ABI >= 0.0, SMT, RESERVED_MBO)``."""
+        names = [f.name for f in PolicyFlag if f in self.flags and f.name]
+        return f"{self.value:#x} (ABI >= {self.abi_major}.{self.abi_minor}, {', '.join(names)})"
+
+
+#: The policy QEMU's ``sev-snp-guest`` object and the peer use by default: SMT allowed.
+DEFAULT_POLICY = GuestPolicy(0x30000)
+
+
+def parse_hex_bytes(text: str, size: int, what: str) -> bytes:
+    """Decode hex (``0x`` prefix, ``:`` and whitespace allowed) of exactly ``size`` bytes.
+
+    Raises:
+        ConfigError: not hex, or not ``size`` bytes.
+    """
+    s = "".join(text.split()).replace(":", "")
+    if s[:2].lower() == "0x":
+        s = s[2:]
+    try:
+        raw = bytes.fromhex(s)
+    except ValueError as exc:
+        raise ConfigError(f"{what}: {text!r} is not hexadecimal") from exc
+    if len(raw) != size:
+        raise ConfigError(f"{what}: {len(raw)} bytes given, exactly {size} needed")
+    return raw
+
+
+def _le(value: int) -> bytes:
+    return value.to_bytes(_COMPONENT_SIZE, "little")
+
+
+# SNP ABI table "ID Block Structure": LD 0x00 (48), FAMILY_ID 0x30 (16), IMAGE_ID 0x40 (16),
+# VERSION 0x50 (u32), GUEST_SVN 0x54 (u32), POLICY 0x58 (u64).
+_ID_BLOCK = struct.Struct("<48s16s16sIIQ")
+
+
+@dataclass(frozen=True, slots=True)
+class IdBlock:
+    """The SNP ID block (SNP ABI, SNP_LAUNCH_FINISH, table "ID Block Structure", 96 bytes).
+
+    At SNP_LAUNCH_FINISH the firmware refuses the launch unless ``ld`` equals the launch
+    digest it computed and ``policy`` equals the launch policy. FAMILY_ID, IMAGE_ID and
+    GUEST_SVN are copied into the attestation report.
+
+    Args:
+        ld: the expected launch digest (48 bytes).
+        family_id: 16 bytes chosen by the guest owner.
+        image_id: 16 bytes chosen by the guest owner.
+        guest_svn: the guest's security version number (u32).
+        policy: the launch policy.
+        version: the structure version; only 1 is defined.
+
+    Raises:
+        ConfigError: a field of the wrong size or range.
+    """
+
+    ld: bytes
+    family_id: bytes = bytes(16)
+    image_id: bytes = bytes(16)
+    guest_svn: int = 0
+    policy: GuestPolicy = DEFAULT_POLICY
+    version: int = ID_BLOCK_VERSION
+
+    def __post_init__(self) -> None:
+        for name, value, size in (
+            ("launch digest", self.ld, 48),
+            ("family ID", self.family_id, 16),
+            ("image ID", self.image_id, 16),
+        ):
+            if not isinstance(value, bytes) or len(value) != size:
+                raise ConfigError(f"ID block: the {name} must be {size} bytes")
+        if not 0 <= self.guest_svn < 1 << 32:
+            raise ConfigError(f"ID block: guest SVN {self.guest_svn} is not a u32")
+        if self.version != ID_BLOCK_VERSION:
+            raise ConfigError(f"ID block: version {self.version} (only 1 is defined)")
+
+    def pack(self) -> bytes:
+        """The 96 bytes the firmware reads."""
+        return _ID_BLOCK.pack(
+            self.ld, self.family_id, self.image_id, self.version, self.guest_svn, self.policy.value
+        )
+
+    @classmethod
+    def unpack(cls, data: bytes | memoryview, source: str = "ID block") -> IdBlock:
+        """Parse 96 bytes.
+
+        Raises:
+            ImageError: not 96 bytes.
+            ConfigError: a version other than 1, or an invalid policy.
+        """
+        if len(data) != ID_BLOCK_SIZE:
+            raise ImageError(
+                f"an ID block is {ID_BLOCK_SIZE} bytes, not {len(data)}", source=source
+            )
+        ld, fam, img, version, svn, policy = _ID_BLOCK.unpack(data)
+        try:
+            return cls(ld, fam, img, svn, GuestPolicy(policy), version)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from exc
+
+
+# SNP ABI "ECDSA signature format": R 0x00 (72, LE), S 0x48 (72, LE), reserved 0x90-0x1FF.
+_SIG = struct.Struct(f"<{_COMPONENT_SIZE}s{_COMPONENT_SIZE}s{ECDSA_SIG_SIZE - 144}s")
+
+
+@dataclass(frozen=True, slots=True)
+class EcdsaSignature:
+    """An ECDSA signature in the SNP ABI format (chapter "ECDSA signature format", 512 bytes).
+
+    Args:
+        r: the R component.
+        s: the S component.
+        reserved: the reserved tail as found (must be zero; kept so a check can say so).
+    """
+
+    r: int
+    s: int
+    reserved: bytes = bytes(ECDSA_SIG_SIZE - 144)
+
+    @classmethod
+    def from_der(cls, der: bytes) -> EcdsaSignature:
+        """From an X9.62 DER signature (what ``cryptography`` produces)."""
+        r, s = decode_dss_signature(der)
+        return cls(r, s)
+
+    def to_der(self) -> bytes:
+        """To an X9.62 DER signature (what ``cryptography`` verifies)."""
+        return encode_dss_signature(self.r, self.s)
+
+    def pack(self) -> bytes:
+        """The 512 bytes."""
+        return _SIG.pack(_le(self.r), _le(self.s), self.reserved)
+
+    @classmethod
+    def unpack(cls, data: bytes | memoryview) -> EcdsaSignature:
+        """Parse 512 bytes (no validation: see :func:`verify_id_pair`)."""
+        r, s, reserved = _SIG.unpack(data)
+        return cls(int.from_bytes(r, "little"), int.from_bytes(s, "little"), reserved)
+
+    @property
+    def is_zero(self) -> bool:
+        """All 512 bytes zero (an absent signature)."""
+        return self.r == 0 and self.s == 0 and not any(self.reserved)
+
+
+# SNP ABI "ECDSA public key format": CURVE 0x00 (u32), QX 0x04 (72, LE), QY 0x4C (72, LE),
+# reserved 0x94-0x403.
+_PUBKEY = struct.Struct(f"<I{_COMPONENT_SIZE}s{_COMPONENT_SIZE}s{ECDSA_PUBKEY_SIZE - 148}s")
+
+
+@dataclass(frozen=True, slots=True)
+class EcdsaPublicKey:
+    """An ECDSA public key in the SNP ABI format (chapter "ECDSA public key format", 1028 bytes).
+
+    The attestation report's ID_KEY_DIGEST and AUTHOR_KEY_DIGEST are the SHA-384 of these
+    1028 bytes (:meth:`digest`).
+
+    Args:
+        curve: the raw CURVE value (2 = P-384).
+        qx: the X coordinate.
+        qy: the Y coordinate.
+        reserved: the reserved tail as found (must be zero).
+    """
+
+    curve: int
+    qx: int
+    qy: int
+    reserved: bytes = bytes(ECDSA_PUBKEY_SIZE - 148)
+
+    @classmethod
+    def from_key(cls, key: ec.EllipticCurvePublicKey) -> EcdsaPublicKey:
+        """From a P-384 ``cryptography`` public key.
+
+        Raises:
+            ConfigError: not a P-384 key.
+        """
+        _require_p384(key.curve, "public key")
+        nums = key.public_numbers()
+        return cls(EcdsaCurve.P384, nums.x, nums.y)
+
+    def to_key(self) -> ec.EllipticCurvePublicKey:
+        """To a ``cryptography`` key.
+
+        Raises:
+            ConfigError: the curve is not P-384 or the point is not on it.
+        """
+        if self.curve != EcdsaCurve.P384:
+            raise ConfigError(f"public key curve {self.curve} is not P-384 (2)")
+        try:
+            return ec.EllipticCurvePublicNumbers(self.qx, self.qy, ec.SECP384R1()).public_key()
+        except ValueError as exc:
+            raise ConfigError("public key: the point is not on the P-384 curve") from exc
+
+    def pack(self) -> bytes:
+        """The 1028 bytes."""
+        return _PUBKEY.pack(self.curve, _le(self.qx), _le(self.qy), self.reserved)
+
+    @classmethod
+    def unpack(cls, data: bytes | memoryview) -> EcdsaPublicKey:
+        """Parse 1028 bytes (no validation: see :func:`verify_id_pair`)."""
+        curve, qx, qy, reserved = _PUBKEY.unpack(data)
+        return cls(curve, int.from_bytes(qx, "little"), int.from_bytes(qy, "little"), reserved)
+
+    def digest(self) -> bytes:
+        """SHA-384 of the 1028-byte structure: what the attestation report carries."""
+        return hashlib.sha384(self.pack()).digest()
+
+    @property
+    def is_zero(self) -> bool:
+        """All 1028 bytes zero (an absent key)."""
+        return self.curve == 0 and self.qx == 0 and self.qy == 0 and not any(self.reserved)
+
+
+# SNP ABI table "ID Authentication Information Structure":
+#   0x000 ID_KEY_ALGO u32, 0x004 AUTH_KEY_ALGO u32, 0x008-0x03F reserved,
+#   0x040 ID_BLOCK_SIG (512), 0x240 ID_KEY (1028), 0x644-0x67F reserved,
+#   0x680 ID_KEY_SIG (512), 0x880 AUTHOR_KEY (1028), 0xC84-0xFFF reserved.
+_ID_AUTH = struct.Struct(
+    f"<II{ID_BLOCK_OFFSET_SIG - 8}s{ECDSA_SIG_SIZE}s{ECDSA_PUBKEY_SIZE}s"
+    f"{ID_KEY_SIG_OFFSET - ID_KEY_OFFSET - ECDSA_PUBKEY_SIZE}s{ECDSA_SIG_SIZE}s"
+    f"{ECDSA_PUBKEY_SIZE}s{ID_AUTH_SIZE - AUTHOR_KEY_OFFSET - ECDSA_PUBKEY_SIZE}s"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class IdAuth:
+    """The ID authentication information structure (SNP ABI, SNP_LAUNCH_FINISH, 4096 bytes).
+
+    Args:
+        id_key_algo: raw ID_KEY_ALGO (1 = ECDSA P-384 with SHA-384).
+        author_key_algo: raw AUTHOR_KEY_ALGO (1, or 0 when there is no author key).
+        id_block_sig: the ID key's signature of the 96-byte ID block.
+        id_key: the ID public key.
+        id_key_sig: the author key's signature of the 1028-byte ID key structure (zero if none).
+        author_key: the author public key (zero if none).
+        reserved: the three reserved areas as found (must be zero).
+    """
+
+    id_key_algo: int
+    author_key_algo: int
+    id_block_sig: EcdsaSignature
+    id_key: EcdsaPublicKey
+    id_key_sig: EcdsaSignature
+    author_key: EcdsaPublicKey
+    reserved: tuple[bytes, bytes, bytes] = (
+        bytes(ID_BLOCK_OFFSET_SIG - 8),
+        bytes(ID_KEY_SIG_OFFSET - ID_KEY_OFFSET - ECDSA_PUBKEY_SIZE),
+        bytes(ID_AUTH_SIZE - AUTHOR_KEY_OFFSET - ECDSA_PUBKEY_SIZE),
+    )
+
+    @property
+    def has_author_key(self) -> bool:
+        """Whether an author key is present: LAUNCH_FINISH's AUTH_KEY_EN must say the same."""
+        return not (self.author_key.is_zero and self.id_key_sig.is_zero)
+
+    @property
+    def id_key_digest(self) -> bytes:
+        """ID_KEY_DIGEST as the attestation report will carry it."""
+        return self.id_key.digest()
+
+    @property
+    def author_key_digest(self) -> bytes:
+        """AUTHOR_KEY_DIGEST as the report will carry it (zero without an author key)."""
+        return self.author_key.digest() if self.has_author_key else bytes(48)
+
+    def pack(self) -> bytes:
+        """The 4096 bytes."""
+        r1, r2, r3 = self.reserved
+        return _ID_AUTH.pack(
+            self.id_key_algo,
+            self.author_key_algo,
+            r1,
+            self.id_block_sig.pack(),
+            self.id_key.pack(),
+            r2,
+            self.id_key_sig.pack(),
+            self.author_key.pack(),
+            r3,
+        )
+
+    @classmethod
+    def unpack(cls, data: bytes | memoryview, source: str = "ID auth") -> IdAuth:
+        """Parse 4096 bytes (no validation beyond the size: see :func:`verify_id_pair`).
+
+        Raises:
+            ImageError: not 4096 bytes.
+        """
+        if len(data) != ID_AUTH_SIZE:
+            raise ImageError(f"an ID auth is {ID_AUTH_SIZE} bytes, not {len(data)}", source=source)
+        id_algo, author_algo, r1, block_sig, id_key, r2, key_sig, author_key, r3 = _ID_AUTH.unpack(
+            data
+        )
+        return cls(
+            id_algo,
+            author_algo,
+            EcdsaSignature.unpack(block_sig),
+            EcdsaPublicKey.unpack(id_key),
+            EcdsaSignature.unpack(key_sig),
+            EcdsaPublicKey.unpack(author_key),
+            (r1, r2, r3),
+        )
+
+
+def _require_p384(curve: ec.EllipticCurve, what: str) -> None:
+    if not isinstance(curve, ec.SECP384R1):
+        raise ConfigError(
+            f"{what}: an EC {curve.name} key; SEV-SNP ID and author keys must be "
+            "ECDSA P-384 (secp384r1)"
+        )
+
+
+def load_private_key(pem: bytes, name: str) -> ec.EllipticCurvePrivateKey:
+    """Load an unencrypted PEM private key (PKCS#8 or SEC1) and require P-384.
+
+    Args:
+        pem: the PEM text.
+        name: the key's name for messages (its path). Key material never enters a message.
+
+    Raises:
+        ConfigError: not a PEM private key, encrypted, not EC, or not P-384.
+    """
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except TypeError as exc:
+        raise ConfigError(f"{name}: encrypted private keys are not supported") from exc
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise ConfigError(f"{name}: not a PEM private key") from exc
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        kind = type(key).__name__.removeprefix("_").replace("PrivateKey", "")
+        raise ConfigError(
+            f"{name}: a {kind or 'non-EC'} key; SEV-SNP ID and author keys must be "
+            "ECDSA P-384 (secp384r1)"
+        )
+    _require_p384(key.curve, name)
+    return key
+
+
+def generate_key() -> ec.EllipticCurvePrivateKey:
+    """A new random P-384 private key."""
+    return ec.generate_private_key(ec.SECP384R1())
+
+
+def private_key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    """Unencrypted PKCS#8 PEM of ``key`` (for a key file of mode 0600)."""
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def key_digest(key: ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) -> bytes:
+    """SHA-384 of the key's 1028-byte SNP public key structure (ID_KEY_DIGEST form)."""
+    public = key.public_key() if isinstance(key, ec.EllipticCurvePrivateKey) else key
+    return EcdsaPublicKey.from_key(public).digest()
+
+
+_ECDSA = ec.ECDSA(hashes.SHA384(), deterministic_signing=True)
+
+
+def sign_message(key: ec.EllipticCurvePrivateKey, message: bytes) -> EcdsaSignature:
+    """ECDSA P-384 / SHA-384 of ``message`` with RFC 6979 nonces, in the SNP ABI format.
+
+    Raises:
+        ConfigError: a key that is not P-384.
+    """
+    _require_p384(key.curve, "signing key")
+    return EcdsaSignature.from_der(key.sign(message, _ECDSA))
+
+
+def sign_id_block(
+    block: IdBlock,
+    id_key: ec.EllipticCurvePrivateKey,
+    author_key: ec.EllipticCurvePrivateKey | None = None,
+) -> IdAuth:
+    """Sign an ID block: the ID key signs the 96 bytes, the author key (if any) the ID key.
+
+    The signatures are deterministic (RFC 6979): same keys and block, same bytes.
+
+    Raises:
+        ConfigError: a key that is not P-384.
+    """
+    _require_p384(id_key.curve, "ID key")
+    id_public = EcdsaPublicKey.from_key(id_key.public_key())
+    block_sig = sign_message(id_key, block.pack())
+    if author_key is None:
+        return IdAuth(
+            SigningAlgorithm.ECDSA_P384_SHA384,
+            SigningAlgorithm.INVALID,
+            block_sig,
+            id_public,
+            EcdsaSignature(0, 0),
+            EcdsaPublicKey(0, 0, 0),
+        )
+    _require_p384(author_key.curve, "author key")
+    return IdAuth(
+        SigningAlgorithm.ECDSA_P384_SHA384,
+        SigningAlgorithm.ECDSA_P384_SHA384,
+        block_sig,
+        id_public,
+        sign_message(author_key, id_public.pack()),
+        EcdsaPublicKey.from_key(author_key.public_key()),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One check of :func:`verify_id_pair`: what was checked, whether it held, and why not."""
+
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class IdVerification:
+    """The result of :func:`verify_id_pair`.
+
+    Args:
+        checks: every check made, in order.
+        block: the parsed ID block, when its fields are valid.
+        auth: the parsed ID auth.
+    """
+
+    checks: tuple[Check, ...]
+    block: IdBlock | None
+    auth: IdAuth
+
+    @property
+    def ok(self) -> bool:
+        """Whether every check held."""
+        return all(c.ok for c in self.checks)
+
+    @property
+    def failures(self) -> tuple[Check, ...]:
+        """The checks that did not hold."""
+        return tuple(c for c in self.checks if not c.ok)
+
+
+def _verify_sig(
+    public: EcdsaPublicKey, sig: EcdsaSignature, message: bytes, what: str
+) -> tuple[bool, str]:
+    try:
+        key = public.to_key()
+    except ConfigError as exc:
+        return False, str(exc)
+    order_bytes = _P384_BYTES
+    if sig.r.bit_length() > order_bytes * 8 or sig.s.bit_length() > order_bytes * 8:
+        return False, f"{what}: R or S is wider than 384 bits"
+    try:
+        key.verify(sig.to_der(), message, ec.ECDSA(hashes.SHA384()))
+    except InvalidSignature:
+        return False, f"{what} does not verify"
+    return True, ""
+
+
+def verify_id_pair(block_data: bytes | memoryview, auth_data: bytes | memoryview) -> IdVerification:
+    """Check an ID block and ID auth pair the way the firmware will at SNP_LAUNCH_FINISH.
+
+    Checks: the block's version and policy; ID_KEY_ALGO; the ID key's curve and point; the
+    ID block signature; the reserved areas are zero; and, if an author key is present,
+    AUTHOR_KEY_ALGO, its curve and its signature of the ID key.
+
+    Raises:
+        ImageError: a blob of the wrong size (the checks need the exact structures).
+    """
+    auth = IdAuth.unpack(auth_data)
+    if len(block_data) != ID_BLOCK_SIZE:
+        raise ImageError(f"an ID block is {ID_BLOCK_SIZE} bytes, not {len(block_data)}")
+    checks: list[Check] = []
+    block: IdBlock | None = None
+    try:
+        block = IdBlock.unpack(block_data)
+        checks.append(Check("ID block fields", True))
+    except ConfigError as exc:
+        checks.append(Check("ID block fields", False, str(exc)))
+
+    def algo(name: str, value: int) -> None:
+        ok = value == SigningAlgorithm.ECDSA_P384_SHA384
+        checks.append(Check(name, ok, "" if ok else f"{value} (only 1, ECDSA P-384, is valid)"))
+
+    algo("ID_KEY_ALGO", auth.id_key_algo)
+    ok, detail = _verify_sig(auth.id_key, auth.id_block_sig, bytes(block_data), "ID_BLOCK_SIG")
+    checks.append(Check("ID_BLOCK_SIG by ID_KEY", ok, detail))
+    checks.append(_zero_check("ID_BLOCK_SIG reserved", auth.id_block_sig.reserved))
+    checks.append(_zero_check("ID_KEY reserved", auth.id_key.reserved))
+    if auth.has_author_key:
+        algo("AUTHOR_KEY_ALGO", auth.author_key_algo)
+        ok, detail = _verify_sig(auth.author_key, auth.id_key_sig, auth.id_key.pack(), "ID_KEY_SIG")
+        checks.append(Check("ID_KEY_SIG by AUTHOR_KEY", ok, detail))
+        checks.append(_zero_check("ID_KEY_SIG reserved", auth.id_key_sig.reserved))
+        checks.append(_zero_check("AUTHOR_KEY reserved", auth.author_key.reserved))
+    else:
+        ok = auth.author_key_algo in (SigningAlgorithm.INVALID, SigningAlgorithm.ECDSA_P384_SHA384)
+        checks.append(
+            Check("AUTHOR_KEY_ALGO", ok, "" if ok else f"{auth.author_key_algo} (not 0 or 1)")
+        )
+    for i, area in enumerate(auth.reserved, 1):
+        checks.append(_zero_check(f"ID auth reserved area {i}", area))
+    return IdVerification(tuple(checks), block, auth)
+
+
+def _zero_check(name: str, area: bytes) -> Check:
+    nonzero = next((i for i, b in enumerate(area) if b), None)
+    if nonzero is None:
+        return Check(name, True)
+    return Check(name, False, f"byte {nonzero:#x} is {area[nonzero]:#04x} (must be zero)")
+
+
+def describe_checks(checks: Sequence[Check]) -> list[str]:
+    """One line per check: ``ok   NAME`` or ``FAIL NAME: detail``."""
+    return [
+        f"{'ok  ' if c.ok else 'FAIL'} {c.name}" + (f": {c.detail}" if c.detail else "")
+        for c in checks
+    ]
