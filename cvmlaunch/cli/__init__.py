@@ -75,6 +75,7 @@ def _register() -> None:
     cli.add_command(_measure.measure_group)
     _measure.measure_group.add_lazy("snp", "cvmlaunch.cli._measure_snp:measure_snp_cmd")
     cli.add_lazy("log", "cvmlaunch.cli._log:log_group")
+    cli.add_lazy("id-block", "cvmlaunch.cli._identity:id_block_group")
 
 
 _register()

@@ -1,0 +1,306 @@
+"""``cvmlaunch id-block``: build, sign and check SEV-SNP ID blocks and ID auth structures.
+
+``id-block snp`` writes the 96-byte ID block and the 4096-byte ID auth (atomically) and
+prints them in base64 as QEMU's ``sev-snp-guest`` ``id-block=``/``id-auth=`` properties, with
+the key digests a verifier will see. ``id-block verify`` checks a pair. Private keys are read,
+used and never printed; ``--generate-key`` writes a new key with mode 0600.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from cvmlaunch.cli._output import format_digest, write_atomic
+from cvmlaunch.errors import CheckFailed, ConfigError, ImageError
+from cvmlaunch.measure import identity
+
+__all__ = ["id_block_group"]
+
+
+def _read_small(path: str, what: str, limit: int = 1 << 20) -> bytes:
+    """Read a small input file whole (keys, blobs), naming it in errors."""
+    try:
+        with Path(path).open("rb") as f:
+            data = f.read(limit + 1)
+    except OSError as exc:
+        raise ImageError(f"cannot read {what}: {exc.strerror}", source=path) from exc
+    if len(data) > limit:
+        raise ImageError(f"too large for {what}", source=path)
+    return data
+
+
+def _read_blob(path: str, size: int, what: str) -> bytes:
+    """A blob as raw bytes of exactly ``size``, or as base64 text decoding to ``size`` bytes
+    (the form QEMU's command line takes)."""
+    data = _read_small(path, what)
+    if len(data) == size:
+        return data
+    try:
+        decoded = base64.b64decode(b"".join(data.split()), validate=True)
+    except (binascii.Error, ValueError):
+        decoded = b""
+    if len(decoded) == size:
+        return decoded
+    raise ImageError(
+        f"{what}: {len(data)} bytes; expected {size} raw bytes or their base64", source=path
+    )
+
+
+def _parse_measurement(text: str) -> bytes:
+    """48 bytes as hex (sev-snp-measure's default output) or base64 (its --output-format)."""
+    s = "".join(text.split())
+    try:
+        return identity.parse_hex_bytes(s, 48, "--measurement")
+    except ConfigError:
+        pass
+    try:
+        raw = base64.b64decode(s, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 48:
+        raise ConfigError(f"--measurement: {text!r} is neither 48 bytes of hex nor of base64")
+    return raw
+
+
+def write_secret(path: str, data: bytes, *, force: bool) -> None:
+    """Write ``data`` to ``path`` with mode 0600, atomically, never replacing a file unless
+    ``force``: a temporary file in the same directory is linked (or, with ``force``, renamed)
+    into place, so ``path`` is never seen half written or with a wider mode.
+
+    Raises:
+        ConfigError: ``path`` exists and ``force`` is false.
+        ImageError: the directory cannot be written.
+    """
+    target = Path(path)
+    directory = target.parent if str(target.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise ImageError(f"cannot write: {exc.strerror}", source=path) from exc
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if force:
+            os.replace(tmp, target)
+        else:
+            try:
+                os.link(tmp, target)
+            except FileExistsError as exc:
+                raise ConfigError(
+                    f"{path}: already exists (use --force to replace this key)"
+                ) from exc
+            os.unlink(tmp)
+    except OSError as exc:
+        raise ImageError(f"cannot write: {exc.strerror}", source=path) from exc
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def _load_key(path: str, role: str) -> ec.EllipticCurvePrivateKey:
+    return identity.load_private_key(_read_small(path, f"{role} key"), path)
+
+
+@click.group("id-block")
+def id_block_group() -> None:
+    """Build, sign and check SEV-SNP ID blocks (launch-time identity and enforcement)."""
+
+
+@id_block_group.command("snp")
+@click.option("--measurement", metavar="HEX", help="Expected launch digest (48 bytes, hex).")
+@click.option("--id-key", type=click.Path(dir_okay=False), help="ID key: PEM EC P-384 private key.")
+@click.option(
+    "--author-key",
+    type=click.Path(dir_okay=False),
+    help="Author key (PEM EC P-384) that signs the ID key; sets AUTHOR_KEY_EN.",
+)
+@click.option(
+    "--generate-key",
+    "generate_key",
+    type=click.Path(dir_okay=False),
+    help="Write a new P-384 ID key to FILE (mode 0600) and use it as the ID key.",
+)
+@click.option("--force", is_flag=True, help="Let --generate-key replace an existing file.")
+@click.option(
+    "--policy",
+    default="0x30000",
+    show_default=True,
+    metavar="HEX",
+    help="SNP guest policy; must equal the launch policy.",
+)
+@click.option("--family-id", default="00" * 16, metavar="HEX", help="FAMILY_ID (16 bytes).")
+@click.option("--image-id", default="00" * 16, metavar="HEX", help="IMAGE_ID (16 bytes).")
+@click.option(
+    "--version",
+    "block_version",
+    type=int,
+    default=1,
+    show_default=True,
+    help="ID block VERSION (the ABI defines only 1).",
+)
+@click.option("--svn", type=click.IntRange(0, 0xFFFFFFFF), default=0, help="GUEST_SVN (u32).")
+@click.option(
+    "--out-dir",
+    type=click.Path(file_okay=False),
+    help="Write DIR/id-block.bin and DIR/id-auth.bin.",
+)
+@click.option("--id-block", "id_block_path", type=click.Path(dir_okay=False), help="ID block file.")
+@click.option("--id-auth", "id_auth_path", type=click.Path(dir_okay=False), help="ID auth file.")
+@click.option(
+    "--output-format",
+    type=click.Choice(["hex", "base64", "json"]),
+    default="hex",
+    show_default=True,
+    help="How to print the key digests (json: everything as one object).",
+)
+def snp_cmd(
+    measurement: str | None,
+    id_key: str | None,
+    author_key: str | None,
+    generate_key: str | None,
+    force: bool,
+    policy: str,
+    family_id: str,
+    image_id: str,
+    block_version: int,
+    svn: int,
+    out_dir: str | None,
+    id_block_path: str | None,
+    id_auth_path: str | None,
+    output_format: str,
+) -> None:
+    """Sign an SNP ID block for a launch digest.
+
+    Prints ``id-block=<base64>,id-auth=<base64>`` for QEMU's sev-snp-guest object (add
+    ``author-key-enabled=on`` with --author-key), then ID_KEY_DIGEST and AUTHOR_KEY_DIGEST
+    as the attestation report will carry them. Signatures are deterministic (RFC 6979).
+    With --generate-key alone, only writes the key and prints its digest.
+    """
+    if id_key and generate_key:
+        raise click.UsageError("give --id-key or --generate-key, not both")
+    if generate_key:
+        key = identity.generate_key()
+        write_secret(generate_key, identity.private_key_pem(key), force=force)
+        if measurement is None:
+            digest = identity.key_digest(key)
+            if output_format == "json":
+                click.echo(json.dumps({"key": generate_key, "key_digest": digest.hex()}))
+            else:
+                click.echo(f"{generate_key}: key digest {format_digest(digest, output_format)}")
+            return
+    elif id_key:
+        key = _load_key(id_key, "ID")
+    else:
+        raise click.UsageError("an ID key is needed: --id-key PEM or --generate-key FILE")
+    if measurement is None:
+        raise click.UsageError("--measurement is needed")
+    if out_dir and (id_block_path or id_auth_path):
+        raise click.UsageError("give --out-dir or --id-block/--id-auth, not both")
+    author = _load_key(author_key, "author") if author_key else None
+
+    block = identity.IdBlock(
+        ld=_parse_measurement(measurement),
+        family_id=identity.parse_hex_bytes(family_id, 16, "--family-id"),
+        image_id=identity.parse_hex_bytes(image_id, 16, "--image-id"),
+        guest_svn=svn,
+        policy=identity.GuestPolicy.parse(policy),
+        version=block_version,
+    )
+    auth = identity.sign_id_block(block, key, author)
+    block_bytes, auth_bytes = block.pack(), auth.pack()
+
+    if out_dir:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        id_block_path = str(Path(out_dir) / "id-block.bin")
+        id_auth_path = str(Path(out_dir) / "id-auth.bin")
+    for path, data in ((id_block_path, block_bytes), (id_auth_path, auth_bytes)):
+        if path:
+            write_atomic(path, data)
+
+    b64_block = base64.b64encode(block_bytes).decode()
+    b64_auth = base64.b64encode(auth_bytes).decode()
+    if output_format == "json":
+        click.echo(
+            json.dumps(
+                {
+                    "id_block": b64_block,
+                    "id_auth": b64_auth,
+                    "author_key_en": auth.has_author_key,
+                    "policy": f"{block.policy.value:#x}",
+                    "id_key_digest": auth.id_key_digest.hex(),
+                    "author_key_digest": auth.author_key_digest.hex(),
+                    "files": {"id_block": id_block_path, "id_auth": id_auth_path},
+                },
+                indent=2,
+            )
+        )
+        return
+    qemu = f"id-block={b64_block},id-auth={b64_auth}"
+    if auth.has_author_key:
+        qemu += ",author-key-enabled=on"
+    click.echo(qemu)
+    click.echo(f"id-key-digest: {format_digest(auth.id_key_digest, output_format)}")
+    click.echo(f"author-key-digest: {format_digest(auth.author_key_digest, output_format)}")
+
+
+@id_block_group.command("verify")
+@click.argument("id_block", type=click.Path(dir_okay=False))
+@click.argument("id_auth", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def verify_cmd(id_block: str, id_auth: str, as_json: bool) -> None:
+    """Check an ID block / ID auth pair (raw or base64 files) as the firmware will.
+
+    Checks the block fields, the algorithms, the curves, both signatures and that every
+    reserved area is zero; prints the key digests a verifier will see. Exit 1 if a check fails.
+    """
+    block_bytes = _read_blob(id_block, identity.ID_BLOCK_SIZE, "ID block")
+    auth_bytes = _read_blob(id_auth, identity.ID_AUTH_SIZE, "ID auth")
+    result = identity.verify_id_pair(block_bytes, auth_bytes)
+    auth, block = result.auth, result.block
+    if as_json:
+        out: dict[str, Any] = {
+            "ok": result.ok,
+            "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in result.checks],
+            "author_key_en": auth.has_author_key,
+            "id_key_digest": auth.id_key_digest.hex(),
+            "author_key_digest": auth.author_key_digest.hex(),
+        }
+        if block is not None:
+            out |= {
+                "measurement": block.ld.hex(),
+                "family_id": block.family_id.hex(),
+                "image_id": block.image_id.hex(),
+                "guest_svn": block.guest_svn,
+                "policy": f"{block.policy.value:#x}",
+            }
+        click.echo(json.dumps(out, indent=2))
+    else:
+        for line in identity.describe_checks(result.checks):
+            click.echo(line)
+        if block is not None:
+            click.echo(f"measurement:       {block.ld.hex()}")
+            click.echo(f"family-id:         {block.family_id.hex()}")
+            click.echo(f"image-id:          {block.image_id.hex()}")
+            click.echo(f"guest-svn:         {block.guest_svn}")
+            click.echo(f"policy:            {block.policy.describe()}")
+        click.echo(f"author-key-en:     {int(auth.has_author_key)}")
+        click.echo(f"id-key-digest:     {auth.id_key_digest.hex()}")
+        click.echo(f"author-key-digest: {auth.author_key_digest.hex()}")
+    if not result.ok:
+        names = ", ".join(c.name for c in result.failures)
+        raise CheckFailed(
+            f"{id_block} / {id_auth}: {len(result.failures)} check(s) failed: {names}"
+        )

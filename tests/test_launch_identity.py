@@ -1,0 +1,67 @@
+"""SNP HOST_DATA / ID block and TDX MRCONFIGID / MROWNER / MROWNERCONFIG launch settings."""
+
+from __future__ import annotations
+
+import pytest
+
+from cvmlaunch.errors import ConfigError
+from cvmlaunch.layout import SnpLaunchIdentity, TdxLaunchIdentity
+from cvmlaunch.measure import identity as ident
+from tests.test_identity import GOOD_AUTH, GOOD_BLOCK, ID_KEY, _block
+
+
+def test_snp_defaults_match_launch_finish_without_id_block() -> None:
+    s = SnpLaunchIdentity()
+    assert s.host_data == bytes(32)
+    assert not s.id_block_en
+    assert not s.auth_key_en
+
+
+def test_snp_host_data_hex_exact_length() -> None:
+    s = SnpLaunchIdentity.from_hex("0x" + "5a" * 32)
+    assert s.host_data == b"\x5a" * 32
+    for bad in ("5a" * 31, "5a" * 33, "zz" * 32):
+        with pytest.raises(ConfigError, match="SNP host data"):
+            SnpLaunchIdentity.from_hex(bad)
+
+
+def test_snp_auth_key_en_follows_the_id_auth() -> None:
+    with_author = SnpLaunchIdentity(bytes(32), GOOD_BLOCK, GOOD_AUTH)
+    assert with_author.id_block_en
+    assert with_author.auth_key_en
+    only_id = ident.sign_id_block(_block(), ID_KEY).pack()
+    assert not SnpLaunchIdentity(bytes(32), GOOD_BLOCK, only_id).auth_key_en
+    assert ident.IdAuth.unpack(GOOD_AUTH).has_author_key
+
+
+def test_snp_invalid_combinations() -> None:
+    with pytest.raises(ConfigError, match="together"):
+        SnpLaunchIdentity(bytes(32), GOOD_BLOCK, None)
+    with pytest.raises(ConfigError, match="ID auth must be exactly 4096"):
+        SnpLaunchIdentity(bytes(32), GOOD_BLOCK, GOOD_AUTH[:-1])
+    with pytest.raises(ConfigError, match="host data must be exactly 32"):
+        SnpLaunchIdentity(bytes(31))
+
+
+def test_snp_record_roundtrip() -> None:
+    s = SnpLaunchIdentity(b"\x01" * 32, GOOD_BLOCK, GOOD_AUTH)
+    record = s.to_record()
+    assert record["host_data"] == "01" * 32
+    assert record["id_block"] == GOOD_BLOCK.hex()
+    assert record["auth_key_en"] is True
+    assert SnpLaunchIdentity.from_record(record) == s
+    assert SnpLaunchIdentity.from_record(SnpLaunchIdentity().to_record()) == SnpLaunchIdentity()
+    with pytest.raises(ConfigError, match="base64"):
+        SnpLaunchIdentity.from_record({**record, "id_auth": "!!"})
+
+
+def test_tdx_values() -> None:
+    t = TdxLaunchIdentity.from_hex(mrconfigid="11" * 48, mrownerconfig="33" * 48)
+    assert t.mrconfigid == b"\x11" * 48
+    assert t.mrowner == bytes(48)
+    assert TdxLaunchIdentity.from_record(t.to_record()) == t
+    assert TdxLaunchIdentity.from_record({}) == TdxLaunchIdentity()
+    with pytest.raises(ConfigError, match="TDX MROWNER: 47 bytes given, exactly 48 needed"):
+        TdxLaunchIdentity.from_hex(mrowner="22" * 47)
+    with pytest.raises(ConfigError, match="MRCONFIGID must be exactly 48"):
+        TdxLaunchIdentity(mrconfigid=bytes(32))
