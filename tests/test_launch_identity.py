@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from cvmlaunch.errors import ConfigError
+from cvmlaunch.kvm_map import SnpFinish, Vm, VmType
 from cvmlaunch.layout import SnpLaunchIdentity, TdxLaunchIdentity
 from cvmlaunch.measure import identity as ident
+from tests.fakekvm import FakeKernel
 from tests.test_identity import GOOD_AUTH, GOOD_BLOCK, ID_KEY, _block
 
 
@@ -65,3 +67,32 @@ def test_tdx_values() -> None:
         TdxLaunchIdentity.from_hex(mrowner="22" * 47)
     with pytest.raises(ConfigError, match="MRCONFIGID must be exactly 48"):
         TdxLaunchIdentity(mrconfigid=bytes(32))
+
+
+def test_snp_identity_fits_launch_finish() -> None:
+    """The settings go through kvm_map's LAUNCH_FINISH wrapper unchanged (fake kernel)."""
+    s = SnpLaunchIdentity(b"\x5a" * 32, GOOD_BLOCK, GOOD_AUTH)
+    finish = SnpFinish(
+        id_block=s.id_block, id_auth=s.id_auth, auth_key_en=s.auth_key_en, host_data=s.host_data
+    )
+    kernel = FakeKernel()
+    with Vm.open(VmType.SNP, kernel=kernel) as vm:
+        vm.sev_init2()
+        vm.snp_launch_start(ident.DEFAULT_POLICY.value)
+        vm.snp_launch_finish(finish)
+    assert kernel.journal[-1] == ("SNP_LAUNCH_FINISH", b"\x5a" * 32, 1)
+
+
+def test_tdx_identity_fits_init_vm() -> None:
+    t = TdxLaunchIdentity.from_hex("11" * 48, "22" * 48, "33" * 48)
+    kernel = FakeKernel()
+    with Vm.open(VmType.TDX, kernel=kernel) as vm:
+        vm.tdx_init_vm(
+            attributes=0,
+            xfam=0x3,
+            cpuid=(),
+            mrconfigid=t.mrconfigid,
+            mrowner=t.mrowner,
+            mrownerconfig=t.mrownerconfig,
+        )
+    assert ("TDX_INIT_VM",) in kernel.journal
