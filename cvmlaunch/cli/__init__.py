@@ -76,6 +76,7 @@ def _register() -> None:
     _measure.measure_group.add_lazy("snp", "cvmlaunch.cli._measure_snp:measure_snp_cmd")
     cli.add_lazy("log", "cvmlaunch.cli._log:log_group")
     cli.add_lazy("id-block", "cvmlaunch.cli._identity:id_block_group")
+    cli.add_lazy("reference-values", "cvmlaunch.cli._reference:reference_values_cmd")
 
 
 _register()

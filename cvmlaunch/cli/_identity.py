@@ -21,8 +21,10 @@ import click
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from cvmlaunch.cli._output import format_digest, write_atomic
+from cvmlaunch.cli._reference import read_log, replay_if_possible
 from cvmlaunch.errors import CheckFailed, ConfigError, ImageError
 from cvmlaunch.measure import identity
+from cvmlaunch.measure.reference import ReferenceValues
 
 __all__ = ["id_block_group"]
 
@@ -110,6 +112,16 @@ def write_secret(path: str, data: bytes, *, force: bool) -> None:
             os.unlink(tmp)
 
 
+def _digest_from_log(path: str) -> tuple[bytes, identity.GuestPolicy | None]:
+    """The launch digest of an SNP log (after replaying it) and the policy it records."""
+    log = read_log(path)
+    if log.header.technology.value != "sev-snp":
+        raise ConfigError(f"{path}: a {log.header.technology.value} log; ID blocks are SEV-SNP")
+    replay_if_possible(log)
+    values = ReferenceValues.from_settings("sev-snp", log.footer.digest, log.header.settings)
+    return log.footer.digest, values.policy
+
+
 def _load_key(path: str, role: str) -> ec.EllipticCurvePrivateKey:
     return identity.load_private_key(_read_small(path, f"{role} key"), path)
 
@@ -120,7 +132,17 @@ def id_block_group() -> None:
 
 
 @id_block_group.command("snp")
-@click.option("--measurement", metavar="HEX", help="Expected launch digest (48 bytes, hex).")
+@click.option(
+    "--measurement",
+    metavar="HEX",
+    help="Expected launch digest: 48 bytes, hex (or base64, as sev-snp-measure prints it).",
+)
+@click.option(
+    "--from-log",
+    "from_log",
+    type=click.Path(dir_okay=False),
+    help="Take the launch digest (and policy) from an SNP launch log, replayed first.",
+)
 @click.option("--id-key", type=click.Path(dir_okay=False), help="ID key: PEM EC P-384 private key.")
 @click.option(
     "--author-key",
@@ -136,10 +158,8 @@ def id_block_group() -> None:
 @click.option("--force", is_flag=True, help="Let --generate-key replace an existing file.")
 @click.option(
     "--policy",
-    default="0x30000",
-    show_default=True,
     metavar="HEX",
-    help="SNP guest policy; must equal the launch policy.",
+    help="SNP guest policy; must equal the launch policy [default: the log's, else 0x30000].",
 )
 @click.option("--family-id", default="00" * 16, metavar="HEX", help="FAMILY_ID (16 bytes).")
 @click.option("--image-id", default="00" * 16, metavar="HEX", help="IMAGE_ID (16 bytes).")
@@ -168,11 +188,12 @@ def id_block_group() -> None:
 )
 def snp_cmd(
     measurement: str | None,
+    from_log: str | None,
     id_key: str | None,
     author_key: str | None,
     generate_key: str | None,
     force: bool,
-    policy: str,
+    policy: str | None,
     family_id: str,
     image_id: str,
     block_version: int,
@@ -184,17 +205,17 @@ def snp_cmd(
 ) -> None:
     """Sign an SNP ID block for a launch digest.
 
-    Prints ``id-block=<base64>,id-auth=<base64>`` for QEMU's sev-snp-guest object (add
-    ``author-key-enabled=on`` with --author-key), then ID_KEY_DIGEST and AUTHOR_KEY_DIGEST
-    as the attestation report will carry them. Signatures are deterministic (RFC 6979).
-    With --generate-key alone, only writes the key and prints its digest.
+    Prints id-block=<base64>,id-auth=<base64> for QEMU's sev-snp-guest object (with
+    author-key-enabled=on when there is an author key), then ID_KEY_DIGEST and
+    AUTHOR_KEY_DIGEST as the attestation report will carry them. Signatures are
+    deterministic (RFC 6979). With --generate-key alone, only writes the key and prints its digest.
     """
     if id_key and generate_key:
         raise click.UsageError("give --id-key or --generate-key, not both")
     if generate_key:
         key = identity.generate_key()
         write_secret(generate_key, identity.private_key_pem(key), force=force)
-        if measurement is None:
+        if measurement is None and from_log is None:
             digest = identity.key_digest(key)
             if output_format == "json":
                 click.echo(json.dumps({"key": generate_key, "key_digest": digest.hex()}))
@@ -205,18 +226,28 @@ def snp_cmd(
         key = _load_key(id_key, "ID")
     else:
         raise click.UsageError("an ID key is needed: --id-key PEM or --generate-key FILE")
-    if measurement is None:
-        raise click.UsageError("--measurement is needed")
+    if (measurement is None) == (from_log is None):
+        raise click.UsageError("give the launch digest: --measurement HEX or --from-log LOG")
     if out_dir and (id_block_path or id_auth_path):
         raise click.UsageError("give --out-dir or --id-block/--id-auth, not both")
     author = _load_key(author_key, "author") if author_key else None
 
+    if from_log is not None:
+        ld, log_policy = _digest_from_log(from_log)
+    else:
+        ld, log_policy = _parse_measurement(measurement or ""), None
+    guest_policy = identity.GuestPolicy.parse(policy) if policy else None
+    if guest_policy and log_policy and guest_policy != log_policy:
+        raise ConfigError(
+            f"--policy {guest_policy.value:#x} differs from the policy {log_policy.value:#x} "
+            f"recorded in {from_log}: the firmware would refuse the launch"
+        )
     block = identity.IdBlock(
-        ld=_parse_measurement(measurement),
+        ld=ld,
         family_id=identity.parse_hex_bytes(family_id, 16, "--family-id"),
         image_id=identity.parse_hex_bytes(image_id, 16, "--image-id"),
         guest_svn=svn,
-        policy=identity.GuestPolicy.parse(policy),
+        policy=guest_policy or log_policy or identity.DEFAULT_POLICY,
         version=block_version,
     )
     auth = identity.sign_id_block(block, key, author)

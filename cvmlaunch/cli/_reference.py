@@ -1,0 +1,75 @@
+"""``cvmlaunch reference-values LOG``: what verifiers compare, from a launch log.
+
+Reads the log (strictly), replays it when its technology can replay from the log alone (SNP),
+and prints the final digest and the launch identity the header records, as JSON or in the
+words of a verifier (``--format``).
+"""
+
+from __future__ import annotations
+
+import click
+
+from cvmlaunch.errors import ImageError
+from cvmlaunch.files import map_file
+from cvmlaunch.measure.log import MeasurementLog, Technology, parse_log, verify_log
+from cvmlaunch.measure.reference import FORMATS, ReferenceValues
+
+__all__ = ["read_log", "reference_values_cmd", "replay_if_possible"]
+
+
+def read_log(path: str) -> MeasurementLog:
+    """Read and parse a launch log file (mapped, not copied whole).
+
+    Raises:
+        ImageError: the file cannot be read or is not UTF-8.
+        LogFormatError: the log does not follow the format.
+    """
+    with map_file(path) as data:
+        try:
+            text = str(data, "utf-8")
+        except UnicodeDecodeError as exc:
+            raise ImageError(f"not UTF-8 text (byte {exc.start})", source=path) from exc
+    return parse_log(text, name=path)
+
+
+def replay_if_possible(log: MeasurementLog) -> bool:
+    """Replay ``log`` and check its digests when the log alone suffices (SNP); return whether
+    it was replayed.
+
+    Raises:
+        MeasurementMismatch: a running digest or the footer does not replay.
+    """
+    if log.header.technology is not Technology.SEV_SNP:
+        return False
+    verify_log(log)
+    return True
+
+
+@click.command("reference-values")
+@click.argument("log", type=click.Path(dir_okay=False))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="json",
+    show_default=True,
+    help="json, Trustee RVPS names, or the options of snpguest / go-sev-guest / go-tdx-guest.",
+)
+def reference_values_cmd(log: str, fmt: str) -> None:
+    """Print what a verifier compares for the launch LOG describes.
+
+    SEV-SNP: MEASUREMENT, policy, HOST_DATA, ID_KEY_DIGEST, AUTHOR_KEY_DIGEST, FAMILY_ID,
+    IMAGE_ID, GUEST_SVN. TDX: MRTD, MRCONFIGID, MROWNER, MROWNERCONFIG. SNP logs are replayed
+    first (exit 1 if they do not replay to their footer).
+    """
+    parsed = read_log(log)
+    if not replay_if_possible(parsed):
+        click.echo(
+            f"cvmlaunch: note: {log}: {parsed.header.technology.value} logs are not replayed "
+            "here (replay needs the inputs: cvmlaunch log verify)",
+            err=True,
+        )
+    values = ReferenceValues.from_settings(
+        parsed.header.technology.value, parsed.footer.digest, parsed.header.settings
+    )
+    click.echo(values.render(fmt))
