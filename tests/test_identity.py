@@ -267,6 +267,30 @@ def test_tampered_id_auth_is_rejected(offset: int, failed: set[str]) -> None:
     assert not result.ok
 
 
+def _patch(raw: bytes, offset: int, data: bytes) -> bytes:
+    return raw[:offset] + data + raw[offset + len(data) :]
+
+
+def test_degenerate_signatures_and_keys() -> None:
+    def fails(auth: bytes) -> list[str]:
+        return ident.describe_checks(ident.verify_id_pair(GOOD_BLOCK, auth).failures)
+
+    assert fails(_patch(GOOD_AUTH, 0x40, bytes(512))) == [
+        "FAIL ID_BLOCK_SIG by ID_KEY: ID_BLOCK_SIG does not verify"
+    ]
+    assert fails(_patch(GOOD_AUTH, 0x40, b"\xff" * 72)) == [
+        "FAIL ID_BLOCK_SIG by ID_KEY: ID_BLOCK_SIG: R or S is wider than 384 bits"
+    ]
+    assert fails(_patch(GOOD_AUTH, 0x240, bytes(0x404))) == [
+        "FAIL ID_BLOCK_SIG by ID_KEY: public key curve 0 is not P-384 (2)",
+        "FAIL ID_KEY_SIG by AUTHOR_KEY: ID_KEY_SIG does not verify",
+    ]
+    off_curve = _patch(GOOD_AUTH, 0x244, (1).to_bytes(72, "little"))  # QX = 1, QY unchanged
+    assert fails(off_curve)[0] == (
+        "FAIL ID_BLOCK_SIG by ID_KEY: public key: the point is not on the P-384 curve"
+    )
+
+
 def test_wrong_sizes_are_bad_input() -> None:
     with pytest.raises(ImageError, match="4096"):
         ident.verify_id_pair(GOOD_BLOCK, GOOD_AUTH[:-1])

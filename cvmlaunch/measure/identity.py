@@ -646,8 +646,7 @@ def _verify_sig(
         key = public.to_key()
     except ConfigError as exc:
         return False, str(exc)
-    order_bytes = _P384_BYTES
-    if sig.r.bit_length() > order_bytes * 8 or sig.s.bit_length() > order_bytes * 8:
+    if sig.r.bit_length() > _P384_BYTES * 8 or sig.s.bit_length() > _P384_BYTES * 8:
         return False, f"{what}: R or S is wider than 384 bits"
     try:
         key.verify(sig.to_der(), message, ec.ECDSA(hashes.SHA384()))
