@@ -74,6 +74,7 @@ def _register() -> None:
     cli.add_lazy("launch", "cvmlaunch.cli._launch:launch_cmd")
     cli.add_command(_measure.measure_group)
     _measure.measure_group.add_lazy("snp", "cvmlaunch.cli._measure_snp:measure_snp_cmd")
+    _measure.measure_group.add_lazy("tdx", "cvmlaunch.cli._measure_tdx:measure_tdx_cmd")
     cli.add_lazy("log", "cvmlaunch.cli._log:log_group")
     cli.add_lazy("id-block", "cvmlaunch.cli._identity:id_block_group")
     cli.add_lazy("reference-values", "cvmlaunch.cli._reference:reference_values_cmd")

@@ -1,0 +1,133 @@
+"""TDVF firmware -> TDX launch plan, as upstream QEMU builds it (the "QEMU profile").
+
+Rule 1: the plan is what QEMU's ``tdx_finalize_vm`` (target/i386/kvm/tdx.c) hands to
+``KVM_TDX_INIT_MEM_REGION``: one range per TDVF metadata section, in metadata order (never
+sorted by GPA); every section is PAGE.ADDed; only sections with the MR.EXTEND attribute are
+measured. BFV/CFV bytes are the image's bytes at ``DataOffset``; TD_HOB and TEMP_MEM start
+as zeros (QEMU writes the TD HOB into the TD_HOB section, but its content is not measured, so
+the plan leaves it empty; the launcher fills it).
+
+Rule 2: what upstream QEMU rejects (hw/i386/tdvf.c ``tdvf_parse_metadata`` and
+``tdvf_parse_and_check_section_entry``; tdx.c ``tdx_get_hob_entry``) is rejected here with an
+:class:`~cvmlaunch.errors.ImageError` naming the image and the section: fewer than two
+sections, types other than BFV/CFV/TD_HOB/TEMP_MEM, a BFV/CFV without raw data, a
+TD_HOB/TEMP_MEM with raw data, no TD_HOB. The structural checks (signature, version, length,
+alignment, overlaps) are :func:`cvmlaunch.image.ovmf.parse_ovmf`'s.
+
+Rule 3, where QEMU's behaviour is not a sound basis for a prediction, we refuse rather than
+guess:
+
+* a BFV/CFV whose MemoryDataSize exceeds its RawDataSize: the TDVF spec says the VMM zero-fills
+  the tail, QEMU instead copies MemoryDataSize bytes of the image from DataOffset (whatever
+  follows). OVMF never produces one; refused.
+* reserved attribute bits (31:2 other than PAGE.AUG) set: an attribute we do not know; refused.
+
+And one documented choice: the PAGE.AUG attribute (bit 1) is ignored, as upstream QEMU ignores
+it (``TDVF_SECTION_ATTRIBUTES_PAGE_AUG`` is defined in tdvf.h and never consulted): such a
+section is PAGE.ADDed like any other. td-shim-style VMMs skip PAGE.ADD for it instead; that
+profile is not implemented.
+"""
+
+from __future__ import annotations
+
+from cvmlaunch.errors import ImageError, UnsupportedSection
+from cvmlaunch.image.ovmf import TDX_METADATA_OFFSET_GUID, OvmfImage, TdvfSection
+from cvmlaunch.layout import (
+    Layout,
+    PageType,
+    Provenance,
+    Region,
+    SourceKind,
+    TdvfAttribute,
+    TdvfSectionType,
+)
+
+__all__ = ["QEMU_SECTION_TYPES", "tdvf_layout"]
+
+#: The section types upstream QEMU accepts (hw/i386/tdvf.c).
+QEMU_SECTION_TYPES = frozenset(
+    {TdvfSectionType.BFV, TdvfSectionType.CFV, TdvfSectionType.TD_HOB, TdvfSectionType.TEMP_MEM}
+)
+_KNOWN_ATTRIBUTES = TdvfAttribute.MR_EXTEND | TdvfAttribute.PAGE_AUG
+
+
+def _section_region(image: OvmfImage, s: TdvfSection) -> Region:
+    what = f"TDVF section {s.index} ({s.type.name})"
+
+    def fail(message: str) -> ImageError:
+        return ImageError(f"{what} {message}", source=image.name, offset=s.offset)
+
+    if s.type not in QEMU_SECTION_TYPES:
+        raise UnsupportedSection(
+            f"{what}: upstream QEMU accepts only BFV, CFV, TD_HOB and TEMP_MEM sections "
+            "(td-shim layouts are not supported)",
+            raw=int(s.type),
+            source=image.name,
+            offset=s.offset,
+        )
+    unknown = int(s.attributes) & ~int(_KNOWN_ATTRIBUTES)
+    if unknown:
+        raise fail(f"has reserved attribute bits {unknown:#x} set")
+    data: bytes | memoryview = b""
+    if s.type in (TdvfSectionType.BFV, TdvfSectionType.CFV):
+        if s.raw_size == 0:
+            raise fail("has RawDataSize 0 (QEMU requires the firmware volume's bytes)")
+        if s.memory_size != s.raw_size:
+            raise fail(
+                f"has MemoryDataSize {s.memory_size:#x} > RawDataSize {s.raw_size:#x}: QEMU "
+                "would copy the image bytes that follow, the TDVF spec zero-fills; refusing "
+                "to guess"
+            )
+        data = image.tdvf_section_data(s)
+    elif s.raw_size != 0:
+        raise fail(f"has RawDataSize {s.raw_size:#x} (QEMU requires 0 for this type)")
+    detail = s.type.name
+    if s.attributes & TdvfAttribute.PAGE_AUG:
+        detail += ", PAGE.AUG ignored as QEMU does"
+    return Region(
+        gpa=s.gpa,
+        size=s.memory_size,
+        page_type=PageType.NORMAL,
+        measured=bool(s.attributes & TdvfAttribute.MR_EXTEND),
+        provenance=Provenance(
+            SourceKind.FIRMWARE_SECTION,
+            name=image.name,
+            offset=s.data_offset if data else None,
+            index=s.index,
+            detail=detail,
+        ),
+        data=data,
+    )
+
+
+def tdvf_layout(image: OvmfImage) -> Layout:
+    """The TDX launch plan of a TDVF image, as upstream QEMU populates it.
+
+    Args:
+        image: a parsed OVMF/TDVF flat image (:func:`cvmlaunch.image.ovmf.parse_ovmf`).
+
+    Returns:
+        One region per TDVF section, in metadata order; measured iff MR.EXTEND.
+
+    Raises:
+        ImageError: no TDX metadata, or metadata upstream QEMU rejects (see the module doc).
+        UnsupportedSection: a section type QEMU does not accept (td-shim types 4..8).
+    """
+    sections = image.tdx_sections
+    if sections is None:
+        raise ImageError(
+            f"no TDX metadata (GUID {TDX_METADATA_OFFSET_GUID} is not in the OVMF footer "
+            "table): not a TDVF image",
+            source=image.name,
+        )
+    if len(sections) < 2:
+        raise ImageError(
+            f"TDVF metadata has {len(sections)} section; QEMU requires at least 2",
+            source=image.name,
+        )
+    regions = [_section_region(image, s) for s in sections]
+    if not any(s.type is TdvfSectionType.TD_HOB for s in sections):
+        raise ImageError(
+            "TDVF metadata has no TD_HOB section (QEMU requires one)", source=image.name
+        )
+    return Layout.of(regions)
