@@ -19,10 +19,12 @@ Rule 3: pure computation (hashlib, struct, array); no I/O. Bad plans raise
 :class:`~cvmlaunch.errors.LogFormatError` or :class:`~cvmlaunch.errors.MeasurementMismatch`.
 
 Speed: a measured page is 6272 bytes of stream (128 + 16 x 384). Instead of 33 small
-``update`` calls per page, runs of pages are assembled in C-level operations (headers from a
-template whose GPA words are rewritten by strided ``memoryview`` assignment, data split by a
-precompiled ``struct.Struct`` of ``256s`` fields, the two interleaved by list slice
-assignment) and hashed with one ``update`` per run.
+``update`` calls per page, runs of pages are assembled in a handful of C-level operations and
+hashed with one ``update`` per run: the run's buffers come from a template whose GPA words are
+all rewritten by one big-integer multiply-add and one strided ``memoryview`` assignment, the
+data is split by a precompiled ``struct.Struct`` of ``256s`` fields, and the two are
+interleaved by list slice assignment and ``bytes.join``. On this project's machines that runs
+at 0.8-0.9x raw hashlib SHA-384 over the same stream.
 """
 
 from __future__ import annotations
@@ -112,7 +114,6 @@ class _RunBuilder:
         self.npages = npages
         self.with_add = with_add
         per_page = (_BUF if with_add else 0) + _CHUNKS_PER_PAGE * _BUF
-        self.stride = per_page // 8  # in u64 words
         template = bytearray(per_page * npages)
         for p in range(npages):
             base = p * per_page
@@ -128,20 +129,22 @@ class _RunBuilder:
         self.header_split = struct.Struct((first + "128s" * (_CHUNKS_PER_PAGE - 1)) * npages)
         self.data_split = struct.Struct("256s" * (_CHUNKS_PER_PAGE * npages))
         self.pieces: list[bytes] = [b""] * (2 * _CHUNKS_PER_PAGE * npages)
-        self.ext_word = (_BUF // 8 if with_add else 0) + _GPA_WORD
+        # Every buffer has its GPA in u64 word 2, so all GPA words sit at one stride. Their
+        # values are gpa + offset_k; as one little-endian big integer that is
+        # offsets + gpa * (1 + 2**64 + 2**128 + ...): one C-level multiply-add per run (no word
+        # carries into the next, since every GPA < 2**64).
+        per_page_offsets = ([0] if with_add else []) + [
+            c * MR_EXTEND_CHUNK for c in range(_CHUNKS_PER_PAGE)
+        ]
+        offsets = [p * PAGE_SIZE + o for p in range(npages) for o in per_page_offsets]
+        self.gpa_bytes = 8 * len(offsets)
+        self.offsets = sum(o << (64 * k) for k, o in enumerate(offsets))
+        self.repunit = sum(1 << (64 * k) for k in range(len(offsets)))
 
     def stream(self, gpa: int, pages: Buffer) -> bytes:
         """The extension stream of the pages at ``gpa`` whose bytes are ``pages``."""
-        n = self.npages
-        words = self.words
-        if self.with_add:
-            words[_GPA_WORD :: self.stride] = memoryview(
-                array("Q", range(gpa, gpa + n * PAGE_SIZE, PAGE_SIZE))
-            )
-        chunk_gpas = memoryview(array("Q", range(gpa, gpa + n * PAGE_SIZE, MR_EXTEND_CHUNK)))
-        for c in range(_CHUNKS_PER_PAGE):
-            start = self.ext_word + c * (_BUF // 8)
-            words[start :: self.stride] = chunk_gpas[c::_CHUNKS_PER_PAGE]
+        gpas = (self.offsets + gpa * self.repunit).to_bytes(self.gpa_bytes, "little")
+        self.words[_GPA_WORD :: _BUF // 8] = memoryview(gpas).cast("Q")
         self.pieces[0::2] = self.header_split.unpack(self.headers)
         self.pieces[1::2] = self.data_split.unpack(pages)
         return b"".join(self.pieces)
