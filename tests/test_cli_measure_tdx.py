@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import subprocess
 import sys
@@ -41,8 +42,9 @@ def test_base64_and_json(fake_fw: Path) -> None:
     code, out, _ = run("--firmware", str(fake_fw), "--output-format", "json")
     assert code == 0
     doc = json.loads(out)
-    assert doc["mrtd"] == CLEAN_TDX_EXAMPLE_MRTD
-    assert doc["order"] == "per-page"
+    assert doc["mrtd"] == doc["digest"] == CLEAN_TDX_EXAMPLE_MRTD
+    assert doc["settings"] == {"order": "per-page", "profile": "qemu"}
+    assert doc["firmware"]["sha256"] == hashlib.sha256(fake_fw.read_bytes()).hexdigest()
     assert (doc["page_add"], doc["mr_extend"]) == (0x1E0 + 0x20 + 0x10 + 2 + 2 + 6, 0x1E0 * 16)
 
 
@@ -98,3 +100,58 @@ def test_bad_firmware_is_one_line_exit_2(tmp_path: Path, image: bytes, message: 
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1
     assert lines[0].startswith("cvmlaunch: error: " + message)
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cvmlaunch", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=cwd,
+    )
+
+
+def test_log_written_and_verified(tmp_path: Path, fake_fw: Path) -> None:
+    code, _, _ = run("--firmware", "clean.fd", "--log", str(tmp_path / "a.log"))
+    assert code == 2  # clean.fd is not in the test's working directory
+    proc = _cli("measure", "tdx", "--firmware", "clean.fd", "--log", "a.log", cwd=tmp_path)
+    assert (proc.returncode, proc.stdout.strip()) == (0, CLEAN_TDX_EXAMPLE_MRTD)
+    lines = (tmp_path / "a.log").read_text().splitlines()
+    assert len(lines) == 8  # header, six sections, footer
+    assert json.loads(lines[-1]) == {
+        "digest": CLEAN_TDX_EXAMPLE_MRTD,
+        "record": "footer",
+        "records": 6,
+    }
+    # log verify re-reads the firmware the header names (here: in the working directory) ...
+    proc = _cli("log", "verify", "a.log", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"a.log: OK 6 records, digest {CLEAN_TDX_EXAMPLE_MRTD}"
+    # ... or the one given, which must be the same file.
+    other = tmp_path / "other.fd"
+    changed = bytearray(clean_example())
+    changed[0x30000] ^= 1
+    other.write_bytes(changed)
+    proc = _cli("log", "verify", "a.log", "--firmware", "other.fd", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("cvmlaunch: error: log input firmware (other.fd) SHA256")
+    elsewhere = tmp_path / "sub"
+    elsewhere.mkdir()
+    proc = _cli("log", "verify", "../a.log", cwd=elsewhere)
+    assert proc.returncode == 2
+    assert "give --firmware FILE" in proc.stderr
+    proc = _cli("log", "verify", "../a.log", "--firmware", "../clean.fd", cwd=elsewhere)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_tampered_log_fails_verify(tmp_path: Path, fake_fw: Path) -> None:
+    _cli("measure", "tdx", "--firmware", "clean.fd", "--log", "a.log", cwd=tmp_path)
+    lines = (tmp_path / "a.log").read_text().splitlines()
+    header = json.loads(lines[0])
+    header["settings"]["order"] = "two-pass"
+    lines[0] = json.dumps(header, sort_keys=True, separators=(",", ":"))
+    (tmp_path / "b.log").write_text("\n".join(lines) + "\n")
+    proc = _cli("log", "verify", "b.log", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("cvmlaunch: error: record 0 (tdx.page_add+extend")

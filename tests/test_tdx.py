@@ -15,6 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cvmlaunch.errors import (
+    CheckFailed,
+    ConfigError,
     ImageError,
     LayoutError,
     LogFormatError,
@@ -35,7 +37,15 @@ from cvmlaunch.layout import (
     TdvfSectionType,
 )
 from cvmlaunch.measure import MrtdFold, PageOrder, measure_tdvf, measure_tdx, mrtd, replay_tdx
-from cvmlaunch.measure.tdx import mr_extend_buffer, page_add_buffer
+from cvmlaunch.measure.log import LogInput, dumps_log, parse_log, verify_log
+from cvmlaunch.measure.tdx import (
+    check_log_input,
+    mr_extend_buffer,
+    page_add_buffer,
+    replay_tdx_log,
+    tdvf_contents,
+    tdx_log,
+)
 from tests.gce_fake_ovmf import CLEAN_TDX_EXAMPLE_MRTD, clean_example
 from tests.ovmf_builder import build_ovmf
 
@@ -386,3 +396,93 @@ def test_tdvf_section_types_match_qemu() -> None:
 
     assert {int(t) for t in QEMU_SECTION_TYPES} == {0, 1, 2, 3}
     assert TdvfSectionType.TEMP_MEM in QEMU_SECTION_TYPES
+
+
+# -- the launch log (docs/log-format.md, tdx) -------------------------------------------------
+
+
+def _firmware_input(data: bytes, name: str = "clean.fd") -> LogInput:
+    return LogInput(
+        role="firmware",
+        name=name,
+        size=len(data),
+        sha256=hashlib.sha256(data).digest(),
+        sha384=hashlib.sha384(data).digest(),
+    )
+
+
+@pytest.mark.parametrize("order", list(PageOrder))
+def test_log_round_trip_and_verify(order: PageOrder) -> None:
+    data = clean_example()
+    result = measure_tdvf(data, name="clean.fd", order=order)
+    log = tdx_log(
+        result, inputs=(_firmware_input(data),), tool_version="t", settings={"profile": "qemu"}
+    )
+    assert log.header.settings["order"] == order.value
+    text = dumps_log(log)
+    parsed = parse_log(text, name="clean.log")
+    assert dumps_log(parsed) == text
+    image = parse_ovmf(data, name="clean.fd")
+    check_log_input(parsed.header, "firmware", data, name="clean.fd")
+    assert verify_log(parsed, tdvf_contents(parsed.header, image)) == result.mrtd
+    if order is PageOrder.PER_PAGE:
+        assert result.mrtd.hex() == CLEAN_TDX_EXAMPLE_MRTD
+    with pytest.raises(ConfigError, match="needs the measured bytes"):
+        verify_log(parsed)
+
+
+def test_log_verify_names_the_first_bad_record() -> None:
+    data = clean_example()
+    result = measure_tdvf(data, name="clean.fd")
+    entries = list(result.log)
+    entries[2] = dataclasses.replace(entries[2], gpa=entries[2].gpa + PAGE_SIZE)
+    forged = tdx_log(
+        dataclasses.replace(result, log=tuple(entries)),
+        inputs=(_firmware_input(data),),
+        tool_version="t",
+        settings={"profile": "qemu"},
+    )
+    image = parse_ovmf(data, name="clean.fd")
+    no_profile = dataclasses.replace(forged.header, settings={"order": "per-page"})
+    with pytest.raises(LogFormatError, match="profile is None"):
+        tdvf_contents(no_profile, image)
+    with pytest.raises(LogFormatError, match=r"record 2 .*populates 0x810000"):
+        verify_log(forged, tdvf_contents(forged.header, image))
+    # Without the firmware, the changed GPA shows as the running MRTD of record 2.
+    contents_from_log = {
+        e.seq: r.data for e, r in zip(result.log, tdvf_layout(image).regions, strict=True)
+    }
+    with pytest.raises(MeasurementMismatch, match="record 2"):
+        verify_log(forged, lambda e: contents_from_log[e.seq])
+
+
+def test_page_add_only_log_replays_without_bytes() -> None:
+    regions = [region(0x1000, 0x3000, measured=False), region(0x8000, 0x2000, measured=False)]
+    result = measure_tdx(regions)
+    log = tdx_log(result, inputs=(_firmware_input(b"x"),), tool_version="t")
+    assert verify_log(parse_log(dumps_log(log))) == mrtd(regions)
+
+
+def test_replayer_rejects_foreign_ops_and_bad_order() -> None:
+    data = clean_example()
+    result = measure_tdvf(data, name="clean.fd")
+    log = tdx_log(result, inputs=(_firmware_input(data),), tool_version="t")
+    snp_like = dataclasses.replace(result.log[1], op=LogOp.SNP_LAUNCH_UPDATE)
+    with pytest.raises(LogFormatError, match="not a TDX operation"):
+        list(replay_tdx_log(log.header, [snp_like], None))
+    bad_header = dataclasses.replace(log.header, settings={"order": "sideways"})
+    with pytest.raises(LogFormatError, match="order is 'sideways'"):
+        list(replay_tdx_log(bad_header, [], None))
+
+
+def test_check_log_input() -> None:
+    data = clean_example()
+    log = tdx_log(measure_tdvf(data), inputs=(_firmware_input(data),), tool_version="t")
+    with pytest.raises(CheckFailed, match="is 4096 bytes, the log lists 2097152"):
+        check_log_input(log.header, "firmware", data[:4096], name="x.fd")
+    other = bytearray(data)
+    other[0x30000] ^= 1
+    with pytest.raises(MeasurementMismatch, match="SHA256"):
+        check_log_input(log.header, "firmware", bytes(other), name="x.fd")
+    with pytest.raises(LogFormatError, match="no kernel input"):
+        check_log_input(log.header, "kernel", data, name="x.fd")

@@ -8,12 +8,13 @@ when they do); ``show`` prints a table.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import click
 
-from cvmlaunch.errors import CheckFailed, ImageError
+from cvmlaunch.errors import CheckFailed, ConfigError, ImageError
 
 if TYPE_CHECKING:
     from cvmlaunch.measure.log import ContentProvider, MeasurementLog
@@ -40,10 +41,30 @@ def log_group() -> None:
 
 @contextlib.contextmanager
 def _contents(log: MeasurementLog, ovmf: str | None) -> Iterator[ContentProvider | None]:
-    """For SEV/SEV-ES logs, the measured bytes rebuilt from the firmware and the header."""
+    """The measured bytes rebuilt from the firmware and the header: SEV/SEV-ES logs (with
+    ``--firmware``) and TDX logs (``--firmware``, or else the firmware the header names, which
+    must match the header's hashes)."""
     from cvmlaunch.files import map_file
     from cvmlaunch.measure.log import Technology
 
+    if log.header.technology is Technology.TDX:
+        listed = log.header.input("firmware")
+        path = ovmf if ovmf is not None else (listed.name if listed is not None else None)
+        if path is None:
+            yield None  # page_add-only logs replay without bytes; others say what is missing
+            return
+        if ovmf is None and not os.path.isfile(path):
+            raise ConfigError(
+                f"replaying this TDX log needs its firmware: {path!r} (named in the log "
+                "header) is not found here; give --firmware FILE"
+            )
+        from cvmlaunch.image.ovmf import parse_ovmf
+        from cvmlaunch.measure.tdx import check_log_input, tdvf_contents
+
+        with map_file(path) as data:
+            check_log_input(log.header, "firmware", data, name=path)
+            yield tdvf_contents(log.header, parse_ovmf(data, name=path))
+        return
     if ovmf is None or log.header.technology not in (Technology.SEV, Technology.SEV_ES):
         yield None
         return
@@ -61,7 +82,8 @@ def _contents(log: MeasurementLog, ovmf: str | None) -> Iterator[ContentProvider
     "--firmware",
     "ovmf",
     type=click.Path(dir_okay=False),
-    help="The firmware, for SEV/SEV-ES logs (their SHA-256 replay needs the measured bytes).",
+    help="The firmware, for SEV/SEV-ES and TDX logs (their replay needs the measured bytes; "
+    "TDX defaults to the firmware the log header names).",
 )
 def verify_cmd(log_file: str, ovmf: str | None) -> None:
     """Replay LOG and check every running digest and the final one.

@@ -1,17 +1,26 @@
-"""``cvmlaunch measure tdx``: predict a TDX MRTD from TDVF firmware, offline."""
+"""``cvmlaunch measure tdx``: predict a TDX MRTD from TDVF firmware, offline.
+
+The firmware is mmapped, never read whole. With ``--log`` the launch measurement log
+(docs/log-format.md, technology ``tdx``) is written atomically. Exit 0 ok, 1 ``--expect``
+mismatch, 2 bad input.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
+from typing import Any
 
 import click
 
-from cvmlaunch.cli._output import format_digest
 from cvmlaunch.errors import ConfigError, MeasurementMismatch
-from cvmlaunch.files import file_digest, map_file
+from cvmlaunch.files import map_file
 from cvmlaunch.measure.tdx import MRTD_SIZE, PageOrder, TdxMeasurement, measure_tdvf
 
 __all__ = ["measure_tdx_cmd", "parse_expected"]
+
+#: The launch-plan profile this command models (docs/log-format.md, ``tdx``).
+_PROFILE = "qemu"
 
 
 def parse_expected(text: str, *, what: str = "MRTD") -> bytes:
@@ -30,18 +39,19 @@ def parse_expected(text: str, *, what: str = "MRTD") -> bytes:
     return value
 
 
-def _json_result(m: TdxMeasurement, firmware: str, firmware_sha256: bytes) -> str:
-    doc = {
+def _json_result(m: TdxMeasurement, firmware: str, sha256: bytes, log_records: int | None) -> str:
+    doc: dict[str, Any] = {
         "technology": "tdx",
+        "digest": m.mrtd.hex(),
         "mrtd": m.mrtd.hex(),
-        "order": m.order.value,
-        "profile": "qemu",
-        "firmware": firmware,
-        "firmware_sha256": firmware_sha256.hex(),
+        "settings": {"order": m.order.value, "profile": _PROFILE},
+        "firmware": {"name": firmware, "sha256": sha256.hex()},
         "page_add": m.page_adds,
         "mr_extend": m.mr_extends,
     }
-    return json.dumps(doc, indent=2)
+    if log_records is not None:
+        doc["log_records"] = log_records
+    return json.dumps(doc, sort_keys=True)
 
 
 @click.command("tdx")
@@ -49,7 +59,7 @@ def _json_result(m: TdxMeasurement, firmware: str, firmware_sha256: bytes) -> st
     "--firmware",
     required=True,
     type=click.Path(dir_okay=False),
-    help="TDVF firmware image (OVMF IntelTdx or generic build, the full flat .fd).",
+    help="TDVF firmware image (OVMF IntelTdx or generic build: the full flat .fd).",
 )
 @click.option(
     "--two-pass",
@@ -71,21 +81,49 @@ def _json_result(m: TdxMeasurement, firmware: str, firmware_sha256: bytes) -> st
 def measure_tdx_cmd(
     firmware: str, two_pass: bool, log_path: str | None, expect: str | None, output_format: str
 ) -> None:
-    """Predict the TDX MRTD of a TD launched by QEMU with TDVF firmware (-bios FIRMWARE).
+    """Predict the TDX MRTD of a TD that QEMU launches with TDVF firmware (-bios FIRMWARE).
 
-    Every TDVF metadata section is PAGE.ADDed in metadata order; the sections with the
-    MR.EXTEND attribute (the BFV) are also MR.EXTENDed. RAM size, vCPUs and TD attributes do
-    not enter MRTD.
+    Every TDVF metadata section is PAGE.ADDed in metadata order; sections with the MR.EXTEND
+    attribute (the BFV) are also MR.EXTENDed. RAM size, vCPUs and TD attributes do not enter
+    MRTD. With hex output, stdout is the MRTD alone on one line.
     """
     expected = parse_expected(expect) if expect is not None else None
     order = PageOrder.TWO_PASS if two_pass else PageOrder.PER_PAGE
+    log_text: str | None = None
     with map_file(firmware) as data:
         result = measure_tdvf(data, name=firmware, order=order)
-    if log_path is not None:
-        raise ConfigError("--log: the launch log writer has not landed yet")
+        sha256 = hashlib.sha256(data).digest()
+        if log_path is not None:
+            from cvmlaunch import __version__
+            from cvmlaunch.measure.log import LogInput, dumps_log
+            from cvmlaunch.measure.tdx import tdx_log
+
+            source = LogInput(
+                role="firmware",
+                name=firmware,
+                size=len(data),
+                sha256=sha256,
+                sha384=hashlib.sha384(data).digest(),
+            )
+            log = tdx_log(
+                result,
+                inputs=(source,),
+                tool_version=__version__,
+                settings={"profile": _PROFILE},
+            )
+            log_text = dumps_log(log)
+    if log_path is not None and log_text is not None:
+        from cvmlaunch.cli._output import write_atomic
+
+        write_atomic(log_path, log_text)
     if output_format == "json":
-        click.echo(_json_result(result, firmware, file_digest(firmware, "sha256")))
+        records = None if log_text is None else len(result.log)
+        click.echo(_json_result(result, firmware, sha256, records))
+    elif output_format == "base64":
+        import base64
+
+        click.echo(base64.b64encode(result.mrtd).decode())
     else:
-        click.echo(format_digest(result.mrtd, output_format))
+        click.echo(result.mrtd.hex())
     if expected is not None and expected != result.mrtd:
         raise MeasurementMismatch("MRTD", expected=expected, actual=result.mrtd)

@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     )
     from cvmlaunch.measure.snp_chain import fold_layout
     from cvmlaunch.measure.tdx import (
+        TDX_ALGORITHM,
         MrtdFold,
         PageOrder,
         TdxMeasurement,
@@ -60,6 +61,9 @@ if TYPE_CHECKING:
         measure_tdx,
         mrtd,
         replay_tdx,
+        replay_tdx_log,
+        tdvf_contents,
+        tdx_log,
     )
     from cvmlaunch.measure.vmsa import FpuInit, VmmType, svsm_vmsa_page, vmsa_page
 
@@ -67,6 +71,7 @@ __all__ = [
     "LOG_FORMAT",
     "LOG_VERSION",
     "MAX_VCPUS",
+    "TDX_ALGORITHM",
     "VCPU_TYPES",
     "ContentProvider",
     "FpuInit",
@@ -100,6 +105,7 @@ __all__ = [
     "register_replayer",
     "replay_log",
     "replay_tdx",
+    "replay_tdx_log",
     "sev_digest",
     "sev_log",
     "sev_plan",
@@ -109,6 +115,8 @@ __all__ = [
     "snp_ovmf_hash",
     "svsm_layout",
     "svsm_vmsa_page",
+    "tdvf_contents",
+    "tdx_log",
     "vcpu_type_signature",
     "verify_log",
     "vmsa_page",
@@ -134,6 +142,7 @@ _EXPORTS: dict[str, str] = {
     "SevMode": "snp",
     "SevSettings": "sev",
     "SnpSettings": "snp",
+    "TDX_ALGORITHM": "tdx",
     "TdxMeasurement": "tdx",
     "Technology": "log",
     "VCPU_TYPES": "cpu",
@@ -153,6 +162,7 @@ _EXPORTS: dict[str, str] = {
     "register_replayer": "log",
     "replay_log": "log",
     "replay_tdx": "tdx",
+    "replay_tdx_log": "tdx",
     "sev_digest": "sev",
     "sev_log": "sev",
     "sev_plan": "sev",
@@ -162,6 +172,8 @@ _EXPORTS: dict[str, str] = {
     "snp_ovmf_hash": "snp",
     "svsm_layout": "snp",
     "svsm_vmsa_page": "vmsa",
+    "tdvf_contents": "tdx",
+    "tdx_log": "tdx",
     "vcpu_type_signature": "cpu",
     "verify_log": "log",
     "vmsa_page": "vmsa",

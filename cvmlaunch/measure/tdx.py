@@ -33,24 +33,47 @@ import enum
 import hashlib
 import struct
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from cvmlaunch.errors import LayoutError, LogFormatError, MeasurementMismatch
+from cvmlaunch.errors import (
+    CheckFailed,
+    ConfigError,
+    LayoutError,
+    LogFormatError,
+    MeasurementMismatch,
+)
 from cvmlaunch.layout import PAGE_SIZE, Buffer, Layout, LogEntry, LogOp, PageType, Region
+
+if TYPE_CHECKING:  # the log model is imported only when a log is made or read
+    from cvmlaunch.image.ovmf import OvmfImage
+    from cvmlaunch.measure.log import (
+        ContentProvider,
+        LogHeader,
+        LogInput,
+        MeasurementLog,
+        SettingValue,
+    )
 
 __all__ = [
     "MRTD_SIZE",
     "MR_EXTEND_CHUNK",
+    "REPLAYERS",
+    "TDX_ALGORITHM",
     "MrtdFold",
     "PageOrder",
     "TdxMeasurement",
+    "check_log_input",
     "measure_tdvf",
     "measure_tdx",
     "mr_extend_buffer",
     "mrtd",
     "page_add_buffer",
     "replay_tdx",
+    "replay_tdx_log",
+    "tdvf_contents",
+    "tdx_log",
 ]
 
 #: TDH.MR.EXTEND measures 256-byte chunks.
@@ -454,3 +477,158 @@ def measure_tdvf(
     from cvmlaunch.image.tdvf import tdvf_layout
 
     return measure_tdx(tdvf_layout(parse_ovmf(data, name=name)), order=order)
+
+
+# ------------------------------------------------------------------ the launch log
+
+#: The log header's ``algorithm`` for MRTD (docs/log-format.md, "tdx"); the page order is the
+#: header setting ``order``.
+TDX_ALGORITHM = "tdx-mrtd"
+
+
+def _order_from_header(header: LogHeader) -> PageOrder:
+    value = header.settings.get("order")
+    try:
+        return PageOrder(value)
+    except ValueError:
+        raise LogFormatError(
+            f"TDX log header setting order is {value!r}, expected per-page or two-pass"
+        ) from None
+
+
+def replay_tdx_log(
+    header: LogHeader,
+    entries: Sequence[LogEntry],
+    contents: ContentProvider | None = None,
+) -> Iterator[bytes]:
+    """Replay a TDX log (the registered replayer): yield MRTD after each record.
+
+    ``tdx.page_add`` records need only the log (PAGE.ADD measures GPAs);
+    ``tdx.page_add+extend`` records need their bytes from ``contents``.
+
+    Raises:
+        LogFormatError: a bad ``order`` setting, a non-TDX op or a misaligned range.
+        ConfigError: a measured record and no ``contents``.
+    """
+    fold = MrtdFold(_order_from_header(header))
+    for entry in entries:
+        where = f"record {entry.seq} ({entry.gpa:#x}+{entry.size:#x})"
+        if entry.op not in (LogOp.TDX_PAGE_ADD, LogOp.TDX_PAGE_ADD_EXTEND):
+            raise LogFormatError(f"{where}: op {entry.op.value} is not a TDX operation")
+        measure = entry.op is LogOp.TDX_PAGE_ADD_EXTEND
+        if measure != entry.measured:
+            raise LogFormatError(f"{where}: op {entry.op.value} contradicts measured")
+        data: Buffer = b""
+        if measure:
+            if contents is None:
+                raise ConfigError(
+                    "replaying a TDX log needs the measured bytes (MR.EXTEND hashes them): "
+                    "give the inputs, e.g. --firmware"
+                )
+            data = contents(entry)
+        try:
+            fold.add_range(entry.gpa, entry.size, data, measure=measure)
+        except LayoutError as exc:
+            raise LogFormatError(f"{where}: {exc}") from exc
+        yield fold.digest()
+
+
+#: Read by :func:`cvmlaunch.measure.log.get_replayer` (keys: technology value, algorithm).
+REPLAYERS = {("tdx", TDX_ALGORITHM): replay_tdx_log}
+
+
+def tdx_log(
+    measurement: TdxMeasurement,
+    *,
+    inputs: tuple[LogInput, ...],
+    tool_version: str,
+    settings: Mapping[str, SettingValue] | None = None,
+) -> MeasurementLog:
+    """The launch log of a TDX measurement (header, its per-range records, footer = MRTD).
+
+    Args:
+        measurement: from :func:`measure_tdx` / :func:`measure_tdvf`.
+        inputs: the inputs (role ``firmware`` for TDVF), with their hashes.
+        tool_version: the writer's version.
+        settings: extra header settings (e.g. ``profile``); ``order`` is always set.
+    """
+    from cvmlaunch.measure.log import LogFooter, LogHeader, MeasurementLog, Technology
+
+    header = LogHeader(
+        technology=Technology.TDX,
+        algorithm=TDX_ALGORITHM,
+        settings={**(settings or {}), "order": measurement.order.value},
+        inputs=inputs,
+        tool_version=tool_version,
+        initial_digest=None,
+    )
+    footer = LogFooter(digest=measurement.mrtd, records=len(measurement.log))
+    return MeasurementLog(header, measurement.log, footer)
+
+
+def tdvf_contents(header: LogHeader, image: OvmfImage) -> ContentProvider:
+    """The bytes of each record of a TDVF log, from QEMU's plan rebuilt from the firmware.
+
+    For :func:`~cvmlaunch.measure.log.verify_log`, which then checks every record's
+    ``content_sha384`` and MRTD-after against these bytes. The caller checks the firmware
+    against the header's input hashes first.
+
+    Raises:
+        ImageError: the firmware is not a TDVF image QEMU accepts.
+        LogFormatError: the header's ``order`` or ``profile`` (``qemu``) is not one this
+            plan builder knows; (when called) a record the rebuilt plan does not have.
+    """
+    from cvmlaunch.image.tdvf import tdvf_layout
+
+    _order_from_header(header)
+    profile = header.settings.get("profile")
+    if profile != "qemu":
+        raise LogFormatError(
+            f"TDX log header profile is {profile!r}: only the 'qemu' TDVF plan can be rebuilt"
+        )
+    regions = tdvf_layout(image).regions
+
+    def contents(entry: LogEntry) -> Buffer:
+        if entry.seq >= len(regions):
+            raise LogFormatError(
+                f"record {entry.seq}: the firmware's plan has only {len(regions)} ranges"
+            )
+        r = regions[entry.seq]
+        if (r.gpa, r.size) != (entry.gpa, entry.size):
+            raise LogFormatError(
+                f"record {entry.seq} ({entry.gpa:#x}+{entry.size:#x}): the firmware's plan "
+                f"populates {r.gpa:#x}+{r.size:#x} here"
+            )
+        return r.data
+
+    return contents
+
+
+def check_log_input(header: LogHeader, role: str, data: Buffer, *, name: str) -> None:
+    """Check that ``data`` is the input the log header lists under ``role``.
+
+    Args:
+        header: the log's header.
+        role: e.g. ``firmware``.
+        data: the input's bytes as re-read for replay.
+        name: where they were read from, for messages.
+
+    Raises:
+        LogFormatError: the header lists no such input.
+        CheckFailed: the size differs (a different file).
+        MeasurementMismatch: the SHA-256 or SHA-384 differs (a different file).
+    """
+    listed = header.input(role)
+    if listed is None:
+        raise LogFormatError(f"the log header lists no {role} input")
+    if len(data) != listed.size:
+        raise CheckFailed(
+            f"log input {role} ({name}) is {len(data)} bytes, the log lists {listed.size}"
+        )
+    for algorithm, want in (("sha256", listed.sha256), ("sha384", listed.sha384)):
+        if want is not None:
+            got = hashlib.new(algorithm, data).digest()
+            if got != want:
+                raise MeasurementMismatch(
+                    f"log input {role} ({name}) {algorithm.upper()}", expected=want, actual=got
+                )
