@@ -83,6 +83,20 @@ def test_expect(fake_fw: Path) -> None:
             "fw.fd: TDVF section 0 (PAYLOAD): upstream QEMU accepts only",
         ),
         (b"\0" * 0x10000, "fw.fd: "),
+        (
+            build_ovmf(0x40000, tdx=[(0, 0, 0x800000, 0x1000, 3, 0)] * 2, tdvf_version=2),
+            "fw.fd: TDVF descriptor version 2",
+        ),
+        (
+            build_ovmf(
+                0x40000, tdx=[(0, 0, 0x800000, 0x2000, 3, 0), (0, 0, 0x801000, 0x1000, 2, 0)]
+            ),
+            "fw.fd: TDVF section 0 (TEMP_MEM) overlaps TDVF section 1 (TD_HOB)",
+        ),
+        (
+            build_ovmf(0x40000, tdx=[(0, 0, 0x800000, 0x1000, 3, 0)]),
+            "fw.fd: TDVF metadata has 1 section; QEMU requires at least 2",
+        ),
     ],
 )
 def test_bad_firmware_is_one_line_exit_2(tmp_path: Path, image: bytes, message: str) -> None:
