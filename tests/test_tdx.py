@@ -486,3 +486,28 @@ def test_check_log_input() -> None:
         check_log_input(log.header, "firmware", bytes(other), name="x.fd")
     with pytest.raises(LogFormatError, match="no kernel input"):
         check_log_input(log.header, "kernel", data, name="x.fd")
+
+
+# -- our own layouts: an ELF laid out by the ELF loader ---------------------------------------
+
+
+def test_elf_layout_measured_and_added_only() -> None:
+    from cvmlaunch.image.elf import elf_regions, parse_elf
+    from tests.builders import ElfSpec, Seg, build_elf
+
+    text = bytes(range(256)) * 40  # 10 KiB: two whole pages and a partial one
+    spec = ElfSpec(
+        segments=[Seg(0x100000, text), Seg(0x104800, b"\x5a" * 0x900, memsz=0x3000)],
+    )
+    elf = parse_elf(build_elf(spec), name="k.elf")
+    measured = list(elf_regions(elf, measured=True))
+    scratch = region(0x200000, 0x4000, measured=False)
+    plan = [*measured, scratch]
+    ranges = as_ranges(plan)
+    assert sum(len(c) for _, c, m in ranges if m) == sum(r.size for r in measured)
+    for order in PageOrder:
+        assert mrtd(plan, order=order) == reference_mrtd(ranges, order)
+    result = measure_tdx(plan)
+    assert [e.op for e in result.log][-1] is LogOp.TDX_PAGE_ADD
+    assert all(e.op is LogOp.TDX_PAGE_ADD_EXTEND for e in result.log[:-1])
+    assert replay_tdx(result.log, plan) == result.mrtd
