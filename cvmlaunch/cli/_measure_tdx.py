@@ -70,7 +70,7 @@ def _json_result(m: TdxMeasurement, firmware: str, sha256: bytes, log_records: i
 @click.option(
     "--log", "log_path", type=click.Path(dir_okay=False), help="Write the launch log here."
 )
-@click.option("--expect", help="Expected MRTD (hex); exit 1 if it differs.")
+@click.option("--expect", metavar="HEX", help="Expected MRTD (hex); exit 1 if it differs.")
 @click.option(
     "--output-format",
     type=click.Choice(["hex", "base64", "json"]),
