@@ -1468,9 +1468,9 @@ def _where(region: Region, gpa: int | None = None, size: int | None = None) -> s
 
 
 @contextlib.contextmanager
-def _staging() -> Iterator[mmap.mmap]:
+def _staging(size: int = STAGING_PAGES * PAGE_SIZE) -> Iterator[mmap.mmap]:
     """A page-aligned source buffer (anonymous memory) for TDX/SNP populate calls."""
-    buf = mmap.mmap(-1, STAGING_PAGES * PAGE_SIZE)
+    buf = mmap.mmap(-1, size)
     try:
         yield buf
     finally:
@@ -1559,8 +1559,9 @@ def populate_tdx(
 ) -> LaunchLog:
     """Populate a TD: PRIVATE, then ``KVM_TDX_INIT_MEM_REGION`` per range, then FINALIZE_VM.
 
-    ``vcpu`` must have had ``KVM_TDX_INIT_VCPU``. Each range is staged in a page-aligned
-    buffer; the measure flag is the region's ``measured`` (``tdx.page_add+extend`` records),
+    ``vcpu`` must have had ``KVM_TDX_INIT_VCPU``. Each range is staged whole in a page-aligned
+    buffer and issued as one request (what the MRTD prediction assumes); the measure
+    flag is the region's ``measured`` (``tdx.page_add+extend`` records),
     else the pages are only added (``tdx.page_add``).
 
     Raises:
@@ -1570,26 +1571,29 @@ def populate_tdx(
     if layout.vmsa_regions:
         raise ConfigError("a TD has no VMSA regions to populate")
     rec = _Recorder(on_record)
-    with _staging() as staging:
-        source = _address(staging)
-        for region in layout.memory_regions:
-            vm.set_memory_attributes(region.gpa, region.size, MemoryAttribute.PRIVATE)
-            op = LogOp.TDX_PAGE_ADD_EXTEND if region.measured else LogOp.TDX_PAGE_ADD
-            for gpa, size in _chunks(region):
-                _fill(staging, region, gpa, size)
-                req = _TdxInitMemRegion(vcpu, gpa, size, source, region.measured)
+    for region in layout.memory_regions:
+        vm.set_memory_attributes(region.gpa, region.size, MemoryAttribute.PRIVATE)
+        op = LogOp.TDX_PAGE_ADD_EXTEND if region.measured else LogOp.TDX_PAGE_ADD
+        # One request per region, as QEMU issues one per TDVF section: kernels that measure
+        # per request (all adds, then all extends: KVM TDX v19 / QEMU 8.x) would otherwise
+        # give a different MRTD than the two-pass prediction.
+        with _staging(region.size) as staging:
+            _fill(staging, region, region.gpa, region.size)
+            req = _TdxInitMemRegion(
+                vcpu, region.gpa, region.size, _address(staging), region.measured
+            )
 
-                def added(
-                    done_gpa: int,
-                    done: int,
-                    base: int = gpa,
-                    region: Region = region,
-                    op: LogOp = op,
-                ) -> None:
-                    off = done_gpa - base
-                    rec.add(op, region, done_gpa, done, iter((staging[off : off + done],)), False)
+            def added(
+                done_gpa: int,
+                done: int,
+                region: Region = region,
+                op: LogOp = op,
+                staging: mmap.mmap = staging,
+            ) -> None:
+                off = done_gpa - region.gpa
+                rec.add(op, region, done_gpa, done, iter((staging[off : off + done],)), False)
 
-                _drive(req, added, _where(region, gpa, size))
+            _drive(req, added, _where(region))
     vm.tdx_finalize_vm()
     return rec.log()
 

@@ -494,3 +494,32 @@ def test_on_record_sees_every_record_as_it_is_made(path: str) -> None:
         log = populate(vm, layout, on_record=seen.append)
     assert tuple(seen) == log.entries
     assert len(seen) > len(BASELINES[path].log.entries)
+
+
+def test_tdx_issues_one_request_per_region() -> None:
+    """A region larger than the staging size still goes in as one INIT_MEM_REGION request,
+    as QEMU issues one per TDVF section: kernels that measure per request (all adds, then
+    all extends) must see the same grouping the two-pass MRTD prediction assumes."""
+    pages = 600  # more than one 2 MiB staging chunk
+    memory = MemoryMap((Memslot(0, 0, 1024 * PAGE, MemslotKind.RAM_LOW),))
+    layout = Layout.of([_region(0, pages, PageType.NORMAL, True, 0, 3 * PAGE)], memory)
+    kernel = FakeKernel()
+    requests: list[int] = []
+    real_ioctl = kernel.ioctl
+
+    def counting_ioctl(fd: int, request: int, arg: int | bytearray) -> int:
+        if request == _uapi.KVM_MEMORY_ENCRYPT_OP and isinstance(arg, bytearray):
+            cmd = _uapi.KvmTdxCmd.from_buffer(arg)
+            if cmd.id == _uapi.TdxCmd.INIT_MEM_REGION:
+                requests.append(_uapi.KvmTdxInitMemRegion.from_address(cmd.data).nr_pages)
+        return real_ioctl(fd, request, arg)
+
+    kernel.ioctl = counting_ioctl  # type: ignore[method-assign]
+    with Vm.open(VmType.TDX, kernel=kernel) as vm:
+        vm.tdx_init_vm(attributes=0, xfam=0x3, cpuid=())
+        vm.map_memory(memory)
+        vcpu = vm.create_vcpu()
+        vcpu.tdx_init_vcpu(0)
+        log = populate(vm, layout)
+    assert requests == [pages]
+    assert [(e.gpa, e.size) for e in log.entries] == [(0, pages * PAGE)]
