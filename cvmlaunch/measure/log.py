@@ -81,6 +81,7 @@ class Technology(enum.Enum):
     SEV = "sev"  # SEV GCTX.LD (SHA-256 over LAUNCH_UPDATE_DATA)
     SEV_ES = "sev-es"  # SEV-ES GCTX.LD (SHA-256, plus LAUNCH_UPDATE_VMSA)
     TDX = "tdx"  # TDX MRTD (SHA-384 over PAGE.ADD / MR.EXTEND)
+    PLAIN = "plain"  # no hardware measurement: cvmlaunch's transcript digest (informational)
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,6 +306,7 @@ _BUILTIN_MODULES: dict[Technology, str] = {
     Technology.SEV: "cvmlaunch.measure.sev",
     Technology.SEV_ES: "cvmlaunch.measure.sev",
     Technology.TDX: "cvmlaunch.measure.tdx",
+    Technology.PLAIN: "cvmlaunch.measure.plain",
 }
 
 
