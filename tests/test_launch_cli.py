@@ -13,6 +13,7 @@ from cvmlaunch import kvm_map
 from cvmlaunch.cli import cli
 from cvmlaunch.cli._launch import example_config, load_plan
 from cvmlaunch.launch import settings_from_toml
+from tests.test_plain_log import reference_step
 
 
 @pytest.fixture
@@ -37,21 +38,45 @@ def test_dry_run_prints_plan_and_prediction(tech: str) -> None:
     )
     assert lines[1] == "cmdline: console=ttyS0 cvmlaunch.example=1"
     assert lines[3] == "  0  [0x000000000000-0x000020000000)  ram-low  512 MiB"
+    assert lines[5].split() == ["#", "GPA", "range", "pages", "type", "measured", "provenance"]
     ranges = re.findall(
-        r"^ +\d+  \[0x(\w+)-0x(\w+)\)  NORMAL  (.*)\n +sha384 (\w+)$", result.stdout, re.M
+        r"^ +\d+  \[0x(\w+)-0x(\w+)\) +(\d+)  NORMAL  yes +(.*)\n +sha384 (\w+)$",
+        result.stdout,
+        re.M,
     )
     settings = settings_from_toml(example_config().read_text(), base=str(example_config().parent))
     with load_plan(settings) as plan:
         expected = [
-            (r.gpa, r.end, r.provenance.describe(), hashlib.sha384(r.contents()).hexdigest())
+            (
+                r.gpa,
+                r.end,
+                r.size // 4096,
+                r.provenance.describe(),
+                hashlib.sha384(r.contents()).hexdigest(),
+            )
             for r in plan.hashed
         ]
-    assert [(int(a, 16), int(b, 16), p, d) for a, b, p, d in ranges] == expected
-    assert [p for _, _, p, _ in ranges][-3:] == [
+    assert [(int(a, 16), int(b, 16), int(n), p, d) for a, b, n, p, d in ranges] == expected
+    assert [p for _, _, _, p, _ in ranges][-3:] == [
         "cmdline (kernel command line)",
         "start_info (PVH hvm_start_info)",
         "range-table (cvmlaunch range table)",
     ]
+    if tech == "none":
+        # the transcript chain of docs/log-format.md over the plan's ranges, in populate order
+        digest = bytes(48)
+        for gpa, end, _, _, content in expected:
+            digest = reference_step(
+                digest, "plain.copy", gpa, end - gpa, 1, True, bytes.fromhex(content)
+            )
+        assert lines[-1] == (
+            "predicted launch log digest (plain, cvmlaunch-transcript-sha384; informational, "
+            f"no hardware measures a plain launch): {digest.hex()}"
+        )
+    else:
+        assert lines[-1].startswith(
+            "predicted SNP launch digest: not predicted. It covers one VMSA"
+        )
 
 
 @pytest.mark.usefixtures("no_kvm")

@@ -17,6 +17,8 @@ from cvmlaunch.cli import cli
 from cvmlaunch.cli._launch import example_config, execute, load_plan
 from cvmlaunch.errors import MeasurementMismatch
 from cvmlaunch.launch import LaunchSettings, settings_from_toml
+from cvmlaunch.layout import LogOp
+from cvmlaunch.measure.log import Technology, parse_log, verify_log
 
 pytestmark = pytest.mark.kvm
 
@@ -59,8 +61,15 @@ def test_changed_byte_fails_naming_the_range() -> None:
             mem.write(target, bytes([old[0] ^ 0x01]))
 
         original = initrd.contents()
+        written: list[str] = []
         with pytest.raises(MeasurementMismatch) as info:
-            execute(plan, timeout=60, after_populate=corrupt)
+            execute(plan, timeout=60, after_populate=corrupt, on_log=written.append)
+    # the log was handed out (for --log) before the check, and it is what the guest was held to
+    (text,) = written
+    log = parse_log(text)
+    assert verify_log(log) == log.digest
+    record = next(e for e in log.entries if e.gpa == initrd.gpa)
+    assert record.content_sha384 == info.value.expected
     message = str(info.value)
     assert f"range [{initrd.gpa:#x}-{initrd.end:#x}) (example-initrd.img+0x0)" in message
     assert info.value.expected == hashlib.sha384(original).digest()
@@ -89,11 +98,22 @@ def test_guest_that_loops_is_stopped_after_timeout(tmp_path: Path) -> None:
     elf[0x1000:0x1002] = b"\xeb\xfe"  # jmp . : never halts, never exits to the launcher
     looping = tmp_path / "loop.elf"
     looping.write_bytes(bytes(elf))
-    result = CliRunner().invoke(cli, ["launch", "--kernel", str(looping), "--timeout", "1"])
-    assert result.exit_code == 2
-    assert result.stderr.strip().splitlines()[-1] == (
-        "cvmlaunch: error: vCPU 0: the guest did not halt within 1 s (--timeout); stopped it"
-    )
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    old = logs / "old.jsonl"
+    old.write_text("the previous launch's log\n")
+    for target in (old, logs / "new.jsonl"):
+        result = CliRunner().invoke(
+            cli, ["launch", "--kernel", str(looping), "--timeout", "1", "--log", str(target)]
+        )
+        assert result.exit_code == 2
+        assert result.stderr.strip().splitlines()[-1] == (
+            "cvmlaunch: error: vCPU 0: the guest did not halt within 1 s (--timeout); stopped it"
+        )
+    # --log is written only once the guest halts: the old log is untouched, no new or
+    # temporary file appeared
+    assert sorted(p.name for p in logs.iterdir()) == ["old.jsonl"]
+    assert old.read_text() == "the previous launch's log\n"
 
 
 def test_tech_snp_stops_before_creating_anything() -> None:
@@ -104,3 +124,66 @@ def test_tech_snp_stops_before_creating_anything() -> None:
         "(KVM_CAP_VM_TYPES is 0x1, bit 4 is clear)"
     )
     assert result.stdout == ""
+
+
+def _predicted_digest(args: list[str]) -> str:
+    dry = CliRunner().invoke(cli, ["launch", *args, "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    last = dry.stdout.splitlines()[-1]
+    assert last.startswith("predicted launch log digest (plain, cvmlaunch-transcript-sha384;")
+    return last.rsplit(" ", 1)[1]
+
+
+@pytest.mark.parametrize("args", [["--example"], ["--example", "--memory", "5G", "--vcpus", "2"]])
+def test_launch_log_verifies_and_ends_with_the_dry_run_prediction(
+    tmp_path: Path, args: list[str]
+) -> None:
+    predicted = _predicted_digest(args)
+    path = tmp_path / "launch.jsonl"
+    result = CliRunner().invoke(cli, ["launch", *args, "--log", str(path)])
+    assert result.exit_code == 0, result.output
+    assert (
+        f"cvmlaunch: launch log written to {path}: 6 records, plain digest {predicted}"
+        in result.stderr
+    )
+    text = path.read_text()
+    log = parse_log(text)
+    assert log.digest.hex() == predicted
+    assert log.header.technology is Technology.PLAIN
+    # this host has no KVM_PRE_FAULT_MEMORY: kvm_map made one plain.copy record per range
+    assert [e.op for e in log.entries] == [LogOp.PLAIN_COPY] * 6
+    assert log.header.settings["pre_fault_memory"] is False
+    assert "cvmlaunch: note: KVM_PRE_FAULT_MEMORY: not offered by this host" in result.stderr
+    kernel = DATA / "example-guest.elf"
+    item = log.header.input("kernel")
+    assert item is not None
+    assert item.sha256 == hashlib.sha256(kernel.read_bytes()).digest()
+    # each record's content hash is what the guest itself reported for that range
+    assert [(e.gpa, e.size, e.content_sha384.hex()) for e in log.entries] == guest_ranges(
+        result.stdout
+    )
+    verify = CliRunner().invoke(cli, ["log", "verify", str(path)])
+    assert verify.exit_code == 0, verify.output
+    assert verify.stdout == f"{path}: OK 6 records, digest {predicted}\n"
+
+
+def test_changed_byte_in_the_written_log_fails_verify(tmp_path: Path) -> None:
+    path = tmp_path / "launch.jsonl"
+    result = CliRunner().invoke(cli, ["launch", "--example", "--log", str(path)])
+    assert result.exit_code == 0, result.output
+    text = path.read_text()
+    log = parse_log(text)
+    content = log.entries[2].content_sha384.hex()
+    gpa = f'"gpa":{log.entries[4].gpa},'
+    footer = f'"digest":"{log.digest.hex()}"'
+    for old, new, where in [
+        (content, ("1" if content[0] == "0" else "0") + content[1:], "record 2"),
+        (gpa, f'"gpa":{log.entries[4].gpa + 1},', "record 4"),
+        (footer, footer[:-2] + ("1" if footer[-2] == "0" else "0") + '"', "footer digest"),
+    ]:
+        assert text.count(old) == 1
+        changed = tmp_path / "changed.jsonl"
+        changed.write_text(text.replace(old, new))
+        verify = CliRunner().invoke(cli, ["log", "verify", str(changed)])
+        assert verify.exit_code == 1, (where, verify.output)
+        assert where in verify.stderr

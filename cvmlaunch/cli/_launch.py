@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
+from cvmlaunch.cli._output import write_atomic
 from cvmlaunch.errors import ConfigError, GuestError
 from cvmlaunch.files import map_file
 from cvmlaunch.image.elf import elf_regions, parse_elf
@@ -34,9 +36,20 @@ from cvmlaunch.launch import (
     parse_report,
     settings_from_toml,
 )
-from cvmlaunch.layout import Layout, LogEntry, MemoryMap
+from cvmlaunch.layout import Layout, LogEntry, LogOp, MemoryMap
 
-__all__ = ["LaunchResult", "execute", "launch_cmd", "load_plan"]
+if TYPE_CHECKING:
+    from cvmlaunch.measure.log import LogHeader, LogInput, MeasurementLog
+
+__all__ = [
+    "LaunchResult",
+    "describe_plan",
+    "execute",
+    "input_digests",
+    "launch_cmd",
+    "load_plan",
+    "log_header",
+]
 
 #: A populate shorter than this shows no progress bar.
 _PROGRESS_DELAY = 0.5
@@ -85,8 +98,22 @@ def _mib(size: int) -> str:
     return f"{size / (1 << 20):g} MiB" if size >= 1 << 20 else f"{size / 1024:g} KiB"
 
 
+def _table(rows: list[tuple[str, ...]], right: frozenset[int]) -> Iterator[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        cells = (
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        yield ("  " + "  ".join(cells)).rstrip()
+
+
 def describe_plan(plan: LaunchPlan) -> Iterator[str]:
-    """The plan and the predicted guest report, as text lines (``--dry-run``)."""
+    """The plan and the predicted measurement, as text lines (``--dry-run``).
+
+    For ``--tech none`` the prediction is the transcript digest of the plain launch log
+    (:mod:`cvmlaunch.measure.plain`), the value the real launch's log must end with.
+    """
     s = plan.settings
     yield (
         f"plan: tech {plan.tech.label}, memory {_mib(s.memory)}, {plan.vcpus} vCPU"
@@ -103,18 +130,50 @@ def describe_plan(plan: LaunchPlan) -> Iterator[str]:
                 f"  {slot.slot}  [{slot.gpa:#014x}-{slot.end:#014x})  {slot.kind.value:<9}"
                 f"{_mib(slot.size)}"
             )
-    yield "ranges (populate order = range table order), predicted SHA-384 of each:"
-    for i, (region, digest) in enumerate(zip(plan.hashed, plan.predicted(), strict=True)):
-        yield (
-            f"  {i:>2}  [{region.gpa:#010x}-{region.end:#010x})  {region.page_type.name:<6}  "
-            f"{region.provenance.describe()}"
+    yield "ranges (populate order = range table order); sha384: what the guest must report:"
+    rows: list[tuple[str, ...]] = [("#", "GPA range", "pages", "type", "measured", "provenance")]
+    for i, region in enumerate(plan.hashed):
+        rows.append(
+            (
+                str(i),
+                f"[{region.gpa:#010x}-{region.end:#010x})",
+                str(region.npages),
+                region.page_type.name,
+                "yes" if region.measured else "no",
+                region.provenance.describe(),
+            )
         )
+    lines = list(_table(rows, frozenset({0, 2})))
+    yield lines[0]
+    for line, digest in zip(lines[1:], plan.predicted(), strict=True):
+        yield line
         yield f"      sha384 {digest.hex()}"
-    if plan.tech is not Tech.NONE:
+    yield from _prediction(plan)
+
+
+def _prediction(plan: LaunchPlan) -> Iterator[str]:
+    if plan.tech is Tech.NONE:
+        from cvmlaunch.measure.plain import PLAIN_ALGORITHM, plain_header, plain_log
+
+        log = plain_log(plan.layout, plain_header({}, tool_version=""))
         yield (
-            f"note: the {plan.tech.label} launch digest of a PVH plan is not predicted here; "
-            "the contents hashes above are what the guest must report"
+            f"predicted launch log digest (plain, {PLAIN_ALGORITHM}; informational, no hardware "
+            f"measures a plain launch): {log.digest.hex()}"
         )
+    elif plan.tech is Tech.SNP:
+        yield (
+            "predicted SNP launch digest: not predicted. It covers one VMSA per vCPU, and "
+            "cvmlaunch defines no SNP VMSA for a PVH entry (SNP launches of this plan are not "
+            "implemented), so no digest of this plan would be the one a launch reports."
+        )
+        if plan.settings.firmware is not None:
+            yield (
+                "  for QEMU's launch of this firmware with the kernel hashes, run: cvmlaunch "
+                f"measure snp --ovmf {plan.settings.firmware} --vcpus {plan.vcpus} (plus "
+                "--kernel/--initrd/--append as QEMU is given them)"
+            )
+    else:
+        yield "predicted MRTD: not predicted yet (needs the TDX fold, cvmlaunch.measure.tdx)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,13 +181,18 @@ class LaunchResult:
     """What a launch did.
 
     Args:
-        log: the launch measurement log records, as populated.
+        log: the launch measurement log: kvm_map's records completed with their technology's
+            replay, as written and re-read (the log the guest's report was checked against).
+        log_text: the log's JSON Lines text (what ``--log`` writes).
+        notes: populate steps this host skipped (e.g. no ``KVM_PRE_FAULT_MEMORY``).
         serial: everything the guest wrote to COM1.
         exit_status: the value the guest wrote to the debug-exit port, if any.
         checked: the number of ranges whose guest digest matched the log.
     """
 
-    log: tuple[LogEntry, ...]
+    log: MeasurementLog
+    log_text: str
+    notes: tuple[str, ...]
     serial: str
     exit_status: int | None
     checked: int
@@ -181,31 +245,78 @@ def check_host(tech: Tech) -> None:
 
 
 def _populate(vm: Any, layout: Layout) -> tuple[tuple[LogEntry, ...], tuple[str, ...]]:
-    """Populate ``layout`` (plain path) with a progress bar once it takes a moment.
+    """Populate the whole ``layout`` in one call, with a progress bar once it takes a moment.
 
-    The plain path copies region by region, so populating one region at a time and
-    renumbering the records gives the same log as one call, and lets the bar advance.
+    The bar advances on every record :func:`cvmlaunch.kvm_map.populate` makes (``on_record``),
+    by the bytes copied.
     """
     from cvmlaunch import kvm_map
 
-    memory = layout.memory
     total = sum(r.size for r in layout.memory_regions)
     progress = _LazyProgress(total, "populating guest memory")
-    entries: list[LogEntry] = []
-    notes: list[str] = []
-    done = 0
+    copied = 0
+
+    def on_record(entry: LogEntry) -> None:
+        nonlocal copied
+        if entry.op is LogOp.PLAIN_COPY:
+            copied += entry.size
+            progress(copied)
+
     try:
-        for region in layout.memory_regions:
-            part = kvm_map.populate(vm, Layout.of([region], memory))
-            entries += [
-                dataclasses.replace(e, seq=len(entries) + i) for i, e in enumerate(part.entries)
-            ]
-            notes += [n for n in part.notes if n not in notes]
-            done += region.size
-            progress(done)
+        done = kvm_map.populate(vm, layout, on_record=on_record)
     finally:
         progress.close()
-    return tuple(entries), tuple(notes)
+    return done.entries, done.notes
+
+
+def log_header(plan: LaunchPlan, inputs: tuple[LogInput, ...] = ()) -> LogHeader:
+    """The launch log's header for ``plan`` (``--tech none``: technology ``plain``).
+
+    Its settings are informational (the transcript covers only the records): the memory size,
+    the number of vCPUs and the PVH entry point.
+    """
+    from cvmlaunch import __version__
+    from cvmlaunch.measure.plain import plain_header
+
+    if plan.tech is not Tech.NONE:  # pragma: no cover - no SNP/TDX host to run on here
+        raise ConfigError(f"no launch log for {plan.tech.label} launches yet")
+    settings = {
+        "memory": plan.settings.memory,
+        "vcpus": plan.vcpus,
+        "pvh_entry": plan.entry,
+    }
+    return plain_header(settings, inputs=inputs, tool_version=__version__)
+
+
+def input_digests(settings: LaunchSettings) -> tuple[LogInput, ...]:
+    """The launch's input files and command line, with sizes and SHA-256/SHA-384 (streamed)."""
+    from cvmlaunch.files import file_digest
+    from cvmlaunch.measure.log import LogInput
+
+    out = []
+    for role in ("firmware", "kernel", "initrd"):
+        path = getattr(settings, role)
+        if path is not None:
+            out.append(
+                LogInput(
+                    role,
+                    Path(path).name,
+                    Path(path).stat().st_size,
+                    sha256=file_digest(path, "sha256"),
+                    sha384=file_digest(path, "sha384"),
+                )
+            )
+    cmdline = settings.append.encode()
+    out.append(
+        LogInput(
+            "cmdline",
+            "",
+            len(cmdline),
+            sha256=hashlib.sha256(cmdline).digest(),
+            sha384=hashlib.sha384(cmdline).digest(),
+        )
+    )
+    return tuple(out)
 
 
 def _run_vcpu(
@@ -240,9 +351,10 @@ def execute(
     plan: LaunchPlan,
     *,
     timeout: float,
+    header: LogHeader | None = None,
     serial_out: TextIO | None = None,
     after_populate: Callable[[Any], None] | None = None,
-    on_log: Callable[[tuple[LogEntry, ...], tuple[str, ...]], None] | None = None,
+    on_log: Callable[[str], None] | None = None,
 ) -> LaunchResult:
     """Create the VM, populate it, run its vCPUs, and check the guest's report against the log.
 
@@ -250,14 +362,23 @@ def execute(
     the same 32-bit state with %ebx = 0, which the example guest takes as "park": they are run
     first, one after the other, each until it halts; then vCPU 0 runs until it halts.
 
+    The log is kvm_map's records (what populate did) completed with the technology's replay
+    (:func:`cvmlaunch.measure.log.complete_log`); its header gains the setting
+    ``pre_fault_memory`` (whether this host pre-faulted the ranges). Once the guest has
+    halted, the log is serialised, read back and replayed
+    (:func:`cvmlaunch.measure.log.verify_log`), handed to ``on_log`` as text, and the guest's
+    report is checked against that re-read log. A guest
+    that does not halt (or a populate that fails) never reaches ``on_log``.
+
     Args:
         plan: the launch plan.
         timeout: seconds all vCPUs together may run.
+        header: the log header (default: :func:`log_header` without inputs).
         serial_out: where to relay the guest's serial output as it comes (None: not relayed).
         after_populate: called with the :class:`cvmlaunch.kvm_map.Vm` after populate and
             before any vCPU runs (tests change guest memory through the mapping with it).
-        on_log: called with the log records and the populate notes once populate is done
-            (the CLI writes the log file there, before the guest runs).
+        on_log: called with the log's text once the guest has halted, before the check (the
+            CLI writes ``--log`` there, so a digest mismatch still leaves the log to inspect).
 
     Returns:
         The log, the serial output, the guest's exit status and the number of ranges checked.
@@ -270,10 +391,12 @@ def execute(
         CheckFailed: the guest's report is incomplete or inconsistent with the table.
     """
     from cvmlaunch import kvm_map
+    from cvmlaunch.measure.log import complete_log, dumps_log, parse_log, verify_log
 
     check_host(plan.tech)
     if plan.tech is not Tech.NONE:  # pragma: no cover - no SNP/TDX host to run on here
         raise ConfigError(f"launching {plan.tech.label} guests is not implemented yet")
+    header = header or log_header(plan)
     serial = bytearray()
     status: list[int] = []
 
@@ -291,9 +414,10 @@ def execute(
         raise ConfigError("the plan has no memory map")
     with kvm_map.Vm.open(kvm_map.VmType.DEFAULT) as vm:
         vm.map_memory(memory)
-        log, notes = _populate(vm, plan.layout)
-        if on_log is not None:
-            on_log(log, notes)
+        records, notes = _populate(vm, plan.layout)
+        pre_faulted = any(e.op is LogOp.PRE_FAULT for e in records)
+        settings = {**header.settings, "pre_fault_memory": pre_faulted}
+        log = complete_log(dataclasses.replace(header, settings=settings), records)
         if after_populate is not None:
             after_populate(vm)
         vcpus = [vm.create_vcpu(i) for i in range(plan.vcpus)]
@@ -302,22 +426,17 @@ def execute(
         deadline = time.monotonic() + timeout
         for i in [*range(1, len(vcpus)), 0]:
             _run_vcpu(vcpus[i], i, deadline, timeout, on_out)
+    log_text = dumps_log(log)
+    written = parse_log(log_text, name="launch log")
+    verify_log(written)
+    if on_log is not None:
+        on_log(log_text)
     text = serial.decode("ascii", "replace")
-    checked = check_report(parse_report(text), plan.hashed, log)
-    return LaunchResult(log, text, status[0] if status else None, checked)
+    checked = check_report(parse_report(text), plan.hashed, written.entries)
+    return LaunchResult(written, log_text, notes, text, status[0] if status else None, checked)
 
 
 _OPTIONS = ("memory", "vcpus", "firmware", "kernel", "initrd", "append", "tech", "timeout")
-
-
-def _log_writer(
-    settings: LaunchSettings,
-) -> Callable[[tuple[LogEntry, ...], tuple[str, ...]], None]:
-    def write(log: tuple[LogEntry, ...], notes: tuple[str, ...]) -> None:
-        for note in notes:
-            click.echo(f"cvmlaunch: note: {note}", err=True)
-
-    return write
 
 
 @click.command("launch")
@@ -336,12 +455,22 @@ def _log_writer(
 @click.option("--append", help="Kernel command line.")
 @click.option("--tech", type=click.Choice(["none", "snp", "tdx"]), help="Default: none.")
 @click.option("--timeout", type=float, help="Seconds the guest may run (default 60).")
+@click.option(
+    "--log",
+    "log_file",
+    type=click.Path(dir_okay=False),
+    help="Write the launch measurement log (JSON Lines, docs/log-format.md) to FILE, "
+    "atomically, once the guest has halted.",
+)
 @click.option("--dry-run", is_flag=True, help="Print the plan and prediction; do not run.")
-def launch_cmd(config: str | None, example: bool, dry_run: bool, **flags: Any) -> None:
+def launch_cmd(
+    config: str | None, example: bool, dry_run: bool, log_file: str | None, **flags: Any
+) -> None:
     """Boot a PVH guest on KVM; exit 0 only if the guest's own digests match the log.
 
     The guest (e.g. the bundled example, --example) hashes every range the launcher placed
     in its memory and reports the digests on its serial port, which is relayed to stdout.
+    The log's final digest is printed on stderr; --log FILE writes the whole log.
     """
     if example and config:
         raise ConfigError("give --example or --config, not both")
@@ -357,9 +486,24 @@ def launch_cmd(config: str | None, example: bool, dry_run: bool, **flags: Any) -
             for line in describe_plan(plan):
                 click.echo(line)
             return
+        header = log_header(plan, input_digests(settings))
+
+        def write_log(text: str) -> None:
+            if log_file is not None:
+                write_atomic(log_file, text)
+
         result = execute(
-            plan, timeout=settings.timeout, serial_out=sys.stdout, on_log=_log_writer(settings)
+            plan, timeout=settings.timeout, header=header, serial_out=sys.stdout, on_log=write_log
         )
+    for note in result.notes:
+        click.echo(f"cvmlaunch: note: {note}", err=True)
+    log = result.log
+    where = f" written to {log_file}" if log_file is not None else ""
+    click.echo(
+        f"cvmlaunch: launch log{where}: {len(log.entries)} records, "
+        f"{log.header.technology.value} digest {log.digest.hex()}",
+        err=True,
+    )
     click.echo(
         f"cvmlaunch: guest digests match the launch log for all {result.checked} ranges", err=True
     )
