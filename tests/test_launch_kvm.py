@@ -187,3 +187,45 @@ def test_changed_byte_in_the_written_log_fails_verify(tmp_path: Path) -> None:
         verify = CliRunner().invoke(cli, ["log", "verify", str(changed)])
         assert verify.exit_code == 1, (where, verify.output)
         assert where in verify.stderr
+
+
+def test_populate_is_one_call_whose_records_drive_the_progress_bar(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cvmlaunch import kvm_map
+    from cvmlaunch.cli import _launch
+
+    calls: list[object] = []
+    real_populate = kvm_map.populate
+
+    def spy(vm: object, layout: object, **kwargs: object) -> object:
+        calls.append(layout)
+        assert callable(kwargs["on_record"])
+        return real_populate(vm, layout, **kwargs)  # type: ignore[arg-type]
+
+    bars: list[tuple[int, list[int]]] = []
+
+    class Bar:
+        def __init__(self, total: int, label: str) -> None:
+            self.done: list[int] = []
+            bars.append((total, self.done))
+
+        def __call__(self, done: int) -> None:
+            self.done.append(done)
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(kvm_map, "populate", spy)
+    monkeypatch.setattr(_launch, "_LazyProgress", Bar)
+    with load_plan(example_settings()) as plan:
+        result = execute(plan, timeout=60)
+        assert calls == [plan.layout]  # the whole plan, in one call
+        sizes = [r.size for r in plan.hashed]
+        spans = [(r.gpa, r.size) for r in plan.hashed]
+    ((total, done),) = bars
+    assert total == sum(sizes)
+    assert done == [sum(sizes[: i + 1]) for i in range(len(sizes))]
+    assert [(e.seq, e.gpa, e.size) for e in result.log.entries] == [
+        (i, g, s) for i, (g, s) in enumerate(spans)
+    ]

@@ -203,3 +203,16 @@ def test_log_verify_cli_accepts_and_rejects(tmp_path: Path) -> None:
     )
     with pytest.raises(MeasurementMismatch):
         verify_log(parse_log(bad.read_text()))
+
+
+def test_reference_values_refuses_a_plain_log(tmp_path: Path) -> None:
+    path = tmp_path / "plain.jsonl"
+    path.write_text(dumps_log(plain_log(layout(), plain_header({}, tool_version="t"))))
+    result = CliRunner().invoke(cli, ["reference-values", str(path)])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"cvmlaunch: error: {path}: a plain launch has no hardware measurement, so no "
+        "attestation report carries reference values (its transcript digest is informational; "
+        "cvmlaunch log verify checks it)"
+    )
+    assert result.stdout == ""

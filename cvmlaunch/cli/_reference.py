@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from cvmlaunch.errors import ImageError
+from cvmlaunch.errors import ConfigError, ImageError
 from cvmlaunch.files import map_file
 from cvmlaunch.measure.log import MeasurementLog, Technology, parse_log, verify_log
 from cvmlaunch.measure.reference import FORMATS, ReferenceValues
@@ -63,6 +63,12 @@ def reference_values_cmd(log: str, fmt: str) -> None:
     first (exit 1 if they do not replay to their footer).
     """
     parsed = read_log(log)
+    if parsed.header.technology is Technology.PLAIN:
+        raise ConfigError(
+            f"{log}: a plain launch has no hardware measurement, so no attestation report "
+            "carries reference values (its transcript digest is informational; "
+            "cvmlaunch log verify checks it)"
+        )
     if not replay_if_possible(parsed):
         click.echo(
             f"cvmlaunch: note: {log}: {parsed.header.technology.value} logs are not replayed "
