@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -128,3 +129,25 @@ def test_progress_bar_appears_only_after_a_moment(
     slow.close()
     # on a non-terminal click prints the label once instead of redrawing a bar
     assert capsys.readouterr().err.splitlines() == ["populating guest memory"]
+
+
+@pytest.mark.usefixtures("no_kvm")
+def test_dry_run_snp_with_firmware_names_the_command_that_predicts(firmware: Any) -> None:
+    fd = firmware("OVMF.amdsev.fd")
+    result = CliRunner().invoke(
+        cli, ["launch", "--example", "--dry-run", "--tech", "snp", "--firmware", str(fd)]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-2:] == [
+        "predicted SNP launch digest: not predicted. It covers one VMSA per vCPU, and cvmlaunch "
+        "defines no SNP VMSA for a PVH entry (SNP launches of this plan are not implemented), "
+        "so no digest of this plan would be the one a launch reports.",
+        "  QEMU's SNP launch of this firmware (OVMF, kernel hashes) is predicted by: "
+        f"cvmlaunch measure snp --ovmf {fd} --vcpus 1",
+    ]
+    # the firmware is a range of the plan, ending at 4 GiB
+    assert re.search(
+        rf"^  3  \[0xffc00000-0x100000000\) +1024  NORMAL  yes +{re.escape(fd.name)}\+0x0$",
+        result.stdout,
+        re.M,
+    )

@@ -168,9 +168,8 @@ def _prediction(plan: LaunchPlan) -> Iterator[str]:
         )
         if plan.settings.firmware is not None:
             yield (
-                "  for QEMU's launch of this firmware with the kernel hashes, run: cvmlaunch "
-                f"measure snp --ovmf {plan.settings.firmware} --vcpus {plan.vcpus} (plus "
-                "--kernel/--initrd/--append as QEMU is given them)"
+                "  QEMU's SNP launch of this firmware (OVMF, kernel hashes) is predicted by: "
+                f"cvmlaunch measure snp --ovmf {plan.settings.firmware} --vcpus {plan.vcpus}"
             )
     else:
         yield "predicted MRTD: not predicted yet (needs the TDX fold, cvmlaunch.measure.tdx)"
