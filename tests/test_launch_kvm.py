@@ -63,7 +63,12 @@ def test_changed_byte_fails_naming_the_range() -> None:
         original = initrd.contents()
         written: list[str] = []
         with pytest.raises(MeasurementMismatch) as info:
-            execute(plan, timeout=60, after_populate=corrupt, on_log=written.append)
+            execute(
+                plan,
+                timeout=60,
+                after_populate=corrupt,
+                on_log=lambda log, text: written.append(text),
+            )
     # the log was handed out (for --log) before the check, and it is what the guest was held to
     (text,) = written
     log = parse_log(text)

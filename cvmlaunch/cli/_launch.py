@@ -353,7 +353,8 @@ def execute(
     header: LogHeader | None = None,
     serial_out: TextIO | None = None,
     after_populate: Callable[[Any], None] | None = None,
-    on_log: Callable[[str], None] | None = None,
+    on_log: Callable[[MeasurementLog, str], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> LaunchResult:
     """Create the VM, populate it, run its vCPUs, and check the guest's report against the log.
 
@@ -365,9 +366,9 @@ def execute(
     (:func:`cvmlaunch.measure.log.complete_log`); its header gains the setting
     ``pre_fault_memory`` (whether this host pre-faulted the ranges). Once the guest has
     halted, the log is serialised, read back and replayed
-    (:func:`cvmlaunch.measure.log.verify_log`), handed to ``on_log`` as text, and the guest's
-    report is checked against that re-read log. A guest
-    that does not halt (or a populate that fails) never reaches ``on_log``.
+    (:func:`cvmlaunch.measure.log.verify_log`), handed to ``on_log`` with its text, and the
+    guest's report is checked against that re-read log. A guest that does not halt (or a
+    populate that fails) never reaches ``on_log``.
 
     Args:
         plan: the launch plan.
@@ -376,8 +377,11 @@ def execute(
         serial_out: where to relay the guest's serial output as it comes (None: not relayed).
         after_populate: called with the :class:`cvmlaunch.kvm_map.Vm` after populate and
             before any vCPU runs (tests change guest memory through the mapping with it).
-        on_log: called with the log's text once the guest has halted, before the check (the
-            CLI writes ``--log`` there, so a digest mismatch still leaves the log to inspect).
+        on_log: called with the log and its text once the guest has halted, before the check
+            (the CLI writes ``--log`` there, so a digest mismatch still leaves the log to
+            inspect).
+        on_note: called with each populate note (a step this host skipped) right after
+            populate.
 
     Returns:
         The log, the serial output, the guest's exit status and the number of ranges checked.
@@ -414,6 +418,9 @@ def execute(
     with kvm_map.Vm.open(kvm_map.VmType.DEFAULT) as vm:
         vm.map_memory(memory)
         records, notes = _populate(vm, plan.layout)
+        if on_note is not None:
+            for note in notes:
+                on_note(note)
         pre_faulted = any(e.op is LogOp.PRE_FAULT for e in records)
         settings = {**header.settings, "pre_fault_memory": pre_faulted}
         log = complete_log(dataclasses.replace(header, settings=settings), records)
@@ -429,7 +436,7 @@ def execute(
     written = parse_log(log_text, name="launch log")
     verify_log(written)
     if on_log is not None:
-        on_log(log_text)
+        on_log(written, log_text)
     text = serial.decode("ascii", "replace")
     checked = check_report(parse_report(text), plan.hashed, written.entries)
     return LaunchResult(written, log_text, notes, text, status[0] if status else None, checked)
@@ -487,22 +494,24 @@ def launch_cmd(
             return
         header = log_header(plan, input_digests(settings))
 
-        def write_log(text: str) -> None:
+        def write_log(log: MeasurementLog, text: str) -> None:
             if log_file is not None:
                 write_atomic(log_file, text)
+            where = f" written to {log_file}" if log_file is not None else ""
+            click.echo(
+                f"cvmlaunch: launch log{where}: {len(log.entries)} records, "
+                f"{log.header.technology.value} digest {log.digest.hex()}",
+                err=True,
+            )
 
         result = execute(
-            plan, timeout=settings.timeout, header=header, serial_out=sys.stdout, on_log=write_log
+            plan,
+            timeout=settings.timeout,
+            header=header,
+            serial_out=sys.stdout,
+            on_log=write_log,
+            on_note=lambda note: click.echo(f"cvmlaunch: note: {note}", err=True),
         )
-    for note in result.notes:
-        click.echo(f"cvmlaunch: note: {note}", err=True)
-    log = result.log
-    where = f" written to {log_file}" if log_file is not None else ""
-    click.echo(
-        f"cvmlaunch: launch log{where}: {len(log.entries)} records, "
-        f"{log.header.technology.value} digest {log.digest.hex()}",
-        err=True,
-    )
     click.echo(
         f"cvmlaunch: guest digests match the launch log for all {result.checked} ranges", err=True
     )
