@@ -151,3 +151,35 @@ def test_dry_run_snp_with_firmware_names_the_command_that_predicts(firmware: Any
         result.stdout,
         re.M,
     )
+
+
+def reference_mrtd(regions: list[tuple[int, bytes, bool]]) -> bytes:
+    """MRTD from the TDX module spec's prose: one SHA-384 over, per page, the 128-byte
+    TDH.MEM.PAGE.ADD buffer ("MEM.PAGE.ADD", GPA at byte 16) and, for measured pages, per
+    256-byte chunk the TDH.MR.EXTEND buffer ("MR.EXTEND", GPA at byte 16) then the chunk."""
+    h = hashlib.sha384()
+    for gpa, contents, measured in regions:
+        for off in range(0, len(contents), 4096):
+            h.update(
+                b"MEM.PAGE.ADD".ljust(16, b"\0") + (gpa + off).to_bytes(8, "little") + bytes(104)
+            )
+            if measured:
+                for c in range(off, off + 4096, 256):
+                    h.update(b"MR.EXTEND".ljust(16, b"\0") + (gpa + c).to_bytes(8, "little"))
+                    h.update(bytes(104) + contents[c : c + 256])
+    return h.digest()
+
+
+@pytest.mark.usefixtures("no_kvm")
+def test_dry_run_tdx_predicts_the_mrtd_of_the_plan() -> None:
+    result = CliRunner().invoke(cli, ["launch", "--example", "--dry-run", "--tech", "tdx"])
+    assert result.exit_code == 0, result.output
+    settings = settings_from_toml(example_config().read_text(), base=str(example_config().parent))
+    with load_plan(settings) as plan:
+        expected = reference_mrtd([(r.gpa, r.contents(), r.measured) for r in plan.hashed])
+    assert result.stdout.splitlines()[-2:] == [
+        "predicted MRTD (TDX fold over the plan: every range PAGE.ADDed, measured ranges "
+        f"MR.EXTENDed, page order per-page): {expected.hex()}",
+        "  covers the plan's ranges as populated; a TD starts at its firmware's reset vector, "
+        "not at a PVH entry (launching this plan as a TD is not implemented)",
+    ]

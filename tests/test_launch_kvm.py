@@ -121,14 +121,17 @@ def test_guest_that_loops_is_stopped_after_timeout(tmp_path: Path) -> None:
     assert old.read_text() == "the previous launch's log\n"
 
 
-def test_tech_snp_stops_before_creating_anything() -> None:
-    result = CliRunner().invoke(cli, ["launch", "--example", "--tech", "snp"])
+@pytest.mark.parametrize(("tech", "bit"), [("snp", 4), ("tdx", 5)])
+def test_tech_snp_tdx_stop_before_creating_anything(tmp_path: Path, tech: str, bit: int) -> None:
+    log = tmp_path / "launch.jsonl"
+    result = CliRunner().invoke(cli, ["launch", "--example", "--tech", tech, "--log", str(log)])
     assert result.exit_code == 2
     assert result.stderr.strip() == (
-        "cvmlaunch: error: this host's KVM does not offer KVM_X86_SNP_VM "
-        "(KVM_CAP_VM_TYPES is 0x1, bit 4 is clear)"
+        f"cvmlaunch: error: this host's KVM does not offer KVM_X86_{tech.upper()}_VM "
+        f"(KVM_CAP_VM_TYPES is 0x1, bit {bit} is clear)"
     )
     assert result.stdout == ""
+    assert not log.exists()
 
 
 def _predicted_digest(args: list[str]) -> str:

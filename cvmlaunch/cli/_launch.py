@@ -172,7 +172,22 @@ def _prediction(plan: LaunchPlan) -> Iterator[str]:
                 f"cvmlaunch measure snp --ovmf {plan.settings.firmware} --vcpus {plan.vcpus}"
             )
     else:
-        yield "predicted MRTD: not predicted yet (needs the TDX fold, cvmlaunch.measure.tdx)"
+        from cvmlaunch.measure.tdx import PageOrder, mrtd
+
+        order = PageOrder.PER_PAGE
+        yield (
+            f"predicted MRTD (TDX fold over the plan: every range PAGE.ADDed, measured ranges "
+            f"MR.EXTENDed, page order {order.value}): {mrtd(plan.layout, order=order).hex()}"
+        )
+        yield (
+            "  covers the plan's ranges as populated; a TD starts at its firmware's reset "
+            "vector, not at a PVH entry (launching this plan as a TD is not implemented)"
+        )
+        if plan.settings.firmware is not None:
+            yield (
+                "  a TDVF firmware measures by its own metadata: QEMU's launch of it is "
+                f"predicted by: cvmlaunch measure tdx --firmware {plan.settings.firmware}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
