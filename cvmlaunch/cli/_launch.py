@@ -197,7 +197,6 @@ class LaunchResult:
     Args:
         log: the launch measurement log: kvm_map's records completed with their technology's
             replay, as written and re-read (the log the guest's report was checked against).
-        log_text: the log's JSON Lines text (what ``--log`` writes).
         notes: populate steps this host skipped (e.g. no ``KVM_PRE_FAULT_MEMORY``).
         serial: everything the guest wrote to COM1.
         exit_status: the value the guest wrote to the debug-exit port, if any.
@@ -205,7 +204,6 @@ class LaunchResult:
     """
 
     log: MeasurementLog
-    log_text: str
     notes: tuple[str, ...]
     serial: str
     exit_status: int | None
@@ -454,7 +452,7 @@ def execute(
         on_log(written, log_text)
     text = serial.decode("ascii", "replace")
     checked = check_report(parse_report(text), plan.hashed, written.entries)
-    return LaunchResult(written, log_text, notes, text, status[0] if status else None, checked)
+    return LaunchResult(written, notes, text, status[0] if status else None, checked)
 
 
 _OPTIONS = ("memory", "vcpus", "firmware", "kernel", "initrd", "append", "tech", "timeout")
