@@ -521,3 +521,14 @@ def test_complete_log_fills_running_digests() -> None:
     whole = complete_log(log.header, bare)
     assert whole == log
     assert verify_log(whole) == log.digest
+
+
+def test_parse_bounds_the_size_of_one_record() -> None:
+    """A record covering more than MAX_RECORD_BYTES is refused at parse time: replaying it
+    would cost one hash per page even without stored page hashes (ZERO ranges)."""
+    from cvmlaunch.measure.log import MAX_RECORD_BYTES
+
+    log = make_log()
+    text = _mutate(dumps_log(log), 2, {"size": MAX_RECORD_BYTES + PAGE_SIZE, "page_sha384": []})
+    with pytest.raises(LogFormatError, match="the most one record may cover"):
+        parse_log(text)

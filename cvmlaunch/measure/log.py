@@ -44,6 +44,7 @@ from cvmlaunch.layout import (
 __all__ = [
     "LOG_FORMAT",
     "LOG_VERSION",
+    "MAX_RECORD_BYTES",
     "ContentProvider",
     "LogDifference",
     "LogFooter",
@@ -69,6 +70,11 @@ __all__ = [
 LOG_FORMAT = "cvmlaunch-launch-log"
 #: The schema version this module writes and the only one it reads (docs/log-format.md).
 LOG_VERSION = 1
+
+#: The most bytes one record may cover (1 Mi pages). Replaying a record costs a hash per page
+#: even when no page hashes are stored (ZERO ranges), so this bound keeps a corrupt or hostile
+#: log from making ``log verify`` run for hours; launch-time populates are far smaller.
+MAX_RECORD_BYTES = 1 << 32
 
 #: A header setting: JSON scalars only (no floats).
 SettingValue = str | int | bool | None
@@ -887,6 +893,10 @@ def _parse_range(line: _Line, seq_expected: int) -> LogEntry:
     gpa = line.get_int("gpa")
     if size <= 0:
         raise line.fail("size must be positive")
+    if size > MAX_RECORD_BYTES:
+        raise line.fail(
+            f"size {size:#x} exceeds {MAX_RECORD_BYTES:#x} bytes, the most one record may cover"
+        )
     if pages and len(pages) * PAGE_SIZE != size:
         raise line.fail(f"{len(pages)} page hashes for a range of {size:#x} bytes")
     try:
