@@ -80,7 +80,10 @@ def load_plan(settings: LaunchSettings) -> Iterator[LaunchPlan]:
                 "cvmlaunch boots ELF kernels through their PVH entry"
             )
         memory = MemoryMap.for_size(settings.memory)
-        regions = elf_regions(image, memory=memory)
+        # Provenance names the file, not its path: logs must not depend on where it lives.
+        regions = elf_regions(
+            dataclasses.replace(image, name=Path(settings.kernel).name), memory=memory
+        )
         initrd = stack.enter_context(map_file(settings.initrd)) if settings.initrd else None
         firmware = stack.enter_context(map_file(settings.firmware)) if settings.firmware else None
         yield build_plan(
