@@ -7,6 +7,8 @@ in chunks and never copied. Errors become :class:`~cvmlaunch.errors.ImageError` 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import hashlib
 import mmap
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from cvmlaunch.errors import ImageError
 
-__all__ = ["file_digest", "map_file"]
+__all__ = ["file_digest", "map_file", "read_blob", "read_small"]
 
 _CHUNK = 1 << 20
 
@@ -67,3 +69,42 @@ def file_digest(path: str | os.PathLike[str], algorithm: str = "sha256") -> byte
             return hashlib.file_digest(f, algorithm).digest()
     except OSError as exc:
         raise ImageError(f"cannot read: {exc.strerror}", source=name) from exc
+
+
+def read_small(path: str | os.PathLike[str], what: str, limit: int = 1 << 20) -> bytes:
+    """Read a small input file whole (a key, an ID block), refusing anything over ``limit``.
+
+    Raises:
+        ImageError: the file cannot be read or is larger than ``limit`` bytes.
+    """
+    name = os.fspath(path)
+    try:
+        with Path(name).open("rb") as f:
+            data = f.read(limit + 1)
+    except OSError as exc:
+        raise ImageError(f"cannot read {what}: {exc.strerror}", source=name) from exc
+    if len(data) > limit:
+        raise ImageError(f"too large for {what}", source=name)
+    return data
+
+
+def read_blob(path: str | os.PathLike[str], size: int, what: str) -> bytes:
+    """A fixed-size blob stored raw (exactly ``size`` bytes) or as base64 text decoding to
+    ``size`` bytes (the form QEMU's command line takes, e.g. ``id-block=``/``id-auth=``).
+
+    Raises:
+        ImageError: the file cannot be read, or is neither form.
+    """
+    data = read_small(path, what)
+    if len(data) == size:
+        return data
+    try:
+        decoded = base64.b64decode(b"".join(data.split()), validate=True)
+    except (binascii.Error, ValueError):
+        decoded = b""
+    if len(decoded) == size:
+        return decoded
+    raise ImageError(
+        f"{what}: {len(data)} bytes; expected {size} raw bytes or their base64",
+        source=os.fspath(path),
+    )

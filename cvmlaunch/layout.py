@@ -49,6 +49,7 @@ __all__ = [
     "TdxLaunchIdentity",
     "align_down",
     "align_up",
+    "parse_hex_bytes",
 ]
 
 PAGE_SIZE = 4096
@@ -492,8 +493,23 @@ def _exact(value: object, size: int, what: str) -> bytes:
     return value
 
 
-def _from_hex(text: str, size: int, what: str) -> bytes:
-    s = "".join(text.split())
+def parse_hex_bytes(text: str, size: int, what: str) -> bytes:
+    """Decode hex of exactly ``size`` bytes (``0x`` prefix, ``:`` and whitespace allowed).
+
+    The one hex parser for byte-string settings (host data, TDX MR values, IDs, digests).
+
+    Args:
+        text: the hex text as the user typed it.
+        size: the exact number of bytes wanted.
+        what: the setting's name, for the error message.
+
+    Returns:
+        The bytes.
+
+    Raises:
+        ConfigError: not hex, or not ``size`` bytes.
+    """
+    s = "".join(text.split()).replace(":", "")
     s = s[2:] if s[:2].lower() == "0x" else s
     try:
         raw = bytes.fromhex(s)
@@ -544,7 +560,7 @@ class SnpLaunchIdentity:
         Raises:
             ConfigError: not hex, or not 32 bytes.
         """
-        return cls(_from_hex(host_data, SNP_HOST_DATA_SIZE, "SNP host data"))
+        return cls(parse_hex_bytes(host_data, SNP_HOST_DATA_SIZE, "SNP host data"))
 
     @property
     def id_block_en(self) -> bool:
@@ -587,8 +603,8 @@ class SnpLaunchIdentity:
         except ValueError as exc:
             raise ConfigError("SNP launch identity: id_auth is not base64") from exc
         return cls(
-            _from_hex(host, SNP_HOST_DATA_SIZE, "SNP host data"),
-            None if block is None else _from_hex(block, SNP_ID_BLOCK_SIZE, "SNP ID block"),
+            parse_hex_bytes(host, SNP_HOST_DATA_SIZE, "SNP host data"),
+            None if block is None else parse_hex_bytes(block, SNP_ID_BLOCK_SIZE, "SNP ID block"),
             auth_raw,
         )
 
@@ -626,11 +642,13 @@ class TdxLaunchIdentity:
         """
         zero = bytes(TDX_MR_SIZE)
         return cls(
-            zero if mrconfigid is None else _from_hex(mrconfigid, TDX_MR_SIZE, "TDX MRCONFIGID"),
-            zero if mrowner is None else _from_hex(mrowner, TDX_MR_SIZE, "TDX MROWNER"),
+            zero
+            if mrconfigid is None
+            else parse_hex_bytes(mrconfigid, TDX_MR_SIZE, "TDX MRCONFIGID"),
+            zero if mrowner is None else parse_hex_bytes(mrowner, TDX_MR_SIZE, "TDX MROWNER"),
             zero
             if mrownerconfig is None
-            else _from_hex(mrownerconfig, TDX_MR_SIZE, "TDX MROWNERCONFIG"),
+            else parse_hex_bytes(mrownerconfig, TDX_MR_SIZE, "TDX MROWNERCONFIG"),
         )
 
     def to_record(self) -> dict[str, str]:

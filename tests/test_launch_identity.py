@@ -96,3 +96,15 @@ def test_tdx_identity_fits_init_vm() -> None:
             mrownerconfig=t.mrownerconfig,
         )
     assert ("TDX_INIT_VM",) in kernel.journal
+
+
+def test_one_hex_parser_serves_layout_and_identity() -> None:
+    """identity.parse_hex_bytes is layout's parser: one set of rules (0x, ':' and spaces)."""
+    from cvmlaunch import layout
+    from cvmlaunch.measure import identity
+
+    assert identity.parse_hex_bytes is layout.parse_hex_bytes
+    assert layout.parse_hex_bytes("0xAB:cd 01", 3, "x") == b"\xab\xcd\x01"
+    assert TdxLaunchIdentity.from_hex(mrowner=":".join(["5a"] * 48)).mrowner == b"\x5a" * 48
+    with pytest.raises(ConfigError, match=r"^--expect: 2 bytes given, exactly 3 needed$"):
+        layout.parse_hex_bytes("abcd", 3, "--expect")

@@ -23,39 +23,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cvmlaunch.cli._output import format_digest, write_atomic
 from cvmlaunch.cli._reference import read_log, replay_if_possible
 from cvmlaunch.errors import CheckFailed, ConfigError, ImageError
+from cvmlaunch.files import read_blob, read_small
 from cvmlaunch.measure import identity
 from cvmlaunch.measure.reference import ReferenceValues
 
 __all__ = ["id_block_group"]
-
-
-def _read_small(path: str, what: str, limit: int = 1 << 20) -> bytes:
-    """Read a small input file whole (keys, blobs), naming it in errors."""
-    try:
-        with Path(path).open("rb") as f:
-            data = f.read(limit + 1)
-    except OSError as exc:
-        raise ImageError(f"cannot read {what}: {exc.strerror}", source=path) from exc
-    if len(data) > limit:
-        raise ImageError(f"too large for {what}", source=path)
-    return data
-
-
-def _read_blob(path: str, size: int, what: str) -> bytes:
-    """A blob as raw bytes of exactly ``size``, or as base64 text decoding to ``size`` bytes
-    (the form QEMU's command line takes)."""
-    data = _read_small(path, what)
-    if len(data) == size:
-        return data
-    try:
-        decoded = base64.b64decode(b"".join(data.split()), validate=True)
-    except (binascii.Error, ValueError):
-        decoded = b""
-    if len(decoded) == size:
-        return decoded
-    raise ImageError(
-        f"{what}: {len(data)} bytes; expected {size} raw bytes or their base64", source=path
-    )
 
 
 def _parse_measurement(text: str) -> bytes:
@@ -123,7 +95,7 @@ def _digest_from_log(path: str) -> tuple[bytes, identity.GuestPolicy | None]:
 
 
 def _load_key(path: str, role: str) -> ec.EllipticCurvePrivateKey:
-    return identity.load_private_key(_read_small(path, f"{role} key"), path)
+    return identity.load_private_key(read_small(path, f"{role} key"), path)
 
 
 @click.group("id-block")
@@ -297,8 +269,8 @@ def verify_cmd(id_block: str, id_auth: str, as_json: bool) -> None:
     Checks the block fields, the algorithms, the curves, both signatures and that every
     reserved area is zero; prints the key digests a verifier will see. Exit 1 if a check fails.
     """
-    block_bytes = _read_blob(id_block, identity.ID_BLOCK_SIZE, "ID block")
-    auth_bytes = _read_blob(id_auth, identity.ID_AUTH_SIZE, "ID auth")
+    block_bytes = read_blob(id_block, identity.ID_BLOCK_SIZE, "ID block")
+    auth_bytes = read_blob(id_auth, identity.ID_AUTH_SIZE, "ID auth")
     result = identity.verify_id_pair(block_bytes, auth_bytes)
     auth, block = result.auth, result.block
     if as_json:

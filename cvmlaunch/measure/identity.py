@@ -31,7 +31,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
-from cvmlaunch.errors import ConfigError, ImageError
+from cvmlaunch.errors import CheckFailed, ConfigError, ImageError, MeasurementMismatch
+from cvmlaunch.layout import parse_hex_bytes
 
 __all__ = [
     "AUTHOR_KEY_OFFSET",
@@ -54,6 +55,7 @@ __all__ = [
     "IdVerification",
     "PolicyFlag",
     "SigningAlgorithm",
+    "check_launch_id_pair",
     "describe_checks",
     "generate_key",
     "key_digest",
@@ -207,24 +209,6 @@ class GuestPolicy:
 
 #: The policy QEMU's ``sev-snp-guest`` object and the peer use by default: SMT allowed.
 DEFAULT_POLICY = GuestPolicy(0x30000)
-
-
-def parse_hex_bytes(text: str, size: int, what: str) -> bytes:
-    """Decode hex (``0x`` prefix, ``:`` and whitespace allowed) of exactly ``size`` bytes.
-
-    Raises:
-        ConfigError: not hex, or not ``size`` bytes.
-    """
-    s = "".join(text.split()).replace(":", "")
-    if s[:2].lower() == "0x":
-        s = s[2:]
-    try:
-        raw = bytes.fromhex(s)
-    except ValueError as exc:
-        raise ConfigError(f"{what}: {text!r} is not hexadecimal") from exc
-    if len(raw) != size:
-        raise ConfigError(f"{what}: {len(raw)} bytes given, exactly {size} needed")
-    return raw
 
 
 def _le(value: int) -> bytes:
@@ -699,6 +683,51 @@ def verify_id_pair(block_data: bytes | memoryview, auth_data: bytes | memoryview
     for i, area in enumerate(auth.reserved, 1):
         checks.append(_zero_check(f"ID auth reserved area {i}", area))
     return IdVerification(tuple(checks), block, auth)
+
+
+def check_launch_id_pair(
+    block_data: bytes | memoryview,
+    auth_data: bytes | memoryview,
+    *,
+    measurement: bytes,
+    policy: GuestPolicy,
+    source: str = "ID block",
+) -> IdVerification:
+    """Check that an ID block / ID auth pair will be accepted for one launch: every check of
+    :func:`verify_id_pair`, then the ID block's launch digest and policy against the launch's
+    (SNP ABI, SNP_LAUNCH_FINISH: the firmware compares both and fails the launch otherwise).
+
+    Args:
+        block_data: the 96-byte ID block.
+        auth_data: the 4096-byte ID auth.
+        measurement: the launch digest the launch will have (48 bytes).
+        policy: the policy the launch will be started with (SNP_LAUNCH_START).
+        source: names the pair in errors.
+
+    Returns:
+        The verification, all checks held.
+
+    Raises:
+        ImageError: a blob of the wrong size.
+        CheckFailed: a check failed, or the ID block's policy differs from ``policy``.
+        MeasurementMismatch: the ID block's launch digest differs from ``measurement``.
+    """
+    result = verify_id_pair(block_data, auth_data)
+    if not result.ok or result.block is None:
+        names = ", ".join(c.name for c in result.failures)
+        raise CheckFailed(f"{source}: {len(result.failures)} check(s) failed: {names}")
+    if result.block.ld != measurement:
+        raise MeasurementMismatch(
+            f"{source}: launch digest (LD) vs the computed measurement",
+            expected=measurement,
+            actual=result.block.ld,
+        )
+    if result.block.policy != policy:
+        raise CheckFailed(
+            f"{source}: its policy {result.block.policy.value:#x} differs from the launch "
+            f"policy {policy.value:#x} (the firmware would refuse the launch)"
+        )
+    return result
 
 
 def _zero_check(name: str, area: bytes) -> Check:
