@@ -183,4 +183,9 @@ def test_real_firmware_log_to_id_block_and_reference_values(
     block = ident.IdBlock.unpack(base64.b64decode(json.loads(signed.output)["id_block"]))
     assert block.ld.hex() == expected
     values = runner.invoke(cli, ["reference-values", str(log), "--format", "trustee"])
-    assert json.loads(values.output) == {"snp_launch_measurement": [expected]}
+    # measure snp records QEMU's default launch identity: policy 0x30000, zero host data
+    assert json.loads(values.output) == {
+        "snp_launch_measurement": [expected],
+        "snp_policy": ["0x30000"],
+        "snp_host_data": ["00" * 32],
+    }

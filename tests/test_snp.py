@@ -452,9 +452,15 @@ def _one_error_line(result: Any, text: str, code: int = 2) -> None:
         (["--vcpus", "1", "--vcpu-sig", "0x1ffffffff"], "not a 32-bit value"),
         (["--vcpus", "1", "--vcpu-sig", "0", "--guest-features", "0"], "lack SNPActive"),
         (["--vcpus", "1", "--vcpu-sig", "0", "--initrd", "x"], "--initrd and --append need"),
-        (["--vcpus", "1", "--vcpu-sig", "0", "--snp-ovmf-hash", "00"], "must be 48 bytes"),
+        (
+            ["--vcpus", "1", "--vcpu-sig", "0", "--snp-ovmf-hash", "00"],
+            "--snp-ovmf-hash: 1 bytes given, exactly 48 needed",
+        ),
         (["--vcpus", "1", "--vcpu-sig", "0", "--snp-ovmf-hash", "zz"], "not hexadecimal"),
-        (["--vcpus", "1", "--vcpu-sig", "0", "--expect", "abcd"], "--expect must be 48 bytes"),
+        (
+            ["--vcpus", "1", "--vcpu-sig", "0", "--expect", "abcd"],
+            "--expect: 2 bytes given, exactly 48 needed",
+        ),
         (["--mode", "sev", "--snp-ovmf-hash", "00" * 48], "works only with --mode snp"),
         (["--mode", "snp:svsm", "--vcpus", "1", "--vcpu-sig", "0"], "needs --svsm"),
         (["--vcpus", "1", "--vcpu-sig", "0", "--vars-size", "0"], "belong to --mode snp:svsm"),
@@ -660,7 +666,10 @@ def test_precomputed_kernel_and_initrd_hashes(inputs: dict[str, Path]) -> None:
     ):
         result = run([*base, *extra])
         assert result.output.strip() == case["expected"], extra
-    _one_error_line(run([*base, "--kernel-sha256", k[:-2]]), "--kernel-sha256 must be 32 bytes")
+    _one_error_line(
+        run([*base, "--kernel-sha256", k[:-2]]),
+        "--kernel-sha256: 31 bytes given, exactly 32 needed",
+    )
     _one_error_line(
         run([*base, "--kernel-sha256", k, "--kernel", str(inputs["kernel.bin"])]),
         "give --kernel or --kernel-sha256, not both",

@@ -8,6 +8,7 @@ atomically. Exit 0 ok, 1 ``--expect`` mismatch, 2 bad input.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from cvmlaunch.measure.cpu import VCPU_TYPES, cpu_signature, vcpu_type_signature
 
 if TYPE_CHECKING:
     from cvmlaunch.image.ovmf import OvmfImage
+    from cvmlaunch.measure.identity import GuestPolicy
     from cvmlaunch.measure.log import LogInput, MeasurementLog, SettingValue
     from cvmlaunch.measure.sev_hashes import KernelHashes
     from cvmlaunch.measure.snp import SevMode
@@ -74,17 +76,6 @@ def _resolve_sig(
             raise ConfigError("--vcpu-family, --vcpu-model and --vcpu-stepping go together")
         return cpu_signature(family, model, stepping)
     return None
-
-
-def _parse_hex(value: str, what: str, size: int) -> bytes:
-    text = value.strip().lower().removeprefix("0x")
-    try:
-        raw = bytes.fromhex(text)
-    except ValueError:
-        raise ConfigError(f"{what} is not hexadecimal: {value!r}") from None
-    if len(raw) != size:
-        raise ConfigError(f"{what} must be {size} bytes ({2 * size} hex digits), not {len(raw)}")
-    return raw
 
 
 @contextlib.contextmanager
@@ -176,6 +167,28 @@ def _input(role: str, path: str, data: memoryview | bytes) -> LogInput:
 )
 @click.option("--log", "log_path", type=click.Path(dir_okay=False), help="Write the launch log.")
 @click.option("--expect", metavar="HEX", help="Exit 1 unless the digest equals HEX.")
+@click.option(
+    "--policy",
+    metavar="HEX",
+    help="SNP guest policy for the launch (recorded, not measured) [default: 0x30000, QEMU's].",
+)
+@click.option(
+    "--host-data",
+    metavar="HEX",
+    help="SNP HOST_DATA, 32 bytes (recorded, not measured) [default: zero].",
+)
+@click.option(
+    "--id-block",
+    "id_block",
+    type=click.Path(dir_okay=False),
+    help="SNP ID block (96 bytes, raw or base64), checked against the digest and the policy.",
+)
+@click.option(
+    "--id-auth",
+    "id_auth",
+    type=click.Path(dir_okay=False),
+    help="SNP ID auth (4096 bytes, raw or base64), with --id-block.",
+)
 def measure_snp_cmd(
     mode: str,
     ovmf: str,
@@ -200,12 +213,20 @@ def measure_snp_cmd(
     output_format: str,
     log_path: str | None,
     expect: str | None,
+    policy: str | None,
+    host_data: str | None,
+    id_block: str | None,
+    id_auth: str | None,
 ) -> None:
     """Predict the SEV-SNP launch digest (or SEV / SEV-ES GCTX.LD) of an OVMF guest.
 
     With hex output, stdout is the digest alone on one line. --log FILE writes the launch
     measurement log (JSON Lines, docs/log-format.md); --expect HEX exits 1 on a mismatch.
+    In snp and snp:svsm modes the launch identity (--policy, --host-data, --id-block and
+    --id-auth) is recorded in the log header and the JSON output; it does not enter the
+    digest. An ID block must verify and carry this digest and policy, or the exit is 1.
     """
+    from cvmlaunch.layout import parse_hex_bytes
     from cvmlaunch.measure.snp import (
         SevMode,
         SnpSettings,
@@ -220,14 +241,14 @@ def measure_snp_cmd(
     sev_mode = SevMode(mode)
     vmm = VmmType(vmm_type)
     is_sev = sev_mode in (SevMode.SEV, SevMode.SEV_ES)
-    expected = _parse_hex(expect, "--expect", 32 if is_sev else 48) if expect else None
-    seed = _parse_hex(snp_ovmf_hash, "--snp-ovmf-hash", 48) if snp_ovmf_hash else None
+    expected = parse_hex_bytes(expect, 32 if is_sev else 48, "--expect") if expect else None
+    seed = parse_hex_bytes(snp_ovmf_hash, 48, "--snp-ovmf-hash") if snp_ovmf_hash else None
     if kernel is not None and kernel_sha256 is not None:
         raise ConfigError("give --kernel or --kernel-sha256, not both")
     if initrd is not None and initrd_sha256 is not None:
         raise ConfigError("give --initrd or --initrd-sha256, not both")
-    given_kernel = _parse_hex(kernel_sha256, "--kernel-sha256", 32) if kernel_sha256 else None
-    given_initrd = _parse_hex(initrd_sha256, "--initrd-sha256", 32) if initrd_sha256 else None
+    given_kernel = parse_hex_bytes(kernel_sha256, 32, "--kernel-sha256") if kernel_sha256 else None
+    given_initrd = parse_hex_bytes(initrd_sha256, 32, "--initrd-sha256") if initrd_sha256 else None
     _check_combination(
         sev_mode,
         kernel if given_kernel is None else "--kernel-sha256",
@@ -238,6 +259,7 @@ def measure_snp_cmd(
         vars_size,
         vars_file,
     )
+    launch_id = _launch_identity(sev_mode, policy, host_data, id_block, id_auth)
     sig = _resolve_sig(vcpu_type, vcpu_sig, vcpu_family, vcpu_model, vcpu_stepping)
     if sev_mode in (SevMode.SNP, SevMode.SNP_SVSM, SevMode.SEV_ES):
         if vcpus is None:
@@ -307,6 +329,9 @@ def measure_snp_cmd(
                 layout = snp_layout(image, settings)
                 extra = {"ap_reset_address": image.sev_es_reset_eip}
                 settings_out = settings.log_settings()
+            if launch_id is not None:
+                extra |= launch_id.settings
+                settings_out |= launch_id.settings
             if want_log:
                 log = snp_log(
                     layout,
@@ -319,6 +344,8 @@ def measure_snp_cmd(
                 digest = log.digest
             else:
                 digest = fold_layout(layout, settings.ovmf_hash or ZERO_DIGEST)
+    if launch_id is not None:
+        launch_id.check(digest)
     if log is not None and log_path is not None:
         from cvmlaunch.cli._output import write_atomic
         from cvmlaunch.measure.log import dumps_log
@@ -327,6 +354,81 @@ def measure_snp_cmd(
     _print(digest, output_format, sev_mode, settings_out, log)
     if expected is not None and expected != digest:
         raise MeasurementMismatch("launch digest", expected=expected, actual=digest)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _LaunchId:
+    """The SNP launch identity given on the command line: its log header settings, the
+    policy, and the ID block pair (``(source, block, auth)``) to check against the digest."""
+
+    settings: dict[str, SettingValue]
+    policy: GuestPolicy
+    pair: tuple[str, bytes, bytes] | None
+
+    def check(self, digest: bytes) -> None:
+        """Raise CheckFailed / MeasurementMismatch unless the ID block fits this launch."""
+        if self.pair is None:
+            return
+        from cvmlaunch.measure.identity import check_launch_id_pair
+
+        source, block, auth = self.pair
+        check_launch_id_pair(block, auth, measurement=digest, policy=self.policy, source=source)
+
+
+def _launch_identity(
+    mode: SevMode,
+    policy: str | None,
+    host_data: str | None,
+    id_block: str | None,
+    id_auth: str | None,
+) -> _LaunchId | None:
+    """Parse and read the launch identity options (None for modes without one).
+
+    Raises:
+        ConfigError: an option the mode does not take, bad hex, a lone --id-block/--id-auth.
+        ImageError: an ID block or ID auth file of the wrong size or unreadable.
+    """
+    from cvmlaunch.measure.snp import SevMode
+
+    given = [
+        o
+        for o, v in (
+            ("--policy", policy),
+            ("--host-data", host_data),
+            ("--id-block", id_block),
+            ("--id-auth", id_auth),
+        )
+        if v is not None
+    ]
+    if mode not in (SevMode.SNP, SevMode.SNP_SVSM):
+        if given:
+            raise ConfigError(f"{given[0]} is an SNP launch setting (--mode snp or snp:svsm)")
+        return None
+    if (id_block is None) != (id_auth is None):
+        raise ConfigError("--id-block and --id-auth go together")
+    from cvmlaunch.files import read_blob
+    from cvmlaunch.layout import (
+        SNP_HOST_DATA_SIZE,
+        SNP_ID_AUTH_SIZE,
+        SNP_ID_BLOCK_SIZE,
+        SnpLaunchIdentity,
+        parse_hex_bytes,
+    )
+    from cvmlaunch.measure.identity import DEFAULT_POLICY, GuestPolicy
+    from cvmlaunch.measure.reference import identity_settings
+
+    guest_policy = GuestPolicy.parse(policy) if policy is not None else DEFAULT_POLICY
+    snp = SnpLaunchIdentity()
+    if host_data is not None:
+        snp = SnpLaunchIdentity(parse_hex_bytes(host_data, SNP_HOST_DATA_SIZE, "--host-data"))
+    pair: tuple[str, bytes, bytes] | None = None
+    if id_block is not None and id_auth is not None:
+        block = read_blob(id_block, SNP_ID_BLOCK_SIZE, "ID block")
+        auth = read_blob(id_auth, SNP_ID_AUTH_SIZE, "ID auth")
+        pair = (f"{id_block} / {id_auth}", block, auth)
+        snp = SnpLaunchIdentity(snp.host_data, block, auth)
+    settings = identity_settings(snp=snp, policy=guest_policy)
+    return _LaunchId(dict(settings), guest_policy, pair)
 
 
 def _check_combination(
