@@ -39,12 +39,14 @@ import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cvmlaunch.errors import CheckFailed, ConfigError, GuestError, MeasurementMismatch
 from cvmlaunch.layout import (
     FOUR_GIB,
     PAGE_SIZE,
+    SNP_HOST_DATA_SIZE,
+    TDX_MR_SIZE,
     Buffer,
     Layout,
     LogEntry,
@@ -54,14 +56,21 @@ from cvmlaunch.layout import (
     PageType,
     Provenance,
     Region,
+    SnpLaunchIdentity,
     SourceKind,
+    TdxLaunchIdentity,
     align_down,
     align_up,
+    parse_hex_bytes,
 )
+
+if TYPE_CHECKING:
+    from cvmlaunch.measure.log import SettingValue
 
 __all__ = [
     "CMDLINE_GPA",
     "DEBUG_EXIT_PORT",
+    "DEFAULT_SNP_POLICY",
     "GUEST_STACK",
     "INITRD_ADDR_MAX",
     "RANGE_TABLE_GPA",
@@ -111,6 +120,10 @@ _MODLIST_ENTRY = struct.Struct("<QQQQ")
 _MEMMAP_ENTRY = struct.Struct("<QQII")
 E820_RAM = 1
 E820_RESERVED = 2
+
+#: The SNP guest policy of a launch that gives none: QEMU's ``sev-snp-guest`` default (SMT
+#: allowed, bit 17 set); cvmlaunch.measure.identity.DEFAULT_POLICY is the same value.
+DEFAULT_SNP_POLICY = 0x30000
 
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
 _SIZE_SHIFT = {"": 20, "K": 10, "M": 20, "G": 30, "T": 40}
@@ -174,9 +187,19 @@ class LaunchSettings:
         firmware: path of a firmware image mapped to end at 4 GiB, if any.
         tech: none, snp or tdx.
         timeout: seconds the guest may run before it is stopped.
+        policy: (snp) the SNP guest policy for SNP_LAUNCH_START; None: :data:`DEFAULT_SNP_POLICY`.
+        host_data: (snp) HOST_DATA for SNP_LAUNCH_FINISH, 32 bytes; None: zero.
+        id_block: (snp) path of the ID block (96 bytes, raw or base64), with ``id_auth``.
+        id_auth: (snp) path of the ID auth (4096 bytes, raw or base64).
+        mrconfigid: (tdx) MRCONFIGID for KVM_TDX_INIT_VM, 48 bytes; None: zero.
+        mrowner: (tdx) MROWNER, 48 bytes; None: zero.
+        mrownerconfig: (tdx) MROWNERCONFIG, 48 bytes; None: zero.
+
+    The launch identity (the last seven) never enters a launch digest; it is reported beside
+    it, so it is recorded in the launch log header (:meth:`LaunchPlan.identity_settings`).
 
     Raises:
-        ConfigError: a value out of range.
+        ConfigError: a value out of range, or an identity setting of another technology.
     """
 
     memory: int = 512 << 20
@@ -187,6 +210,13 @@ class LaunchSettings:
     firmware: str | None = None
     tech: Tech = Tech.NONE
     timeout: float = 60.0
+    policy: int | None = None
+    host_data: bytes | None = None
+    id_block: str | None = None
+    id_auth: str | None = None
+    mrconfigid: bytes | None = None
+    mrowner: bytes | None = None
+    mrownerconfig: bytes | None = None
 
     def __post_init__(self) -> None:
         if self.memory <= 0 or self.memory % PAGE_SIZE:
@@ -201,6 +231,37 @@ class LaunchSettings:
             )
         if "\0" in self.append:
             raise ConfigError("--append: the command line contains a NUL byte")
+        for tech, names in ((Tech.SNP, _SNP_IDENTITY), (Tech.TDX, _TDX_IDENTITY)):
+            given = [n for n in names if getattr(self, n) is not None]
+            if given and self.tech is not tech:
+                flag = "--" + given[0].replace("_", "-")
+                raise ConfigError(f"{flag} is a {tech.label} launch setting (--tech {tech.label})")
+        if (self.id_block is None) != (self.id_auth is None):
+            raise ConfigError("--id-block and --id-auth go together")
+        if self.policy is not None:
+            from cvmlaunch.measure.identity import GuestPolicy
+
+            GuestPolicy(self.policy)  # raises ConfigError for an invalid policy
+        # the identity types check the sizes (ConfigError)
+        SnpLaunchIdentity(self.host_data or bytes(SNP_HOST_DATA_SIZE))
+        TdxLaunchIdentity(*(v or bytes(TDX_MR_SIZE) for v in self._tdx_values()))
+
+    def _tdx_values(self) -> tuple[bytes | None, bytes | None, bytes | None]:
+        return self.mrconfigid, self.mrowner, self.mrownerconfig
+
+    @property
+    def snp_policy(self) -> int:
+        """The SNP guest policy the launch uses (the default unless given)."""
+        return DEFAULT_SNP_POLICY if self.policy is None else self.policy
+
+    @property
+    def tdx_identity(self) -> TdxLaunchIdentity:
+        """MRCONFIGID / MROWNER / MROWNERCONFIG (zero where not given)."""
+        return TdxLaunchIdentity(*(v or bytes(TDX_MR_SIZE) for v in self._tdx_values()))
+
+
+_SNP_IDENTITY = ("policy", "host_data", "id_block", "id_auth")
+_TDX_IDENTITY = ("mrconfigid", "mrowner", "mrownerconfig")
 
 
 _TOML_KEYS = {
@@ -212,6 +273,13 @@ _TOML_KEYS = {
     "firmware",
     "tech",
     "timeout",
+    "policy",
+    "host-data",
+    "id-block",
+    "id-auth",
+    "mrconfigid",
+    "mrowner",
+    "mrownerconfig",
 }
 
 
@@ -221,9 +289,14 @@ def settings_from_toml(
     """Settings from a TOML document with QEMU-like keys, then ``overrides`` (the CLI flags).
 
     Keys: ``memory`` ("512M", "5G" or MiB), ``vcpus``, ``kernel``, ``initrd``, ``append``,
-    ``firmware``, ``tech`` ("none", "snp", "tdx"), ``timeout`` (seconds). Relative paths
-    in the file are relative to ``base`` (the file's directory); paths in ``overrides`` are
-    taken as given. An override of ``None`` means "not given".
+    ``firmware``, ``tech`` ("none", "snp", "tdx"), ``timeout`` (seconds); the launch identity
+    with the names of QEMU's ``sev-snp-guest`` / ``tdx-guest`` properties: ``policy`` (SNP,
+    "0x30000" or an integer), ``host-data`` (SNP, hex, 32 bytes), ``id-block`` and
+    ``id-auth`` (SNP, file paths: raw or base64 files), ``mrconfigid``, ``mrowner``,
+    ``mrownerconfig`` (TDX, hex, 48 bytes). Unlike QEMU, byte values are hex, not base64 (as
+    on the command line). Relative paths in the file are relative to ``base`` (the file's
+    directory); paths in ``overrides`` (keyed by field name: ``host_data``) are taken as
+    given. An override of ``None`` means "not given".
 
     Raises:
         ConfigError: TOML syntax, an unknown key, or a value of the wrong type.
@@ -237,11 +310,11 @@ def settings_from_toml(
         raise ConfigError(f"{source}: unknown key {unknown[0]!r} (known: {sorted(_TOML_KEYS)})")
     merged: dict[str, Any] = {}
     for key, value in doc.items():
-        if key in ("kernel", "initrd", "firmware"):
+        if key in ("kernel", "initrd", "firmware", "id-block", "id-auth"):
             if not isinstance(value, str):
                 raise ConfigError(f"{source}: {key} must be a string path")
             value = str(PurePath(base) / value)
-        merged[key] = value
+        merged[key.replace("-", "_")] = value
     merged.update({k: v for k, v in overrides.items() if v is not None})
     return _settings(merged, source)
 
@@ -265,9 +338,35 @@ def _settings(values: Mapping[str, Any], source: str) -> LaunchSettings:
             if not isinstance(value, str):
                 raise ConfigError(f"{source}: append must be a string")
             kwargs[key] = value
+        elif key == "policy":
+            kwargs[key] = _policy(value, source)
+        elif key in ("host_data", *_TDX_IDENTITY):
+            size = SNP_HOST_DATA_SIZE if key == "host_data" else TDX_MR_SIZE
+            name = key.replace("_", "-")
+            if isinstance(value, bytes):
+                kwargs[key] = value
+            elif isinstance(value, str):
+                kwargs[key] = parse_hex_bytes(value, size, f"{source}: {name}")
+            else:
+                raise ConfigError(f"{source}: {name} must be a hex string")
+        elif key in ("id_block", "id_auth"):
+            if not isinstance(value, str):
+                raise ConfigError(f"{source}: {key.replace('_', '-')} must be a string path")
+            kwargs[key] = value
         else:
             kwargs[key] = value
     return LaunchSettings(**kwargs)
+
+
+def _policy(value: object, source: str) -> int:
+    """An SNP policy as a TOML string ("0x30000") or integer, or the CLI's string."""
+    from cvmlaunch.measure.identity import GuestPolicy
+
+    if isinstance(value, str):
+        return GuestPolicy.parse(value).value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return GuestPolicy(value).value
+    raise ConfigError(f'{source}: policy must be hex ("0x30000") or an integer')
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +379,9 @@ class LaunchPlan:
         start_info_gpa: %ebx for vCPU 0.
         vcpus: number of vCPUs.
         tech: the technology.
+        settings: the settings the plan was built from.
+        snp: (snp) HOST_DATA and the ID block pair for SNP_LAUNCH_FINISH.
+        tdx: (tdx) MRCONFIGID / MROWNER / MROWNERCONFIG for KVM_TDX_INIT_VM.
     """
 
     layout: Layout
@@ -288,6 +390,22 @@ class LaunchPlan:
     vcpus: int
     tech: Tech
     settings: LaunchSettings = field(default_factory=LaunchSettings)
+    snp: SnpLaunchIdentity | None = None
+    tdx: TdxLaunchIdentity | None = None
+
+    def identity_settings(self) -> dict[str, SettingValue]:
+        """The launch identity as launch log header settings (docs/log-format.md, "Launch
+        identity settings"): the SNP policy, host data and ID block pair, or the TDX MR values;
+        empty for a plain launch."""
+        if self.snp is None and self.tdx is None:
+            return {}
+        from cvmlaunch.measure.identity import GuestPolicy
+        from cvmlaunch.measure.reference import identity_settings
+
+        if self.snp is not None:
+            policy = GuestPolicy(self.settings.snp_policy)
+            return dict(identity_settings(snp=self.snp, policy=policy))
+        return dict(identity_settings(tdx=self.tdx))
 
     @property
     def hashed(self) -> tuple[Region, ...]:
@@ -334,6 +452,8 @@ def build_plan(
     initrd_name: str = "initrd",
     firmware: Buffer | None = None,
     firmware_name: str = "firmware",
+    id_block: Buffer | None = None,
+    id_auth: Buffer | None = None,
 ) -> LaunchPlan:
     """Lay out a PVH launch: kernel, initrd, firmware, command line, start_info, range table.
 
@@ -349,14 +469,19 @@ def build_plan(
         initrd_name: the initrd's name for provenance.
         firmware: a firmware image (placed to end at 4 GiB), if any.
         firmware_name: the firmware's name for provenance.
+        id_block: (snp) the contents of ``settings.id_block`` (96 bytes), if given.
+        id_auth: (snp) the contents of ``settings.id_auth`` (4096 bytes).
 
     Returns:
-        The plan.
+        The plan, with the launch identity of its technology.
 
     Raises:
         LayoutError: a region outside guest memory, overlapping another, or over the guest's
             reserved low pages or stack.
-        ConfigError: no kernel regions, an entry outside the kernel, too many ranges.
+        ConfigError: no kernel regions, an entry outside the kernel, too many ranges, an ID
+            block pair missing or not given for the settings.
+        CheckFailed: an ID block pair that does not verify or whose policy is not the
+            launch's (the firmware would refuse the launch).
     """
     if not kernel_regions:
         raise ConfigError("the kernel has no loadable segments")
@@ -450,7 +575,35 @@ def build_plan(
         vcpus=settings.vcpus,
         tech=settings.tech,
         settings=settings,
+        snp=_snp_identity(settings, id_block, id_auth),
+        tdx=settings.tdx_identity if settings.tech is Tech.TDX else None,
     )
+
+
+def _snp_identity(
+    settings: LaunchSettings, id_block: Buffer | None, id_auth: Buffer | None
+) -> SnpLaunchIdentity | None:
+    """HOST_DATA and the ID block pair of an SNP launch, the pair checked as the firmware will
+    check it (signatures, policy; the launch digest is not predicted for this plan)."""
+    if (id_block is None) != (settings.id_block is None) or (id_auth is None) != (
+        settings.id_auth is None
+    ):
+        raise ConfigError("the ID block and ID auth contents must come with --id-block/--id-auth")
+    if settings.tech is not Tech.SNP:
+        return None
+    host_data = settings.host_data or bytes(SNP_HOST_DATA_SIZE)
+    if id_block is None or id_auth is None:
+        return SnpLaunchIdentity(host_data)
+    from cvmlaunch.measure.identity import GuestPolicy, check_launch_id_pair
+
+    check_launch_id_pair(
+        id_block,
+        id_auth,
+        measurement=None,
+        policy=GuestPolicy(settings.snp_policy),
+        source=f"{settings.id_block} / {settings.id_auth}",
+    )
+    return SnpLaunchIdentity(host_data, bytes(id_block), bytes(id_auth))
 
 
 @dataclass(frozen=True, slots=True)

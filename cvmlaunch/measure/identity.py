@@ -689,7 +689,7 @@ def check_launch_id_pair(
     block_data: bytes | memoryview,
     auth_data: bytes | memoryview,
     *,
-    measurement: bytes,
+    measurement: bytes | None,
     policy: GuestPolicy,
     source: str = "ID block",
 ) -> IdVerification:
@@ -700,7 +700,8 @@ def check_launch_id_pair(
     Args:
         block_data: the 96-byte ID block.
         auth_data: the 4096-byte ID auth.
-        measurement: the launch digest the launch will have (48 bytes).
+        measurement: the launch digest the launch will have (48 bytes), or None when it is
+            not predicted (the firmware still compares it at SNP_LAUNCH_FINISH).
         policy: the policy the launch will be started with (SNP_LAUNCH_START).
         source: names the pair in errors.
 
@@ -716,7 +717,7 @@ def check_launch_id_pair(
     if not result.ok or result.block is None:
         names = ", ".join(c.name for c in result.failures)
         raise CheckFailed(f"{source}: {len(result.failures)} check(s) failed: {names}")
-    if result.block.ld != measurement:
+    if measurement is not None and result.block.ld != measurement:
         raise MeasurementMismatch(
             f"{source}: launch digest (LD) vs the computed measurement",
             expected=measurement,
