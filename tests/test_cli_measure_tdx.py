@@ -43,7 +43,14 @@ def test_base64_and_json(fake_fw: Path) -> None:
     assert code == 0
     doc = json.loads(out)
     assert doc["mrtd"] == doc["digest"] == CLEAN_TDX_EXAMPLE_MRTD
-    assert doc["settings"] == {"order": "per-page", "profile": "qemu"}
+    zero = "00" * 48  # the TD owner values default to zero (recorded, not measured)
+    assert doc["settings"] == {
+        "order": "per-page",
+        "profile": "qemu",
+        "mrconfigid": zero,
+        "mrowner": zero,
+        "mrownerconfig": zero,
+    }
     assert doc["firmware"]["sha256"] == hashlib.sha256(fake_fw.read_bytes()).hexdigest()
     assert (doc["page_add"], doc["mr_extend"]) == (0x1E0 + 0x20 + 0x10 + 2 + 2 + 6, 0x1E0 * 16)
 

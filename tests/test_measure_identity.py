@@ -230,3 +230,75 @@ def test_an_id_block_file_of_the_wrong_size_exits_2(tmp_path: Path, amdsev: Path
     res = _measure(amdsev, "--id-block", str(block), "--id-auth", str(auth))
     assert res.exit_code == 2, res.output
     assert "ID block: 95 bytes; expected 96 raw bytes or their base64" in res.output
+
+
+# ------------------------------------------------------------------ TDX: measure tdx
+
+#: OVMF.inteltdx.ms.fd's MRTD (per-page order) as td-shim's td_shim_tee_info_hash.py
+#: computed it (tests/vectors/tdx/mrtd.json).
+TDX_MRTD = bytes.fromhex(
+    "a7a1f751abc454f9cbab198ca8d2edb2821935df525c74182b5e776cb0929e8c"
+    "59aefecce725b0d08a5e9d3d3183bd08"
+)
+MRS = {"mrconfigid": b"\x11" * 48, "mrowner": bytes(range(48)), "mrownerconfig": b"\xee" * 48}
+
+
+def test_tdx_owner_values_are_recorded_not_measured(
+    tmp_path: Path, firmware: Callable[[str], Path]
+) -> None:
+    """Real TDVF: MRTD is td-shim's with or without the owner values; the header records
+    them; reference-values prints them; log verify still replays the log."""
+    fw = firmware("OVMF.inteltdx.ms.fd")
+    plain, owned = tmp_path / "plain.jsonl", tmp_path / "owned.jsonl"
+    runner = CliRunner()
+    a = runner.invoke(cli, ["measure", "tdx", "--firmware", str(fw), "--log", str(plain)])
+    opts = [x for name, v in MRS.items() for x in (f"--{name}", "0x" + v.hex().upper())]
+    b = runner.invoke(cli, ["measure", "tdx", "--firmware", str(fw), *opts, "--log", str(owned)])
+    assert a.exit_code == b.exit_code == 0, (a.output, b.output)
+    assert a.stdout == b.stdout == TDX_MRTD.hex() + "\n"
+    la, lb = plain.read_text().splitlines(), owned.read_text().splitlines()
+    assert la[1:] == lb[1:]
+    settings = _header_settings(owned)
+    assert {k: settings[k] for k in MRS} == {k: v.hex() for k, v in MRS.items()}
+    assert {k: _header_settings(plain)[k] for k in MRS} == dict.fromkeys(MRS, "00" * 48)
+
+    out = runner.invoke(cli, ["reference-values", str(owned)])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout) == {
+        "technology": "tdx",
+        "mr_td": TDX_MRTD.hex(),
+        "mr_config_id": MRS["mrconfigid"].hex(),
+        "mr_owner": MRS["mrowner"].hex(),
+        "mr_owner_config": MRS["mrownerconfig"].hex(),
+    }
+    go = runner.invoke(cli, ["reference-values", str(owned), "--format", "go-tdx-guest"])
+    assert go.stdout.split() == [
+        f"-mr_td={TDX_MRTD.hex()}",
+        f"-mr_config_id={MRS['mrconfigid'].hex()}",
+        f"-mr_owner={MRS['mrowner'].hex()}",
+        f"-mr_owner_config={MRS['mrownerconfig'].hex()}",
+    ]
+    verified = runner.invoke(cli, ["log", "verify", str(owned), "--firmware", str(fw)])
+    assert verified.exit_code == 0, verified.output
+
+    js = runner.invoke(
+        cli, ["measure", "tdx", "--firmware", str(fw), *opts, "--output-format", "json"]
+    )
+    assert json.loads(js.stdout)["settings"]["mrowner"] == MRS["mrowner"].hex()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--mrowner", "ab" * 47], "--mrowner: 47 bytes given, exactly 48 needed"),
+        (["--mrconfigid", "ab" * 49], "--mrconfigid: 49 bytes given, exactly 48 needed"),
+        (["--mrownerconfig", "nothex"], "--mrownerconfig: 'nothex' is not hexadecimal"),
+    ],
+)
+def test_bad_tdx_owner_values_exit_2(
+    firmware: Callable[[str], Path], args: list[str], message: str
+) -> None:
+    fw = firmware("OVMF.inteltdx.ms.fd")
+    res = CliRunner().invoke(cli, ["measure", "tdx", "--firmware", str(fw), *args])
+    assert res.exit_code == 2, res.output
+    assert message in res.output

@@ -39,12 +39,18 @@ def parse_expected(text: str, *, what: str = "MRTD") -> bytes:
     return value
 
 
-def _json_result(m: TdxMeasurement, firmware: str, sha256: bytes, log_records: int | None) -> str:
+def _json_result(
+    m: TdxMeasurement,
+    firmware: str,
+    sha256: bytes,
+    log_records: int | None,
+    identity: dict[str, str | None],
+) -> str:
     doc: dict[str, Any] = {
         "technology": "tdx",
         "digest": m.mrtd.hex(),
         "mrtd": m.mrtd.hex(),
-        "settings": {"order": m.order.value, "profile": _PROFILE},
+        "settings": {"order": m.order.value, "profile": _PROFILE, **identity},
         "firmware": {"name": firmware, "sha256": sha256.hex()},
         "page_add": m.page_adds,
         "mr_extend": m.mr_extends,
@@ -52,6 +58,28 @@ def _json_result(m: TdxMeasurement, firmware: str, sha256: bytes, log_records: i
     if log_records is not None:
         doc["log_records"] = log_records
     return json.dumps(doc, sort_keys=True)
+
+
+def _owner_settings(
+    mrconfigid: str | None, mrowner: str | None, mrownerconfig: str | None
+) -> dict[str, str | None]:
+    """The TD owner values as log header settings (zero where not given).
+
+    Raises:
+        ConfigError: a value that is not hex of exactly 48 bytes (naming the option).
+    """
+    from cvmlaunch.layout import TDX_MR_SIZE, TdxLaunchIdentity, parse_hex_bytes
+    from cvmlaunch.measure.reference import identity_settings
+
+    values = [
+        bytes(TDX_MR_SIZE) if v is None else parse_hex_bytes(v, TDX_MR_SIZE, f"--{name}")
+        for name, v in (
+            ("mrconfigid", mrconfigid),
+            ("mrowner", mrowner),
+            ("mrownerconfig", mrownerconfig),
+        )
+    ]
+    return identity_settings(tdx=TdxLaunchIdentity(*values))
 
 
 @click.command("tdx")
@@ -78,16 +106,34 @@ def _json_result(m: TdxMeasurement, firmware: str, sha256: bytes, log_records: i
     show_default=True,
     help="How to print the MRTD.",
 )
+@click.option(
+    "--mrconfigid",
+    metavar="HEX",
+    help="MRCONFIGID, 48 bytes (recorded, not measured) [default: zero].",
+)
+@click.option("--mrowner", metavar="HEX", help="MROWNER, 48 bytes [default: zero].")
+@click.option("--mrownerconfig", metavar="HEX", help="MROWNERCONFIG, 48 bytes [default: zero].")
 def measure_tdx_cmd(
-    firmware: str, two_pass: bool, log_path: str | None, expect: str | None, output_format: str
+    firmware: str,
+    two_pass: bool,
+    log_path: str | None,
+    expect: str | None,
+    output_format: str,
+    mrconfigid: str | None,
+    mrowner: str | None,
+    mrownerconfig: str | None,
 ) -> None:
     """Predict the TDX MRTD of a TD that QEMU launches with TDVF firmware (-bios FIRMWARE).
 
     Every TDVF metadata section is PAGE.ADDed in metadata order; sections with the MR.EXTEND
     attribute (the BFV) are also MR.EXTENDed. RAM size, vCPUs and TD attributes do not enter
-    MRTD. With hex output, stdout is the MRTD alone on one line.
+    MRTD. With hex output, stdout is the MRTD alone on one line. The owner values
+    (--mrconfigid, --mrowner, --mrownerconfig, as QEMU's tdx-guest takes them) are reported in
+    the TD quote beside MRTD but never enter it: they are recorded in the log header and the
+    JSON output (cvmlaunch reference-values reads them back).
     """
     expected = parse_expected(expect) if expect is not None else None
+    owner = _owner_settings(mrconfigid, mrowner, mrownerconfig)
     order = PageOrder.TWO_PASS if two_pass else PageOrder.PER_PAGE
     log_text: str | None = None
     with map_file(firmware) as data:
@@ -109,7 +155,7 @@ def measure_tdx_cmd(
                 result,
                 inputs=(source,),
                 tool_version=__version__,
-                settings={"profile": _PROFILE},
+                settings={"profile": _PROFILE, **owner},
             )
             log_text = dumps_log(log)
     if log_path is not None and log_text is not None:
@@ -118,7 +164,7 @@ def measure_tdx_cmd(
         write_atomic(log_path, log_text)
     if output_format == "json":
         records = None if log_text is None else len(result.log)
-        click.echo(_json_result(result, firmware, sha256, records))
+        click.echo(_json_result(result, firmware, sha256, records, owner))
     elif output_format == "base64":
         import base64
 
