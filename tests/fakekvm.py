@@ -147,6 +147,11 @@ class FakeKernel:
         self.calls = 0
         self.objects: dict[int, object] = {}
         self.journal: list[tuple[object, ...]] = []
+        #: What the launch-identity calls received, as the kernel would read it: SNP
+        #: ``policy`` (LAUNCH_START); ``host_data``, ``id_block``, ``id_auth`` (None unless
+        #: enabled), ``auth_key_en`` (LAUNCH_FINISH); TDX ``attributes``, ``xfam``,
+        #: ``mrconfigid``, ``mrowner``, ``mrownerconfig`` (INIT_VM).
+        self.launch_params: dict[str, object] = {}
         self.mappings: list[mmap.mmap] = []
 
     # the Kernel protocol -------------------------------------------------------
@@ -336,6 +341,14 @@ class FakeKernel:
             if vm.tdx_init or vm.vcpus:
                 raise _oserror(errno.EINVAL)
             vm.tdx_init = True
+            init = _uapi.KvmTdxInitVm.from_address(cmd.data)
+            self.launch_params.update(
+                attributes=int(init.attributes),
+                xfam=int(init.xfam),
+                mrconfigid=bytes(init.mrconfigid),
+                mrowner=bytes(init.mrowner),
+                mrownerconfig=bytes(init.mrownerconfig),
+            )
             self.journal.append(("TDX_INIT_VM",))
             return 0
         if cmd.id == TdxCmd.FINALIZE_VM:
@@ -415,6 +428,7 @@ class FakeKernel:
             if not vm.sev_init or vm.snp_started or not start.policy & (1 << 17) or start.flags:
                 raise _oserror(errno.EINVAL)
             vm.snp_started = True
+            self.launch_params["policy"] = int(start.policy)
             self.journal.append(("SNP_LAUNCH_START", start.policy))
             return 0
         if cmd.id == SevCmd.SNP_LAUNCH_UPDATE:
@@ -423,6 +437,13 @@ class FakeKernel:
             fin = _uapi.KvmSevSnpLaunchFinish.from_address(cmd.data)
             if not vm.snp_started or fin.flags:
                 raise _oserror(errno.EINVAL)
+            enabled = bool(fin.id_block_en)
+            self.launch_params.update(
+                host_data=bytes(fin.host_data),
+                id_block=ctypes.string_at(fin.id_block_uaddr, 96) if enabled else None,
+                id_auth=ctypes.string_at(fin.id_auth_uaddr, 4096) if enabled else None,
+                auth_key_en=bool(fin.auth_key_en),
+            )
             for v in vm.vcpus:
                 self.journal.append(("SNP_VMSA", v.vcpu_id))
             self.journal.append(("SNP_LAUNCH_FINISH", bytes(fin.host_data), fin.id_block_en))

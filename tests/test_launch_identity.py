@@ -81,6 +81,13 @@ def test_snp_identity_fits_launch_finish() -> None:
         vm.snp_launch_start(ident.DEFAULT_POLICY.value)
         vm.snp_launch_finish(finish)
     assert kernel.journal[-1] == ("SNP_LAUNCH_FINISH", b"\x5a" * 32, 1)
+    assert kernel.launch_params == {
+        "policy": 0x30000,
+        "host_data": b"\x5a" * 32,
+        "id_block": GOOD_BLOCK,
+        "id_auth": GOOD_AUTH,
+        "auth_key_en": True,
+    }
 
 
 def test_tdx_identity_fits_init_vm() -> None:
@@ -96,6 +103,13 @@ def test_tdx_identity_fits_init_vm() -> None:
             mrownerconfig=t.mrownerconfig,
         )
     assert ("TDX_INIT_VM",) in kernel.journal
+    assert kernel.launch_params == {
+        "attributes": 0,
+        "xfam": 0x3,
+        "mrconfigid": b"\x11" * 48,
+        "mrowner": b"\x22" * 48,
+        "mrownerconfig": b"\x33" * 48,
+    }
 
 
 def test_one_hex_parser_serves_layout_and_identity() -> None:
