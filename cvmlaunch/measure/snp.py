@@ -375,7 +375,9 @@ def snp_log(
         mode: the mode (written into the header).
         inputs: the inputs with their sizes and digests.
         tool_version: the writer's version.
-        extra_settings: more header settings (e.g. ``vars_size``, ``ap_reset_address``).
+        extra_settings: more header settings (e.g. ``vars_size``, ``ap_reset_address``, and
+            the launch identity from :func:`cvmlaunch.measure.reference.identity_settings`,
+            which is recorded but never enters the digest).
 
     Returns:
         The log; its footer digest equals :func:`cvmlaunch.measure.snp_chain.fold_layout`.
