@@ -23,7 +23,7 @@ import click
 
 from cvmlaunch.cli._output import write_atomic
 from cvmlaunch.errors import ConfigError, GuestError
-from cvmlaunch.files import map_file
+from cvmlaunch.files import map_file, read_blob
 from cvmlaunch.image.elf import elf_regions, parse_elf
 from cvmlaunch.launch import (
     DEBUG_EXIT_PORT,
@@ -36,19 +36,31 @@ from cvmlaunch.launch import (
     parse_report,
     settings_from_toml,
 )
-from cvmlaunch.layout import Layout, LogEntry, LogOp, MemoryMap
+from cvmlaunch.layout import (
+    SNP_ID_AUTH_SIZE,
+    SNP_ID_BLOCK_SIZE,
+    Layout,
+    LogEntry,
+    LogOp,
+    MemoryMap,
+    SnpLaunchIdentity,
+    TdxLaunchIdentity,
+)
 
 if TYPE_CHECKING:
-    from cvmlaunch.measure.log import LogHeader, LogInput, MeasurementLog
+    from cvmlaunch.kvm_map import Kernel, SnpFinish, Vm
+    from cvmlaunch.measure.log import LogHeader, LogInput, MeasurementLog, SettingValue
 
 __all__ = [
     "LaunchResult",
     "describe_plan",
     "execute",
+    "header_settings",
     "input_digests",
     "launch_cmd",
     "load_plan",
     "log_header",
+    "open_vm",
 ]
 
 #: A populate shorter than this shows no progress bar.
@@ -86,6 +98,10 @@ def load_plan(settings: LaunchSettings) -> Iterator[LaunchPlan]:
         )
         initrd = stack.enter_context(map_file(settings.initrd)) if settings.initrd else None
         firmware = stack.enter_context(map_file(settings.firmware)) if settings.firmware else None
+        id_block = id_auth = None
+        if settings.id_block is not None and settings.id_auth is not None:
+            id_block = read_blob(settings.id_block, SNP_ID_BLOCK_SIZE, "ID block")
+            id_auth = read_blob(settings.id_auth, SNP_ID_AUTH_SIZE, "ID auth")
         yield build_plan(
             settings,
             regions,
@@ -94,6 +110,8 @@ def load_plan(settings: LaunchSettings) -> Iterator[LaunchPlan]:
             initrd_name=Path(settings.initrd).name if settings.initrd else "initrd",
             firmware=firmware,
             firmware_name=Path(settings.firmware).name if settings.firmware else "firmware",
+            id_block=id_block,
+            id_auth=id_auth,
         )
 
 
@@ -151,7 +169,31 @@ def describe_plan(plan: LaunchPlan) -> Iterator[str]:
     for line, digest in zip(lines[1:], plan.predicted(), strict=True):
         yield line
         yield f"      sha384 {digest.hex()}"
+    yield from _identity_lines(plan)
     yield from _prediction(plan)
+
+
+def _identity_lines(plan: LaunchPlan) -> Iterator[str]:
+    """The launch identity the VM is started with (reported beside the digest, not in it)."""
+    settings = plan.identity_settings()
+    if not settings:
+        return
+    yield "launch identity (reported beside the launch digest, never measured):"
+    if plan.snp is not None:
+        from cvmlaunch.measure.identity import GuestPolicy, IdAuth
+
+        yield f"  policy         {GuestPolicy(plan.settings.snp_policy).describe()}"
+        yield f"  host_data      {plan.snp.host_data.hex()}"
+        if plan.snp.id_auth is None:
+            yield "  id_block       none"
+        else:
+            auth = IdAuth.unpack(plan.snp.id_auth)
+            yield f"  id_key_digest  {auth.id_key_digest.hex()}"
+            if auth.has_author_key:
+                yield f"  author_key_digest {auth.author_key_digest.hex()}"
+    else:
+        for key, value in settings.items():
+            yield f"  {key:<14} {value}"
 
 
 def _prediction(plan: LaunchPlan) -> Iterator[str]:
@@ -259,7 +301,9 @@ def check_host(tech: Tech) -> None:
         kvm.caps().require(vm_type)
 
 
-def _populate(vm: Any, layout: Layout) -> tuple[tuple[LogEntry, ...], tuple[str, ...]]:
+def _populate(
+    vm: Any, layout: Layout, snp_finish: SnpFinish | None = None
+) -> tuple[tuple[LogEntry, ...], tuple[str, ...]]:
     """Populate the whole ``layout`` in one call, with a progress bar once it takes a moment.
 
     The bar advances on every record :func:`cvmlaunch.kvm_map.populate` makes (``on_record``),
@@ -278,10 +322,23 @@ def _populate(vm: Any, layout: Layout) -> tuple[tuple[LogEntry, ...], tuple[str,
             progress(copied)
 
     try:
-        done = kvm_map.populate(vm, layout, on_record=on_record)
+        done = kvm_map.populate(vm, layout, snp_finish=snp_finish, on_record=on_record)
     finally:
         progress.close()
     return done.entries, done.notes
+
+
+def header_settings(plan: LaunchPlan) -> dict[str, SettingValue]:
+    """The launch log header's settings for ``plan``: the memory size, the number of vCPUs,
+    the PVH entry point (informational), and the launch identity of an SNP or TDX plan
+    (:meth:`cvmlaunch.launch.LaunchPlan.identity_settings`: policy, host data, ID block pair;
+    MRCONFIGID, MROWNER, MROWNERCONFIG), which no digest covers."""
+    settings: dict[str, SettingValue] = {
+        "memory": plan.settings.memory,
+        "vcpus": plan.vcpus,
+        "pvh_entry": plan.entry,
+    }
+    return settings | plan.identity_settings()
 
 
 def log_header(plan: LaunchPlan, inputs: tuple[LogInput, ...] = ()) -> LogHeader:
@@ -295,12 +352,7 @@ def log_header(plan: LaunchPlan, inputs: tuple[LogInput, ...] = ()) -> LogHeader
 
     if plan.tech is not Tech.NONE:  # pragma: no cover - no SNP/TDX host to run on here
         raise ConfigError(f"no launch log for {plan.tech.label} launches yet")
-    settings = {
-        "memory": plan.settings.memory,
-        "vcpus": plan.vcpus,
-        "pvh_entry": plan.entry,
-    }
-    return plain_header(settings, inputs=inputs, tool_version=__version__)
+    return plain_header(header_settings(plan), inputs=inputs, tool_version=__version__)
 
 
 def input_digests(settings: LaunchSettings) -> tuple[LogInput, ...]:
@@ -362,6 +414,68 @@ def _run_vcpu(
         raise GuestError(f"vCPU {index}: the guest stopped unexpectedly: {exit_}")
 
 
+#: TD_PARAMS of a TDX launch: no TD attributes (no debug, no SEPT_VE_DISABLE), XFAM x87
+#: and SSE only (the bits the TDX module requires), no CPUID configuration. Not yet run on
+#: TDX hardware: cvmlaunch does not start TD vCPUs for a PVH plan (see :func:`execute`).
+TDX_ATTRIBUTES = 0
+TDX_XFAM = 0x3
+
+
+def open_vm(plan: LaunchPlan, *, kernel: Kernel | None = None) -> tuple[Vm, SnpFinish | None]:
+    """Create the VM for ``plan``'s technology and start its launch with the plan's identity.
+
+    SNP: ``KVM_SEV_INIT2``, then ``SNP_LAUNCH_START`` with the plan's policy; returns the
+    ``SNP_LAUNCH_FINISH`` arguments (HOST_DATA, the ID block pair, AUTH_KEY_EN) for
+    :func:`cvmlaunch.kvm_map.populate`. TDX: ``KVM_TDX_INIT_VM`` with :data:`TDX_ATTRIBUTES`,
+    :data:`TDX_XFAM` and the plan's MRCONFIGID / MROWNER / MROWNERCONFIG. Plain: a default VM.
+
+    Args:
+        plan: the launch plan.
+        kernel: the kernel seam (tests pass a fake); None: the running kernel.
+
+    Returns:
+        The VM (the caller closes it) and the LAUNCH_FINISH arguments (SNP) or None.
+
+    Raises:
+        KvmUnsupported: the host lacks the VM type (nothing was created).
+        KvmError: a call failed (the VM is closed).
+    """
+    from cvmlaunch import kvm_map
+
+    vm_type = {
+        Tech.NONE: kvm_map.VmType.DEFAULT,
+        Tech.SNP: kvm_map.VmType.SNP,
+        Tech.TDX: kvm_map.VmType.TDX,
+    }[plan.tech]
+    vm = kvm_map.Vm.open(vm_type, kernel=kernel)
+    try:
+        if plan.tech is Tech.SNP:
+            snp = plan.snp or SnpLaunchIdentity()
+            vm.sev_init2()
+            vm.snp_launch_start(plan.settings.snp_policy)
+            finish = kvm_map.SnpFinish(
+                id_block=snp.id_block,
+                id_auth=snp.id_auth,
+                auth_key_en=snp.auth_key_en,
+                host_data=snp.host_data,
+            )
+            return vm, finish
+        if plan.tech is Tech.TDX:
+            tdx = plan.tdx or TdxLaunchIdentity()
+            vm.tdx_init_vm(
+                attributes=TDX_ATTRIBUTES,
+                xfam=TDX_XFAM,
+                cpuid=(),
+                mrconfigid=tdx.mrconfigid,
+                mrowner=tdx.mrowner,
+                mrownerconfig=tdx.mrownerconfig,
+            )
+    except BaseException:
+        vm.close()
+        raise
+    return vm, None
+
+
 def execute(
     plan: LaunchPlan,
     *,
@@ -409,7 +523,6 @@ def execute(
         MeasurementMismatch: a range's guest digest differs from the log (names the range).
         CheckFailed: the guest's report is incomplete or inconsistent with the table.
     """
-    from cvmlaunch import kvm_map
     from cvmlaunch.measure.log import complete_log, dumps_log, parse_log, verify_log
 
     check_host(plan.tech)
@@ -431,9 +544,10 @@ def execute(
     memory = plan.layout.memory
     if memory is None:  # build_plan always sets it
         raise ConfigError("the plan has no memory map")
-    with kvm_map.Vm.open(kvm_map.VmType.DEFAULT) as vm:
+    vm, finish = open_vm(plan)
+    with vm:
         vm.map_memory(memory)
-        records, notes = _populate(vm, plan.layout)
+        records, notes = _populate(vm, plan.layout, finish)
         if on_note is not None:
             for note in notes:
                 on_note(note)
@@ -458,7 +572,23 @@ def execute(
     return LaunchResult(written, notes, text, status[0] if status else None, checked)
 
 
-_OPTIONS = ("memory", "vcpus", "firmware", "kernel", "initrd", "append", "tech", "timeout")
+_OPTIONS = (
+    "memory",
+    "vcpus",
+    "firmware",
+    "kernel",
+    "initrd",
+    "append",
+    "tech",
+    "timeout",
+    "policy",
+    "host_data",
+    "id_block",
+    "id_auth",
+    "mrconfigid",
+    "mrowner",
+    "mrownerconfig",
+)
 
 
 @click.command("launch")
@@ -484,6 +614,17 @@ _OPTIONS = ("memory", "vcpus", "firmware", "kernel", "initrd", "append", "tech",
     help="Write the launch measurement log (JSON Lines, docs/log-format.md) to FILE, "
     "atomically, once the guest has halted.",
 )
+@click.option("--policy", metavar="HEX", help="SNP guest policy (default 0x30000, QEMU's).")
+@click.option("--host-data", metavar="HEX", help="SNP HOST_DATA, 32 bytes (default zero).")
+@click.option(
+    "--id-block",
+    type=click.Path(dir_okay=False),
+    help="SNP ID block (96 bytes, raw or base64; with --id-auth), checked before launch.",
+)
+@click.option("--id-auth", type=click.Path(dir_okay=False), help="SNP ID auth (4096 bytes).")
+@click.option("--mrconfigid", metavar="HEX", help="TDX MRCONFIGID, 48 bytes (default zero).")
+@click.option("--mrowner", metavar="HEX", help="TDX MROWNER, 48 bytes (default zero).")
+@click.option("--mrownerconfig", metavar="HEX", help="TDX MROWNERCONFIG, 48 bytes (default zero).")
 @click.option("--dry-run", is_flag=True, help="Print the plan and prediction; do not run.")
 def launch_cmd(
     config: str | None, example: bool, dry_run: bool, log_file: str | None, **flags: Any
