@@ -37,6 +37,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self, TypeVar
@@ -1414,17 +1415,22 @@ class _Recorder:
         size: int,
         content: Iterator[bytes | memoryview],
         per_page: bool,
+        content_sha384: bytes | None = None,
     ) -> None:
+        """Append one record; ``content_sha384``, when given, is the already known SHA-384
+        of ``content`` (which is then not read unless ``per_page`` needs it)."""
         whole = hashlib.sha384()
         pages: list[bytes] = []
-        for chunk in content:
-            whole.update(chunk)
-            if per_page:
-                view = memoryview(chunk)
-                pages += [
-                    hashlib.sha384(view[i : i + PAGE_SIZE]).digest()
-                    for i in range(0, len(view), PAGE_SIZE)
-                ]
+        if content_sha384 is None or per_page:
+            for chunk in content:
+                whole.update(chunk)
+                if per_page:
+                    view = memoryview(chunk)
+                    pages += [
+                        hashlib.sha384(view[i : i + PAGE_SIZE]).digest()
+                        for i in range(0, len(view), PAGE_SIZE)
+                    ]
+            content_sha384 = whole.digest()
         self.entries.append(
             LogEntry(
                 seq=len(self.entries),
@@ -1434,7 +1440,7 @@ class _Recorder:
                 page_type=region.page_type,
                 measured=region.measured,
                 provenance=region.provenance,
-                content_sha384=whole.digest(),
+                content_sha384=content_sha384,
                 page_sha384=tuple(pages),
             )
         )
@@ -1490,6 +1496,27 @@ def _fill(staging: mmap.mmap, region: Region, gpa: int, size: int) -> None:
         pos += len(piece)
 
 
+def _content_sha384(region: Region, gpa: int, size: int) -> bytes:
+    """SHA-384 of ``[gpa, gpa+size)`` of ``region`` (data, then zero fill), streamed."""
+    whole = hashlib.sha384()
+    for piece in _region_bytes(region, gpa, size):
+        whole.update(piece)
+    return whole.digest()
+
+
+def _copy_region(mem: GuestMemory, region: Region) -> None:
+    """Copy ``region`` (data, then zero fill) through ``mem``'s mapping: one slice
+    assignment for the data, one per :data:`STAGING_PAGES` of zero fill."""
+    gpa = region.gpa
+    for piece in _region_bytes(region, region.gpa, region.size):
+        mem.write(gpa, piece)
+        gpa += len(piece)
+
+
+#: Regions at least this large are hashed for the log on a second thread during the copy.
+HASH_OFFLOAD_MIN = 1 << 20
+
+
 def populate_plain(
     vm: Vm,
     layout: Layout,
@@ -1511,20 +1538,29 @@ def populate_plain(
     if layout.vmsa_regions:
         raise ConfigError("a plain VM has no VMSA regions to populate")
     rec = _Recorder(on_record)
-    for region in layout.memory_regions:
-        mem = vm.memory_at(region.gpa, region.size)
-        gpa = region.gpa
-        for piece in _region_bytes(region, region.gpa, region.size):
-            mem.write(gpa, piece)
-            gpa += len(piece)
-        rec.add(
-            LogOp.PLAIN_COPY,
-            region,
-            region.gpa,
-            region.size,
-            _region_bytes(region, region.gpa, region.size),
-            per_page=False,
-        )
+    digests: dict[int, bytes] = {}
+    # The log's SHA-384 of a large region runs on a second thread while this one copies:
+    # hashlib releases the GIL for large buffers, so the two overlap on two cores.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cvmlaunch-hash") as pool:
+        for index, region in enumerate(layout.memory_regions):
+            mem = vm.memory_at(region.gpa, region.size)
+            if region.size >= HASH_OFFLOAD_MIN:
+                pending = pool.submit(_content_sha384, region, region.gpa, region.size)
+                _copy_region(mem, region)
+                digest = pending.result()
+            else:
+                _copy_region(mem, region)
+                digest = _content_sha384(region, region.gpa, region.size)
+            digests[index] = digest
+            rec.add(
+                LogOp.PLAIN_COPY,
+                region,
+                region.gpa,
+                region.size,
+                iter(()),
+                per_page=False,
+                content_sha384=digest,
+            )
     if not vm.check_extension(Cap.PRE_FAULT_MEMORY):
         rec.notes.append(
             "KVM_PRE_FAULT_MEMORY: not offered by this host (KVM_CAP_PRE_FAULT_MEMORY is 0); "
@@ -1533,10 +1569,14 @@ def populate_plain(
     elif layout.memory_regions:
         if vcpu is None:
             vcpu = vm.vcpus[0] if vm.vcpus else vm.create_vcpu()
-        for region in layout.memory_regions:
+        for index, region in enumerate(layout.memory_regions):
             req = _PreFault(vcpu, region.gpa, region.size)
 
-            def prefaulted(gpa: int, size: int, region: Region = region) -> None:
+            def prefaulted(
+                gpa: int, size: int, region: Region = region, whole: bytes = digests[index]
+            ) -> None:
+                # A call that covered the whole region reuses the copy record's hash.
+                known = whole if (gpa, size) == (region.gpa, region.size) else None
                 rec.add(
                     LogOp.PRE_FAULT,
                     dataclasses.replace(region, measured=False),
@@ -1544,6 +1584,7 @@ def populate_plain(
                     size,
                     _region_bytes(region, gpa, size),
                     per_page=False,
+                    content_sha384=known,
                 )
 
             _drive(req, prefaulted, _where(region))
