@@ -7,12 +7,19 @@ repetitions, medians), so the numbers mean the same on a faster or slower machin
 from __future__ import annotations
 
 import os
+import platform
+import ssl
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+
+MIB = 1 << 20
+GIB = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,61 @@ def run_process(argv: Sequence[str], env: dict[str, str] | None = None) -> Proce
         return ProcessRun(seconds, usage.ru_maxrss * 1024, out.read())
 
 
+def interleaved_times(fns: Mapping[str, Callable[[], object]], repeat: int) -> dict[str, float]:
+    """Median wall time of each function, measured side by side.
+
+    Every round runs each function once (after one warm-up round), rotating which goes
+    first, so drift on a shared machine (other load, frequency, page cache) hits all of them
+    alike.
+    """
+    names = list(fns)
+    for name in names:
+        fns[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for rnd in range(max(1, repeat)):
+        order = names[rnd % len(names) :] + names[: rnd % len(names)]
+        for name in order:
+            t0 = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def interleaved_self_timed(fns: Mapping[str, Callable[[], float]], repeat: int) -> dict[str, float]:
+    """Like :func:`interleaved_times` for functions that time their own critical part
+    (excluding set-up such as creating a VM) and return the seconds it took."""
+    names = list(fns)
+    for name in names:
+        fns[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for rnd in range(max(1, repeat)):
+        order = names[rnd % len(names) :] + names[: rnd % len(names)]
+        for name in order:
+            times[name].append(fns[name]())
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def interleaved_processes(argvs: Mapping[str, Sequence[str]], repeat: int) -> dict[str, ProcessRun]:
+    """Like :func:`interleaved_times` for child processes: median wall time, max peak RSS,
+    and the last run's stdout of each command."""
+    names = list(argvs)
+    for name in names:
+        run_process(argvs[name])
+    runs: dict[str, list[ProcessRun]] = {name: [] for name in names}
+    for rnd in range(max(1, repeat)):
+        order = names[rnd % len(names) :] + names[: rnd % len(names)]
+        for name in order:
+            runs[name].append(run_process(argvs[name]))
+    return {
+        name: ProcessRun(
+            statistics.median(r.seconds for r in rs),
+            max(r.max_rss_bytes for r in rs),
+            rs[-1].stdout,
+        )
+        for name, rs in runs.items()
+    }
+
+
 def median_process(argv: Sequence[str], repeat: int) -> ProcessRun:
     """Median wall time and max peak RSS over ``repeat`` runs after one warm-up run."""
     run_process(argv)
@@ -76,6 +138,41 @@ def median_process(argv: Sequence[str], repeat: int) -> ProcessRun:
         statistics.median(r.seconds for r in runs),
         max(r.max_rss_bytes for r in runs),
         runs[-1].stdout,
+    )
+
+
+def mib(n: int | float) -> str:
+    """``n`` bytes as MiB with one decimal."""
+    return f"{n / MIB:.1f} MiB"
+
+
+def gib_per_s(size: int, seconds: float) -> str:
+    """A rate in GiB/s."""
+    return f"{size / seconds / GIB:.2f} GiB/s"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def machine_description() -> str:
+    """CPU model, cores, kernel, Python, OpenSSL and the load average, as Markdown lines."""
+    cores = len(os.sched_getaffinity(0))
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return "\n".join(
+        [
+            f"- CPU: {_cpu_model()}, {cores} cores usable (os.cpu_count() = {os.cpu_count()})",
+            f"- Kernel: {platform.system()} {platform.release()}",
+            f"- Python: {sys.version.split()[0]} ({platform.python_implementation()})",
+            f"- OpenSSL (hashlib): {ssl.OPENSSL_VERSION}",
+            f"- Load average when the run started: {load}",
+        ]
     )
 
 
