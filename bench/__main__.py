@@ -23,7 +23,9 @@ from bench.harness import Row, format_table, machine_description
 #: Benchmark name -> module with ``rows(ctx) -> list[Row]``, in table order.
 BENCHMARKS: dict[str, str] = {
     "snp-cli": "bench.snp_cli",
+    "snp-fold": "bench.snp_fold",
     "populate": "bench.populate",
+    "memory": "bench.memory",
 }
 
 LEGEND = (

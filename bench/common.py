@@ -7,7 +7,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Context", "cvmlaunch_argv", "find_firmware"]
+__all__ = ["Context", "child_env", "cvmlaunch_argv", "find_firmware"]
 
 
 @dataclass
@@ -29,6 +29,18 @@ class Context:
     def size(self, full: int, quick: int) -> int:
         """``quick`` bytes in a smoke run, else ``full``."""
         return quick if self.quick else full
+
+
+def child_env() -> dict[str, str]:
+    """The environment for timed child processes: Python bytecode cached as in a normal
+    install (pip compiles it at install time), in the bench's cache directory rather than
+    the source tree; an inherited ``PYTHONDONTWRITEBYTECODE`` would otherwise make every
+    run of ours (but not of an installed peer) compile its sources again."""
+    from bench.peer import cache_dir
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(cache_dir() / "pycache")
+    return env
 
 
 def cvmlaunch_argv() -> list[str]:

@@ -55,24 +55,60 @@ class ProcessRun:
     stdout: bytes
 
 
+#: The launcher (run as ``python -S -c``): spawns the measured command, waits for it and
+#: writes "<seconds> <ru_maxrss KiB> <wait status>" to the file descriptor in argv[1].
+_LAUNCHER = """
+import os, sys, time
+report, argv = int(sys.argv[1]), sys.argv[2:]
+t0 = time.perf_counter()
+pid = os.posix_spawnp(argv[0], argv, os.environ)
+_, status, usage = os.wait4(pid, 0)
+seconds = time.perf_counter() - t0
+os.write(report, f"{seconds} {usage.ru_maxrss} {status}".encode())
+"""
+
+
 def run_process(argv: Sequence[str], env: dict[str, str] | None = None) -> ProcessRun:
-    """Run ``argv`` to completion; its own peak RSS comes from ``wait4`` (not a running max).
+    """Run ``argv`` to completion: its wall time, its own peak RSS, its stdout.
+
+    Linux carries a process's peak RSS across ``exec`` from the memory it was forked with, so
+    a command spawned straight from this (large) process would report at least this
+    process's own peak. It is therefore spawned by a small launcher (a fresh ``python -S``,
+    about 10 MiB, below any measured Python command), which times it and reads its peak RSS
+    from ``wait4``.
 
     Raises:
         RuntimeError: the process exited non-zero.
     """
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(list(argv), stdout=out, stderr=err, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        if proc.returncode:
-            tail = err.read().decode(errors="replace")[-500:]
-            raise RuntimeError(f"{argv[0]} failed ({proc.returncode}): {tail}")
-        return ProcessRun(seconds, usage.ru_maxrss * 1024, out.read())
+    read_end, write_end = os.pipe()
+    try:
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-S", "-c", _LAUNCHER, str(write_end), *argv],
+                stdout=out,
+                stderr=err,
+                env=env,
+                pass_fds=(write_end,),
+            )
+            os.close(write_end)
+            write_end = -1
+            report = b""
+            while chunk := os.read(read_end, 4096):
+                report += chunk
+            if proc.wait() or not report:
+                raise RuntimeError(f"the launcher for {argv[0]} failed ({proc.returncode})")
+            seconds, maxrss_kib, status = report.split()
+            code = os.waitstatus_to_exitcode(int(status))
+            out.seek(0)
+            err.seek(0)
+            if code:
+                tail = err.read().decode(errors="replace")[-500:]
+                raise RuntimeError(f"{argv[0]} failed ({code}): {tail}")
+            return ProcessRun(float(seconds), int(maxrss_kib) * 1024, out.read())
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
 
 
 def interleaved_times(fns: Mapping[str, Callable[[], object]], repeat: int) -> dict[str, float]:
@@ -109,17 +145,19 @@ def interleaved_self_timed(fns: Mapping[str, Callable[[], float]], repeat: int) 
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def interleaved_processes(argvs: Mapping[str, Sequence[str]], repeat: int) -> dict[str, ProcessRun]:
+def interleaved_processes(
+    argvs: Mapping[str, Sequence[str]], repeat: int, env: dict[str, str] | None = None
+) -> dict[str, ProcessRun]:
     """Like :func:`interleaved_times` for child processes: median wall time, max peak RSS,
     and the last run's stdout of each command."""
     names = list(argvs)
     for name in names:
-        run_process(argvs[name])
+        run_process(argvs[name], env)
     runs: dict[str, list[ProcessRun]] = {name: [] for name in names}
     for rnd in range(max(1, repeat)):
         order = names[rnd % len(names) :] + names[: rnd % len(names)]
         for name in order:
-            runs[name].append(run_process(argvs[name]))
+            runs[name].append(run_process(argvs[name], env))
     return {
         name: ProcessRun(
             statistics.median(r.seconds for r in rs),
@@ -130,10 +168,12 @@ def interleaved_processes(argvs: Mapping[str, Sequence[str]], repeat: int) -> di
     }
 
 
-def median_process(argv: Sequence[str], repeat: int) -> ProcessRun:
+def median_process(
+    argv: Sequence[str], repeat: int, env: dict[str, str] | None = None
+) -> ProcessRun:
     """Median wall time and max peak RSS over ``repeat`` runs after one warm-up run."""
-    run_process(argv)
-    runs = [run_process(argv) for _ in range(repeat)]
+    run_process(argv, env)
+    runs = [run_process(argv, env) for _ in range(repeat)]
     return ProcessRun(
         statistics.median(r.seconds for r in runs),
         max(r.max_rss_bytes for r in runs),

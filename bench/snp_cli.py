@@ -10,7 +10,7 @@ kernel and 256 MiB initrd (measured direct boot through the kernel-hashes table)
 
 from __future__ import annotations
 
-from bench.common import Context, cvmlaunch_argv, find_firmware
+from bench.common import Context, child_env, cvmlaunch_argv, find_firmware
 from bench.harness import MIB, ProcessRun, Row, interleaved_processes, mib
 from bench.inputs import write_input
 from bench.peer import find_peer
@@ -59,13 +59,14 @@ def rows(ctx: Context) -> list[Row]:
     if peer.argv0 is None:
         ctx.notes.append(f"snp-cli: skipped: {peer.note}")
         return []
+    env = child_env()
     common = ["--mode", "snp", "--vcpus", "4", "--vcpu-type", "EPYC-v4", "--ovmf", str(firmware)]
     ours_argv = [*cvmlaunch_argv(), "measure", "snp", *common, "--output-format", "hex"]
     peer_argv = [peer.argv0, *common, "--output-format", "hex"]
     result = _case_rows(
         "firmware only, 4 vCPUs",
         1.0,
-        interleaved_processes({"ours": ours_argv, "peer": peer_argv}, ctx.repeat),
+        interleaved_processes({"ours": ours_argv, "peer": peer_argv}, ctx.repeat, env),
         rss_goal=False,
     )
     kernel_size = ctx.size(64 * MIB, 4 * MIB)
@@ -78,7 +79,7 @@ def rows(ctx: Context) -> list[Row]:
         label,
         0.6,
         interleaved_processes(
-            {"ours": [*ours_argv, *boot], "peer": [*peer_argv, *boot]}, ctx.repeat
+            {"ours": [*ours_argv, *boot], "peer": [*peer_argv, *boot]}, ctx.repeat, env
         ),
         rss_goal=True,
     )
