@@ -64,6 +64,8 @@ SNP_ALGORITHM = "snp-page-info-chain"
 #: VMPL2_PERMS u8, VMPL1_PERMS u8, reserved u8, GPA u64 (SNP Firmware ABI, PAGE_INFO).
 _PAGE_INFO_TAIL = struct.Struct("<HBBBBBBQ")
 _PAGE_INFO_SIZE = 0x70
+#: PAGE_INFO's GPA field is a u64 (VMSAs sit at 0xFFFFFFFFF000, inside it).
+_GPA_LIMIT = 1 << 64
 
 
 def page_info(digest: bytes, contents: bytes, page_type: PageType, gpa: int) -> bytes:
@@ -250,6 +252,11 @@ def _entry_pages(entry: LogEntry) -> Iterator[tuple[int, bytes]]:
 def _fold_entry(digest: bytes, entry: LogEntry) -> bytes:
     if entry.size % PAGE_SIZE or entry.gpa % PAGE_SIZE:
         raise LogFormatError(f"record {entry.seq}: range is not made of whole 4 KiB pages")
+    if entry.gpa < 0 or entry.size < 0 or entry.gpa + entry.size > _GPA_LIMIT:
+        raise LogFormatError(
+            f"record {entry.seq}: range {entry.gpa:#x}+{entry.size:#x} does not fit the 64-bit "
+            "PAGE_INFO GPA field"
+        )
     for gpa, contents in _entry_pages(entry):
         digest = extend(digest, contents, entry.page_type, gpa)
     return digest
