@@ -47,6 +47,23 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+#: Text from this line on in an existing ``--markdown`` file is kept (hand-written analysis).
+KEEP_MARKER = "<!-- analysis: kept when the bench rewrites this file -->"
+
+
+def _write_markdown(path: Path, text: str, repeat: int) -> None:
+    kept = ""
+    if path.exists():
+        old = path.read_text()
+        if KEEP_MARKER in old:
+            kept = "\n" + old[old.index(KEEP_MARKER) :]
+    path.write_text(
+        "# cvmlaunch benchmark results\n\n"
+        f"Made by `python -m bench --repeat {repeat} --markdown {path.name}` (see bench/).\n\n"
+        f"{text}{kept}"
+    )
+
+
 def _runner(name: str) -> Callable[[Context], list[Row]]:
     module = importlib.import_module(BENCHMARKS[name])
     fn: Callable[[Context], list[Row]] = module.rows
@@ -92,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(text)
     if args.markdown is not None:
-        args.markdown.write_text(f"# cvmlaunch benchmark results\n\n{text}")
+        _write_markdown(args.markdown, text, repeat)
     return 1 if failed else 0
 
 
