@@ -86,20 +86,24 @@ def rows(ctx: Context) -> list[Row]:
 
         result.append(_row("measure snp, kernel + initrd", *sizes, snp, goal=True))
 
-    def mrtd(size: int, *extra: str) -> int:
-        region = write_input(ctx.scratch / "mem-region.bin", size, seed=5)
-        try:
-            return peak([sys.executable, str(_MRTD_CHILD), str(region), *extra])
-        finally:
-            region.unlink()
+    regions = {size: ctx.scratch / f"mem-region-{size}.bin" for size in sizes}
+    for size, path in regions.items():
+        write_input(path, size, seed=5)
 
-    result.append(_row("MRTD of a file-backed region, mmap windows", *sizes, mrtd, goal=True))
-    result.append(
-        _row(
-            "MRTD of a file-backed region, one whole mmap",
-            *sizes,
-            lambda size: mrtd(size, "--whole"),
-            goal=False,
+    def mrtd(size: int, *extra: str) -> int:
+        return peak([sys.executable, str(_MRTD_CHILD), str(regions[size]), *extra])
+
+    try:
+        result.append(_row("MRTD of a file-backed region, mmap windows", *sizes, mrtd, goal=True))
+        result.append(
+            _row(
+                "MRTD of a file-backed region, one whole mmap",
+                *sizes,
+                lambda size: mrtd(size, "--whole"),
+                goal=False,
+            )
         )
-    )
+    finally:
+        for path in regions.values():
+            path.unlink()
     return result
