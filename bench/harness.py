@@ -48,15 +48,16 @@ def median_time(fn: Callable[[], object], repeat: int) -> float:
 
 @dataclass(frozen=True)
 class ProcessRun:
-    """Wall time and peak RSS of one child process."""
+    """Wall time, peak RSS, output and CPU time (user + system) of one child process."""
 
     seconds: float
     max_rss_bytes: int
     stdout: bytes
+    cpu_seconds: float = 0.0
 
 
 #: The launcher (run as ``python -S -c``): spawns the measured command, waits for it and
-#: writes "<seconds> <ru_maxrss KiB> <wait status>" to the file descriptor in argv[1].
+#: writes "<seconds> <ru_maxrss KiB> <wait status> <CPU seconds>" to the descriptor in argv[1].
 _LAUNCHER = """
 import os, sys, time
 report, argv = int(sys.argv[1]), sys.argv[2:]
@@ -64,7 +65,8 @@ t0 = time.perf_counter()
 pid = os.posix_spawnp(argv[0], argv, os.environ)
 _, status, usage = os.wait4(pid, 0)
 seconds = time.perf_counter() - t0
-os.write(report, f"{seconds} {usage.ru_maxrss} {status}".encode())
+cpu = usage.ru_utime + usage.ru_stime
+os.write(report, f"{seconds} {usage.ru_maxrss} {status} {cpu}".encode())
 """
 
 
@@ -97,14 +99,14 @@ def run_process(argv: Sequence[str], env: dict[str, str] | None = None) -> Proce
                 report += chunk
             if proc.wait() or not report:
                 raise RuntimeError(f"the launcher for {argv[0]} failed ({proc.returncode})")
-            seconds, maxrss_kib, status = report.split()
+            seconds, maxrss_kib, status, cpu = report.split()
             code = os.waitstatus_to_exitcode(int(status))
             out.seek(0)
             err.seek(0)
             if code:
                 tail = err.read().decode(errors="replace")[-500:]
                 raise RuntimeError(f"{argv[0]} failed ({code}): {tail}")
-            return ProcessRun(float(seconds), int(maxrss_kib) * 1024, out.read())
+            return ProcessRun(float(seconds), int(maxrss_kib) * 1024, out.read(), float(cpu))
     finally:
         os.close(read_end)
         if write_end >= 0:
@@ -163,6 +165,7 @@ def interleaved_processes(
             statistics.median(r.seconds for r in rs),
             max(r.max_rss_bytes for r in rs),
             rs[-1].stdout,
+            statistics.median(r.cpu_seconds for r in rs),
         )
         for name, rs in runs.items()
     }
@@ -178,6 +181,7 @@ def median_process(
         statistics.median(r.seconds for r in runs),
         max(r.max_rss_bytes for r in runs),
         runs[-1].stdout,
+        statistics.median(r.cpu_seconds for r in runs),
     )
 
 

@@ -28,8 +28,8 @@ def _case_rows(name: str, goal: float, runs: dict[str, ProcessRun], rss_goal: bo
     rows = [
         Row(
             name=f"measure snp vs sev-snp-measure, {name}: whole-process time",
-            ours=f"{ours.seconds:.3f} s",
-            reference=f"{peer.seconds:.3f} s",
+            ours=f"{ours.seconds:.3f} s (CPU {ours.cpu_seconds:.3f} s)",
+            reference=f"{peer.seconds:.3f} s (CPU {peer.cpu_seconds:.3f} s)",
             ratio=ratio,
             goal=f"<= {goal:.2f} (time)",
             met=ratio <= goal and same,
