@@ -42,7 +42,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="smoke run: small sizes, one repetition")
     p.add_argument("--repeat", type=int, default=None, help="repetitions (default 5; quick: 1)")
     p.add_argument(
-        "--only", action="append", choices=list(BENCHMARKS), help="run only this benchmark"
+        "--only",
+        action="append",
+        choices=list(BENCHMARKS),
+        help="run only this benchmark (repeatable)",
     )
     p.add_argument("--markdown", type=Path, help="also write the results to this Markdown file")
     return p

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Context", "child_env", "cvmlaunch_argv", "find_firmware"]
+__all__ = ["Context", "child_env", "find_firmware"]
 
 
 @dataclass
@@ -31,22 +30,17 @@ class Context:
         return quick if self.quick else full
 
 
-def child_env() -> dict[str, str]:
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment for timed child processes: Python bytecode cached as in a normal
     install (pip compiles it at install time), in the bench's cache directory rather than
     the source tree; an inherited ``PYTHONDONTWRITEBYTECODE`` would otherwise make every
     run of ours (but not of an installed peer) compile its sources again."""
-    from bench.peer import cache_dir
+    from bench.venvs import cache_dir
 
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env["PYTHONPYCACHEPREFIX"] = str(cache_dir() / "pycache")
+    env.update(extra or {})
     return env
-
-
-def cvmlaunch_argv() -> list[str]:
-    """The ``cvmlaunch`` command of this interpreter's environment (its console script)."""
-    script = Path(sys.executable).parent / "cvmlaunch"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "cvmlaunch"]
 
 
 def find_firmware(name: str) -> Path | None:

@@ -17,9 +17,10 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from bench.common import Context, child_env, cvmlaunch_argv, find_firmware
+from bench.common import Context, child_env, find_firmware
 from bench.harness import GIB, MIB, Row, median_process, mib
 from bench.inputs import write_input
+from bench.venvs import find_ours
 
 __all__ = ["rows"]
 
@@ -47,7 +48,8 @@ def rows(ctx: Context) -> list[Row]:
     sizes = (total // 2, total)
     repeat = max(1, min(ctx.repeat, 3))
     result: list[Row] = []
-    env = child_env()
+    ours = find_ours(install=not ctx.quick)
+    env = child_env(ours.env)
 
     def peak(argv: Sequence[str]) -> int:
         return median_process(argv, repeat, env).max_rss_bytes
@@ -63,7 +65,7 @@ def rows(ctx: Context) -> list[Row]:
             try:
                 return peak(
                     [
-                        *cvmlaunch_argv(),
+                        *ours.argv,
                         "measure",
                         "snp",
                         "--ovmf",

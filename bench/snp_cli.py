@@ -10,10 +10,10 @@ kernel and 256 MiB initrd (measured direct boot through the kernel-hashes table)
 
 from __future__ import annotations
 
-from bench.common import Context, child_env, cvmlaunch_argv, find_firmware
+from bench.common import Context, child_env, find_firmware
 from bench.harness import MIB, ProcessRun, Row, interleaved_processes, mib
 from bench.inputs import write_input
-from bench.peer import find_peer
+from bench.venvs import find_ours, find_peer
 
 __all__ = ["rows"]
 
@@ -56,13 +56,16 @@ def rows(ctx: Context) -> list[Row]:
         ctx.notes.append(f"snp-cli: skipped: {FIRMWARE} not found (shared/firmware)")
         return []
     peer = find_peer(install=not ctx.quick)
-    if peer.argv0 is None:
+    if not peer.argv:
         ctx.notes.append(f"snp-cli: skipped: {peer.note}")
         return []
-    env = child_env()
+    ours = find_ours(install=not ctx.quick)
+    if ours.note:
+        ctx.notes.append(f"snp-cli: {ours.note}")
+    env = child_env(ours.env)  # PYTHONPATH for ours; the peer imports nothing from there
     common = ["--mode", "snp", "--vcpus", "4", "--vcpu-type", "EPYC-v4", "--ovmf", str(firmware)]
-    ours_argv = [*cvmlaunch_argv(), "measure", "snp", *common, "--output-format", "hex"]
-    peer_argv = [peer.argv0, *common, "--output-format", "hex"]
+    ours_argv = [*ours.argv, "measure", "snp", *common, "--output-format", "hex"]
+    peer_argv = [*peer.argv, *common, "--output-format", "hex"]
     result = _case_rows(
         "firmware only, 4 vCPUs",
         1.0,
