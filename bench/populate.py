@@ -80,7 +80,7 @@ def rows(ctx: Context) -> list[Row]:
     limit = max(t["copy"], t["sha"])
     return [
         Row(
-            name=f"populate_plain on KVM, {label}, with the log's content SHA-384 (goal row)",
+            name=f"populate_plain on KVM, {label}, with the log's content SHA-384",
             ours=gib_per_s(size, t["engine"]),
             reference=ref,
             ratio=t["copy"] / t["engine"],
