@@ -10,15 +10,49 @@ kernel and 256 MiB initrd (measured direct boot through the kernel-hashes table)
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from bench.common import Context, child_env, find_firmware
 from bench.harness import MIB, ProcessRun, Row, interleaved_processes, mib
 from bench.inputs import write_input
-from bench.venvs import find_ours, find_peer
+from bench.venvs import Command, find_ours, find_peer
 
 __all__ = ["rows"]
 
 FIRMWARE = "OVMF.amdsev.fd"
 RSS_LIMIT = 64 * MIB
+_IN_PROCESS_RUNS = 20
+
+#: In-process digest time (median CPU seconds over repeated runs, imports excluded), printed by
+#: a child in each tool's own environment: argv[1] is the firmware, argv[2] the run count.
+_OURS_IN_PROCESS = """
+import statistics, sys, time
+from cvmlaunch.files import map_file
+from cvmlaunch.image.ovmf import parse_ovmf
+from cvmlaunch.measure import SnpSettings, snp_digest, vcpu_type_signature
+def once():
+    with map_file(sys.argv[1]) as data:
+        image = parse_ovmf(data, name="OVMF")
+        return snp_digest(image, SnpSettings(vcpus=4, vcpu_sig=vcpu_type_signature("EPYC-v4")))
+once()
+times = []
+for _ in range(int(sys.argv[2])):
+    t0 = time.process_time(); digest = once(); times.append(time.process_time() - t0)
+print(statistics.median(times), digest.hex())
+"""
+_PEER_IN_PROCESS = """
+import statistics, sys, time
+from sevsnpmeasure import guest, vcpu_types, vmm_types
+from sevsnpmeasure.sev_mode import SevMode
+def once():
+    return guest.calc_launch_digest(SevMode.SEV_SNP, 4, vcpu_types.CPU_SIGS["EPYC-v4"],
+        sys.argv[1], None, None, None, 0x1, None, vmm_types.VMMType.QEMU)
+once()
+times = []
+for _ in range(int(sys.argv[2])):
+    t0 = time.process_time(); digest = once(); times.append(time.process_time() - t0)
+print(statistics.median(times), digest.hex())
+"""
 
 
 def _case_rows(name: str, goal: float, runs: dict[str, ProcessRun], rss_goal: bool) -> list[Row]:
@@ -49,6 +83,34 @@ def _case_rows(name: str, goal: float, runs: dict[str, ProcessRun], rss_goal: bo
     return rows
 
 
+def _in_process_row(
+    ours: Command, peer: Command, firmware: str, env: dict[str, str], ctx: Context
+) -> Row:
+    """The digest work alone (no interpreter start-up, no imports), each tool's library."""
+    runs = 3 if ctx.quick else _IN_PROCESS_RUNS
+    ours_python = ours.argv[0]
+    peer_python = str(Path(peer.argv[0]).parent / "python")
+    out = interleaved_processes(
+        {
+            "ours": [ours_python, "-c", _OURS_IN_PROCESS, firmware, str(runs)],
+            "peer": [peer_python, "-c", _PEER_IN_PROCESS, firmware, str(runs)],
+        },
+        1,
+        env,
+    )
+    (t_ours, d_ours), (t_peer, d_peer) = (out[k].stdout.split() for k in ("ours", "peer"))
+    ratio = float(t_ours) / float(t_peer)
+    return Row(
+        name="SNP digest in-process, firmware only, 4 vCPUs (library call, no start-up)",
+        ours=f"{float(t_ours) * 1e3:.1f} ms CPU",
+        reference=f"{float(t_peer) * 1e3:.1f} ms CPU (sevsnpmeasure.guest.calc_launch_digest)",
+        ratio=ratio,
+        goal="-",
+        met=None,
+        note="" if d_ours == d_peer else "DIGESTS DIFFER",
+    )
+
+
 def rows(ctx: Context) -> list[Row]:
     """The rows of benchmark 1 (empty, with a note, when the peer or firmware is missing)."""
     firmware = find_firmware(FIRMWARE)
@@ -72,6 +134,7 @@ def rows(ctx: Context) -> list[Row]:
         interleaved_processes({"ours": ours_argv, "peer": peer_argv}, ctx.repeat, env),
         rss_goal=False,
     )
+    result.append(_in_process_row(ours, peer, str(firmware), env, ctx))
     kernel_size = ctx.size(64 * MIB, 4 * MIB)
     initrd_size = ctx.size(256 * MIB, 16 * MIB)
     kernel = write_input(ctx.scratch / "kernel.bin", kernel_size, seed=1)
