@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -103,15 +104,21 @@ def test_large_layout_known_answer_and_worker_counts_agree() -> None:
     assert snp_chain.default_workers() >= 1
 
 
-def test_a_failing_worker_raises_in_the_caller(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = []
-
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("failing", [0, 3, 17])
+def test_a_failing_batch_raises_in_the_caller_without_hanging(
+    monkeypatch: pytest.MonkeyPatch, failing: int
+) -> None:
+    # Whichever thread hashes the failing batch, the others must stop (not wait for room that
+    # the never-chained batch will not free) and the error must reach the caller.
     def broken(region: Region, first: int, count: int) -> list[bytes]:
-        calls.append(first)
-        if first >= 2 * BATCH_PAGES:
+        if first == failing * BATCH_PAGES:
+            time.sleep(0.2)  # the other threads run out of room meanwhile
             raise MemoryError("no room for hashes")
         return page_hashes(region, first, count)
 
     monkeypatch.setattr(snp_chain, "page_hashes", broken)
-    with pytest.raises(MemoryError, match="no room"):
-        fold_region(ZERO_DIGEST, _region(8 * BATCH_PAGES, 0, seed=2), workers=2)
+    region = _region(40 * BATCH_PAGES, 0, seed=2)
+    for _ in range(2):
+        with pytest.raises(MemoryError, match="no room"):
+            fold_region(ZERO_DIGEST, region, workers=3)

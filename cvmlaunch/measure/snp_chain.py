@@ -139,59 +139,72 @@ def _chain(digest: bytes, contents: Iterable[bytes], page_type: PageType, gpa: i
 def _fold_parallel(digest: bytes, region: Region, workers: int) -> bytes:
     """:func:`fold_region` with the page-content hashes on ``workers`` threads.
 
-    Workers take batches of :data:`BATCH_PAGES` pages in order and hand back their hashes;
-    this thread chains the batches strictly in order as they arrive, at most
-    ``workers * _AHEAD_PER_WORKER`` batches behind. (Plain ``threading``: the measurement
-    path must not pay for importing ``concurrent.futures`` and ``logging`` at start-up.)
+    The calling thread and ``workers - 1`` helpers take batches of :data:`BATCH_PAGES` pages
+    in order and hash them; whoever finishes a batch chains every finished batch that is next
+    in line (under a lock), so the chain follows the hashing without a third thread competing
+    for the GIL. A thread takes a new batch only while fewer than
+    ``workers * _AHEAD_PER_WORKER`` batches wait to be chained (bounded memory). Plain
+    ``threading``: the measurement path must not pay for importing ``concurrent.futures``.
     """
-    import queue
     import threading
 
     npages = region.npages
     nbatches = -(-npages // BATCH_PAGES)
     batches = iter(range(nbatches))
+    hashed: list[list[bytes] | None] = [None] * nbatches
     room = threading.Semaphore(workers * _AHEAD_PER_WORKER)
-    done: queue.SimpleQueue[tuple[int, list[bytes] | BaseException]] = queue.SimpleQueue()
+    chain_lock = threading.Lock()
+    state = {"next": 0}
+    result = [digest]
+    errors: list[BaseException] = []
     stop = threading.Event()
 
-    def work() -> None:
-        while room.acquire() and not stop.is_set():
-            k = next(batches, None)  # one C-level call under the GIL: each batch once
-            if k is None:
-                return
-            start = k * BATCH_PAGES
-            try:
-                done.put((k, page_hashes(region, start, min(BATCH_PAGES, npages - start))))
-            except BaseException as exc:  # handed to the chaining thread, re-raised there
-                done.put((k, exc))
-                return
+    def chain_ready() -> None:
+        with chain_lock:
+            k = state["next"]
+            while k < nbatches and (hashes := hashed[k]) is not None:
+                gpa = region.gpa + k * BATCH_PAGES * PAGE_SIZE
+                result[0] = _chain(result[0], hashes, region.page_type, gpa)
+                hashed[k] = None
+                k += 1
+                room.release()
+            state["next"] = k
 
-    threads = [
+    def work() -> None:
+        try:
+            while room.acquire() and not stop.is_set():
+                k = next(batches, None)  # one C-level call under the GIL: each batch once
+                if k is None:
+                    return
+                start = k * BATCH_PAGES
+                hashed[k] = page_hashes(region, start, min(BATCH_PAGES, npages - start))
+                chain_ready()
+        except BaseException as exc:  # re-raised in the calling thread
+            errors.append(exc)
+            stop.set()
+            for _ in range(workers):
+                room.release()  # wake every thread waiting for room: the failed batch
+                # will never be chained, so room would never be made otherwise
+
+    helpers = [
         threading.Thread(target=work, name=f"cvmlaunch-snp-{i}", daemon=True)
-        for i in range(workers)
+        for i in range(1, workers)
     ]
-    for t in threads:
+    for t in helpers:
         t.start()
     try:
-        arrived: dict[int, list[bytes] | BaseException] = {}
-        for k in range(nbatches):
-            while k not in arrived:
-                index, result = done.get()
-                arrived[index] = result
-            hashes = arrived.pop(k)
-            if isinstance(hashes, BaseException):
-                raise hashes
-            room.release()
-            digest = _chain(
-                digest, hashes, region.page_type, region.gpa + k * BATCH_PAGES * PAGE_SIZE
-            )
+        work()
     finally:
         stop.set()
-        for _ in threads:
-            room.release()
-        for t in threads:
+        for _ in helpers:
+            room.release()  # wake helpers waiting for room
+        for t in helpers:
             t.join()
-    return digest
+    if errors:
+        raise errors[0]
+    if state["next"] != nbatches:  # pragma: no cover - every batch is chained once hashed
+        raise RuntimeError("SNP fold: not every batch was chained")
+    return result[0]
 
 
 def fold_region(digest: bytes, region: Region, *, workers: int | None = None) -> bytes:
