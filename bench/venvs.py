@@ -2,8 +2,9 @@
 
 * The peer, sev-snp-measure, in ``bench-peer`` (never a dependency of cvmlaunch).
 * Ours as a regular install runs it: ``bench-ours`` holds only cvmlaunch's dependencies
-  (click, pyelftools, at the versions of the running environment) and a console script like
-  pip's, which imports cvmlaunch from this source tree through ``PYTHONPATH``. The development
+  (the requirements in its installed metadata, at the versions of the running environment)
+  and a console script like pip's, which imports cvmlaunch from this source tree through
+  ``PYTHONPATH``. The development
   virtualenv's editable install adds its import hook to every start-up (about 10 ms on this
   project's machine), which a user's ``pip install`` does not have.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -27,7 +29,6 @@ PEER_PACKAGE = "sev-snp-measure"
 PEER_VERSION = "0.0.13"
 #: Where ``bench/`` and ``cvmlaunch/`` are.
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
-_OURS_DEPENDENCIES = ("click", "pyelftools")
 #: The console script pip writes for ``cvmlaunch = "cvmlaunch.cli:main"``.
 _CONSOLE_SCRIPT = """import re
 import sys
@@ -99,6 +100,18 @@ def find_peer(install: bool, venv: Path | None = None) -> Command:
     return command
 
 
+def _dependencies() -> list[str]:
+    """cvmlaunch's own (non-extra) requirements, by name, from its installed metadata."""
+    names = []
+    for requirement in importlib.metadata.requires("cvmlaunch") or []:
+        if "extra ==" in requirement.replace("extra==", "extra =="):
+            continue
+        match = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", requirement)
+        if match:
+            names.append(match.group(0))
+    return sorted(names)
+
+
 def find_ours(install: bool, venv: Path | None = None) -> Command:
     """``cvmlaunch`` as a regular install runs it (see the module docstring), making its
     virtualenv if ``install`` and needed; else this interpreter's ``python -m cvmlaunch``,
@@ -106,7 +119,7 @@ def find_ours(install: bool, venv: Path | None = None) -> Command:
     venv = venv or cache_dir() / "bench-ours"
     script = venv / "bin" / "cvmlaunch-bench"
     stamp = venv / "requirements.txt"
-    pins = [f"{n}=={importlib.metadata.version(n)}" for n in _OURS_DEPENDENCIES]
+    pins = [f"{n}=={importlib.metadata.version(n)}" for n in _dependencies()]
     fallback = Command(
         (sys.executable, "-m", "cvmlaunch"),
         "ours ran from the development virtualenv (its editable install's import hook adds "
