@@ -22,14 +22,10 @@ import hashlib
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import (
-    decode_dss_signature,
-    encode_dss_signature,
-)
+if TYPE_CHECKING:  # cryptography costs ~20 ms to import: only key and signature code loads it
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 from cvmlaunch.errors import CheckFailed, ConfigError, ImageError, MeasurementMismatch
 from cvmlaunch.layout import parse_hex_bytes
@@ -306,11 +302,15 @@ class EcdsaSignature:
     @classmethod
     def from_der(cls, der: bytes) -> EcdsaSignature:
         """From an X9.62 DER signature (what ``cryptography`` produces)."""
+        from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
         r, s = decode_dss_signature(der)
         return cls(r, s)
 
     def to_der(self) -> bytes:
         """To an X9.62 DER signature (what ``cryptography`` verifies)."""
+        from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
         return encode_dss_signature(self.r, self.s)
 
     def pack(self) -> bytes:
@@ -370,6 +370,8 @@ class EcdsaPublicKey:
         Raises:
             ConfigError: the curve is not P-384 or the point is not on it.
         """
+        from cryptography.hazmat.primitives.asymmetric import ec
+
         if self.curve != EcdsaCurve.P384:
             raise ConfigError(f"public key curve {self.curve} is not P-384 (2)")
         try:
@@ -488,6 +490,8 @@ class IdAuth:
 
 
 def _require_p384(curve: ec.EllipticCurve, what: str) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     if not isinstance(curve, ec.SECP384R1):
         raise ConfigError(
             f"{what}: an EC {curve.name} key; SEV-SNP ID and author keys must be "
@@ -505,6 +509,10 @@ def load_private_key(pem: bytes, name: str) -> ec.EllipticCurvePrivateKey:
     Raises:
         ConfigError: not a PEM private key, encrypted, not EC, or not P-384.
     """
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     try:
         key = serialization.load_pem_private_key(pem, password=None)
     except TypeError as exc:
@@ -523,11 +531,15 @@ def load_private_key(pem: bytes, name: str) -> ec.EllipticCurvePrivateKey:
 
 def generate_key() -> ec.EllipticCurvePrivateKey:
     """A new random P-384 private key."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     return ec.generate_private_key(ec.SECP384R1())
 
 
 def private_key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     """Unencrypted PKCS#8 PEM of ``key`` (for a key file of mode 0600)."""
+    from cryptography.hazmat.primitives import serialization
+
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -537,11 +549,10 @@ def private_key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 def key_digest(key: ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) -> bytes:
     """SHA-384 of the key's 1028-byte SNP public key structure (ID_KEY_DIGEST form)."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     public = key.public_key() if isinstance(key, ec.EllipticCurvePrivateKey) else key
     return EcdsaPublicKey.from_key(public).digest()
-
-
-_ECDSA = ec.ECDSA(hashes.SHA384(), deterministic_signing=True)
 
 
 def sign_message(key: ec.EllipticCurvePrivateKey, message: bytes) -> EcdsaSignature:
@@ -550,8 +561,12 @@ def sign_message(key: ec.EllipticCurvePrivateKey, message: bytes) -> EcdsaSignat
     Raises:
         ConfigError: a key that is not P-384.
     """
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     _require_p384(key.curve, "signing key")
-    return EcdsaSignature.from_der(key.sign(message, _ECDSA))
+    deterministic = ec.ECDSA(hashes.SHA384(), deterministic_signing=True)
+    return EcdsaSignature.from_der(key.sign(message, deterministic))
 
 
 def sign_id_block(
@@ -632,6 +647,10 @@ def _verify_sig(
         return False, str(exc)
     if sig.r.bit_length() > _P384_BYTES * 8 or sig.s.bit_length() > _P384_BYTES * 8:
         return False, f"{what}: R or S is wider than 384 bits"
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     try:
         key.verify(sig.to_der(), message, ec.ECDSA(hashes.SHA384()))
     except InvalidSignature:
