@@ -259,7 +259,14 @@ def measure_snp_cmd(
         vars_size,
         vars_file,
     )
-    launch_id = _launch_identity(sev_mode, policy, host_data, id_block, id_auth)
+    # The identity only shows in the log and JSON (and is checked when given): skip it (and
+    # the identity modules' import cost) for a plain hex digest.
+    identity_given = any(v is not None for v in (policy, host_data, id_block, id_auth))
+    launch_id = (
+        _launch_identity(sev_mode, policy, host_data, id_block, id_auth)
+        if identity_given or log_path is not None or output_format == "json"
+        else None
+    )
     sig = _resolve_sig(vcpu_type, vcpu_sig, vcpu_family, vcpu_model, vcpu_stepping)
     if sev_mode in (SevMode.SNP, SevMode.SNP_SVSM, SevMode.SEV_ES):
         if vcpus is None:
