@@ -240,15 +240,12 @@ def entry_for_range(
 
     Returns:
         The record.
+
+    Raises:
+        ConfigError: more data than the range holds.
     """
     view = memoryview(data)
-    whole = hashlib.sha384(view)
-    pad = size - len(view)
-    zero_page = bytes(PAGE_SIZE)
-    while pad > 0:
-        chunk = min(pad, PAGE_SIZE)
-        whole.update(zero_page[:chunk])
-        pad -= chunk
+    content = _content_hash(view, size)
     pages: tuple[bytes, ...] = ()
     if with_pages:
         hashes: list[bytes] = []
@@ -261,7 +258,7 @@ def entry_for_range(
             page = bytes(view[full * PAGE_SIZE :]) + bytes(PAGE_SIZE - tail)
             hashes.append(hashlib.sha384(page).digest())
         if len(hashes) < npages:
-            zero_hash = hashlib.sha384(zero_page).digest()
+            zero_hash = hashlib.sha384(bytes(PAGE_SIZE)).digest()
             hashes.extend([zero_hash] * (npages - len(hashes)))
         pages = tuple(hashes)
     return LogEntry(
@@ -272,7 +269,7 @@ def entry_for_range(
         page_type=page_type,
         measured=measured,
         provenance=provenance,
-        content_sha384=whole.digest(),
+        content_sha384=content,
         page_sha384=pages,
         digest_after=digest_after,
     )
