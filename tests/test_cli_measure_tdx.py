@@ -76,7 +76,10 @@ def test_expect(fake_fw: Path) -> None:
     )
     code, _, err = run("--firmware", str(fake_fw), "--expect", "xyz")
     assert code == 2
-    assert "not a hex MRTD" in err
+    assert err.strip() == "cvmlaunch: error: --expect: 'xyz' is not hexadecimal"
+    code, _, err = run("--firmware", str(fake_fw), "--expect", "00" * 47)
+    assert code == 2
+    assert err.strip() == "cvmlaunch: error: --expect: 47 bytes given, exactly 48 needed"
 
 
 @pytest.mark.parametrize(

@@ -13,30 +13,15 @@ from typing import Any
 
 import click
 
-from cvmlaunch.errors import ConfigError, MeasurementMismatch
+from cvmlaunch.errors import MeasurementMismatch
 from cvmlaunch.files import map_file
+from cvmlaunch.layout import parse_hex_bytes
 from cvmlaunch.measure.tdx import MRTD_SIZE, PageOrder, TdxMeasurement, measure_tdvf
 
-__all__ = ["measure_tdx_cmd", "parse_expected"]
+__all__ = ["measure_tdx_cmd"]
 
 #: The launch-plan profile this command models (docs/log-format.md, ``tdx``).
 _PROFILE = "qemu"
-
-
-def parse_expected(text: str, *, what: str = "MRTD") -> bytes:
-    """``--expect`` value: hex (optionally ``0x``-prefixed) of exactly 48 bytes.
-
-    Raises:
-        ConfigError: not hex, or not 48 bytes.
-    """
-    cleaned = text.strip().lower().removeprefix("0x")
-    try:
-        value = bytes.fromhex(cleaned)
-    except ValueError as exc:
-        raise ConfigError(f"--expect: {text!r} is not a hex {what}") from exc
-    if len(value) != MRTD_SIZE:
-        raise ConfigError(f"--expect: {what} must be {MRTD_SIZE} bytes, got {len(value)}")
-    return value
 
 
 def _json_result(
@@ -68,7 +53,7 @@ def _owner_settings(
     Raises:
         ConfigError: a value that is not hex of exactly 48 bytes (naming the option).
     """
-    from cvmlaunch.layout import TDX_MR_SIZE, TdxLaunchIdentity, parse_hex_bytes
+    from cvmlaunch.layout import TDX_MR_SIZE, TdxLaunchIdentity
     from cvmlaunch.measure.reference import identity_settings
 
     values = [
@@ -132,7 +117,7 @@ def measure_tdx_cmd(
     the TD quote beside MRTD but never enter it: they are recorded in the log header and the
     JSON output (cvmlaunch reference-values reads them back).
     """
-    expected = parse_expected(expect) if expect is not None else None
+    expected = parse_hex_bytes(expect, MRTD_SIZE, "--expect") if expect is not None else None
     owner = _owner_settings(mrconfigid, mrowner, mrownerconfig)
     order = PageOrder.TWO_PASS if two_pass else PageOrder.PER_PAGE
     log_text: str | None = None
