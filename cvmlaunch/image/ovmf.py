@@ -86,9 +86,8 @@ _RESET_AREA = 0x20
 _ENTRY_HEADER = struct.Struct("<H16s")  # u16 length, GUID (entry data precedes it)
 _U32 = struct.Struct("<I")
 _U32_PAIR = struct.Struct("<II")
-_SEV_HEADER = struct.Struct("<4sIII")  # "ASEV", length, version, count
+_METADATA_HEADER = struct.Struct("<4sIII")  # "ASEV" or "TDVF", length, version, count
 _SEV_DESC = struct.Struct("<III")  # gpa, size, type
-_TDVF_HEADER = struct.Struct("<4sIII")  # "TDVF", length, version, count
 _TDVF_SECTION = struct.Struct("<IIQQII")
 #: Upper bounds that no real image comes near; they keep a corrupt count from making us
 #: allocate or loop absurdly (edk2 emits < 10 entries of each).
@@ -250,20 +249,35 @@ def _metadata_offset(r: _Reader, entry: GuidEntry, what: str) -> int:
     return offset
 
 
-def _parse_sev(r: _Reader, entry: GuidEntry) -> tuple[SevSection, ...]:
-    base = _metadata_offset(r, entry, "SEV metadata")
-    sig, length, version, count = r.unpack(_SEV_HEADER, base, "SEV metadata header")
-    if sig != b"ASEV":
-        raise r.fail(f"SEV metadata signature is {sig!r}, expected b'ASEV'", base)
+def _metadata_header(
+    r: _Reader, entry: GuidEntry, what: str, signature: bytes, entry_size: int, counts: range
+) -> tuple[int, int]:
+    """Check a ``{signature, u32 length, u32 version = 1, u32 count}`` metadata header (the
+    SEV "ASEV" list and the TDVF descriptor share this shape) found through ``entry``.
+
+    Returns:
+        The file offset of the first entry after the header, and the entry count.
+    """
+    base = _metadata_offset(r, entry, what)
+    sig, length, version, count = r.unpack(_METADATA_HEADER, base, what)
+    if sig != signature:
+        raise r.fail(f"{what} signature is {sig!r}, expected {signature!r}", base)
     if version != 1:
-        raise r.fail(f"SEV metadata version {version} is not supported (expected 1)", base)
-    if count > MAX_SEV_SECTIONS:
-        raise r.fail(f"SEV metadata claims {count} sections (at most {MAX_SEV_SECTIONS})", base)
-    if length != _SEV_HEADER.size + count * _SEV_DESC.size:
-        raise r.fail(f"SEV metadata length {length:#x} does not match {count} sections", base)
+        raise r.fail(f"{what} version {version} is not supported (expected 1)", base)
+    if count not in counts:
+        raise r.fail(f"{what} claims {count} sections ({counts.start}..{counts.stop - 1})", base)
+    if length != _METADATA_HEADER.size + count * entry_size:
+        raise r.fail(f"{what} length {length:#x} does not match {count} sections", base)
+    return base + _METADATA_HEADER.size, count
+
+
+def _parse_sev(r: _Reader, entry: GuidEntry) -> tuple[SevSection, ...]:
+    base, count = _metadata_header(
+        r, entry, "SEV metadata", b"ASEV", _SEV_DESC.size, range(MAX_SEV_SECTIONS + 1)
+    )
     sections: list[SevSection] = []
     for i in range(count):
-        off = base + _SEV_HEADER.size + i * _SEV_DESC.size
+        off = base + i * _SEV_DESC.size
         gpa, size, raw_type = r.unpack(_SEV_DESC, off, f"SEV metadata section {i}")
         try:
             kind = SevSectionType(raw_type)
@@ -284,19 +298,12 @@ def _parse_sev(r: _Reader, entry: GuidEntry) -> tuple[SevSection, ...]:
 
 
 def _parse_tdx(r: _Reader, entry: GuidEntry) -> tuple[TdvfSection, ...]:
-    base = _metadata_offset(r, entry, "TDX metadata")
-    sig, length, version, count = r.unpack(_TDVF_HEADER, base, "TDVF descriptor")
-    if sig != b"TDVF":
-        raise r.fail(f"TDVF descriptor signature is {sig!r}, expected b'TDVF'", base)
-    if version != 1:
-        raise r.fail(f"TDVF descriptor version {version} is not supported (expected 1)", base)
-    if not 1 <= count <= MAX_TDVF_SECTIONS:
-        raise r.fail(f"TDVF descriptor claims {count} sections (1..{MAX_TDVF_SECTIONS})", base)
-    if length != _TDVF_HEADER.size + count * _TDVF_SECTION.size:
-        raise r.fail(f"TDVF descriptor length {length:#x} does not match {count} sections", base)
+    base, count = _metadata_header(
+        r, entry, "TDVF descriptor", b"TDVF", _TDVF_SECTION.size, range(1, MAX_TDVF_SECTIONS + 1)
+    )
     sections: list[TdvfSection] = []
     for i in range(count):
-        off = base + _TDVF_HEADER.size + i * _TDVF_SECTION.size
+        off = base + i * _TDVF_SECTION.size
         fields = r.unpack(_TDVF_SECTION, off, f"TDVF section {i}")
         data_offset, raw_size, gpa, mem_size, raw_type, attrs = fields
         try:
