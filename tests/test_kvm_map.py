@@ -130,7 +130,9 @@ class Outcome:
     journal: list[tuple[object, ...]]
 
 
-def launch(kernel: FakeKernel, path: str) -> Outcome:
+def launch(
+    kernel: FakeKernel, path: str, on_record: Callable[[LogEntry], None] | None = None
+) -> Outcome:
     """A whole launch the way the CLI drives it (VM, init, memslots, vCPUs, populate)."""
     layout = PLANS[path]
     assert layout.memory is not None
@@ -146,7 +148,7 @@ def launch(kernel: FakeKernel, path: str) -> Outcome:
                 v.tdx_init_vcpu(0x80_0000)
         if path == "snp":
             vm.snp_launch_start(1 << 17 | 1 << 16)
-        log = populate(vm, layout, snp_finish=SnpFinish(host_data=b"h" * 32))
+        log = populate(vm, layout, snp_finish=SnpFinish(host_data=b"h" * 32), on_record=on_record)
         memory = kernel.guest_memory()
         # the VM fd numbers differ between runs: key the memory by GPA only
         memory = {(0, gpa): data for (_, gpa), data in memory.items()}
@@ -477,21 +479,7 @@ def test_coalesce_helper_merges_only_adjacent_records() -> None:
 @pytest.mark.parametrize("path", PATHS)
 def test_on_record_sees_every_record_as_it_is_made(path: str) -> None:
     seen: list[LogEntry] = []
-    kernel = FakeKernel(faults=[Fault(pages=1), Fault(pages=2)])
-    layout = PLANS[path]
-    assert layout.memory is not None
-    with Vm.open(VM_TYPES[path], kernel=kernel) as vm:
-        if path == "tdx":
-            vm.tdx_init_vm(attributes=0, xfam=0x3, cpuid=())
-        if path == "snp":
-            vm.sev_init2()
-        vm.map_memory(layout.memory)
-        vcpus = [vm.create_vcpu() for _ in range(2)]
-        if path == "tdx":
-            vcpus[0].tdx_init_vcpu(0)
-        if path == "snp":
-            vm.snp_launch_start(1 << 17)
-        log = populate(vm, layout, on_record=seen.append)
+    log = launch(FakeKernel(faults=[Fault(pages=1), Fault(pages=2)]), path, seen.append).log
     assert tuple(seen) == log.entries
     assert len(seen) > len(BASELINES[path].log.entries)
 
