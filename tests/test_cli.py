@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from cvmlaunch import __version__
 from cvmlaunch.cli import COMMANDS, load_command
 from tests.cli_runner import run_cli
+from tests.gce_fake_ovmf import clean_example
 
 
 def test_version() -> None:
@@ -48,6 +52,18 @@ def test_registry_summaries_are_the_commands_own() -> None:
             assert load_command(target).summary == summary, (name, leaf)
 
 
+def test_no_command_imports_click() -> None:
+    """argparse replaced click (10-20 ms of start-up): building any command's parser, which
+    imports its module, loads no click."""
+    code = (
+        "import sys, cvmlaunch.cli as c\n"
+        f"for path in {_command_paths()!r}: c.build_parser(path)\n"
+        "print('click' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout == "False\n"
+
+
 def test_usage_errors_exit_2() -> None:
     for args in (
         [],
@@ -56,6 +72,15 @@ def test_usage_errors_exit_2() -> None:
         ["measure", "snp"],  # --ovmf is required
         ["measure", "snp", "--ovmf", "x", "--vcpus", "four"],
         ["measure", "snp", "--ovmf", "x", "--no-such-option"],
+        ["inspect"],  # FILE is required
+        ["measure", "tdx"],  # --firmware is required
+        ["measure", "tdx", "--firmware", "x", "--output-format", "xml"],
+        ["reference-values", "x.jsonl", "--format", "yaml"],
+        ["log", "verify"],
+        ["log", "diff", "a.jsonl"],
+        ["log", "show", "a.jsonl", "b.jsonl"],
+        ["id-block", "snp", "--version", "one"],
+        ["id-block", "verify", "block.bin"],
     ):
         result = run_cli(args)
         assert result.exit_code == 2, args
@@ -86,3 +111,37 @@ def test_debug_shows_traceback() -> None:
     )
     assert proc.returncode != 0
     assert "Traceback" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["inspect", "{dir}"],
+        ["log", "show", "{dir}"],
+        ["reference-values", "{dir}"],
+        ["id-block", "verify", "{dir}", "{dir}"],
+        ["measure", "tdx", "--firmware", "{dir}"],
+    ],
+)
+def test_a_directory_for_a_file_is_one_line_exit_2(tmp_path: Path, args: list[str]) -> None:
+    """click refused directories for file arguments; the library's errors do it now."""
+    result = run_cli([a.format(dir=tmp_path) for a in args])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"cvmlaunch: error: {tmp_path}: ")
+    assert "Is a directory" in lines[0]
+
+
+def test_an_unwritable_log_is_one_line_exit_2(tmp_path: Path) -> None:
+    firmware = tmp_path / "clean.fd"
+    firmware.write_bytes(clean_example())
+    for target in (tmp_path / "missing" / "td.jsonl", tmp_path):
+        result = run_cli(["measure", "tdx", "--firmware", str(firmware), "--log", str(target)])
+        assert result.exit_code == 2
+        assert result.stderr.splitlines() == [
+            f"cvmlaunch: error: {target}: cannot write: "
+            + ("No such file or directory" if target != tmp_path else "Is a directory")
+        ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clean.fd"]  # no temporary left

@@ -483,3 +483,49 @@ def test_generate_key_mode_0600_and_no_overwrite(tmp_path: Path) -> None:
     assert signed.exit_code == 0, signed.output
     digest = ident.key_digest(ident.load_private_key(key2.read_bytes(), "k2")).hex()
     assert f"id-key-digest: {digest}" in signed.output
+
+
+def test_cli_svn_is_a_u32_in_any_base(tmp_path: Path) -> None:
+    base = ["id-block", "snp", "--measurement", LD.hex(), "--id-key", str(DATA / "id_key.pem")]
+    for text, value in (("0xffffffff", 0xFFFFFFFF), ("4294967295", 0xFFFFFFFF), ("7", 7)):
+        out = tmp_path / text
+        r = run_cli([*base, "--svn", text, "--out-dir", str(out)])
+        assert r.exit_code == 0, r.output
+        assert ident.IdBlock.unpack((out / "id-block.bin").read_bytes()).guest_svn == value
+    for text in ("0x100000000", "-1", "many"):
+        r = run_cli([*base, "--svn", text])
+        assert r.exit_code == 2, text
+        assert r.stdout == ""
+        assert r.stderr.splitlines()[-1].startswith("cvmlaunch id-block snp: error: argument --svn")
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--generate-key", "new.pem"], "give --id-key or --generate-key, not both"),
+        ([], "give the launch digest: --measurement HEX or --from-log LOG"),
+        (
+            ["--measurement", LD.hex(), "--out-dir", "d", "--id-block", "b.bin"],
+            "give --out-dir or --id-block/--id-auth, not both",
+        ),
+        (
+            ["--measurement", LD.hex(), "--out-dir", "file"],
+            "file: cannot create directory: File exists",
+        ),
+        (
+            ["--measurement", LD.hex(), "--id-auth", "missing/a.bin"],
+            "missing/a.bin: cannot write: No such file or directory",
+        ),
+    ],
+)
+def test_cli_option_conflicts_are_one_line_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extra: list[str], message: str
+) -> None:
+    """What click reported as usage errors (or a traceback) is one line and exit 2."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "file").write_bytes(b"")
+    r = run_cli(["id-block", "snp", "--id-key", str(DATA / "id_key.pem"), *extra])
+    assert r.exit_code == 2
+    assert r.stdout == ""
+    assert r.stderr.splitlines() == [f"cvmlaunch: error: {message}"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing written
