@@ -164,7 +164,9 @@ def _add_leaf(
     from cvmlaunch.cli._command import Formatter
 
     if not load:
-        sub.add_parser(name, help=summary, description=summary, formatter_class=Formatter)
+        sub.add_parser(
+            name, help=summary, description=summary, formatter_class=Formatter, allow_abbrev=False
+        )
         return
     command = load_command(target)
     parser = sub.add_parser(
@@ -173,6 +175,7 @@ def _add_leaf(
         description=command.description.strip(),
         epilog=command.epilog.strip() or None,
         formatter_class=Formatter,
+        allow_abbrev=False,  # an abbreviation would change meaning when an option is added
     )
     command.configure(parser)
     parser.set_defaults(_run=command.run)
@@ -184,7 +187,7 @@ def build_parser(selected: tuple[str, ...] = ()) -> argparse.ArgumentParser:
     from cvmlaunch.cli._command import Formatter
 
     parser = argparse.ArgumentParser(
-        prog="cvmlaunch", description=DESCRIPTION, formatter_class=Formatter
+        prog="cvmlaunch", description=DESCRIPTION, formatter_class=Formatter, allow_abbrev=False
     )
     parser.add_argument("-V", "--version", action=_VersionAction)
     parser.add_argument(
@@ -198,7 +201,9 @@ def build_parser(selected: tuple[str, ...] = ()) -> argparse.ArgumentParser:
         if isinstance(body, str):
             _add_leaf(sub, name, summary, body, selected[:1] == (name,))
             continue
-        group = sub.add_parser(name, help=summary, description=summary, formatter_class=Formatter)
+        group = sub.add_parser(
+            name, help=summary, description=summary, formatter_class=Formatter, allow_abbrev=False
+        )
         group_sub = group.add_subparsers(
             title="commands", metavar="COMMAND", required=True, prog=f"cvmlaunch {name}"
         )
