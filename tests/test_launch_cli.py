@@ -159,17 +159,32 @@ def test_progress_bar_on_a_terminal_is_redrawn_in_place(monkeypatch: pytest.Monk
 
 @pytest.mark.usefixtures("no_kvm")
 def test_unusable_log_path_exits_2_before_anything_runs(tmp_path: Path) -> None:
-    for target, message in [
-        (tmp_path, f"--log {tmp_path}: is a directory"),
-        (
-            tmp_path / "no" / "log.jsonl",
-            f"--log {tmp_path / 'no' / 'log.jsonl'}: no directory {tmp_path / 'no'}",
-        ),
+    """The log is written once the guest has halted; a path it cannot go to is refused
+    first, with the message every command's --log gives."""
+    for target, reason in [
+        (tmp_path, "Is a directory"),
+        (tmp_path / "missing" / "launch.jsonl", "No such file or directory"),
     ]:
         result = run_cli(["launch", "--example", "--log", str(target)])
         assert result.exit_code == 2, result.output
         assert result.stdout == ""
-        assert result.stderr == f"cvmlaunch: error: {message}\n"
+        assert result.stderr == f"cvmlaunch: error: {target}: cannot write: {reason}\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.usefixtures("no_kvm")
+@pytest.mark.parametrize("option", ["--kernel", "--initrd", "--firmware", "--id-block"])
+def test_a_directory_for_a_file_is_one_line_exit_2(tmp_path: Path, option: str) -> None:
+    """click refused directories for file options; the library's errors do it now."""
+    args = ["launch", "--example", "--dry-run", option, str(tmp_path)]
+    if option == "--id-block":
+        args += ["--tech", "snp", "--id-auth", str(tmp_path)]
+    result = run_cli(args)
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"cvmlaunch: error: {tmp_path}: ")
+    assert line.endswith("Is a directory")
 
 
 @pytest.mark.usefixtures("no_kvm")

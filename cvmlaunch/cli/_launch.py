@@ -701,17 +701,17 @@ def _read_config(path: str) -> str:
 
 
 def _check_log_path(path: str) -> None:
-    """Refuse a ``--log`` target that cannot be written before anything runs (the log is
-    written only once the guest has halted).
+    """Refuse a ``--log`` target that cannot be written before anything runs: the log is
+    written only once the guest has halted (the message is :func:`write_atomic`'s).
 
     Raises:
-        ConfigError: the path is a directory, or its directory does not exist.
+        ImageError: the path is a directory, or its directory does not exist.
     """
-    if os.path.isdir(path):
-        raise ConfigError(f"--log {path}: is a directory")
     parent = os.path.dirname(path) or "."
+    if os.path.isdir(path):
+        raise ImageError("cannot write: Is a directory", source=path)
     if not os.path.isdir(parent):
-        raise ConfigError(f"--log {path}: no directory {parent}")
+        raise ImageError("cannot write: No such file or directory", source=path)
 
 
 def launch(
@@ -752,10 +752,7 @@ def launch(
 
         def write_log(log: MeasurementLog, text: str) -> None:
             if log_file is not None:
-                try:
-                    write_atomic(log_file, text)
-                except OSError as exc:
-                    raise ConfigError(f"--log {log_file}: cannot write: {exc.strerror}") from exc
+                write_atomic(log_file, text)
             where = f" written to {log_file}" if log_file is not None else ""
             print(
                 f"cvmlaunch: launch log{where}: {len(log.entries)} records, "
