@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import mmap
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,7 +39,10 @@ def map_file(path: str | os.PathLike[str]) -> Iterator[memoryview]:
     except OSError as exc:
         raise ImageError(f"cannot open: {exc.strerror}", source=name) from exc
     try:
-        size = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):  # open() takes a directory; mmap would say EINVAL
+            raise ImageError("cannot open: Is a directory", source=name)
+        size = st.st_size
         if size == 0:
             yield memoryview(b"")
             return

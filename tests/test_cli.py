@@ -4,25 +4,88 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
-from click.testing import CliRunner
+import pytest
 
 from cvmlaunch import __version__
-from cvmlaunch.cli import cli
+from cvmlaunch.cli import COMMANDS, load_command
+from tests.cli_runner import run_cli
+from tests.gce_fake_ovmf import clean_example
 
 
 def test_version() -> None:
-    result = CliRunner().invoke(cli, ["--version"])
+    result = run_cli(["--version"])
     assert result.exit_code == 0
-    assert __version__ in result.output
+    assert result.stdout == f"cvmlaunch, version {__version__}\n"
+
+
+def _command_paths() -> list[tuple[str, ...]]:
+    paths: list[tuple[str, ...]] = []
+    for name, (_summary, body) in COMMANDS.items():
+        paths.append((name,))
+        if not isinstance(body, str):
+            paths.extend((name, leaf) for leaf in body)
+    return paths
 
 
 def test_help_on_every_command() -> None:
-    runner = CliRunner()
-    for name in cli.list_commands(None):  # type: ignore[arg-type]
-        result = runner.invoke(cli, [name, "--help"])
-        assert result.exit_code == 0, name
-        assert "Usage:" in result.output
+    top = run_cli(["--help"])
+    assert top.exit_code == 0
+    assert top.stdout.startswith("usage: cvmlaunch ")
+    for path in _command_paths():
+        result = run_cli([*path, "--help"])
+        assert result.exit_code == 0, path
+        assert result.stdout.startswith(f"usage: cvmlaunch {' '.join(path)} "), path
+        summary = COMMANDS[path[0]][0] if len(path) == 1 else COMMANDS[path[0]][1][path[1]][0]  # type: ignore[index]
+        assert summary in " ".join(top.stdout.split() + result.stdout.split()), path
+
+
+def test_registry_summaries_are_the_commands_own() -> None:
+    """COMMANDS repeats each command's first help line (so --help lists commands without
+    importing them): the two must agree."""
+    for name, (_summary, body) in COMMANDS.items():
+        if isinstance(body, str):
+            assert load_command(body).summary == _summary, name
+            continue
+        for leaf, (summary, target) in body.items():
+            assert load_command(target).summary == summary, (name, leaf)
+
+
+def test_no_command_imports_click() -> None:
+    """argparse replaced click (10-20 ms of start-up): building any command's parser, which
+    imports its module, loads no click."""
+    code = (
+        "import sys, cvmlaunch.cli as c\n"
+        f"for path in {_command_paths()!r}: c.build_parser(path)\n"
+        "print('click' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout == "False\n"
+
+
+def test_usage_errors_exit_2() -> None:
+    for args in (
+        [],
+        ["no-such-command"],
+        ["measure"],
+        ["measure", "snp"],  # --ovmf is required
+        ["measure", "snp", "--ovmf", "x", "--vcpus", "four"],
+        ["measure", "snp", "--ovmf", "x", "--no-such-option"],
+        ["inspect"],  # FILE is required
+        ["measure", "tdx"],  # --firmware is required
+        ["measure", "tdx", "--firmware", "x", "--output-format", "xml"],
+        ["reference-values", "x.jsonl", "--format", "yaml"],
+        ["log", "verify"],
+        ["log", "diff", "a.jsonl"],
+        ["log", "show", "a.jsonl", "b.jsonl"],
+        ["id-block", "snp", "--version", "one"],
+        ["id-block", "verify", "block.bin"],
+    ):
+        result = run_cli(args)
+        assert result.exit_code == 2, args
+        assert result.stdout == "", args
+        assert "error: " in result.stderr.splitlines()[-1], args
 
 
 def test_missing_file_is_one_line_exit_2() -> None:
@@ -48,3 +111,37 @@ def test_debug_shows_traceback() -> None:
     )
     assert proc.returncode != 0
     assert "Traceback" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["inspect", "{dir}"],
+        ["log", "show", "{dir}"],
+        ["reference-values", "{dir}"],
+        ["id-block", "verify", "{dir}", "{dir}"],
+        ["measure", "tdx", "--firmware", "{dir}"],
+    ],
+)
+def test_a_directory_for_a_file_is_one_line_exit_2(tmp_path: Path, args: list[str]) -> None:
+    """click refused directories for file arguments; the library's errors do it now."""
+    result = run_cli([a.format(dir=tmp_path) for a in args])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"cvmlaunch: error: {tmp_path}: ")
+    assert "Is a directory" in lines[0]
+
+
+def test_an_unwritable_log_is_one_line_exit_2(tmp_path: Path) -> None:
+    firmware = tmp_path / "clean.fd"
+    firmware.write_bytes(clean_example())
+    for target in (tmp_path / "missing" / "td.jsonl", tmp_path):
+        result = run_cli(["measure", "tdx", "--firmware", str(firmware), "--log", str(target)])
+        assert result.exit_code == 2
+        assert result.stderr.splitlines() == [
+            f"cvmlaunch: error: {target}: cannot write: "
+            + ("No such file or directory" if target != tmp_path else "Is a directory")
+        ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clean.fd"]  # no temporary left

@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
-from click.testing import CliRunner
 
-from cvmlaunch.cli import cli
 from cvmlaunch.kvm_map import Kvm
+from tests.cli_runner import run_cli
 
 
 @pytest.mark.kvm
 def test_kvm_caps_json_is_the_probe() -> None:
-    result = CliRunner().invoke(cli, ["kvm", "caps", "--json"])
+    result = run_cli(["kvm", "caps", "--json"])
     assert result.exit_code == 0, result.output
     with Kvm.open() as kvm:
         expected = kvm.caps().as_dict()
@@ -23,7 +22,7 @@ def test_kvm_caps_json_is_the_probe() -> None:
 
 @pytest.mark.kvm
 def test_kvm_caps_table() -> None:
-    result = CliRunner().invoke(cli, ["kvm", "caps"])
+    result = run_cli(["kvm", "caps"])
     assert result.exit_code == 0, result.output
     with Kvm.open() as kvm:
         caps = kvm.caps()
@@ -35,9 +34,16 @@ def test_kvm_caps_table() -> None:
 
 
 def test_kvm_caps_without_a_device_is_one_line_exit_2() -> None:
-    result = CliRunner().invoke(cli, ["kvm", "caps", "--device", "/nonexistent/kvm"])
+    result = run_cli(["kvm", "caps", "--device", "/nonexistent/kvm"])
     assert result.exit_code == 2
     assert result.output == (
         "cvmlaunch: error: this host's KVM does not offer /nonexistent/kvm "
         "(cannot open it: No such file or directory)\n"
     )
+
+
+def test_default_device_is_the_kvm_layers() -> None:
+    from cvmlaunch.cli._kvm import DEFAULT_DEVICE
+    from cvmlaunch.kvm_map import KVM_PATH
+
+    assert DEFAULT_DEVICE == KVM_PATH

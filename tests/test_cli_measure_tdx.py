@@ -10,9 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from cvmlaunch.cli import cli
+from tests.cli_runner import run_cli
 from tests.gce_fake_ovmf import CLEAN_TDX_EXAMPLE_MRTD, clean_example
 from tests.ovmf_builder import build_ovmf
 
@@ -25,7 +24,7 @@ def fake_fw(tmp_path: Path) -> Path:
 
 
 def run(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(cli, ["measure", "tdx", *args])
+    result = run_cli(["measure", "tdx", *args])
     return result.exit_code, result.stdout, result.stderr
 
 

@@ -8,7 +8,6 @@ import stat
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -16,9 +15,9 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cvmlaunch.cli import cli
 from cvmlaunch.errors import ConfigError, ImageError
 from cvmlaunch.measure import identity as ident
+from tests.cli_runner import run_cli
 
 DATA = Path(__file__).resolve().parent / "data" / "identity"
 ID_PEM = (DATA / "id_key.pem").read_bytes()
@@ -376,10 +375,8 @@ def test_bad_policies(text: str, needle: str) -> None:
 
 
 def test_cli_sign_write_and_verify(tmp_path: Path) -> None:
-    runner = CliRunner()
     out = tmp_path / "out"
-    result = runner.invoke(
-        cli,
+    result = run_cli(
         [
             "id-block",
             "snp",
@@ -411,23 +408,20 @@ def test_cli_sign_write_and_verify(tmp_path: Path) -> None:
     assert author_digest.endswith(hashlib.sha384(_amd_pubkey(AUTHOR_KEY)).hexdigest())
     assert "PRIVATE" not in result.output
 
-    ok = runner.invoke(
-        cli, ["id-block", "verify", str(out / "id-block.bin"), str(out / "id-auth.bin")]
-    )
+    ok = run_cli(["id-block", "verify", str(out / "id-block.bin"), str(out / "id-auth.bin")])
     assert ok.exit_code == 0, ok.output
     assert f"id-key-digest:     {hashlib.sha384(_amd_pubkey(ID_KEY)).hexdigest()}" in ok.output
 
     b64 = tmp_path / "auth.b64"  # QEMU-style base64 files are accepted too
     b64.write_text(props["id-auth"] + "\n")
     (tmp_path / "bad.bin").write_bytes(_flip(GOOD_BLOCK, 0))
-    bad = runner.invoke(cli, ["id-block", "verify", str(tmp_path / "bad.bin"), str(b64)])
+    bad = run_cli(["id-block", "verify", str(tmp_path / "bad.bin"), str(b64)])
     assert bad.exit_code == 1
     assert "FAIL ID_BLOCK_SIG by ID_KEY: ID_BLOCK_SIG does not verify" in bad.output
 
 
 def test_cli_peer_measurement_base64_and_json(tmp_path: Path) -> None:
-    result = CliRunner().invoke(
-        cli,
+    result = run_cli(
         [
             "id-block",
             "snp",
@@ -446,26 +440,24 @@ def test_cli_peer_measurement_base64_and_json(tmp_path: Path) -> None:
 
 
 def test_cli_bad_input_exit_2(tmp_path: Path) -> None:
-    runner = CliRunner()
     (tmp_path / "short").write_bytes(b"x" * 95)
-    r = runner.invoke(cli, ["id-block", "verify", str(tmp_path / "short"), str(tmp_path / "short")])
+    r = run_cli(["id-block", "verify", str(tmp_path / "short"), str(tmp_path / "short")])
     assert r.exit_code == 2
     p256 = tmp_path / "p256.pem"
     p256.write_bytes(_pem(ec.generate_private_key(ec.SECP256R1())))
-    r = runner.invoke(cli, ["id-block", "snp", "--measurement", LD.hex(), "--id-key", str(p256)])
+    r = run_cli(["id-block", "snp", "--measurement", LD.hex(), "--id-key", str(p256)])
     assert r.exit_code == 2
     assert "secp256r1 key; SEV-SNP ID and author keys must be ECDSA P-384" in r.output
-    r = runner.invoke(
-        cli, ["id-block", "snp", "--measurement", "ab" * 47, "--id-key", str(DATA / "id_key.pem")]
+    r = run_cli(
+        ["id-block", "snp", "--measurement", "ab" * 47, "--id-key", str(DATA / "id_key.pem")]
     )
     assert r.exit_code == 2
     assert "neither 48 bytes" in r.output
 
 
 def test_generate_key_mode_0600_and_no_overwrite(tmp_path: Path) -> None:
-    runner = CliRunner()
     key = tmp_path / "new.pem"
-    r = runner.invoke(cli, ["id-block", "snp", "--generate-key", str(key)])
+    r = run_cli(["id-block", "snp", "--generate-key", str(key)])
     assert r.exit_code == 0, r.output
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     loaded = ident.load_private_key(key.read_bytes(), str(key))
@@ -474,21 +466,66 @@ def test_generate_key_mode_0600_and_no_overwrite(tmp_path: Path) -> None:
     assert f"{scalar:x}" not in r.output
     assert "PRIVATE" not in r.output
     before = key.read_bytes()
-    again = runner.invoke(cli, ["id-block", "snp", "--generate-key", str(key)])
+    again = run_cli(["id-block", "snp", "--generate-key", str(key)])
     assert again.exit_code == 2
     assert "already exists" in again.output
     assert key.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["new.pem"]  # no temporary left behind
-    forced = runner.invoke(cli, ["id-block", "snp", "--generate-key", str(key), "--force"])
+    forced = run_cli(["id-block", "snp", "--generate-key", str(key), "--force"])
     assert forced.exit_code == 0
     assert key.read_bytes() != before
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     # --generate-key with a measurement signs with the new key.
     key2 = tmp_path / "k2.pem"
-    signed = runner.invoke(
-        cli,
+    signed = run_cli(
         ["id-block", "snp", "--generate-key", str(key2), "--measurement", LD.hex()],
     )
     assert signed.exit_code == 0, signed.output
     digest = ident.key_digest(ident.load_private_key(key2.read_bytes(), "k2")).hex()
     assert f"id-key-digest: {digest}" in signed.output
+
+
+def test_cli_svn_is_a_u32_in_any_base(tmp_path: Path) -> None:
+    base = ["id-block", "snp", "--measurement", LD.hex(), "--id-key", str(DATA / "id_key.pem")]
+    for text, value in (("0xffffffff", 0xFFFFFFFF), ("4294967295", 0xFFFFFFFF), ("7", 7)):
+        out = tmp_path / text
+        r = run_cli([*base, "--svn", text, "--out-dir", str(out)])
+        assert r.exit_code == 0, r.output
+        assert ident.IdBlock.unpack((out / "id-block.bin").read_bytes()).guest_svn == value
+    for text in ("0x100000000", "-1", "many"):
+        r = run_cli([*base, "--svn", text])
+        assert r.exit_code == 2, text
+        assert r.stdout == ""
+        assert r.stderr.splitlines()[-1].startswith("cvmlaunch id-block snp: error: argument --svn")
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--generate-key", "new.pem"], "give --id-key or --generate-key, not both"),
+        ([], "give the launch digest: --measurement HEX or --from-log LOG"),
+        (
+            ["--measurement", LD.hex(), "--out-dir", "d", "--id-block", "b.bin"],
+            "give --out-dir or --id-block/--id-auth, not both",
+        ),
+        (
+            ["--measurement", LD.hex(), "--out-dir", "file"],
+            "file: cannot create directory: File exists",
+        ),
+        (
+            ["--measurement", LD.hex(), "--id-auth", "missing/a.bin"],
+            "missing/a.bin: cannot write: No such file or directory",
+        ),
+    ],
+)
+def test_cli_option_conflicts_are_one_line_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extra: list[str], message: str
+) -> None:
+    """What click reported as usage errors (or a traceback) is one line and exit 2."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "file").write_bytes(b"")
+    r = run_cli(["id-block", "snp", "--id-key", str(DATA / "id_key.pem"), *extra])
+    assert r.exit_code == 2
+    assert r.stdout == ""
+    assert r.stderr.splitlines() == [f"cvmlaunch: error: {message}"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing written

@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
-from cvmlaunch.cli import cli
 from cvmlaunch.image.detect import ImageFormat, detect_format
 from tests.builders import ElfSpec, Seg, build_bzimage, build_elf
+from tests.cli_runner import run_cli
 from tests.ovmf_builder import build_ovmf
 from tests.real_images import RealElf
 
@@ -91,7 +90,7 @@ FIRMWARE: dict[str, tuple[int, Any, Any, tuple[int, int]]] = {
 
 
 def inspect_json(path: Path | str) -> dict[str, Any]:
-    result = CliRunner().invoke(cli, ["inspect", "--json", str(path)])
+    result = run_cli(["inspect", "--json", str(path)])
     assert result.exit_code == 0, result.output
     report: dict[str, Any] = json.loads(result.output)
     return report
@@ -135,7 +134,7 @@ def test_firmware_json(firmware: FirmwareFn, name: str) -> None:
 
 
 def test_firmware_text(firmware: FirmwareFn) -> None:
-    result = CliRunner().invoke(cli, ["inspect", str(firmware("OVMF.amdsev.fd"))])
+    result = run_cli(["inspect", str(firmware("OVMF.amdsev.fd"))])
     assert result.exit_code == 0
     lines = result.output.splitlines()
     assert "format             OVMF/TDVF flat firmware" in lines
@@ -186,7 +185,7 @@ def test_real_elf(real_elf: RealElf) -> None:
         (0x101000, 0x2000, "bss"),
         (0x103000, 0x1000, "bss"),
     ]
-    text = CliRunner().invoke(cli, ["inspect", str(real_elf.path)]).output
+    text = run_cli(["inspect", str(real_elf.path)]).output
     assert "PVH entry  0x100003" in text.splitlines()
 
 
@@ -204,7 +203,7 @@ def test_debian_kernel(debian_kernel: tuple[Path, dict[str, str]]) -> None:
 def test_synthetic_bzimage_text(tmp_path: Path) -> None:
     path = tmp_path / "bz"
     path.write_bytes(build_bzimage(version=0x0205, kernel_alignment=0x100000))
-    result = CliRunner().invoke(cli, ["inspect", str(path)])
+    result = run_cli(["inspect", str(path)])
     assert result.exit_code == 0
     lines = result.output.splitlines()
     assert "boot protocol       2.05" in lines
@@ -216,7 +215,7 @@ def test_synthetic_bzimage_text(tmp_path: Path) -> None:
 def test_json_is_deterministic(tmp_path: Path) -> None:
     path = tmp_path / "fw.fd"
     path.write_bytes(build_ovmf(sev=[(0x800000, 0x1000, 1)]))
-    outs = {CliRunner().invoke(cli, ["inspect", "--json", str(path)]).output for _ in range(3)}
+    outs = {run_cli(["inspect", "--json", str(path)]).output for _ in range(3)}
     assert len(outs) == 1
     assert list(json.loads(outs.pop())) == [
         "file",
@@ -278,6 +277,6 @@ def test_corrupt_ovmf_table(tmp_path: Path) -> None:
     data[-0x32:-0x30] = (0xFFFF).to_bytes(2, "little")  # table length beyond the image start
     path = tmp_path / "fw.fd"
     path.write_bytes(bytes(data))
-    result = CliRunner().invoke(cli, ["inspect", str(path)])
+    result = run_cli(["inspect", str(path)])
     assert result.exit_code == 2
     assert "GUID table length 0xffff points outside the image" in result.output

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
 from cvmlaunch import kvm_map
-from cvmlaunch.cli import cli
 from cvmlaunch.cli._launch import example_config, load_plan
 from cvmlaunch.launch import settings_from_toml
+from tests.cli_runner import run_cli
 from tests.test_plain_log import reference_step
 
 
@@ -31,7 +32,7 @@ def no_kvm(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.usefixtures("no_kvm")
 @pytest.mark.parametrize("tech", ["none", "snp"])
 def test_dry_run_prints_plan_and_prediction(tech: str) -> None:
-    result = CliRunner().invoke(cli, ["launch", "--example", "--dry-run", "--tech", tech])
+    result = run_cli(["launch", "--example", "--dry-run", "--tech", tech])
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0] == (
@@ -87,8 +88,8 @@ def test_flags_override_config(tmp_path: Path) -> None:
         f'memory = "1G"\nkernel = "{example_config().parent / "example-guest.elf"}"\n'
         'append = "from-file"\n'
     )
-    result = CliRunner().invoke(
-        cli, ["launch", "--config", str(cfg), "--append", "from-flag", "--vcpus", "2", "--dry-run"]
+    result = run_cli(
+        ["launch", "--config", str(cfg), "--append", "from-flag", "--vcpus", "2", "--dry-run"]
     )
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[:2] == [
@@ -107,7 +108,7 @@ def test_flags_override_config(tmp_path: Path) -> None:
 )
 def test_bad_settings_exit_2(args: list[str], message: str) -> None:
     extra = ["--kernel", str(example_config().parent / "example-guest.elf")] if args else []
-    result = CliRunner().invoke(cli, ["launch", "--dry-run", *extra, *args])
+    result = run_cli(["launch", "--dry-run", *extra, *args])
     assert result.exit_code == 2
     assert result.stderr.strip() == f"cvmlaunch: error: {message}"
 
@@ -127,16 +128,83 @@ def test_progress_bar_appears_only_after_a_moment(
     slow(50)
     slow(100)
     slow.close()
-    # on a non-terminal click prints the label once instead of redrawing a bar
+    # on a non-terminal the label is printed once instead of a bar redrawn in place
     assert capsys.readouterr().err.splitlines() == ["populating guest memory"]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_on_a_terminal_is_redrawn_in_place(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cvmlaunch.cli import _launch
+
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    monkeypatch.setattr(_launch, "_PROGRESS_DELAY", 0.0)
+    bar = _launch._LazyProgress(1000, "populating guest memory")
+    for done in (250, 251, 500, 1000):
+        bar(done)
+    bar.close()
+    frames = terminal.getvalue().split("\r")
+    assert frames[0] == ""
+    # one frame per change of the drawn line (251 draws what 250 drew), then a newline
+    assert frames[1:] == [
+        f"populating guest memory  [{'#' * 9}{'-' * 27}]   25%",
+        f"populating guest memory  [{'#' * 18}{'-' * 18}]   50%",
+        f"populating guest memory  [{'#' * 36}]  100%\n",
+    ]
+
+
+@pytest.mark.usefixtures("no_kvm")
+def test_unusable_log_path_exits_2_before_anything_runs(tmp_path: Path) -> None:
+    """The log is written once the guest has halted; a path it cannot go to is refused
+    first, with the message every command's --log gives."""
+    for target, reason in [
+        (tmp_path, "Is a directory"),
+        (tmp_path / "missing" / "launch.jsonl", "No such file or directory"),
+    ]:
+        result = run_cli(["launch", "--example", "--log", str(target)])
+        assert result.exit_code == 2, result.output
+        assert result.stdout == ""
+        assert result.stderr == f"cvmlaunch: error: {target}: cannot write: {reason}\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.usefixtures("no_kvm")
+@pytest.mark.parametrize("option", ["--kernel", "--initrd", "--firmware", "--id-block"])
+def test_a_directory_for_a_file_is_one_line_exit_2(tmp_path: Path, option: str) -> None:
+    """click refused directories for file options; the library's errors do it now."""
+    args = ["launch", "--example", "--dry-run", option, str(tmp_path)]
+    if option == "--id-block":
+        args += ["--tech", "snp", "--id-auth", str(tmp_path)]
+    result = run_cli(args)
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"cvmlaunch: error: {tmp_path}: ")
+    assert line.endswith("Is a directory")
+
+
+@pytest.mark.usefixtures("no_kvm")
+def test_unreadable_config_is_one_line_exit_2(tmp_path: Path) -> None:
+    binary = tmp_path / "vm.toml"
+    binary.write_bytes(b"memory = 1\n\xff")
+    for path, message in [
+        (tmp_path / "missing.toml", "cannot read settings file: No such file or directory"),
+        (tmp_path, "cannot read settings file: Is a directory"),
+        (binary, "not UTF-8 text (byte 11)"),
+    ]:
+        result = run_cli(["launch", "--config", str(path), "--dry-run"])
+        assert result.exit_code == 2, result.output
+        assert result.stderr == f"cvmlaunch: error: {path}: {message}\n"
 
 
 @pytest.mark.usefixtures("no_kvm")
 def test_dry_run_snp_with_firmware_names_the_command_that_predicts(firmware: Any) -> None:
     fd = firmware("OVMF.amdsev.fd")
-    result = CliRunner().invoke(
-        cli, ["launch", "--example", "--dry-run", "--tech", "snp", "--firmware", str(fd)]
-    )
+    result = run_cli(["launch", "--example", "--dry-run", "--tech", "snp", "--firmware", str(fd)])
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[-2:] == [
         "predicted SNP launch digest: not predicted. It covers one VMSA per vCPU, and cvmlaunch "
@@ -172,7 +240,7 @@ def reference_mrtd(regions: list[tuple[int, bytes, bool]]) -> bytes:
 
 @pytest.mark.usefixtures("no_kvm")
 def test_dry_run_tdx_predicts_the_mrtd_of_the_plan() -> None:
-    result = CliRunner().invoke(cli, ["launch", "--example", "--dry-run", "--tech", "tdx"])
+    result = run_cli(["launch", "--example", "--dry-run", "--tech", "tdx"])
     assert result.exit_code == 0, result.output
     settings = settings_from_toml(example_config().read_text(), base=str(example_config().parent))
     with load_plan(settings) as plan:

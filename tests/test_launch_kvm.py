@@ -11,14 +11,13 @@ import re
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from cvmlaunch.cli import cli
 from cvmlaunch.cli._launch import example_config, execute, load_plan
 from cvmlaunch.errors import MeasurementMismatch
 from cvmlaunch.launch import LaunchSettings, settings_from_toml
 from cvmlaunch.layout import LogOp
 from cvmlaunch.measure.log import Technology, parse_log, verify_log
+from tests.cli_runner import run_cli
 
 pytestmark = pytest.mark.kvm
 
@@ -39,7 +38,7 @@ def guest_ranges(output: str) -> list[tuple[int, int, str]]:
 
 
 def test_launch_example_reports_the_log() -> None:
-    result = CliRunner().invoke(cli, ["launch", "--example"])
+    result = run_cli(["launch", "--example"])
     assert result.exit_code == 0, result.output
     assert "guest digests match the launch log for all 6 ranges" in result.stderr
     assert 'cvmlaunch-guest cmdline "console=ttyS0 cvmlaunch.example=1"' in result.stdout
@@ -108,8 +107,8 @@ def test_guest_that_loops_is_stopped_after_timeout(tmp_path: Path) -> None:
     old = logs / "old.jsonl"
     old.write_text("the previous launch's log\n")
     for target in (old, logs / "new.jsonl"):
-        result = CliRunner().invoke(
-            cli, ["launch", "--kernel", str(looping), "--timeout", "1", "--log", str(target)]
+        result = run_cli(
+            ["launch", "--kernel", str(looping), "--timeout", "1", "--log", str(target)]
         )
         assert result.exit_code == 2
         assert result.stderr.strip().splitlines()[-1] == (
@@ -124,7 +123,7 @@ def test_guest_that_loops_is_stopped_after_timeout(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("tech", "bit"), [("snp", 4), ("tdx", 5)])
 def test_tech_snp_tdx_stop_before_creating_anything(tmp_path: Path, tech: str, bit: int) -> None:
     log = tmp_path / "launch.jsonl"
-    result = CliRunner().invoke(cli, ["launch", "--example", "--tech", tech, "--log", str(log)])
+    result = run_cli(["launch", "--example", "--tech", tech, "--log", str(log)])
     assert result.exit_code == 2
     assert result.stderr.strip() == (
         f"cvmlaunch: error: this host's KVM does not offer KVM_X86_{tech.upper()}_VM "
@@ -135,7 +134,7 @@ def test_tech_snp_tdx_stop_before_creating_anything(tmp_path: Path, tech: str, b
 
 
 def _predicted_digest(args: list[str]) -> str:
-    dry = CliRunner().invoke(cli, ["launch", *args, "--dry-run"])
+    dry = run_cli(["launch", *args, "--dry-run"])
     assert dry.exit_code == 0, dry.output
     last = dry.stdout.splitlines()[-1]
     assert last.startswith("predicted launch log digest (plain, cvmlaunch-transcript-sha384;")
@@ -148,7 +147,7 @@ def test_launch_log_verifies_and_ends_with_the_dry_run_prediction(
 ) -> None:
     predicted = _predicted_digest(args)
     path = tmp_path / "launch.jsonl"
-    result = CliRunner().invoke(cli, ["launch", *args, "--log", str(path)])
+    result = run_cli(["launch", *args, "--log", str(path)])
     assert result.exit_code == 0, result.output
     assert (
         f"cvmlaunch: launch log written to {path}: 6 records, plain digest {predicted}"
@@ -170,14 +169,14 @@ def test_launch_log_verifies_and_ends_with_the_dry_run_prediction(
     assert [(e.gpa, e.size, e.content_sha384.hex()) for e in log.entries] == guest_ranges(
         result.stdout
     )
-    verify = CliRunner().invoke(cli, ["log", "verify", str(path)])
+    verify = run_cli(["log", "verify", str(path)])
     assert verify.exit_code == 0, verify.output
     assert verify.stdout == f"{path}: OK 6 records, digest {predicted}\n"
 
 
 def test_changed_byte_in_the_written_log_fails_verify(tmp_path: Path) -> None:
     path = tmp_path / "launch.jsonl"
-    result = CliRunner().invoke(cli, ["launch", "--example", "--log", str(path)])
+    result = run_cli(["launch", "--example", "--log", str(path)])
     assert result.exit_code == 0, result.output
     text = path.read_text()
     log = parse_log(text)
@@ -192,7 +191,7 @@ def test_changed_byte_in_the_written_log_fails_verify(tmp_path: Path) -> None:
         assert text.count(old) == 1
         changed = tmp_path / "changed.jsonl"
         changed.write_text(text.replace(old, new))
-        verify = CliRunner().invoke(cli, ["log", "verify", str(changed)])
+        verify = run_cli(["log", "verify", str(changed)])
         assert verify.exit_code == 1, (where, verify.output)
         assert where in verify.stderr
 

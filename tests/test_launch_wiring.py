@@ -8,10 +8,8 @@ import base64
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from cvmlaunch import kvm_map
-from cvmlaunch.cli import cli
 from cvmlaunch.cli._launch import (
     TDX_ATTRIBUTES,
     TDX_XFAM,
@@ -26,6 +24,7 @@ from cvmlaunch.launch import LaunchSettings, Tech, settings_from_toml
 from cvmlaunch.layout import LogOp
 from cvmlaunch.measure import identity as ident
 from cvmlaunch.measure.reference import ReferenceValues
+from tests.cli_runner import run_cli
 from tests.fakekvm import FakeKernel
 from tests.test_identity import AUTHOR_KEY, ID_KEY
 
@@ -143,7 +142,7 @@ def test_dry_run_shows_the_identity(
     monkeypatch.setattr(kvm_map.Kvm, "open", pytest.fail)
     args = ["launch", "--example", "--dry-run", "--tech", "snp", "--host-data", HOST_DATA.hex()]
     args += ["--id-block", str(id_files[0]), "--id-auth", str(id_files[1])]
-    result = CliRunner().invoke(cli, args)
+    result = run_cli(args)
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     start = lines.index("launch identity (reported beside the launch digest, never measured):")
@@ -153,9 +152,7 @@ def test_dry_run_shows_the_identity(
         f"  id_key_digest  {ident.key_digest(ID_KEY).hex()}",
         f"  author_key_digest {ident.key_digest(AUTHOR_KEY).hex()}",
     ]
-    tdx = CliRunner().invoke(
-        cli, ["launch", "--example", "--dry-run", "--tech", "tdx", "--mrowner", "ab" * 48]
-    )
+    tdx = run_cli(["launch", "--example", "--dry-run", "--tech", "tdx", "--mrowner", "ab" * 48])
     assert tdx.exit_code == 0, tdx.output
     assert f"  mrowner        {'ab' * 48}" in tdx.stdout.splitlines()
 
@@ -175,7 +172,7 @@ def test_bad_identity_flags_exit_2(
     args: list[str], message: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(kvm_map.Kvm, "open", pytest.fail)
-    result = CliRunner().invoke(cli, ["launch", "--example", "--dry-run", *args])
+    result = run_cli(["launch", "--example", "--dry-run", *args])
     assert result.exit_code == 2, result.output
     assert message in result.stderr
 
@@ -186,6 +183,6 @@ def test_an_id_block_for_another_policy_exits_1(
     monkeypatch.setattr(kvm_map.Kvm, "open", pytest.fail)
     args = ["launch", "--example", "--dry-run", "--tech", "snp", "--policy", "0x20000"]
     args += ["--id-block", str(id_files[0]), "--id-auth", str(id_files[1])]
-    result = CliRunner().invoke(cli, args)
+    result = run_cli(args)
     assert result.exit_code == 1, result.output
     assert "its policy 0x30000 differs from the launch policy 0x20000" in result.stderr

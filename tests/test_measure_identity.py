@@ -10,11 +10,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
-from cvmlaunch.cli import cli
 from cvmlaunch.measure import identity as ident
 from cvmlaunch.measure.log import parse_log
+from tests.cli_runner import CliResult, run_cli
 from tests.test_identity import AUTHOR_KEY, DATA, ID_KEY
 
 #: OVMF.amdsev.fd, 2 x EPYC-v4, QEMU: sev-snp-measure 0.0.13 prints this digest (see
@@ -40,9 +39,9 @@ def amdsev(firmware: Callable[[str], Path]) -> Path:
     return firmware("OVMF.amdsev.fd")
 
 
-def _measure(fw: Path, *extra: str) -> Result:
+def _measure(fw: Path, *extra: str) -> CliResult:
     args = ["measure", "snp", "--ovmf", str(fw), "--vcpus", "2", "--vcpu-type", "EPYC-v4"]
-    return CliRunner().invoke(cli, [*args, *extra])
+    return run_cli([*args, *extra])
 
 
 def _pair(tmp_path: Path, ld: bytes, policy: int = 0x30000, *, b64: bool = False) -> list[str]:
@@ -93,7 +92,7 @@ def test_identity_is_recorded_and_read_back_by_reference_values(
     assert len(base64.b64decode(str(settings["id_auth"]))) == ident.ID_AUTH_SIZE
 
     id_digest, author_digest = _peer_key_digests()
-    out = CliRunner().invoke(cli, ["reference-values", str(log)])
+    out = run_cli(["reference-values", str(log)])
     assert out.exit_code == 0, out.output
     assert json.loads(out.stdout) == {
         "technology": "sev-snp",
@@ -106,7 +105,7 @@ def test_identity_is_recorded_and_read_back_by_reference_values(
         "image_id": (b"I" * 16).hex(),
         "guest_svn": 7,
     }
-    snpguest = CliRunner().invoke(cli, ["reference-values", str(log), "--format", "snpguest"])
+    snpguest = run_cli(["reference-values", str(log), "--format", "snpguest"])
     assert snpguest.stdout.split() == [
         "--measurement",
         REAL_DIGEST.hex(),
@@ -216,8 +215,8 @@ def test_a_tampered_id_auth_exits_1(tmp_path: Path, amdsev: Path) -> None:
     ],
 )
 def test_bad_identity_options_exit_2(amdsev: Path, args: list[str], message: str) -> None:
-    res = CliRunner().invoke(
-        cli, ["measure", "snp", "--ovmf", str(amdsev), "--vcpus", "1", "--vcpu-sig", "0", *args]
+    res = run_cli(
+        ["measure", "snp", "--ovmf", str(amdsev), "--vcpus", "1", "--vcpu-sig", "0", *args]
     )
     assert res.exit_code == 2, res.output
     assert message in res.output
@@ -250,10 +249,9 @@ def test_tdx_owner_values_are_recorded_not_measured(
     them; reference-values prints them; log verify still replays the log."""
     fw = firmware("OVMF.inteltdx.ms.fd")
     plain, owned = tmp_path / "plain.jsonl", tmp_path / "owned.jsonl"
-    runner = CliRunner()
-    a = runner.invoke(cli, ["measure", "tdx", "--firmware", str(fw), "--log", str(plain)])
+    a = run_cli(["measure", "tdx", "--firmware", str(fw), "--log", str(plain)])
     opts = [x for name, v in MRS.items() for x in (f"--{name}", "0x" + v.hex().upper())]
-    b = runner.invoke(cli, ["measure", "tdx", "--firmware", str(fw), *opts, "--log", str(owned)])
+    b = run_cli(["measure", "tdx", "--firmware", str(fw), *opts, "--log", str(owned)])
     assert a.exit_code == b.exit_code == 0, (a.output, b.output)
     assert a.stdout == b.stdout == TDX_MRTD.hex() + "\n"
     la, lb = plain.read_text().splitlines(), owned.read_text().splitlines()
@@ -262,7 +260,7 @@ def test_tdx_owner_values_are_recorded_not_measured(
     assert {k: settings[k] for k in MRS} == {k: v.hex() for k, v in MRS.items()}
     assert {k: _header_settings(plain)[k] for k in MRS} == dict.fromkeys(MRS, "00" * 48)
 
-    out = runner.invoke(cli, ["reference-values", str(owned)])
+    out = run_cli(["reference-values", str(owned)])
     assert out.exit_code == 0, out.output
     assert json.loads(out.stdout) == {
         "technology": "tdx",
@@ -271,19 +269,17 @@ def test_tdx_owner_values_are_recorded_not_measured(
         "mr_owner": MRS["mrowner"].hex(),
         "mr_owner_config": MRS["mrownerconfig"].hex(),
     }
-    go = runner.invoke(cli, ["reference-values", str(owned), "--format", "go-tdx-guest"])
+    go = run_cli(["reference-values", str(owned), "--format", "go-tdx-guest"])
     assert go.stdout.split() == [
         f"-mr_td={TDX_MRTD.hex()}",
         f"-mr_config_id={MRS['mrconfigid'].hex()}",
         f"-mr_owner={MRS['mrowner'].hex()}",
         f"-mr_owner_config={MRS['mrownerconfig'].hex()}",
     ]
-    verified = runner.invoke(cli, ["log", "verify", str(owned), "--firmware", str(fw)])
+    verified = run_cli(["log", "verify", str(owned), "--firmware", str(fw)])
     assert verified.exit_code == 0, verified.output
 
-    js = runner.invoke(
-        cli, ["measure", "tdx", "--firmware", str(fw), *opts, "--output-format", "json"]
-    )
+    js = run_cli(["measure", "tdx", "--firmware", str(fw), *opts, "--output-format", "json"])
     assert json.loads(js.stdout)["settings"]["mrowner"] == MRS["mrowner"].hex()
 
 
@@ -299,6 +295,6 @@ def test_bad_tdx_owner_values_exit_2(
     firmware: Callable[[str], Path], args: list[str], message: str
 ) -> None:
     fw = firmware("OVMF.inteltdx.ms.fd")
-    res = CliRunner().invoke(cli, ["measure", "tdx", "--firmware", str(fw), *args])
+    res = run_cli(["measure", "tdx", "--firmware", str(fw), *args])
     assert res.exit_code == 2, res.output
     assert message in res.output

@@ -12,11 +12,9 @@ import re
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cvmlaunch.cli import cli
 from cvmlaunch.errors import LogFormatError, MeasurementMismatch
 from cvmlaunch.layout import (
     PAGE_SIZE,
@@ -37,6 +35,7 @@ from cvmlaunch.measure.log import (
     verify_log,
 )
 from cvmlaunch.measure.plain import PLAIN_ALGORITHM, plain_header, plain_log
+from tests.cli_runner import run_cli
 
 
 def reference_step(
@@ -187,7 +186,7 @@ def test_log_verify_cli_accepts_and_rejects(tmp_path: Path) -> None:
     log = plain_log(layout(), plain_header({"vcpus": 1}, tool_version="t"))
     good = tmp_path / "good.jsonl"
     good.write_text(dumps_log(log))
-    ok = CliRunner().invoke(cli, ["log", "verify", str(good)])
+    ok = run_cli(["log", "verify", str(good)])
     assert ok.exit_code == 0, ok.output
     assert ok.stdout == f"{good}: OK 3 records, digest {log.digest.hex()}\n"
     # one byte of record 1's content hash changed: its running digest no longer replays
@@ -196,7 +195,7 @@ def test_log_verify_cli_accepts_and_rejects(tmp_path: Path) -> None:
     new = ("0" if old[0] != "0" else "1") + old[1:]
     bad = tmp_path / "bad.jsonl"
     bad.write_text(text.replace(old, new))
-    result = CliRunner().invoke(cli, ["log", "verify", str(bad)])
+    result = run_cli(["log", "verify", str(bad)])
     assert result.exit_code == 1
     assert "record 1 (plain.copy NORMAL [0x1000-0x2000) table (a table)) running digest" in (
         result.stderr
@@ -208,7 +207,7 @@ def test_log_verify_cli_accepts_and_rejects(tmp_path: Path) -> None:
 def test_reference_values_refuses_a_plain_log(tmp_path: Path) -> None:
     path = tmp_path / "plain.jsonl"
     path.write_text(dumps_log(plain_log(layout(), plain_header({}, tool_version="t"))))
-    result = CliRunner().invoke(cli, ["reference-values", str(path)])
+    result = run_cli(["reference-values", str(path)])
     assert result.exit_code == 2
     assert result.stderr.strip() == (
         f"cvmlaunch: error: {path}: a plain launch has no hardware measurement, so no "

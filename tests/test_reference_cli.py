@@ -7,9 +7,6 @@ import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from click.testing import CliRunner
-
-from cvmlaunch.cli import cli
 from cvmlaunch.layout import (
     VMSA_GPA,
     Layout,
@@ -32,6 +29,7 @@ from cvmlaunch.measure.log import (
     parse_log,
 )
 from cvmlaunch.measure.reference import identity_settings
+from tests.cli_runner import run_cli
 from tests.test_identity import DATA, ID_KEY
 
 FW = Provenance(SourceKind.FILE, "fw.fd", offset=0)
@@ -69,7 +67,7 @@ def test_reference_values_of_an_snp_log_with_an_id_block(tmp_path: Path) -> None
     assert digest == ld
     assert parse_log(path.read_text()).header.settings["host_data"] == "42" * 32
 
-    result = CliRunner().invoke(cli, ["reference-values", str(path)])
+    result = run_cli(["reference-values", str(path)])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == {
         "technology": "sev-snp",
@@ -82,7 +80,7 @@ def test_reference_values_of_an_snp_log_with_an_id_block(tmp_path: Path) -> None
         "image_id": "02" * 16,
         "guest_svn": 3,
     }
-    snpguest = CliRunner().invoke(cli, ["reference-values", str(path), "--format", "snpguest"])
+    snpguest = run_cli(["reference-values", str(path), "--format", "snpguest"])
     assert snpguest.output.split()[:2] == ["--measurement", ld.hex()]
 
 
@@ -91,7 +89,7 @@ def test_reference_values_rejects_a_log_that_does_not_replay(tmp_path: Path) -> 
     log = parse_log(path.read_text())
     forged = MeasurementLog(log.header, log.entries, LogFooter(bytes(48), log.footer.records))
     path.write_text(dumps_log(forged))
-    result = CliRunner().invoke(cli, ["reference-values", str(path)])
+    result = run_cli(["reference-values", str(path)])
     assert result.exit_code == 1
     assert "mismatch" in result.output
 
@@ -100,7 +98,7 @@ def test_reference_values_rejects_an_id_block_for_another_digest(tmp_path: Path)
     block = ident.IdBlock(bytes(48))
     snp = SnpLaunchIdentity(bytes(32), block.pack(), ident.sign_id_block(block, ID_KEY).pack())
     path, _ = _snp_log(tmp_path, identity_settings(snp=snp))
-    result = CliRunner().invoke(cli, ["reference-values", str(path)])
+    result = run_cli(["reference-values", str(path)])
     assert result.exit_code == 1
     assert "ID block launch digest" in result.output
 
@@ -111,7 +109,7 @@ def test_reference_values_of_a_tdx_log(tmp_path: Path) -> None:
     header = LogHeader(Technology.TDX, "tdx-mrtd", identity_settings(tdx=tdx), INPUTS, "0.1.0")
     path = tmp_path / "tdx.jsonl"
     path.write_text(dumps_log(MeasurementLog(header, (), LogFooter(mrtd, 0))))
-    result = CliRunner().invoke(cli, ["reference-values", str(path), "--format", "go-tdx-guest"])
+    result = run_cli(["reference-values", str(path), "--format", "go-tdx-guest"])
     assert result.exit_code == 0, result.output
     assert result.stdout.split() == [
         f"-mr_td={mrtd.hex()}",
@@ -119,7 +117,7 @@ def test_reference_values_of_a_tdx_log(tmp_path: Path) -> None:
         f"-mr_owner={'00' * 48}",
         f"-mr_owner_config={'00' * 48}",
     ]
-    wrong = CliRunner().invoke(cli, ["reference-values", str(path), "--format", "snpguest"])
+    wrong = run_cli(["reference-values", str(path), "--format", "snpguest"])
     assert wrong.exit_code == 2
 
 
@@ -127,15 +125,15 @@ def test_id_block_from_log(tmp_path: Path) -> None:
     path, ld = _snp_log(tmp_path, {"policy": "0x70000"})
     out = tmp_path / "out"
     args = ["id-block", "snp", "--from-log", str(path), "--id-key", str(DATA / "id_key.pem")]
-    result = CliRunner().invoke(cli, [*args, "--out-dir", str(out)])
+    result = run_cli([*args, "--out-dir", str(out)])
     assert result.exit_code == 0, result.output
     block = ident.IdBlock.unpack((out / "id-block.bin").read_bytes())
     assert block.ld == ld
     assert block.policy == ident.GuestPolicy(0x70000)  # taken from the log
-    clash = CliRunner().invoke(cli, [*args, "--policy", "0x30000"])
+    clash = run_cli([*args, "--policy", "0x30000"])
     assert clash.exit_code == 2
     assert "differs from the policy 0x70000" in clash.output
-    both = CliRunner().invoke(cli, [*args, "--measurement", ld.hex()])
+    both = run_cli([*args, "--measurement", ld.hex()])
     assert both.exit_code == 2
 
 
@@ -148,9 +146,7 @@ def test_real_firmware_log_to_id_block_and_reference_values(
         "a196530d5999be0f114462d2546cd02d"
     )
     log = tmp_path / "launch.jsonl"
-    runner = CliRunner()
-    measured = runner.invoke(
-        cli,
+    measured = run_cli(
         [
             "measure",
             "snp",
@@ -166,8 +162,7 @@ def test_real_firmware_log_to_id_block_and_reference_values(
     )
     assert measured.exit_code == 0, measured.output
     assert measured.output.strip() == expected
-    signed = runner.invoke(
-        cli,
+    signed = run_cli(
         [
             "id-block",
             "snp",
@@ -182,7 +177,7 @@ def test_real_firmware_log_to_id_block_and_reference_values(
     assert signed.exit_code == 0, signed.output
     block = ident.IdBlock.unpack(base64.b64decode(json.loads(signed.output)["id_block"]))
     assert block.ld.hex() == expected
-    values = runner.invoke(cli, ["reference-values", str(log), "--format", "trustee"])
+    values = run_cli(["reference-values", str(log), "--format", "trustee"])
     # measure snp records QEMU's default launch identity: policy 0x30000, zero host data
     assert json.loads(values.output) == {
         "snp_launch_measurement": [expected],

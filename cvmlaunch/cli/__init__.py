@@ -4,88 +4,228 @@ Rule 1: the CLI only composes: it reads files (through :mod:`cvmlaunch.files`), 
 library, formats and prints. No parsing, layout or measurement logic lives here.
 
 Rule 2: exit codes: 0 success; 1 the tool ran but a check failed (``--expect`` mismatch, a
-guest report that disagrees with the log); 2 bad input or an unusable host. Every
-:class:`~cvmlaunch.errors.CvmLaunchError` prints one line ``cvmlaunch: error: ...`` on stderr;
-``--debug`` shows the traceback instead.
+guest report that disagrees with the log); 2 bad input or an unusable host (usage errors
+included). Every :class:`~cvmlaunch.errors.CvmLaunchError` prints one line
+``cvmlaunch: error: ...`` on stderr; ``--debug`` shows the traceback instead.
 
-Each command lives in its own module here and is registered in :func:`_register`.
+Rule 3: start-up is part of the product (``measure snp`` competes with a 50 ms peer). The
+commands are listed in :data:`COMMANDS` by name, summary and import path; only the module of
+the command being run is imported, and ``--help`` lists the others from their summaries.
+Each command module defines :class:`~cvmlaunch.cli._command.Command` objects.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import argparse
+import sys
+from collections.abc import Sequence
 
-import click
-
-from cvmlaunch.cli._lazy import LazyGroup
 from cvmlaunch.errors import CvmLaunchError
 
-__all__ = ["main"]
+TYPE_CHECKING = False  # typing is not imported at run time (start-up time)
+if TYPE_CHECKING:
+    from cvmlaunch.cli._command import Command
 
-CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+__all__ = ["COMMANDS", "main"]
+
+#: A command: its one-line summary and ``"module:attribute"`` of its Command.
+Leaf = tuple[str, str]
+#: A group: its one-line summary and its commands by name.
+Group = tuple[str, dict[str, Leaf]]
+
+DESCRIPTION = "Launch confidential VMs on KVM and predict their launch measurements."
+
+#: Every command, by name (alphabetical, as ``--help`` lists them).
+COMMANDS: dict[str, Leaf | Group] = {
+    "id-block": (
+        "Build, sign and check SEV-SNP ID blocks (launch-time identity and enforcement).",
+        {
+            "snp": (
+                "Sign an SNP ID block for a launch digest.",
+                "cvmlaunch.cli._identity:ID_BLOCK_SNP",
+            ),
+            "verify": (
+                "Check an ID block / ID auth pair (raw or base64 files) as the firmware will.",
+                "cvmlaunch.cli._identity:ID_BLOCK_VERIFY",
+            ),
+        },
+    ),
+    "inspect": (
+        "Show what the loaders see in FILE: format, sections or segments, entry points.",
+        "cvmlaunch.cli._inspect:INSPECT",
+    ),
+    "kvm": (
+        "Inspect this host's KVM.",
+        {
+            "caps": (
+                "Show the VM types, guest_memfd flags and populate calls the host offers.",
+                "cvmlaunch.cli._kvm:CAPS",
+            ),
+        },
+    ),
+    "launch": (
+        "Boot a PVH guest on KVM; exit 0 only if the guest's own digests match the log.",
+        "cvmlaunch.cli._launch:LAUNCH",
+    ),
+    "log": (
+        "Verify, compare and show launch measurement logs.",
+        {
+            "diff": (
+                "Name the first place where logs A and B diverge (exit 1), or say they match.",
+                "cvmlaunch.cli._log:DIFF",
+            ),
+            "show": (
+                "Print LOG as a table: one line per populated range.",
+                "cvmlaunch.cli._log:SHOW",
+            ),
+            "verify": (
+                "Replay LOG and check every running digest and the final one.",
+                "cvmlaunch.cli._log:VERIFY",
+            ),
+        },
+    ),
+    "measure": (
+        "Predict a launch measurement offline (SNP launch digest, TDX MRTD).",
+        {
+            "snp": (
+                "Predict the SEV-SNP launch digest (or SEV / SEV-ES GCTX.LD) of an OVMF guest.",
+                "cvmlaunch.cli._measure_snp:MEASURE_SNP",
+            ),
+            "tdx": (
+                "Predict the TDX MRTD of a TD that QEMU launches with TDVF firmware "
+                "(-bios FIRMWARE).",
+                "cvmlaunch.cli._measure_tdx:MEASURE_TDX",
+            ),
+        },
+    ),
+    "reference-values": (
+        "Print what a verifier compares for the launch LOG describes.",
+        "cvmlaunch.cli._reference:REFERENCE_VALUES",
+    ),
+}
 
 
-class _Group(LazyGroup):
-    """Maps CvmLaunchError to one line on stderr and its exit code (traceback with --debug)."""
+def load_command(target: str) -> Command:
+    """Import the :class:`Command` named by ``"module:attribute"``."""
+    import importlib
 
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except CvmLaunchError as exc:
-            if ctx.meta.get("cvmlaunch.debug"):
-                raise
-            click.echo(f"cvmlaunch: error: {exc}", err=True)
-            ctx.exit(exc.exit_code)
+    from cvmlaunch.cli._command import Command
+
+    module_name, _, attribute = target.partition(":")
+    command = getattr(importlib.import_module(module_name), attribute)
+    if not isinstance(command, Command):  # pragma: no cover - checked by the tests
+        raise TypeError(f"{target} is not a cvmlaunch.cli._command.Command")
+    return command
 
 
-def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+def _selected(argv: Sequence[str]) -> tuple[str, ...]:
+    """The command path the arguments name (``("measure", "snp")``), without parsing them.
+
+    Global options take no values, so the first word that is not an option is the command
+    and, for a group, the next one is its subcommand. Anything else is left to argparse.
+    """
+    words = [a for a in argv if not a.startswith("-")]
+    if not words or words[0] not in COMMANDS:
+        return ()
+    _summary, body = COMMANDS[words[0]]
+    if isinstance(body, str):
+        return (words[0],)
+    if len(words) > 1 and words[1] in body:
+        return (words[0], words[1])
+    return (words[0],)
+
+
+class _VersionAction(argparse.Action):
     """``--version``: looked up only when asked (importlib.metadata is slow to import)."""
-    if not value or ctx.resilient_parsing:
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(
+            option_strings,
+            argparse.SUPPRESS,
+            nargs=0,
+            default=argparse.SUPPRESS,
+            help="show the version and exit",
+        )
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: object) -> None:
+        from cvmlaunch import __version__
+
+        print(f"cvmlaunch, version {__version__}")
+        parser.exit()
+
+
+def _add_leaf(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    summary: str,
+    target: str,
+    load: bool,
+) -> None:
+    from cvmlaunch.cli._command import Formatter
+
+    if not load:
+        sub.add_parser(
+            name, help=summary, description=summary, formatter_class=Formatter, allow_abbrev=False
+        )
         return
-    from cvmlaunch import __version__
-
-    click.echo(f"cvmlaunch, version {__version__}")
-    ctx.exit()
-
-
-@click.group(cls=_Group, context_settings=CONTEXT_SETTINGS)
-@click.option(
-    "-V",
-    "--version",
-    is_flag=True,
-    expose_value=False,
-    is_eager=True,
-    callback=_print_version,
-    help="Show the version and exit.",
-)
-@click.option("--debug", is_flag=True, help="Show a traceback on errors.")
-@click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
-    """Launch confidential VMs on KVM and predict their launch measurements."""
-    ctx.meta["cvmlaunch.debug"] = debug
+    command = load_command(target)
+    parser = sub.add_parser(
+        name,
+        help=summary,
+        description=command.description.strip(),
+        epilog=command.epilog.strip() or None,
+        formatter_class=Formatter,
+        allow_abbrev=False,  # an abbreviation would change meaning when an option is added
+    )
+    command.configure(parser)
+    parser.set_defaults(_run=command.run)
 
 
-def _register() -> None:
-    """Register every command. Commands are imported on first use (start-up time)."""
-    from cvmlaunch.cli import _measure
+def build_parser(selected: tuple[str, ...] = ()) -> argparse.ArgumentParser:
+    """The argument parser, with the arguments of the ``selected`` command (see
+    :func:`_selected`) declared; other commands are listed by name and summary only."""
+    from cvmlaunch.cli._command import Formatter
 
-    cli.add_lazy("inspect", "cvmlaunch.cli._inspect:inspect_cmd")
-    cli.add_lazy("kvm", "cvmlaunch.cli._kvm:kvm_group")
-    cli.add_lazy("launch", "cvmlaunch.cli._launch:launch_cmd")
-    cli.add_command(_measure.measure_group)
-    _measure.measure_group.add_lazy("snp", "cvmlaunch.cli._measure_snp:measure_snp_cmd")
-    _measure.measure_group.add_lazy("tdx", "cvmlaunch.cli._measure_tdx:measure_tdx_cmd")
-    cli.add_lazy("log", "cvmlaunch.cli._log:log_group")
-    cli.add_lazy("id-block", "cvmlaunch.cli._identity:id_block_group")
-    cli.add_lazy("reference-values", "cvmlaunch.cli._reference:reference_values_cmd")
+    parser = argparse.ArgumentParser(
+        prog="cvmlaunch", description=DESCRIPTION, formatter_class=Formatter, allow_abbrev=False
+    )
+    parser.add_argument("-V", "--version", action=_VersionAction)
+    parser.add_argument(
+        "--debug", dest="_debug", action="store_true", help="show a traceback on errors"
+    )
+    # prog given: argparse would otherwise format a usage line to find it (importing shutil)
+    sub = parser.add_subparsers(
+        title="commands", metavar="COMMAND", required=True, prog="cvmlaunch"
+    )
+    for name, (summary, body) in COMMANDS.items():
+        if isinstance(body, str):
+            _add_leaf(sub, name, summary, body, selected[:1] == (name,))
+            continue
+        group = sub.add_parser(
+            name, help=summary, description=summary, formatter_class=Formatter, allow_abbrev=False
+        )
+        group_sub = group.add_subparsers(
+            title="commands", metavar="COMMAND", required=True, prog=f"cvmlaunch {name}"
+        )
+        for leaf, (leaf_summary, target) in body.items():
+            _add_leaf(group_sub, leaf, leaf_summary, target, selected == (name, leaf))
+    return parser
 
 
-_register()
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point."""
-    cli.main(args=argv, prog_name="cvmlaunch", standalone_mode=True)
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point: parse, run, map errors to one line and an exit code."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_selected(args_list))
+    args = parser.parse_args(args_list)
+    try:
+        code = args._run(args)
+    except CvmLaunchError as exc:
+        if args._debug:
+            raise
+        sys.stdout.flush()
+        print(f"cvmlaunch: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    sys.exit(code or 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

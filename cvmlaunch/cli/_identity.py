@@ -8,6 +8,7 @@ used and never printed; ``--generate-key`` writes a new key with mode 0600.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import binascii
 import contextlib
@@ -15,11 +16,8 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
 
-import click
-from cryptography.hazmat.primitives.asymmetric import ec
-
+from cvmlaunch.cli._command import Command, any_int, options
 from cvmlaunch.cli._output import format_digest, write_atomic
 from cvmlaunch.cli._reference import read_log, replay_if_possible
 from cvmlaunch.errors import CheckFailed, ConfigError, ImageError
@@ -27,7 +25,13 @@ from cvmlaunch.files import read_blob, read_small
 from cvmlaunch.measure import identity
 from cvmlaunch.measure.reference import ReferenceValues
 
-__all__ = ["id_block_group"]
+TYPE_CHECKING = False  # typing is not imported at run time (start-up time)
+if TYPE_CHECKING:
+    from typing import Any
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+__all__ = ["ID_BLOCK_SNP", "ID_BLOCK_VERIFY", "id_block_snp", "id_block_verify", "write_secret"]
 
 
 def _parse_measurement(text: str) -> bytes:
@@ -98,67 +102,77 @@ def _load_key(path: str, role: str) -> ec.EllipticCurvePrivateKey:
     return identity.load_private_key(read_small(path, f"{role} key"), path)
 
 
-@click.group("id-block")
-def id_block_group() -> None:
-    """Build, sign and check SEV-SNP ID blocks (launch-time identity and enforcement)."""
+def _u32(text: str) -> int:
+    """An unsigned 32-bit integer (any base, as :func:`any_int`)."""
+    value = any_int(text)
+    if not 0 <= value <= 0xFFFFFFFF:
+        raise argparse.ArgumentTypeError(f"{text!r} is not in the range 0..0xffffffff")
+    return value
 
 
-@id_block_group.command("snp")
-@click.option(
-    "--measurement",
-    metavar="HEX",
-    help="Expected launch digest: 48 bytes, hex (or base64, as sev-snp-measure prints it).",
-)
-@click.option(
-    "--from-log",
-    "from_log",
-    type=click.Path(dir_okay=False),
-    help="Take the launch digest (and policy) from an SNP launch log, replayed first.",
-)
-@click.option("--id-key", type=click.Path(dir_okay=False), help="ID key: PEM EC P-384 private key.")
-@click.option(
-    "--author-key",
-    type=click.Path(dir_okay=False),
-    help="Author key (PEM EC P-384) that signs the ID key; sets AUTHOR_KEY_EN.",
-)
-@click.option(
-    "--generate-key",
-    "generate_key",
-    type=click.Path(dir_okay=False),
-    help="Write a new P-384 ID key to FILE (mode 0600) and use it as the ID key.",
-)
-@click.option("--force", is_flag=True, help="Let --generate-key replace an existing file.")
-@click.option(
-    "--policy",
-    metavar="HEX",
-    help="SNP guest policy; must equal the launch policy [default: the log's, else 0x30000].",
-)
-@click.option("--family-id", default="00" * 16, metavar="HEX", help="FAMILY_ID (16 bytes).")
-@click.option("--image-id", default="00" * 16, metavar="HEX", help="IMAGE_ID (16 bytes).")
-@click.option(
-    "--version",
-    "block_version",
-    type=int,
-    default=1,
-    show_default=True,
-    help="ID block VERSION (the ABI defines only 1).",
-)
-@click.option("--svn", type=click.IntRange(0, 0xFFFFFFFF), default=0, help="GUEST_SVN (u32).")
-@click.option(
-    "--out-dir",
-    type=click.Path(file_okay=False),
-    help="Write DIR/id-block.bin and DIR/id-auth.bin.",
-)
-@click.option("--id-block", "id_block_path", type=click.Path(dir_okay=False), help="ID block file.")
-@click.option("--id-auth", "id_auth_path", type=click.Path(dir_okay=False), help="ID auth file.")
-@click.option(
-    "--output-format",
-    type=click.Choice(["hex", "base64", "json"]),
-    default="hex",
-    show_default=True,
-    help="How to print the key digests (json: everything as one object).",
-)
-def snp_cmd(
+def _configure_snp(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--measurement",
+        metavar="HEX",
+        help="expected launch digest: 48 bytes, hex (or base64, as sev-snp-measure prints it)",
+    )
+    p.add_argument(
+        "--from-log",
+        metavar="LOG",
+        help="take the launch digest (and policy) from an SNP launch log, replayed first",
+    )
+    p.add_argument("--id-key", metavar="FILE", help="ID key: PEM EC P-384 private key")
+    p.add_argument(
+        "--author-key",
+        metavar="FILE",
+        help="author key (PEM EC P-384) that signs the ID key; sets AUTHOR_KEY_EN",
+    )
+    p.add_argument(
+        "--generate-key",
+        metavar="FILE",
+        help="write a new P-384 ID key to FILE (mode 0600) and use it as the ID key",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="let --generate-key replace an existing file"
+    )
+    p.add_argument(
+        "--policy",
+        metavar="HEX",
+        help="SNP guest policy; must equal the launch policy [default: the log's, else 0x30000]",
+    )
+    p.add_argument(
+        "--family-id", default="00" * 16, metavar="HEX", help="FAMILY_ID (16 bytes) [default: zero]"
+    )
+    p.add_argument(
+        "--image-id", default="00" * 16, metavar="HEX", help="IMAGE_ID (16 bytes) [default: zero]"
+    )
+    p.add_argument(
+        "--version",
+        dest="block_version",
+        type=int,
+        default=1,
+        metavar="INT",
+        help="ID block VERSION (the ABI defines only 1) [default: 1]",
+    )
+    p.add_argument(
+        "--svn", type=_u32, default=0, metavar="INT", help="GUEST_SVN (u32) [default: 0]"
+    )
+    p.add_argument("--out-dir", metavar="DIR", help="write DIR/id-block.bin and DIR/id-auth.bin")
+    p.add_argument("--id-block", dest="id_block_path", metavar="FILE", help="ID block file")
+    p.add_argument("--id-auth", dest="id_auth_path", metavar="FILE", help="ID auth file")
+    p.add_argument(
+        "--output-format",
+        choices=["hex", "base64", "json"],
+        default="hex",
+        help="how to print the key digests (json: everything as one object) [default: hex]",
+    )
+
+
+def _run_snp(args: argparse.Namespace) -> None:
+    id_block_snp(**options(args))
+
+
+def id_block_snp(
     measurement: str | None,
     from_log: str | None,
     id_key: str | None,
@@ -175,33 +189,33 @@ def snp_cmd(
     id_auth_path: str | None,
     output_format: str,
 ) -> None:
-    """Sign an SNP ID block for a launch digest.
+    """Run ``id-block snp`` (arguments as the options; see :data:`ID_BLOCK_SNP`).
 
-    Prints id-block=<base64>,id-auth=<base64> for QEMU's sev-snp-guest object (with
-    author-key-enabled=on when there is an author key), then ID_KEY_DIGEST and
-    AUTHOR_KEY_DIGEST as the attestation report will carry them. Signatures are
-    deterministic (RFC 6979). With --generate-key alone, only writes the key and prints its digest.
+    Raises:
+        ConfigError: options that do not go together, bad hex, a policy that differs from
+            the log's.
+        ImageError: a key, log or output file that cannot be read or written.
     """
     if id_key and generate_key:
-        raise click.UsageError("give --id-key or --generate-key, not both")
+        raise ConfigError("give --id-key or --generate-key, not both")
     if generate_key:
         key = identity.generate_key()
         write_secret(generate_key, identity.private_key_pem(key), force=force)
         if measurement is None and from_log is None:
             digest = identity.key_digest(key)
             if output_format == "json":
-                click.echo(json.dumps({"key": generate_key, "key_digest": digest.hex()}))
+                print(json.dumps({"key": generate_key, "key_digest": digest.hex()}))
             else:
-                click.echo(f"{generate_key}: key digest {format_digest(digest, output_format)}")
+                print(f"{generate_key}: key digest {format_digest(digest, output_format)}")
             return
     elif id_key:
         key = _load_key(id_key, "ID")
     else:
-        raise click.UsageError("an ID key is needed: --id-key PEM or --generate-key FILE")
+        raise ConfigError("an ID key is needed: --id-key PEM or --generate-key FILE")
     if (measurement is None) == (from_log is None):
-        raise click.UsageError("give the launch digest: --measurement HEX or --from-log LOG")
+        raise ConfigError("give the launch digest: --measurement HEX or --from-log LOG")
     if out_dir and (id_block_path or id_auth_path):
-        raise click.UsageError("give --out-dir or --id-block/--id-auth, not both")
+        raise ConfigError("give --out-dir or --id-block/--id-auth, not both")
     author = _load_key(author_key, "author") if author_key else None
 
     if from_log is not None:
@@ -226,7 +240,10 @@ def snp_cmd(
     block_bytes, auth_bytes = block.pack(), auth.pack()
 
     if out_dir:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        try:
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ImageError(f"cannot create directory: {exc.strerror}", source=out_dir) from exc
         id_block_path = str(Path(out_dir) / "id-block.bin")
         id_auth_path = str(Path(out_dir) / "id-auth.bin")
     for path, data in ((id_block_path, block_bytes), (id_auth_path, auth_bytes)):
@@ -236,7 +253,7 @@ def snp_cmd(
     b64_block = base64.b64encode(block_bytes).decode()
     b64_auth = base64.b64encode(auth_bytes).decode()
     if output_format == "json":
-        click.echo(
+        print(
             json.dumps(
                 {
                     "id_block": b64_block,
@@ -254,20 +271,39 @@ def snp_cmd(
     qemu = f"id-block={b64_block},id-auth={b64_auth}"
     if auth.has_author_key:
         qemu += ",author-key-enabled=on"
-    click.echo(qemu)
-    click.echo(f"id-key-digest: {format_digest(auth.id_key_digest, output_format)}")
-    click.echo(f"author-key-digest: {format_digest(auth.author_key_digest, output_format)}")
+    print(qemu)
+    print(f"id-key-digest: {format_digest(auth.id_key_digest, output_format)}")
+    print(f"author-key-digest: {format_digest(auth.author_key_digest, output_format)}")
 
 
-@id_block_group.command("verify")
-@click.argument("id_block", type=click.Path(dir_okay=False))
-@click.argument("id_auth", type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-def verify_cmd(id_block: str, id_auth: str, as_json: bool) -> None:
-    """Check an ID block / ID auth pair (raw or base64 files) as the firmware will.
+ID_BLOCK_SNP = Command(
+    description="""Sign an SNP ID block for a launch digest.
 
-    Checks the block fields, the algorithms, the curves, both signatures and that every
-    reserved area is zero; prints the key digests a verifier will see. Exit 1 if a check fails.
+Prints id-block=<base64>,id-auth=<base64> for QEMU's sev-snp-guest object (with
+author-key-enabled=on when there is an author key), then ID_KEY_DIGEST and
+AUTHOR_KEY_DIGEST as the attestation report will carry them. Signatures are
+deterministic (RFC 6979). With --generate-key alone, only writes the key and prints its digest.""",
+    configure=_configure_snp,
+    run=_run_snp,
+)
+
+
+def _configure_verify(p: argparse.ArgumentParser) -> None:
+    p.add_argument("id_block", metavar="ID_BLOCK", help="the ID block (96 bytes, raw or base64)")
+    p.add_argument("id_auth", metavar="ID_AUTH", help="the ID auth (4096 bytes, raw or base64)")
+    p.add_argument("--json", dest="as_json", action="store_true", help="print JSON instead of text")
+
+
+def _run_verify(args: argparse.Namespace) -> None:
+    id_block_verify(args.id_block, args.id_auth, args.as_json)
+
+
+def id_block_verify(id_block: str, id_auth: str, as_json: bool) -> None:
+    """Run ``id-block verify`` (see :data:`ID_BLOCK_VERIFY`).
+
+    Raises:
+        ImageError: a file that cannot be read or has the wrong size.
+        CheckFailed: a check failed (after every check is printed).
     """
     block_bytes = read_blob(id_block, identity.ID_BLOCK_SIZE, "ID block")
     auth_bytes = read_blob(id_auth, identity.ID_AUTH_SIZE, "ID auth")
@@ -289,21 +325,31 @@ def verify_cmd(id_block: str, id_auth: str, as_json: bool) -> None:
                 "guest_svn": block.guest_svn,
                 "policy": f"{block.policy.value:#x}",
             }
-        click.echo(json.dumps(out, indent=2))
+        print(json.dumps(out, indent=2))
     else:
         for line in identity.describe_checks(result.checks):
-            click.echo(line)
+            print(line)
         if block is not None:
-            click.echo(f"measurement:       {block.ld.hex()}")
-            click.echo(f"family-id:         {block.family_id.hex()}")
-            click.echo(f"image-id:          {block.image_id.hex()}")
-            click.echo(f"guest-svn:         {block.guest_svn}")
-            click.echo(f"policy:            {block.policy.describe()}")
-        click.echo(f"author-key-en:     {int(auth.has_author_key)}")
-        click.echo(f"id-key-digest:     {auth.id_key_digest.hex()}")
-        click.echo(f"author-key-digest: {auth.author_key_digest.hex()}")
+            print(f"measurement:       {block.ld.hex()}")
+            print(f"family-id:         {block.family_id.hex()}")
+            print(f"image-id:          {block.image_id.hex()}")
+            print(f"guest-svn:         {block.guest_svn}")
+            print(f"policy:            {block.policy.describe()}")
+        print(f"author-key-en:     {int(auth.has_author_key)}")
+        print(f"id-key-digest:     {auth.id_key_digest.hex()}")
+        print(f"author-key-digest: {auth.author_key_digest.hex()}")
     if not result.ok:
         names = ", ".join(c.name for c in result.failures)
         raise CheckFailed(
             f"{id_block} / {id_auth}: {len(result.failures)} check(s) failed: {names}"
         )
+
+
+ID_BLOCK_VERIFY = Command(
+    description="""Check an ID block / ID auth pair (raw or base64 files) as the firmware will.
+
+Checks the block fields, the algorithms, the curves, both signatures and that every
+reserved area is zero; prints the key digests a verifier will see. Exit 1 if a check fails.""",
+    configure=_configure_verify,
+    run=_run_verify,
+)

@@ -9,13 +9,12 @@ text.
 
 from __future__ import annotations
 
+import argparse
 import enum
 import json
 from collections.abc import Sequence
-from typing import Any
 
-import click
-
+from cvmlaunch.cli._command import Command
 from cvmlaunch.errors import ImageError
 from cvmlaunch.files import map_file
 from cvmlaunch.image.bzimage import BzImage, LoadFlag, XLoadFlag, parse_bzimage
@@ -24,26 +23,39 @@ from cvmlaunch.image.elf import ElfImage, SegmentFlag, elf_regions, parse_elf
 from cvmlaunch.image.ovmf import OvmfImage, parse_ovmf
 from cvmlaunch.layout import FOUR_GIB, Buffer, TdvfAttribute
 
-__all__ = ["build_report", "inspect_cmd", "render_text"]
+TYPE_CHECKING = False  # typing is not imported at run time (start-up time)
+if TYPE_CHECKING:
+    from typing import Any
 
-Report = dict[str, Any]
+    Report = dict[str, Any]
+
+__all__ = ["INSPECT", "build_report", "render_text"]
 
 
-@click.command("inspect")
-@click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def inspect_cmd(file: str, as_json: bool) -> None:
-    """Show what the loaders see in FILE: format, sections or segments, entry points.
+def _configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", metavar="FILE", help="the image to inspect")
+    p.add_argument(
+        "--json", dest="as_json", action="store_true", help="print JSON instead of a table"
+    )
 
-    FILE is OVMF/TDVF flat firmware (full or code-only), an x86 ELF (firmware or vmlinux) or
-    a Linux bzImage. Numbers are hexadecimal in the table and integers in --json.
-    """
-    with map_file(file) as data:
-        report = build_report(data, name=file)
-    if as_json:
-        click.echo(json.dumps(report, indent=2))
+
+def _run(args: argparse.Namespace) -> None:
+    with map_file(args.file) as data:
+        report = build_report(data, name=args.file)
+    if args.as_json:
+        print(json.dumps(report, indent=2))
     else:
-        click.echo(render_text(report))
+        print(render_text(report))
+
+
+INSPECT = Command(
+    description="""Show what the loaders see in FILE: format, sections or segments, entry points.
+
+FILE is OVMF/TDVF flat firmware (full or code-only), an x86 ELF (firmware or vmlinux) or
+a Linux bzImage. Numbers are hexadecimal in the table and integers in --json.""",
+    configure=_configure,
+    run=_run,
+)
 
 
 def build_report(data: Buffer, *, name: str) -> Report:

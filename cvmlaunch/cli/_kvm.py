@@ -1,38 +1,53 @@
-"""``cvmlaunch kvm``: what this host's KVM offers (the capability probe of cvmlaunch.kvm_map)."""
+"""``cvmlaunch kvm caps``: what this host's KVM offers (cvmlaunch.kvm_map's capability probe)."""
 
 from __future__ import annotations
 
-import json
+import argparse
 
-import click
+from cvmlaunch.cli._command import Command
 
-from cvmlaunch.kvm_map import KVM_PATH, Kvm
+__all__ = ["CAPS", "kvm_caps"]
+
+#: cvmlaunch.kvm_map.KVM_PATH, spelled out so that building the parser does not import the
+#: KVM layer (a test checks they agree).
+DEFAULT_DEVICE = "/dev/kvm"
+
+#: Capabilities that are bit masks, shown in hex in the table.
+_MASKS = ("vm_types", "guest_memfd_flags", "memory_attributes")
 
 
-@click.group("kvm")
-def kvm_group() -> None:
-    """Inspect this host's KVM."""
+def _configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--json", dest="as_json", action="store_true", help="print JSON instead of a table"
+    )
+    p.add_argument(
+        "--device",
+        default=DEFAULT_DEVICE,
+        metavar="FILE",
+        help=f"the KVM device to probe [default: {DEFAULT_DEVICE}]",
+    )
 
 
-@click.command("caps")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@click.option(
-    "--device",
-    default=KVM_PATH,
-    show_default=True,
-    type=click.Path(dir_okay=False),
-    help="The KVM device to probe.",
-)
-def caps_cmd(as_json: bool, device: str) -> None:
-    """Show the VM types, guest_memfd flags and populate calls the host offers.
+def _run(args: argparse.Namespace) -> None:
+    kvm_caps(as_json=args.as_json, device=args.device)
 
-    Only KVM_CHECK_EXTENSION and friends are called; nothing is created.
+
+def kvm_caps(*, as_json: bool, device: str) -> None:
+    """Run ``kvm caps``: probe ``device`` and print its capabilities (see :data:`CAPS`).
+
+    Raises:
+        KvmUnsupported: the device cannot be opened.
+        KvmError: a probe call failed.
     """
+    from cvmlaunch.kvm_map import Kvm
+
     with Kvm.open(path=device) as kvm:
         caps = kvm.caps()
     view = caps.as_dict()
     if as_json:
-        click.echo(json.dumps(view, indent=2, sort_keys=True))
+        import json
+
+        print(json.dumps(view, indent=2, sort_keys=True))
         return
     width = max(len(k) for k in view)
     for key, value in view.items():
@@ -40,11 +55,17 @@ def caps_cmd(as_json: bool, device: str) -> None:
             text = ", ".join(value) or "-"
         elif isinstance(value, bool):
             text = "yes" if value else "no"
-        elif key in ("vm_types", "guest_memfd_flags", "memory_attributes"):
+        elif key in _MASKS:
             text = f"{value:#x}"
         else:
             text = str(value)
-        click.echo(f"{key:<{width}}  {text}")
+        print(f"{key:<{width}}  {text}")
 
 
-kvm_group.add_command(caps_cmd)
+CAPS = Command(
+    description="""Show the VM types, guest_memfd flags and populate calls the host offers.
+
+Only KVM_CHECK_EXTENSION and friends are called; nothing is created.""",
+    configure=_configure,
+    run=_run,
+)

@@ -8,22 +8,22 @@ every system call. Every KVM step is in :func:`execute`, which tests call direct
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import hashlib
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
 
-import click
-
+from cvmlaunch.cli._command import Command, options
 from cvmlaunch.cli._output import write_atomic
-from cvmlaunch.errors import ConfigError, GuestError
-from cvmlaunch.files import map_file, read_blob
+from cvmlaunch.errors import ConfigError, GuestError, ImageError
+from cvmlaunch.files import map_file, read_blob, read_small
 from cvmlaunch.image.elf import elf_regions, parse_elf
 from cvmlaunch.launch import (
     DEBUG_EXIT_PORT,
@@ -47,17 +47,21 @@ from cvmlaunch.layout import (
     TdxLaunchIdentity,
 )
 
+TYPE_CHECKING = False  # typing is not imported at run time (start-up time)
 if TYPE_CHECKING:
+    from typing import Any, TextIO
+
     from cvmlaunch.kvm_map import Kernel, SnpFinish, Vm
     from cvmlaunch.measure.log import LogHeader, LogInput, MeasurementLog, SettingValue
 
 __all__ = [
+    "LAUNCH",
     "LaunchResult",
     "describe_plan",
     "execute",
     "header_settings",
     "input_digests",
-    "launch_cmd",
+    "launch",
     "load_plan",
     "log_header",
     "open_vm",
@@ -65,6 +69,8 @@ __all__ = [
 
 #: A populate shorter than this shows no progress bar.
 _PROGRESS_DELAY = 0.5
+#: The progress bar's width in columns (fewer on a narrow terminal).
+_BAR_WIDTH = 36
 
 
 def example_config() -> Path:
@@ -256,31 +262,54 @@ class LaunchResult:
 
 
 class _LazyProgress:
-    """A click progress bar on stderr that appears only once a populate takes a while."""
+    """A progress bar on stderr that appears only once a populate takes a while.
+
+    On a terminal the bar is redrawn in place (only when the line changes) and ended with a
+    newline by :meth:`close`; elsewhere (a pipe, a log file) the label is printed once.
+    Standard error is looked up when the bar appears, not when this module is imported.
+    """
 
     def __init__(self, total: int, label: str) -> None:
         self.total = total
         self.label = label
         self.start = time.monotonic()
         self.done = 0
-        self.bar: Any = None
+        self.stream: TextIO | None = None
+        self.terminal = False
+        self.line = ""
 
     def __call__(self, done: int) -> None:
-        step = done - self.done
         self.done = done
-        if self.bar is None:
+        if self.stream is None:
             if time.monotonic() - self.start < _PROGRESS_DELAY:
                 return
-            self.bar = click.progressbar(
-                length=self.total, label=self.label, file=sys.stderr, show_pos=False
-            )
-            self.bar.__enter__()
-            step = done
-        self.bar.update(step)
+            self.stream = sys.stderr
+            self.terminal = self.stream.isatty()
+            if not self.terminal:
+                print(self.label, file=self.stream, flush=True)
+        if self.terminal:
+            self._draw(self.stream)
+
+    def _draw(self, stream: TextIO) -> None:
+        fraction = min(self.done / self.total, 1.0) if self.total > 0 else 1.0
+        try:
+            columns = os.get_terminal_size(stream.fileno()).columns
+        except (OSError, ValueError):
+            columns = 80
+        # label, two spaces, [bar], two spaces, "100%", one column spare
+        width = max(10, min(_BAR_WIDTH, columns - len(self.label) - 11))
+        filled = int(fraction * width)
+        line = f"{self.label}  [{'#' * filled}{'-' * (width - filled)}]  {int(fraction * 100):3d}%"
+        if line != self.line:
+            self.line = line
+            stream.write("\r" + line)
+            stream.flush()
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(None, None, None)
+        """End the bar's line (on a terminal, once the bar has appeared)."""
+        if self.stream is not None and self.terminal:
+            self.stream.write("\n")
+            self.stream.flush()
 
 
 def check_host(tech: Tech) -> None:
@@ -591,63 +620,133 @@ _OPTIONS = (
 )
 
 
-@click.command("launch")
-@click.option(
-    "--config",
-    "config",
-    type=click.Path(dir_okay=False, exists=True),
-    help="TOML file with the settings below (QEMU-like names); flags override it.",
-)
-@click.option("--example", is_flag=True, help="Launch the bundled example guest.")
-@click.option("-m", "--memory", help="Guest RAM: 512M, 5G, or MiB (default 512M).")
-@click.option("--vcpus", "--smp", "vcpus", type=int, help="Number of vCPUs (default 1).")
-@click.option("--firmware", "--bios", "firmware", type=click.Path(dir_okay=False))
-@click.option("--kernel", type=click.Path(dir_okay=False), help="PVH ELF kernel.")
-@click.option("--initrd", type=click.Path(dir_okay=False), help="Initial ramdisk.")
-@click.option("--append", help="Kernel command line.")
-@click.option("--tech", type=click.Choice(["none", "snp", "tdx"]), help="Default: none.")
-@click.option("--timeout", type=float, help="Seconds the guest may run (default 60).")
-@click.option(
-    "--log",
-    "log_file",
-    type=click.Path(dir_okay=False),
-    help="Write the launch measurement log (JSON Lines, docs/log-format.md) to FILE, "
-    "atomically, once the guest has halted.",
-)
-@click.option("--policy", metavar="HEX", help="SNP guest policy (default 0x30000, QEMU's).")
-@click.option("--host-data", metavar="HEX", help="SNP HOST_DATA, 32 bytes (default zero).")
-@click.option(
-    "--id-block",
-    type=click.Path(dir_okay=False),
-    help="SNP ID block (96 bytes, raw or base64; with --id-auth), checked before launch.",
-)
-@click.option("--id-auth", type=click.Path(dir_okay=False), help="SNP ID auth (4096 bytes).")
-@click.option("--mrconfigid", metavar="HEX", help="TDX MRCONFIGID, 48 bytes (default zero).")
-@click.option("--mrowner", metavar="HEX", help="TDX MROWNER, 48 bytes (default zero).")
-@click.option("--mrownerconfig", metavar="HEX", help="TDX MROWNERCONFIG, 48 bytes (default zero).")
-@click.option("--dry-run", is_flag=True, help="Print the plan and prediction; do not run.")
-def launch_cmd(
-    config: str | None, example: bool, dry_run: bool, log_file: str | None, **flags: Any
-) -> None:
-    """Boot a PVH guest on KVM; exit 0 only if the guest's own digests match the log.
+def _configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML file with the settings below (QEMU-like names); flags override it",
+    )
+    p.add_argument("--example", action="store_true", help="launch the bundled example guest")
+    p.add_argument(
+        "-m", "--memory", metavar="SIZE", help="guest RAM: 512M, 5G, or MiB [default: 512M]"
+    )
+    p.add_argument(
+        "--vcpus", "--smp", dest="vcpus", type=int, metavar="N", help="number of vCPUs [default: 1]"
+    )
+    p.add_argument(
+        "--firmware",
+        "--bios",
+        dest="firmware",
+        metavar="FILE",
+        help="firmware image (mapped to end at 4 GiB)",
+    )
+    p.add_argument("--kernel", metavar="FILE", help="PVH ELF kernel")
+    p.add_argument("--initrd", metavar="FILE", help="initial ramdisk")
+    p.add_argument("--append", metavar="CMDLINE", help="kernel command line")
+    p.add_argument(
+        "--tech",
+        choices=["none", "snp", "tdx"],
+        help="confidential computing technology (none: a plain VM) [default: none]",
+    )
+    p.add_argument(
+        "--timeout", type=float, metavar="SECONDS", help="seconds the guest may run [default: 60]"
+    )
+    p.add_argument(
+        "--log",
+        dest="log_file",
+        metavar="FILE",
+        help="write the launch measurement log (JSON Lines, docs/log-format.md) to FILE, "
+        "atomically, once the guest has halted",
+    )
+    p.add_argument("--policy", metavar="HEX", help="SNP guest policy [default: 0x30000, QEMU's]")
+    p.add_argument("--host-data", metavar="HEX", help="SNP HOST_DATA, 32 bytes [default: zero]")
+    p.add_argument(
+        "--id-block",
+        metavar="FILE",
+        help="SNP ID block (96 bytes, raw or base64; with --id-auth), checked before launch",
+    )
+    p.add_argument("--id-auth", metavar="FILE", help="SNP ID auth (4096 bytes)")
+    p.add_argument("--mrconfigid", metavar="HEX", help="TDX MRCONFIGID, 48 bytes [default: zero]")
+    p.add_argument("--mrowner", metavar="HEX", help="TDX MROWNER, 48 bytes [default: zero]")
+    p.add_argument(
+        "--mrownerconfig", metavar="HEX", help="TDX MROWNERCONFIG, 48 bytes [default: zero]"
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the plan and prediction; do not run"
+    )
 
-    The guest (e.g. the bundled example, --example) hashes every range the launcher placed
-    in its memory and reports the digests on its serial port, which is relayed to stdout.
-    The log's final digest is printed on stderr; --log FILE writes the whole log.
+
+def _run(args: argparse.Namespace) -> None:
+    given = options(args)
+    launch(
+        config=given.pop("config"),
+        example=given.pop("example"),
+        dry_run=given.pop("dry_run"),
+        log_file=given.pop("log_file"),
+        overrides=given,
+    )
+
+
+def _read_config(path: str) -> str:
+    """The text of a TOML settings file.
+
+    Raises:
+        ImageError: it cannot be read (or is a directory) or is not UTF-8 text.
     """
+    data = read_small(path, "settings file")
+    try:
+        return data.decode()
+    except UnicodeDecodeError as exc:
+        raise ImageError(f"not UTF-8 text (byte {exc.start})", source=path) from None
+
+
+def _check_log_path(path: str) -> None:
+    """Refuse a ``--log`` target that cannot be written before anything runs: the log is
+    written only once the guest has halted (the message is :func:`write_atomic`'s).
+
+    Raises:
+        ImageError: the path is a directory, or its directory does not exist.
+    """
+    parent = os.path.dirname(path) or "."
+    if os.path.isdir(path):
+        raise ImageError("cannot write: Is a directory", source=path)
+    if not os.path.isdir(parent):
+        raise ImageError("cannot write: No such file or directory", source=path)
+
+
+def launch(
+    *,
+    config: str | None,
+    example: bool,
+    dry_run: bool,
+    log_file: str | None,
+    overrides: dict[str, Any],
+) -> None:
+    """Run ``launch`` (see :data:`LAUNCH`): settings from ``config`` or the bundled example,
+    then ``overrides`` (the flags by :class:`~cvmlaunch.launch.LaunchSettings` field name,
+    None = not given).
+
+    Raises:
+        CvmLaunchError: bad settings or inputs, an unusable host, a guest that fails
+            (exit 2), or guest digests that differ from the log (exit 1).
+    """
+    unknown = set(overrides) - set(_OPTIONS)
+    if unknown:  # pragma: no cover - a flag without a setting is a bug of this module
+        raise TypeError(f"launch: unknown settings {sorted(unknown)}")
     if example and config:
         raise ConfigError("give --example or --config, not both")
+    if log_file is not None:
+        _check_log_path(log_file)
     source = str(example_config()) if example else config
-    text = Path(source).read_text() if source else ""
+    text = _read_config(source) if source else ""
     base = str(Path(source).parent) if source else "."
-    overrides = {k: flags[k] for k in _OPTIONS}
     settings = settings_from_toml(text, base=base, source=source or "flags", overrides=overrides)
     if settings.tech is not Tech.NONE and not dry_run:
         check_host(settings.tech)
     with load_plan(settings) as plan:
         if dry_run:
             for line in describe_plan(plan):
-                click.echo(line)
+                print(line)
             return
         header = log_header(plan, input_digests(settings))
 
@@ -655,10 +754,10 @@ def launch_cmd(
             if log_file is not None:
                 write_atomic(log_file, text)
             where = f" written to {log_file}" if log_file is not None else ""
-            click.echo(
+            print(
                 f"cvmlaunch: launch log{where}: {len(log.entries)} records, "
                 f"{log.header.technology.value} digest {log.digest.hex()}",
-                err=True,
+                file=sys.stderr,
             )
 
         result = execute(
@@ -667,8 +766,20 @@ def launch_cmd(
             header=header,
             serial_out=sys.stdout,
             on_log=write_log,
-            on_note=lambda note: click.echo(f"cvmlaunch: note: {note}", err=True),
+            on_note=lambda note: print(f"cvmlaunch: note: {note}", file=sys.stderr),
         )
-    click.echo(
-        f"cvmlaunch: guest digests match the launch log for all {result.checked} ranges", err=True
+    print(
+        f"cvmlaunch: guest digests match the launch log for all {result.checked} ranges",
+        file=sys.stderr,
     )
+
+
+LAUNCH = Command(
+    description="""Boot a PVH guest on KVM; exit 0 only if the guest's own digests match the log.
+
+The guest (e.g. the bundled example, --example) hashes every range the launcher placed
+in its memory and reports the digests on its serial port, which is relayed to stdout.
+The log's final digest is printed on stderr; --log FILE writes the whole log.""",
+    configure=_configure,
+    run=_run,
+)

@@ -7,19 +7,19 @@ when they do); ``show`` prints a table.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
-import click
-
+from cvmlaunch.cli._command import Command
 from cvmlaunch.errors import CheckFailed, ConfigError, ImageError
 
+TYPE_CHECKING = False  # typing is not imported at run time (start-up time)
 if TYPE_CHECKING:
     from cvmlaunch.measure.log import ContentProvider, MeasurementLog
 
-__all__ = ["log_group"]
+__all__ = ["DIFF", "SHOW", "VERIFY"]
 
 
 def _read_log(path: str) -> MeasurementLog:
@@ -32,11 +32,6 @@ def _read_log(path: str) -> MeasurementLog:
         except UnicodeDecodeError as exc:
             raise ImageError(f"not UTF-8 text (byte {exc.start})", source=path) from exc
     return parse_log(text, name=path)
-
-
-@click.group("log")
-def log_group() -> None:
-    """Verify, compare and show launch measurement logs."""
 
 
 @contextlib.contextmanager
@@ -75,66 +70,99 @@ def _contents(log: MeasurementLog, ovmf: str | None) -> Iterator[ContentProvider
         yield sev_contents(log.header, parse_ovmf(data, name=ovmf))
 
 
-@log_group.command("verify")
-@click.argument("log_file", metavar="LOG", type=click.Path(dir_okay=False))
-@click.option(
-    "--ovmf",
-    "--firmware",
-    "ovmf",
-    type=click.Path(dir_okay=False),
-    help="The firmware, for SEV/SEV-ES and TDX logs (their replay needs the measured bytes; "
-    "TDX defaults to the firmware the log header names).",
-)
-def verify_cmd(log_file: str, ovmf: str | None) -> None:
-    """Replay LOG and check every running digest and the final one.
+def _configure_verify(p: argparse.ArgumentParser) -> None:
+    p.add_argument("log_file", metavar="LOG", help="the launch log")
+    p.add_argument(
+        "--ovmf",
+        "--firmware",
+        dest="ovmf",
+        metavar="FILE",
+        help="the firmware, for SEV/SEV-ES and TDX logs (their replay needs the measured bytes; "
+        "TDX defaults to the firmware the log header names)",
+    )
 
-    Prints the final digest on success; exits 1 naming the first record that differs.
-    """
+
+def _run_verify(args: argparse.Namespace) -> None:
+    verify(args.log_file, args.ovmf)
+
+
+def verify(log_file: str, ovmf: str | None) -> None:
+    """Run ``log verify`` (see :data:`VERIFY`)."""
     from cvmlaunch.measure.log import verify_log
 
     log = _read_log(log_file)
     with _contents(log, ovmf) as contents:
         digest = verify_log(log, contents)
-    click.echo(f"{log_file}: OK {len(log.entries)} records, digest {digest.hex()}")
+    print(f"{log_file}: OK {len(log.entries)} records, digest {digest.hex()}")
 
 
-@log_group.command("diff")
-@click.argument("a", type=click.Path(dir_okay=False))
-@click.argument("b", type=click.Path(dir_okay=False))
-def diff_cmd(a: str, b: str) -> None:
-    """Name the first place where logs A and B diverge (exit 1), or say they match."""
+VERIFY = Command(
+    description="""Replay LOG and check every running digest and the final one.
+
+Prints the final digest on success; exits 1 naming the first record that differs.""",
+    configure=_configure_verify,
+    run=_run_verify,
+)
+
+
+def _configure_diff(p: argparse.ArgumentParser) -> None:
+    p.add_argument("a", metavar="A", help="a launch log")
+    p.add_argument("b", metavar="B", help="the launch log to compare it with")
+
+
+def _run_diff(args: argparse.Namespace) -> None:
+    diff(args.a, args.b)
+
+
+def diff(a: str, b: str) -> None:
+    """Run ``log diff`` (see :data:`DIFF`)."""
     from cvmlaunch.measure.log import diff_logs
 
     difference = diff_logs(_read_log(a), _read_log(b))
     if difference is None:
-        click.echo("the logs describe the same launch")
+        print("the logs describe the same launch")
         return
     raise CheckFailed(f"logs differ: {difference.describe()}")
+
+
+DIFF = Command(
+    description="Name the first place where logs A and B diverge (exit 1), or say they match.",
+    configure=_configure_diff,
+    run=_run_diff,
+)
 
 
 def _short(value: bytes | None, width: int = 16) -> str:
     return "-" if value is None else value.hex()[:width]
 
 
-@log_group.command("show")
-@click.argument("log_file", metavar="LOG", type=click.Path(dir_okay=False))
-@click.option("--full", is_flag=True, help="Print whole digests instead of 16-digit prefixes.")
-def show_cmd(log_file: str, full: bool) -> None:
-    """Print LOG as a table: one line per populated range."""
+def _configure_show(p: argparse.ArgumentParser) -> None:
+    p.add_argument("log_file", metavar="LOG", help="the launch log")
+    p.add_argument(
+        "--full", action="store_true", help="print whole digests instead of 16-digit prefixes"
+    )
+
+
+def _run_show(args: argparse.Namespace) -> None:
+    show(args.log_file, args.full)
+
+
+def show(log_file: str, full: bool) -> None:
+    """Run ``log show`` (see :data:`SHOW`)."""
     log = _read_log(log_file)
     width = 96 if full else 16
     h = log.header
-    click.echo(f"{h.technology.value} ({h.algorithm}), written by {h.tool} {h.tool_version}")
+    print(f"{h.technology.value} ({h.algorithm}), written by {h.tool} {h.tool_version}")
     for key, value in h.settings.items():
         shown: object = value
         if isinstance(value, int) and not isinstance(value, bool) and key != "vcpus":
             shown = hex(value) if not key.endswith("size") else value
-        click.echo(f"  {key} = {shown}")
+        print(f"  {key} = {shown}")
     for item in h.inputs:
         digest = item.sha256 if item.sha256 is not None else item.sha384
-        click.echo(f"  input {item.role}: {item.name} ({item.size} bytes) {_short(digest, width)}")
+        print(f"  input {item.role}: {item.name} ({item.size} bytes) {_short(digest, width)}")
     if h.initial_digest is not None:
-        click.echo(f"  initial digest {_short(h.initial_digest, width)}")
+        print(f"  initial digest {_short(h.initial_digest, width)}")
     rows = [("#", "op", "GPA", "size", "type", "meas", "source", "contents", "digest after")]
     for e in log.entries:
         rows.append(
@@ -152,5 +180,12 @@ def show_cmd(log_file: str, full: bool) -> None:
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-    click.echo(f"final digest {log.footer.digest.hex()}")
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    print(f"final digest {log.footer.digest.hex()}")
+
+
+SHOW = Command(
+    description="Print LOG as a table: one line per populated range.",
+    configure=_configure_show,
+    run=_run_show,
+)

@@ -7,43 +7,30 @@ atomically. Exit 0 ok, 1 ``--expect`` mismatch, 2 bad input.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import hashlib
 import os
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
 
-import click
-
+from cvmlaunch.cli._command import Command, any_int, options
 from cvmlaunch.errors import ConfigError, ImageError, MeasurementMismatch
 from cvmlaunch.measure.cpu import VCPU_TYPES, cpu_signature, vcpu_type_signature
 
+TYPE_CHECKING = False  # typing is not imported at run time (start-up time)
 if TYPE_CHECKING:
+    from typing import Any
+
     from cvmlaunch.image.ovmf import OvmfImage
     from cvmlaunch.measure.identity import GuestPolicy
     from cvmlaunch.measure.log import LogInput, MeasurementLog, SettingValue
     from cvmlaunch.measure.sev_hashes import KernelHashes
     from cvmlaunch.measure.snp import SevMode
 
-__all__ = ["measure_snp_cmd"]
+__all__ = ["MEASURE_SNP", "measure_snp"]
 
 
-class _IntType(click.ParamType[int]):
-    """An integer in any Python base (``0x1``, ``0o7``, ``42``), like sev-snp-measure's."""
-
-    name = "INT"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        if isinstance(value, int):
-            return value
-        try:
-            return int(str(value), 0)
-        except ValueError:
-            self.fail(f"{value!r} is not an integer (decimal, 0x hex, 0o octal)", param, ctx)
-
-
-INT = _IntType()
 # The values of cvmlaunch.measure.snp.SevMode, vmsa.VmmType and vmsa.FpuInit, spelled out so
 # that building the command does not import the measurement code (tests check they agree).
 MODES = ["snp", "snp:ovmf-hash", "snp:svsm", "seves", "sev"]
@@ -99,97 +86,111 @@ def _input(role: str, path: str, data: memoryview | bytes) -> LogInput:
     )
 
 
-@click.command("snp")
-@click.option(
-    "--mode",
-    type=click.Choice(MODES),
-    default="snp",
-    show_default=True,
-    help="snp; snp:ovmf-hash (firmware pages only, reusable with --snp-ovmf-hash); seves / sev "
-    "(SHA-256 GCTX.LD); snp:svsm (with --svsm and --vars-size/--vars-file).",
-)
-@click.option(
-    "--ovmf",
-    "--firmware",
-    "ovmf",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="OVMF image (mapped to end at 4 GiB).",
-)
-@click.option("--vcpus", type=INT, help="Number of vCPUs (1..4096); one VMSA each.")
-@click.option(
-    "--vcpu-type",
-    metavar="NAME",
-    help=f"QEMU CPU model ({', '.join(VCPU_TYPES)}).",
-)
-@click.option("--vcpu-sig", type=INT, help="vCPU signature (CPUID 1 EAX), e.g. 0xa00f11.")
-@click.option("--vcpu-family", type=INT, help="vCPU family (with --vcpu-model/--vcpu-stepping).")
-@click.option("--vcpu-model", type=INT, help="vCPU model.")
-@click.option("--vcpu-stepping", type=INT, help="vCPU stepping.")
-@click.option(
-    "--vmm-type",
-    type=click.Choice(VMMS),
-    default="QEMU",
-    show_default=True,
-    help="VMM whose vCPU state and page types to follow (ec2/gce ignore --vcpu-*).",
-)
-@click.option(
-    "--guest-features",
-    type=INT,
-    help="SEV_FEATURES of the VMSAs [default: 0x1 (SNP), 0 (SEV-ES)].",
-)
-@click.option(
-    "--fpu-init",
-    type=click.Choice(FPU_INITS),
-    help="FPU fields of the VMSAs: init2 = MXCSR 0x1F80/FCW 0x37F (KVM_SEV_INIT2 VMs on "
-    "Linux >= 6.10: every SNP VM; SEV-ES with QEMU legacy-vm-type=off); legacy = 0/0 (QEMU "
-    "9.1+'s default SEV-ES launch; any VM on older kernels) [default: init2 for snp modes, "
-    "legacy for seves].",
-)
-@click.option("--kernel", type=click.Path(dir_okay=False), help="Kernel (measured direct boot).")
-@click.option("--initrd", type=click.Path(dir_okay=False), help="Initrd (with --kernel).")
-@click.option("--append", help="Kernel command line (with --kernel).")
-@click.option(
-    "--kernel-sha256",
-    metavar="HEX",
-    help="SHA-256 of the kernel, instead of --kernel (the file need not be at hand).",
-)
-@click.option("--initrd-sha256", metavar="HEX", help="SHA-256 of the initrd, instead of --initrd.")
-@click.option("--snp-ovmf-hash", metavar="HEX", help="Precomputed snp:ovmf-hash of the firmware.")
-@click.option("--svsm", type=click.Path(dir_okay=False), help="Coconut SVSM image (snp:svsm).")
-@click.option("--vars-size", type=INT, help="Firmware vars size in bytes (snp:svsm).")
-@click.option("--vars-file", type=click.Path(dir_okay=False), help="Firmware vars file (snp:svsm).")
-@click.option(
-    "--output-format",
-    type=click.Choice(["hex", "base64", "json"]),
-    default="hex",
-    show_default=True,
-)
-@click.option("--log", "log_path", type=click.Path(dir_okay=False), help="Write the launch log.")
-@click.option("--expect", metavar="HEX", help="Exit 1 unless the digest equals HEX.")
-@click.option(
-    "--policy",
-    metavar="HEX",
-    help="SNP guest policy for the launch (recorded, not measured) [default: 0x30000, QEMU's].",
-)
-@click.option(
-    "--host-data",
-    metavar="HEX",
-    help="SNP HOST_DATA, 32 bytes (recorded, not measured) [default: zero].",
-)
-@click.option(
-    "--id-block",
-    "id_block",
-    type=click.Path(dir_okay=False),
-    help="SNP ID block (96 bytes, raw or base64), checked against the digest and the policy.",
-)
-@click.option(
-    "--id-auth",
-    "id_auth",
-    type=click.Path(dir_okay=False),
-    help="SNP ID auth (4096 bytes, raw or base64), with --id-block.",
-)
-def measure_snp_cmd(
+def _configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--mode",
+        choices=MODES,
+        default="snp",
+        help="snp; snp:ovmf-hash (firmware pages only, reusable with --snp-ovmf-hash); seves / "
+        "sev (SHA-256 GCTX.LD); snp:svsm (with --svsm and --vars-size/--vars-file) "
+        "[default: snp]",
+    )
+    p.add_argument(
+        "--ovmf",
+        "--firmware",
+        dest="ovmf",
+        required=True,
+        metavar="FILE",
+        help="OVMF image (mapped to end at 4 GiB)",
+    )
+    p.add_argument(
+        "--vcpus", type=any_int, metavar="N", help="number of vCPUs (1..4096); one VMSA each"
+    )
+    p.add_argument("--vcpu-type", metavar="NAME", help=f"QEMU CPU model ({', '.join(VCPU_TYPES)})")
+    p.add_argument(
+        "--vcpu-sig",
+        type=any_int,
+        metavar="INT",
+        help="vCPU signature (CPUID 1 EAX), e.g. 0xa00f11",
+    )
+    p.add_argument(
+        "--vcpu-family",
+        type=any_int,
+        metavar="INT",
+        help="vCPU family (with --vcpu-model/--vcpu-stepping)",
+    )
+    p.add_argument("--vcpu-model", type=any_int, metavar="INT", help="vCPU model")
+    p.add_argument("--vcpu-stepping", type=any_int, metavar="INT", help="vCPU stepping")
+    p.add_argument(
+        "--vmm-type",
+        choices=VMMS,
+        default="QEMU",
+        help="VMM whose vCPU state and page types to follow (ec2/gce ignore --vcpu-*) "
+        "[default: QEMU]",
+    )
+    p.add_argument(
+        "--guest-features",
+        type=any_int,
+        metavar="INT",
+        help="SEV_FEATURES of the VMSAs [default: 0x1 (SNP), 0 (SEV-ES)]",
+    )
+    p.add_argument(
+        "--fpu-init",
+        choices=FPU_INITS,
+        help="FPU fields of the VMSAs: init2 = MXCSR 0x1F80/FCW 0x37F (KVM_SEV_INIT2 VMs on "
+        "Linux >= 6.10: every SNP VM; SEV-ES with QEMU legacy-vm-type=off); legacy = 0/0 (QEMU "
+        "9.1+'s default SEV-ES launch; any VM on older kernels) [default: init2 for snp modes, "
+        "legacy for seves]",
+    )
+    p.add_argument("--kernel", metavar="FILE", help="kernel (measured direct boot)")
+    p.add_argument("--initrd", metavar="FILE", help="initrd (with --kernel)")
+    p.add_argument("--append", metavar="CMDLINE", help="kernel command line (with --kernel)")
+    p.add_argument(
+        "--kernel-sha256",
+        metavar="HEX",
+        help="SHA-256 of the kernel, instead of --kernel (the file need not be at hand)",
+    )
+    p.add_argument(
+        "--initrd-sha256", metavar="HEX", help="SHA-256 of the initrd, instead of --initrd"
+    )
+    p.add_argument(
+        "--snp-ovmf-hash", metavar="HEX", help="precomputed snp:ovmf-hash of the firmware"
+    )
+    p.add_argument("--svsm", metavar="FILE", help="Coconut SVSM image (snp:svsm)")
+    p.add_argument(
+        "--vars-size", type=any_int, metavar="INT", help="firmware vars size in bytes (snp:svsm)"
+    )
+    p.add_argument("--vars-file", metavar="FILE", help="firmware vars file (snp:svsm)")
+    p.add_argument(
+        "--output-format", choices=["hex", "base64", "json"], default="hex", help="[default: hex]"
+    )
+    p.add_argument("--log", dest="log_path", metavar="FILE", help="write the launch log")
+    p.add_argument("--expect", metavar="HEX", help="exit 1 unless the digest equals HEX")
+    p.add_argument(
+        "--policy",
+        metavar="HEX",
+        help="SNP guest policy for the launch (recorded, not measured) [default: 0x30000, QEMU's]",
+    )
+    p.add_argument(
+        "--host-data",
+        metavar="HEX",
+        help="SNP HOST_DATA, 32 bytes (recorded, not measured) [default: zero]",
+    )
+    p.add_argument(
+        "--id-block",
+        metavar="FILE",
+        help="SNP ID block (96 bytes, raw or base64), checked against the digest and the policy",
+    )
+    p.add_argument(
+        "--id-auth", metavar="FILE", help="SNP ID auth (4096 bytes, raw or base64), with --id-block"
+    )
+
+
+def _run(args: argparse.Namespace) -> None:
+    measure_snp(**options(args))
+
+
+def measure_snp(
     mode: str,
     ovmf: str,
     vcpus: int | None,
@@ -218,14 +219,7 @@ def measure_snp_cmd(
     id_block: str | None,
     id_auth: str | None,
 ) -> None:
-    """Predict the SEV-SNP launch digest (or SEV / SEV-ES GCTX.LD) of an OVMF guest.
-
-    With hex output, stdout is the digest alone on one line. --log FILE writes the launch
-    measurement log (JSON Lines, docs/log-format.md); --expect HEX exits 1 on a mismatch.
-    In snp and snp:svsm modes the launch identity (--policy, --host-data, --id-block and
-    --id-auth) is recorded in the log header and the JSON output; it does not enter the
-    digest. An ID block must verify and carry this digest and policy, or the exit is 1.
-    """
+    """Run ``measure snp`` (arguments as the options; see :data:`MEASURE_SNP`)."""
     from cvmlaunch.layout import parse_hex_bytes
     from cvmlaunch.measure.snp import (
         SevMode,
@@ -361,6 +355,19 @@ def measure_snp_cmd(
     _print(digest, output_format, sev_mode, settings_out, log)
     if expected is not None and expected != digest:
         raise MeasurementMismatch("launch digest", expected=expected, actual=digest)
+
+
+MEASURE_SNP = Command(
+    description="""Predict the SEV-SNP launch digest (or SEV / SEV-ES GCTX.LD) of an OVMF guest.
+
+With hex output, stdout is the digest alone on one line. --log FILE writes the launch
+measurement log (JSON Lines, docs/log-format.md); --expect HEX exits 1 on a mismatch.
+In snp and snp:svsm modes the launch identity (--policy, --host-data, --id-block and
+--id-auth) is recorded in the log header and the JSON output; it does not enter the
+digest. An ID block must verify and carry this digest and policy, or the exit is 1.""",
+    configure=_configure,
+    run=_run,
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -563,12 +570,12 @@ def _print(
     log: MeasurementLog | None,
 ) -> None:
     if output_format == "hex":  # not via _output.format_digest: it imports tempfile (speed)
-        click.echo(digest.hex())
+        print(digest.hex())
         return
     if output_format == "base64":
         import base64
 
-        click.echo(base64.b64encode(digest).decode())
+        print(base64.b64encode(digest).decode())
         return
     import json
 
@@ -579,7 +586,7 @@ def _print(
     }
     if log is not None:
         out["log_records"] = len(log.entries)
-    click.echo(json.dumps(out, sort_keys=True))
+    print(json.dumps(out, sort_keys=True))
 
 
 def _version() -> str:

@@ -7,18 +7,21 @@ mismatch, 2 bad input.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
-from typing import Any
 
-import click
-
+from cvmlaunch.cli._command import Command, options
 from cvmlaunch.errors import MeasurementMismatch
 from cvmlaunch.files import map_file
 from cvmlaunch.layout import parse_hex_bytes
 from cvmlaunch.measure.tdx import MRTD_SIZE, PageOrder, TdxMeasurement, measure_tdvf
 
-__all__ = ["measure_tdx_cmd"]
+TYPE_CHECKING = False  # typing is not imported at run time (start-up time)
+if TYPE_CHECKING:
+    from typing import Any
+
+__all__ = ["MEASURE_TDX", "measure_tdx"]
 
 #: The launch-plan profile this command models (docs/log-format.md, ``tdx``).
 _PROFILE = "qemu"
@@ -67,38 +70,41 @@ def _owner_settings(
     return identity_settings(tdx=TdxLaunchIdentity(*values))
 
 
-@click.command("tdx")
-@click.option(
-    "--firmware",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="TDVF firmware image (OVMF IntelTdx or generic build: the full flat .fd).",
-)
-@click.option(
-    "--two-pass",
-    is_flag=True,
-    help="Older page order: per section all PAGE.ADDs, then all MR.EXTENDs (QEMU 8.x / "
-    "pre-upstream KVM TDX). Default: per page (Linux >= 6.16, QEMU >= 10.1).",
-)
-@click.option(
-    "--log", "log_path", type=click.Path(dir_okay=False), help="Write the launch log here."
-)
-@click.option("--expect", metavar="HEX", help="Expected MRTD (hex); exit 1 if it differs.")
-@click.option(
-    "--output-format",
-    type=click.Choice(["hex", "base64", "json"]),
-    default="hex",
-    show_default=True,
-    help="How to print the MRTD.",
-)
-@click.option(
-    "--mrconfigid",
-    metavar="HEX",
-    help="MRCONFIGID, 48 bytes (recorded, not measured) [default: zero].",
-)
-@click.option("--mrowner", metavar="HEX", help="MROWNER, 48 bytes [default: zero].")
-@click.option("--mrownerconfig", metavar="HEX", help="MROWNERCONFIG, 48 bytes [default: zero].")
-def measure_tdx_cmd(
+def _configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--firmware",
+        required=True,
+        metavar="FILE",
+        help="TDVF firmware image (OVMF IntelTdx or generic build: the full flat .fd)",
+    )
+    p.add_argument(
+        "--two-pass",
+        action="store_true",
+        help="older page order: per section all PAGE.ADDs, then all MR.EXTENDs (QEMU 8.x / "
+        "pre-upstream KVM TDX) [default: per page (Linux >= 6.16, QEMU >= 10.1)]",
+    )
+    p.add_argument("--log", dest="log_path", metavar="FILE", help="write the launch log here")
+    p.add_argument("--expect", metavar="HEX", help="expected MRTD (hex); exit 1 if it differs")
+    p.add_argument(
+        "--output-format",
+        choices=["hex", "base64", "json"],
+        default="hex",
+        help="how to print the MRTD [default: hex]",
+    )
+    p.add_argument(
+        "--mrconfigid",
+        metavar="HEX",
+        help="MRCONFIGID, 48 bytes (recorded, not measured) [default: zero]",
+    )
+    p.add_argument("--mrowner", metavar="HEX", help="MROWNER, 48 bytes [default: zero]")
+    p.add_argument("--mrownerconfig", metavar="HEX", help="MROWNERCONFIG, 48 bytes [default: zero]")
+
+
+def _run(args: argparse.Namespace) -> None:
+    measure_tdx(**options(args))
+
+
+def measure_tdx(
     firmware: str,
     two_pass: bool,
     log_path: str | None,
@@ -108,15 +114,7 @@ def measure_tdx_cmd(
     mrowner: str | None,
     mrownerconfig: str | None,
 ) -> None:
-    """Predict the TDX MRTD of a TD that QEMU launches with TDVF firmware (-bios FIRMWARE).
-
-    Every TDVF metadata section is PAGE.ADDed in metadata order; sections with the MR.EXTEND
-    attribute (the BFV) are also MR.EXTENDed. RAM size, vCPUs and TD attributes do not enter
-    MRTD. With hex output, stdout is the MRTD alone on one line. The owner values
-    (--mrconfigid, --mrowner, --mrownerconfig, as QEMU's tdx-guest takes them) are reported in
-    the TD quote beside MRTD but never enter it: they are recorded in the log header and the
-    JSON output (cvmlaunch reference-values reads them back).
-    """
+    """Run ``measure tdx`` (arguments as the options; see :data:`MEASURE_TDX`)."""
     expected = parse_hex_bytes(expect, MRTD_SIZE, "--expect") if expect is not None else None
     owner = _owner_settings(mrconfigid, mrowner, mrownerconfig)
     order = PageOrder.TWO_PASS if two_pass else PageOrder.PER_PAGE
@@ -149,12 +147,27 @@ def measure_tdx_cmd(
         write_atomic(log_path, log_text)
     if output_format == "json":
         records = None if log_text is None else len(result.log)
-        click.echo(_json_result(result, firmware, sha256, records, owner))
+        print(_json_result(result, firmware, sha256, records, owner))
     elif output_format == "base64":
         import base64
 
-        click.echo(base64.b64encode(result.mrtd).decode())
+        print(base64.b64encode(result.mrtd).decode())
     else:
-        click.echo(result.mrtd.hex())
+        print(result.mrtd.hex())
     if expected is not None and expected != result.mrtd:
         raise MeasurementMismatch("MRTD", expected=expected, actual=result.mrtd)
+
+
+MEASURE_TDX = Command(
+    description="Predict the TDX MRTD of a TD that QEMU launches with TDVF firmware "
+    """(-bios FIRMWARE).
+
+Every TDVF metadata section is PAGE.ADDed in metadata order; sections with the MR.EXTEND
+attribute (the BFV) are also MR.EXTENDed. RAM size, vCPUs and TD attributes do not enter
+MRTD. With hex output, stdout is the MRTD alone on one line. The owner values
+(--mrconfigid, --mrowner, --mrownerconfig, as QEMU's tdx-guest takes them) are reported in
+the TD quote beside MRTD but never enter it: they are recorded in the log header and the
+JSON output (cvmlaunch reference-values reads them back).""",
+    configure=_configure,
+    run=_run,
+)

@@ -8,6 +8,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from cvmlaunch.errors import ImageError
+
 __all__ = ["format_digest", "write_atomic"]
 
 
@@ -15,10 +17,19 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o
     """Write ``data`` to ``path`` so that readers see the old file or the whole new one.
 
     Writes a temporary file in the same directory, fsyncs it and renames it over ``path``.
+
+    Raises:
+        ImageError: the file cannot be written (a missing or read-only directory, a
+            directory in the way, a full disk).
     """
     target = Path(path)
     payload = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
+    try:
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or "."
+        )
+    except OSError as exc:
+        raise ImageError(f"cannot write: {exc.strerror or exc}", source=os.fspath(path)) from exc
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
@@ -26,9 +37,13 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o
             os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise ImageError(
+                f"cannot write: {exc.strerror or exc}", source=os.fspath(path)
+            ) from exc
         raise
 
 

@@ -7,14 +7,16 @@ words of a verifier (``--format``).
 
 from __future__ import annotations
 
-import click
+import argparse
+import sys
 
+from cvmlaunch.cli._command import Command
 from cvmlaunch.errors import ConfigError, ImageError
 from cvmlaunch.files import map_file
 from cvmlaunch.measure.log import MeasurementLog, Technology, parse_log, verify_log
 from cvmlaunch.measure.reference import FORMATS, ReferenceValues
 
-__all__ = ["read_log", "reference_values_cmd", "replay_if_possible"]
+__all__ = ["REFERENCE_VALUES", "read_log", "replay_if_possible"]
 
 
 def read_log(path: str) -> MeasurementLog:
@@ -45,23 +47,24 @@ def replay_if_possible(log: MeasurementLog) -> bool:
     return True
 
 
-@click.command("reference-values")
-@click.argument("log", type=click.Path(dir_okay=False))
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(FORMATS),
-    default="json",
-    show_default=True,
-    help="json, Trustee RVPS names, or the options of snpguest / go-sev-guest / go-tdx-guest.",
-)
-def reference_values_cmd(log: str, fmt: str) -> None:
-    """Print what a verifier compares for the launch LOG describes.
+def _configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("log", metavar="LOG", help="a launch log (docs/log-format.md)")
+    p.add_argument(
+        "--format",
+        dest="fmt",
+        choices=FORMATS,
+        default="json",
+        help="json, Trustee RVPS names, or the options of snpguest / go-sev-guest / "
+        "go-tdx-guest [default: json]",
+    )
 
-    SEV-SNP: MEASUREMENT, policy, HOST_DATA, ID_KEY_DIGEST, AUTHOR_KEY_DIGEST, FAMILY_ID,
-    IMAGE_ID, GUEST_SVN. TDX: MRTD, MRCONFIGID, MROWNER, MROWNERCONFIG. SNP logs are replayed
-    first (exit 1 if they do not replay to their footer).
-    """
+
+def _run(args: argparse.Namespace) -> None:
+    reference_values(args.log, args.fmt)
+
+
+def reference_values(log: str, fmt: str) -> None:
+    """Run ``reference-values`` (see :data:`REFERENCE_VALUES`)."""
     parsed = read_log(log)
     if parsed.header.technology is Technology.PLAIN:
         raise ConfigError(
@@ -70,12 +73,23 @@ def reference_values_cmd(log: str, fmt: str) -> None:
             "cvmlaunch log verify checks it)"
         )
     if not replay_if_possible(parsed):
-        click.echo(
+        print(
             f"cvmlaunch: note: {log}: {parsed.header.technology.value} logs are not replayed "
             "here (replay needs the inputs: cvmlaunch log verify)",
-            err=True,
+            file=sys.stderr,
         )
     values = ReferenceValues.from_settings(
         parsed.header.technology.value, parsed.footer.digest, parsed.header.settings
     )
-    click.echo(values.render(fmt))
+    print(values.render(fmt))
+
+
+REFERENCE_VALUES = Command(
+    description="""Print what a verifier compares for the launch LOG describes.
+
+SEV-SNP: MEASUREMENT, policy, HOST_DATA, ID_KEY_DIGEST, AUTHOR_KEY_DIGEST, FAMILY_ID,
+IMAGE_ID, GUEST_SVN. TDX: MRTD, MRCONFIGID, MROWNER, MROWNERCONFIG. SNP logs are replayed
+first (exit 1 if they do not replay to their footer).""",
+    configure=_configure,
+    run=_run,
+)
