@@ -10,10 +10,9 @@ Layers (each imports only those below it):
 * :mod:`cvmlaunch.cli`: the ``cvmlaunch`` command; composes the above.
 """
 
-from typing import TYPE_CHECKING
-
 __all__ = ["__version__"]
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     __version__: str
 

@@ -22,7 +22,6 @@ import itertools
 import os
 import struct
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING
 
 from cvmlaunch.errors import ConfigError, LogFormatError
 from cvmlaunch.layout import (
@@ -35,6 +34,7 @@ from cvmlaunch.layout import (
     Region,
 )
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:  # the log model is imported only when a log is made (start-up time)
     from cvmlaunch.measure.log import ContentProvider, LogHeader, MeasurementLog
 

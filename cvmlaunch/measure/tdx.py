@@ -35,7 +35,6 @@ import struct
 from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from cvmlaunch.errors import (
     CheckFailed,
@@ -46,6 +45,7 @@ from cvmlaunch.errors import (
 )
 from cvmlaunch.layout import PAGE_SIZE, Buffer, Layout, LogEntry, LogOp, PageType, Region
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:  # the log model is imported only when a log is made or read
     from cvmlaunch.image.ovmf import OvmfImage
     from cvmlaunch.measure.log import (
