@@ -25,7 +25,8 @@ from cvmlaunch.image.detect import detect_format
 from cvmlaunch.image.elf import elf_regions, parse_elf
 from cvmlaunch.image.ovmf import FOOTER_GUID, guid_bytes_le, parse_ovmf
 from cvmlaunch.image.raw import initrd_gpa, kernel_cmdline
-from cvmlaunch.layout import FOUR_GIB, Buffer, Layout, MemoryMap
+from cvmlaunch.layout import FOUR_GIB, Buffer, Layout
+from cvmlaunch.memory_map import MemoryMap
 from tests.builders import PT_NOTE, ElfSpec, Seg, build_bzimage, build_elf, pvh_note
 from tests.conftest import find_firmware
 from tests.ovmf_builder import build_ovmf

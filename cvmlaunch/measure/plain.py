@@ -33,7 +33,8 @@ import struct
 from collections.abc import Iterator, Mapping, Sequence
 
 from cvmlaunch.errors import LogFormatError
-from cvmlaunch.layout import Layout, LogEntry, LogOp
+from cvmlaunch.layout import Layout
+from cvmlaunch.log_entry import LogEntry, LogOp
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # the log model is imported only when a log is made (start-up time)

@@ -26,12 +26,11 @@ from cvmlaunch.image.ovmf import OvmfImage
 from cvmlaunch.layout import (
     VMSA_GPA,
     Buffer,
-    LogEntry,
-    LogOp,
     PageType,
     Provenance,
     SourceKind,
 )
+from cvmlaunch.log_entry import LogEntry, LogOp
 from cvmlaunch.measure.sev_hashes import KernelHashes
 from cvmlaunch.measure.vmsa import BSP_RESET_EIP, FpuInit, VmmType, vmsa_page
 

@@ -43,7 +43,8 @@ from cvmlaunch.errors import (
     LogFormatError,
     MeasurementMismatch,
 )
-from cvmlaunch.layout import PAGE_SIZE, Buffer, Layout, LogEntry, LogOp, PageType, Region
+from cvmlaunch.layout import PAGE_SIZE, Buffer, Layout, PageType, Region
+from cvmlaunch.log_entry import LogEntry, LogOp
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # the log model is imported only when a log is made or read
