@@ -3,17 +3,18 @@
 Layers (each imports only those below it):
 
 * :mod:`cvmlaunch.errors`: the exception tree (``CvmLaunchError``).
-* :mod:`cvmlaunch.layout`: pure value types (page types, regions, memory map, plan, log entry).
+* :mod:`cvmlaunch.layout`: pure value types (page types, regions, the plan); with
+  :mod:`cvmlaunch.memory_map`, :mod:`cvmlaunch.log_entry` and :mod:`cvmlaunch.launch_identity`
+  (memory map, log entry, launch identity), kept apart for start-up time.
 * :mod:`cvmlaunch.image`: bytes -> typed images (OVMF/TDVF, ELF, bzImage) -> regions.
 * :mod:`cvmlaunch.measure`: launch plan -> SNP launch digest, TDX MRTD, measurement log.
 * :mod:`cvmlaunch.kvm_map`: the only module that talks to the kernel.
 * :mod:`cvmlaunch.cli`: the ``cvmlaunch`` command; composes the above.
 """
 
-from typing import TYPE_CHECKING
-
 __all__ = ["__version__"]
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     __version__: str
 

@@ -13,8 +13,6 @@ This module imports nothing from cvmlaunch.
 
 from __future__ import annotations
 
-from typing import Any
-
 __all__ = [
     "CheckFailed",
     "ConfigError",
@@ -35,7 +33,7 @@ class CvmLaunchError(Exception):
 
     exit_code = 2
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> CvmLaunchError:
+    def __new__(cls, *args: object, **kwargs: object) -> CvmLaunchError:
         if cls is CvmLaunchError:
             raise TypeError("CvmLaunchError is abstract: raise one of its subclasses")
         return super().__new__(cls)

@@ -3,19 +3,19 @@
 Rule: parsing and measurement take buffers. This module turns paths into buffers (read-only
 mmaps, or bytes for small and empty files) and streams digests, so a 256 MiB initrd is hashed
 in chunks and never copied. Errors become :class:`~cvmlaunch.errors.ImageError` naming the file.
+
+Start-up time: paths are plain ``os`` paths (no :mod:`pathlib`, which drags in ``urllib``), and
+:mod:`base64` is imported only to decode a base64 blob.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import hashlib
 import mmap
 import os
 import stat
 from collections.abc import Iterator
-from pathlib import Path
 
 from cvmlaunch.errors import ImageError
 
@@ -69,7 +69,7 @@ def file_digest(path: str | os.PathLike[str], algorithm: str = "sha256") -> byte
     """
     name = os.fspath(path)
     try:
-        with Path(name).open("rb") as f:
+        with open(name, "rb") as f:
             return hashlib.file_digest(f, algorithm).digest()
     except OSError as exc:
         raise ImageError(f"cannot read: {exc.strerror}", source=name) from exc
@@ -83,7 +83,7 @@ def read_small(path: str | os.PathLike[str], what: str, limit: int = 1 << 20) ->
     """
     name = os.fspath(path)
     try:
-        with Path(name).open("rb") as f:
+        with open(name, "rb") as f:
             data = f.read(limit + 1)
     except OSError as exc:
         raise ImageError(f"cannot read {what}: {exc.strerror}", source=name) from exc
@@ -102,6 +102,9 @@ def read_blob(path: str | os.PathLike[str], size: int, what: str) -> bytes:
     data = read_small(path, what)
     if len(data) == size:
         return data
+    import base64
+    import binascii
+
     try:
         decoded = base64.b64decode(b"".join(data.split()), validate=True)
     except (binascii.Error, ValueError):

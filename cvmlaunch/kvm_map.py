@@ -16,7 +16,7 @@ Rule 3: one typed wrapper per ioctl. A failure raises :class:`~cvmlaunch.errors.
 Rule 4: every populate call (PRE_FAULT_MEMORY, TDX INIT_MEM_REGION, SNP LAUNCH_UPDATE) goes
 through the one resume loop :func:`_drive`: the kernel rewrites the request to the range still
 to do, and the loop resumes from exactly there (kvm-uapi.md §2). Each call that made progress,
-whole or partial, appends a :class:`~cvmlaunch.layout.LogEntry`: the log is what was done, not
+whole or partial, appends a :class:`~cvmlaunch.log_entry.LogEntry`: the log is what was done, not
 what was planned. This module never imports :mod:`cvmlaunch.measure`; the CLI replays the log.
 
 Rule 5: asking for a VM type the host lacks raises :class:`~cvmlaunch.errors.KvmUnsupported`
@@ -57,12 +57,11 @@ from cvmlaunch.errors import ConfigError, CvmLaunchError, KvmError, KvmUnsupport
 from cvmlaunch.layout import (
     PAGE_SIZE,
     Layout,
-    LogEntry,
-    LogOp,
-    MemoryMap,
     PageType,
     Region,
 )
+from cvmlaunch.log_entry import LogEntry, LogOp
+from cvmlaunch.memory_map import MemoryMap
 
 __all__ = [
     "Cap",

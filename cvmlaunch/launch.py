@@ -42,6 +42,7 @@ from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
 from cvmlaunch.errors import CheckFailed, ConfigError, GuestError, MeasurementMismatch
+from cvmlaunch.launch_identity import SnpLaunchIdentity, TdxLaunchIdentity
 from cvmlaunch.layout import (
     FOUR_GIB,
     PAGE_SIZE,
@@ -49,20 +50,16 @@ from cvmlaunch.layout import (
     TDX_MR_SIZE,
     Buffer,
     Layout,
-    LogEntry,
-    LogOp,
-    MemoryMap,
-    MemslotKind,
     PageType,
     Provenance,
     Region,
-    SnpLaunchIdentity,
     SourceKind,
-    TdxLaunchIdentity,
     align_down,
     align_up,
     parse_hex_bytes,
 )
+from cvmlaunch.log_entry import LogEntry, LogOp
+from cvmlaunch.memory_map import MemoryMap, MemslotKind
 
 if TYPE_CHECKING:
     from cvmlaunch.measure.log import SettingValue

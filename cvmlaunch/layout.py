@@ -1,4 +1,4 @@
-"""The vocabulary of a launch: page types, regions, the memory map, the launch plan, log entries.
+"""The vocabulary of a launch: page types, regions, the launch plan, and their constants.
 
 Rule 1: pure values. This module does no I/O and imports only the standard library and
 :mod:`cvmlaunch.errors`. Parsers (:mod:`cvmlaunch.image`), measurement (:mod:`cvmlaunch.measure`)
@@ -10,17 +10,29 @@ is built. The measurement is a fold over the plan; the KVM engine executes the s
 
 Rule 3: every value is validated in ``__post_init__`` and raises :class:`LayoutError` (never
 ``assert``); bad input raises only :class:`~cvmlaunch.errors.CvmLaunchError` subclasses.
+
+Rule 4: start-up time. Creating a frozen dataclass costs about half a millisecond, so the core
+types a digest does not need live in their own modules, which this one re-exports on first
+use: the memory map (:mod:`cvmlaunch.memory_map`: :class:`MemoryMap`, :class:`Memslot`,
+:class:`MemslotKind`), log records (:mod:`cvmlaunch.log_entry`: :class:`LogEntry`,
+:class:`LogOp`) and launch identities (:mod:`cvmlaunch.launch_identity`:
+:class:`SnpLaunchIdentity`, :class:`TdxLaunchIdentity`). Nothing here imports ``typing``.
 """
 
 from __future__ import annotations
 
-import base64
 import enum
 import itertools
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from cvmlaunch.errors import ConfigError, LayoutError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from cvmlaunch.launch_identity import SnpLaunchIdentity, TdxLaunchIdentity
+    from cvmlaunch.log_entry import LogEntry, LogOp
+    from cvmlaunch.memory_map import MemoryMap, Memslot, MemslotKind
 
 __all__ = [
     "FOUR_GIB",
@@ -277,91 +289,6 @@ class Region:
 _ZERO_PAGE = bytes(PAGE_SIZE)
 
 
-class MemslotKind(enum.Enum):
-    """What a memslot holds."""
-
-    RAM_LOW = "ram-low"
-    RAM_HIGH = "ram-high"
-    FIRMWARE = "firmware"
-
-
-@dataclass(frozen=True, slots=True)
-class Memslot:
-    """One KVM memslot (backed by its own guest_memfd)."""
-
-    slot: int
-    gpa: int
-    size: int
-    kind: MemslotKind
-
-    @property
-    def end(self) -> int:
-        """First GPA after the slot."""
-        return self.gpa + self.size
-
-
-@dataclass(frozen=True, slots=True)
-class MemoryMap:
-    """The guest-physical memory of a VM, as memslots (q35-style).
-
-    Build it with :meth:`for_size`.
-    """
-
-    memslots: tuple[Memslot, ...]
-
-    def __post_init__(self) -> None:
-        spans = sorted((s.gpa, s.end, s.slot) for s in self.memslots)
-        for s in self.memslots:
-            if s.gpa % PAGE_SIZE or s.size <= 0 or s.size % PAGE_SIZE:
-                raise LayoutError(f"memslot {s.slot}: {s.gpa:#x}+{s.size:#x} is not page aligned")
-        for (_, end_a, slot_a), (start_b, _, slot_b) in itertools.pairwise(spans):
-            if start_b < end_a:
-                raise LayoutError(f"memslots {slot_a} and {slot_b} overlap")
-        if len({s.slot for s in self.memslots}) != len(self.memslots):
-            raise LayoutError("memslot numbers are not unique")
-
-    @classmethod
-    def for_size(cls, memory: int, firmware_size: int = 0) -> MemoryMap:
-        """The memslot plan for ``memory`` bytes of RAM and an optional firmware image.
-
-        RAM below the 32-bit PCI hole, as QEMU's q35 machine lays it out: all of it below 4 GiB
-        when it is less than 0xB0000000 bytes, else the first 2 GiB below 4 GiB and the rest from
-        4 GiB up. Firmware (if any) is mapped to end exactly at 4 GiB.
-
-        Raises:
-            LayoutError: memory not a positive multiple of 4 KiB, or firmware that does not fit
-                between low RAM and 4 GiB.
-        """
-        if memory <= 0 or memory % PAGE_SIZE:
-            raise LayoutError(f"memory size {memory:#x} is not a positive multiple of 4 KiB")
-        if firmware_size < 0 or firmware_size % PAGE_SIZE:
-            raise LayoutError(f"firmware size {firmware_size:#x} is not a multiple of 4 KiB")
-        low = memory if memory < PCI_HOLE_START else LOW_RAM_SPLIT
-        slots = [Memslot(0, 0, low, MemslotKind.RAM_LOW)]
-        if memory > low:
-            slots.append(Memslot(len(slots), FOUR_GIB, memory - low, MemslotKind.RAM_HIGH))
-        if firmware_size:
-            fw_gpa = FOUR_GIB - firmware_size
-            if fw_gpa < low:
-                raise LayoutError(
-                    f"firmware of {firmware_size:#x} bytes would overlap low RAM (ends {low:#x})"
-                )
-            slots.append(Memslot(len(slots), fw_gpa, firmware_size, MemslotKind.FIRMWARE))
-        return cls(tuple(slots))
-
-    @property
-    def ram_size(self) -> int:
-        """Bytes of RAM (firmware excluded)."""
-        return sum(s.size for s in self.memslots if s.kind is not MemslotKind.FIRMWARE)
-
-    def slot_for(self, gpa: int, size: int) -> Memslot | None:
-        """The memslot that holds all of ``[gpa, gpa + size)``, or None."""
-        for s in self.memslots:
-            if s.gpa <= gpa and gpa + size <= s.end:
-                return s
-        return None
-
-
 @dataclass(frozen=True, slots=True)
 class Layout:
     """A launch plan: regions in populate order, and the memory they go into.
@@ -426,54 +353,6 @@ class Layout:
                 yield region, gpa, page
 
 
-class LogOp(enum.Enum):
-    """What a launch-log record did (the value is what the log file says)."""
-
-    SNP_LAUNCH_UPDATE = "snp.launch_update"
-    SNP_VMSA = "snp.vmsa"
-    SEV_LAUNCH_UPDATE_DATA = "sev.launch_update_data"
-    SEV_LAUNCH_UPDATE_VMSA = "sev.launch_update_vmsa"
-    TDX_PAGE_ADD = "tdx.page_add"
-    TDX_PAGE_ADD_EXTEND = "tdx.page_add+extend"
-    PLAIN_COPY = "plain.copy"
-    PRE_FAULT = "plain.pre_fault"
-
-
-@dataclass(frozen=True, slots=True)
-class LogEntry:
-    """One record of the launch measurement log: one populated range (not one page).
-
-    Args:
-        seq: sequence number, from 0.
-        op: what was done.
-        gpa: first GPA of the range.
-        size: bytes in the range.
-        page_type: the populate page type.
-        measured: whether the contents entered the measurement.
-        provenance: where the bytes came from.
-        content_sha384: SHA-384 of the range's bytes as populated (zero fill included).
-        page_sha384: SHA-384 of each 4 KiB page, where the technology needs it to replay (SNP).
-        digest_after: the running measurement after this range, when known.
-    """
-
-    seq: int
-    op: LogOp
-    gpa: int
-    size: int
-    page_type: PageType
-    measured: bool
-    provenance: Provenance
-    content_sha384: bytes
-    page_sha384: tuple[bytes, ...] = ()
-    digest_after: bytes | None = None
-
-    def __post_init__(self) -> None:
-        if len(self.content_sha384) != 48:
-            raise LayoutError(f"log record {self.seq}: content_sha384 must be 48 bytes")
-        if any(len(h) != 48 for h in self.page_sha384):
-            raise LayoutError(f"log record {self.seq}: page hashes must be 48 bytes each")
-
-
 #: SEV-SNP HOST_DATA: 32 bytes given to SNP_LAUNCH_FINISH and reported verbatim.
 SNP_HOST_DATA_SIZE = 32
 #: SEV-SNP ID block and ID auth sizes (SNP firmware ABI, SNP_LAUNCH_FINISH).
@@ -481,16 +360,6 @@ SNP_ID_BLOCK_SIZE = 96
 SNP_ID_AUTH_SIZE = 4096
 #: TDX MRCONFIGID, MROWNER, MROWNERCONFIG: 48 bytes each (TD_PARAMS, KVM_TDX_INIT_VM).
 TDX_MR_SIZE = 48
-# SNP firmware ABI, "ID Authentication Information Structure": ID_KEY_SIG at 0x680 and
-# AUTHOR_KEY at 0x880 (1028 bytes) are all zero when there is no author key.
-_SNP_AUTHOR_AREA = slice(0x680, 0x880 + 0x404)
-
-
-def _exact(value: object, size: int, what: str) -> bytes:
-    if not isinstance(value, bytes) or len(value) != size:
-        got = len(value) if isinstance(value, bytes | bytearray | memoryview) else type(value)
-        raise ConfigError(f"{what} must be exactly {size} bytes (got {got})")
-    return value
 
 
 def parse_hex_bytes(text: str, size: int, what: str) -> bytes:
@@ -520,156 +389,31 @@ def parse_hex_bytes(text: str, size: int, what: str) -> bytes:
     return raw
 
 
-@dataclass(frozen=True, slots=True)
-class SnpLaunchIdentity:
-    """What SNP_LAUNCH_FINISH takes besides the VMSAs: HOST_DATA and the optional ID block.
-
-    The KVM layer passes these in ``struct kvm_sev_snp_launch_finish`` (``host_data``,
-    ``id_block_en``/``id_block_uaddr``, ``id_auth_uaddr``, ``auth_key_en``); the launch log
-    header records them; verifiers compare HOST_DATA and the ID key digests in the report.
-    None of them enters the launch digest. Build the ID block and auth with
-    :mod:`cvmlaunch.measure.identity`.
-
-    Args:
-        host_data: 32 bytes, reported verbatim (zero by default).
-        id_block: the 96-byte ID block, or None for no ID block (``id_block_en`` = 0).
-        id_auth: the 4096-byte ID auth; required exactly when ``id_block`` is given.
-
-    Raises:
-        ConfigError: a value of the wrong size, or an ID block without its auth (or the
-            reverse).
-    """
-
-    host_data: bytes = bytes(SNP_HOST_DATA_SIZE)
-    id_block: bytes | None = None
-    id_auth: bytes | None = None
-
-    def __post_init__(self) -> None:
-        _exact(self.host_data, SNP_HOST_DATA_SIZE, "SNP host data")
-        if (self.id_block is None) != (self.id_auth is None):
-            raise ConfigError("an SNP ID block and its ID auth must be given together")
-        if self.id_block is not None:
-            _exact(self.id_block, SNP_ID_BLOCK_SIZE, "SNP ID block")
-        if self.id_auth is not None:
-            _exact(self.id_auth, SNP_ID_AUTH_SIZE, "SNP ID auth")
-
-    @classmethod
-    def from_hex(cls, host_data: str) -> SnpLaunchIdentity:
-        """Host data from hex (exactly 32 bytes), no ID block.
-
-        Raises:
-            ConfigError: not hex, or not 32 bytes.
-        """
-        return cls(parse_hex_bytes(host_data, SNP_HOST_DATA_SIZE, "SNP host data"))
-
-    @property
-    def id_block_en(self) -> bool:
-        """LAUNCH_FINISH's ID_BLOCK_EN."""
-        return self.id_block is not None
-
-    @property
-    def auth_key_en(self) -> bool:
-        """LAUNCH_FINISH's AUTH_KEY_EN: an ID auth whose author-key part is not all zero."""
-        return self.id_auth is not None and any(self.id_auth[_SNP_AUTHOR_AREA])
-
-    def to_record(self) -> dict[str, str | bool | None]:
-        """The launch log header's form: hex for host data and the ID block, base64 for the
-        4 KiB ID auth (QEMU's ``id-auth`` form)."""
-        return {
-            "host_data": self.host_data.hex(),
-            "id_block": None if self.id_block is None else self.id_block.hex(),
-            "id_auth": None if self.id_auth is None else base64.b64encode(self.id_auth).decode(),
-            "auth_key_en": self.auth_key_en,
-        }
-
-    @classmethod
-    def from_record(cls, record: Mapping[str, object]) -> SnpLaunchIdentity:
-        """Inverse of :meth:`to_record`.
-
-        Raises:
-            ConfigError: a missing or malformed field.
-        """
-        host = record.get("host_data")
-        block = record.get("id_block")
-        auth = record.get("id_auth")
-        if not isinstance(host, str):
-            raise ConfigError("SNP launch identity: host_data must be a hex string")
-        if block is not None and not isinstance(block, str):
-            raise ConfigError("SNP launch identity: id_block must be a hex string or null")
-        if auth is not None and not isinstance(auth, str):
-            raise ConfigError("SNP launch identity: id_auth must be a base64 string or null")
-        try:
-            auth_raw = None if auth is None else base64.b64decode(auth, validate=True)
-        except ValueError as exc:
-            raise ConfigError("SNP launch identity: id_auth is not base64") from exc
-        return cls(
-            parse_hex_bytes(host, SNP_HOST_DATA_SIZE, "SNP host data"),
-            None if block is None else parse_hex_bytes(block, SNP_ID_BLOCK_SIZE, "SNP ID block"),
-            auth_raw,
-        )
+#: The core types that live in their own modules (see rule 4), by name.
+_MOVED: dict[str, str] = {
+    "MemoryMap": "cvmlaunch.memory_map",
+    "Memslot": "cvmlaunch.memory_map",
+    "MemslotKind": "cvmlaunch.memory_map",
+    "LogEntry": "cvmlaunch.log_entry",
+    "LogOp": "cvmlaunch.log_entry",
+    "SnpLaunchIdentity": "cvmlaunch.launch_identity",
+    "TdxLaunchIdentity": "cvmlaunch.launch_identity",
+}
 
 
-@dataclass(frozen=True, slots=True)
-class TdxLaunchIdentity:
-    """The owner-chosen TD_PARAMS values KVM_TDX_INIT_VM takes (``struct kvm_tdx_init_vm``
-    ``mrconfigid``/``mrowner``/``mrownerconfig``), reported in the TD quote, never measured
-    into MRTD and not enforced by the TDX module. All zero by default (as in QEMU).
+if not TYPE_CHECKING:  # hidden from type checkers, so that a misspelt name stays an error
 
-    Raises:
-        ConfigError: a value that is not 48 bytes.
-    """
+    def __getattr__(name: str) -> object:
+        """Re-export the types of rule 4, importing their module on first use."""
+        module = _MOVED.get(name)
+        if module is None:
+            raise AttributeError(f"module 'cvmlaunch.layout' has no attribute {name!r}")
+        import importlib
 
-    mrconfigid: bytes = bytes(TDX_MR_SIZE)
-    mrowner: bytes = bytes(TDX_MR_SIZE)
-    mrownerconfig: bytes = bytes(TDX_MR_SIZE)
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value
+        return value
 
-    def __post_init__(self) -> None:
-        _exact(self.mrconfigid, TDX_MR_SIZE, "TDX MRCONFIGID")
-        _exact(self.mrowner, TDX_MR_SIZE, "TDX MROWNER")
-        _exact(self.mrownerconfig, TDX_MR_SIZE, "TDX MROWNERCONFIG")
 
-    @classmethod
-    def from_hex(
-        cls,
-        mrconfigid: str | None = None,
-        mrowner: str | None = None,
-        mrownerconfig: str | None = None,
-    ) -> TdxLaunchIdentity:
-        """From hex strings of exactly 48 bytes each (None: all zero).
-
-        Raises:
-            ConfigError: not hex, or not 48 bytes.
-        """
-        zero = bytes(TDX_MR_SIZE)
-        return cls(
-            zero
-            if mrconfigid is None
-            else parse_hex_bytes(mrconfigid, TDX_MR_SIZE, "TDX MRCONFIGID"),
-            zero if mrowner is None else parse_hex_bytes(mrowner, TDX_MR_SIZE, "TDX MROWNER"),
-            zero
-            if mrownerconfig is None
-            else parse_hex_bytes(mrownerconfig, TDX_MR_SIZE, "TDX MROWNERCONFIG"),
-        )
-
-    def to_record(self) -> dict[str, str]:
-        """The launch log header's form (hex)."""
-        return {
-            "mrconfigid": self.mrconfigid.hex(),
-            "mrowner": self.mrowner.hex(),
-            "mrownerconfig": self.mrownerconfig.hex(),
-        }
-
-    @classmethod
-    def from_record(cls, record: Mapping[str, object]) -> TdxLaunchIdentity:
-        """Inverse of :meth:`to_record` (absent fields are zero).
-
-        Raises:
-            ConfigError: a malformed field.
-        """
-        values: list[str | None] = []
-        for key in ("mrconfigid", "mrowner", "mrownerconfig"):
-            v = record.get(key)
-            if v is not None and not isinstance(v, str):
-                raise ConfigError(f"TDX launch identity: {key} must be a hex string")
-            values.append(v)
-        return cls.from_hex(*values)
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

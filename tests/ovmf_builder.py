@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import struct
-import uuid
 
 from cvmlaunch.image.ovmf import (
     FOOTER_GUID,
@@ -12,12 +11,13 @@ from cvmlaunch.image.ovmf import (
     SEV_METADATA_GUID,
     TDX_METADATA_GUID,
     TDX_METADATA_OFFSET_GUID,
+    guid_bytes_le,
 )
 
 
-def entry(guid: uuid.UUID, data: bytes) -> bytes:
+def entry(guid: str, data: bytes) -> bytes:
     """One GUID table entry: data, u16 length (data + 18), GUID."""
-    return data + struct.pack("<H", len(data) + 18) + guid.bytes_le
+    return data + struct.pack("<H", len(data) + 18) + guid_bytes_le(guid)
 
 
 def build_ovmf(
@@ -27,7 +27,7 @@ def build_ovmf(
     tdx: list[tuple[int, int, int, int, int, int]] | None = None,
     reset_eip: int | None = 0x80B004,
     hash_table: tuple[int, int] | None = None,
-    extra: list[tuple[uuid.UUID, bytes]] | None = None,
+    extra: list[tuple[str, bytes]] | None = None,
     sev_version: int = 1,
     tdvf_version: int = 1,
 ) -> bytes:
@@ -51,14 +51,14 @@ def build_ovmf(
     if tdx is not None:
         blob = struct.pack("<4sIII", b"TDVF", 16 + 32 * len(tdx), tdvf_version, len(tdx))
         blob += b"".join(struct.pack("<IIQQII", *s) for s in tdx)
-        image[0x3F0:0x400] = TDX_METADATA_GUID.bytes_le
+        image[0x3F0:0x400] = guid_bytes_le(TDX_METADATA_GUID)
         image[0x400 : 0x400 + len(blob)] = blob
         entries.append(entry(TDX_METADATA_OFFSET_GUID, struct.pack("<I", size - 0x400)))
     for guid, data in extra or []:
         entries.append(entry(guid, data))
     # Entries are walked backwards from the footer, so the first listed sits nearest to it.
     table = b"".join(reversed(entries))
-    footer = struct.pack("<H", len(table) + 18) + FOOTER_GUID.bytes_le
+    footer = struct.pack("<H", len(table) + 18) + guid_bytes_le(FOOTER_GUID)
     blob = table + footer
     end = size - 0x20
     image[end - len(blob) : end] = blob

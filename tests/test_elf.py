@@ -15,7 +15,8 @@ from cvmlaunch.image.elf import (
     elf_regions,
     parse_elf,
 )
-from cvmlaunch.layout import PAGE_SIZE, Layout, MemoryMap, PageType, SourceKind
+from cvmlaunch.layout import PAGE_SIZE, Layout, PageType, SourceKind
+from cvmlaunch.memory_map import MemoryMap
 from tests.builders import (
     EM_386,
     EM_AARCH64,

@@ -23,9 +23,10 @@ from cvmlaunch.errors import CvmLaunchError
 from cvmlaunch.image.bzimage import parse_bzimage
 from cvmlaunch.image.detect import detect_format
 from cvmlaunch.image.elf import elf_regions, parse_elf
-from cvmlaunch.image.ovmf import FOOTER_GUID, parse_ovmf
+from cvmlaunch.image.ovmf import FOOTER_GUID, guid_bytes_le, parse_ovmf
 from cvmlaunch.image.raw import initrd_gpa, kernel_cmdline
-from cvmlaunch.layout import FOUR_GIB, Buffer, Layout, MemoryMap
+from cvmlaunch.layout import FOUR_GIB, Buffer, Layout
+from cvmlaunch.memory_map import MemoryMap
 from tests.builders import PT_NOTE, ElfSpec, Seg, build_bzimage, build_elf, pvh_note
 from tests.conftest import find_firmware
 from tests.ovmf_builder import build_ovmf
@@ -167,7 +168,7 @@ def test_arbitrary_bytes_before_ovmf_footer(body: bytes, pages: int) -> None:
     size = pages * 0x1000
     data = bytearray(size)
     data[size - 0x20 - len(body) - 18 : size - 0x20 - 18] = body[: size - 0x20 - 18]
-    data[size - 0x30 : size - 0x20] = FOOTER_GUID.bytes_le
+    data[size - 0x30 : size - 0x20] = guid_bytes_le(FOOTER_GUID)
     data[size - 0x32 : size - 0x30] = struct.pack("<H", min(len(body) + 18, 0xFFFF))
     check_ovmf(bytes(data))
     check_inspect(bytes(data))

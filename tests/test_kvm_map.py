@@ -35,16 +35,13 @@ from cvmlaunch.layout import (
     FOUR_GIB,
     VMSA_GPA,
     Layout,
-    LogEntry,
-    LogOp,
-    MemoryMap,
-    Memslot,
-    MemslotKind,
     PageType,
     Provenance,
     Region,
     SourceKind,
 )
+from cvmlaunch.log_entry import LogEntry, LogOp
+from cvmlaunch.memory_map import MemoryMap, Memslot, MemslotKind
 from tests.fakekvm import FakeKernel, Fault
 
 PAGE = 4096

@@ -41,13 +41,13 @@ from cvmlaunch.kvm_map import (
 from cvmlaunch.layout import (
     FOUR_GIB,
     Layout,
-    LogOp,
-    MemoryMap,
     PageType,
     Provenance,
     Region,
     SourceKind,
 )
+from cvmlaunch.log_entry import LogOp
+from cvmlaunch.memory_map import MemoryMap
 
 pytestmark = pytest.mark.kvm
 
@@ -247,7 +247,7 @@ def test_run_timeout_stops_a_guest_that_never_halts() -> None:
 def test_a_thousand_failed_launches_leak_nothing() -> None:
     # the second memslot number is beyond KVM_CAP_NR_MEMSLOTS: binding it fails after its
     # guest_memfd has been created and mapped
-    from cvmlaunch.layout import Memslot, MemslotKind
+    from cvmlaunch.memory_map import Memslot, MemslotKind
 
     bad = MemoryMap(
         (

@@ -6,7 +6,7 @@ import pytest
 
 from cvmlaunch.errors import ConfigError
 from cvmlaunch.kvm_map import SnpFinish, Vm, VmType
-from cvmlaunch.layout import SnpLaunchIdentity, TdxLaunchIdentity
+from cvmlaunch.launch_identity import SnpLaunchIdentity, TdxLaunchIdentity
 from cvmlaunch.measure import identity as ident
 from tests.fakekvm import FakeKernel
 from tests.test_identity import GOOD_AUTH, GOOD_BLOCK, ID_KEY, _block

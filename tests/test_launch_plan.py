@@ -27,13 +27,12 @@ from cvmlaunch.launch import (
 )
 from cvmlaunch.layout import (
     FOUR_GIB,
-    LogEntry,
-    LogOp,
     PageType,
     Provenance,
     Region,
     SourceKind,
 )
+from cvmlaunch.log_entry import LogEntry, LogOp
 
 GIB = 1 << 30
 

@@ -16,7 +16,7 @@ from cvmlaunch.launch import (
     build_plan,
     settings_from_toml,
 )
-from cvmlaunch.layout import SnpLaunchIdentity, TdxLaunchIdentity
+from cvmlaunch.launch_identity import SnpLaunchIdentity, TdxLaunchIdentity
 from cvmlaunch.measure import identity as ident
 from cvmlaunch.measure.reference import ReferenceValues
 from tests.test_identity import AUTHOR_KEY, ID_KEY

@@ -21,7 +21,7 @@ from cvmlaunch.cli._launch import (
 )
 from cvmlaunch.errors import CvmLaunchError
 from cvmlaunch.launch import LaunchSettings, Tech, settings_from_toml
-from cvmlaunch.layout import LogOp
+from cvmlaunch.log_entry import LogOp
 from cvmlaunch.measure import identity as ident
 from cvmlaunch.measure.reference import ReferenceValues
 from tests.cli_runner import run_cli

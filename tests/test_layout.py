@@ -14,13 +14,12 @@ from cvmlaunch.layout import (
     PAGE_SIZE,
     VMSA_GPA,
     Layout,
-    MemoryMap,
-    MemslotKind,
     PageType,
     Provenance,
     Region,
     SourceKind,
 )
+from cvmlaunch.memory_map import MemoryMap, MemslotKind
 
 PROV = Provenance(SourceKind.GENERATED, "test")
 
@@ -133,3 +132,38 @@ def test_pages_concatenate_to_contents(data: bytes, npages: int) -> None:
     joined = b"".join(bytes(p) for _, p in r.pages())
     assert hashlib.sha384(joined).digest() == hashlib.sha384(r.contents()).digest()
     assert joined[: len(data)] == data
+
+
+@pytest.mark.parametrize(
+    ("name", "home"),
+    [
+        ("MemoryMap", "cvmlaunch.memory_map"),
+        ("Memslot", "cvmlaunch.memory_map"),
+        ("MemslotKind", "cvmlaunch.memory_map"),
+        ("LogEntry", "cvmlaunch.log_entry"),
+        ("LogOp", "cvmlaunch.log_entry"),
+        ("SnpLaunchIdentity", "cvmlaunch.launch_identity"),
+        ("TdxLaunchIdentity", "cvmlaunch.launch_identity"),
+    ],
+)
+def test_layout_reexports_the_split_core_types(name: str, home: str) -> None:
+    """The core types kept in their own modules (start-up time) are still layout's names."""
+    import importlib
+
+    from cvmlaunch import layout
+
+    value = getattr(layout, name)
+    assert value is getattr(importlib.import_module(home), name)
+    assert value.__module__ == home
+    assert name in layout.__all__
+    assert name in dir(layout)
+
+
+def test_layout_star_import_and_unknown_names() -> None:
+    from cvmlaunch import layout
+
+    namespace: dict[str, object] = {}
+    exec("from cvmlaunch.layout import *", namespace)
+    assert set(layout.__all__) <= set(namespace)
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        _ = layout.Nope  # type: ignore[attr-defined]

@@ -16,12 +16,12 @@ from cvmlaunch.layout import (
     PAGE_SIZE,
     VMSA_GPA,
     Layout,
-    LogEntry,
     PageType,
     Provenance,
     Region,
     SourceKind,
 )
+from cvmlaunch.log_entry import LogEntry
 from cvmlaunch.measure import snp_chain
 from cvmlaunch.measure.log import (
     LOG_VERSION,

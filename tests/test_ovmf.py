@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import struct
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cvmlaunch.errors import ImageError, UnsupportedSection
-from cvmlaunch.image.ovmf import SEV_METADATA_GUID, parse_ovmf
+from cvmlaunch.image import ovmf
+from cvmlaunch.image.ovmf import (
+    FOOTER_GUID,
+    SEV_METADATA_GUID,
+    guid_bytes_le,
+    guid_from_bytes_le,
+    parse_ovmf,
+)
 from cvmlaunch.layout import SevSectionType, TdvfAttribute, TdvfSectionType
 from tests.ovmf_builder import build_ovmf
 
@@ -82,6 +92,19 @@ def test_real_firmware(firmware: FirmwareFn, name: str) -> None:
     # snp-measure.md §1.4: the SEV secret area is (0x810000, 0xC00) in the 2026 builds.
     if name in ("OVMF.amdsev.fd", "OVMF.generic.fd"):
         assert img.sev_secret == (0x810000, 0xC00)
+    # The footer GUID sits in [size-0x30, size-0x20); the table holds the entries by GUID string.
+    assert bytes(img.data[-0x30:-0x20]) == uuid.UUID(FOOTER_GUID).bytes_le
+    names = {e.guid: e.name for e in img.guid_table}
+    assert (
+        names.items()
+        >= {
+            "00f771de-1a7e-4fcb-890e-68c77e2fb44e": "SEV-ES reset block",
+            "4c2eb361-7d9b-4cc3-8081-127c90d3d294": "SEV secret area",
+            "7255371f-3a3b-4b04-927b-1da6efa8d454": "SEV hash table",
+            "dc886566-984a-4798-a75e-5585a7bf67cc": "SEV metadata",
+            "e47a6535-984a-4798-865e-4685a7bf8ec2": "TDX metadata",
+        }.items()
+    )
     bfv = img.tdx_sections[0]
     assert bfv.type is TdvfSectionType.BFV
     assert TdvfAttribute.MR_EXTEND in bfv.attributes
@@ -115,6 +138,7 @@ def test_synthetic_roundtrip() -> None:
     assert img.tdx_sections is not None
     assert img.tdx_sections[1].type is TdvfSectionType.TD_HOB
     assert img.entry(SEV_METADATA_GUID) is not None
+    assert img.entry(SEV_METADATA_GUID.upper()) is img.entry(SEV_METADATA_GUID)
 
 
 def test_missing_metadata_is_none() -> None:
@@ -175,3 +199,46 @@ def test_bad_tdvf_length_and_count() -> None:
     data[0x40C:0x410] = struct.pack("<I", 100)
     with pytest.raises(ImageError, match="claims 100 sections"):
         parse_ovmf(bytes(data), name="x")
+
+
+@given(st.binary(min_size=16, max_size=16))
+def test_guid_forms_agree_with_uuid(raw: bytes) -> None:
+    """The GUID helpers give what the standard library's uuid gives (EFI mixed-endian)."""
+    text = guid_from_bytes_le(raw)
+    assert text == str(uuid.UUID(bytes_le=raw))
+    assert guid_bytes_le(text) == raw
+    assert guid_bytes_le(text.upper()) == raw
+    assert guid_from_bytes_le(memoryview(raw)) == text
+
+
+def test_guid_constants_are_canonical() -> None:
+    names = [n for n in ovmf.__all__ if n.endswith("_GUID")]
+    assert len(names) == 9
+    for name in names:
+        value = getattr(ovmf, name)
+        assert value == str(uuid.UUID(value)), name
+        assert guid_bytes_le(value) == uuid.UUID(value).bytes_le, name
+    # edk2 ResetVectorVtf0.asm spells the footer GUID out as bytes.
+    assert guid_bytes_le(FOOTER_GUID) == bytes.fromhex("de82b596b21ff745baeaa366c55a082d")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "96b582de1fb245f7baeaa366c55a082d",
+        "{96b582de-1fb2-45f7-baea-a366c55a082d}",
+        "96b582de-1fb2-45f7-baea-a366c55a082",
+        "96b582de-1fb2-45f7-baea-a366c55a082g",
+        "96b582de-1fb2-45f7-baeaa-366c55a082d",
+        "96b582de-1fb2-45f7-ba a-a366c55a082d",
+    ],
+)
+def test_guid_bytes_le_rejects_malformed(text: str) -> None:
+    with pytest.raises(ValueError, match="not a GUID"):
+        guid_bytes_le(text)
+
+
+def test_guid_from_bytes_le_needs_16_bytes() -> None:
+    with pytest.raises(ValueError, match="16 bytes"):
+        guid_from_bytes_le(bytes(15))

@@ -19,13 +19,12 @@ from cvmlaunch.errors import LogFormatError, MeasurementMismatch
 from cvmlaunch.layout import (
     PAGE_SIZE,
     Layout,
-    LogEntry,
-    LogOp,
     PageType,
     Provenance,
     Region,
     SourceKind,
 )
+from cvmlaunch.log_entry import LogEntry, LogOp
 from cvmlaunch.measure.log import (
     Technology,
     complete_log,

@@ -12,13 +12,13 @@ from cvmlaunch.kvm_map import HASH_OFFLOAD_MIN, STAGING_PAGES, Vm, populate_plai
 from cvmlaunch.layout import (
     PAGE_SIZE,
     Layout,
-    LogOp,
-    MemoryMap,
     PageType,
     Provenance,
     Region,
     SourceKind,
 )
+from cvmlaunch.log_entry import LogOp
+from cvmlaunch.memory_map import MemoryMap
 
 pytestmark = pytest.mark.kvm
 

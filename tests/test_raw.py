@@ -9,7 +9,8 @@ import pytest
 from cvmlaunch.errors import ConfigError, ImageError, LayoutError
 from cvmlaunch.image.bzimage import parse_bzimage
 from cvmlaunch.image.raw import initrd_gpa, initrd_region, kernel_cmdline
-from cvmlaunch.layout import MemoryMap, PageType, SourceKind
+from cvmlaunch.layout import PageType, SourceKind
+from cvmlaunch.memory_map import MemoryMap
 from tests.builders import build_bzimage
 
 MIB = 1 << 20

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from cvmlaunch.errors import ConfigError, LogFormatError, MeasurementMismatch
-from cvmlaunch.layout import SnpLaunchIdentity, TdxLaunchIdentity
+from cvmlaunch.launch_identity import SnpLaunchIdentity, TdxLaunchIdentity
 from cvmlaunch.measure import identity as ident
 from cvmlaunch.measure.reference import ReferenceValues, identity_settings
 from tests.test_identity import AUTHOR_KEY, ID_KEY, _amd_pubkey

@@ -7,15 +7,14 @@ import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from cvmlaunch.launch_identity import SnpLaunchIdentity, TdxLaunchIdentity
 from cvmlaunch.layout import (
     VMSA_GPA,
     Layout,
     PageType,
     Provenance,
     Region,
-    SnpLaunchIdentity,
     SourceKind,
-    TdxLaunchIdentity,
 )
 from cvmlaunch.measure import identity as ident
 from cvmlaunch.measure import snp_chain

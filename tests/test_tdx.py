@@ -29,13 +29,13 @@ from cvmlaunch.image.tdvf import tdvf_layout
 from cvmlaunch.layout import (
     PAGE_SIZE,
     Layout,
-    LogOp,
     PageType,
     Provenance,
     Region,
     SourceKind,
     TdvfSectionType,
 )
+from cvmlaunch.log_entry import LogOp
 from cvmlaunch.measure import MrtdFold, PageOrder, measure_tdvf, measure_tdx, mrtd, replay_tdx
 from cvmlaunch.measure.log import LogInput, dumps_log, parse_log, verify_log
 from cvmlaunch.measure.tdx import (

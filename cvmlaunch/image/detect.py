@@ -14,13 +14,13 @@ import enum
 
 from cvmlaunch.image.bzimage import is_bzimage
 from cvmlaunch.image.elf import is_elf
-from cvmlaunch.image.ovmf import FOOTER_GUID
+from cvmlaunch.image.ovmf import FOOTER_GUID, guid_bytes_le
 from cvmlaunch.layout import Buffer
 
 __all__ = ["ImageFormat", "detect_format"]
 
 _FOOTER_GUID_END = 0x20  # the footer GUID ends this far before the end of the image
-_FOOTER = FOOTER_GUID.bytes_le
+_FOOTER = guid_bytes_le(FOOTER_GUID)
 
 
 class ImageFormat(enum.Enum):

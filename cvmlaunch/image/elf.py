@@ -39,7 +39,6 @@ from cvmlaunch.layout import (
     MAX_GPA,
     PAGE_SIZE,
     Buffer,
-    MemoryMap,
     PageType,
     Provenance,
     Region,
@@ -47,6 +46,7 @@ from cvmlaunch.layout import (
     align_down,
     align_up,
 )
+from cvmlaunch.memory_map import MemoryMap
 
 __all__ = [
     "MAX_LOAD_SEGMENTS",

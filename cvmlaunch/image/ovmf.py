@@ -7,7 +7,8 @@ names the image and the offset. A missing SEV or TDX metadata entry is not an er
 TDX build has no kernel-hashes page, an AmdSev build may lack TDX metadata): the field is None,
 and the measurement code that needs it raises.
 
-Formats (all little-endian; GUIDs in EFI mixed-endian form, ``uuid.UUID.bytes_le``):
+Formats (all little-endian; GUIDs in EFI mixed-endian form, see :func:`guid_bytes_le`; this
+module holds them as lowercase ``8-4-4-4-12`` strings, without importing :mod:`uuid`):
 
 * Footer table (edk2 ``OvmfPkg/ResetVector/Ia16/ResetVectorVtf0.asm``): the table ends 0x20
   bytes before the end of the image; the footer GUID occupies ``[size-0x30, size-0x20)`` and the
@@ -26,9 +27,7 @@ from __future__ import annotations
 
 import itertools
 import struct
-import uuid
 from dataclasses import dataclass
-from typing import Any
 
 from cvmlaunch.errors import ImageError, UnsupportedSection
 from cvmlaunch.layout import (
@@ -39,6 +38,10 @@ from cvmlaunch.layout import (
     TdvfAttribute,
     TdvfSectionType,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "FOOTER_GUID",
@@ -55,22 +58,59 @@ __all__ = [
     "OvmfImage",
     "SevSection",
     "TdvfSection",
+    "guid_bytes_le",
+    "guid_from_bytes_le",
     "parse_ovmf",
 ]
 
-FOOTER_GUID = uuid.UUID("96b582de-1fb2-45f7-baea-a366c55a082d")
-SEV_ES_RESET_BLOCK_GUID = uuid.UUID("00f771de-1a7e-4fcb-890e-68c77e2fb44e")
-HASH_TABLE_GUID = uuid.UUID("7255371f-3a3b-4b04-927b-1da6efa8d454")
-SEV_SECRET_GUID = uuid.UUID("4c2eb361-7d9b-4cc3-8081-127c90d3d294")
-SEV_METADATA_GUID = uuid.UUID("dc886566-984a-4798-a75e-5585a7bf67cc")
-TDX_METADATA_OFFSET_GUID = uuid.UUID("e47a6535-984a-4798-865e-4685a7bf8ec2")
+
+def guid_bytes_le(guid: str) -> bytes:
+    """The 16 bytes of a GUID as EFI stores it: the first three fields little-endian, the
+    last eight bytes as written (what ``uuid.UUID(guid).bytes_le`` gives).
+
+    Args:
+        guid: ``8-4-4-4-12`` hex digits, e.g. ``96b582de-1fb2-45f7-baea-a366c55a082d``.
+
+    Raises:
+        ValueError: ``guid`` is not in that form.
+    """
+    parts = guid.split("-")
+    try:
+        raw = bytes.fromhex("".join(parts))
+    except ValueError:
+        raw = b""
+    if [len(p) for p in parts] != [8, 4, 4, 4, 12] or len(raw) != 16:
+        raise ValueError(f"{guid!r} is not a GUID (8-4-4-4-12 hex digits)")
+    return raw[3::-1] + raw[5:3:-1] + raw[7:5:-1] + raw[8:]
+
+
+def guid_from_bytes_le(raw: Buffer) -> str:
+    """The lowercase ``8-4-4-4-12`` form of a GUID stored the EFI way (the inverse of
+    :func:`guid_bytes_le`; ``str(uuid.UUID(bytes_le=raw))``).
+
+    Raises:
+        ValueError: ``raw`` is not 16 bytes.
+    """
+    b = bytes(raw)
+    if len(b) != 16:
+        raise ValueError(f"a GUID is 16 bytes, not {len(b)}")
+    h = (b[3::-1] + b[5:3:-1] + b[7:5:-1] + b[8:]).hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+FOOTER_GUID = "96b582de-1fb2-45f7-baea-a366c55a082d"
+SEV_ES_RESET_BLOCK_GUID = "00f771de-1a7e-4fcb-890e-68c77e2fb44e"
+HASH_TABLE_GUID = "7255371f-3a3b-4b04-927b-1da6efa8d454"
+SEV_SECRET_GUID = "4c2eb361-7d9b-4cc3-8081-127c90d3d294"
+SEV_METADATA_GUID = "dc886566-984a-4798-a75e-5585a7bf67cc"
+TDX_METADATA_OFFSET_GUID = "e47a6535-984a-4798-865e-4685a7bf8ec2"
 #: The GUID that sits right before a TDVF descriptor (checked by td-shim, not by QEMU).
-TDX_METADATA_GUID = uuid.UUID("e9eaf9f3-168e-44d5-a8eb-7f4d8738f6ae")
-IGVM_PARAMS_GUID = uuid.UUID("784fa70e-3176-4677-8a20-04b68699e374")
-SVSM_INFO_GUID = uuid.UUID("a789a612-0597-4c4b-a49f-cbb1fe9d1ddd")
+TDX_METADATA_GUID = "e9eaf9f3-168e-44d5-a8eb-7f4d8738f6ae"
+IGVM_PARAMS_GUID = "784fa70e-3176-4677-8a20-04b68699e374"
+SVSM_INFO_GUID = "a789a612-0597-4c4b-a49f-cbb1fe9d1ddd"
 
 #: Human names of the GUID table entries cvmlaunch knows.
-GUID_NAMES: dict[uuid.UUID, str] = {
+GUID_NAMES: dict[str, str] = {
     FOOTER_GUID: "table footer",
     SEV_ES_RESET_BLOCK_GUID: "SEV-ES reset block",
     HASH_TABLE_GUID: "SEV hash table",
@@ -81,6 +121,7 @@ GUID_NAMES: dict[uuid.UUID, str] = {
     SVSM_INFO_GUID: "SVSM info",
 }
 
+_FOOTER_GUID_LE = guid_bytes_le(FOOTER_GUID)
 #: The reset vector area after the table (the table's footer ends this far from the end).
 _RESET_AREA = 0x20
 _ENTRY_HEADER = struct.Struct("<H16s")  # u16 length, GUID (entry data precedes it)
@@ -102,7 +143,7 @@ _MIN_SIZE = _RESET_AREA + _ENTRY_HEADER.size + 2
 class GuidEntry:
     """One entry of the OVMF footer GUID table."""
 
-    guid: uuid.UUID
+    guid: str  # lowercase 8-4-4-4-12 form
     offset: int  # file offset of the entry's data
     data: bytes
 
@@ -178,8 +219,9 @@ class OvmfImage:
             )
         return memoryview(self.data)[section.data_offset : end]
 
-    def entry(self, guid: uuid.UUID) -> GuidEntry | None:
-        """The GUID table entry with ``guid``, or None."""
+    def entry(self, guid: str) -> GuidEntry | None:
+        """The GUID table entry with ``guid`` (``8-4-4-4-12`` hex digits), or None."""
+        guid = guid.lower()
         for e in self.guid_table:
             if e.guid == guid:
                 return e
@@ -206,7 +248,7 @@ def _walk_table(r: _Reader) -> tuple[GuidEntry, ...]:
     size = len(r.data)
     footer = size - _RESET_AREA - _ENTRY_HEADER.size
     table_len, raw_guid = r.unpack(_ENTRY_HEADER, footer, "footer")
-    if uuid.UUID(bytes_le=raw_guid) != FOOTER_GUID:
+    if raw_guid != _FOOTER_GUID_LE:
         raise r.fail("no OVMF GUID table footer (not an OVMF/TDVF flat image?)", footer + 2)
     table_start = footer + _ENTRY_HEADER.size - table_len
     if table_len < _ENTRY_HEADER.size or table_start < 0:
@@ -223,7 +265,7 @@ def _walk_table(r: _Reader) -> tuple[GuidEntry, ...]:
         start = end - length
         if length < _ENTRY_HEADER.size or start < table_start:
             raise r.fail(f"GUID table entry length {length:#x} is out of range", hdr)
-        entries.append(GuidEntry(uuid.UUID(bytes_le=raw), start, bytes(r.data[start:hdr])))
+        entries.append(GuidEntry(guid_from_bytes_le(raw), start, bytes(r.data[start:hdr])))
         end = start
     return tuple(entries)
 

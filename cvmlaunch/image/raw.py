@@ -15,8 +15,6 @@ from cvmlaunch.errors import ConfigError, ImageError
 from cvmlaunch.layout import (
     PAGE_SIZE,
     Buffer,
-    MemoryMap,
-    MemslotKind,
     PageType,
     Provenance,
     Region,
@@ -24,6 +22,7 @@ from cvmlaunch.layout import (
     align_down,
     align_up,
 )
+from cvmlaunch.memory_map import MemoryMap, MemslotKind
 
 __all__ = ["OLD_INITRD_ADDR_MAX", "initrd_gpa", "initrd_region", "kernel_cmdline"]
 

@@ -13,10 +13,14 @@ Typical use::
     digest = measure.snp_digest(image, settings)
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from __future__ import annotations
 
+import importlib
+
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from cvmlaunch.measure.cpu import VCPU_TYPES, cpu_signature, vcpu_type_signature
     from cvmlaunch.measure.log import (
         LOG_FORMAT,

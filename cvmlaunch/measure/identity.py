@@ -22,13 +22,13 @@ import hashlib
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # cryptography costs ~20 ms to import: only key and signature code loads it
-    from cryptography.hazmat.primitives.asymmetric import ec
 
 from cvmlaunch.errors import CheckFailed, ConfigError, ImageError, MeasurementMismatch
 from cvmlaunch.layout import parse_hex_bytes
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # cryptography costs ~20 ms to import: only key and signature code loads it
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 __all__ = [
     "AUTHOR_KEY_OFFSET",

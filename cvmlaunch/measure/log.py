@@ -1,10 +1,11 @@
 """The launch measurement log: one record per populated range, replayable to the digest.
 
-Rule 1: technology-neutral. The log model (:class:`LogHeader`, :class:`~cvmlaunch.layout.LogEntry`
-records, :class:`LogFooter`) and its JSON Lines form know nothing about SNP or TDX; each
-technology registers a *replayer* (its digest fold over log records) with
-:func:`register_replayer`. SNP can replay from the per-page SHA-384 list alone; technologies whose
-digest needs the measured bytes (TDX MRTD, SEV's SHA-256 stream) take a :data:`ContentProvider`.
+Rule 1: technology-neutral. The log model (:class:`LogHeader`,
+:class:`~cvmlaunch.log_entry.LogEntry` records, :class:`LogFooter`) and its JSON Lines form know
+nothing about SNP or TDX; each technology registers a *replayer* (its digest fold over log
+records) with :func:`register_replayer`. SNP can replay from the per-page SHA-384 list alone;
+technologies whose digest needs the measured bytes (TDX MRTD, SEV's SHA-256 stream) take a
+:data:`ContentProvider`.
 
 Rule 2: canonical output. One JSON object per line, keys sorted, no insignificant whitespace,
 ASCII only, integers only (no floats), digests as lowercase hex. The same log always serialises
@@ -34,12 +35,11 @@ from cvmlaunch.errors import ConfigError, LayoutError, LogFormatError, Measureme
 from cvmlaunch.layout import (
     PAGE_SIZE,
     Buffer,
-    LogEntry,
-    LogOp,
     PageType,
     Provenance,
     SourceKind,
 )
+from cvmlaunch.log_entry import LogEntry, LogOp
 
 __all__ = [
     "LOG_FORMAT",
@@ -234,7 +234,7 @@ def entry_for_range(
 
     Args:
         seq, op, gpa, size, page_type, measured, provenance, digest_after: as in
-            :class:`~cvmlaunch.layout.LogEntry`.
+            :class:`~cvmlaunch.log_entry.LogEntry`.
         data: the first bytes of the range; the rest (up to ``size``) is zero.
         with_pages: also record the SHA-384 of every 4 KiB page (SNP needs them to replay).
 

@@ -31,11 +31,12 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING
 
 from cvmlaunch.errors import LogFormatError
-from cvmlaunch.layout import Layout, LogEntry, LogOp
+from cvmlaunch.layout import Layout
+from cvmlaunch.log_entry import LogEntry, LogOp
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:  # the log model is imported only when a log is made (start-up time)
     from cvmlaunch.measure.log import (
         ContentProvider,

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cvmlaunch.errors import ConfigError, ImageError, LogFormatError, MeasurementMismatch
-from cvmlaunch.layout import SnpLaunchIdentity, TdxLaunchIdentity
+from cvmlaunch.launch_identity import SnpLaunchIdentity, TdxLaunchIdentity
 from cvmlaunch.measure.identity import GuestPolicy, IdAuth, IdBlock
 
 __all__ = [

@@ -20,20 +20,21 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from cvmlaunch.errors import ConfigError, ImageError, LogFormatError
 from cvmlaunch.image.ovmf import OvmfImage
 from cvmlaunch.layout import (
     VMSA_GPA,
     Buffer,
-    LogEntry,
-    LogOp,
     PageType,
     Provenance,
     SourceKind,
 )
+from cvmlaunch.log_entry import LogEntry, LogOp
+from cvmlaunch.measure.sev_hashes import KernelHashes
+from cvmlaunch.measure.vmsa import BSP_RESET_EIP, FpuInit, VmmType, vmsa_page
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:  # the log model is imported only when a log is made or read
     from cvmlaunch.measure.log import (
         ContentProvider,
@@ -42,8 +43,6 @@ if TYPE_CHECKING:  # the log model is imported only when a log is made or read
         MeasurementLog,
         SettingValue,
     )
-from cvmlaunch.measure.sev_hashes import KernelHashes
-from cvmlaunch.measure.vmsa import BSP_RESET_EIP, FpuInit, VmmType, vmsa_page
 
 __all__ = [
     "REPLAYERS",

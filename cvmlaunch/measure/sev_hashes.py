@@ -19,18 +19,18 @@ from __future__ import annotations
 
 import hashlib
 import struct
-import uuid
 from dataclasses import dataclass
 
 from cvmlaunch.errors import ConfigError, ImageError
+from cvmlaunch.image.ovmf import guid_bytes_le
 from cvmlaunch.layout import PAGE_SIZE
 
 __all__ = ["HASH_TABLE_SIZE", "KernelHashes", "cmdline_sha256"]
 
-_TABLE_GUID = uuid.UUID("9438d606-4f22-4cc9-b479-a793d411fd21")
-_CMDLINE_GUID = uuid.UUID("97d02dd8-bd20-4c94-aa78-e7714d36ab2a")
-_INITRD_GUID = uuid.UUID("44baf731-3a2f-4bd7-9af1-41e29169781d")
-_KERNEL_GUID = uuid.UUID("4de79437-abd2-427f-b835-d5b172d2045b")
+_TABLE_GUID = guid_bytes_le("9438d606-4f22-4cc9-b479-a793d411fd21")
+_CMDLINE_GUID = guid_bytes_le("97d02dd8-bd20-4c94-aa78-e7714d36ab2a")
+_INITRD_GUID = guid_bytes_le("44baf731-3a2f-4bd7-9af1-41e29169781d")
+_KERNEL_GUID = guid_bytes_le("4de79437-abd2-427f-b835-d5b172d2045b")
 
 _HEADER = struct.Struct("<16sH")  # GUID, u16 length of the whole (unpadded) table
 _ENTRY = struct.Struct("<16sH32s")  # GUID, u16 length of the entry, SHA-256
@@ -75,13 +75,13 @@ class KernelHashes:
 
     def table(self) -> bytes:
         """The padded 176-byte table."""
-        out = _HEADER.pack(_TABLE_GUID.bytes_le, _TABLE_LENGTH)
+        out = _HEADER.pack(_TABLE_GUID, _TABLE_LENGTH)
         for guid, digest in (
             (_CMDLINE_GUID, self.cmdline),
             (_INITRD_GUID, self.initrd),
             (_KERNEL_GUID, self.kernel),
         ):
-            out += _ENTRY.pack(guid.bytes_le, _ENTRY.size, digest)
+            out += _ENTRY.pack(guid, _ENTRY.size, digest)
         return out + bytes(HASH_TABLE_SIZE - len(out))
 
     def page_data(self, offset: int, size: int = PAGE_SIZE, *, source: str = "firmware") -> bytes:

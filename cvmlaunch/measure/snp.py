@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from cvmlaunch.errors import ConfigError, ImageError
 from cvmlaunch.image.ovmf import OvmfImage, SevSection
@@ -40,12 +39,13 @@ from cvmlaunch.layout import (
     SevSectionType,
     SourceKind,
 )
-from cvmlaunch.measure.sev_hashes import KernelHashes
 from cvmlaunch.measure.snp_chain import SNP_ALGORITHM, ZERO_DIGEST, fold_layout, log_layout
 from cvmlaunch.measure.vmsa import BSP_RESET_EIP, FpuInit, VmmType, svsm_vmsa_page, vmsa_page
 
-if TYPE_CHECKING:  # the log model is imported only when a log is made (start-up time)
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # the log model and the kernel hashes are imported only when used
     from cvmlaunch.measure.log import LogInput, MeasurementLog, SettingValue
+    from cvmlaunch.measure.sev_hashes import KernelHashes
 
 __all__ = [
     "MAX_VCPUS",

@@ -22,20 +22,19 @@ import itertools
 import os
 import struct
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING
 
 from cvmlaunch.errors import ConfigError, LogFormatError
 from cvmlaunch.layout import (
     PAGE_SIZE,
     Buffer,
     Layout,
-    LogEntry,
-    LogOp,
     PageType,
     Region,
 )
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:  # the log model is imported only when a log is made (start-up time)
+    from cvmlaunch.log_entry import LogEntry
     from cvmlaunch.measure.log import ContentProvider, LogHeader, MeasurementLog
 
 __all__ = [
@@ -318,6 +317,7 @@ def log_layout(layout: Layout, header: LogHeader) -> MeasurementLog:
     Raises:
         ConfigError: the header is not an SNP header with a 48-byte initial digest.
     """
+    from cvmlaunch.log_entry import LogOp
     from cvmlaunch.measure.log import LogFooter, MeasurementLog, Technology, entry_for_range
 
     if header.technology is not Technology.SEV_SNP or header.algorithm != SNP_ALGORITHM:

@@ -35,7 +35,6 @@ import struct
 from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from cvmlaunch.errors import (
     CheckFailed,
@@ -44,8 +43,10 @@ from cvmlaunch.errors import (
     LogFormatError,
     MeasurementMismatch,
 )
-from cvmlaunch.layout import PAGE_SIZE, Buffer, Layout, LogEntry, LogOp, PageType, Region
+from cvmlaunch.layout import PAGE_SIZE, Buffer, Layout, PageType, Region
+from cvmlaunch.log_entry import LogEntry, LogOp
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:  # the log model is imported only when a log is made or read
     from cvmlaunch.image.ovmf import OvmfImage
     from cvmlaunch.measure.log import (
