@@ -36,16 +36,10 @@ from cvmlaunch.launch import (
     parse_report,
     settings_from_toml,
 )
-from cvmlaunch.layout import (
-    SNP_ID_AUTH_SIZE,
-    SNP_ID_BLOCK_SIZE,
-    Layout,
-    LogEntry,
-    LogOp,
-    MemoryMap,
-    SnpLaunchIdentity,
-    TdxLaunchIdentity,
-)
+from cvmlaunch.launch_identity import SnpLaunchIdentity, TdxLaunchIdentity
+from cvmlaunch.layout import SNP_ID_AUTH_SIZE, SNP_ID_BLOCK_SIZE, Layout
+from cvmlaunch.log_entry import LogEntry, LogOp
+from cvmlaunch.memory_map import MemoryMap
 
 TYPE_CHECKING = False  # typing is not imported at run time (start-up time)
 if TYPE_CHECKING:

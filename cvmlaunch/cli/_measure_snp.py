@@ -421,11 +421,11 @@ def _launch_identity(
     if (id_block is None) != (id_auth is None):
         raise ConfigError("--id-block and --id-auth go together")
     from cvmlaunch.files import read_blob
+    from cvmlaunch.launch_identity import SnpLaunchIdentity
     from cvmlaunch.layout import (
         SNP_HOST_DATA_SIZE,
         SNP_ID_AUTH_SIZE,
         SNP_ID_BLOCK_SIZE,
-        SnpLaunchIdentity,
         parse_hex_bytes,
     )
     from cvmlaunch.measure.identity import DEFAULT_POLICY, GuestPolicy
@@ -485,11 +485,11 @@ def _kernel_hashes(
 ) -> KernelHashes | None:
     """Stream kernel and initrd through SHA-256 (unless their SHA-256 is given); record the
     files as log inputs if asked (the hashes are in the log's settings either way)."""
+    if kernel is None and kernel_sha is None:
+        return None
     from cvmlaunch.files import file_digest
     from cvmlaunch.measure.sev_hashes import KernelHashes, cmdline_sha256
 
-    if kernel is None and kernel_sha is None:
-        return None
     if kernel is not None and initrd is not None:
         kernel_sha, initrd_sha = _digest_pair(kernel, initrd)
     else:

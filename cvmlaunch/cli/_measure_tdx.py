@@ -56,7 +56,8 @@ def _owner_settings(
     Raises:
         ConfigError: a value that is not hex of exactly 48 bytes (naming the option).
     """
-    from cvmlaunch.layout import TDX_MR_SIZE, TdxLaunchIdentity
+    from cvmlaunch.launch_identity import TdxLaunchIdentity
+    from cvmlaunch.layout import TDX_MR_SIZE
     from cvmlaunch.measure.reference import identity_settings
 
     values = [
