@@ -620,7 +620,8 @@ def test_measure_snp_start_up_imports_no_measurement_code() -> None:
     import sys
 
     code = (
-        "import sys, cvmlaunch.cli as c; c.build_parser(('measure', 'snp')); "
+        "import sys, cvmlaunch.cli as c; c.command_parser('measure snp', "
+        "c.COMMANDS['measure'][1]['snp'][1]); "
         "print(sorted(m for m in sys.modules if m.startswith(('cvmlaunch.', 'elftools')) "
         "or m in ('json', 'tempfile', 'importlib.metadata')))"
     )

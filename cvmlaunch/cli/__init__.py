@@ -118,21 +118,40 @@ def load_command(target: str) -> Command:
     return command
 
 
-def _selected(argv: Sequence[str]) -> tuple[str, ...]:
-    """The command path the arguments name (``("measure", "snp")``), without parsing them.
-
-    Global options take no values, so the first word that is not an option is the command
-    and, for a group, the next one is its subcommand. Anything else is left to argparse.
-    """
-    words = [a for a in argv if not a.startswith("-")]
-    if not words or words[0] not in COMMANDS:
-        return ()
-    _summary, body = COMMANDS[words[0]]
+def _command_call(argv: Sequence[str]) -> tuple[str, str, list[str], bool] | None:
+    """Split ``[--debug] COMMAND [SUBCOMMAND] ARGS...`` into the command's name (as its
+    ``prog``), its ``"module:attribute"``, its arguments and whether ``--debug`` was given;
+    None for anything else (help, version, a group alone, an unknown name: argparse's
+    business, see :func:`build_parser`)."""
+    debug = argv[:1] == ["--debug"]
+    rest = list(argv[1:] if debug else argv)
+    if not rest or rest[0] not in COMMANDS:
+        return None
+    name = rest.pop(0)
+    _summary, body = COMMANDS[name]
     if isinstance(body, str):
-        return (words[0],)
-    if len(words) > 1 and words[1] in body:
-        return (words[0], words[1])
-    return (words[0],)
+        return (name, body, rest, debug)
+    if rest and rest[0] in body:
+        leaf = rest.pop(0)
+        return (f"{name} {leaf}", body[leaf][1], rest, debug)
+    return None
+
+
+def command_parser(name: str, target: str) -> argparse.ArgumentParser:
+    """The parser of one command (``name`` as in ``"measure snp"``), with its arguments."""
+    from cvmlaunch.cli._command import Formatter
+
+    command = load_command(target)
+    parser = argparse.ArgumentParser(
+        prog=f"cvmlaunch {name}",
+        description=command.description.strip(),
+        epilog=command.epilog.strip() or None,
+        formatter_class=Formatter,
+        allow_abbrev=False,  # an abbreviation would change meaning when an option is added
+    )
+    command.configure(parser)
+    parser.set_defaults(_run=command.run)
+    return parser
 
 
 class _VersionAction(argparse.Action):
@@ -154,42 +173,10 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
-def _add_leaf(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser],
-    name: str,
-    summary: str,
-    target: str,
-    load: bool,
-) -> None:
-    from cvmlaunch.cli._command import Formatter
-
-    if not load:
-        sub.add_parser(
-            name, help=summary, description=summary, formatter_class=Formatter, allow_abbrev=False
-        )
-        return
-    command = load_command(target)
-    parser = sub.add_parser(
-        name,
-        help=summary,
-        description=command.description.strip(),
-        epilog=command.epilog.strip() or None,
-        formatter_class=Formatter,
-        allow_abbrev=False,  # an abbreviation would change meaning when an option is added
-    )
-    command.configure(parser)
-    parser.set_defaults(_run=command.run)
-
-
-def build_parser(selected: tuple[str, ...] = ()) -> argparse.ArgumentParser:
-    """The argument parser for the command path ``selected`` (see :func:`_selected`).
-
-    Only the parsers on that path are made: argparse looks up translations for every help
-    string of every parser it makes (about 0.3 ms a parser), and ``measure snp`` needs three.
-    A path that ends at a group lists the group's commands; an empty one lists the top-level
-    commands (for ``--help`` and for the "invalid choice" error). Only the selected command's
-    module is imported; the others are listed by their summaries in :data:`COMMANDS`.
-    """
+def build_parser(group: str | None = None) -> argparse.ArgumentParser:
+    """The parser that lists the commands (``cvmlaunch --help``), or a group's commands
+    (``cvmlaunch measure --help``), by name and summary, without importing them. It answers
+    help, ``--version`` and usage errors; commands are parsed by :func:`command_parser`."""
     from cvmlaunch.cli._command import Formatter
 
     parser = argparse.ArgumentParser(
@@ -203,36 +190,48 @@ def build_parser(selected: tuple[str, ...] = ()) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(
         title="commands", metavar="COMMAND", required=True, prog="cvmlaunch"
     )
-    names = list(COMMANDS) if not selected else [selected[0]]
-    for name in names:
+    for name in COMMANDS if group is None else [group]:
         summary, body = COMMANDS[name]
-        if isinstance(body, str):
-            _add_leaf(sub, name, summary, body, load=bool(selected))
-            continue
-        group = sub.add_parser(
+        child = sub.add_parser(
             name, help=summary, description=summary, formatter_class=Formatter, allow_abbrev=False
         )
-        if not selected:
+        if group is None or isinstance(body, str):
             continue
-        group_sub = group.add_subparsers(
+        leaves = child.add_subparsers(
             title="commands", metavar="COMMAND", required=True, prog=f"cvmlaunch {name}"
         )
-        leaves = list(body) if len(selected) == 1 else [selected[1]]
-        for leaf in leaves:
-            leaf_summary, target = body[leaf]
-            _add_leaf(group_sub, leaf, leaf_summary, target, load=len(selected) == 2)
+        for leaf, (leaf_summary, _target) in body.items():
+            leaves.add_parser(
+                leaf,
+                help=leaf_summary,
+                description=leaf_summary,
+                formatter_class=Formatter,
+                allow_abbrev=False,
+            )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Console-script entry point: parse, run, map errors to one line and an exit code."""
+    """Console-script entry point: parse, run, map errors to one line and an exit code.
+
+    A command line that names a command is parsed by that command's parser alone (one
+    parser: start-up time); anything else by :func:`build_parser`, which prints help or a
+    usage error and exits 2.
+    """
     args_list = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(_selected(args_list))
-    args = parser.parse_args(args_list)
+    call = _command_call(args_list)
+    if call is None:
+        words = [a for a in args_list if not a.startswith("-")]
+        group = words[0] if words and words[0] in COMMANDS else None
+        parser = build_parser(group)
+        parser.parse_args(args_list)  # exits: help, version or a usage error
+        parser.error("no command given")  # pragma: no cover - required subcommands
+    name, target, rest, debug = call
+    args = command_parser(name, target).parse_args(rest)
     try:
         code = args._run(args)
     except CvmLaunchError as exc:
-        if args._debug:
+        if debug:
             raise
         sys.stdout.flush()
         print(f"cvmlaunch: error: {exc}", file=sys.stderr)
