@@ -88,12 +88,14 @@ def extend(digest: bytes, contents: bytes, page_type: PageType, gpa: int) -> byt
     return hashlib.sha384(page_info(digest, contents, page_type, gpa)).digest()
 
 
-#: Regions of at least this many pages (16 MiB) hash their page contents on worker threads;
-#: smaller ones (a 4 MiB firmware image) stay serial and start no threads.
-PARALLEL_MIN_PAGES = 4096
-#: Pages per content-hashing batch (1 MiB): the native hasher hashes a batch with the GIL
-#: released once, so a thread hands the GIL over once per batch, not per page; small enough
-#: that the chain (taken by whichever thread finishes a batch) follows the hashing closely.
+#: Regions of at least this many pages (2 MiB) hash their page contents on worker threads.
+#: With the native hasher a 4 MiB firmware image folds in about 60% of its serial time,
+#: thread start and the ``threading`` import included; smaller regions stay serial.
+PARALLEL_MIN_PAGES = 512
+#: Pages per content-hashing batch (1 MiB). The native hasher hashes a batch with the GIL
+#: released once, so a thread hands the GIL over once per batch rather than per page; from
+#: 64 to 1024 pages the 256 MiB bench moves by 1-3% (larger a little faster), and a 4 MiB
+#: firmware image still makes 4 batches to spread over the threads.
 BATCH_PAGES = 256
 #: Batches hashed but not yet chained, per worker: bounds the memory held by waiting hashes.
 _AHEAD_PER_WORKER = 4
@@ -177,7 +179,10 @@ def _fold_parallel(digest: bytes, region: Region, workers: int) -> bytes:
     The calling thread and ``workers - 1`` helpers take batches of :data:`BATCH_PAGES` pages
     in order and hash them; whoever finishes a batch chains every finished batch that is next
     in line (under a lock), so the chain follows the hashing without a third thread competing
-    for the GIL. A thread takes a new batch only while fewer than
+    for the GIL. Hashing a batch (:func:`page_hashes`) holds the GIL only around one native
+    call, or around each page with the hashlib fallback; the chain holds it throughout (one
+    SHA-384 of 112 bytes per page, too short for hashlib to release it), so with N free cores
+    the fold takes about (hashing + chain) / N. A thread takes a new batch only while fewer than
     ``workers * _AHEAD_PER_WORKER`` batches wait to be chained (bounded memory). Plain
     ``threading``: the measurement path must not pay for importing ``concurrent.futures``.
     """
