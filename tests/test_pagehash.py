@@ -152,7 +152,8 @@ def _region(npages: int, data_len: int, seed: int, gpa: int = 0x10_0000) -> Regi
 
 def _by_definition(digest: bytes, region: Region) -> bytes:
     for gpa, page in region.pages():
-        digest = snp_chain.extend(digest, hashlib.sha384(page).digest(), region.page_type, gpa)
+        info = snp_chain.page_info(digest, hashlib.sha384(page).digest(), region.page_type, gpa)
+        digest = hashlib.sha384(info).digest()
     return digest
 
 

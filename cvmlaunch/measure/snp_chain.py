@@ -1,8 +1,10 @@
 """The SEV-SNP launch digest as a fold: one chained SHA-384 over PAGE_INFO per 4 KiB page.
 
 Rule 1: this is the only place that knows the PAGE_INFO structure. The digest of a launch plan
-(:func:`fold_layout`), the log producer (:func:`log_layout`) and the log replayer
-(:func:`replay_snp`) all go through :func:`extend`, so they cannot disagree.
+(:func:`fold_layout`), the log producer (:func:`log_layout`), the log replayer
+(:func:`replay_snp`) and :func:`extend` all go through one loop, :func:`_chain`, so they
+cannot disagree; :func:`page_info` spells the same bytes out for one page (the tests check
+the loop against it).
 
 Rule 2: pure computation with hashlib; buffers in, digests out. Whole pages are hashed in
 batches by the optional native module :mod:`cvmlaunch._pagehash` (a generic "SHA-384 of each
@@ -85,7 +87,7 @@ def page_info(digest: bytes, contents: bytes, page_type: PageType, gpa: int) -> 
 
 def extend(digest: bytes, contents: bytes, page_type: PageType, gpa: int) -> bytes:
     """One PAGE_INFO step: ``SHA-384(PAGE_INFO(digest, contents, page_type, gpa))``."""
-    return hashlib.sha384(page_info(digest, contents, page_type, gpa)).digest()
+    return _chain(digest, (contents,), page_type, gpa)
 
 
 #: Regions of at least this many pages (2 MiB) hash their page contents on worker threads.
@@ -162,8 +164,10 @@ _GPA_FIELD = struct.Struct("<Q")
 
 
 def _chain(digest: bytes, contents: Iterable[bytes], page_type: PageType, gpa: int) -> bytes:
-    """:func:`extend` for consecutive pages from ``gpa`` on: the same PAGE_INFO bytes, built
-    with fewer Python operations (the fixed part of the tail packed once)."""
+    """The PAGE_INFO steps of consecutive pages of one type from ``gpa`` on, one per item of
+    ``contents`` (each page's CONTENTS field): the bytes of :func:`page_info`, with the part
+    of the tail that is the same for every page packed once (the chain runs under the GIL
+    while the page hashes run beside it: every Python operation per page counts)."""
     sha384 = hashlib.sha384
     pack_gpa = _GPA_FIELD.pack
     fixed = _PAGE_INFO_TAIL.pack(_PAGE_INFO_SIZE, page_type, 0, 0, 0, 0, 0, 0)[:-8]
@@ -288,18 +292,16 @@ def fold_layout(
     return digest
 
 
-def _entry_pages(entry: LogEntry) -> Iterator[tuple[int, bytes]]:
-    if entry.page_type.hashes_contents:
-        if len(entry.page_sha384) * PAGE_SIZE != entry.size:
-            raise LogFormatError(
-                f"record {entry.seq}: a {entry.page_type.name} range needs one SHA-384 per page "
-                f"({entry.size // PAGE_SIZE}), the log has {len(entry.page_sha384)}"
-            )
-        for i, h in enumerate(entry.page_sha384):
-            yield entry.gpa + i * PAGE_SIZE, h
-    else:
-        for i in range(entry.size // PAGE_SIZE):
-            yield entry.gpa + i * PAGE_SIZE, ZERO_DIGEST
+def _entry_contents(entry: LogEntry) -> Iterable[bytes]:
+    """The CONTENTS field of each page of a log record."""
+    if not entry.page_type.hashes_contents:
+        return itertools.repeat(ZERO_DIGEST, entry.size // PAGE_SIZE)
+    if len(entry.page_sha384) * PAGE_SIZE != entry.size:
+        raise LogFormatError(
+            f"record {entry.seq}: a {entry.page_type.name} range needs one SHA-384 per page "
+            f"({entry.size // PAGE_SIZE}), the log has {len(entry.page_sha384)}"
+        )
+    return entry.page_sha384
 
 
 def _fold_entry(digest: bytes, entry: LogEntry) -> bytes:
@@ -310,9 +312,7 @@ def _fold_entry(digest: bytes, entry: LogEntry) -> bytes:
             f"record {entry.seq}: range {entry.gpa:#x}+{entry.size:#x} does not fit the 64-bit "
             "PAGE_INFO GPA field"
         )
-    for gpa, contents in _entry_pages(entry):
-        digest = extend(digest, contents, entry.page_type, gpa)
-    return digest
+    return _chain(digest, _entry_contents(entry), entry.page_type, entry.gpa)
 
 
 def replay_snp(
