@@ -179,9 +179,9 @@ sha384_pages(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     npages = view.len / PAGE_SIZE;
     if (first > npages || count > npages - first) {
         PyErr_Format(PyExc_ValueError,
-                     "sha384_pages: pages %zd to %zd are not all inside the buffer "
-                     "(%zd bytes: %zd whole pages)",
-                     first, first + count - 1, view.len, npages);
+                     "sha384_pages: first_page %zd + count %zd is more than the %zd whole "
+                     "pages in the buffer (%zd bytes)",
+                     first, count, npages, view.len);
         PyBuffer_Release(&view);
         return NULL;
     }

@@ -109,14 +109,19 @@ def test_file_mapping(native: ModuleType, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("size", "first", "count", "match"),
     [
-        (4 * PAGE_SIZE, 0, 5, "pages 0 to 4 are not all inside the buffer .16384 bytes: 4 "),
-        (4 * PAGE_SIZE, 4, 1, "pages 4 to 4 are not all inside"),
-        (4 * PAGE_SIZE, 5, 0, "pages 5 to 4 are not all inside"),
-        (4 * PAGE_SIZE - 1, 0, 4, "16383 bytes: 3 whole pages"),
-        (100, 0, 1, "100 bytes: 0 whole pages"),
+        (
+            4 * PAGE_SIZE,
+            0,
+            5,
+            r"first_page 0 \+ count 5 is more than the 4 whole pages in the buffer \(16384 bytes\)",
+        ),
+        (4 * PAGE_SIZE, 4, 1, r"first_page 4 \+ count 1 is more than the 4 whole pages"),
+        (4 * PAGE_SIZE, 5, 0, r"first_page 5 \+ count 0 is more than the 4 whole pages"),
+        (4 * PAGE_SIZE - 1, 0, 4, r"the 3 whole pages in the buffer \(16383 bytes\)"),
+        (100, 0, 1, r"the 0 whole pages in the buffer \(100 bytes\)"),
         (4 * PAGE_SIZE, -1, 1, r"first_page \(-1\) and count \(1\) must not be negative"),
         (4 * PAGE_SIZE, 0, -1, r"first_page \(0\) and count \(-1\) must not be negative"),
-        (4 * PAGE_SIZE, 2**62, 2**62, "not all inside"),
+        (4 * PAGE_SIZE, 2**62, 2**62, "is more than the 4 whole pages"),  # no overflow
     ],
 )
 def test_pages_outside_the_buffer_are_refused(
