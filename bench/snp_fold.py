@@ -2,8 +2,9 @@
 
 Ours: :func:`cvmlaunch.measure.snp_chain.fold_layout` of a plan with one 256 MiB region of
 NORMAL pages (random bytes): one SHA-384 per 4 KiB page (independent: hashed on worker
-threads, hashlib releases the GIL) and one chained SHA-384 of the 112-byte PAGE_INFO per page
-(sequential). Reference, the physical limit of one core: hashlib SHA-384 over the same bytes
+threads in batches by the native page hasher, which releases the GIL once per batch, or page by
+page with hashlib where it was not built) and one chained SHA-384 of the 112-byte PAGE_INFO per
+page (sequential). Reference, the physical limit of one core: hashlib SHA-384 over the same bytes
 in one call. Also timed, for context: the same fold with one worker (serial), and the raw hash
 split into one piece per core on as many threads (what the machine's cores offer at that
 moment: other load on a shared machine shows here). Goal: the parallel fold at least 1.5x as

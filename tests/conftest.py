@@ -106,3 +106,45 @@ def debian_kernel() -> object:
     if shutil.which("apt-get") is None:
         pytest.skip("no apt-get on this machine: cannot fetch a Debian kernel")
     return fetch_debian_kernel()
+
+
+# ---------------------------------------------------------------- the SNP fold's page hasher
+
+
+def load_native_pagehash() -> object:
+    """The native page hasher ``cvmlaunch._pagehash``. A development install builds it, so
+    its absence fails the test, unless ``CVMLAUNCH_NO_NATIVE=1`` says that this environment
+    runs without it (then the test is skipped)."""
+    try:
+        from cvmlaunch import _pagehash
+    except ImportError as exc:
+        if os.environ.get("CVMLAUNCH_NO_NATIVE") == "1":
+            pytest.skip(f"cvmlaunch._pagehash absent, allowed by CVMLAUNCH_NO_NATIVE=1: {exc}")
+        pytest.fail(
+            f"cvmlaunch._pagehash is not importable ({exc}); `pip install -e .` builds it "
+            "(needs a C compiler and the Python headers). Set CVMLAUNCH_NO_NATIVE=1 to run "
+            "without it."
+        )
+    return _pagehash
+
+
+@pytest.fixture(params=["native", "hashlib", "native-2-workers", "hashlib-2-workers"])
+def snp_fold_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test once per way the SNP fold can hash pages: the native batch hasher or
+    hashlib page by page, each serial as small regions are folded and on two threads in
+    small batches (every region of two pages or more)."""
+    from cvmlaunch.measure import snp_chain
+
+    name = str(request.param)
+    if name.startswith("native"):
+        load_native_pagehash()
+        assert snp_chain._sha384_pages is not None
+    else:
+        monkeypatch.setattr(snp_chain, "_sha384_pages", None)
+    if name.endswith("2-workers"):
+        monkeypatch.setattr(snp_chain, "PARALLEL_MIN_PAGES", 2)
+        monkeypatch.setattr(snp_chain, "BATCH_PAGES", 100)
+        monkeypatch.setattr(snp_chain, "default_workers", lambda: 2)
+    else:
+        monkeypatch.setattr(snp_chain, "default_workers", lambda: 1)
+    return name

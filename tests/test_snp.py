@@ -78,6 +78,7 @@ AGREE = [c["id"] for c in VECTORS["cases"] if c["group"] == "agree" and "expecte
 FAIL = [c["id"] for c in VECTORS["cases"] if c["group"] == "agree" and "peer_error" in c]
 
 
+@pytest.mark.usefixtures("snp_fold_path")  # native and hashlib page hashes, 1 and 2 threads
 @pytest.mark.parametrize("case_id", AGREE)
 def test_agrees_with_peer(case_id: str, inputs: dict[str, Path]) -> None:
     case = CASES[case_id]

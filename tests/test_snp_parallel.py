@@ -20,17 +20,40 @@ from cvmlaunch.measure.snp_chain import (
     fold_layout,
     fold_region,
     page_hashes,
+    page_info,
 )
 
 
 def _page_by_page(digest: bytes, region: Region) -> bytes:
-    """The definition: one PAGE_INFO step per page, contents hashed from Region.pages()."""
+    """The definition: SHA-384 of each page's PAGE_INFO, contents hashed from Region.pages()."""
     for gpa, page in region.pages():
         contents = (
             hashlib.sha384(page).digest() if region.page_type.hashes_contents else ZERO_DIGEST
         )
-        digest = extend(digest, contents, region.page_type, gpa)
+        digest = hashlib.sha384(page_info(digest, contents, region.page_type, gpa)).digest()
     return digest
+
+
+@given(
+    digest=st.binary(min_size=48, max_size=48),
+    contents=st.lists(st.binary(min_size=48, max_size=48), max_size=4),
+    page_type=st.sampled_from(list(PageType)),
+    page=st.integers(0, (1 << 52) - 1 - 4),
+)
+def test_the_chain_is_sha384_of_page_info(
+    digest: bytes, contents: list[bytes], page_type: PageType, page: int
+) -> None:
+    # the loop every fold and replay goes through builds page_info's bytes, up to the last GPA
+    gpa = page * PAGE_SIZE
+    expected = digest
+    for i, h in enumerate(contents):
+        expected = hashlib.sha384(page_info(expected, h, page_type, gpa + i * PAGE_SIZE)).digest()
+    assert snp_chain._chain(digest, contents, page_type, gpa) == expected
+    if contents:
+        assert (
+            extend(digest, contents[0], page_type, gpa)
+            == hashlib.sha384(page_info(digest, contents[0], page_type, gpa)).digest()
+        )
 
 
 def _region(npages: int, data_len: int, seed: int, page_type: PageType = PageType.NORMAL) -> Region:

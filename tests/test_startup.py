@@ -73,7 +73,10 @@ def _imported(*modules: str) -> set[str]:
 def test_measure_path_imports_nothing_heavy() -> None:
     imported = _imported(*_MEASURE_PATH)
     assert sorted(m for m in _FORBIDDEN if m in imported) == []
-    assert {m for m in imported if m.split(".")[0] == "cvmlaunch"} == _EXPECTED_CVMLAUNCH
+    ours = {m for m in imported if m.split(".")[0] == "cvmlaunch"}
+    # and the native page hasher where the install built it (a C extension that imports only
+    # _hashlib, which hashlib has loaded; tests/test_pagehash.py checks that it is there)
+    assert ours - {"cvmlaunch._pagehash"} == _EXPECTED_CVMLAUNCH
 
 
 def test_moved_core_types_import_on_their_own() -> None:

@@ -1,10 +1,16 @@
 """The SEV-SNP launch digest as a fold: one chained SHA-384 over PAGE_INFO per 4 KiB page.
 
 Rule 1: this is the only place that knows the PAGE_INFO structure. The digest of a launch plan
-(:func:`fold_layout`), the log producer (:func:`log_layout`) and the log replayer
-(:func:`replay_snp`) all go through :func:`extend`, so they cannot disagree.
+(:func:`fold_layout`), the log producer (:func:`log_layout`), the log replayer
+(:func:`replay_snp`) and :func:`extend` all go through one loop, :func:`_chain`, so they
+cannot disagree; :func:`page_info` spells the same bytes out for one page (the tests check
+the loop against it).
 
-Rule 2: pure computation with hashlib; buffers in, digests out.
+Rule 2: pure computation with hashlib; buffers in, digests out. Whole pages are hashed in
+batches by the optional native module :mod:`cvmlaunch._pagehash` (a generic "SHA-384 of each
+4 KiB page" primitive, with OpenSSL's SHA-384 as hashlib has it and the GIL released for the
+whole batch) when the install built it, else page by page with hashlib; the digests are the
+same. Nothing about PAGE_INFO is in that module.
 
 Spec: AMD SEV-SNP Firmware ABI, SNP_LAUNCH_UPDATE, "PAGE_INFO" (Table: 112 bytes). Running
 value GCTX.LD starts as 48 zero bytes; for every page LD = SHA-384(PAGE_INFO) where PAGE_INFO
@@ -21,7 +27,7 @@ import hashlib
 import itertools
 import os
 import struct
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from cvmlaunch.errors import ConfigError, LogFormatError
 from cvmlaunch.layout import (
@@ -81,15 +87,18 @@ def page_info(digest: bytes, contents: bytes, page_type: PageType, gpa: int) -> 
 
 def extend(digest: bytes, contents: bytes, page_type: PageType, gpa: int) -> bytes:
     """One PAGE_INFO step: ``SHA-384(PAGE_INFO(digest, contents, page_type, gpa))``."""
-    return hashlib.sha384(page_info(digest, contents, page_type, gpa)).digest()
+    return _chain(digest, (contents,), page_type, gpa)
 
 
-#: Regions of at least this many pages (16 MiB) hash their page contents on worker threads;
-#: smaller ones (a 4 MiB firmware image) stay serial and start no threads.
-PARALLEL_MIN_PAGES = 4096
-#: Pages per content-hashing batch (512 KiB): enough to amortise a hand-over, small enough
-#: that the chain (on the calling thread) follows the workers closely.
-BATCH_PAGES = 128
+#: Regions of at least this many pages (2 MiB) hash their page contents on worker threads.
+#: With the native hasher a 4 MiB firmware image folds in about 60% of its serial time,
+#: thread start and the ``threading`` import included; smaller regions stay serial.
+PARALLEL_MIN_PAGES = 512
+#: Pages per content-hashing batch (1 MiB). The native hasher hashes a batch with the GIL
+#: released once, so a thread hands the GIL over once per batch rather than per page; from
+#: 64 to 1024 pages the 256 MiB bench moves by 1-3% (larger a little faster), and a 4 MiB
+#: firmware image still makes 4 batches to spread over the threads.
+BATCH_PAGES = 256
 #: Batches hashed but not yet chained, per worker: bounds the memory held by waiting hashes.
 _AHEAD_PER_WORKER = 4
 #: SHA-384 of an all-zero 4 KiB page (the zero fill beyond a region's data).
@@ -104,22 +113,44 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def _native_page_hasher() -> Callable[[Buffer, int, int], bytes] | None:
+    """``cvmlaunch._pagehash.sha384_pages`` if the install built it and it found a working
+    libcrypto (a small extension that imports nothing beyond ``_hashlib``), else None."""
+    try:
+        from cvmlaunch._pagehash import sha384_pages
+    except ImportError:
+        return None
+    return sha384_pages
+
+
+#: ``sha384_pages(buffer, first_page, count)``: the 48-byte SHA-384 of each whole page,
+#: concatenated; None without the native module (then :func:`page_hashes` uses hashlib page by
+#: page; tests set it to None to check that path).
+_sha384_pages = _native_page_hasher()
+
+
 def page_hashes(region: Region, first: int, count: int) -> list[bytes]:
     """SHA-384 of pages ``first`` .. ``first + count - 1`` of ``region``'s contents.
 
-    Pages inside ``data`` are hashed from memoryview slices (no copies); the page holding the
-    end of ``data`` is zero-padded; pages past it are all-zero and share one known hash.
-    hashlib releases the GIL while it hashes a 4 KiB page, so calls on several threads run
-    in parallel.
+    Pages inside ``data`` are hashed in place (no copies): by the native batch hasher
+    (:data:`_sha384_pages`) in one call that releases the GIL for all of them, else one
+    hashlib call per page (hashlib releases the GIL for each 4 KiB hash). Either way calls on
+    several threads run in parallel. The page holding the end of ``data`` is zero-padded;
+    pages past it are all-zero and share one known hash.
     """
     view = memoryview(region.data)
     full, tail = divmod(len(view), PAGE_SIZE)
     sha384 = hashlib.sha384
     stop = first + count
-    out = [
-        sha384(view[i * PAGE_SIZE : (i + 1) * PAGE_SIZE]).digest()
-        for i in range(first, min(stop, full))
-    ]
+    whole = min(stop, full)
+    out: list[bytes]
+    if _sha384_pages is not None and whole > first:
+        block = _sha384_pages(view, first, whole - first)
+        out = [block[i : i + DIGEST_SIZE] for i in range(0, len(block), DIGEST_SIZE)]
+    else:
+        out = [
+            sha384(view[i * PAGE_SIZE : (i + 1) * PAGE_SIZE]).digest() for i in range(first, whole)
+        ]
     for i in range(max(first, full), stop):
         if i == full and tail:
             out.append(sha384(bytes(view[full * PAGE_SIZE :]) + bytes(PAGE_SIZE - tail)).digest())
@@ -128,9 +159,20 @@ def page_hashes(region: Region, first: int, count: int) -> list[bytes]:
     return out
 
 
+#: PAGE_INFO's GPA field, bytes 0x68..0x6F (the rest of the tail is the same for every page).
+_GPA_FIELD = struct.Struct("<Q")
+
+
 def _chain(digest: bytes, contents: Iterable[bytes], page_type: PageType, gpa: int) -> bytes:
+    """The PAGE_INFO steps of consecutive pages of one type from ``gpa`` on, one per item of
+    ``contents`` (each page's CONTENTS field): the bytes of :func:`page_info`, with the part
+    of the tail that is the same for every page packed once (the chain runs under the GIL
+    while the page hashes run beside it: every Python operation per page counts)."""
+    sha384 = hashlib.sha384
+    pack_gpa = _GPA_FIELD.pack
+    fixed = _PAGE_INFO_TAIL.pack(_PAGE_INFO_SIZE, page_type, 0, 0, 0, 0, 0, 0)[:-8]
     for page_sha384 in contents:
-        digest = extend(digest, page_sha384, page_type, gpa)
+        digest = sha384(digest + page_sha384 + fixed + pack_gpa(gpa)).digest()
         gpa += PAGE_SIZE
     return digest
 
@@ -141,7 +183,10 @@ def _fold_parallel(digest: bytes, region: Region, workers: int) -> bytes:
     The calling thread and ``workers - 1`` helpers take batches of :data:`BATCH_PAGES` pages
     in order and hash them; whoever finishes a batch chains every finished batch that is next
     in line (under a lock), so the chain follows the hashing without a third thread competing
-    for the GIL. A thread takes a new batch only while fewer than
+    for the GIL. Hashing a batch (:func:`page_hashes`) holds the GIL only around one native
+    call, or around each page with the hashlib fallback; the chain holds it throughout (one
+    SHA-384 of 112 bytes per page, too short for hashlib to release it), so with N free cores
+    the fold takes about (hashing + chain) / N. A thread takes a new batch only while fewer than
     ``workers * _AHEAD_PER_WORKER`` batches wait to be chained (bounded memory). Plain
     ``threading``: the measurement path must not pay for importing ``concurrent.futures``.
     """
@@ -247,18 +292,16 @@ def fold_layout(
     return digest
 
 
-def _entry_pages(entry: LogEntry) -> Iterator[tuple[int, bytes]]:
-    if entry.page_type.hashes_contents:
-        if len(entry.page_sha384) * PAGE_SIZE != entry.size:
-            raise LogFormatError(
-                f"record {entry.seq}: a {entry.page_type.name} range needs one SHA-384 per page "
-                f"({entry.size // PAGE_SIZE}), the log has {len(entry.page_sha384)}"
-            )
-        for i, h in enumerate(entry.page_sha384):
-            yield entry.gpa + i * PAGE_SIZE, h
-    else:
-        for i in range(entry.size // PAGE_SIZE):
-            yield entry.gpa + i * PAGE_SIZE, ZERO_DIGEST
+def _entry_contents(entry: LogEntry) -> Iterable[bytes]:
+    """The CONTENTS field of each page of a log record."""
+    if not entry.page_type.hashes_contents:
+        return itertools.repeat(ZERO_DIGEST, entry.size // PAGE_SIZE)
+    if len(entry.page_sha384) * PAGE_SIZE != entry.size:
+        raise LogFormatError(
+            f"record {entry.seq}: a {entry.page_type.name} range needs one SHA-384 per page "
+            f"({entry.size // PAGE_SIZE}), the log has {len(entry.page_sha384)}"
+        )
+    return entry.page_sha384
 
 
 def _fold_entry(digest: bytes, entry: LogEntry) -> bytes:
@@ -269,9 +312,7 @@ def _fold_entry(digest: bytes, entry: LogEntry) -> bytes:
             f"record {entry.seq}: range {entry.gpa:#x}+{entry.size:#x} does not fit the 64-bit "
             "PAGE_INFO GPA field"
         )
-    for gpa, contents in _entry_pages(entry):
-        digest = extend(digest, contents, entry.page_type, gpa)
-    return digest
+    return _chain(digest, _entry_contents(entry), entry.page_type, entry.gpa)
 
 
 def replay_snp(
