@@ -139,8 +139,10 @@ def snp_fold_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatc
     if name.startswith("native"):
         load_native_pagehash()
         assert snp_chain._sha384_pages is not None
+        assert snp_chain._sha384 is not None
     else:
         monkeypatch.setattr(snp_chain, "_sha384_pages", None)
+        monkeypatch.setattr(snp_chain, "_sha384", None)
     if name.endswith("2-workers"):
         monkeypatch.setattr(snp_chain, "PARALLEL_MIN_PAGES", 2)
         monkeypatch.setattr(snp_chain, "BATCH_PAGES", 100)

@@ -53,6 +53,7 @@ def test_present_and_used_by_the_fold(native: ModuleType) -> None:
     assert native.DIGEST_SIZE == snp_chain.DIGEST_SIZE
     assert native.BACKEND in ("SHA384_Init/Update/Final", "SHA384")
     assert snp_chain._sha384_pages is native.sha384_pages
+    assert snp_chain._sha384 is native.sha384
 
 
 def test_known_answers(native: ModuleType) -> None:
@@ -63,6 +64,34 @@ def test_known_answers(native: ModuleType) -> None:
     assert native.sha384_pages(page, 0, 1).hex() != ABC_SHA384
     assert native.sha384_pages(b"", 0, 0) == b""
     assert native.sha384_pages(bytes(3 * PAGE_SIZE), 3, 0) == b""
+
+
+def test_one_shot_known_answers(native: ModuleType) -> None:
+    """FIPS 180-2 D.1 and D.2 (one and two blocks), the empty message, a PAGE_INFO-sized one."""
+    assert native.sha384(b"abc").hex() == ABC_SHA384
+    two_blocks = (
+        b"abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmno"
+        b"ijklmnopjklmnopqklmnopqrlmnopqrsmnopqrstnopqrstu"
+    )
+    assert native.sha384(two_blocks).hex() == (
+        "09330c33f71147e83d192fc782cd1b4753111b173b3b05d22fa08086e3b0f712"
+        "fcc7c71a557e2db966c3e9fa91746039"
+    )
+    assert native.sha384(b"").hex() == (
+        "38b060a751ac96384cd9327eb1b1e36a21fdb71114be07434c0cc7bf63f6e1da"
+        "274edebfe76f65fbd51ad2f14898b95b"
+    )
+    with pytest.raises(TypeError):
+        native.sha384("text")
+
+
+@settings(max_examples=60, deadline=None)
+@given(message=st.binary(max_size=600), kind=st.sampled_from(["bytes", "bytearray", "memoryview"]))
+def test_one_shot_equals_hashlib(native: ModuleType, message: bytes, kind: str) -> None:
+    buf = {"bytes": message, "bytearray": bytearray(message), "memoryview": memoryview(message)}[
+        kind
+    ]
+    assert native.sha384(buf) == hashlib.sha384(message).digest()
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -113,20 +113,25 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _native_page_hasher() -> Callable[[Buffer, int, int], bytes] | None:
-    """``cvmlaunch._pagehash.sha384_pages`` if the install built it and it found a working
-    libcrypto (a small extension that imports nothing beyond ``_hashlib``), else None."""
+def _native_hashers() -> tuple[
+    Callable[[Buffer, int, int], bytes] | None, Callable[[Buffer], bytes] | None
+]:
+    """``sha384_pages`` and ``sha384`` of :mod:`cvmlaunch._pagehash` if the install built it
+    and it found a working libcrypto (a small extension that imports nothing beyond
+    ``_hashlib``), else None and None."""
     try:
-        from cvmlaunch._pagehash import sha384_pages
+        from cvmlaunch._pagehash import sha384, sha384_pages
     except ImportError:
-        return None
-    return sha384_pages
+        return None, None
+    return sha384_pages, sha384
 
 
 #: ``sha384_pages(buffer, first_page, count)``: the 48-byte SHA-384 of each whole page,
 #: concatenated; None without the native module (then :func:`page_hashes` uses hashlib page by
 #: page; tests set it to None to check that path).
-_sha384_pages = _native_page_hasher()
+#: ``_sha384(message)``: one SHA-384 digest, for the chain's 112-byte PAGE_INFOs (half the
+#: cost of a hashlib object per page); None without the native module (hashlib then).
+_sha384_pages, _sha384 = _native_hashers()
 
 
 def page_hashes(region: Region, first: int, count: int) -> list[bytes]:
@@ -168,13 +173,17 @@ def _chain(digest: bytes, contents: Iterable[bytes], page_type: PageType, gpa: i
     ``contents`` (each page's CONTENTS field): the bytes of :func:`page_info`, with the part
     of the tail that is the same for every page packed once (the chain runs under the GIL
     while the page hashes run beside it: every Python operation per page counts)."""
-    sha384 = hashlib.sha384
+    sha384 = _sha384 or _hashlib_sha384
     pack_gpa = _GPA_FIELD.pack
     fixed = _PAGE_INFO_TAIL.pack(_PAGE_INFO_SIZE, page_type, 0, 0, 0, 0, 0, 0)[:-8]
     for page_sha384 in contents:
-        digest = sha384(digest + page_sha384 + fixed + pack_gpa(gpa)).digest()
+        digest = sha384(digest + page_sha384 + fixed + pack_gpa(gpa))
         gpa += PAGE_SIZE
     return digest
+
+
+def _hashlib_sha384(message: Buffer) -> bytes:
+    return hashlib.sha384(message).digest()
 
 
 def _fold_parallel(digest: bytes, region: Region, workers: int) -> bytes:
