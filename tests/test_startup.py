@@ -43,6 +43,7 @@ _EXPECTED_CVMLAUNCH = {
     "cvmlaunch.image.ovmf",
     "cvmlaunch.layout",
     "cvmlaunch.measure",
+    "cvmlaunch.measure.pages",
     "cvmlaunch.measure.snp",
     "cvmlaunch.measure.snp_chain",
     "cvmlaunch.measure.vmsa",

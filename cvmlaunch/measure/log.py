@@ -248,19 +248,9 @@ def entry_for_range(
     content = _content_hash(view, size)
     pages: tuple[bytes, ...] = ()
     if with_pages:
-        hashes: list[bytes] = []
-        full = len(view) // PAGE_SIZE
-        for i in range(full):
-            hashes.append(hashlib.sha384(view[i * PAGE_SIZE : (i + 1) * PAGE_SIZE]).digest())
-        tail = len(view) - full * PAGE_SIZE
-        npages = size // PAGE_SIZE
-        if tail:
-            page = bytes(view[full * PAGE_SIZE :]) + bytes(PAGE_SIZE - tail)
-            hashes.append(hashlib.sha384(page).digest())
-        if len(hashes) < npages:
-            zero_hash = hashlib.sha384(bytes(PAGE_SIZE)).digest()
-            hashes.extend([zero_hash] * (npages - len(hashes)))
-        pages = tuple(hashes)
+        from cvmlaunch.measure.pages import page_hashes
+
+        pages = tuple(page_hashes(view, 0, size // PAGE_SIZE))
     return LogEntry(
         seq=seq,
         op=op,

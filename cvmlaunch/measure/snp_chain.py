@@ -6,11 +6,9 @@ Rule 1: this is the only place that knows the PAGE_INFO structure. The digest of
 cannot disagree; :func:`page_info` spells the same bytes out for one page (the tests check
 the loop against it).
 
-Rule 2: pure computation with hashlib; buffers in, digests out. Whole pages are hashed in
-batches by the optional native module :mod:`cvmlaunch._pagehash` (a generic "SHA-384 of each
-4 KiB page" primitive, with OpenSSL's SHA-384 as hashlib has it and the GIL released for the
-whole batch) when the install built it, else page by page with hashlib; the digests are the
-same. Nothing about PAGE_INFO is in that module.
+Rule 2: pure computation; buffers in, digests out. Pages and PAGE_INFOs are hashed by
+:mod:`cvmlaunch.measure.pages` (the optional native batch hasher, else hashlib; the digests
+are the same). Nothing about PAGE_INFO is in that module.
 
 Spec: AMD SEV-SNP Firmware ABI, SNP_LAUNCH_UPDATE, "PAGE_INFO" (Table: 112 bytes). Running
 value GCTX.LD starts as 48 zero bytes; for every page LD = SHA-384(PAGE_INFO) where PAGE_INFO
@@ -23,11 +21,10 @@ and the VMSAs at LAUNCH_FINISH, each at GPA 0xFFFFFFFFF000.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
 import os
 import struct
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from cvmlaunch.errors import ConfigError, LogFormatError
 from cvmlaunch.layout import (
@@ -37,6 +34,7 @@ from cvmlaunch.layout import (
     PageType,
     Region,
 )
+from cvmlaunch.measure import pages as _pages
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # the log model is imported only when a log is made (start-up time)
@@ -101,8 +99,6 @@ PARALLEL_MIN_PAGES = 512
 BATCH_PAGES = 256
 #: Batches hashed but not yet chained, per worker: bounds the memory held by waiting hashes.
 _AHEAD_PER_WORKER = 4
-#: SHA-384 of an all-zero 4 KiB page (the zero fill beyond a region's data).
-_ZERO_PAGE_SHA384 = hashlib.sha384(bytes(PAGE_SIZE)).digest()
 
 
 def default_workers() -> int:
@@ -113,55 +109,10 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _native_hashers() -> tuple[
-    Callable[[Buffer, int, int], bytes] | None, Callable[[Buffer], bytes] | None
-]:
-    """``sha384_pages`` and ``sha384`` of :mod:`cvmlaunch._pagehash` if the install built it
-    and it found a working libcrypto (a small extension that imports nothing beyond
-    ``_hashlib``), else None and None."""
-    try:
-        from cvmlaunch._pagehash import sha384, sha384_pages
-    except ImportError:
-        return None, None
-    return sha384_pages, sha384
-
-
-#: ``sha384_pages(buffer, first_page, count)``: the 48-byte SHA-384 of each whole page,
-#: concatenated; None without the native module (then :func:`page_hashes` uses hashlib page by
-#: page; tests set it to None to check that path).
-#: ``_sha384(message)``: one SHA-384 digest, for the chain's 112-byte PAGE_INFOs (half the
-#: cost of a hashlib object per page); None without the native module (hashlib then).
-_sha384_pages, _sha384 = _native_hashers()
-
-
 def page_hashes(region: Region, first: int, count: int) -> list[bytes]:
-    """SHA-384 of pages ``first`` .. ``first + count - 1`` of ``region``'s contents.
-
-    Pages inside ``data`` are hashed in place (no copies): by the native batch hasher
-    (:data:`_sha384_pages`) in one call that releases the GIL for all of them, else one
-    hashlib call per page (hashlib releases the GIL for each 4 KiB hash). Either way calls on
-    several threads run in parallel. The page holding the end of ``data`` is zero-padded;
-    pages past it are all-zero and share one known hash.
-    """
-    view = memoryview(region.data)
-    full, tail = divmod(len(view), PAGE_SIZE)
-    sha384 = hashlib.sha384
-    stop = first + count
-    whole = min(stop, full)
-    out: list[bytes]
-    if _sha384_pages is not None and whole > first:
-        block = _sha384_pages(view, first, whole - first)
-        out = [block[i : i + DIGEST_SIZE] for i in range(0, len(block), DIGEST_SIZE)]
-    else:
-        out = [
-            sha384(view[i * PAGE_SIZE : (i + 1) * PAGE_SIZE]).digest() for i in range(first, whole)
-        ]
-    for i in range(max(first, full), stop):
-        if i == full and tail:
-            out.append(sha384(bytes(view[full * PAGE_SIZE :]) + bytes(PAGE_SIZE - tail)).digest())
-        else:
-            out.append(_ZERO_PAGE_SHA384)
-    return out
+    """SHA-384 of pages ``first`` .. ``first + count - 1`` of ``region``'s contents (see
+    :func:`cvmlaunch.measure.pages.page_hashes`)."""
+    return _pages.page_hashes(region.data, first, count)
 
 
 #: PAGE_INFO's GPA field, bytes 0x68..0x6F (the rest of the tail is the same for every page).
@@ -173,17 +124,13 @@ def _chain(digest: bytes, contents: Iterable[bytes], page_type: PageType, gpa: i
     ``contents`` (each page's CONTENTS field): the bytes of :func:`page_info`, with the part
     of the tail that is the same for every page packed once (the chain runs under the GIL
     while the page hashes run beside it: every Python operation per page counts)."""
-    sha384 = _sha384 or _hashlib_sha384
+    sha384 = _pages.sha384()
     pack_gpa = _GPA_FIELD.pack
     fixed = _PAGE_INFO_TAIL.pack(_PAGE_INFO_SIZE, page_type, 0, 0, 0, 0, 0, 0)[:-8]
     for page_sha384 in contents:
         digest = sha384(digest + page_sha384 + fixed + pack_gpa(gpa))
         gpa += PAGE_SIZE
     return digest
-
-
-def _hashlib_sha384(message: Buffer) -> bytes:
-    return hashlib.sha384(message).digest()
 
 
 def _fold_parallel(digest: bytes, region: Region, workers: int) -> bytes:
