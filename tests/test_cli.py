@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -155,3 +156,26 @@ def test_an_unwritable_log_is_one_line_exit_2(tmp_path: Path) -> None:
             + ("No such file or directory" if target != tmp_path else "Is a directory")
         ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clean.fd"]  # no temporary left
+
+
+def test_a_closed_pipe_ends_quietly(firmware: Callable[[str], Path]) -> None:
+    """`cvmlaunch ... | head`: the reader goes away. No traceback; a command's own output ends
+    with exit 1, as click did (argparse's help printer ignores the error itself: exit 0)."""
+    ovmf = firmware("OVMF.amdsev.fd")
+    cases = [
+        (["--help"], 0),
+        (["measure", "snp", "--help"], 0),
+        (["measure", "snp", "--ovmf", str(ovmf), "--vcpus", "1", "--vcpu-type", "EPYC"], 1),
+    ]
+    for args, code in cases:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cvmlaunch", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        proc.stdout.close()  # before the child writes: its output meets a closed pipe
+        stderr = proc.stderr.read().decode()
+        assert proc.wait() == code, (args, stderr)
+        assert stderr == "", args

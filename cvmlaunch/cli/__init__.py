@@ -216,18 +216,34 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     A command line that names a command is parsed by that command's parser alone (one
     parser: start-up time); anything else by :func:`build_parser`, which prints help or a
-    usage error and exits 2.
+    usage error and exits 2. A reader that closes the pipe early (``cvmlaunch log show LOG |
+    head``) ends the command quietly with exit 1, as it would a C tool killed by SIGPIPE.
     """
-    args_list = list(sys.argv[1:] if argv is None else argv)
+    try:
+        code = _main(list(sys.argv[1:] if argv is None else argv))
+        sys.stdout.flush()  # inside the try: a closed pipe shows here, not at interpreter exit
+    except BrokenPipeError:
+        _silence_stdout()
+        code = 1
+    sys.exit(code)
+
+
+def _main(args_list: list[str]) -> int:
     call = _command_call(args_list)
     if call is None:
         words = [a for a in args_list if not a.startswith("-")]
         group = words[0] if words and words[0] in COMMANDS else None
         parser = build_parser(group)
-        parser.parse_args(args_list)  # exits: help, version or a usage error
+        try:
+            parser.parse_args(args_list)  # exits: help, version or a usage error
+        except SystemExit as done:
+            return done.code if isinstance(done.code, int) else 2
         parser.error("no command given")  # pragma: no cover - required subcommands
     name, target, rest, debug = call
-    args = command_parser(name, target).parse_args(rest)
+    try:
+        args = command_parser(name, target).parse_args(rest)
+    except SystemExit as done:  # help (0) or a usage error (2), already printed
+        return done.code if isinstance(done.code, int) else 2
     try:
         code = args._run(args)
     except CvmLaunchError as exc:
@@ -235,8 +251,17 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise
         sys.stdout.flush()
         print(f"cvmlaunch: error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
-    sys.exit(code or 0)
+        return exc.exit_code
+    return int(code or 0)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null: Python flushes it again at exit, which would raise again."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 if __name__ == "__main__":  # pragma: no cover
