@@ -179,3 +179,16 @@ def test_a_closed_pipe_ends_quietly(firmware: Callable[[str], Path]) -> None:
         stderr = proc.stderr.read().decode()
         assert proc.wait() == code, (args, stderr)
         assert stderr == "", args
+
+
+def test_ctrl_c_is_one_line_exit_130(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cvmlaunch import cli
+
+    def interrupted(_args: list[str]) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_main", interrupted)
+    result = run_cli(["inspect", "x"])
+    assert result.exit_code == 130
+    assert result.stderr == "cvmlaunch: interrupted\n"
+    assert result.stdout == ""

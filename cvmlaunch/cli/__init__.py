@@ -217,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     A command line that names a command is parsed by that command's parser alone (one
     parser: start-up time); anything else by :func:`build_parser`, which prints help or a
     usage error and exits 2. A reader that closes the pipe early (``cvmlaunch log show LOG |
-    head``) ends the command quietly with exit 1, as it would a C tool killed by SIGPIPE.
+    head``) ends the command quietly with exit 1; Ctrl-C prints one line and exits 130.
     """
     try:
         code = _main(list(sys.argv[1:] if argv is None else argv))
@@ -225,6 +225,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except BrokenPipeError:
         _silence_stdout()
         code = 1
+    except KeyboardInterrupt:  # Ctrl-C: one line, the shell's code for SIGINT
+        print("cvmlaunch: interrupted", file=sys.stderr)
+        code = 130
     sys.exit(code)
 
 
