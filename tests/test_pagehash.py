@@ -211,3 +211,11 @@ def test_page_hashes_both_ways() -> None:
     for first in range(10):
         for count in range(10 - first):
             assert snp_chain.page_hashes(region, first, count) == pages[first : first + count]
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.binary(max_size=3 * PAGE_SIZE), fill=st.integers(0, 40 * PAGE_SIZE))
+def test_range_sha384_is_the_hash_of_the_zero_filled_range(data: bytes, fill: int) -> None:
+    size = len(data) + fill
+    assert pages.range_sha384(data, size) == hashlib.sha384(data + bytes(fill)).digest()
+    assert pages.range_sha384(memoryview(data), size) == pages.range_sha384(data, size)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import hashlib
 import importlib
 import json
 import re
@@ -439,14 +438,9 @@ def verify_log(log: MeasurementLog, contents: ContentProvider | None = None) -> 
 def _content_hash(data: memoryview, size: int) -> bytes:
     if len(data) > size:
         raise ConfigError(f"contents of {len(data):#x} bytes for a range of {size:#x}")
-    h = hashlib.sha384(data)
-    pad = size - len(data)
-    zero_page = bytes(PAGE_SIZE)
-    while pad > 0:
-        chunk = min(pad, PAGE_SIZE)
-        h.update(zero_page[:chunk])
-        pad -= chunk
-    return h.digest()
+    from cvmlaunch.measure.pages import range_sha384
+
+    return range_sha384(data, size)
 
 
 # ------------------------------------------------------------------ diff

@@ -1,9 +1,10 @@
-"""SHA-384 of 4 KiB pages and of short messages, the way every measurement here needs them.
+"""SHA-384 of 4 KiB pages, of ranges and of short messages, as every measurement needs them.
 
-Rule: one place hashes pages. The SNP fold (:mod:`cvmlaunch.measure.snp_chain`) and the launch
-log (:func:`cvmlaunch.measure.log.entry_for_range`) take their per-page SHA-384s from
-:func:`page_hashes`, so a log's page hashes and the digest it replays to come from the same
-code.
+Rule: one place hashes pages and ranges. The SNP fold (:mod:`cvmlaunch.measure.snp_chain`)
+and the launch log (:func:`cvmlaunch.measure.log.entry_for_range`) take their per-page
+SHA-384s from :func:`page_hashes`, so a log's page hashes and the digest it replays to come
+from the same code; the log's content hash of a range and TDX's come from
+:func:`range_sha384`.
 
 Whole pages are hashed in batches by the optional native module :mod:`cvmlaunch._pagehash`
 (a generic "SHA-384 of each 4 KiB page" primitive, OpenSSL's SHA-384 as hashlib has it, with
@@ -21,12 +22,15 @@ TYPE_CHECKING = False  # typing is not imported at run time (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["DIGEST_SIZE", "ZERO_PAGE_SHA384", "page_hashes", "sha384"]
+__all__ = ["DIGEST_SIZE", "ZERO_PAGE_SHA384", "page_hashes", "range_sha384", "sha384"]
 
 #: SHA-384.
 DIGEST_SIZE = 48
 #: SHA-384 of an all-zero 4 KiB page (the zero fill beyond a range's data).
 ZERO_PAGE_SHA384 = hashlib.sha384(bytes(PAGE_SIZE)).digest()
+#: Zero fill fed to a range's hash in pieces of this size (64 KiB: few update calls, little
+#: memory).
+_ZERO_FILL = bytes(16 * PAGE_SIZE)
 
 
 def _native_hashers() -> tuple[
@@ -87,3 +91,16 @@ def page_hashes(data: Buffer, first: int, count: int) -> list[bytes]:
         else:
             out.append(ZERO_PAGE_SHA384)
     return out
+
+
+def range_sha384(data: Buffer, size: int) -> bytes:
+    """SHA-384 of a ``size``-byte range that holds ``data`` followed by zeros (the range as
+    populated), streamed: the zero fill is never built whole. ``data`` must fit the range."""
+    h = hashlib.sha384(data)
+    left = size - memoryview(data).nbytes
+    zeros = memoryview(_ZERO_FILL)
+    while left > 0:
+        n = min(left, len(zeros))
+        h.update(zeros[:n])
+        left -= n
+    return h.digest()

@@ -45,6 +45,7 @@ from cvmlaunch.errors import (
 )
 from cvmlaunch.layout import PAGE_SIZE, Buffer, Layout, PageType, Region
 from cvmlaunch.log_entry import LogEntry, LogOp
+from cvmlaunch.measure.pages import range_sha384
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # the log model is imported only when a log is made or read
@@ -361,14 +362,7 @@ class TdxMeasurement:
 
 def _content_sha384(region: Region) -> bytes:
     """SHA-384 of the region's bytes as populated (data, then zero fill), streamed."""
-    h = hashlib.sha384(region.data)
-    left = region.size - len(region.data)
-    zeros = memoryview(_ZERO_RUN)
-    while left:
-        n = min(left, len(zeros))
-        h.update(zeros[:n])
-        left -= n
-    return h.digest()
+    return range_sha384(region.data, region.size)
 
 
 def _log_entry(seq: int, region: Region, digest_after: bytes) -> LogEntry:
