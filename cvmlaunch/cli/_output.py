@@ -24,13 +24,11 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o
     """
     target = Path(path)
     payload = data.encode() if isinstance(data, str) else data
+    tmp: str | None = None
     try:
         fd, tmp = tempfile.mkstemp(
             prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or "."
         )
-    except OSError as exc:
-        raise ImageError(f"cannot write: {exc.strerror or exc}", source=os.fspath(path)) from exc
-    try:
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
             f.flush()
@@ -38,8 +36,9 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o
         os.chmod(tmp, mode)
         os.replace(tmp, target)
     except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         if isinstance(exc, OSError):
             raise ImageError(
                 f"cannot write: {exc.strerror or exc}", source=os.fspath(path)
