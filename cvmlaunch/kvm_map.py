@@ -53,6 +53,14 @@ from cvmlaunch._uapi import (
     TdxCmd,
     VmType,
 )
+from cvmlaunch.cpuid import (
+    CpuidEntry,
+    TdInitParams,
+    cpuid_page_mismatches,
+    snp_cpuid_page,
+    tdx_guest_cpuid,
+    tdx_init_params,
+)
 from cvmlaunch.errors import ConfigError, CvmLaunchError, KvmError, KvmUnsupported
 from cvmlaunch.layout import (
     PAGE_SIZE,
@@ -62,6 +70,7 @@ from cvmlaunch.layout import (
 )
 from cvmlaunch.log_entry import LogEntry, LogOp
 from cvmlaunch.memory_map import MemoryMap
+from cvmlaunch.vcpu_state import VcpuState
 
 __all__ = [
     "Cap",
@@ -87,6 +96,7 @@ __all__ = [
     "SerialRun",
     "ShutdownExit",
     "SnpFinish",
+    "SnpStart",
     "Sregs",
     "SystemEventExit",
     "TdxCapabilities",
@@ -96,6 +106,8 @@ __all__ = [
     "Vm",
     "VmType",
     "install_kick_handler",
+    "launch_snp",
+    "launch_tdx",
     "populate",
     "populate_plain",
     "populate_snp",
@@ -108,6 +120,10 @@ SEV_PATH = "/dev/sev"
 MAX_STALLS = 8
 #: Pages staged (copied to a page-aligned buffer) per TDX/SNP populate request: 2 MiB.
 STAGING_PAGES = 512
+#: Attempts at KVM_TDX_INIT_VM while it says EAGAIN (no entropy for TDH.MNG.CREATE): QEMU's.
+TDX_INIT_VM_RETRIES = 10000
+#: Largest CPUID list asked for (KVM_MAX_CPUID_ENTRIES is 256).
+_MAX_CPUID_ENTRIES = 4096
 #: The signal that kicks a vCPU thread out of KVM_RUN when a run times out.
 KICK_SIGNAL = signal.SIGUSR1
 
@@ -379,6 +395,12 @@ class Kvm:
             )
         return self._caps
 
+    def supported_cpuid(self) -> tuple[CpuidEntry, ...]:
+        """``KVM_GET_SUPPORTED_CPUID``: what KVM can give a guest on this host."""
+        return _cpuid_call(
+            self.kernel, self.fd, _uapi.KVM_GET_SUPPORTED_CPUID, "KVM_GET_SUPPORTED_CPUID"
+        )
+
     def create_vm(self, vm_type: VmType = VmType.DEFAULT) -> Vm:
         """``KVM_CREATE_VM`` after checking the host offers ``vm_type``.
 
@@ -639,22 +661,29 @@ def install_kick_handler() -> None:
 _CPUID_FIELDS = ("function", "index", "flags", "eax", "ebx", "ecx", "edx")
 
 
-@dataclass(frozen=True, slots=True)
-class CpuidEntry:
-    """One ``struct kvm_cpuid_entry2``."""
+def _cpuid_from_c(e: _uapi.KvmCpuidEntry2) -> CpuidEntry:
+    """Copy one ``struct kvm_cpuid_entry2`` out of C."""
+    return CpuidEntry(*(int(getattr(e, f)) for f in _CPUID_FIELDS))
 
-    function: int
-    index: int
-    flags: int
-    eax: int
-    ebx: int
-    ecx: int
-    edx: int
 
-    @classmethod
-    def from_c(cls, e: _uapi.KvmCpuidEntry2) -> CpuidEntry:
-        """Copy out of the C struct."""
-        return cls(*(int(getattr(e, f)) for f in _CPUID_FIELDS))
+def _cpuid_call(
+    kernel: Kernel, fd: int, request: int, op: str, nent: int = 64
+) -> tuple[CpuidEntry, ...]:
+    """A ``struct kvm_cpuid2`` read (GET_SUPPORTED_CPUID, GET_CPUID2), grown on E2BIG."""
+    while True:
+        head = ctypes.sizeof(_uapi.KvmCpuid2)
+        buf = bytearray(head + nent * ctypes.sizeof(_uapi.KvmCpuidEntry2))
+        header = _uapi.KvmCpuid2.from_buffer(buf)
+        header.nent = nent
+        try:
+            kernel.ioctl(fd, request, buf)
+        except OSError as exc:
+            if exc.errno == errno_codes.E2BIG and nent < 4096:
+                nent *= 2
+                continue
+            raise KvmError(op, errno=exc.errno) from exc
+        entries = (_uapi.KvmCpuidEntry2 * nent).from_buffer(buf, head)
+        return tuple(_cpuid_from_c(e) for e in entries[: min(int(header.nent), nent)])
 
 
 @dataclass(frozen=True, slots=True)
@@ -811,6 +840,53 @@ class Vcpu:
             setattr(regs, name, value)
         self.set_regs(regs)
 
+    def set_fpu(self, *, fcw: int, mxcsr: int) -> None:
+        """``KVM_SET_FPU``: reset x87/SSE state with the given control word and MXCSR."""
+        buf, fpu = _struct_buf(_uapi.KvmFpu)
+        fpu.fcw, fpu.mxcsr = fcw, mxcsr
+        self._ioctl(_uapi.KVM_SET_FPU, buf, "KVM_SET_FPU")
+
+    def set_xcr0(self, xcr0: int) -> None:
+        """``KVM_SET_XCRS`` with XCR0 alone."""
+        buf, xcrs = _struct_buf(_uapi.KvmXcrs)
+        xcrs.nr_xcrs = 1
+        xcrs.xcrs[0].xcr, xcrs.xcrs[0].value = 0, xcr0
+        self._ioctl(_uapi.KVM_SET_XCRS, buf, "KVM_SET_XCRS")
+
+    def set_cpuid2(self, entries: Sequence[CpuidEntry]) -> None:
+        """``KVM_SET_CPUID2``."""
+        head = ctypes.sizeof(_uapi.KvmCpuid2)
+        buf = bytearray(head) + bytearray(_cpuid_array(entries))
+        _uapi.KvmCpuid2.from_buffer(buf).nent = len(entries)
+        self._ioctl(_uapi.KVM_SET_CPUID2, buf, "KVM_SET_CPUID2")
+
+    def get_cpuid2(self) -> tuple[CpuidEntry, ...]:
+        """``KVM_GET_CPUID2``: the CPUID this vCPU has (grown on E2BIG)."""
+        return _cpuid_call(self.kernel, self.fd, _uapi.KVM_GET_CPUID2, "KVM_GET_CPUID2")
+
+    def set_state(self, state: VcpuState) -> None:
+        """Give the vCPU ``state``: ``KVM_SET_SREGS``, ``KVM_SET_REGS``, ``KVM_SET_FPU`` and
+        ``KVM_SET_XCRS``, in QEMU's order (every field set, none read back)."""
+        sregs = Sregs()
+        for name, seg in state.segments.items():
+            c: _uapi.KvmSegment = getattr(sregs, name)
+            for f in ("base", "limit", "selector", "type", "present", "dpl", "db", "s", "l"):
+                setattr(c, f, getattr(seg, f))
+            c.g, c.avl, c.unusable = seg.g, seg.avl, seg.unusable
+        sregs.gdt.base, sregs.gdt.limit = state.gdt
+        sregs.idt.base, sregs.idt.limit = state.idt
+        sregs.cr0, sregs.cr3, sregs.cr4 = state.cr0, state.cr3, state.cr4
+        sregs.efer, sregs.apic_base = state.efer, state.apic_base
+        self.set_sregs(sregs)
+        regs = Regs()
+        for name, value in state.regs.items():
+            if name not in Regs.__annotations__:
+                raise ConfigError(f"no general register called {name!r}")
+            setattr(regs, name, value)
+        self.set_regs(regs)
+        self.set_fpu(fcw=state.fcw, mxcsr=state.mxcsr)
+        self.set_xcr0(state.xcr0)
+
     # running ----------------------------------------------------------------
     def run(self, timeout: float | None = None) -> VcpuExit:
         """``KVM_RUN`` until the next exit to userspace, or until ``timeout`` seconds pass.
@@ -936,7 +1012,7 @@ class Vcpu:
         header.nent = nent
         self._tdx_op(TdxCmd.GET_CPUID, data=_address(buf))
         entries = (_uapi.KvmCpuidEntry2 * nent).from_buffer(buf, ctypes.sizeof(_uapi.KvmCpuid2))
-        return tuple(CpuidEntry.from_c(e) for e in entries[: min(int(header.nent), nent)])
+        return tuple(_cpuid_from_c(e) for e in entries[: min(int(header.nent), nent)])
 
 
 def _tdx_op(kernel: Kernel, fd: int, cmd: TdxCmd, flags: int, data: int) -> None:
@@ -1030,6 +1106,14 @@ class Vm:
     def check_extension(self, cap: Cap | int) -> int:
         """``KVM_CHECK_EXTENSION`` on the VM fd (the answer for this VM type)."""
         return self._ioctl(_uapi.KVM_CHECK_EXTENSION, int(cap), _cap_op(cap))
+
+    def enable_cap(self, cap: Cap, *args: int) -> None:
+        """``KVM_ENABLE_CAP`` on the VM fd with up to four arguments."""
+        buf, c = _struct_buf(_uapi.KvmEnableCap)
+        c.cap = cap
+        for i, value in enumerate(args):
+            c.args[i] = value
+        self._ioctl(_uapi.KVM_ENABLE_CAP, buf, f"KVM_ENABLE_CAP(KVM_CAP_{cap.name})")
 
     # vCPUs --------------------------------------------------------------------
     def create_vcpu(self, vcpu_id: int | None = None) -> Vcpu:
@@ -1152,18 +1236,26 @@ class Vm:
         return self.memory_at(gpa, size).read(gpa, size)
 
     # TDX ----------------------------------------------------------------------
-    def tdx_capabilities(self, nent: int = 256) -> TdxCapabilities:
-        """``KVM_TDX_CAPABILITIES`` (E2BIG if ``nent`` is too small)."""
+    def tdx_capabilities(self, nent: int = 6) -> TdxCapabilities:
+        """``KVM_TDX_CAPABILITIES``: starts with room for ``nent`` CPUID entries and doubles it
+        while the kernel says E2BIG (as QEMU does)."""
         head = ctypes.sizeof(_uapi.KvmTdxCapabilities)
-        buf = bytearray(head + nent * ctypes.sizeof(_uapi.KvmCpuidEntry2))
-        caps = _uapi.KvmTdxCapabilities.from_buffer(buf)
-        caps.cpuid.nent = nent
-        _tdx_op(self.kernel, self.fd, TdxCmd.CAPABILITIES, 0, _address(buf))
+        while True:
+            buf = bytearray(head + nent * ctypes.sizeof(_uapi.KvmCpuidEntry2))
+            caps = _uapi.KvmTdxCapabilities.from_buffer(buf)
+            caps.cpuid.nent = nent
+            try:
+                _tdx_op(self.kernel, self.fd, TdxCmd.CAPABILITIES, 0, _address(buf))
+                break
+            except KvmError as exc:
+                if exc.errno != errno_codes.E2BIG or nent >= _MAX_CPUID_ENTRIES:
+                    raise
+                nent *= 2
         entries = (_uapi.KvmCpuidEntry2 * nent).from_buffer(buf, head)
         return TdxCapabilities(
             supported_attrs=int(caps.supported_attrs),
             supported_xfam=int(caps.supported_xfam),
-            cpuid=tuple(CpuidEntry.from_c(e) for e in entries[: min(int(caps.cpuid.nent), nent)]),
+            cpuid=tuple(_cpuid_from_c(e) for e in entries[: min(int(caps.cpuid.nent), nent)]),
         )
 
     def tdx_init_vm(
@@ -1192,7 +1284,13 @@ class Vm:
         ctypes.memmove(init.mrconfigid, mrconfigid, 48)
         ctypes.memmove(init.mrowner, mrowner, 48)
         ctypes.memmove(init.mrownerconfig, mrownerconfig, 48)
-        _tdx_op(self.kernel, self.fd, TdxCmd.INIT_VM, 0, _address(buf))
+        for attempt in range(TDX_INIT_VM_RETRIES):
+            try:
+                _tdx_op(self.kernel, self.fd, TdxCmd.INIT_VM, 0, _address(buf))
+                return
+            except KvmError as exc:  # EAGAIN: TDH.MNG.CREATE found no entropy; QEMU retries
+                if exc.errno != errno_codes.EAGAIN or attempt == TDX_INIT_VM_RETRIES - 1:
+                    raise
 
     def tdx_finalize_vm(self) -> None:
         """``KVM_TDX_FINALIZE_VM`` (TDH.MR.FINALIZE: closes MRTD)."""
@@ -1696,16 +1794,16 @@ def populate_snp(
                     ):
                         off = exc.remaining[0] - gpa
                         wanted = b"".join(bytes(p) for p in _region_bytes(region, gpa, size))
-                        fixed = staging[off : off + PAGE_SIZE]
+                        fixed = bytes(staging[off : off + PAGE_SIZE])
+                        leaves = cpuid_page_mismatches(wanted[off : off + PAGE_SIZE], fixed)
                         raise KvmError(
                             exc.op,
                             errno=exc.errno,
                             fw_error=exc.fw_error,
                             remaining=exc.remaining,
                             detail=f"{_where(region, gpa, size)}: the firmware rejected the "
-                            f"CPUID page; its corrected table differs in "
-                            f"{sum(a != b for a, b in zip(fixed, wanted[off:], strict=False))}"
-                            " bytes",
+                            "CPUID page; what it accepts: "
+                            + ("; ".join(leaves) or "the same values (no leaf differs)"),
                         ) from exc
                     raise
     vm.snp_launch_finish(finish or SnpFinish())
@@ -1749,3 +1847,194 @@ def populate(
     if vm.vm_type is VmType.SNP:
         return populate_snp(vm, layout, snp_finish, on_record=on_record)
     raise ConfigError(f"no populate path for {vm.vm_type.name} VMs")
+
+
+# ---------------------------------------------------------------- confidential launches
+
+#: SEV_FEATURES bit 0, SNPActive: KVM sets it itself for SNP VMs (it is not passed to INIT2).
+SNP_ACTIVE = 0x1
+#: The GHCB protocol version given to KVM_SEV_INIT2 (the highest KVM offers).
+GHCB_VERSION = 2
+#: ``KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)``: IOAPIC pins routed to userspace (QEMU's 24).
+SPLIT_IRQCHIP_PINS = 24
+#: TDX fixes the APIC bus at 25 MHz: 40 ns per cycle (QEMU ``TDX_APIC_BUS_CYCLES_NS``).
+TDX_APIC_BUS_CYCLES_NS = 40
+
+
+@dataclass(frozen=True, slots=True)
+class SnpStart:
+    """The arguments of ``KVM_SEV_INIT2`` and ``KVM_SEV_SNP_LAUNCH_START``.
+
+    Args:
+        policy: the guest policy (bit 17 set; SMT bit 16 set on hosts with SMT on).
+        guest_features: SEV_FEATURES of every VMSA, SNPActive included (INIT2 gets it
+            without SNPActive, which KVM adds itself).
+        gosvw: the 16 bytes of guest OS visible workarounds.
+    """
+
+    policy: int
+    guest_features: int = SNP_ACTIVE
+    gosvw: bytes = bytes(16)
+
+    def __post_init__(self) -> None:
+        if not self.guest_features & SNP_ACTIVE:
+            raise ConfigError(
+                f"SEV_FEATURES {self.guest_features:#x} lack SNPActive (bit 0), which every "
+                "SNP VMSA has"
+            )
+        if len(self.gosvw) != 16:
+            raise ConfigError(f"SNP GOSVW is {len(self.gosvw)} bytes, not 16")
+
+
+def _map_private(vm: Vm, memory: MemoryMap) -> None:
+    """Every memslot, each set PRIVATE whole as soon as it exists (QEMU's default for
+    confidential guests), so that nothing is populated into shared memory."""
+    for s in memory.memslots:
+        vm.add_memslot(s.slot, s.gpa, s.size)
+        vm.set_memory_attributes(s.gpa, s.size, MemoryAttribute.PRIVATE)
+
+
+def _hypercall_exits(vm: Vm) -> None:
+    """Page-state changes (``KVM_HC_MAP_GPA_RANGE``) exit to userspace, where offered."""
+    bit = 1 << _uapi.KVM_HC_MAP_GPA_RANGE
+    if vm.check_extension(Cap.EXIT_HYPERCALL) & bit:
+        vm.enable_cap(Cap.EXIT_HYPERCALL, bit)
+
+
+def _with_page(layout: Layout, page_type: PageType, data: bytes) -> Layout:
+    """``layout`` with the data of its one region of ``page_type`` replaced."""
+    regions = list(layout.regions)
+    found = [i for i, r in enumerate(regions) if r.page_type is page_type]
+    if len(found) != 1:
+        raise ConfigError(f"the plan has {len(found)} {page_type.name} regions, not one")
+    regions[found[0]] = dataclasses.replace(regions[found[0]], data=data)
+    return Layout.of(regions, layout.memory)
+
+
+def launch_snp(
+    vm: Vm,
+    layout: Layout,
+    *,
+    states: Sequence[VcpuState],
+    cpuid: Sequence[CpuidEntry],
+    start: SnpStart,
+    finish: SnpFinish,
+    on_record: Callable[[LogEntry], None] | None = None,
+) -> LaunchLog:
+    """Launch an SEV-SNP guest as Linux >= 6.11 and QEMU do, up to ``SNP_LAUNCH_FINISH``.
+
+    ``KVM_SEV_INIT2`` (VMSA features, GHCB version 2), hypercall exits for page-state changes,
+    ``SNP_LAUNCH_START``; every memslot (guest_memfd) set PRIVATE; one vCPU per state with
+    ``KVM_SET_CPUID2`` and the state; the CPUID page built from ``KVM_GET_CPUID2`` of vCPU 0
+    (:func:`cvmlaunch.cpuid.snp_cpuid_page`); then :func:`populate_snp` (``SNP_LAUNCH_UPDATE``
+    per region with resume, ``SNP_LAUNCH_FINISH``, at which KVM measures one VMSA per vCPU from
+    the state set here).
+
+    Args:
+        vm: a fresh SNP VM (no vCPUs, no memslots).
+        layout: the plan with its memory map: memory regions in populate order, then one VMSA
+            region per vCPU (what the measurement expects KVM to build).
+        states: each vCPU's register state, BSP first.
+        cpuid: the guest CPUID (:func:`cvmlaunch.cpuid.snp_guest_cpuid`).
+        start: INIT2 and LAUNCH_START arguments.
+        finish: LAUNCH_FINISH arguments.
+        on_record: called with each log record as it is made.
+
+    Raises:
+        ConfigError: not an SNP VM, no memory map, or a state count other than the plan's VMSAs.
+        KvmError: a call failed (a rejected CPUID page is reported leaf by leaf).
+    """
+    if vm.vm_type is not VmType.SNP:
+        raise ConfigError(f"launch_snp needs an SNP VM, not {vm.vm_type.name}")
+    if layout.memory is None:
+        raise ConfigError("the plan has no memory map")
+    if len(states) != len(layout.vmsa_regions):
+        raise ConfigError(
+            f"{len(states)} vCPU states for a plan with {len(layout.vmsa_regions)} VMSAs"
+        )
+    vm.sev_init2(vmsa_features=start.guest_features & ~SNP_ACTIVE, ghcb_version=GHCB_VERSION)
+    _hypercall_exits(vm)
+    vm.snp_launch_start(start.policy, start.gosvw)
+    _map_private(vm, layout.memory)
+    for i, state in enumerate(states):
+        vcpu = vm.create_vcpu(i)
+        vcpu.set_cpuid2(cpuid)
+        vcpu.set_state(state)
+    page = snp_cpuid_page(vm.vcpus[0].get_cpuid2())
+    return populate_snp(vm, _with_page(layout, PageType.CPUID, page), finish, on_record=on_record)
+
+
+def launch_tdx(
+    vm: Vm,
+    layout: Layout,
+    *,
+    vcpus: int,
+    host_cpuid: Sequence[CpuidEntry],
+    hob_gpa: int,
+    attributes: int | None = None,
+    xfam: int | None = None,
+    mrconfigid: bytes = bytes(48),
+    mrowner: bytes = bytes(48),
+    mrownerconfig: bytes = bytes(48),
+    on_record: Callable[[LogEntry], None] | None = None,
+) -> tuple[LaunchLog, TdInitParams]:
+    """Launch a TD as Linux >= 6.16 and QEMU do, up to ``KVM_TDX_FINALIZE_VM``.
+
+    ``KVM_TDX_CAPABILITIES`` (grown on E2BIG); attributes, XFAM and CPUID filtered against them
+    (:func:`cvmlaunch.cpuid.tdx_init_params`); split IRQ chip, 25 MHz APIC bus and hypercall
+    exits; ``KVM_TDX_INIT_VM`` (retried on EAGAIN); every memslot PRIVATE; per vCPU
+    ``KVM_SET_CPUID2`` then ``KVM_TDX_INIT_VCPU`` with RCX = ``hob_gpa``; then
+    :func:`populate_tdx` (``KVM_TDX_INIT_MEM_REGION`` per region, MEASURE only for measured
+    regions, then ``KVM_TDX_FINALIZE_VM``).
+
+    Args:
+        vm: a fresh TDX VM.
+        layout: the plan (TDVF sections in metadata order, the TD HOB filled in) with its
+            memory map.
+        vcpus: the number of vCPUs.
+        host_cpuid: ``KVM_GET_SUPPORTED_CPUID``.
+        hob_gpa: the TD HOB's GPA, each vCPU's initial RCX.
+        attributes: TD attributes (None: QEMU's default).
+        xfam: XFAM (None: QEMU's default).
+        mrconfigid, mrowner, mrownerconfig: 48 bytes each, for the TD report.
+        on_record: called with each log record as it is made.
+
+    Returns:
+        The log and the INIT_VM values used.
+
+    Raises:
+        ConfigError: not a TDX VM, no memory map, attributes/XFAM the host does not support.
+        KvmError: a call failed.
+    """
+    if vm.vm_type is not VmType.TDX:
+        raise ConfigError(f"launch_tdx needs a TDX VM, not {vm.vm_type.name}")
+    if layout.memory is None:
+        raise ConfigError("the plan has no memory map")
+    caps = vm.tdx_capabilities()
+    guest = tdx_guest_cpuid(host_cpuid)
+    params = tdx_init_params(
+        supported_attrs=caps.supported_attrs,
+        supported_xfam=caps.supported_xfam,
+        configurable=caps.cpuid,
+        guest_cpuid=guest,
+        attributes=attributes,
+        xfam=xfam,
+    )
+    vm.enable_cap(Cap.SPLIT_IRQCHIP, SPLIT_IRQCHIP_PINS)
+    if vm.check_extension(Cap.X86_APIC_BUS_CYCLES_NS):
+        vm.enable_cap(Cap.X86_APIC_BUS_CYCLES_NS, TDX_APIC_BUS_CYCLES_NS)
+    _hypercall_exits(vm)
+    vm.tdx_init_vm(
+        attributes=params.attributes,
+        xfam=params.xfam,
+        cpuid=params.cpuid,
+        mrconfigid=mrconfigid,
+        mrowner=mrowner,
+        mrownerconfig=mrownerconfig,
+    )
+    _map_private(vm, layout.memory)
+    for i in range(vcpus):
+        vcpu = vm.create_vcpu(i)
+        vcpu.set_cpuid2(guest)
+        vcpu.tdx_init_vcpu(hob_gpa)
+    return populate_tdx(vm, layout, vm.vcpus[0], on_record=on_record), params
