@@ -131,8 +131,7 @@ def snp_cpuid_page(entries: Sequence[CpuidEntry]) -> bytes:
     """
     if len(entries) > SNP_CPUID_MAX:
         raise ConfigError(
-            f"the guest CPUID has {len(entries)} entries; the SNP CPUID page holds "
-            f"{SNP_CPUID_MAX}"
+            f"the guest CPUID has {len(entries)} entries; the SNP CPUID page holds {SNP_CPUID_MAX}"
         )
     page = bytearray(_PAGE)
     _HEADER.pack_into(page, 0, len(entries), 0, 0)

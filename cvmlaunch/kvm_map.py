@@ -1698,9 +1698,9 @@ def populate_tdx(
     """Populate a TD: PRIVATE, then ``KVM_TDX_INIT_MEM_REGION`` per range, then FINALIZE_VM.
 
     ``vcpu`` must have had ``KVM_TDX_INIT_VCPU``. Each range is staged whole in a page-aligned
-    buffer and issued as one request (what the MRTD prediction assumes); the measure
-    flag is the region's ``measured`` (``tdx.page_add+extend`` records),
-    else the pages are only added (``tdx.page_add``).
+    buffer and issued as one request (what the MRTD prediction assumes), resumed until done;
+    the measure flag is the region's ``measured`` (``tdx.page_add+extend`` records), else the
+    pages are only added (``tdx.page_add``). One record per range, once it is done.
 
     Raises:
         ConfigError: the plan has VMSA regions (TDX has none).
@@ -1721,17 +1721,10 @@ def populate_tdx(
                 vcpu, region.gpa, region.size, _address(staging), region.measured
             )
 
-            def added(
-                done_gpa: int,
-                done: int,
-                region: Region = region,
-                op: LogOp = op,
-                staging: mmap.mmap = staging,
-            ) -> None:
-                off = done_gpa - region.gpa
-                rec.add(op, region, done_gpa, done, iter((staging[off : off + done],)), False)
-
-            _drive(req, added, _where(region))
+            _drive(req, lambda gpa, done: None, _where(region))
+            # One record per request: the kernel measures per request (a two-pass kernel's
+            # MRTD depends on the request, not on how often a signal split the call).
+            rec.add(op, region, region.gpa, region.size, iter((staging[: region.size],)), False)
     vm.tdx_finalize_vm()
     return rec.log()
 
