@@ -16,6 +16,7 @@ from cvmlaunch import kvm_map
 from cvmlaunch._uapi import Cap, MemoryAttribute, VmType
 from cvmlaunch.cpuid import CpuidEntry
 from cvmlaunch.errors import KvmError
+from cvmlaunch.layout import PageType
 from cvmlaunch.vcpu_state import BSP_RESET_EIP, snp_reset_state
 from tests.model_firmware import TD_SEPT_VE_DISABLE, ModelKernel
 
@@ -59,7 +60,7 @@ def _snp_update_shared(vm: kvm_map.Vm) -> None:
     vm.sev_init2()
     vm.snp_launch_start(0x30000)
     vm.add_memslot(0, 0, 0x10000)
-    req = kvm_map._SnpLaunchUpdate(vm, 0x1000, 0x1000, 0, kvm_map.PageType.ZERO)
+    req = kvm_map._SnpLaunchUpdate(vm, 0x1000, 0x1000, 0, PageType.ZERO)
     kvm_map._drive(req, lambda g, s: None, "test")
 
 
@@ -70,7 +71,7 @@ def _snp_update_unaligned(vm: kvm_map.Vm) -> None:
     vm.set_memory_attributes(0, 0x10000, MemoryAttribute.PRIVATE)
     buf = bytearray(0x3000)
     source = kvm_map._address(buf) | 0x10  # not page aligned
-    req = kvm_map._SnpLaunchUpdate(vm, 0x1000, 0x1000, source, kvm_map.PageType.NORMAL)
+    req = kvm_map._SnpLaunchUpdate(vm, 0x1000, 0x1000, source, PageType.NORMAL)
     kvm_map._drive(req, lambda g, s: None, "test")
 
 
