@@ -190,8 +190,8 @@ def run_snp(case: SnpCase, **launch: Any) -> SnpRun:
 def check_snp(case: SnpCase) -> SnpRun:
     run = run_snp(case)
     assert run.kernel.violations == []
-    assert run.model == run.predicted, "model PSP's launch digest != measure snp's"
-    assert run.logged == run.predicted, "launch log's digest != measure snp's"
+    assert run.model.hex() == run.predicted.hex(), "model PSP's launch digest != measure snp's"
+    assert run.logged.hex() == run.predicted.hex(), "launch log's digest != measure snp's"
     assert run.kernel.launch_params["host_data"] == HOST_DATA
     assert run.kernel.launch_params["policy"] == 0x30000
     return run
@@ -225,8 +225,8 @@ def run_tdx(case: TdxCase) -> TdxRun:
 def check_tdx(case: TdxCase) -> TdxRun:
     run = run_tdx(case)
     assert run.kernel.violations == []
-    assert run.model == run.predicted, "model TDX module's MRTD != measure tdx's"
-    assert run.logged == run.predicted, "launch log's MRTD != measure tdx's"
+    assert run.model.hex() == run.predicted.hex(), "model TDX module's MRTD != measure tdx's"
+    assert run.logged.hex() == run.predicted.hex(), "launch log's MRTD != measure tdx's"
     hob = next(
         r for r in tdvf_layout(_image(case.firmware)).regions if "TD_HOB" in r.provenance.detail
     )
