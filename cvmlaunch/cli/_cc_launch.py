@@ -10,9 +10,11 @@ the KVM layer recorded into the launch log (replayed by :mod:`cvmlaunch.measure.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from cvmlaunch.errors import ConfigError
+from cvmlaunch.layout import Layout
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -24,7 +26,14 @@ if TYPE_CHECKING:
     from cvmlaunch.measure.sev_hashes import KernelHashes
     from cvmlaunch.measure.tdx import PageOrder
 
-__all__ = ["SnpLaunched", "TdxLaunched", "launch_snp_firmware", "launch_tdx_firmware"]
+__all__ = [
+    "SnpLaunched",
+    "TdxLaunched",
+    "describe_snp",
+    "describe_tdx",
+    "launch_snp_firmware",
+    "launch_tdx_firmware",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,3 +209,69 @@ def launch_tdx_firmware(
         vm.close()
         raise
     return TdxLaunched(plan, log, params, vm, done.notes)
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1 << 20):g} MiB" if size >= 1 << 20 else f"{size / 1024:g} KiB"
+
+
+def _ranges(layout: Layout) -> Iterator[str]:
+    memory = layout.memory
+    if memory is not None:
+        yield "memslots (guest_memfd, set PRIVATE before anything is populated):"
+        for slot in memory.memslots:
+            yield (
+                f"  {slot.slot}  [{slot.gpa:#014x}-{slot.end:#014x})  {slot.kind.value:<9}"
+                f"{_mib(slot.size)}"
+            )
+    yield "ranges (populate order = measurement order):"
+    for i, r in enumerate(layout.regions):
+        yield (
+            f"  {i:>3}  [{r.gpa:#014x}-{r.end:#014x})  {r.npages:>5} pages  "
+            f"{r.page_type.name:<10} {'measured' if r.measured else 'not measured':<12}  "
+            f"{r.provenance.describe()}"
+        )
+
+
+def describe_snp(plan: SnpPlan, policy: int) -> Iterator[str]:
+    """The SNP plan and the launch digest to expect, as text lines (``launch --dry-run``).
+
+    The digest is the fold of the plan (:func:`cvmlaunch.measure.snp_chain.fold_layout`): the
+    value ``measure snp`` prints for the same firmware, vCPUs, signature and kernel hashes.
+    """
+    from cvmlaunch.measure.identity import GuestPolicy
+    from cvmlaunch.measure.snp_chain import fold_layout
+
+    s = plan.settings
+    yield (
+        f"plan: tech snp, {s.vcpus} vCPU{'s' if s.vcpus != 1 else ''}, vCPU signature "
+        f"{s.vcpu_sig:#x}, SEV_FEATURES {s.guest_features:#x}, kernel hashes "
+        f"{'on' if s.kernel_hashes is not None else 'off'}"
+    )
+    yield f"policy: {GuestPolicy(policy).describe()}"
+    yield from _ranges(plan.layout)
+    yield (
+        "vCPUs (KVM builds each VMSA from these at SNP_LAUNCH_FINISH): "
+        + ", ".join(
+            f"{i}: CS base {st.segments['cs'].base:#x} IP {st.regs['rip']:#x}"
+            for i, st in enumerate(plan.states[:4])
+        )
+        + (" ..." if len(plan.states) > 4 else "")
+    )
+    yield f"predicted SNP launch digest: {fold_layout(plan.layout).hex()}"
+
+
+def describe_tdx(plan: TdxPlan, order: PageOrder) -> Iterator[str]:
+    """The TDX plan, its TD HOB and the MRTD to expect, as text lines (``launch --dry-run``).
+
+    The MRTD is the fold of the plan (:func:`cvmlaunch.measure.tdx.mrtd`): the value
+    ``measure tdx`` prints for the same firmware and page order.
+    """
+    from cvmlaunch.measure.tdx import mrtd
+
+    yield (
+        f"plan: tech tdx, {plan.vcpus} vCPU{'s' if plan.vcpus != 1 else ''}, TD HOB at "
+        f"{plan.hob_gpa:#x} (every vCPU's RCX), page order {order.value}"
+    )
+    yield from _ranges(plan.layout)
+    yield f"predicted MRTD: {mrtd(plan.layout, order=order).hex()}"
