@@ -148,6 +148,8 @@ KVM_SYSTEM_EVENT_SEV_TERM = 6
 KVM_MEMORY_EXIT_FLAG_PRIVATE = 1 << 3
 #: ``KVM_HC_MAP_GPA_RANGE`` (linux/kvm_para.h): the page-state hypercall SNP and TDX guests make.
 KVM_HC_MAP_GPA_RANGE = 12
+#: ``KVM_HC_MAP_GPA_RANGE`` args[2]: the range becomes private (else shared).
+KVM_MAP_GPA_RANGE_ENCRYPTED = 1 << 4
 #: ``kvm_cpuid_entry2.flags``: the leaf has subleaves (``index`` matters).
 KVM_CPUID_FLAG_SIGNIFCANT_INDEX = 1
 
@@ -464,6 +466,20 @@ class KvmRunMemoryFault(ctypes.Structure):
     _fields_ = (("flags", c_uint64), ("gpa", c_uint64), ("size", c_uint64))
 
 
+class KvmRunHypercall(ctypes.Structure):
+    """``kvm_run.hypercall`` (``KVM_EXIT_HYPERCALL``; ``ret`` is written back by userspace)."""
+
+    nr: int
+    ret: int
+    flags: int
+    _fields_ = (
+        ("nr", c_uint64),
+        ("args", c_uint64 * 6),
+        ("ret", c_uint64),
+        ("flags", c_uint64),
+    )
+
+
 class KvmRunExit(ctypes.Union):
     """The 256-byte exit union of ``struct kvm_run``."""
 
@@ -480,6 +496,7 @@ class KvmRunExit(ctypes.Union):
         ("internal", KvmRunInternal),
         ("system_event", KvmRunSystemEvent),
         ("memory_fault", KvmRunMemoryFault),
+        ("hypercall", KvmRunHypercall),
         ("padding", c_char * 256),
     )
 
@@ -884,6 +901,10 @@ KVM_RUN_MEMBERS: dict[str, int] = {
     "memory_fault.flags": offset_of(KvmRun, "exit") + offset_of(KvmRunMemoryFault, "flags"),
     "memory_fault.gpa": offset_of(KvmRun, "exit") + offset_of(KvmRunMemoryFault, "gpa"),
     "memory_fault.size": offset_of(KvmRun, "exit") + offset_of(KvmRunMemoryFault, "size"),
+    "hypercall.nr": offset_of(KvmRun, "exit") + offset_of(KvmRunHypercall, "nr"),
+    "hypercall.args": offset_of(KvmRun, "exit") + offset_of(KvmRunHypercall, "args"),
+    "hypercall.ret": offset_of(KvmRun, "exit") + offset_of(KvmRunHypercall, "ret"),
+    "hypercall.flags": offset_of(KvmRun, "exit") + offset_of(KvmRunHypercall, "flags"),
     "kvm_valid_regs": offset_of(KvmRun, "kvm_valid_regs"),
     "s": offset_of(KvmRun, "s"),
 }

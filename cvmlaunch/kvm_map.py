@@ -80,6 +80,7 @@ __all__ = [
     "GuestMemfdFlag",
     "GuestMemory",
     "HltExit",
+    "HypercallExit",
     "InternalErrorExit",
     "IoDirection",
     "IoExit",
@@ -112,6 +113,7 @@ __all__ = [
     "populate_plain",
     "populate_snp",
     "populate_tdx",
+    "serve_private_memory",
 ]
 
 KVM_PATH = "/dev/kvm"
@@ -559,6 +561,14 @@ class MemoryFaultExit:
 
 
 @dataclass(frozen=True, slots=True)
+class HypercallExit:
+    """``KVM_EXIT_HYPERCALL``: a hypercall KVM hands to userspace (e.g. MAP_GPA_RANGE)."""
+
+    nr: int
+    args: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class OtherExit:
     """An exit reason this module does not decode."""
 
@@ -593,6 +603,7 @@ VcpuExit = (
     | InternalErrorExit
     | SystemEventExit
     | MemoryFaultExit
+    | HypercallExit
     | OtherExit
     | TimeoutExit
 )
@@ -629,6 +640,9 @@ def _decode_exit(mapping: mmap.mmap) -> tuple[VcpuExit, int]:
     if reason == ExitReason.SYSTEM_EVENT:
         s = ex.system_event
         return SystemEventExit(int(s.type), tuple(s.data)[: min(int(s.ndata), 16)]), 0
+    if reason == ExitReason.HYPERCALL:
+        h = ex.hypercall
+        return HypercallExit(int(h.nr), tuple(int(a) for a in h.args)), 0
     if reason == ExitReason.MEMORY_FAULT:
         mf = ex.memory_fault
         return MemoryFaultExit(int(mf.flags), int(mf.gpa), int(mf.size)), 0
@@ -980,6 +994,13 @@ class Vcpu:
             n = exit_.size * exit_.count
             answer = b"\x60" * n if exit_.port == port + 5 else bytes(n)
             self.complete_io_in(answer)
+
+    def complete_hypercall(self, ret: int) -> None:
+        """Give the guest the hypercall's return value (between the exit and the next run)."""
+        if self.run_map is None:
+            raise KvmError("KVM_RUN", detail=f"vCPU {self.vcpu_id} has no kvm_run mapping")
+        off = _uapi.offset_of(_uapi.KvmRun, "exit") + _uapi.offset_of(_uapi.KvmRunHypercall, "ret")
+        self.run_map[off : off + 8] = ret.to_bytes(8, "little")
 
     def complete_io_in(self, data: bytes) -> None:
         """Give the data an IN instruction reads (call between an IN exit and the next run)."""
@@ -2031,3 +2052,28 @@ def launch_tdx(
         vcpu.set_cpuid2(guest)
         vcpu.tdx_init_vcpu(hob_gpa)
     return populate_tdx(vm, layout, vm.vcpus[0], on_record=on_record), params
+
+
+def serve_private_memory(vm: Vm, exit_: VcpuExit) -> bool:
+    """Answer a confidential guest's page-state change, if ``exit_`` is one.
+
+    ``KVM_HC_MAP_GPA_RANGE`` (args: GPA, pages, attributes; ENCRYPTED = private) and
+    ``KVM_EXIT_MEMORY_FAULT`` (the guest touched a page with the other attribute) both become
+    ``KVM_SET_MEMORY_ATTRIBUTES`` on the range, as QEMU converts them; the hypercall returns 0.
+
+    Returns:
+        Whether the exit was handled (the caller runs the vCPU again).
+
+    Raises:
+        KvmError: the conversion failed.
+    """
+    if isinstance(exit_, HypercallExit) and exit_.nr == _uapi.KVM_HC_MAP_GPA_RANGE:
+        gpa, pages, attrs = exit_.args[:3]
+        private = bool(attrs & _uapi.KVM_MAP_GPA_RANGE_ENCRYPTED)
+        vm.set_memory_attributes(gpa, pages * PAGE_SIZE, MemoryAttribute.PRIVATE if private else 0)
+        return True
+    if isinstance(exit_, MemoryFaultExit):
+        attrs = MemoryAttribute.PRIVATE if exit_.private else 0
+        vm.set_memory_attributes(exit_.gpa, exit_.size, attrs)
+        return True
+    return False

@@ -41,7 +41,7 @@ from cvmlaunch.measure.snp import SnpSettings, snp_digest
 from cvmlaunch.measure.tdx import PageOrder, mrtd
 from cvmlaunch.vcpu_state import VcpuState
 from tests.conftest import find_firmware
-from tests.fakekvm import Fault
+from tests.fakekvm import Fault, _Vm
 from tests.model_firmware import CPU_TYPES, ModelFault, ModelKernel, TdxOrder
 
 MEMORY = 64 << 20
@@ -445,3 +445,49 @@ def test_the_model_catches_pre_fault_before_finish() -> None:
                 kernel=kernel,
             )
     assert kernel.violations == ["KVM_PRE_FAULT_MEMORY before the launch was sealed"]
+
+
+def test_page_state_changes_are_served_after_the_launch() -> None:
+    kernel = ModelKernel()
+    launched = launch_tdx_firmware(
+        _image("OVMF.inteltdx.ms.fd"), memory=MEMORY, vcpus=1, kernel=kernel
+    )
+    with launched.vm as vm:
+        model_vm = next(o for o in kernel.objects.values() if isinstance(o, _Vm))
+        gfns = {0x100000 // 4096, 0x101000 // 4096}
+        assert gfns <= model_vm.private
+        shared = kvm_map.HypercallExit(12, (0x100000, 2, 0, 0, 0, 0))
+        assert kvm_map.serve_private_memory(vm, shared)
+        assert not gfns & model_vm.private
+        private = kvm_map.HypercallExit(12, (0x100000, 2, 0x10, 0, 0, 0))
+        assert kvm_map.serve_private_memory(vm, private)
+        assert gfns <= model_vm.private
+        fault = kvm_map.MemoryFaultExit(0, 0x100000, 0x1000)  # a shared access
+        assert kvm_map.serve_private_memory(vm, fault)
+        assert 0x100000 // 4096 not in model_vm.private
+        assert not kvm_map.serve_private_memory(vm, kvm_map.HypercallExit(1, (0,) * 6))
+        assert not kvm_map.serve_private_memory(vm, kvm_map.HltExit())
+    assert kernel.violations == []
+
+
+def test_a_hypercall_exit_is_decoded_and_answered() -> None:
+    import ctypes
+    import mmap
+
+    from cvmlaunch import _uapi
+
+    with mmap.mmap(-1, 3 * 4096) as run_map:
+        run = _uapi.KvmRun.from_buffer(run_map)
+        run.exit_reason = _uapi.ExitReason.HYPERCALL
+        run.exit.hypercall.nr = 12
+        for i, v in enumerate((0x100000, 2, 0x10)):
+            run.exit.hypercall.args[i] = v
+        exit_, _ = kvm_map._decode_exit(run_map)
+        assert exit_ == kvm_map.HypercallExit(12, (0x100000, 2, 0x10, 0, 0, 0))
+        vcpu = kvm_map.Vcpu(ModelKernel(), -1, 0, run_map)
+        run.exit.hypercall.ret = 99
+        vcpu.complete_hypercall(0)
+        assert run.exit.hypercall.ret == 0
+        del run
+        vcpu.run_map = None
+        assert ctypes.sizeof(_uapi.KvmRunHypercall) == 72
