@@ -10,14 +10,17 @@ the KVM layer recorded into the launch log (replayed by :mod:`cvmlaunch.measure.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from cvmlaunch.errors import ConfigError
+from cvmlaunch.errors import ConfigError, CvmLaunchError
 from cvmlaunch.layout import Layout
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import TextIO
+
     from cvmlaunch.cc_plan import SnpPlan, TdxPlan
     from cvmlaunch.cpuid import CpuidEntry, TdInitParams
     from cvmlaunch.image.ovmf import OvmfImage
@@ -27,12 +30,15 @@ if TYPE_CHECKING:
     from cvmlaunch.measure.tdx import PageOrder
 
 __all__ = [
+    "FirmwareLaunch",
     "SnpLaunched",
     "TdxLaunched",
     "describe_snp",
     "describe_tdx",
     "launch_snp_firmware",
     "launch_tdx_firmware",
+    "run_firmware_launch",
+    "run_guest",
 ]
 
 
@@ -275,3 +281,248 @@ def describe_tdx(plan: TdxPlan, order: PageOrder) -> Iterator[str]:
     )
     yield from _ranges(plan.layout)
     yield f"predicted MRTD: {mrtd(plan.layout, order=order).hex()}"
+
+
+@dataclass(frozen=True, slots=True)
+class FirmwareLaunch:
+    """What ``launch --tech snp|tdx --firmware FILE`` was asked (flags or settings file).
+
+    Args:
+        tech: ``snp`` or ``tdx``.
+        firmware: the OVMF/TDVF image.
+        memory: guest RAM in bytes.
+        vcpus: the number of vCPUs.
+        timeout: seconds the guest may run after the launch.
+        kernel, initrd, append: (snp) measured direct boot: their SHA-256s fill the firmware's
+            kernel-hashes page (QEMU ``kernel-hashes=on``).
+        vcpu_sig: (snp) the vCPU signature of a dry run (no host CPU is asked); a real launch
+            takes the host's.
+        guest_features: (snp) SEV_FEATURES.
+        policy, host_data, id_block, id_auth, auth_key_en: (snp) the launch identity.
+        td_attributes, xfam: (tdx) None: QEMU's defaults.
+        mrconfigid, mrowner, mrownerconfig: (tdx) the TD's owner values.
+    """
+
+    tech: str
+    firmware: str
+    memory: int
+    vcpus: int
+    timeout: float = 60.0
+    kernel: str | None = None
+    initrd: str | None = None
+    append: str | None = None
+    vcpu_sig: int | None = None
+    guest_features: int = 0x1
+    policy: int = 0x30000
+    host_data: bytes = bytes(32)
+    id_block: bytes | None = None
+    id_auth: bytes | None = None
+    auth_key_en: bool = False
+    td_attributes: int | None = None
+    xfam: int | None = None
+    mrconfigid: bytes = bytes(48)
+    mrowner: bytes = bytes(48)
+    mrownerconfig: bytes = bytes(48)
+
+
+def _kernel_hashes(req: FirmwareLaunch) -> KernelHashes | None:
+    if req.kernel is None:
+        if req.initrd is not None or req.append is not None:
+            raise ConfigError("--initrd and --append need --kernel")
+        return None
+    if req.tech != "snp":
+        raise ConfigError(
+            "a TDX launch of a firmware image takes no --kernel here: TDVF loads the kernel "
+            "through QEMU's fw_cfg, which cvmlaunch does not serve"
+        )
+    import hashlib
+
+    from cvmlaunch.files import file_digest
+    from cvmlaunch.measure.sev_hashes import KernelHashes, cmdline_sha256
+
+    initrd = file_digest(req.initrd) if req.initrd else hashlib.sha256(b"").digest()
+    cmdline = req.append.encode() if req.append is not None else None
+    return KernelHashes(
+        kernel=file_digest(req.kernel), initrd=initrd, cmdline=cmdline_sha256(cmdline)
+    )
+
+
+def run_firmware_launch(
+    req: FirmwareLaunch,
+    *,
+    dry_run: bool,
+    log_file: str | None = None,
+    kernel: Kernel | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> None:
+    """``launch --tech snp|tdx --firmware FILE``: print the plan (dry run), or launch, write
+    the log, and run the guest until it stops or ``req.timeout`` passes.
+
+    Raises:
+        KvmUnsupported: the host lacks the technology (nothing was created).
+        ConfigError, ImageError, KvmError: exit 2.
+    """
+    import sys
+
+    from cvmlaunch.files import map_file
+    from cvmlaunch.image.ovmf import parse_ovmf
+    from cvmlaunch.measure.log import dumps_log, parse_log, verify_log
+
+    out = out or sys.stdout
+    err = err or sys.stderr
+    hashes = _kernel_hashes(req)
+    with map_file(req.firmware) as data:
+        image = parse_ovmf(data, name=os.path.basename(req.firmware))
+        if dry_run:
+            for line in _dry_run(req, image, hashes):
+                print(line, file=out)
+            return
+        from cvmlaunch import __version__, kvm_map
+
+        finish = kvm_map.SnpFinish(
+            id_block=req.id_block,
+            id_auth=req.id_auth,
+            auth_key_en=req.auth_key_en,
+            host_data=req.host_data,
+        )
+        launched: SnpLaunched | TdxLaunched
+        if req.tech == "snp":
+            launched = launch_snp_firmware(
+                image,
+                memory=req.memory,
+                vcpus=req.vcpus,
+                policy=req.policy,
+                finish=finish,
+                guest_features=req.guest_features,
+                kernel_hashes=hashes,
+                kernel=kernel,
+                tool_version=__version__,
+            )
+        else:
+            launched = launch_tdx_firmware(
+                image,
+                memory=req.memory,
+                vcpus=req.vcpus,
+                attributes=req.td_attributes,
+                xfam=req.xfam,
+                mrconfigid=req.mrconfigid,
+                mrowner=req.mrowner,
+                mrownerconfig=req.mrownerconfig,
+                kernel=kernel,
+                tool_version=__version__,
+            )
+        with launched.vm as vm:
+            text = dumps_log(launched.log)
+            written = parse_log(text, name="launch log")
+            if req.tech == "snp":
+                verify_log(written)
+            else:
+                from cvmlaunch.measure.tdx import tdvf_contents
+
+                verify_log(written, tdvf_contents(written.header, image))
+            if log_file is not None:
+                from cvmlaunch.cli._output import write_atomic
+
+                write_atomic(log_file, text)
+            what = "SNP launch digest" if req.tech == "snp" else "MRTD"
+            where = f" (log written to {log_file})" if log_file is not None else ""
+            print(f"cvmlaunch: {what} {launched.log.digest.hex()}{where}", file=err, flush=True)
+            for note in launched.notes:
+                print(f"cvmlaunch: note: {note}", file=err)
+            ended = run_guest(vm, req.timeout, lambda b: _relay(out, b))
+            print(f"cvmlaunch: the guest {ended}", file=err)
+
+
+def _relay(out: TextIO, data: bytes) -> None:
+    out.write(data.decode("ascii", "replace"))
+    out.flush()
+
+
+def _dry_run(req: FirmwareLaunch, image: OvmfImage, hashes: KernelHashes | None) -> Iterator[str]:
+    from cvmlaunch.cc_plan import snp_plan, tdx_plan
+    from cvmlaunch.measure.tdx import PageOrder
+
+    if req.tech == "snp":
+        from cvmlaunch.measure.snp import SnpSettings
+
+        if req.vcpu_sig is None:
+            raise ConfigError(
+                "a dry run asks no host CPU: give --vcpu-type or --vcpu-sig (as measure snp)"
+            )
+        settings = SnpSettings(
+            vcpus=req.vcpus,
+            vcpu_sig=req.vcpu_sig,
+            guest_features=req.guest_features,
+            kernel_hashes=hashes,
+        )
+        yield from describe_snp(snp_plan(image, settings, req.memory), req.policy)
+        yield f"host_data: {req.host_data.hex()}"
+    else:
+        yield from describe_tdx(tdx_plan(image, req.memory, req.vcpus), PageOrder.PER_PAGE)
+        for name in ("mrconfigid", "mrowner", "mrownerconfig"):
+            yield f"{name}: {getattr(req, name).hex()}"
+
+
+#: What the guest's serial port reads: line status "transmitter empty" (port + 5).
+_LSR_EMPTY = b"\x60"
+
+
+def run_guest(vm: Vm, timeout: float, on_serial: Callable[[bytes], None]) -> str:
+    """Run every vCPU (the APs on threads) until each stops or ``timeout`` seconds pass.
+
+    Page-state changes are served (:func:`cvmlaunch.kvm_map.serve_private_memory`); OUTs to
+    COM1 go to ``on_serial``; other port I/O reads zeros.
+
+    Returns:
+        How the BSP's run ended, for a one-line report.
+    """
+    import threading
+    import time
+
+    from cvmlaunch import kvm_map
+
+    kvm_map.install_kick_handler()
+    deadline = time.monotonic() + timeout
+    lock = threading.Lock()
+    ended: dict[int, str] = {}
+
+    def run_one(vcpu: kvm_map.Vcpu) -> None:
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    ended[vcpu.vcpu_id] = f"was stopped after {timeout:g} s (--timeout)"
+                    return
+                exit_ = vcpu.run(timeout=left)
+                if kvm_map.serve_private_memory(vm, exit_):
+                    continue
+                if isinstance(exit_, kvm_map.IoExit):
+                    if exit_.direction is kvm_map.IoDirection.OUT:
+                        if exit_.port == kvm_map.SERIAL_PORT:
+                            with lock:
+                                on_serial(exit_.data)
+                    else:
+                        n = exit_.size * exit_.count
+                        lsr = exit_.port == kvm_map.SERIAL_PORT + 5
+                        vcpu.complete_io_in(_LSR_EMPTY * n if lsr else bytes(n))
+                    continue
+                if isinstance(exit_, kvm_map.TimeoutExit):
+                    ended[vcpu.vcpu_id] = f"was stopped after {timeout:g} s (--timeout)"
+                else:
+                    ended[vcpu.vcpu_id] = f"stopped: {exit_}"
+                return
+        except CvmLaunchError as exc:
+            ended[vcpu.vcpu_id] = f"failed: {exc}"
+
+    threads = [
+        threading.Thread(target=run_one, args=(v,), name=f"vcpu-{v.vcpu_id}", daemon=True)
+        for v in vm.vcpus[1:]
+    ]
+    for t in threads:
+        t.start()
+    if vm.vcpus:
+        run_one(vm.vcpus[0])
+    for t in threads:
+        t.join(max(deadline - time.monotonic(), 0) + 1.0)
+    return ended.get(0, "had no vCPU")
