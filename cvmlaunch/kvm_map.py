@@ -1867,6 +1867,11 @@ def populate(
 
 #: SEV_FEATURES bit 0, SNPActive: KVM sets it itself for SNP VMs (it is not passed to INIT2).
 SNP_ACTIVE = 0x1
+#: SNP guest policy bit 17: reserved, must be one (SNP ABI; KVM refuses a policy without it).
+SNP_POLICY_MBO = 1 << 17
+#: SNP guest policy bit 16: SMT allowed (the firmware refuses a policy without it when the
+#: host has SMT on).
+SNP_POLICY_SMT = 1 << 16
 #: The GHCB protocol version given to KVM_SEV_INIT2 (the highest KVM offers).
 GHCB_VERSION = 2
 #: ``KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)``: IOAPIC pins routed to userspace (QEMU's 24).
@@ -1891,6 +1896,10 @@ class SnpStart:
     gosvw: bytes = bytes(16)
 
     def __post_init__(self) -> None:
+        if not self.policy & SNP_POLICY_MBO:
+            raise ConfigError(
+                f"SNP policy {self.policy:#x}: bit 17 (reserved, must be one) is clear"
+            )
         if not self.guest_features & SNP_ACTIVE:
             raise ConfigError(
                 f"SEV_FEATURES {self.guest_features:#x} lack SNPActive (bit 0), which every "

@@ -594,10 +594,13 @@ class ModelKernel(FakeKernel):
             id_auth=ctypes.string_at(fin.id_auth_uaddr, 4096) if enabled else None,
             auth_key_en=bool(fin.auth_key_en),
         )
-        if enabled:
-            ld = ctypes.string_at(fin.id_block_uaddr, 48)
-            if ld != ctx.digest:
-                cmd.error = 0x1C  # SEV_RET_BAD_MEASUREMENT
+        if enabled:  # the ID block must carry this launch's digest and policy (SNP ABI)
+            block = ctypes.string_at(fin.id_block_uaddr, 96)
+            if block[:48] != ctx.digest:
+                cmd.error = 0x0B  # SEV_RET_BAD_MEASUREMENT
+                raise _oserror(errno.EIO)
+            if struct.unpack_from("<Q", block, 88)[0] != ctx.policy:
+                cmd.error = 0x07  # SEV_RET_POLICY_FAILURE
                 raise _oserror(errno.EIO)
         ctx.finished = True
         vm.finalized = True

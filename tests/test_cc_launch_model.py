@@ -163,6 +163,7 @@ class SnpRun:
 def run_snp(case: SnpCase, **launch: Any) -> SnpRun:
     image = _image(case.firmware)
     hashes = HASHES if case.hashes else None
+    features = launch.pop("guest_features", 0x1)
     kernel = ModelKernel(
         signature=CPU_TYPES[case.cpu], faults=_snp_faults() if case.faults else None
     )
@@ -171,6 +172,8 @@ def run_snp(case: SnpCase, **launch: Any) -> SnpRun:
         memory=MEMORY,
         vcpus=case.vcpus,
         policy=launch.pop("policy", 0x30000),
+        host_smt=launch.pop("host_smt", False),  # the model firmware checks SMT itself
+        guest_features=features,
         finish=kvm_map.SnpFinish(host_data=HOST_DATA),
         kernel_hashes=hashes,
         kernel=kernel,
@@ -181,9 +184,13 @@ def run_snp(case: SnpCase, **launch: Any) -> SnpRun:
             assert isinstance(vcpu.run(), kvm_map.HltExit)
     written = parse_log(dumps_log(launched.log))
     assert verify_log(written) == launched.log.digest
-    predicted = snp_digest(
-        image, SnpSettings(vcpus=case.vcpus, vcpu_sig=CPU_TYPES[case.cpu], kernel_hashes=hashes)
+    settings = SnpSettings(
+        vcpus=case.vcpus,
+        vcpu_sig=CPU_TYPES[case.cpu],
+        kernel_hashes=hashes,
+        guest_features=features,
     )
+    predicted = snp_digest(image, settings)
     return SnpRun(kernel, kernel.snp_digest(), predicted, launched.log.digest)
 
 
@@ -340,6 +347,25 @@ def test_policy_without_smt_is_refused_on_an_smt_host() -> None:
         run_snp(SNP_CASE, policy=0x20000)
 
 
+def test_policy_without_smt_is_refused_before_anything_on_an_smt_host() -> None:
+    with pytest.raises(ConfigError, match="forbids SMT"):
+        run_snp(SNP_CASE, policy=0x20000, host_smt=True)
+
+
+def test_guest_features_reach_init2_and_every_vmsa() -> None:
+    run = run_snp(SNP_CASE, guest_features=0x21)  # SNPActive | DEBUG_SWAP
+    assert run.kernel.violations == []
+    assert run.model.hex() == run.predicted.hex()
+    assert ("SEV_INIT2", 0x20, 2) in run.kernel.journal  # SNPActive is KVM's to add; GHCB v2
+    with pytest.raises(KvmError, match="KVM_SEV_INIT2"):
+        run_snp(SNP_CASE, guest_features=0x3)  # a feature the model host does not offer
+
+
+def test_policy_without_the_must_be_one_bit_is_refused() -> None:
+    with pytest.raises(ConfigError, match="bit 17"):
+        kvm_map.SnpStart(0x10000)
+
+
 def test_a_cpuid_page_the_firmware_corrects_is_reported_leaf_by_leaf(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -491,3 +517,35 @@ def test_a_hypercall_exit_is_decoded_and_answered() -> None:
         del run
         vcpu.run_map = None
         assert ctypes.sizeof(_uapi.KvmRunHypercall) == 72
+
+
+@pytest.mark.parametrize(
+    ("right_digest", "policy", "error"),
+    [(True, 0x30000, None), (False, 0x30000, "0xb"), (True, 0x70000, "0x7")],
+)
+def test_an_id_block_must_carry_the_digest_and_policy(
+    right_digest: bool, policy: int, error: str | None
+) -> None:
+    from cvmlaunch.measure.identity import GuestPolicy, IdBlock, generate_key, sign_id_block
+
+    image = _image("OVMF.amdsev.fd")
+    digest = snp_digest(image, SnpSettings(vcpus=1, vcpu_sig=CPU_TYPES["EPYC-Milan"]))
+    block = IdBlock(ld=digest if right_digest else bytes(48), policy=GuestPolicy(policy))
+    auth = sign_id_block(block, generate_key())
+    kernel = ModelKernel()
+    finish = kvm_map.SnpFinish(id_block=block.pack(), id_auth=auth.pack(), host_data=HOST_DATA)
+
+    def launch() -> None:
+        launched = launch_snp_firmware(
+            image, memory=MEMORY, vcpus=1, policy=0x30000, finish=finish, kernel=kernel
+        )
+        launched.vm.close()
+
+    if error is None:
+        launch()
+        assert kernel.launch_params["id_block"] == block.pack()
+        assert kernel.launch_params["id_auth"] == auth.pack()
+    else:
+        with pytest.raises(KvmError, match=f"SNP_LAUNCH_FINISH.*firmware error {error}"):
+            launch()
+    assert kernel.violations == []

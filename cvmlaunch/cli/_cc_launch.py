@@ -64,6 +64,16 @@ class TdxLaunched:
     notes: tuple[str, ...]
 
 
+def host_smt_active() -> bool:
+    """Whether this host runs with SMT on (``/sys/devices/system/cpu/smt/active``; False
+    where the file is missing, as on hosts without SMT)."""
+    try:
+        with open("/sys/devices/system/cpu/smt/active", encoding="ascii") as f:
+            return f.read().strip() == "1"
+    except OSError:
+        return False
+
+
 def _signature(cpuid: tuple[CpuidEntry, ...]) -> int:
     leaf1 = next((e for e in cpuid if e.function == 1), None)
     if leaf1 is None:
@@ -84,11 +94,13 @@ def launch_snp_firmware(
     extra_settings: dict[str, SettingValue] | None = None,
     kernel: Kernel | None = None,
     tool_version: str = "",
+    host_smt: bool | None = None,
 ) -> SnpLaunched:
     """Launch ``image`` as an SEV-SNP guest up to ``SNP_LAUNCH_FINISH``.
 
     The vCPU signature (RDX of every VMSA) is the host's CPUID 1 EAX as KVM offers it, and is
-    recorded in the log's ``vcpu_sig`` setting.
+    recorded in the log's ``vcpu_sig`` setting. ``host_smt`` (None: read from sysfs) decides
+    whether the policy must allow SMT.
 
     Raises:
         KvmUnsupported: the host has no SNP (before anything is created).
@@ -102,6 +114,12 @@ def launch_snp_firmware(
     from cvmlaunch.measure.snp import SevMode, SnpSettings
     from cvmlaunch.measure.snp_chain import SNP_ALGORITHM, ZERO_DIGEST
 
+    smt = host_smt_active() if host_smt is None else host_smt
+    if smt and not policy & kvm_map.SNP_POLICY_SMT:
+        raise ConfigError(
+            f"SNP policy {policy:#x} forbids SMT (bit 16), but this host has SMT on: the "
+            "firmware would refuse SNP_LAUNCH_START (set bit 16, or turn SMT off)"
+        )
     with kvm_map.Kvm.open(kernel) as kvm:
         kvm.caps().require(kvm_map.VmType.SNP)
         cpuid = snp_guest_cpuid(kvm.supported_cpuid())
