@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+from pathlib import Path
 
 import pytest
 
@@ -22,8 +23,15 @@ from cvmlaunch.errors import ConfigError, CvmLaunchError, KvmUnsupported
 from cvmlaunch.kvm_map import KvmCaps, MemoryBackend, VmType, choose_memory_backend
 from cvmlaunch.launch import LaunchSettings, settings_from_toml
 from cvmlaunch.log_entry import LogOp
-from cvmlaunch.measure.log import complete_log, diff_logs, host_differences, verify_log
+from cvmlaunch.measure.log import (
+    complete_log,
+    diff_logs,
+    dumps_log,
+    host_differences,
+    verify_log,
+)
 from cvmlaunch.measure.plain import plain_header, plain_log
+from tests.cli_runner import run_cli
 from tests.fakekvm import FakeKernel
 
 GMEM, ANON = MemoryBackend.GUEST_MEMFD, MemoryBackend.ANONYMOUS
@@ -234,9 +242,10 @@ def test_example_launch_on_each_fake_host(host: str) -> None:
     assert kernel.open_mappings() == 0
 
 
-def test_both_backends_give_the_same_log_on_one_host() -> None:
+def test_both_backends_give_the_same_log_on_one_host(tmp_path: Path) -> None:
     """The backend is a host detail: on one host both backends give the same records and
-    digest, and their logs differ only in the header's ``memory_backend``."""
+    digest, and their logs differ only in the header's ``memory_backend``, which ``log diff``
+    and ``log show`` present as non-measured metadata."""
     logs = {}
     with load_plan(_example()) as plan:
         for backend in ("guest-memfd", "anonymous"):
@@ -261,6 +270,18 @@ def test_both_backends_give_the_same_log_on_one_host() -> None:
     assert [d.describe() for d in host_differences(a, b)] == [
         "header: host detail memory_backend differs: guest-memfd vs anonymous"
     ]
+    paths = [tmp_path / "gmem.jsonl", tmp_path / "anon.jsonl"]
+    for path, log in zip(paths, (a, b), strict=True):
+        path.write_text(dumps_log(log))
+        assert run_cli(["log", "verify", str(path)]).exit_code == 0
+    diff = run_cli(["log", "diff", *map(str, paths)])
+    assert diff.exit_code == 0, diff.output
+    assert diff.stdout == (
+        "the logs describe the same launch\n"
+        "  host detail memory_backend differs (not measured): guest-memfd vs anonymous\n"
+    )
+    show = run_cli(["log", "show", str(paths[1])])
+    assert "  memory_backend = anonymous  (host detail, not measured)\n" in show.stdout
 
 
 @pytest.mark.parametrize("host", list(FAKE_HOSTS))
@@ -322,8 +343,6 @@ def test_memory_backend_setting_from_toml_and_flags() -> None:
 
 @pytest.mark.parametrize("tech", ["snp", "tdx"])
 def test_anonymous_for_a_confidential_launch_exits_2(tech: str) -> None:
-    from tests.cli_runner import run_cli
-
     result = run_cli(
         ["launch", "--example", "--tech", tech, "--memory-backend", "anonymous", "--dry-run"]
     )
@@ -336,8 +355,6 @@ def test_anonymous_for_a_confidential_launch_exits_2(tech: str) -> None:
 
 
 def test_dry_run_is_the_same_for_every_backend() -> None:
-    from tests.cli_runner import run_cli
-
     outputs = {
         b: run_cli(["launch", "--example", "--memory-backend", b, "--dry-run"])
         for b in ("auto", "guest-memfd", "anonymous")

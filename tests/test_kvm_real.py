@@ -317,6 +317,7 @@ def test_bad_fd_surfaces_ebadf_through_every_wrapper() -> None:
         "KVM_CREATE_VCPU": vm.create_vcpu,
         "KVM_CREATE_GUEST_MEMFD": lambda: vm.create_guest_memfd(4096),
         "KVM_SET_USER_MEMORY_REGION2": lambda: vm.set_user_memory_region2(0, 0, 4096, 0),
+        "KVM_SET_USER_MEMORY_REGION": lambda: vm.set_user_memory_region(0, 0, 4096, 0),
         "KVM_SET_MEMORY_ATTRIBUTES": lambda: vm.set_memory_attributes(0, 4096, 8),
         "KVM_TDX_CAPABILITIES": vm.tdx_capabilities,
         "KVM_TDX_INIT_VM": lambda: vm.tdx_init_vm(attributes=0, xfam=0, cpuid=()),
