@@ -373,13 +373,13 @@ class MemoryBackendChoice:
         """One line: the backend and why it was chosen."""
         if self.backend is MemoryBackend.GUEST_MEMFD:
             why = "asked for" if self.requested != "auto" else "offered by this host's KVM"
-            return f"memory backend guest-memfd ({why})"
+            return f"memory backend: guest-memfd ({why})"
         if self.missing and self.requested == "auto":
             return (
                 "memory backend: anonymous memory, as this host's KVM does not offer "
                 f"{' or '.join(self.missing)} (guest_memfd for a plain VM needs it)"
             )
-        return "memory backend anonymous (asked for)"
+        return "memory backend: anonymous memory (asked for)"
 
 
 def _guest_memfd_missing(caps: KvmCaps, vm_type: VmType) -> tuple[str, ...]:
@@ -390,7 +390,7 @@ def _guest_memfd_missing(caps: KvmCaps, vm_type: VmType) -> tuple[str, ...]:
     if not caps.user_memory2:
         out.append("KVM_CAP_USER_MEMORY2")
     if vm_type is VmType.DEFAULT:
-        for flag in (GuestMemfdFlag.MMAP, GuestMemfdFlag.INIT_SHARED):
+        for flag in PLAIN_GUEST_MEMFD_FLAGS:  # MMAP, then INIT_SHARED
             if caps.guest_memfd and not caps.guest_memfd_flags & flag:
                 out.append(f"GUEST_MEMFD_FLAG_{flag.name}")
     elif not caps.memory_attributes & MemoryAttribute.PRIVATE:
@@ -1275,7 +1275,7 @@ class Vm:
 
         With 0 the memslot's shared pages live in anonymous memory (:meth:`add_memslot`).
         """
-        want = GuestMemfdFlag.MMAP | GuestMemfdFlag.INIT_SHARED
+        want = PLAIN_GUEST_MEMFD_FLAGS
         if self.vm_type in (VmType.SNP, VmType.TDX):
             return GuestMemfdFlag(0)  # their memory is private; INIT_SHARED is refused
         offered = self.check_extension(Cap.GUEST_MEMFD_FLAGS)

@@ -145,7 +145,7 @@ def test_caps_view_says_the_backend_why_and_what_is_missing() -> None:
     full = caps().as_dict()
     assert (full["plain_memory_backend"], full["missing"]) == ("guest-memfd", [])
     assert full["plain_memory_backend_reason"] == (
-        "memory backend guest-memfd (offered by this host's KVM)"
+        "memory backend: guest-memfd (offered by this host's KVM)"
     )
 
 
