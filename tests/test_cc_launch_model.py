@@ -35,6 +35,9 @@ from cvmlaunch.cpuid import CpuidEntry
 from cvmlaunch.errors import ConfigError, KvmError, KvmUnsupported
 from cvmlaunch.image.ovmf import OvmfImage, parse_ovmf
 from cvmlaunch.image.tdvf import tdvf_layout
+from cvmlaunch.kvm_map import _engine
+from cvmlaunch.kvm_map import snp as kvm_snp
+from cvmlaunch.kvm_map import vcpu as kvm_vcpu
 from cvmlaunch.measure.log import dumps_log, parse_log, verify_log
 from cvmlaunch.measure.sev_hashes import KernelHashes, cmdline_sha256
 from cvmlaunch.measure.snp import SnpSettings, snp_digest
@@ -452,15 +455,15 @@ def test_tdx_capabilities_grow_on_e2big() -> None:
 def test_the_model_catches_pre_fault_before_finish() -> None:
     kernel = ModelKernel()
     image = _image("OVMF.amdsev.fd")
-    real = kvm_map.populate_snp
+    real = kvm_snp.populate_snp
 
     def prefault_first(vm: kvm_map.Vm, layout: Any, finish: Any, **kw: Any) -> Any:
-        req = kvm_map._PreFault(vm.vcpus[0], 0x800000, 0x1000)
-        kvm_map._drive(req, lambda g, s: None, "pre-fault")
+        req = _engine._PreFault(vm.vcpus[0], 0x800000, 0x1000)
+        _engine._drive(req, lambda g, s: None, "pre-fault")
         return real(vm, layout, finish, **kw)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(kvm_map, "populate_snp", prefault_first)
+        mp.setattr(kvm_snp, "populate_snp", prefault_first)
         with pytest.raises(KvmError, match="KVM_PRE_FAULT_MEMORY"):
             launch_snp_firmware(
                 image,
@@ -508,7 +511,7 @@ def test_a_hypercall_exit_is_decoded_and_answered() -> None:
         run.exit.hypercall.nr = 12
         for i, v in enumerate((0x100000, 2, 0x10)):
             run.exit.hypercall.args[i] = v
-        exit_, _ = kvm_map._decode_exit(run_map)
+        exit_, _ = kvm_vcpu._decode_exit(run_map)
         assert exit_ == kvm_map.HypercallExit(12, (0x100000, 2, 0x10, 0, 0, 0))
         vcpu = kvm_map.Vcpu(ModelKernel(), -1, 0, run_map)
         run.exit.hypercall.ret = 99

@@ -28,9 +28,9 @@ from cvmlaunch.kvm_map import (
     SnpFinish,
     Vm,
     VmType,
-    _drive,
     populate,
 )
+from cvmlaunch.kvm_map._engine import _drive
 from cvmlaunch.layout import (
     FOUR_GIB,
     VMSA_GPA,

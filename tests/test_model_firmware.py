@@ -16,6 +16,9 @@ from cvmlaunch import kvm_map
 from cvmlaunch._uapi import Cap, MemoryAttribute, VmType
 from cvmlaunch.cpuid import CpuidEntry
 from cvmlaunch.errors import KvmError
+from cvmlaunch.kvm_map import _engine, _kernel
+from cvmlaunch.kvm_map import snp as kvm_snp
+from cvmlaunch.kvm_map import tdx as kvm_tdx
 from cvmlaunch.layout import PageType
 from cvmlaunch.vcpu_state import BSP_RESET_EIP, snp_reset_state
 from tests.model_firmware import TD_SEPT_VE_DISABLE, ModelKernel
@@ -60,8 +63,8 @@ def _snp_update_shared(vm: kvm_map.Vm) -> None:
     vm.sev_init2()
     vm.snp_launch_start(0x30000)
     vm.add_memslot(0, 0, 0x10000)
-    req = kvm_map._SnpLaunchUpdate(vm, 0x1000, 0x1000, 0, PageType.ZERO)
-    kvm_map._drive(req, lambda g, s: None, "test")
+    req = kvm_snp._SnpLaunchUpdate(vm, 0x1000, 0x1000, 0, PageType.ZERO)
+    _engine._drive(req, lambda g, s: None, "test")
 
 
 def _snp_update_unaligned(vm: kvm_map.Vm) -> None:
@@ -70,9 +73,9 @@ def _snp_update_unaligned(vm: kvm_map.Vm) -> None:
     vm.add_memslot(0, 0, 0x10000)
     vm.set_memory_attributes(0, 0x10000, MemoryAttribute.PRIVATE)
     buf = bytearray(0x3000)
-    source = kvm_map._address(buf) | 0x10  # not page aligned
-    req = kvm_map._SnpLaunchUpdate(vm, 0x1000, 0x1000, source, PageType.NORMAL)
-    kvm_map._drive(req, lambda g, s: None, "test")
+    source = _kernel._address(buf) | 0x10  # not page aligned
+    req = kvm_snp._SnpLaunchUpdate(vm, 0x1000, 0x1000, source, PageType.NORMAL)
+    _engine._drive(req, lambda g, s: None, "test")
 
 
 def _snp_regs_after_finish(vm: kvm_map.Vm) -> None:
@@ -121,9 +124,9 @@ def _td_populate_shared(vm: kvm_map.Vm) -> None:
     vcpu = vm.create_vcpu()
     vcpu.set_cpuid2(X2APIC_CPUID)
     vcpu.tdx_init_vcpu(0)
-    with kvm_map._staging(0x1000) as staging:
-        req = kvm_map._TdxInitMemRegion(vcpu, 0x1000, 0x1000, kvm_map._address(staging), True)
-        kvm_map._drive(req, lambda g, s: None, "test")
+    with _engine._staging(0x1000) as staging:
+        req = kvm_tdx._TdxInitMemRegion(vcpu, 0x1000, 0x1000, _kernel._address(staging), True)
+        _engine._drive(req, lambda g, s: None, "test")
 
 
 def _td_run_before_finalize(vm: kvm_map.Vm) -> None:
@@ -132,8 +135,8 @@ def _td_run_before_finalize(vm: kvm_map.Vm) -> None:
 
 def _td_pre_fault_before_finalize(vm: kvm_map.Vm) -> None:
     vm.add_memslot(0, 0, 0x10000)
-    req = kvm_map._PreFault(vm.create_vcpu(), 0, 0x1000)
-    kvm_map._drive(req, lambda g, s: None, "test")
+    req = _engine._PreFault(vm.create_vcpu(), 0, 0x1000)
+    _engine._drive(req, lambda g, s: None, "test")
 
 
 def _td_finalize_before_init(vm: kvm_map.Vm) -> None:
