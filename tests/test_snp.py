@@ -621,8 +621,7 @@ def test_measure_snp_start_up_imports_no_measurement_code() -> None:
     import sys
 
     code = (
-        "import sys, cvmlaunch.cli as c; c.command_parser('measure snp', "
-        "c.COMMANDS['measure'][1]['snp'][1]); "
+        "import sys, cvmlaunch.cli as c; c.load_command(c.COMMANDS['measure'][1]['snp']); "
         "print(sorted(m for m in sys.modules if m.startswith(('cvmlaunch.', 'elftools')) "
         "or m in ('json', 'tempfile', 'importlib.metadata')))"
     )
@@ -631,8 +630,8 @@ def test_measure_snp_start_up_imports_no_measurement_code() -> None:
         sorted(
             [
                 "cvmlaunch.cli",
-                "cvmlaunch.cli._command",
                 "cvmlaunch.cli._measure_snp",
+                "cvmlaunch.cli._params",
                 "cvmlaunch.errors",
                 "cvmlaunch.measure",
                 "cvmlaunch.measure.cpu",
