@@ -641,13 +641,14 @@ def test_measure_snp_start_up_imports_no_measurement_code() -> None:
 
 
 def test_kernel_and_initrd_digests_stream_in_parallel(inputs: dict[str, Path]) -> None:
-    from cvmlaunch.cli._measure_snp import _digest_pair
+    from cvmlaunch.cli._measure_snp import _FileDigests
 
-    k, i = _digest_pair(str(inputs["kernel.bin"]), str(inputs["initrd.bin"]))
+    k, i = _FileDigests(str(inputs["kernel.bin"]), str(inputs["initrd.bin"])).result()
     assert k == hashlib.sha256(inputs["kernel.bin"].read_bytes()).digest()
     assert i == hashlib.sha256(inputs["initrd.bin"].read_bytes()).digest()
+    assert _FileDigests(None, str(inputs["initrd.bin"])).result() == [None, i]
     with pytest.raises(ImageError, match="/nonexistent/k: cannot read"):
-        _digest_pair("/nonexistent/k", str(inputs["initrd.bin"]))
+        _FileDigests("/nonexistent/k", str(inputs["initrd.bin"])).result()
 
 
 def test_precomputed_kernel_and_initrd_hashes(inputs: dict[str, Path]) -> None:

@@ -233,6 +233,10 @@ def measure_snp(
     id_auth: str | None,
 ) -> None:
     """Run ``measure snp`` (arguments as the options; see :data:`MEASURE_SNP`)."""
+    # The initrd's SHA-256 is the longest piece of work, and one stream: start it and the
+    # kernel's now, so that the imports, the checks and the firmware run beside them. A file
+    # that cannot be read is reported where its digest is needed, after the option checks.
+    streams = _FileDigests(kernel, initrd)
     from cvmlaunch.layout import parse_hex_bytes
     from cvmlaunch.measure.snp import (
         SevMode,
@@ -289,7 +293,7 @@ def measure_snp(
     want_log = log_path is not None
     inputs: list[LogInput] = []
     hashes = _kernel_hashes(
-        kernel, initrd, append, inputs if want_log else None, given_kernel, given_initrd
+        streams, kernel, initrd, append, inputs if want_log else None, given_kernel, given_initrd
     )
 
     log: MeasurementLog | None = None
@@ -476,6 +480,7 @@ def _check_combination(
 
 
 def _kernel_hashes(
+    streams: _FileDigests,
     kernel: str | None,
     initrd: str | None,
     append: str | None,
@@ -483,20 +488,16 @@ def _kernel_hashes(
     kernel_sha: bytes | None = None,
     initrd_sha: bytes | None = None,
 ) -> KernelHashes | None:
-    """Stream kernel and initrd through SHA-256 (unless their SHA-256 is given); record the
-    files as log inputs if asked (the hashes are in the log's settings either way)."""
+    """The kernel hashes: the SHA-256 of kernel and initrd as ``streams`` computes them
+    (unless given); record the files as log inputs if asked (the hashes are in the log's
+    settings either way)."""
     if kernel is None and kernel_sha is None:
         return None
-    from cvmlaunch.files import file_digest
     from cvmlaunch.measure.sev_hashes import KernelHashes, cmdline_sha256
 
-    if kernel is not None and initrd is not None:
-        kernel_sha, initrd_sha = _digest_pair(kernel, initrd)
-    else:
-        if kernel is not None:
-            kernel_sha = file_digest(kernel)
-        if initrd is not None:
-            initrd_sha = file_digest(initrd)
+    kernel_digest, initrd_digest = streams.result()
+    kernel_sha = kernel_digest or kernel_sha
+    initrd_sha = initrd_digest or initrd_sha
     if initrd_sha is None:
         initrd_sha = hashlib.sha256(b"").digest()
     if kernel_sha is None:  # pragma: no cover - one of kernel / kernel_sha is set above
@@ -522,31 +523,46 @@ def _kernel_hashes(
     return KernelHashes(kernel=kernel_sha, initrd=initrd_sha, cmdline=cmdline_sha256(cmdline))
 
 
-def _digest_pair(first: str, second: str) -> tuple[bytes, bytes]:
-    """SHA-256 of two files at once: hashlib releases the GIL, so a second core hashes the
-    kernel while this one hashes the initrd (each file is streamed in chunks)."""
-    import threading
+class _FileDigests:
+    """SHA-256 of up to two files (either may be None), each streamed in chunks on its own
+    thread from the moment this is made: hashlib releases the GIL, so the files are hashed
+    on two cores while the caller's thread does other work."""
 
-    from cvmlaunch.files import file_digest
+    def __init__(self, *paths: str | None) -> None:
+        self._digests: list[bytes | None] = [None] * len(paths)
+        self._errors: list[BaseException | None] = [None] * len(paths)
+        self._threads = []
+        if any(path is not None for path in paths):
+            import threading  # only then (a firmware-only run does without it)
 
-    results: dict[str, bytes] = {}
-    errors: list[BaseException] = []
+            self._threads = [
+                threading.Thread(target=self._hash, args=(i, path), name="sha256", daemon=True)
+                for i, path in enumerate(paths)
+                if path is not None
+            ]
+        for thread in self._threads:
+            thread.start()
 
-    def work() -> None:
+    def _hash(self, index: int, path: str) -> None:
+        from cvmlaunch.files import file_digest
+
         try:
-            results["first"] = file_digest(first)
-        except BaseException as exc:  # re-raised in the caller's thread below
-            errors.append(exc)
+            self._digests[index] = file_digest(path)
+        except BaseException as exc:  # re-raised in the caller's thread by result()
+            self._errors[index] = exc
 
-    thread = threading.Thread(target=work, name="sha256-kernel", daemon=True)
-    thread.start()
-    try:
-        second_sha = file_digest(second)
-    finally:
-        thread.join()
-    if errors:
-        raise errors[0]
-    return results["first"], second_sha
+    def result(self) -> list[bytes | None]:
+        """The digests in the order of the paths (None for a None path), once all are done.
+
+        Raises:
+            ImageError: a file cannot be read (the first such path's error).
+        """
+        for thread in self._threads:
+            thread.join()
+        for error in self._errors:
+            if error is not None:
+                raise error
+        return list(self._digests)
 
 
 def _size(path: str) -> int:
