@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from click.shell_completion import CompletionItem
 
 __all__ = [
     "ANY_INT",
@@ -27,6 +26,9 @@ __all__ = [
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
 
 if TYPE_CHECKING:  # click >= 8.2 types ParamType by what it converts to
     _IntType = click.ParamType[int]
@@ -52,6 +54,8 @@ class DirPath(_StrType):
     def shell_complete(
         self, ctx: click.Context, param: click.Parameter, incomplete: str
     ) -> list[CompletionItem]:
+        from click.shell_completion import CompletionItem  # only when completing
+
         return [CompletionItem(incomplete, type="dir")]
 
 
@@ -94,6 +98,8 @@ class Completing(_StrType):
     def shell_complete(
         self, ctx: click.Context, param: click.Parameter, incomplete: str
     ) -> list[CompletionItem]:
+        from click.shell_completion import CompletionItem  # only when completing
+
         return [CompletionItem(v) for v in self.values if v.startswith(incomplete)]
 
 
