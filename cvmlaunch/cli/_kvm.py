@@ -50,7 +50,9 @@ def kvm_caps(*, as_json: bool, device: str) -> None:
     "caps",
     help="""Show the VM types, guest_memfd flags and populate calls the host offers.
 
-Only KVM_CHECK_EXTENSION and friends are called; nothing is created.""",
+Also what it lacks (missing) and the memory backend a plain launch would use here and why
+(plain_memory_backend, plain_memory_backend_reason). Only KVM_CHECK_EXTENSION and
+friends are called; nothing is created.""",
     short_help="Show the VM types, guest_memfd flags and populate calls the host offers.",
 )
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
