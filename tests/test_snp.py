@@ -651,6 +651,30 @@ def test_kernel_and_initrd_digests_stream_in_parallel(inputs: dict[str, Path]) -
         _FileDigests("/nonexistent/k", str(inputs["initrd.bin"])).result()
 
 
+def test_file_sha256_through_mmap_windows(tmp_path: Path) -> None:
+    """Several windows and a partial one, an empty file and a pipe: hashlib's digests."""
+    import os
+    import threading
+
+    from cvmlaunch.cli._measure_snp import _WINDOW, _sha256_of
+
+    big = tmp_path / "big"
+    data = bytes(range(256)) * ((2 * _WINDOW + 5) // 256) + b"tail!"
+    big.write_bytes(data)
+    assert _sha256_of(str(big)) == hashlib.sha256(data).digest()
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    assert _sha256_of(str(empty)) == hashlib.sha256(b"").digest()
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes(b"piped"))
+    writer.start()
+    assert _sha256_of(str(fifo)) == hashlib.sha256(b"piped").digest()
+    writer.join()
+    with pytest.raises(ImageError, match="cannot read: Is a directory"):
+        _sha256_of(str(tmp_path))
+
+
 def test_precomputed_kernel_and_initrd_hashes(inputs: dict[str, Path]) -> None:
     """--kernel-sha256/--initrd-sha256 stand in for the files (virtee/sev#277)."""
     case = CASES["amdsev-4-milan-kia"]

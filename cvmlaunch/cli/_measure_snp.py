@@ -544,10 +544,8 @@ class _FileDigests:
             thread.start()
 
     def _hash(self, index: int, path: str) -> None:
-        from cvmlaunch.files import file_digest
-
         try:
-            self._digests[index] = file_digest(path)
+            self._digests[index] = _sha256_of(path)
         except BaseException as exc:  # re-raised in the caller's thread by result()
             self._errors[index] = exc
 
@@ -563,6 +561,41 @@ class _FileDigests:
             if error is not None:
                 raise error
         return list(self._digests)
+
+
+#: The window of :func:`_sha256_of`: what one file adds to the peak RSS at most.
+_WINDOW = 4 << 20
+
+
+def _sha256_of(path: str) -> bytes:
+    """SHA-256 of the file ``path``, streamed through read-only mmap windows.
+
+    Hashing the page cache in place saves the copy into a read buffer (about a tenth of the
+    CPU of :func:`cvmlaunch.files.file_digest` for a large initrd, which is the critical path
+    of ``measure snp``); unmapping each window keeps the peak RSS to one window. What cannot
+    be mapped (an empty file, a pipe, a device) is read, as
+    :func:`cvmlaunch.files.file_digest` does.
+
+    Raises:
+        ImageError: the file cannot be read.
+    """
+    import mmap
+    import stat
+
+    try:
+        with open(path, "rb") as f:
+            info = os.fstat(f.fileno())
+            if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
+                return hashlib.file_digest(f, "sha256").digest()
+            digest = hashlib.sha256()
+            for offset in range(0, info.st_size, _WINDOW):
+                length = min(_WINDOW, info.st_size - offset)
+                with mmap.mmap(f.fileno(), length, offset=offset, access=mmap.ACCESS_READ) as m:
+                    m.madvise(mmap.MADV_SEQUENTIAL)
+                    digest.update(m)
+            return digest.digest()
+    except OSError as exc:
+        raise ImageError(f"cannot read: {exc.strerror}", source=path) from exc
 
 
 def _size(path: str) -> int:
