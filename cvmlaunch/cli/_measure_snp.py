@@ -524,21 +524,24 @@ def _kernel_hashes(
 
 
 class _FileDigests:
-    """SHA-256 of up to two files (either may be None), each streamed in chunks on its own
-    thread from the moment this is made: hashlib releases the GIL, so the files are hashed
-    on two cores while the caller's thread does other work."""
+    """SHA-256 of up to two files (either may be None): the last is streamed on a thread of
+    its own from the moment this is made, the first by the caller's thread in
+    :meth:`result`. hashlib releases the GIL, so the two run on two cores, and the longest
+    stream (the initrd's, given last) starts before the caller's other work (imports, checks,
+    the firmware), which then runs beside it with the first file's hash on the other core."""
 
     def __init__(self, *paths: str | None) -> None:
+        self._paths = paths
         self._digests: list[bytes | None] = [None] * len(paths)
         self._errors: list[BaseException | None] = [None] * len(paths)
         self._threads = []
-        if any(path is not None for path in paths):
+        if any(path is not None for path in paths[1:]):
             import threading  # only then (a firmware-only run does without it)
 
             self._threads = [
                 threading.Thread(target=self._hash, args=(i, path), name="sha256", daemon=True)
                 for i, path in enumerate(paths)
-                if path is not None
+                if i > 0 and path is not None
             ]
         for thread in self._threads:
             thread.start()
@@ -555,6 +558,8 @@ class _FileDigests:
         Raises:
             ImageError: a file cannot be read (the first such path's error).
         """
+        if self._paths and self._paths[0] is not None:
+            self._hash(0, self._paths[0])
         for thread in self._threads:
             thread.join()
         for error in self._errors:
