@@ -380,3 +380,44 @@ def test_firmware_dir_from_the_environment(
     assert by_flag.stdout == found.stdout
     help_text = run_cli(["measure", "tdx", "--help"]).stdout
     assert "CVMLAUNCH_FIRMWARE_DIR" in help_text
+
+
+def test_ctrl_c_of_the_console_script_is_one_line_exit_130(
+    tmp_path: Path, firmware: Callable[[str], Path]
+) -> None:
+    """A real SIGINT while ``measure snp`` waits for its initrd (a FIFO nobody writes)."""
+    import errno
+    import os
+    import signal
+    import time
+
+    kernel = tmp_path / "kernel"
+    kernel.write_bytes(b"kernel")
+    initrd = tmp_path / "initrd"
+    os.mkfifo(initrd)
+    ovmf = str(firmware("OVMF.amdsev.fd"))
+    args = ["--ovmf", ovmf, "--vcpus", "1", "--vcpu-type", "EPYC-v4", "--kernel", str(kernel)]
+    proc = subprocess.Popen(
+        [_console_script(), "measure", "snp", *args, "--initrd", str(initrd)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        # as an interactive shell starts it (a test runner may ignore SIGINT)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 30
+    writer = -1
+    while writer < 0:  # opening the FIFO's write end succeeds once the command reads it
+        try:
+            writer = os.open(initrd, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:  # ENXIO: no reader yet
+                raise
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    try:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        os.close(writer)
+    assert (proc.returncode, out, err) == (130, b"", b"cvmlaunch: interrupted\n")
