@@ -527,28 +527,39 @@ def test_a_hypercall_exit_is_decoded_and_answered() -> None:
     [(True, 0x30000, None), (False, 0x30000, "0xb"), (True, 0x70000, "0x7")],
 )
 def test_an_id_block_must_carry_the_digest_and_policy(
-    right_digest: bool, policy: int, error: str | None
+    right_digest: bool, policy: int, error: str | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The launcher refuses a pair the firmware would refuse before anything is created;
+    without that check, the model firmware refuses it at LAUNCH_FINISH."""
+    from cvmlaunch.cli import _cc_launch
+    from cvmlaunch.errors import CvmLaunchError
     from cvmlaunch.measure.identity import GuestPolicy, IdBlock, generate_key, sign_id_block
 
     image = _image("OVMF.amdsev.fd")
     digest = snp_digest(image, SnpSettings(vcpus=1, vcpu_sig=CPU_TYPES["EPYC-Milan"]))
     block = IdBlock(ld=digest if right_digest else bytes(48), policy=GuestPolicy(policy))
     auth = sign_id_block(block, generate_key())
-    kernel = ModelKernel()
     finish = kvm_map.SnpFinish(id_block=block.pack(), id_auth=auth.pack(), host_data=HOST_DATA)
 
-    def launch() -> None:
+    def launch(kernel: ModelKernel) -> None:
         launched = launch_snp_firmware(
             image, memory=MEMORY, vcpus=1, policy=0x30000, finish=finish, kernel=kernel
         )
         launched.vm.close()
 
+    kernel = ModelKernel()
     if error is None:
-        launch()
+        launch(kernel)
         assert kernel.launch_params["id_block"] == block.pack()
         assert kernel.launch_params["id_auth"] == auth.pack()
-    else:
-        with pytest.raises(KvmError, match=f"SNP_LAUNCH_FINISH.*firmware error {error}"):
-            launch()
+        assert kernel.violations == []
+        return
+    with pytest.raises(CvmLaunchError) as refused:
+        launch(kernel)
+    assert refused.value.exit_code == 1
+    assert not any(j[0] == "CREATE_VM" for j in kernel.journal)
+    monkeypatch.setattr(_cc_launch, "_check_pair", lambda *args: None)
+    kernel = ModelKernel()
+    with pytest.raises(KvmError, match=f"SNP_LAUNCH_FINISH.*firmware error {error}"):
+        launch(kernel)
     assert kernel.violations == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,10 +21,13 @@ from cvmlaunch.cli._launch import (
     open_vm,
 )
 from cvmlaunch.errors import CvmLaunchError
+from cvmlaunch.image.ovmf import parse_ovmf
 from cvmlaunch.launch import LaunchSettings, Tech, settings_from_toml
 from cvmlaunch.log_entry import LogOp
 from cvmlaunch.measure import identity as ident
+from cvmlaunch.measure.cpu import vcpu_type_signature
 from cvmlaunch.measure.reference import ReferenceValues
+from cvmlaunch.measure.snp import SnpSettings, snp_digest
 from tests.cli_runner import run_cli
 from tests.fakekvm import FakeKernel
 from tests.test_identity import AUTHOR_KEY, ID_KEY
@@ -136,12 +140,28 @@ def test_open_vm_closes_the_vm_when_a_launch_call_fails(tech: Tech) -> None:
     assert failures > 12
 
 
+@pytest.fixture
+def fw_id_files(tmp_path: Path, firmware: Any) -> tuple[Path, Path, Path]:
+    """OVMF.amdsev.fd and an ID block pair for its SNP launch (1 vCPU, EPYC-Milan, policy
+    0x30000): the digest is measure's, so only what a test changes can fail the check."""
+    fd = firmware("OVMF.amdsev.fd")
+    image = parse_ovmf(fd.read_bytes(), name=fd.name)
+    digest = snp_digest(image, SnpSettings(vcpus=1, vcpu_sig=vcpu_type_signature("EPYC-Milan")))
+    block = ident.IdBlock(ld=digest, policy=ident.GuestPolicy(0x30000))
+    block_file, auth_file = tmp_path / "id-block.bin", tmp_path / "id-auth.bin"
+    block_file.write_bytes(block.pack())
+    auth_file.write_bytes(ident.sign_id_block(block, ID_KEY, AUTHOR_KEY).pack())
+    return fd, block_file, auth_file
+
+
 def test_dry_run_shows_the_identity(
-    id_files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+    fw_id_files: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch, firmware: Any
 ) -> None:
     monkeypatch.setattr(kvm_map.Kvm, "open", pytest.fail)
-    args = ["launch", "--example", "--dry-run", "--tech", "snp", "--host-data", HOST_DATA.hex()]
-    args += ["--id-block", str(id_files[0]), "--id-auth", str(id_files[1])]
+    fd, block, auth = fw_id_files
+    args = ["launch", "--dry-run", "--tech", "snp", "--firmware", str(fd), "--host-data"]
+    args += [HOST_DATA.hex(), "--vcpu-type", "EPYC-Milan"]
+    args += ["--id-block", str(block), "--id-auth", str(auth)]
     result = run_cli(args)
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
@@ -152,7 +172,10 @@ def test_dry_run_shows_the_identity(
         f"  id_key_digest  {ident.key_digest(ID_KEY).hex()}",
         f"  author_key_digest {ident.key_digest(AUTHOR_KEY).hex()}",
     ]
-    tdx = run_cli(["launch", "--example", "--dry-run", "--tech", "tdx", "--mrowner", "ab" * 48])
+    tdx_fd = firmware("OVMF.inteltdx.ms.fd")
+    tdx = run_cli(
+        ["launch", "--dry-run", "--tech", "tdx", "--firmware", str(tdx_fd), "--mrowner", "ab" * 48]
+    )
     assert tdx.exit_code == 0, tdx.output
     assert f"  mrowner        {'ab' * 48}" in tdx.stdout.splitlines()
 
@@ -178,11 +201,12 @@ def test_bad_identity_flags_exit_2(
 
 
 def test_an_id_block_for_another_policy_exits_1(
-    id_files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+    fw_id_files: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(kvm_map.Kvm, "open", pytest.fail)
-    args = ["launch", "--example", "--dry-run", "--tech", "snp", "--policy", "0x20000"]
-    args += ["--id-block", str(id_files[0]), "--id-auth", str(id_files[1])]
+    fd, block, auth = fw_id_files
+    args = ["launch", "--dry-run", "--tech", "snp", "--firmware", str(fd), "--policy", "0x20000"]
+    args += ["--vcpu-type", "EPYC-Milan", "--id-block", str(block), "--id-auth", str(auth)]
     result = run_cli(args)
     assert result.exit_code == 1, result.output
     assert "its policy 0x30000 differs from the launch policy 0x20000" in result.stderr

@@ -11,7 +11,7 @@ the KVM layer recorded into the launch log (replayed by :mod:`cvmlaunch.measure.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from cvmlaunch.errors import ConfigError, CvmLaunchError
@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from cvmlaunch.cpuid import CpuidEntry, TdInitParams
     from cvmlaunch.image.ovmf import OvmfImage
     from cvmlaunch.kvm_map import Kernel, SnpFinish, Vm
+    from cvmlaunch.launch import LaunchSettings
+    from cvmlaunch.measure.identity import GuestPolicy
     from cvmlaunch.measure.log import LogInput, MeasurementLog, SettingValue
     from cvmlaunch.measure.sev_hashes import KernelHashes
     from cvmlaunch.measure.tdx import PageOrder
@@ -35,6 +37,7 @@ __all__ = [
     "TdxLaunched",
     "describe_snp",
     "describe_tdx",
+    "launch_confidential",
     "launch_snp_firmware",
     "launch_tdx_firmware",
     "run_firmware_launch",
@@ -95,6 +98,7 @@ def launch_snp_firmware(
     kernel: Kernel | None = None,
     tool_version: str = "",
     host_smt: bool | None = None,
+    vcpu_sig: int | None = None,
 ) -> SnpLaunched:
     """Launch ``image`` as an SEV-SNP guest up to ``SNP_LAUNCH_FINISH``.
 
@@ -123,13 +127,21 @@ def launch_snp_firmware(
     with kvm_map.Kvm.open(kernel) as kvm:
         kvm.caps().require(kvm_map.VmType.SNP)
         cpuid = snp_guest_cpuid(kvm.supported_cpuid())
+        host_sig = _signature(cpuid)
+        if vcpu_sig is not None and vcpu_sig != host_sig:
+            raise ConfigError(
+                f"this host's vCPU signature is {host_sig:#x}, not {vcpu_sig:#x} (--vcpu-type/"
+                "--vcpu-sig): every VMSA carries the host's; drop the flag or launch elsewhere"
+            )
         settings = SnpSettings(
             vcpus=vcpus,
-            vcpu_sig=_signature(cpuid),
+            vcpu_sig=host_sig,
             guest_features=guest_features,
             kernel_hashes=kernel_hashes,
         )
         plan = snp_plan(image, settings, memory)
+        if finish.id_block is not None and finish.id_auth is not None:
+            _check_pair(finish.id_block, finish.id_auth, plan, policy)
         vm = kvm.create_vm(kvm_map.VmType.SNP)
     try:
         done = kvm_map.launch_snp(
@@ -373,9 +385,16 @@ def run_firmware_launch(
     kernel: Kernel | None = None,
     out: TextIO | None = None,
     err: TextIO | None = None,
+    identity: Sequence[str] = (),
+    identity_settings: dict[str, SettingValue] | None = None,
+    inputs: tuple[LogInput, ...] = (),
 ) -> None:
     """``launch --tech snp|tdx --firmware FILE``: print the plan (dry run), or launch, write
     the log, and run the guest until it stops or ``req.timeout`` passes.
+
+    ``identity`` (lines) is printed after a dry run's plan; ``identity_settings`` and
+    ``inputs`` go into the log header. An ID block is checked against the plan's digest and
+    the policy before anything is created (the firmware would refuse the launch).
 
     Raises:
         KvmUnsupported: the host lacks the technology (nothing was created).
@@ -394,6 +413,8 @@ def run_firmware_launch(
         image = parse_ovmf(data, name=os.path.basename(req.firmware))
         if dry_run:
             for line in _dry_run(req, image, hashes):
+                print(line, file=out)
+            for line in identity:
                 print(line, file=out)
             return
         from cvmlaunch import __version__, kvm_map
@@ -416,6 +437,9 @@ def run_firmware_launch(
                 kernel_hashes=hashes,
                 kernel=kernel,
                 tool_version=__version__,
+                vcpu_sig=req.vcpu_sig,
+                inputs=inputs,
+                extra_settings=identity_settings,
             )
         else:
             launched = launch_tdx_firmware(
@@ -429,6 +453,8 @@ def run_firmware_launch(
                 mrownerconfig=req.mrownerconfig,
                 kernel=kernel,
                 tool_version=__version__,
+                inputs=inputs,
+                extra_settings=identity_settings,
             )
         with launched.vm as vm:
             text = dumps_log(launched.log)
@@ -450,6 +476,26 @@ def run_firmware_launch(
                 print(f"cvmlaunch: note: {note}", file=err)
             ended = run_guest(vm, req.timeout, lambda b: _relay(out, b))
             print(f"cvmlaunch: the guest {ended}", file=err)
+
+
+def _check_pair(block: bytes, auth: bytes, plan: SnpPlan, policy: int) -> None:
+    """Refuse an ID block pair the firmware would refuse: bad signatures, another launch
+    digest than the plan's, another policy (CheckFailed / MeasurementMismatch: exit 1)."""
+    from cvmlaunch.measure.identity import check_launch_id_pair
+    from cvmlaunch.measure.snp_chain import fold_layout
+
+    check_launch_id_pair(
+        block,
+        auth,
+        measurement=fold_layout(plan.layout),
+        policy=_policy(policy),
+        source="--id-block / --id-auth",
+    )
+
+
+def _check_id_block(req: FirmwareLaunch, plan: SnpPlan) -> None:
+    if req.id_block is not None and req.id_auth is not None:
+        _check_pair(req.id_block, req.id_auth, plan, req.policy)
 
 
 def _relay(out: TextIO, data: bytes) -> None:
@@ -474,12 +520,11 @@ def _dry_run(req: FirmwareLaunch, image: OvmfImage, hashes: KernelHashes | None)
             guest_features=req.guest_features,
             kernel_hashes=hashes,
         )
-        yield from describe_snp(snp_plan(image, settings, req.memory), req.policy)
-        yield f"host_data: {req.host_data.hex()}"
+        plan = snp_plan(image, settings, req.memory)
+        _check_id_block(req, plan)
+        yield from describe_snp(plan, req.policy)
     else:
         yield from describe_tdx(tdx_plan(image, req.memory, req.vcpus), PageOrder.PER_PAGE)
-        for name in ("mrconfigid", "mrowner", "mrownerconfig"):
-            yield f"{name}: {getattr(req, name).hex()}"
 
 
 #: What the guest's serial port reads: line status "transmitter empty" (port + 5).
@@ -544,3 +589,88 @@ def run_guest(vm: Vm, timeout: float, on_serial: Callable[[bytes], None]) -> str
     for t in threads:
         t.join(max(deadline - time.monotonic(), 0) + 1.0)
     return ended.get(0, "had no vCPU")
+
+
+def launch_confidential(
+    settings: LaunchSettings,
+    *,
+    dry_run: bool,
+    log_file: str | None,
+    kernel: Kernel | None = None,
+) -> None:
+    """``launch --tech snp|tdx``: the firmware launch of ``settings`` (see
+    :func:`run_firmware_launch`), with the launch identity and the input digests.
+
+    Raises:
+        ConfigError: no firmware (SNP and TDX guests start in their firmware), or settings
+            the launch cannot take.
+        CheckFailed, MeasurementMismatch: an ID block the firmware would refuse (exit 1).
+    """
+    from cvmlaunch.cli._launch import identity_lines, input_digests
+    from cvmlaunch.files import read_blob
+    from cvmlaunch.launch import Tech
+    from cvmlaunch.launch_identity import SnpLaunchIdentity
+    from cvmlaunch.layout import SNP_HOST_DATA_SIZE, SNP_ID_AUTH_SIZE, SNP_ID_BLOCK_SIZE
+    from cvmlaunch.measure.reference import identity_settings
+
+    snp: SnpLaunchIdentity | None = None
+    id_block = id_auth = None
+    if settings.tech is Tech.SNP:
+        if settings.id_block is not None and settings.id_auth is not None:
+            id_block = read_blob(settings.id_block, SNP_ID_BLOCK_SIZE, "ID block")
+            id_auth = read_blob(settings.id_auth, SNP_ID_AUTH_SIZE, "ID auth")
+        snp = SnpLaunchIdentity(settings.host_data or bytes(SNP_HOST_DATA_SIZE), id_block, id_auth)
+    tdx = settings.tdx_identity if settings.tech is Tech.TDX else None
+    tech = settings.tech.label
+    if settings.firmware is None:
+        raise ConfigError(
+            f"--tech {tech}: {tech.upper()} guests start in their firmware: give --firmware "
+            + (
+                "(an OVMF build with SEV metadata, e.g. OVMF.amdsev.fd; --kernel then boots "
+                "through its kernel-hashes page)"
+                if settings.tech is Tech.SNP
+                else "(a TDVF build, e.g. OVMF.inteltdx.fd)"
+            )
+        )
+    req = FirmwareLaunch(
+        tech=tech,
+        firmware=settings.firmware,
+        memory=settings.memory,
+        vcpus=settings.vcpus,
+        timeout=settings.timeout,
+        kernel=settings.kernel,
+        initrd=settings.initrd,
+        append=settings.append if settings.kernel is not None else None,
+        vcpu_sig=settings.signature,
+        guest_features=settings.guest_features or 0x1,
+        policy=settings.snp_policy,
+        host_data=snp.host_data if snp is not None else bytes(32),
+        id_block=id_block,
+        id_auth=id_auth,
+        auth_key_en=snp.auth_key_en if snp is not None else False,
+        td_attributes=settings.td_attributes,
+        xfam=settings.xfam,
+        mrconfigid=tdx.mrconfigid if tdx is not None else bytes(48),
+        mrowner=tdx.mrowner if tdx is not None else bytes(48),
+        mrownerconfig=tdx.mrownerconfig if tdx is not None else bytes(48),
+    )
+    ident: dict[str, SettingValue] = dict(
+        identity_settings(snp=snp, policy=_policy(settings.snp_policy))
+        if snp is not None
+        else identity_settings(tdx=tdx)
+    )
+    run_firmware_launch(
+        req,
+        dry_run=dry_run,
+        log_file=log_file,
+        kernel=kernel,
+        identity=list(identity_lines(settings.snp_policy, snp, tdx)),
+        identity_settings=ident,
+        inputs=() if dry_run else input_digests(settings),
+    )
+
+
+def _policy(value: int) -> GuestPolicy:
+    from cvmlaunch.measure.identity import GuestPolicy
+
+    return GuestPolicy(value)

@@ -177,24 +177,33 @@ def describe_plan(plan: LaunchPlan) -> Iterator[str]:
 
 def _identity_lines(plan: LaunchPlan) -> Iterator[str]:
     """The launch identity the VM is started with (reported beside the digest, not in it)."""
-    settings = plan.identity_settings()
-    if not settings:
+    yield from identity_lines(plan.settings.snp_policy, plan.snp, plan.tdx)
+
+
+def identity_lines(
+    policy: int, snp: SnpLaunchIdentity | None, tdx: TdxLaunchIdentity | None
+) -> Iterator[str]:
+    """The launch identity lines of a dry run: the SNP policy, host data and ID key digests,
+    or the TDX MR values (nothing for a plain launch)."""
+    if snp is None and tdx is None:
         return
     yield "launch identity (reported beside the launch digest, never measured):"
-    if plan.snp is not None:
+    if snp is not None:
         from cvmlaunch.measure.identity import GuestPolicy, IdAuth
 
-        yield f"  policy         {GuestPolicy(plan.settings.snp_policy).describe()}"
-        yield f"  host_data      {plan.snp.host_data.hex()}"
-        if plan.snp.id_auth is None:
+        yield f"  policy         {GuestPolicy(policy).describe()}"
+        yield f"  host_data      {snp.host_data.hex()}"
+        if snp.id_auth is None:
             yield "  id_block       none"
         else:
-            auth = IdAuth.unpack(plan.snp.id_auth)
+            auth = IdAuth.unpack(snp.id_auth)
             yield f"  id_key_digest  {auth.id_key_digest.hex()}"
             if auth.has_author_key:
                 yield f"  author_key_digest {auth.author_key_digest.hex()}"
     else:
-        for key, value in settings.items():
+        from cvmlaunch.measure.reference import identity_settings
+
+        for key, value in identity_settings(tdx=tdx).items():
             yield f"  {key:<14} {value}"
 
 
@@ -628,6 +637,11 @@ _OPTIONS = (
     "mrconfigid",
     "mrowner",
     "mrownerconfig",
+    "vcpu_type",
+    "vcpu_sig",
+    "guest_features",
+    "td_attributes",
+    "xfam",
 )
 
 
@@ -687,6 +701,11 @@ def launch(
     settings = settings_from_toml(text, base=base, source=source or "flags", overrides=overrides)
     if settings.tech is not Tech.NONE and not dry_run:
         check_host(settings.tech, settings.memory_backend)
+    if settings.tech is not Tech.NONE:
+        from cvmlaunch.cli._cc_launch import launch_confidential
+
+        launch_confidential(settings, dry_run=dry_run, log_file=log_file)
+        return
     with load_plan(settings) as plan:
         if dry_run:
             for line in describe_plan(plan):
@@ -718,11 +737,14 @@ def launch(
     )
 
 
-_HELP = """Boot a PVH guest on KVM; exit 0 only if the guest's own digests match the log.
+_HELP = """Boot a PVH guest, or an SEV-SNP / TDX guest's firmware, on KVM.
 
-The guest (e.g. the bundled example, --example) hashes every range the launcher placed
-in its memory and reports the digests on its serial port, which is relayed to stdout.
-The log's final digest is printed on stderr; --log FILE writes the whole log."""
+--tech none (default): the guest (e.g. the bundled example, --example) hashes every range
+the launcher placed in its memory and reports the digests on its serial port, which is
+relayed to stdout; exit 0 only if they match the log. --tech snp|tdx --firmware OVMF: a
+confidential launch of the firmware (SNP: --kernel for measured direct boot), whose launch
+digest or MRTD is printed on stderr and equals what measure snp|tdx predicts (--dry-run
+prints the plan and that prediction without a host). --log FILE writes the whole log."""
 
 
 @click.command("launch", help=_HELP, short_help=_HELP.splitlines()[0])
@@ -782,6 +804,24 @@ The log's final digest is printed on stderr; --log FILE writes the whole log."""
 @click.option("--mrconfigid", metavar="HEX", help="TDX MRCONFIGID, 48 bytes [default: zero]")
 @click.option("--mrowner", metavar="HEX", help="TDX MROWNER, 48 bytes [default: zero]")
 @click.option("--mrownerconfig", metavar="HEX", help="TDX MROWNERCONFIG, 48 bytes [default: zero]")
+@click.option(
+    "--vcpu-type",
+    metavar="NAME",
+    help="SNP dry run: QEMU CPU model whose signature the VMSAs carry (as measure snp); a "
+    "real launch takes the host's",
+)
+@click.option("--vcpu-sig", metavar="INT", help="SNP dry run: vCPU signature (CPUID 1 EAX)")
+@click.option(
+    "--guest-features", metavar="INT", help="SNP SEV_FEATURES of the VMSAs [default: 0x1]"
+)
+@click.option(
+    "--td-attributes",
+    metavar="HEX",
+    help="TDX TD attributes [default: QEMU's, SEPT_VE_DISABLE (0x10000000)]",
+)
+@click.option(
+    "--xfam", metavar="HEX", help="TDX XFAM [default: QEMU's, the CPU's XCR0|XSS the host supports]"
+)
 @click.option("--dry-run", is_flag=True, help="print the plan and prediction; do not run")
 def LAUNCH(  # noqa: N802
     config: str | None, example: bool, dry_run: bool, log_file: str | None, **given: Any
