@@ -105,7 +105,7 @@ COMMANDS: dict[str, Leaf | Group] = {
         "Verify, compare and show launch measurement logs.",
         {
             "diff": (
-                "Name the first place where logs A and B diverge (exit 1), or say they match.",
+                "Explain how logs A and B differ; exit 1 when their final digests differ.",
                 "cvmlaunch.cli._log:DIFF",
             ),
             "show": (

@@ -116,17 +116,20 @@ def _run_diff(args: argparse.Namespace) -> None:
 
 def diff(a: str, b: str) -> None:
     """Run ``log diff`` (see :data:`DIFF`)."""
-    from cvmlaunch.measure.log import diff_logs
+    from cvmlaunch.measure.log_diff import diff_logs
 
-    difference = diff_logs(_read_log(a), _read_log(b))
-    if difference is None:
-        print("the logs describe the same launch")
-        return
-    raise CheckFailed(f"logs differ: {difference.describe()}")
+    result = diff_logs(_read_log(a), _read_log(b))
+    for line in result.lines():
+        print(line)
+    if not result.same_digest:
+        raise CheckFailed("the final digests differ")
 
 
 DIFF = Command(
-    description="Name the first place where logs A and B diverge (exit 1), or say they match.",
+    description="""Explain how logs A and B differ; exit 1 when their final digests differ.
+
+Lists every header difference, the first diverging range, then the verdict: whether the
+final digests differ (exit 1) or not (exit 0, even when settings outside the digest do).""",
     configure=_configure_diff,
     run=_run_diff,
 )
