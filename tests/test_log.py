@@ -232,7 +232,6 @@ def _mutate(text: str, line: int, change: dict[str, object] | None = None, drop:
         (1, {"op": "snp.bogus"}, "", "line 2: unknown op 'snp.bogus'"),
         (1, {"content_sha384": "AB" * 48}, "", "line 2: content_sha384 must be lowercase hex"),
         (1, {"content_sha384": "ab" * 47}, "", "line 2: content_sha384 must be 48 bytes"),
-        (1, {"page_sha384": ["00" * 48]}, "", "line 2: 1 page hashes for a range of 0x4000"),
         (1, {"size": 0}, "", "line 2: size must be positive"),
         (2, {"record": "chapter"}, "", "line 3: unknown record type 'chapter'"),
         (2, {"record": "header"}, "", "line 3: a second header"),

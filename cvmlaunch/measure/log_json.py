@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from cvmlaunch.errors import LayoutError, LogFormatError
-from cvmlaunch.layout import PAGE_SIZE, PageType, Provenance, SourceKind
+from cvmlaunch.layout import PageType, Provenance, SourceKind
 from cvmlaunch.log_entry import LogEntry, LogOp
 from cvmlaunch.measure.log import (
     LOG_FORMAT,
@@ -428,8 +428,6 @@ def _parse_range(line: _Line, seq_expected: int, version: int) -> LogEntry:
     gpa = line.get_int("gpa")
     if size <= 0:
         raise line.fail("size must be positive")
-    if pages and len(pages) * PAGE_SIZE != size:
-        raise line.fail(f"{len(pages)} page hashes for a range of {size:#x} bytes")
     try:
         return LogEntry(
             seq=seq,
