@@ -112,8 +112,12 @@ COMMANDS: dict[str, Leaf | Group] = {
                 "Print LOG as a table: one line per populated range.",
                 "cvmlaunch.cli._log:SHOW",
             ),
+            "sign": (
+                "Sign LOG: write a DSSE envelope over its exact bytes (default LOG.dsse).",
+                "cvmlaunch.cli._log:SIGN",
+            ),
             "verify": (
-                "Replay LOG and check every running digest and the final one.",
+                "Check every field of LOG against its header and inputs, and its digests.",
                 "cvmlaunch.cli._log:VERIFY",
             ),
         },

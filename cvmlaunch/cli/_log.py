@@ -1,8 +1,11 @@
-"""``cvmlaunch log``: verify, compare and show launch measurement logs (docs/log-format.md).
+"""``cvmlaunch log``: verify, sign, compare and show launch measurement logs
+(docs/log-format.md).
 
-``verify`` replays a log and checks every running digest (exit 1 naming the first record that
-differs); ``diff`` names the first range (or header setting) where two logs diverge (exit 1
-when they do); ``show`` prints a table.
+``verify`` checks every field of a log against its header and the inputs at hand, and its
+DSSE signature (exit 1 naming each record and field that differs); ``sign`` writes a DSSE
+envelope over a log; ``diff`` explains how two logs differ (exit 1 when their final digests
+do); ``show`` prints a table. :func:`verify`, :func:`sign`, :func:`diff` and :func:`show` are
+the commands without their argument parsing.
 """
 
 from __future__ import annotations
@@ -10,16 +13,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Sequence
 
-from cvmlaunch.cli._command import Command
+from cvmlaunch.cli._command import Command, options
 from cvmlaunch.errors import CheckFailed, ConfigError, ImageError
 
 TYPE_CHECKING = False  # typing is not imported at run time (start-up time)
 if TYPE_CHECKING:
-    from cvmlaunch.measure.log import ContentProvider, MeasurementLog
+    from cvmlaunch.layout import Buffer
+    from cvmlaunch.measure.log import MeasurementLog
 
-__all__ = ["DIFF", "SHOW", "VERIFY"]
+__all__ = ["DIFF", "SHOW", "SIGN", "VERIFY", "diff", "show", "sign", "verify"]
 
 
 def _read_log(path: str) -> MeasurementLog:
@@ -34,40 +38,153 @@ def _read_log(path: str) -> MeasurementLog:
     return parse_log(text, name=path)
 
 
-@contextlib.contextmanager
-def _contents(log: MeasurementLog, ovmf: str | None) -> Iterator[ContentProvider | None]:
-    """The measured bytes rebuilt from the firmware and the header: SEV/SEV-ES logs (with
-    ``--firmware``) and TDX logs (``--firmware``, or else the firmware the header names, which
-    must match the header's hashes)."""
+#: The roles of the inputs a log may list, and the option that gives each.
+_ROLE_OPTIONS = {
+    "firmware": "--ovmf/--firmware",
+    "svsm": "--svsm",
+    "kernel": "--kernel",
+    "initrd": "--initrd",
+}
+
+
+def _find_inputs(log: MeasurementLog, given: dict[str, str], dirs: Sequence[str]) -> dict[str, str]:
+    """The files to check the log with, by role: those given, then the files in ``dirs``
+    (not recursive) whose size and SHA-256 are those of an input the header lists (names do
+    not matter: logs name inputs by base name, and a file may have been renamed)."""
+    from cvmlaunch.files import file_digest
+
+    found = dict(given)
+    wanted = {
+        (i.size, i.sha256): i.role
+        for i in log.header.inputs
+        if i.role in _ROLE_OPTIONS and i.role not in found and i.sha256 is not None
+    }
+    sizes = {size for size, _ in wanted}
+    for directory in dirs:
+        try:
+            names = sorted(os.listdir(directory))
+        except OSError as exc:
+            raise ConfigError(f"--inputs {directory}: {exc.strerror}") from exc
+        for name in names:
+            path = os.path.join(directory, name)
+            try:
+                size = os.stat(path).st_size if os.path.isfile(path) else -1
+            except OSError:
+                continue
+            if size not in sizes:
+                continue
+            role = wanted.get((size, file_digest(path)))
+            if role is not None and role not in found:
+                found[role] = path
+    return found
+
+
+def verify(
+    log_file: str,
+    ovmf: str | None = None,
+    *,
+    svsm: str | None = None,
+    kernel: str | None = None,
+    initrd: str | None = None,
+    append: str | None = None,
+    inputs: Sequence[str] = (),
+    require_inputs: bool = False,
+    as_json: bool = False,
+    signed_by: str | None = None,
+    signature: str | None = None,
+) -> None:
+    """Run ``log verify`` (see :data:`VERIFY`): check every field of the log against its
+    header and the inputs at hand (docs/log-format.md, "What log verify proves"), and its
+    signature with ``signed_by``.
+
+    Raises:
+        CheckFailed: a field differs, the signature does not verify, or (``require_inputs``)
+            something could not be checked without inputs.
+    """
     from cvmlaunch.files import map_file
-    from cvmlaunch.measure.log import Technology
+    from cvmlaunch.measure.log_check import check_log
 
-    if log.header.technology is Technology.TDX:
-        listed = log.header.input("firmware")
-        path = ovmf if ovmf is not None else (listed.name if listed is not None else None)
-        if path is None:
-            yield None  # page_add-only logs replay without bytes; others say what is missing
-            return
-        if ovmf is None and not os.path.isfile(path):
-            raise ConfigError(
-                f"replaying this TDX log needs its firmware: {path!r} (named in the log "
-                "header) is not found here; give --firmware FILE"
-            )
-        from cvmlaunch.image.ovmf import parse_ovmf
-        from cvmlaunch.measure.tdx import check_log_input, tdvf_contents
+    signer = _check_signature(log_file, signed_by, signature) if signed_by else None
+    log = _read_log(log_file)
+    given = {
+        role: path
+        for role, path in (
+            ("firmware", ovmf),
+            ("svsm", svsm),
+            ("kernel", kernel),
+            ("initrd", initrd),
+        )
+        if path is not None
+    }
+    files = _find_inputs(log, given, inputs)
+    with contextlib.ExitStack() as stack:
+        buffers: dict[str, Buffer] = {
+            role: stack.enter_context(map_file(path)) for role, path in files.items()
+        }
+        if append is not None:
+            raw = append.encode()
+            buffers["cmdline"] = raw + b"\0" if log.header.format_version >= 2 else raw
+        result = check_log(log, buffers)
+    if as_json:
+        import json
 
-        with map_file(path) as data:
-            check_log_input(log.header, "firmware", data, name=path)
-            yield tdvf_contents(log.header, parse_ovmf(data, name=path))
-        return
-    if ovmf is None or log.header.technology not in (Technology.SEV, Technology.SEV_ES):
-        yield None
-        return
-    from cvmlaunch.image.ovmf import parse_ovmf
-    from cvmlaunch.measure.sev import sev_contents
+        doc = {"log": log_file, "records": len(log.entries), **result.to_json()}
+        doc["signed_by"] = signer
+        print(json.dumps(doc, sort_keys=True))
+    else:
+        if signer is not None:
+            print(f"{log_file}: signature OK (key {signer})")
+        for finding in result.findings:
+            print(f"{log_file}: {finding.describe()}")
+        for item in result.unchecked:
+            print(f"{log_file}: unchecked: {item}")
+        if result.ok:
+            digest = result.digest.hex() if result.digest is not None else "not replayed"
+            rest = f" ({len(result.unchecked)} part(s) unchecked)" if result.unchecked else ""
+            print(f"{log_file}: OK {len(log.entries)} records, digest {digest}{rest}")
+    if not result.ok:
+        raise CheckFailed(f"{len(result.findings)} field(s) of {log_file} differ")
+    if require_inputs and not result.complete:
+        raise CheckFailed(
+            f"{len(result.unchecked)} part(s) of {log_file} could not be checked without "
+            "inputs (--require-inputs)"
+        )
 
-    with map_file(ovmf) as data:
-        yield sev_contents(log.header, parse_ovmf(data, name=ovmf))
+
+def _check_signature(log_file: str, signed_by: str, signature: str | None) -> str:
+    """Verify the DSSE envelope of ``log_file`` (``signature``, default ``LOG.dsse``)."""
+    from cvmlaunch.files import read_small
+    from cvmlaunch.measure.log_sign import (
+        MAX_ENVELOPE_BYTES,
+        load_public_key,
+        verify_signed_log,
+    )
+
+    key = load_public_key(read_small(signed_by, "public key"), signed_by)
+    envelope_path = signature if signature is not None else log_file + ".dsse"
+    envelope = read_small(envelope_path, "DSSE envelope", MAX_ENVELOPE_BYTES)
+    log_bytes = read_small(log_file, "log", MAX_ENVELOPE_BYTES)
+    return verify_signed_log(log_bytes, envelope, key)
+
+
+def sign(log_file: str, key: str, output: str | None = None) -> None:
+    """Run ``log sign``: write a DSSE envelope over the log's exact bytes (default
+    ``LOG.dsse``). The log is read first (a file that is not a log is refused)."""
+    from cvmlaunch.cli._output import write_atomic
+    from cvmlaunch.files import read_small
+    from cvmlaunch.measure.log_sign import (
+        MAX_ENVELOPE_BYTES,
+        key_id,
+        load_private_key,
+        sign_log,
+    )
+
+    private = load_private_key(read_small(key, "private key"), key)
+    _read_log(log_file)  # a log, or a one-line error
+    log_bytes = read_small(log_file, "log", MAX_ENVELOPE_BYTES)
+    out = output if output is not None else log_file + ".dsse"
+    write_atomic(out, sign_log(log_bytes, private))
+    print(f"{out}: signed {log_file} (key {key_id(private.public_key())})")
 
 
 def _configure_verify(p: argparse.ArgumentParser) -> None:
@@ -77,29 +194,43 @@ def _configure_verify(p: argparse.ArgumentParser) -> None:
         "--firmware",
         dest="ovmf",
         metavar="FILE",
-        help="the firmware, for SEV/SEV-ES and TDX logs (their replay needs the measured bytes; "
-        "TDX defaults to the firmware the log header names)",
+        help="the firmware (checked against the log's hashes), to check the records it decides",
     )
+    p.add_argument("--svsm", metavar="FILE", help="the SVSM image of an snp:svsm log")
+    p.add_argument("--kernel", metavar="FILE", help="the kernel")
+    p.add_argument("--initrd", metavar="FILE", help="the initrd")
+    p.add_argument("--append", metavar="CMDLINE", help="the kernel command line")
+    p.add_argument(
+        "--inputs",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a directory where the log's inputs are found by their SHA-256 (repeatable)",
+    )
+    p.add_argument(
+        "--require-inputs",
+        action="store_true",
+        help="exit 1 unless every field could be checked (all the inputs were at hand)",
+    )
+    p.add_argument("--json", dest="as_json", action="store_true", help="print JSON")
+    p.add_argument(
+        "--signed-by", metavar="PUBKEY", help="also check LOG's DSSE signature by this key"
+    )
+    p.add_argument("--signature", metavar="FILE", help="the DSSE envelope [default: LOG.dsse]")
 
 
 def _run_verify(args: argparse.Namespace) -> None:
-    verify(args.log_file, args.ovmf)
-
-
-def verify(log_file: str, ovmf: str | None) -> None:
-    """Run ``log verify`` (see :data:`VERIFY`)."""
-    from cvmlaunch.measure.log import verify_log
-
-    log = _read_log(log_file)
-    with _contents(log, ovmf) as contents:
-        digest = verify_log(log, contents)
-    print(f"{log_file}: OK {len(log.entries)} records, digest {digest.hex()}")
+    opts = options(args)
+    verify(opts.pop("log_file"), opts.pop("ovmf"), **opts)
 
 
 VERIFY = Command(
-    description="""Replay LOG and check every running digest and the final one.
+    description="""Check every field of LOG against its header and inputs, and its digests.
 
-Prints the final digest on success; exits 1 naming the first record that differs.""",
+The header's settings and the inputs given (--ovmf, or found by SHA-256 in --inputs DIR)
+rebuild the launch plan; every record must equal it, and the digest chain must replay.
+Prints the final digest on success and what could not be checked without inputs; exits 1
+naming each record and field that differs (docs/log-format.md).""",
     configure=_configure_verify,
     run=_run_verify,
 )
@@ -108,19 +239,25 @@ Prints the final digest on success; exits 1 naming the first record that differs
 def _configure_diff(p: argparse.ArgumentParser) -> None:
     p.add_argument("a", metavar="A", help="a launch log")
     p.add_argument("b", metavar="B", help="the launch log to compare it with")
+    p.add_argument("--json", dest="as_json", action="store_true", help="print JSON")
 
 
 def _run_diff(args: argparse.Namespace) -> None:
-    diff(args.a, args.b)
+    diff(args.a, args.b, as_json=args.as_json)
 
 
-def diff(a: str, b: str) -> None:
+def diff(a: str, b: str, *, as_json: bool = False) -> None:
     """Run ``log diff`` (see :data:`DIFF`)."""
     from cvmlaunch.measure.log_diff import diff_logs
 
     result = diff_logs(_read_log(a), _read_log(b))
-    for line in result.lines():
-        print(line)
+    if as_json:
+        import json
+
+        print(json.dumps({"a": a, "b": b, **result.to_json()}, sort_keys=True))
+    else:
+        for line in result.lines():
+            print(line)
     if not result.same_digest:
         raise CheckFailed("the final digests differ")
 
@@ -132,6 +269,28 @@ Lists every header difference, the first diverging range, then the verdict: whet
 final digests differ (exit 1) or not (exit 0, even when settings outside the digest do).""",
     configure=_configure_diff,
     run=_run_diff,
+)
+
+
+def _configure_sign(p: argparse.ArgumentParser) -> None:
+    p.add_argument("log_file", metavar="LOG", help="the launch log")
+    p.add_argument(
+        "--key", required=True, metavar="KEY", help="PEM private key (ECDSA P-384 or Ed25519)"
+    )
+    p.add_argument("--output", metavar="FILE", help="the envelope [default: LOG.dsse]")
+
+
+def _run_sign(args: argparse.Namespace) -> None:
+    sign(args.log_file, args.key, args.output)
+
+
+SIGN = Command(
+    description="""Sign LOG: write a DSSE envelope over its exact bytes (default LOG.dsse).
+
+The envelope (in-toto's DSSE, docs/log-format.md) protects the fields no replay can check;
+log verify --signed-by PUBKEY checks it.""",
+    configure=_configure_sign,
+    run=_run_sign,
 )
 
 

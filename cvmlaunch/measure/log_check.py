@@ -43,6 +43,7 @@ from cvmlaunch.measure.log_checker import (
     LogCheck,
     SettingsView,
     decided_by,
+    record_where,
     show,
 )
 
@@ -229,7 +230,7 @@ def _snp_vmsas(c: Checker, s: SettingsView, settings: Any, mode: str) -> None:
             continue
         index = e.provenance.index or 0
         if e.provenance.index != ordinal:
-            c.find(f"record {e.seq}", "provenance.index", f"{e.provenance.index}, vCPU {ordinal}")
+            c.find(record_where(e), "provenance.index", f"{e.provenance.index}, vCPU {ordinal}")
         ordinal += 1
         eip = BSP_RESET_EIP if index == 0 else ap_eip
         if eip is None:
@@ -247,13 +248,13 @@ def _snp_vmsas(c: Checker, s: SettingsView, settings: Any, mode: str) -> None:
         why = decided_by(c.tech, e)
         want = hashlib.sha384(page).digest()
         if e.page_sha384[:1] != (want,):
-            c.find(f"record {e.seq}", "page_sha384[0]", f"not the VMSA page the settings give{why}")
+            c.find(record_where(e), "page_sha384[0]", f"not the VMSA page the settings give{why}")
         if e.content_sha384 != want:
-            c.find(f"record {e.seq}", "content_sha384", f"not the VMSA page the settings give{why}")
+            c.find(record_where(e), "content_sha384", f"not the VMSA page the settings give{why}")
         detail = "BSP" if index == 0 else "AP"
         if e.provenance.detail != detail:
             c.find(
-                f"record {e.seq}", "provenance.detail", f"{e.provenance.detail!r} for vCPU {index}"
+                record_where(e), "provenance.detail", f"{e.provenance.detail!r} for vCPU {index}"
             )
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "SettingsView",
     "decided_by",
     "hex_or_null",
+    "record_where",
     "show",
 ]
 
@@ -160,6 +161,14 @@ class SettingsView:
         return raw
 
 
+def record_where(entry: LogEntry) -> str:
+    """``record 7 (snp.launch_update NORMAL [0x810000-0x811000) sev-kernel-hashes ...)``."""
+    return (
+        f"record {entry.seq} ({entry.op.value} {entry.page_type.name} "
+        f"[{entry.gpa:#x}-{entry.gpa + entry.size:#x}) {entry.provenance.describe()})"
+    )
+
+
 def decided_by(technology: Technology, entry: LogEntry) -> str:
     keys = _DECIDED_BY.get(technology, {}).get(entry.provenance.kind, ())
     return f" (decided by the header's settings {', '.join(keys)})" if keys else ""
@@ -223,7 +232,7 @@ class Checker:
     def check_records(self) -> None:
         rules = RECORD_RULES.get(self.tech)
         for entry in self.log.entries:
-            where = f"record {entry.seq}"
+            where = record_where(entry)
             if rules is not None:
                 for what, message in rules(entry):
                     self.find(where, what, message + decided_by(self.tech, entry))
@@ -243,7 +252,7 @@ class Checker:
             ):
                 if entry.digest_after is not None and entry.digest_after != digest:
                     self.find(
-                        f"record {entry.seq}",
+                        record_where(entry),
                         "digest_after",
                         f"the log says {entry.digest_after.hex()}, the records replay to "
                         f"{digest.hex()}",
@@ -291,7 +300,7 @@ class Checker:
             n = min(len(entries), len(want.entries))
             extra = entries[n] if len(entries) > n else want.entries[n]
             self.find(
-                f"record {extra.seq}",
+                record_where(extra),
                 "presence",
                 f"the log has {len(entries)} records, the plan for these settings "
                 f"{len(want.entries)}" + decided_by(self.tech, extra),
@@ -305,7 +314,7 @@ class Checker:
             )
 
     def _compare_entry(self, got: LogEntry, exp: LogEntry) -> None:
-        where = f"record {got.seq}"
+        where = record_where(got)
         why = decided_by(self.tech, exp)
         for what, a, b in (
             ("op", got.op.value, exp.op.value),
