@@ -668,3 +668,37 @@ def test_writer_cuts_paths_to_base_names() -> None:
     parsed = parse_log(text)
     assert parsed.header.inputs[0].name == "fw.fd"
     assert parsed.entries[0].provenance.name == "fw.fd"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, (1 << 53) // PAGE_SIZE), st.integers(1, (1 << 41) // PAGE_SIZE)),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_the_writer_never_writes_what_the_reader_refuses(ranges: list[tuple[int, int]]) -> None:
+    """One set of limits: a log the writer writes always reads back; one it refuses is
+    past a limit the reader also enforces."""
+    log = make_log()
+    entries = tuple(
+        dataclasses.replace(
+            log.entries[1], seq=i, gpa=page * PAGE_SIZE, size=pages * PAGE_SIZE, digest_after=None
+        )
+        for i, (page, pages) in enumerate(ranges)
+    )
+    candidate = dataclasses.replace(
+        log, entries=entries, footer=dataclasses.replace(log.footer, records=len(entries))
+    )
+    try:
+        text = dumps_log(candidate)
+    except LogFormatError:
+        from cvmlaunch.layout import MAX_GPA
+        from cvmlaunch.measure.log import MAX_COVERED_BYTES
+
+        assert any(g + s > MAX_GPA for g, s in ((e.gpa, e.size) for e in entries)) or (
+            sum(e.size for e in entries) > MAX_COVERED_BYTES
+        )
+        return
+    assert parse_log(text).entries == entries

@@ -297,3 +297,50 @@ def test_signature_only_fields_are_documented() -> None:
         listed = " ".join(SIGNATURE_ONLY[tech])
         for name in names:
             assert name in listed, (tech, name)
+
+
+def test_a_version_1_log_still_checks(work: Path, firmware: Any) -> None:
+    """Version 1 logs (paths as names, the command line hashed without its NUL) are read and
+    checked; only the v2 definition of the cmdline input differs."""
+    import hashlib
+
+    text, inputs = sev_case(work, _firmware(firmware, "OVMF.amdsev.fd"), "sev")
+    lines = text.splitlines()
+    head = json.loads(lines[0])
+    head["version"] = 1
+    for item in head["inputs"]:
+        item["name"] = "/home/someone/images/" + item["name"]
+        if item["role"] == "cmdline":
+            raw = APPEND.encode()
+            item.update(
+                name="--append",
+                size=len(raw),
+                sha256=hashlib.sha256(raw).hexdigest(),
+                sha384=hashlib.sha384(raw).hexdigest(),
+            )
+    lines[0] = json.dumps(head, sort_keys=True, separators=(",", ":"))
+    for i in range(1, len(lines) - 1):
+        rec = json.loads(lines[i])
+        if rec["provenance"]["kind"] == "file":
+            rec["provenance"]["name"] = "/srv/" + rec["provenance"]["name"]
+        lines[i] = json.dumps(rec, sort_keys=True, separators=(",", ":"))
+    log = parse_log("\n".join(lines) + "\n")
+    assert log.header.format_version == 1
+    inputs["cmdline"] = APPEND.encode()  # version 1: no NUL
+    result = check_log(log, inputs)
+    assert result.findings == ()
+    assert result.complete
+
+
+def test_records_off_the_plan_are_not_replayed(work: Path, firmware: Any) -> None:
+    """With the inputs, a record whose range is not the plan's fails without being replayed:
+    a 4 GiB ZERO record in place of a small one costs nothing."""
+    text, inputs = snp_case(work, _firmware(firmware, "OVMF.amdsev.fd"))
+    lines = text.splitlines()
+    n = next(i for i, line in enumerate(lines) if '"page_type":"ZERO"' in line)
+    rec = json.loads(lines[n])
+    rec["size"] = 1 << 32
+    lines[n] = json.dumps(rec, sort_keys=True, separators=(",", ":"))
+    result = check_log(parse_log("\n".join(lines) + "\n"), inputs)
+    assert result.digest is None
+    assert [f.field for f in result.findings][:1] == ["size"]

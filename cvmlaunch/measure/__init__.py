@@ -37,8 +37,10 @@ if TYPE_CHECKING:
         replay_log,
         verify_log,
     )
+    from cvmlaunch.measure.log_check import SIGNATURE_ONLY, Finding, LogCheck, check_log
     from cvmlaunch.measure.log_diff import LogDiff, LogDifference, diff_logs
     from cvmlaunch.measure.log_json import dump_log, dumps_log, parse_log
+    from cvmlaunch.measure.log_sign import sign_log, verify_signed_log
     from cvmlaunch.measure.sev import SevSettings, sev_digest, sev_log, sev_plan
     from cvmlaunch.measure.sev_hashes import KernelHashes, cmdline_sha256
     from cvmlaunch.measure.snp import (
@@ -72,11 +74,14 @@ __all__ = [
     "LOG_FORMAT",
     "LOG_VERSION",
     "MAX_VCPUS",
+    "SIGNATURE_ONLY",
     "TDX_ALGORITHM",
     "VCPU_TYPES",
     "ContentProvider",
+    "Finding",
     "FpuInit",
     "KernelHashes",
+    "LogCheck",
     "LogDiff",
     "LogDifference",
     "LogFooter",
@@ -92,6 +97,7 @@ __all__ = [
     "TdxMeasurement",
     "Technology",
     "VmmType",
+    "check_log",
     "cmdline_sha256",
     "complete_log",
     "cpu_signature",
@@ -111,6 +117,7 @@ __all__ = [
     "sev_digest",
     "sev_log",
     "sev_plan",
+    "sign_log",
     "snp_digest",
     "snp_layout",
     "snp_log",
@@ -121,12 +128,19 @@ __all__ = [
     "tdx_log",
     "vcpu_type_signature",
     "verify_log",
+    "verify_signed_log",
     "vmsa_page",
 ]
 
 #: Where each public name lives; imported on first use, so that importing one submodule
 #: (e.g. the CLI's ``cvmlaunch.measure.cpu``) does not import every technology.
 _EXPORTS: dict[str, str] = {
+    "Finding": "log_check",
+    "LogCheck": "log_check",
+    "SIGNATURE_ONLY": "log_check",
+    "check_log": "log_check",
+    "sign_log": "log_sign",
+    "verify_signed_log": "log_sign",
     "ContentProvider": "log",
     "FpuInit": "vmsa",
     "KernelHashes": "sev_hashes",
