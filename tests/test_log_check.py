@@ -344,3 +344,38 @@ def test_records_off_the_plan_are_not_replayed(work: Path, firmware: Any) -> Non
     result = check_log(parse_log("\n".join(lines) + "\n"), inputs)
     assert result.digest is None
     assert [f.field for f in result.findings][:1] == ["size"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--mode", "snp:svsm", "--svsm", "@synthetic-svsm.bin", "--vars-size", "0x84000",
+         "--vcpus", "2", "--vcpu-type", "EPYC-Milan"],
+        ["--mode", "snp:ovmf-hash"],
+        ["--vcpus", "3", "--vmm-type", "ec2"],
+        ["--vcpus", "3", "--vmm-type", "gce"],
+        ["--vcpus", "1", "--vcpu-sig", "0", "--snp-ovmf-hash", "@seed"],
+    ],
+    ids=["svsm", "ovmf-hash", "ec2", "gce", "seeded"],
+)  # fmt: skip
+def test_every_snp_mode_checks_completely(tmp_path: Path, args: list[str]) -> None:
+    """Each SNP mode's log, with its inputs found by SHA-256 in a directory, checks with
+    nothing left unchecked; without them, the firmware's records are listed as unchecked."""
+    from tests.snp_inputs import materialize
+
+    files = materialize(tmp_path / "in")
+    fw = files["OVMF.amdsev.fd"]
+    seed = _measure(["measure", "snp", "--mode", "snp:ovmf-hash", "--ovmf", str(fw)])
+    argv = [seed if a == "@seed" else str(files[a[1:]]) if a.startswith("@") else a for a in args]
+    log_path = tmp_path / "m.jsonl"
+    _measure(["measure", "snp", "--ovmf", str(fw), *argv, "--log", str(log_path)])
+    log = parse_log(log_path.read_text())
+    found = {"firmware": fw.read_bytes()}
+    if "--svsm" in args:
+        found["svsm"] = files["synthetic-svsm.bin"].read_bytes()
+    full = check_log(log, found)
+    assert (full.findings, full.unchecked) == ((), ())
+    assert full.digest == log.digest
+    alone = check_log(log)
+    assert alone.findings == ()
+    assert any("give the firmware" in u for u in alone.unchecked)

@@ -215,12 +215,13 @@ def _snp_settings(c: Checker, s: SettingsView) -> Any:
         return None
 
 
-def _snp_vmsas(c: Checker, s: SettingsView, settings: Any, mode: str) -> None:
+def _snp_vmsas(c: Checker, s: SettingsView, settings: Any, mode: str, *, svsm_given: bool) -> None:
     """The VMSA records against the pages the settings give (no input needed)."""
     from cvmlaunch.measure.vmsa import BSP_RESET_EIP, vmsa_page
 
     if mode != "snp":
-        c.unchecked.append(f"the VMSA records of mode {mode}: give the SVSM image")
+        if not svsm_given:  # with it, the rebuilt plan checks them
+            c.unchecked.append(f"the VMSA records of mode {mode}: give the SVSM image")
         return
     ap_eip = s.get("ap_reset_address", int, required=False)
     pages: dict[int, bytes] = {}
@@ -299,7 +300,7 @@ def _check_snp(c: Checker, s: SettingsView, found: Mapping[str, Buffer]) -> Cont
     else:
         settings = _snp_settings(c, s)
         if settings is not None:
-            _snp_vmsas(c, s, settings, mode)
+            _snp_vmsas(c, s, settings, mode, svsm_given="svsm" in found)
     need = ["firmware"] + (["svsm"] if mode == "snp:svsm" else [])
     missing = [r for r in need if r not in found]
     if missing:
