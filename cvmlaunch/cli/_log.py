@@ -315,11 +315,14 @@ def show(log_file: str, full: bool) -> None:
     width = 96 if full else 16
     h = log.header
     print(f"{h.technology.value} ({h.algorithm}), written by {h.tool} {h.tool_version}")
+    from cvmlaunch.measure.log import HOST_DETAILS
+
     for key, value in h.settings.items():
         shown: object = value
         if isinstance(value, int) and not isinstance(value, bool) and key != "vcpus":
             shown = hex(value) if not key.endswith("size") else value
-        print(f"  {key} = {shown}")
+        note = "  (host detail, not measured)" if key in HOST_DETAILS else ""
+        print(f"  {key} = {shown}{note}")
     for item in h.inputs:
         digest = item.sha256 if item.sha256 is not None else item.sha384
         print(f"  input {item.role}: {item.name} ({item.size} bytes) {_short(digest, width)}")

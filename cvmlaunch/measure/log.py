@@ -44,10 +44,11 @@ from cvmlaunch.log_entry import LogEntry, LogOp
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # the sibling modules are imported when their names are first used
-    from cvmlaunch.measure.log_diff import LogDiff, LogDifference, diff_logs
+    from cvmlaunch.measure.log_diff import LogDiff, LogDifference, diff_logs, host_differences
     from cvmlaunch.measure.log_json import dump_log, dumps_log, parse_log
 
 __all__ = [
+    "HOST_DETAILS",
     "LOG_FORMAT",
     "LOG_VERSION",
     "MAX_COVERED_BYTES",
@@ -75,11 +76,18 @@ __all__ = [
     "dumps_log",
     "entry_for_range",
     "get_replayer",
+    "host_differences",
     "parse_log",
     "register_replayer",
     "replay_log",
     "verify_log",
 ]
+
+#: Header settings that describe the host a launch ran on, not the launch (non-measured
+#: metadata): no digest covers them, replay ignores them, and :func:`diff_logs` does not
+#: count them as differences (:func:`host_differences` lists them). ``memory_backend``:
+#: ``guest-memfd`` or ``anonymous``; ``pre_fault_memory``: whether the host pre-faulted.
+HOST_DETAILS = frozenset({"memory_backend", "pre_fault_memory"})
 
 #: The ``format`` value of every header record.
 LOG_FORMAT = "cvmlaunch-launch-log"
@@ -547,6 +555,7 @@ _SIBLINGS = {
     "LogDifference": "log_diff",
     "LogDiff": "log_diff",
     "diff_logs": "log_diff",
+    "host_differences": "log_diff",
 }
 
 

@@ -24,9 +24,9 @@ from typing import Any
 
 from cvmlaunch.layout import PAGE_SIZE, PageType
 from cvmlaunch.log_entry import LogEntry
-from cvmlaunch.measure.log import MeasurementLog, SettingValue
+from cvmlaunch.measure.log import HOST_DETAILS, MeasurementLog, SettingValue
 
-__all__ = ["LogDiff", "LogDifference", "diff_logs", "show_value"]
+__all__ = ["LogDiff", "LogDifference", "diff_logs", "host_differences", "show_value"]
 
 #: Values longer than this many characters are shortened (:func:`show_value`).
 SHORT_VALUE = 40
@@ -85,17 +85,20 @@ class LogDiff:
 
     Args:
         header: every header difference, in a fixed order (technology, algorithm, settings
-            by name, initial digest, inputs by role, tool version).
+            by name, initial digest, inputs by role, tool version); not the host details.
         first_range: the first record where the launches diverge (a field of it, or a record
             only one log has), or None.
         digest_a: the first log's final digest.
         digest_b: the second log's.
+        host: the host details that differ (:data:`~cvmlaunch.measure.log.HOST_DETAILS`:
+            non-measured metadata about the host, not the launch).
     """
 
     header: tuple[LogDifference, ...]
     first_range: LogDifference | None
     digest_a: bytes
     digest_b: bytes
+    host: tuple[LogDifference, ...] = ()
 
     @property
     def same_digest(self) -> bool:
@@ -104,7 +107,7 @@ class LogDiff:
 
     @property
     def identical(self) -> bool:
-        """Whether nothing differs at all."""
+        """Whether the logs describe the same launch: nothing differs but host details."""
         return not self.header and self.first_range is None and self.same_digest
 
     def verdict(self) -> str:
@@ -122,6 +125,8 @@ class LogDiff:
         """The explanation: each header difference, the first diverging range, the verdict."""
         if self.identical:
             yield "the logs describe the same launch"
+        for d in self.host:
+            yield f"  {d.what} differs (not measured): {d.a} vs {d.b}"
         for d in self.header:
             yield d.describe()
         if self.first_range is not None:
@@ -138,6 +143,7 @@ class LogDiff:
             "digest_a": self.digest_a.hex(),
             "digest_b": self.digest_b.hex(),
             "same_digest": self.same_digest,
+            "host": [d.to_json() for d in self.host],
         }
 
 
@@ -150,7 +156,7 @@ def _header_differences(a: MeasurementLog, b: MeasurementLog) -> Iterator[LogDif
         if va != vb:
             yield LogDifference("header", what, show_value(va), show_value(vb))
     absent = "(absent)"
-    for key in sorted(set(ha.settings) | set(hb.settings)):
+    for key in sorted((set(ha.settings) | set(hb.settings)) - HOST_DETAILS):
         va_s: SettingValue | str = ha.settings.get(key, absent)
         vb_s: SettingValue | str = hb.settings.get(key, absent)
         if va_s != vb_s or type(va_s) is not type(vb_s):
@@ -192,6 +198,27 @@ def _header_differences(a: MeasurementLog, b: MeasurementLog) -> Iterator[LogDif
             f"{ha.tool} {ha.tool_version}",
             f"{hb.tool} {hb.tool_version}",
         )
+
+
+def host_differences(a: MeasurementLog, b: MeasurementLog) -> tuple[LogDifference, ...]:
+    """The :data:`~cvmlaunch.measure.log.HOST_DETAILS` settings in which two logs' headers
+    differ (non-measured metadata: two launches that differ only there describe the same
+    launch)."""
+    out = []
+    absent = "(absent)"
+    for key in sorted(HOST_DETAILS & (set(a.header.settings) | set(b.header.settings))):
+        va: SettingValue | str = a.header.settings.get(key, absent)
+        vb: SettingValue | str = b.header.settings.get(key, absent)
+        if va != vb or type(va) is not type(vb):
+            out.append(
+                LogDifference(
+                    "header",
+                    f"host detail {key}",
+                    absent if va is absent else show_value(va, key=key),
+                    absent if vb is absent else show_value(vb, key=key),
+                )
+            )
+    return tuple(out)
 
 
 def _record_difference(ea: LogEntry, eb: LogEntry) -> LogDifference | None:
@@ -247,7 +274,8 @@ def _first_range(a: MeasurementLog, b: MeasurementLog) -> LogDifference | None:
 def diff_logs(a: MeasurementLog, b: MeasurementLog) -> LogDiff:
     """Explain how two logs differ.
 
-    Header: technology, algorithm, every setting (by name), the initial digest, each input's
+    Header: technology, algorithm, every setting (by name; the host details apart, see
+    :func:`host_differences`), the initial digest, each input's
     size and hashes (by role; names are informational, like provenance names), the tool.
     Records: the first that differs in op, GPA, size, page type, measured flag, contents
     hash, page hashes (naming the page), provenance (kind, offset, index) or running digest,
@@ -261,4 +289,5 @@ def diff_logs(a: MeasurementLog, b: MeasurementLog) -> LogDiff:
         first_range=_first_range(a, b),
         digest_a=a.footer.digest,
         digest_b=b.footer.digest,
+        host=host_differences(a, b),
     )
