@@ -39,7 +39,7 @@ SIGNATURE_FIELDS = {
         ("header", "settings", "mrowner"),
         ("header", "settings", "mrownerconfig"),
     },
-    "plain": {("header", "settings", "vcpus")},
+    "plain": {("header", "settings", "vcpus"), ("header", "settings", "memory_backend")},
 }
 #: Input names are informational (inputs are found by SHA-256): a name no record repeats is
 #: only protected by a signature; the firmware's name is repeated in its records'
@@ -288,6 +288,22 @@ def test_every_field_of_a_tdx_log(work: Path, firmware: Any) -> None:
 def test_every_field_of_a_plain_log() -> None:
     text, inputs = plain_log_text()
     _assert_outcome(_run_edits(text, "plain", inputs))
+
+
+@pytest.mark.kvm
+def test_every_field_of_a_real_launch_log(tmp_path: Path) -> None:
+    """The log ``cvmlaunch launch --example --log`` writes on this host (with its host
+    details: memory backend, pre-fault records where the host pre-faults)."""
+    path = tmp_path / "launch.jsonl"
+    result = run_cli(["launch", "--example", "--log", str(path)])
+    assert result.exit_code == 0, result.output
+    append = "console=ttyS0 cvmlaunch.example=1"
+    inputs = {
+        "kernel": (DATA / "example-guest.elf").read_bytes(),
+        "initrd": (DATA / "example-initrd.img").read_bytes(),
+        "cmdline": append.encode() + b"\0",
+    }
+    _assert_outcome(_run_edits(path.read_text(), "plain", inputs))
 
 
 def test_signature_only_fields_are_documented() -> None:
