@@ -28,14 +28,28 @@ __all__ = ["DIFF", "SHOW", "SIGN", "VERIFY", "diff", "show", "sign", "verify"]
 
 def _read_log(path: str) -> MeasurementLog:
     from cvmlaunch.files import map_file
-    from cvmlaunch.measure.log import parse_log
 
     with map_file(path) as data:
-        try:
-            text = str(data, "utf-8")
-        except UnicodeDecodeError as exc:
-            raise ImageError(f"not UTF-8 text (byte {exc.start})", source=path) from exc
+        return _parse(path, data)
+
+
+def _parse(path: str, data: Buffer) -> MeasurementLog:
+    from cvmlaunch.measure.log_json import parse_log
+
+    try:
+        text = str(data, "utf-8")
+    except UnicodeDecodeError as exc:
+        raise ImageError(f"not UTF-8 text (byte {exc.start})", source=path) from exc
     return parse_log(text, name=path)
+
+
+def _read_signed(path: str) -> tuple[bytes, MeasurementLog]:
+    """The log's bytes and the log they parse to: what is signed is what is checked."""
+    from cvmlaunch.files import read_small
+    from cvmlaunch.measure.log_sign import MAX_ENVELOPE_BYTES
+
+    data = read_small(path, "log", MAX_ENVELOPE_BYTES)
+    return data, _parse(path, data)
 
 
 #: The roles of the inputs a log may list, and the option that gives each.
@@ -104,8 +118,12 @@ def verify(
     from cvmlaunch.files import map_file
     from cvmlaunch.measure.log_check import check_log
 
-    signer = _check_signature(log_file, signed_by, signature) if signed_by else None
-    log = _read_log(log_file)
+    signer: str | None = None
+    if signed_by is not None:
+        log_bytes, log = _read_signed(log_file)
+        signer = _check_signature(log_file, log_bytes, signed_by, signature)
+    else:
+        log = _read_log(log_file)
     given = {
         role: path
         for role, path in (
@@ -151,7 +169,7 @@ def verify(
         )
 
 
-def _check_signature(log_file: str, signed_by: str, signature: str | None) -> str:
+def _check_signature(log_file: str, log_bytes: bytes, signed_by: str, signature: str | None) -> str:
     """Verify the DSSE envelope of ``log_file`` (``signature``, default ``LOG.dsse``)."""
     from cvmlaunch.files import read_small
     from cvmlaunch.measure.log_sign import (
@@ -163,7 +181,6 @@ def _check_signature(log_file: str, signed_by: str, signature: str | None) -> st
     key = load_public_key(read_small(signed_by, "public key"), signed_by)
     envelope_path = signature if signature is not None else log_file + ".dsse"
     envelope = read_small(envelope_path, "DSSE envelope", MAX_ENVELOPE_BYTES)
-    log_bytes = read_small(log_file, "log", MAX_ENVELOPE_BYTES)
     return verify_signed_log(log_bytes, envelope, key)
 
 
@@ -172,16 +189,10 @@ def sign(log_file: str, key: str, output: str | None = None) -> None:
     ``LOG.dsse``). The log is read first (a file that is not a log is refused)."""
     from cvmlaunch.cli._output import write_atomic
     from cvmlaunch.files import read_small
-    from cvmlaunch.measure.log_sign import (
-        MAX_ENVELOPE_BYTES,
-        key_id,
-        load_private_key,
-        sign_log,
-    )
+    from cvmlaunch.measure.log_sign import key_id, load_private_key, sign_log
 
     private = load_private_key(read_small(key, "private key"), key)
-    _read_log(log_file)  # a log, or a one-line error
-    log_bytes = read_small(log_file, "log", MAX_ENVELOPE_BYTES)
+    log_bytes, _ = _read_signed(log_file)  # a log, or a one-line error
     out = output if output is not None else log_file + ".dsse"
     write_atomic(out, sign_log(log_bytes, private))
     print(f"{out}: signed {log_file} (key {key_id(private.public_key())})")
