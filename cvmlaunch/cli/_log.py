@@ -52,13 +52,8 @@ def _read_signed(path: str) -> tuple[bytes, MeasurementLog]:
     return data, _parse(path, data)
 
 
-#: The roles of the inputs a log may list, and the option that gives each.
-_ROLE_OPTIONS = {
-    "firmware": "--ovmf/--firmware",
-    "svsm": "--svsm",
-    "kernel": "--kernel",
-    "initrd": "--initrd",
-}
+#: The roles of the file inputs a log may list (the ``cmdline`` input is ``--append``).
+_FILE_ROLES = ("firmware", "svsm", "kernel", "initrd")
 
 
 def _find_inputs(log: MeasurementLog, given: dict[str, str], dirs: Sequence[str]) -> dict[str, str]:
@@ -71,7 +66,7 @@ def _find_inputs(log: MeasurementLog, given: dict[str, str], dirs: Sequence[str]
     wanted = {
         (i.size, i.sha256): i.role
         for i in log.header.inputs
-        if i.role in _ROLE_OPTIONS and i.role not in found and i.sha256 is not None
+        if i.role in _FILE_ROLES and i.role not in found and i.sha256 is not None
     }
     sizes = {size for size, _ in wanted}
     for directory in dirs:

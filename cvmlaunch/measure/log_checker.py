@@ -25,6 +25,7 @@ from cvmlaunch.measure.log import (
 )
 
 __all__ = [
+    "ABSENT",
     "KERNEL_HASHES",
     "RECORD_RULES",
     "SNP_VMSA",
@@ -289,7 +290,7 @@ class Checker:
                 f"{hex_or_null(wh.initial_digest)}",
             )
         for key in sorted(set(have.settings) | set(wh.settings)):
-            a, b = have.settings.get(key, _ABSENT), wh.settings.get(key, _ABSENT)
+            a, b = have.settings.get(key, ABSENT), wh.settings.get(key, ABSENT)
             if a != b or type(a) is not type(b):
                 self.find("header", f"setting {key}", f"{show(a)}, the inputs give {show(b)}")
         for item in wh.inputs:
@@ -367,27 +368,27 @@ class Checker:
             )
 
 
-_ABSENT = object()
+#: A setting one header has and the other lacks.
+ABSENT = object()
 
 
 def hex_or_null(value: bytes | None) -> str:
+    """Hex, or ``null``."""
     return "null" if value is None else value.hex()
 
 
 def show(value: object) -> str:
-    if value is _ABSENT:
+    """A value in a finding: hex for bytes, quoted text (long text shortened), JSON's
+    ``true``/``false``, integers in decimal, ``(absent)`` for a missing setting."""
+    if value is ABSENT:
         return "(absent)"
     if isinstance(value, bytes):
         return value.hex()
-    if isinstance(value, str) and len(value) > 40:
-        return f"{value[:16]}… ({len(value)} chars)"
-    return (
-        repr(value)
-        if isinstance(value, str)
-        else str(value).lower()
-        if isinstance(value, bool)
-        else str(value)
-    )
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return repr(value) if len(value) <= 40 else f"{value[:16]!r}… ({len(value)} chars)"
+    return str(value)
 
 
 # ------------------------------------------------------------------ per-record rules
