@@ -395,3 +395,38 @@ def test_every_snp_mode_checks_completely(tmp_path: Path, args: list[str]) -> No
     alone = check_log(log)
     assert alone.findings == ()
     assert any("give the firmware" in u for u in alone.unchecked)
+
+
+@pytest.mark.parametrize("tech", ["tdx", "sev"])
+def test_log_verify_exits_1_naming_every_edited_field(
+    work: Path, firmware: Any, tmp_path: Path, tech: str
+) -> None:
+    """The same edits through ``cvmlaunch log verify`` with the inputs: exit 1 naming the
+    field, 0 for the signature-only fields, 2 (one line) for the format errors."""
+    if tech == "tdx":
+        text, _ = tdx_case(work, _firmware(firmware, "OVMF.inteltdx.ms.fd"))
+        args = ["--firmware", str(_firmware(firmware, "OVMF.inteltdx.ms.fd"))]
+    else:
+        text, _ = sev_case(work, _firmware(firmware, "OVMF.amdsev.fd"), "sev")
+        args = ["--ovmf", str(_firmware(firmware, "OVMF.amdsev.fd")), "--kernel",
+                str(work / "kernel.bin"), "--append", APPEND]  # fmt: skip
+    signature = SIGNATURE_FIELDS["all"] | SIGNATURE_FIELDS[tech]
+    path = tmp_path / "edited.jsonl"
+    codes: dict[int, int] = {}
+    for _, kind, keys, edited in _edits(text):
+        path.write_text(edited)
+        result = run_cli(["log", "verify", str(path), *args, "--require-inputs"])
+        codes[result.exit_code] = codes.get(result.exit_code, 0) + 1
+        label = (kind, keys, result.output)
+        name = _field_name(keys)
+        if result.exit_code == 2:
+            assert name in FORMAT_FIELDS or (kind, keys) == ("footer", ("records",)), label
+            assert len(result.output.splitlines()) == 1, label
+        elif (kind, *[k for k in keys if isinstance(k, str)]) in signature or (
+            name in NAME_FIELDS and kind == "header"
+        ):
+            assert result.exit_code in (0, 1), label
+        else:
+            assert result.exit_code == 1, label
+            assert name in result.stdout, label
+    assert codes[1] > 20
