@@ -71,7 +71,6 @@ SIGNATURE_ONLY: Mapping[str, tuple[str, ...]] = {
     ),
 }
 
-#: The settings that decide each kind of record, per technology (named in findings).
 # ------------------------------------------------------------------ identity
 
 
@@ -88,7 +87,7 @@ def _check_snp_identity(c: Checker, s: SettingsView) -> None:
     s.hex("host_data", 32, required=False)
     block = s.hex("id_block", 96, required=False)
     auth_text = s.get("id_auth", str, required=False)
-    if (block is None) != (auth_text is None) and "id_block" in s.values:
+    if (s.values.get("id_block") is None) != (s.values.get("id_auth") is None):
         s.bad("id_auth", "id_block and id_auth go together")
         return
     if block is None or auth_text is None:
