@@ -3,27 +3,28 @@
 
 ``verify`` checks every field of a log against its header and the inputs at hand, and its
 DSSE signature (exit 1 naming each record and field that differs); ``sign`` writes a DSSE
-envelope over a log; ``diff`` explains how two logs differ (exit 1 when their final digests
-do); ``show`` prints a table. :func:`verify`, :func:`sign`, :func:`diff` and :func:`show` are
-the commands without their argument parsing.
+envelope over a log (:mod:`cvmlaunch.cli._log_sign`); ``diff`` explains how two logs differ
+(exit 1 when their final digests do); ``show`` prints a table. :func:`verify`, :func:`diff`
+and :func:`show` are the commands without their options.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 from collections.abc import Sequence
 
-from cvmlaunch.cli._command import Command, options
+import click
+
+from cvmlaunch.cli._params import FILE, DirPath, firmware_dir_option, resolve_firmware
 from cvmlaunch.errors import CheckFailed, ConfigError, ImageError
 
-TYPE_CHECKING = False  # typing is not imported at run time (start-up time)
+TYPE_CHECKING = False  # imports for annotations only
 if TYPE_CHECKING:
     from cvmlaunch.layout import Buffer
     from cvmlaunch.measure.log import MeasurementLog
 
-__all__ = ["DIFF", "SHOW", "SIGN", "VERIFY", "diff", "show", "sign", "verify"]
+__all__ = ["DIFF", "SHOW", "VERIFY", "diff", "read_signed", "show", "verify"]
 
 
 def _read_log(path: str) -> MeasurementLog:
@@ -43,7 +44,7 @@ def _parse(path: str, data: Buffer) -> MeasurementLog:
     return parse_log(text, name=path)
 
 
-def _read_signed(path: str) -> tuple[bytes, MeasurementLog]:
+def read_signed(path: str) -> tuple[bytes, MeasurementLog]:
     """The log's bytes and the log they parse to: what is signed is what is checked."""
     from cvmlaunch.files import read_small
     from cvmlaunch.measure.log_sign import MAX_ENVELOPE_BYTES
@@ -115,7 +116,7 @@ def verify(
 
     signer: str | None = None
     if signed_by is not None:
-        log_bytes, log = _read_signed(log_file)
+        log_bytes, log = read_signed(log_file)
         signer = _check_signature(log_file, log_bytes, signed_by, signature)
     else:
         log = _read_log(log_file)
@@ -179,77 +180,81 @@ def _check_signature(log_file: str, log_bytes: bytes, signed_by: str, signature:
     return verify_signed_log(log_bytes, envelope, key)
 
 
-def sign(log_file: str, key: str, output: str | None = None) -> None:
-    """Run ``log sign``: write a DSSE envelope over the log's exact bytes (default
-    ``LOG.dsse``). The log is read first (a file that is not a log is refused)."""
-    from cvmlaunch.cli._output import write_atomic
-    from cvmlaunch.files import read_small
-    from cvmlaunch.measure.log_sign import key_id, load_private_key, sign_log
+@click.command(
+    "verify",
+    help="""Check every field of LOG against its header and inputs.
 
-    private = load_private_key(read_small(key, "private key"), key)
-    log_bytes, _ = _read_signed(log_file)  # a log, or a one-line error
-    out = output if output is not None else log_file + ".dsse"
-    write_atomic(out, sign_log(log_bytes, private))
-    print(f"{out}: signed {log_file} (key {key_id(private.public_key())})")
-
-
-def _configure_verify(p: argparse.ArgumentParser) -> None:
-    p.add_argument("log_file", metavar="LOG", help="the launch log")
-    p.add_argument(
-        "--ovmf",
-        "--firmware",
-        dest="ovmf",
-        metavar="FILE",
-        help="the firmware (checked against the log's hashes), to check the records it decides",
-    )
-    p.add_argument("--svsm", metavar="FILE", help="the SVSM image of an snp:svsm log")
-    p.add_argument("--kernel", metavar="FILE", help="the kernel")
-    p.add_argument("--initrd", metavar="FILE", help="the initrd")
-    p.add_argument("--append", metavar="CMDLINE", help="the kernel command line")
-    p.add_argument(
-        "--inputs",
-        action="append",
-        default=[],
-        metavar="DIR",
-        help="a directory where the log's inputs are found by their SHA-256 (repeatable)",
-    )
-    p.add_argument(
-        "--require-inputs",
-        action="store_true",
-        help="exit 1 unless every field could be checked (all the inputs were at hand)",
-    )
-    p.add_argument("--json", dest="as_json", action="store_true", help="print JSON")
-    p.add_argument(
-        "--signed-by", metavar="PUBKEY", help="also check LOG's DSSE signature by this key"
-    )
-    p.add_argument("--signature", metavar="FILE", help="the DSSE envelope [default: LOG.dsse]")
-
-
-def _run_verify(args: argparse.Namespace) -> None:
-    opts = options(args)
-    verify(opts.pop("log_file"), opts.pop("ovmf"), **opts)
-
-
-VERIFY = Command(
-    description="""Check every field of LOG against its header and inputs, and its digests.
-
-The header's settings and the inputs given (--ovmf, or found by SHA-256 in --inputs DIR)
-rebuild the launch plan; every record must equal it, and the digest chain must replay.
-Prints the final digest on success and what could not be checked without inputs; exits 1
-naming each record and field that differs (docs/log-format.md).""",
-    configure=_configure_verify,
-    run=_run_verify,
+The header's settings and the inputs given (--ovmf, --svsm, --kernel, --initrd, --append, or
+found by SHA-256 in --inputs DIR) rebuild the launch plan; every record must equal it, and
+the digest chain must replay. Prints the final digest on success and what could not be
+checked without inputs; exits 1 naming each record and field that differs, and with
+--signed-by when LOG's DSSE signature does not verify (docs/log-format.md).""",
+    short_help="Check every field of LOG against its header and inputs.",
 )
-
-
-def _configure_diff(p: argparse.ArgumentParser) -> None:
-    p.add_argument("a", metavar="A", help="a launch log")
-    p.add_argument("b", metavar="B", help="the launch log to compare it with")
-    p.add_argument("--json", dest="as_json", action="store_true", help="print JSON")
-
-
-def _run_diff(args: argparse.Namespace) -> None:
-    diff(args.a, args.b, as_json=args.as_json)
+@click.argument("log_file", metavar="LOG", type=FILE)
+@click.option(
+    "--ovmf",
+    "--firmware",
+    "ovmf",
+    type=FILE,
+    metavar="FILE",
+    help="the firmware (checked against the log's hashes), to check the records it decides",
+)
+@firmware_dir_option()
+@click.option("--svsm", type=FILE, metavar="FILE", help="the SVSM image of an snp:svsm log")
+@click.option("--kernel", type=FILE, metavar="FILE", help="the kernel")
+@click.option("--initrd", type=FILE, metavar="FILE", help="the initrd")
+@click.option("--append", metavar="CMDLINE", help="the kernel command line")
+@click.option(
+    "--inputs",
+    "inputs",
+    type=DirPath(),
+    metavar="DIR",
+    multiple=True,
+    help="a directory where the log's inputs are found by their SHA-256 (repeatable)",
+)
+@click.option(
+    "--require-inputs",
+    is_flag=True,
+    help="exit 1 unless every field could be checked (all the inputs were at hand)",
+)
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@click.option(
+    "--signed-by",
+    type=FILE,
+    metavar="PUBKEY",
+    help="also check LOG's DSSE signature by this PEM public key (ECDSA P-384 or Ed25519)",
+)
+@click.option(
+    "--signature", type=FILE, metavar="FILE", help="the DSSE envelope  [default: LOG.dsse]"
+)
+def VERIFY(  # noqa: N802
+    log_file: str,
+    ovmf: str | None,
+    firmware_dir: str | None,
+    svsm: str | None,
+    kernel: str | None,
+    initrd: str | None,
+    append: str | None,
+    inputs: tuple[str, ...],
+    require_inputs: bool,
+    as_json: bool,
+    signed_by: str | None,
+    signature: str | None,
+) -> None:
+    verify(
+        log_file,
+        None if ovmf is None else resolve_firmware(ovmf, firmware_dir),
+        svsm=svsm,
+        kernel=kernel,
+        initrd=initrd,
+        append=append,
+        inputs=inputs,
+        require_inputs=require_inputs,
+        as_json=as_json,
+        signed_by=signed_by,
+        signature=signature,
+    )
 
 
 def diff(a: str, b: str, *, as_json: bool = False) -> None:
@@ -268,51 +273,23 @@ def diff(a: str, b: str, *, as_json: bool = False) -> None:
         raise CheckFailed("the final digests differ")
 
 
-DIFF = Command(
-    description="""Explain how logs A and B differ; exit 1 when their final digests differ.
+@click.command(
+    "diff",
+    help="""Explain how logs A and B differ; exit 1 if their digests do.
 
 Lists every header difference, the first diverging range, then the verdict: whether the
 final digests differ (exit 1) or not (exit 0, even when settings outside the digest do).""",
-    configure=_configure_diff,
-    run=_run_diff,
+    short_help="Explain how logs A and B differ; exit 1 if their digests do.",
 )
-
-
-def _configure_sign(p: argparse.ArgumentParser) -> None:
-    p.add_argument("log_file", metavar="LOG", help="the launch log")
-    p.add_argument(
-        "--key", required=True, metavar="KEY", help="PEM private key (ECDSA P-384 or Ed25519)"
-    )
-    p.add_argument("--output", metavar="FILE", help="the envelope [default: LOG.dsse]")
-
-
-def _run_sign(args: argparse.Namespace) -> None:
-    sign(args.log_file, args.key, args.output)
-
-
-SIGN = Command(
-    description="""Sign LOG: write a DSSE envelope over its exact bytes (default LOG.dsse).
-
-The envelope (in-toto's DSSE, docs/log-format.md) protects the fields no replay can check;
-log verify --signed-by PUBKEY checks it.""",
-    configure=_configure_sign,
-    run=_run_sign,
-)
+@click.argument("a", metavar="A", type=FILE)
+@click.argument("b", metavar="B", type=FILE)
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+def DIFF(a: str, b: str, as_json: bool) -> None:  # noqa: N802
+    diff(a, b, as_json=as_json)
 
 
 def _short(value: bytes | None, width: int = 16) -> str:
     return "-" if value is None else value.hex()[:width]
-
-
-def _configure_show(p: argparse.ArgumentParser) -> None:
-    p.add_argument("log_file", metavar="LOG", help="the launch log")
-    p.add_argument(
-        "--full", action="store_true", help="print whole digests instead of 16-digit prefixes"
-    )
-
-
-def _run_show(args: argparse.Namespace) -> None:
-    show(args.log_file, args.full)
 
 
 def show(log_file: str, full: bool) -> None:
@@ -355,8 +332,12 @@ def show(log_file: str, full: bool) -> None:
     print(f"final digest {log.footer.digest.hex()}")
 
 
-SHOW = Command(
-    description="Print LOG as a table: one line per populated range.",
-    configure=_configure_show,
-    run=_run_show,
+@click.command(
+    "show",
+    help="Print LOG as a table: one line per populated range.",
+    short_help="Print LOG as a table: one line per populated range.",
 )
+@click.argument("log_file", metavar="LOG", type=FILE)
+@click.option("--full", is_flag=True, help="print whole digests instead of 16-digit prefixes")
+def SHOW(log_file: str, full: bool) -> None:  # noqa: N802
+    show(log_file, full)
