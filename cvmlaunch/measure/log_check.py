@@ -67,7 +67,7 @@ SIGNATURE_ONLY: Mapping[str, tuple[str, ...]] = {
         "header.settings.vcpus",
         "header.settings.memory_backend",
         "header.settings.pre_fault_memory (checked against the pre-fault records)",
-        "range.provenance of plain.pre_fault records",
+        "the plain.pre_fault records (which ranges a host pre-faulted, and how it split them)",
     ),
 }
 
