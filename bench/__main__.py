@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, str] = {
     "snp-cli": "bench.snp_cli",
     "snp-fold": "bench.snp_fold",
     "tdx-mrtd": "bench.tdx_mrtd",
+    "log-replay": "bench.log_replay",
     "populate": "bench.populate",
     "memory": "bench.memory",
 }

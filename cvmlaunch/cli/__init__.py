@@ -67,10 +67,11 @@ COMMANDS: Registry = {
     ),
     "launch": "cvmlaunch.cli._launch:LAUNCH",
     "log": (
-        "Verify, compare and show launch measurement logs.",
+        "Verify, sign, compare and show launch measurement logs.",
         {
             "diff": "cvmlaunch.cli._log:DIFF",
             "show": "cvmlaunch.cli._log:SHOW",
+            "sign": "cvmlaunch.cli._log_sign:SIGN",
             "verify": "cvmlaunch.cli._log:VERIFY",
         },
     ),
