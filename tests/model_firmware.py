@@ -298,6 +298,8 @@ class ModelKernel(FakeKernel):
         self.extra: dict[int, _VcpuExtra] = {}
         self.enabled_caps: dict[int, set[int]] = {}
         self.cpuid_rejections = 0
+        #: The number of system calls made when the launch was sealed (FINISH/FINALIZE).
+        self.sealed_at: int | None = None
 
     # -- helpers ------------------------------------------------------------------
     def violate(self, code: int, message: str) -> OSError:
@@ -604,6 +606,7 @@ class ModelKernel(FakeKernel):
                 raise _oserror(errno.EIO)
         ctx.finished = True
         vm.finalized = True
+        self.sealed_at = self.calls
         self.journal.append(("SNP_LAUNCH_FINISH", bytes(fin.host_data), fin.id_block_en))
         return 0
 
@@ -640,6 +643,7 @@ class ModelKernel(FakeKernel):
                 raise self.violate(errno.EINVAL, "KVM_TDX_FINALIZE_VM with a request unfinished")
             td.finalized = True
             vm.finalized = True
+            self.sealed_at = self.calls
             self.journal.append(("TDX_FINALIZE_VM",))
             return 0
         raise self.violate(errno.EINVAL, f"TDX VM command {cmd.id}")

@@ -10,6 +10,7 @@ the KVM layer recorded into the launch log (replayed by :mod:`cvmlaunch.measure.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from cvmlaunch.layout import Layout
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import TextIO
+    from typing import Any, TextIO
 
     from cvmlaunch.cc_plan import SnpPlan, TdxPlan
     from cvmlaunch.cpuid import CpuidEntry, TdInitParams
@@ -65,6 +66,17 @@ class TdxLaunched:
     params: TdInitParams
     vm: Vm
     notes: tuple[str, ...]
+
+
+def _close_on_error(vm: Vm, kvm: Any) -> None:
+    """Close ``/dev/kvm`` now (the ``with`` does it again, idempotently), closing ``vm`` if
+    that fails: the VM must not leak when the system handle's close reports an error."""
+    try:
+        kvm.close()
+    except BaseException:
+        with contextlib.suppress(CvmLaunchError):
+            vm.close()
+        raise
 
 
 def host_smt_active() -> bool:
@@ -143,6 +155,7 @@ def launch_snp_firmware(
         if finish.id_block is not None and finish.id_auth is not None:
             _check_pair(finish.id_block, finish.id_auth, plan, policy)
         vm = kvm.create_vm(kvm_map.VmType.SNP)
+        _close_on_error(vm, kvm)
     try:
         done = kvm_map.launch_snp(
             vm,
@@ -211,6 +224,7 @@ def launch_tdx_firmware(
         host_cpuid = kvm.supported_cpuid()
         plan = tdx_plan(image, memory, vcpus)
         vm = kvm.create_vm(kvm_map.VmType.TDX)
+        _close_on_error(vm, kvm)
     try:
         done, params = kvm_map.launch_tdx(
             vm,
@@ -539,6 +553,9 @@ def run_guest(vm: Vm, timeout: float, on_serial: Callable[[bytes], None]) -> str
 
     Returns:
         How the BSP's run ended, for a one-line report.
+
+    Raises:
+        CvmLaunchError: a vCPU's run failed (KVM_RUN, a page-state change): the first error.
     """
     import threading
     import time
@@ -549,6 +566,7 @@ def run_guest(vm: Vm, timeout: float, on_serial: Callable[[bytes], None]) -> str
     deadline = time.monotonic() + timeout
     lock = threading.Lock()
     ended: dict[int, str] = {}
+    errors: list[CvmLaunchError] = []
 
     def run_one(vcpu: kvm_map.Vcpu) -> None:
         try:
@@ -577,6 +595,7 @@ def run_guest(vm: Vm, timeout: float, on_serial: Callable[[bytes], None]) -> str
                 return
         except CvmLaunchError as exc:
             ended[vcpu.vcpu_id] = f"failed: {exc}"
+            errors.append(exc)
 
     threads = [
         threading.Thread(target=run_one, args=(v,), name=f"vcpu-{v.vcpu_id}", daemon=True)
@@ -588,6 +607,8 @@ def run_guest(vm: Vm, timeout: float, on_serial: Callable[[bytes], None]) -> str
         run_one(vm.vcpus[0])
     for t in threads:
         t.join(max(deadline - time.monotonic(), 0) + 1.0)
+    if errors:
+        raise errors[0]
     return ended.get(0, "had no vCPU")
 
 

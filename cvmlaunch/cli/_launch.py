@@ -442,68 +442,40 @@ def _run_vcpu(
         raise GuestError(f"vCPU {index}: the guest stopped unexpectedly: {exit_}")
 
 
-#: TD_PARAMS of a TDX launch: no TD attributes (no debug, no SEPT_VE_DISABLE), XFAM x87
-#: and SSE only (the bits the TDX module requires), no CPUID configuration. Not yet run on
-#: TDX hardware: cvmlaunch does not start TD vCPUs for a PVH plan (see :func:`execute`).
-TDX_ATTRIBUTES = 0
-TDX_XFAM = 0x3
-
-
 def open_vm(plan: LaunchPlan, *, kernel: Kernel | None = None) -> tuple[Vm, SnpFinish | None]:
-    """Create the VM for ``plan``'s technology and start its launch with the plan's identity.
+    """Create the VM of a PVH plan: a default VM whose memory backend is the plan's
+    ``memory_backend`` setting as :func:`cvmlaunch.kvm_map.choose_memory_backend` resolves it
+    on this host (``vm.memory_backend``).
 
-    SNP: ``KVM_SEV_INIT2``, then ``SNP_LAUNCH_START`` with the plan's policy; returns the
-    ``SNP_LAUNCH_FINISH`` arguments (HOST_DATA, the ID block pair, AUTH_KEY_EN) for
-    :func:`cvmlaunch.kvm_map.populate`. TDX: ``KVM_TDX_INIT_VM`` with :data:`TDX_ATTRIBUTES`,
-    :data:`TDX_XFAM` and the plan's MRCONFIGID / MROWNER / MROWNERCONFIG. Plain: a default VM.
-    The VM's memory backend is the plan's ``memory_backend`` setting as
-    :func:`cvmlaunch.kvm_map.choose_memory_backend` resolves it on this host
-    (``vm.memory_backend``).
+    SNP and TDX guests start in their firmware, not at a PVH entry: they are launched by
+    :func:`cvmlaunch.cli._cc_launch.launch_confidential`; a PVH plan of theirs gets its VM
+    type's host checks here (nothing is created on a host without it) and then a ConfigError.
 
     Args:
         plan: the launch plan.
         kernel: the kernel seam (tests pass a fake); None: the running kernel.
 
     Returns:
-        The VM (the caller closes it) and the LAUNCH_FINISH arguments (SNP) or None.
+        The VM (the caller closes it) and None (no LAUNCH_FINISH arguments).
 
     Raises:
-        KvmUnsupported: the host lacks the VM type (nothing was created).
+        KvmUnsupported: the host lacks the VM type or its memory (nothing was created).
+        ConfigError: an SNP or TDX plan (see above).
         KvmError: a call failed (the VM is closed).
     """
     from cvmlaunch import kvm_map
 
-    vm_type = {
-        Tech.NONE: kvm_map.VmType.DEFAULT,
-        Tech.SNP: kvm_map.VmType.SNP,
-        Tech.TDX: kvm_map.VmType.TDX,
-    }[plan.tech]
-    vm = kvm_map.Vm.open(vm_type, kernel=kernel, memory_backend=plan.settings.memory_backend)
-    try:
-        if plan.tech is Tech.SNP:
-            snp = plan.snp or SnpLaunchIdentity()
-            vm.sev_init2()
-            vm.snp_launch_start(plan.settings.snp_policy)
-            finish = kvm_map.SnpFinish(
-                id_block=snp.id_block,
-                id_auth=snp.id_auth,
-                auth_key_en=snp.auth_key_en,
-                host_data=snp.host_data,
-            )
-            return vm, finish
-        if plan.tech is Tech.TDX:
-            tdx = plan.tdx or TdxLaunchIdentity()
-            vm.tdx_init_vm(
-                attributes=TDX_ATTRIBUTES,
-                xfam=TDX_XFAM,
-                cpuid=(),
-                mrconfigid=tdx.mrconfigid,
-                mrowner=tdx.mrowner,
-                mrownerconfig=tdx.mrownerconfig,
-            )
-    except BaseException:
-        vm.close()
-        raise
+    if plan.tech is not Tech.NONE:
+        vm_type = kvm_map.VmType.SNP if plan.tech is Tech.SNP else kvm_map.VmType.TDX
+        with kvm_map.Kvm.open(kernel) as kvm:
+            kvm.caps().require(vm_type, plan.settings.memory_backend)
+        raise ConfigError(
+            f"a {plan.tech.label} guest starts in its firmware, not at a PVH entry: launch it "
+            f"with --tech {plan.tech.label} --firmware"
+        )
+    vm = kvm_map.Vm.open(
+        kvm_map.VmType.DEFAULT, kernel=kernel, memory_backend=plan.settings.memory_backend
+    )
     return vm, None
 
 
