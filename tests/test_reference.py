@@ -25,7 +25,7 @@ AUTHOR_DIGEST = hashlib.sha384(_amd_pubkey(AUTHOR_KEY)).hexdigest()
 
 def _tp(value: bytes) -> str:
     """A textproto string literal, written here from the text-format spec: each byte \\xNN."""
-    return '"' + "".join("\\x%02x" % b for b in value) + '"'
+    return '"' + "".join(f"\\x{b:02x}" for b in value) + '"'
 
 
 def _snp_values() -> ReferenceValues:
