@@ -418,3 +418,17 @@ def test_formats_refuse_the_other_technology() -> None:
         tdx_set.render("snpguest")
     with pytest.raises(ConfigError, match="unknown reference-value format"):
         tdx_set.render("yaml")
+
+
+def test_reference_values_of_a_firmware_only_log_exits_2(
+    tmp_path: Path, firmware: Firmware
+) -> None:
+    log = tmp_path / "fw.jsonl"
+    ovmf = str(firmware("OVMF.amdsev.fd"))
+    made = run_cli(["measure", "snp", "--mode", "snp:ovmf-hash", "--ovmf", ovmf, "--log", str(log)])
+    assert made.exit_code == 0, made.output
+    result = run_cli(["reference-values", str(log)])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert "--mode snp:ovmf-hash" in result.stderr
+    assert "cvmlaunch measure snp --mode snp --ovmf FW" in result.stderr
