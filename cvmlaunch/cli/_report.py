@@ -16,6 +16,10 @@ import click
 
 from cvmlaunch.errors import CheckFailed, ConfigError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from cvmlaunch.attest import Expected, SnpReport
+
 __all__ = ["REPORT", "REPORT_CHECK"]
 
 #: Largest report or quote read (a TDX quote with its certification data is a few KiB).
@@ -89,7 +93,7 @@ def REPORT_CHECK(  # noqa: N802
             if d is None
             else {"check": field, "ok": False, "expected": d.expected, "got": d.got}
         )
-    if vcek is not None:
+    if vcek is not None and isinstance(parsed, attest.SnpReport):
         checks += _signatures(parsed, vcek, cert_chain)
     failed = [c["check"] for c in checks if not c["ok"]]
     kind = (
@@ -134,7 +138,7 @@ def _detail(check: dict[str, Any]) -> str:
     return f" ({detail})" if detail else ""
 
 
-def _expected(log: str | None, reference: str | None) -> Any:
+def _expected(log: str | None, reference: str | None) -> Expected:
     from cvmlaunch import attest
 
     if log is not None:
@@ -158,7 +162,7 @@ def _expected(log: str | None, reference: str | None) -> Any:
     return attest.expected_from_document(text, name=reference)
 
 
-def _signatures(parsed: Any, vcek: str, cert_chain: str | None) -> list[dict[str, Any]]:
+def _signatures(parsed: SnpReport, vcek: str, cert_chain: str | None) -> list[dict[str, Any]]:
     from cvmlaunch import attest
     from cvmlaunch.files import read_small
 
