@@ -407,3 +407,26 @@ def test_json_of_reports() -> None:
     assert json.loads(json.dumps(r.as_dict()))["measurement"] == LD.hex()
     q = attest.parse_tdx_quote(b.tdx_quote(b.td_body(**TD)))
     assert q.as_dict()["signature_data_size"] == 64
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from([(4, 584), (5, 584), (5, 648)]),
+    st.integers(min_value=0, max_value=800),
+    st.lists(st.tuples(st.integers(0, 60), st.integers(0, 255)), max_size=4),
+)
+def test_damaged_quotes_give_a_quote_or_one_error(
+    kind: tuple[int, int], cut: int, pokes: list[tuple[int, int]]
+) -> None:
+    """Truncated, extended or with header/descriptor bytes changed: a quote or exit 2."""
+    version, size = kind
+    raw = bytearray(b.tdx_quote(b.td_body(size, **TD), version=version))
+    for offset, value in pokes:
+        raw[offset] = value
+    data = bytes(raw[:cut]) if cut < len(raw) else bytes(raw) + bytes(cut - len(raw))
+    try:
+        q = attest.parse_report(data)
+    except CvmLaunchError as exc:
+        assert exc.exit_code == 2  # noqa: PT017 - any error must be the exit-2 kind
+    else:
+        assert isinstance(q, attest.TdxQuote | attest.SnpReport)

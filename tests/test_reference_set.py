@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cvmlaunch import measure
 from cvmlaunch.errors import ConfigError, ImageError
@@ -432,3 +434,18 @@ def test_reference_values_of_a_firmware_only_log_exits_2(
     assert result.stdout == ""
     assert "--mode snp:ovmf-hash" in result.stderr
     assert "cvmlaunch measure snp --mode snp --ovmf FW" in result.stderr
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sets(st.integers(min_value=1, max_value=4096), min_size=1, max_size=40))
+def test_vcpu_ranges_round_trip(counts: set[int]) -> None:
+    """Any set of counts, written as N and N-M items (runs of consecutive counts), reads back."""
+    ordered = sorted(counts)
+    runs = [[ordered[0]]]
+    for count in ordered[1:]:
+        if count == runs[-1][-1] + 1:
+            runs[-1].append(count)
+        else:
+            runs.append([count])
+    items = [str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs]
+    assert parse_vcpu_ranges(",".join(items)) == tuple(ordered)
