@@ -275,3 +275,41 @@ def test_tdx_set_and_a_quote(tmp_path: Path, firmware: Firmware) -> None:
     wrong = invoke(REFERENCE_VALUES, ["tdx", "--firmware", fw, "--order", "sideways"])
     assert wrong.exit_code == 2
     assert "each must be one of per-page, two-pass" in wrong.error
+
+
+@click.command("reference-values")
+@click.argument("log", metavar="LOG")
+@click.option("--format", "fmt", default="json")
+def ECHO_LOG(log: str, fmt: str) -> None:  # noqa: N802
+    """Echoes what it was given: the routing of the LOG form, apart from the LOG command."""
+    click.echo(f"log={log} format={fmt}")
+
+
+def test_the_log_form_and_the_subcommands_share_one_name(firmware: Firmware) -> None:
+    from cvmlaunch.cli._reference_set import (
+        REFERENCE_VALUES_SNP,
+        REFERENCE_VALUES_TDX,
+        ReferenceValuesGroup,
+    )
+
+    group = ReferenceValuesGroup(
+        "reference-values",
+        commands=[REFERENCE_VALUES_SNP, REFERENCE_VALUES_TDX],
+        log_command="tests.test_report_cli:ECHO_LOG",
+        no_args_is_help=True,
+    )
+    root = click.Group("cvmlaunch", commands=[group])
+    assert invoke(root, ["reference-values", "a.jsonl"]).stdout == "log=a.jsonl format=json\n"
+    both = invoke(root, ["reference-values", "--format", "trustee", "./snp"])
+    assert both.stdout == "log=./snp format=trustee\n"
+    missing = CliRunner().invoke(root, ["reference-values", "--format", "trustee"])
+    assert missing.exit_code == 2
+    assert "Usage: cvmlaunch reference-values [OPTIONS] LOG" in missing.output
+    ovmf = str(firmware("OVMF.amdsev.fd"))
+    snp = invoke(
+        root, ["reference-values", "snp", "--ovmf", ovmf, "--vcpus", "1", "--vcpu-type", "EPYC"]
+    )
+    assert json.loads(snp.stdout)["configurations"][0]["vcpus"] == 1
+    assert "Commands:" in invoke(root, ["reference-values", "--help"]).stdout
+    bare = CliRunner().invoke(root, ["reference-values"])  # click: help, as a usage error
+    assert "Commands:" in bare.output

@@ -25,8 +25,8 @@ __all__ = ["REFERENCE_VALUES", "REFERENCE_VALUES_SNP", "REFERENCE_VALUES_TDX"]
 
 #: The ``reference-values LOG`` command (``module:attribute``), imported when it runs.
 LOG_COMMAND = "cvmlaunch.cli._reference:REFERENCE_VALUES"
-#: The hidden name the LOG form runs under.
-_LOG_FORM = "LOG"
+#: Where the group keeps the arguments of the LOG form between parsing and invoking.
+_LOG_FORM = "cvmlaunch.reference-values.log-form"
 _FORMATS = ("json", "trustee", "snpguest", "go-sev-guest", "go-tdx-guest")
 _FORMAT_HELP = (
     "json (our set document, which `report check --reference-values` reads), Trustee RVPS "
@@ -184,21 +184,34 @@ def REFERENCE_VALUES_TDX(firmware: tuple[str, ...], orders: tuple[str, ...], fmt
 
 
 class ReferenceValuesGroup(click.Group):
-    """``snp`` and ``tdx``, and the LOG form for any other first argument."""
+    """A group whose subcommands run as usual, and whose other first arguments run the
+    command ``log_command`` (``module:attribute``, imported then) as if it were the group:
+    ``cvmlaunch reference-values LOG [--format F]`` keeps its usage line and errors."""
+
+    def __init__(self, *args: Any, log_command: str, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.log_command = log_command
+
+    def _log_form(self) -> click.Command:
+        module, _, attribute = self.log_command.partition(":")
+        command: Any = getattr(importlib.import_module(module), attribute)
+        if not isinstance(command, click.Command):  # pragma: no cover - registry error
+            raise TypeError(f"{self.log_command} is not a click command")
+        return command
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
-            args = [_LOG_FORM, *args]
+            ctx.meta[_LOG_FORM] = list(args)
+            return []
         return super().parse_args(ctx, args)
 
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name == _LOG_FORM:
-            module, _, attribute = LOG_COMMAND.partition(":")
-            command: Any = getattr(importlib.import_module(module), attribute)
-            if not isinstance(command, click.Command):  # pragma: no cover - registry error
-                raise TypeError(f"{LOG_COMMAND} is not a click command")
-            return command
-        return super().get_command(ctx, cmd_name)
+    def invoke(self, ctx: click.Context) -> Any:
+        args = ctx.meta.pop(_LOG_FORM, None)
+        if args is None:
+            return super().invoke(ctx)
+        command = self._log_form()
+        with command.make_context(ctx.info_name, args, parent=ctx.parent) as sub:
+            return command.invoke(sub)
 
 
 REFERENCE_VALUES = ReferenceValuesGroup(
@@ -216,4 +229,5 @@ Formats: json, trustee, snpguest, go-sev-guest (check.Config textproto: it carri
 minimum_guest_svn), go-tdx-guest (check.Config textproto: any_mr_td holds a set). No network
 access is made.""",
     no_args_is_help=True,
+    log_command=LOG_COMMAND,
 )
