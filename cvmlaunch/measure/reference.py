@@ -30,7 +30,10 @@ from dataclasses import dataclass
 
 from cvmlaunch.errors import ConfigError, ImageError, LogFormatError, MeasurementMismatch
 from cvmlaunch.launch_identity import SnpLaunchIdentity, TdxLaunchIdentity
-from cvmlaunch.measure.identity import GuestPolicy, IdAuth, IdBlock
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # the ID block model is imported when a log's identity is read (start-up)
+    from cvmlaunch.measure.identity import GuestPolicy, IdAuth, IdBlock
 
 __all__ = [
     "FORMATS",
@@ -134,6 +137,8 @@ class ReferenceValues:
             values = [_hex_setting(settings, k, 48) for k in TDX_SETTINGS]
             tdx = TdxLaunchIdentity(*(v if v is not None else bytes(48) for v in values))
             return cls(technology, digest, tdx=tdx)
+        from cvmlaunch.measure.identity import GuestPolicy, IdAuth, IdBlock
+
         policy: GuestPolicy | None = None
         raw_policy = settings.get("policy")
         try:
