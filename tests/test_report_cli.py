@@ -1,8 +1,8 @@
 """``cvmlaunch report check`` and ``cvmlaunch reference-values snp|tdx``: a report built from a
 real ``measure snp --log`` run, signed with a test VCEK under a self-made ARK/ASK chain.
 
-The commands are driven through click's CliRunner; :func:`invoke` maps a CvmLaunchError to
-its exit code as the root command does (one line ``cvmlaunch: error: ...``)."""
+The commands run through the root command (:func:`cli`, click's CliRunner); the routing of
+``reference-values`` is also driven on its own group (:func:`invoke`)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,6 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from cvmlaunch.cli._reference_set import REFERENCE_VALUES
-from cvmlaunch.cli._report import REPORT
 from cvmlaunch.errors import CvmLaunchError
 from cvmlaunch.measure import identity as ident
 from cvmlaunch.measure.log import parse_log
@@ -32,6 +30,12 @@ class Outcome:
     exit_code: int
     stdout: str
     error: str
+
+
+def cli(args: list[str]) -> Outcome:
+    """``cvmlaunch ARGS``: exit code, stdout, and the one error line on stderr."""
+    result = run_cli(args)
+    return Outcome(result.exit_code, result.stdout, result.stderr.strip())
 
 
 def invoke(command: click.Command, args: list[str]) -> Outcome:
@@ -105,7 +109,7 @@ def launch(tmp_path: Path, firmware: Firmware) -> Launch:
 
 def test_the_launch_report_checks_out(tmp_path: Path, launch: Launch) -> None:
     report = _report(launch, tmp_path)
-    out = invoke(REPORT, ["check", str(report), "--log", str(launch.log), *_certs(tmp_path)])
+    out = cli(["report", "check", str(report), "--log", str(launch.log), *_certs(tmp_path)])
     assert out.exit_code == 0, out
     lines = out.stdout.splitlines()
     assert lines[0] == f"{report}: SEV-SNP attestation report v3"
@@ -141,7 +145,7 @@ FIELD_CHANGES: dict[str, int | bytes] = {
 @pytest.mark.parametrize("field", sorted(FIELD_CHANGES))
 def test_any_one_field_changed_is_named(tmp_path: Path, launch: Launch, field: str) -> None:
     report = _report(launch, tmp_path, **{field: FIELD_CHANGES[field]})
-    out = invoke(REPORT, ["check", str(report), "--log", str(launch.log), *_certs(tmp_path)])
+    out = cli(["report", "check", str(report), "--log", str(launch.log), *_certs(tmp_path)])
     named = "author_key_en" if field == "key_info" else field
     assert out.exit_code == 1
     assert out.error == f"cvmlaunch: error: {report}: does not hold: {named}"
@@ -154,9 +158,16 @@ def test_a_wrong_key_is_a_signature_failure(tmp_path: Path, launch: Launch) -> N
     report = _report(launch, tmp_path)
     other = b.Chain("Genoa", serial=40)
     (tmp_path / "other.pem").write_bytes(other.vcek_pem())
-    out = invoke(
-        REPORT,
-        ["check", str(report), "--log", str(launch.log), "--vcek", str(tmp_path / "other.pem")],
+    out = cli(
+        [
+            "report",
+            "check",
+            str(report),
+            "--log",
+            str(launch.log),
+            "--vcek",
+            str(tmp_path / "other.pem"),
+        ],
     )
     assert out.exit_code == 1
     assert out.error.endswith("does not hold: signature")
@@ -165,14 +176,14 @@ def test_a_wrong_key_is_a_signature_failure(tmp_path: Path, launch: Launch) -> N
     (tmp_path / "other_chain.pem").write_bytes(other.chain_pem())
     args = ["--vcek", str(tmp_path / "vcek.pem"), "--cert-chain", str(tmp_path / "other_chain.pem")]
     _certs(tmp_path)
-    out = invoke(REPORT, ["check", str(report), "--log", str(launch.log), *args])
+    out = cli(["report", "check", str(report), "--log", str(launch.log), *args])
     assert out.exit_code == 1
     assert out.error.endswith("does not hold: cert_chain")
 
 
 def test_json_for_tools(tmp_path: Path, launch: Launch) -> None:
     report = _report(launch, tmp_path, host_data=bytes(32))
-    out = invoke(REPORT, ["check", str(report), "--log", str(launch.log), "--json"])
+    out = cli(["report", "check", str(report), "--log", str(launch.log), "--json"])
     assert out.exit_code == 1
     doc = json.loads(out.stdout)
     assert doc["ok"] is False
@@ -184,9 +195,9 @@ def test_json_for_tools(tmp_path: Path, launch: Launch) -> None:
 
 def test_against_a_reference_set(tmp_path: Path, launch: Launch, firmware: Firmware) -> None:
     ovmf = str(firmware("OVMF.amdsev.fd"))
-    made = invoke(
-        REFERENCE_VALUES,
+    made = cli(
         [
+            "reference-values",
             "snp",
             "--ovmf",
             ovmf,
@@ -203,8 +214,7 @@ def test_against_a_reference_set(tmp_path: Path, launch: Launch, firmware: Firmw
     assert made.exit_code == 0, made
     (tmp_path / "set.json").write_text(made.stdout)
     report = _report(launch, tmp_path)
-    args = ["check", str(report), "--reference-values", str(tmp_path / "set.json")]
-    out = invoke(REPORT, args)
+    out = cli(["report", "check", str(report), "--reference-values", str(tmp_path / "set.json")])
     assert out.exit_code == 0, out
     assert (
         "  matches: firmware=OVMF.amdsev.fd vcpu_type=EPYC-Genoa vcpus=4 vmm_type=QEMU "
@@ -212,7 +222,7 @@ def test_against_a_reference_set(tmp_path: Path, launch: Launch, firmware: Firmw
     )
     assert "  signature: not checked (no --vcek)" in out.stdout
     bad = _report(launch, tmp_path, "bad.bin", measurement=bytes(48))
-    out = invoke(REPORT, ["check", str(bad), "--reference-values", str(tmp_path / "set.json")])
+    out = cli(["report", "check", str(bad), "--reference-values", str(tmp_path / "set.json")])
     assert out.exit_code == 1
     assert "measurement: DIFFERS: expected one of the 16 values of the set" in out.stdout
 
@@ -227,52 +237,50 @@ def test_malformed_reports_and_usage(tmp_path: Path, launch: Launch) -> None:
     }
     for name, (data, message) in cases.items():
         (tmp_path / name).write_bytes(data)
-        out = invoke(REPORT, ["check", str(tmp_path / name), *log])
+        out = cli(["report", "check", str(tmp_path / name), *log])
         assert out.exit_code == 2
         assert message in out.error
     report = str(tmp_path / "report.bin")
-    assert invoke(REPORT, ["check", report]).exit_code == 2
-    both = invoke(REPORT, ["check", report, *log, "--reference-values", str(launch.log)])
+    assert cli(["report", "check", report]).exit_code == 2
+    both = cli(["report", "check", report, *log, "--reference-values", str(launch.log)])
     assert "exactly one of --log" in both.error
-    assert (
-        "give --vcek too" in invoke(REPORT, ["check", report, *log, "--cert-chain", report]).error
-    )
+    assert "give --vcek too" in cli(["report", "check", report, *log, "--cert-chain", report]).error
     tdx = tmp_path / "quote.bin"
     tdx.write_bytes(b.tdx_quote(b.td_body()))
-    out = invoke(REPORT, ["check", str(tdx), *log, "--vcek", report])
+    out = cli(["report", "check", str(tdx), *log, "--vcek", report])
     assert out.exit_code == 2
     assert "TDX quote signatures are not verified here" in out.error
 
 
 def test_help_says_no_network() -> None:
-    for command, args in (
-        (REPORT, ["check", "--help"]),
-        (REPORT, ["--help"]),
-        (REFERENCE_VALUES, ["--help"]),
-        (REFERENCE_VALUES, ["snp", "--help"]),
-        (REFERENCE_VALUES, ["tdx", "--help"]),
+    for args in (
+        ["report", "check", "--help"],
+        ["report", "--help"],
+        ["reference-values", "--help"],
+        ["reference-values", "snp", "--help"],
+        ["reference-values", "tdx", "--help"],
     ):
-        text = " ".join(invoke(command, args).stdout.split())
+        text = " ".join(cli(args).stdout.split())
         assert "No network access is made" in text or "no network access is made" in text, args
     assert "TDX quote signatures are not verified" in " ".join(
-        invoke(REPORT, ["check", "--help"]).stdout.split()
+        cli(["report", "check", "--help"]).stdout.split()
     )
 
 
 def test_tdx_set_and_a_quote(tmp_path: Path, firmware: Firmware) -> None:
     fw = str(firmware("OVMF.inteltdx.ms.fd"))
-    made = invoke(REFERENCE_VALUES, ["tdx", "--firmware", fw])
+    made = cli(["reference-values", "tdx", "--firmware", fw])
     assert made.exit_code == 0, made
     (tmp_path / "tdx.json").write_text(made.stdout)
     doc = json.loads(made.stdout)
     mrtd = bytes.fromhex(doc["configurations"][1]["measurement"])  # two-pass
     quote = tmp_path / "q.bin"
     quote.write_bytes(b.tdx_quote(b.td_body(648, mr_td=mrtd), version=5))
-    out = invoke(REPORT, ["check", str(quote), "--reference-values", str(tmp_path / "tdx.json")])
+    out = cli(["report", "check", str(quote), "--reference-values", str(tmp_path / "tdx.json")])
     assert out.exit_code == 0, out
     assert "order=two-pass" in out.stdout
     assert "signature: not checked (TDX quotes need Intel's collateral)" in out.stdout
-    wrong = invoke(REFERENCE_VALUES, ["tdx", "--firmware", fw, "--order", "sideways"])
+    wrong = cli(["reference-values", "tdx", "--firmware", fw, "--order", "sideways"])
     assert wrong.exit_code == 2
     assert "each must be one of per-page, two-pass" in wrong.error
 
@@ -313,3 +321,16 @@ def test_the_log_form_and_the_subcommands_share_one_name(firmware: Firmware) -> 
     assert "Commands:" in invoke(root, ["reference-values", "--help"]).stdout
     bare = CliRunner().invoke(root, ["reference-values"])  # click: help, as a usage error
     assert "Commands:" in bare.output
+
+
+def test_the_log_form_through_the_root_command(launch: Launch) -> None:
+    out = cli(["reference-values", "--format", "trustee", str(launch.log)])
+    assert out.exit_code == 0, out
+    assert json.loads(out.stdout)["snp_launch_measurement"] == [launch.digest.hex()]
+    textproto = cli(["reference-values", str(launch.log), "--format", "go-sev-guest"])
+    assert "  minimum_guest_svn: 5\n" in textproto.stdout
+    missing = run_cli(["reference-values", "--format", "json"])
+    assert missing.exit_code == 2
+    assert missing.stderr == (
+        "cvmlaunch: error: Missing argument 'LOG'. (see 'cvmlaunch reference-values --help')\n"
+    )

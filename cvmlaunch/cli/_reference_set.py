@@ -19,7 +19,15 @@ from typing import Any
 
 import click
 
+from cvmlaunch.cli._params import (
+    ANY_INT,
+    FILE,
+    Completing,
+    firmware_dir_option,
+    resolve_firmware,
+)
 from cvmlaunch.errors import ConfigError
+from cvmlaunch.measure.cpu import VCPU_TYPES
 
 __all__ = ["REFERENCE_VALUES", "REFERENCE_VALUES_SNP", "REFERENCE_VALUES_TDX"]
 
@@ -41,15 +49,6 @@ def _split(values: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def _int(text: str | None, what: str, default: int) -> int:
-    if text is None:
-        return default
-    try:
-        return int(text, 0)
-    except ValueError:
-        raise ConfigError(f"{what} {text!r} is not an integer (decimal or 0x hex)") from None
-
-
 @click.command(
     "snp",
     short_help="The SEV-SNP launch digest of every firmware x vCPU type x vCPU count.",
@@ -68,20 +67,22 @@ counts ascending. No network access is made.""",
     "ovmf",
     multiple=True,
     required=True,
-    type=click.Path(),
+    type=FILE,
     help="OVMF build (repeat for several)",
 )
+@firmware_dir_option()
 @click.option("--vcpus", required=True, metavar="RANGES", help="vCPU counts, e.g. 1-16,32,64")
 @click.option(
     "--vcpu-type",
     "vcpu_types",
     multiple=True,
     required=True,
+    type=Completing(list(VCPU_TYPES)),
     metavar="NAME[,NAME...]",
     help="QEMU CPU models (repeat or comma-separate)",
 )
-@click.option("--kernel", type=click.Path(), help="kernel (measured direct boot)")
-@click.option("--initrd", type=click.Path(), help="initrd (with --kernel)")
+@click.option("--kernel", type=FILE, help="kernel (measured direct boot)")
+@click.option("--initrd", type=FILE, help="initrd (with --kernel)")
 @click.option("--append", metavar="CMDLINE", help="kernel command line (with --kernel)")
 @click.option(
     "--vmm-type",
@@ -89,18 +90,25 @@ counts ascending. No network access is made.""",
     default="QEMU",
     help="VMM whose vCPU state and page types to follow [default: QEMU]",
 )
-@click.option("--guest-features", metavar="INT", help="SEV_FEATURES of the VMSAs [default: 0x1]")
+@click.option(
+    "--guest-features",
+    type=ANY_INT,
+    default=1,
+    metavar="INT",
+    help="SEV_FEATURES of the VMSAs [default: 0x1]",
+)
 @click.option("--policy", metavar="HEX", help="the guest policy every launch uses (recorded)")
 @click.option("--format", "fmt", type=click.Choice(_FORMATS), default="json", help=_FORMAT_HELP)
 def REFERENCE_VALUES_SNP(  # noqa: N802
     ovmf: tuple[str, ...],
+    firmware_dir: str | None,
     vcpus: str,
     vcpu_types: tuple[str, ...],
     kernel: str | None,
     initrd: str | None,
     append: str | None,
     vmm_type: str,
-    guest_features: str | None,
+    guest_features: int,
     policy: str | None,
     fmt: str,
 ) -> None:
@@ -125,13 +133,16 @@ def REFERENCE_VALUES_SNP(  # noqa: N802
             cmdline=cmdline_sha256(None if append is None else append.encode()),
         )
     with ExitStack() as stack:
-        firmwares = [(os.path.basename(path), stack.enter_context(map_file(path))) for path in ovmf]
+        firmwares = [
+            (os.path.basename(path), stack.enter_context(map_file(path)))
+            for path in (resolve_firmware(p, firmware_dir) for p in ovmf)
+        ]
         result = snp_reference_set(
             firmwares,
             vcpus=counts,
             vcpu_types=_split(vcpu_types),
             vmm=VmmType(vmm_type),
-            guest_features=_int(guest_features, "--guest-features", 1),
+            guest_features=guest_features,
             kernel_hashes=hashes,
             policy=None if policy is None else GuestPolicy.parse(policy),
         )
@@ -152,18 +163,22 @@ made.""",
     "firmware",
     multiple=True,
     required=True,
-    type=click.Path(),
+    type=FILE,
     help="TDVF build (repeat for several)",
 )
+@firmware_dir_option()
 @click.option(
     "--order",
     "orders",
     multiple=True,
+    type=Completing(["per-page", "two-pass"]),
     metavar="ORDER[,ORDER]",
     help="page orders: per-page, two-pass [default: both]",
 )
 @click.option("--format", "fmt", type=click.Choice(_FORMATS), default="json", help=_FORMAT_HELP)
-def REFERENCE_VALUES_TDX(firmware: tuple[str, ...], orders: tuple[str, ...], fmt: str) -> None:  # noqa: N802
+def REFERENCE_VALUES_TDX(  # noqa: N802
+    firmware: tuple[str, ...], firmware_dir: str | None, orders: tuple[str, ...], fmt: str
+) -> None:
     """Run ``reference-values tdx``."""
     from cvmlaunch.files import map_file
     from cvmlaunch.measure.reference_set import tdx_reference_set
@@ -177,7 +192,8 @@ def REFERENCE_VALUES_TDX(firmware: tuple[str, ...], orders: tuple[str, ...], fmt
         raise ConfigError(f"--order {','.join(names)}: each must be one of {known}") from None
     with ExitStack() as stack:
         firmwares = [
-            (os.path.basename(path), stack.enter_context(map_file(path))) for path in firmware
+            (os.path.basename(path), stack.enter_context(map_file(path)))
+            for path in (resolve_firmware(p, firmware_dir) for p in firmware)
         ]
         result = tdx_reference_set(firmwares, orders=chosen)
     click.echo(result.render(fmt))

@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from cvmlaunch.cli._params import FILE
 from cvmlaunch.errors import CheckFailed, ConfigError
 
 TYPE_CHECKING = False
@@ -48,16 +49,16 @@ go-tdx-guest's check or Intel's QVL).
 Exit 0 when everything checked holds, 1 naming each field or signature that does not, 2 for a
 malformed report or input.""",
 )
-@click.argument("report", type=click.Path())
-@click.option("--log", "log", type=click.Path(), help="a launch log (docs/log-format.md)")
+@click.argument("report", type=FILE)
+@click.option("--log", "log", type=FILE, help="a launch log (docs/log-format.md)")
 @click.option(
     "--reference-values",
     "reference",
-    type=click.Path(),
+    type=FILE,
     help="JSON from `cvmlaunch reference-values` (one launch, or a set)",
 )
-@click.option("--vcek", type=click.Path(), help="VCEK (or VLEK) certificate, PEM or DER")
-@click.option("--cert-chain", "cert_chain", type=click.Path(), help="ASK and ARK certificates, PEM")
+@click.option("--vcek", type=FILE, help="VCEK (or VLEK) certificate, PEM or DER")
+@click.option("--cert-chain", "cert_chain", type=FILE, help="ASK and ARK certificates, PEM")
 @click.option("--json", "as_json", is_flag=True, help="print the outcome as JSON")
 def REPORT_CHECK(  # noqa: N802
     report: str,
