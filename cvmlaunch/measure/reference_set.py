@@ -55,8 +55,6 @@ __all__ = [
 SET_FORMAT = "cvmlaunch-reference-set"
 #: Its version.
 SET_VERSION = 1
-#: The most vCPUs a range may name (KVM's highest KVM_MAX_VCPUS, as ``measure snp``).
-_MAX_VCPUS = 4096
 #: A set document's size limit in configurations (a typo like 1-4096 x 20 types is 81920).
 MAX_CONFIGURATIONS = 1 << 20
 
@@ -67,8 +65,10 @@ def parse_vcpu_ranges(text: str) -> tuple[int, ...]:
     """vCPU counts from ``1-16,32,64`` (ranges inclusive), ascending and without repeats.
 
     Raises:
-        ConfigError: an empty item, a reversed range or a count outside 1..4096.
+        ConfigError: an empty item, a reversed range or a count outside 1..MAX_VCPUS (4096).
     """
+    from cvmlaunch.measure.snp import MAX_VCPUS
+
     counts: set[int] = set()
     for item in text.split(","):
         low, sep, high = item.strip().partition("-")
@@ -81,8 +81,8 @@ def parse_vcpu_ranges(text: str) -> tuple[int, ...]:
             ) from None
         if first > last:
             raise ConfigError(f"vCPU range {item.strip()!r} runs backwards")
-        if first < 1 or last > _MAX_VCPUS:
-            raise ConfigError(f"vCPU range {item.strip()!r} is out of range (1..{_MAX_VCPUS})")
+        if first < 1 or last > MAX_VCPUS:
+            raise ConfigError(f"vCPU range {item.strip()!r} is out of range (1..{MAX_VCPUS})")
         counts.update(range(first, last + 1))
     return tuple(sorted(counts))
 
