@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -430,3 +431,60 @@ def test_damaged_quotes_give_a_quote_or_one_error(
         assert exc.exit_code == 2  # noqa: PT017 - any error must be the exit-2 kind
     else:
         assert isinstance(q, attest.TdxQuote | attest.SnpReport)
+
+
+# ---------------------------------------------------------------- a real report (known answer)
+
+REAL = Path(__file__).resolve().parent / "data" / "attest"
+
+
+def _real() -> tuple[bytes, bytes, bytes]:
+    report = bytes.fromhex(REAL.joinpath("report_milan.hex").read_text().strip())
+    return (
+        report,
+        REAL.joinpath("vcek_milan.der").read_bytes(),
+        REAL.joinpath("cert_chain_milan.pem").read_bytes(),
+    )
+
+
+def test_a_real_milan_report_verifies_with_amds_chain() -> None:
+    """AMD's layout (R and S little endian), AMD's RSA-PSS chain, a real VCEK (serial 0)."""
+    report, vcek_der, chain_pem = _real()
+    r = attest.parse_snp_report(report, name="report_milan")
+    assert (r.version, r.guest_svn, r.policy, r.vmpl, r.signature_algo) == (2, 0, 0x30000, 0, 1)
+    assert r.measurement.hex() == (
+        "7a1e5c266c0108dbc9bb94fa926951320940915d0aafb42464bd88b579ea158d"
+        "3e1a0dc39b2c60bd95b9c480cd81841f"
+    )
+    assert r.cpuid_fam_id is None
+    vcek = attest.load_certificate(vcek_der, name="vcek_milan.der")
+    attest.verify_snp_signature(r, vcek)
+    ark, ask = attest.verify_vcek_chain(vcek, attest.load_certificates(chain_pem, name="chain"))
+    assert ark.subject.rfc4514_string().startswith("CN=ARK-Milan,O=Advanced Micro Devices")
+    assert ask.subject.rfc4514_string().startswith("CN=SEV-Milan,O=Advanced Micro Devices")
+
+
+def test_a_real_report_or_vcek_changed_fails_as_virtee_sev_expects() -> None:
+    report, vcek_der, chain_pem = _real()
+    vcek = attest.load_certificate(vcek_der, name="vcek")
+    changed = bytearray(report)
+    changed[21] ^= 0x80
+    with pytest.raises(SignatureInvalid):
+        attest.verify_snp_signature(attest.parse_snp_report(bytes(changed)), vcek)
+    bad = bytearray(vcek_der)
+    bad[40] ^= 0xFF
+    chain = attest.load_certificates(chain_pem, name="chain")
+    with pytest.raises(SignatureInvalid, match="VCEK signed by the ASK"):
+        attest.verify_vcek_chain(attest.load_certificate(bytes(bad), name="bad"), chain)
+
+
+def test_hex_and_base64_text_forms_are_the_same_report() -> None:
+    import base64
+
+    report, _, _ = _real()
+    binary = attest.parse_report(report)
+    wrapped = "\n".join(report.hex()[i : i + 64] for i in range(0, len(report) * 2, 64))
+    assert attest.parse_report(wrapped.encode() + b"\n") == binary
+    assert attest.parse_report(base64.b64encode(report)) == binary
+    with pytest.raises(ReportFormatError, match="truncated SEV-SNP attestation report: 1183"):
+        attest.parse_report(report[:-1].hex().encode())

@@ -334,3 +334,29 @@ def test_the_log_form_through_the_root_command(launch: Launch) -> None:
     assert missing.stderr == (
         "cvmlaunch: error: Missing argument 'LOG'. (see 'cvmlaunch reference-values --help')\n"
     )
+
+
+def test_a_real_milan_report_with_amds_certificates(tmp_path: Path) -> None:
+    """virtee/sev's Milan report (hex text), its VCEK (DER) and AMD's chain, end to end."""
+    data = Path(__file__).resolve().parent / "data" / "attest"
+    measurement = (
+        "7a1e5c266c0108dbc9bb94fa926951320940915d0aafb42464bd88b579ea158d"
+        "3e1a0dc39b2c60bd95b9c480cd81841f"
+    )
+    values = {"technology": "sev-snp", "measurement": measurement, "policy": "0x30000"}
+    (tmp_path / "rv.json").write_text(json.dumps(values))
+    args = ["report", "check", str(data / "report_milan.hex")]
+    args += ["--reference-values", str(tmp_path / "rv.json")]
+    args += ["--vcek", str(data / "vcek_milan.der")]
+    args += ["--cert-chain", str(data / "cert_chain_milan.pem"), "--json"]
+    out = cli(args)
+    assert out.exit_code == 0, out
+    doc = json.loads(out.stdout)
+    assert doc["kind"] == "SEV-SNP attestation report v2"
+    assert [c["check"] for c in doc["checks"]] == [
+        "measurement",
+        "policy",
+        "signature",
+        "cert_chain",
+    ]
+    assert all(c["ok"] for c in doc["checks"])

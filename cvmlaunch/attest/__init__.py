@@ -106,6 +106,10 @@ _EXPORTS: dict[str, str] = {
 def parse_report(data: Buffer, *, name: str = "report") -> SnpReport | TdxQuote:
     """An SEV-SNP ATTESTATION_REPORT or a TDX quote (v4/v5), told apart by their headers.
 
+    Binary as the firmware returns it (``snpguest report`` writes that), or the same bytes as
+    hex or base64 text (surrounding whitespace and line breaks ignored): binary evidence is
+    never all printable ASCII, so the forms cannot be confused.
+
     Raises:
         ReportFormatError: malformed, truncated or oversized input.
         UnknownReportVersion: a version the parsers do not know.
@@ -113,9 +117,29 @@ def parse_report(data: Buffer, *, name: str = "report") -> SnpReport | TdxQuote:
     from cvmlaunch.attest.snp_report import parse_snp_report
     from cvmlaunch.attest.tdx_quote import looks_like_tdx_quote, parse_tdx_quote
 
-    if looks_like_tdx_quote(data):
-        return parse_tdx_quote(data, name=name)
-    return parse_snp_report(data, name=name)
+    raw = _from_text(data)
+    if looks_like_tdx_quote(raw):
+        return parse_tdx_quote(raw, name=name)
+    return parse_snp_report(raw, name=name)
+
+
+def _from_text(data: Buffer) -> bytes:
+    """``data`` decoded from hex or base64 text when it is such text, else as it is."""
+    raw = bytes(data)
+    if not raw or not raw.isascii() or not all(32 <= b < 127 or b in b"\t\n\r" for b in raw):
+        return raw
+    compact = b"".join(raw.split())
+    try:
+        return bytes.fromhex(compact.decode())
+    except ValueError:
+        pass
+    import base64
+    import binascii
+
+    try:
+        return base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError):
+        return raw
 
 
 def __getattr__(name: str) -> Any:

@@ -19,10 +19,13 @@ is a failed check (:class:`~cvmlaunch.attest.errors.SignatureInvalid`, exit 1).
 
 from __future__ import annotations
 
+import warnings
+
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
+from cryptography.utils import CryptographyDeprecationWarning
 
 from cvmlaunch.attest.errors import CertificateError, SignatureInvalid
 from cvmlaunch.attest.snp_report import SIGNATURE_ALGO_ECDSA_P384_SHA384, SnpReport
@@ -44,10 +47,16 @@ def load_certificates(data: bytes, *, name: str) -> list[x509.Certificate]:
         CertificateError: neither PEM certificates nor one DER certificate.
     """
     try:
-        if data.lstrip().startswith(_PEM):
-            certs = x509.load_pem_x509_certificates(data)
-        else:
-            certs = [x509.load_der_x509_certificate(data)]
+        with warnings.catch_warnings():
+            # AMD's KDS issues VCEKs with serial number 0, which RFC 5280 disallows and
+            # cryptography warns about on every load; the certificate is still AMD's.
+            warnings.filterwarnings(
+                "ignore", "Parsed a serial number", CryptographyDeprecationWarning
+            )
+            if data.lstrip().startswith(_PEM):
+                certs = x509.load_pem_x509_certificates(data)
+            else:
+                certs = [x509.load_der_x509_certificate(data)]
     except ValueError as exc:
         raise CertificateError(f"not a PEM or DER X.509 certificate ({exc})", source=name) from None
     return certs

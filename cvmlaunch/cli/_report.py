@@ -33,7 +33,7 @@ _REPORT_LIMIT = 1 << 20
     help="""Check the attestation REPORT against what a launch log (--log) or a reference-value
 file (--reference-values: the JSON of `cvmlaunch reference-values`, one launch or a set)
 predicts. REPORT is an SEV-SNP ATTESTATION_REPORT (versions 2 to 5; binary, as `snpguest
-report` writes it) or a TDX quote (versions 4 and 5).
+report` writes it, or as hex or base64 text) or a TDX quote (versions 4 and 5).
 
 Compared: SEV-SNP MEASUREMENT (any digest of a set), POLICY, HOST_DATA, and with an ID block
 FAMILY_ID, IMAGE_ID, GUEST_SVN, ID_KEY_DIGEST, AUTHOR_KEY_EN, AUTHOR_KEY_DIGEST; TDX MRTD,
