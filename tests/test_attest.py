@@ -383,7 +383,6 @@ def test_tdx_fields_wrong_in_turn(field: str) -> None:
         ),
         (b.tdx_quote(b.td_body())[:600], ReportFormatError, "truncated TDX quote: 600 bytes"),
         (b.tdx_quote(b.td_body())[:-1], ReportFormatError, "the 64-byte signature data"),
-        (b.tdx_quote(b.td_body()) + b"\x00", ReportFormatError, "oversized TDX quote: 1 bytes"),
     ],
 )
 def test_malformed_tdx_quotes(quote: bytes, error: type[Exception], match: str) -> None:
@@ -408,6 +407,9 @@ def test_json_of_reports() -> None:
     assert json.loads(json.dumps(r.as_dict()))["measurement"] == LD.hex()
     q = attest.parse_tdx_quote(b.tdx_quote(b.td_body(**TD)))
     assert q.as_dict()["signature_data_size"] == 64
+    padded = attest.parse_tdx_quote(b.tdx_quote(b.td_body(**TD)) + bytes(7))
+    assert padded.extra_bytes == bytes(7)  # kept, as go-tdx-guest keeps them; never checked
+    assert padded.as_dict()["extra_bytes_size"] == 7
 
 
 @settings(max_examples=300, deadline=None)
@@ -488,3 +490,40 @@ def test_hex_and_base64_text_forms_are_the_same_report() -> None:
     assert attest.parse_report(base64.b64encode(report)) == binary
     with pytest.raises(ReportFormatError, match="truncated SEV-SNP attestation report: 1183"):
         attest.parse_report(report[:-1].hex().encode())
+
+
+def test_a_real_tdx_quote_v4_has_the_fields_go_tdx_guest_expects() -> None:
+    """google/go-tdx-guest validate_test.go (TestTdxQuote) on tdx_prod_quote_SPR_E4.dat."""
+    q = attest.parse_report(REAL.joinpath("tdx_prod_quote_SPR_E4.dat").read_bytes())
+    assert isinstance(q, attest.TdxQuote)
+    assert (q.version, q.body_type, q.qe_svn, q.pce_svn) == (4, 2, 0, 0)
+    assert q.qe_vendor_id.hex() == "939a7233f79c4ca9940a0db3957f0607"
+    assert q.tee_tcb_svn.hex() == "03000400000000000000000000000000"
+    assert q.mr_seam.hex() == (
+        "2fd279c16164a93dd5bf373d834328d46008c2b693af9ebb"
+        "865b08b2ced320c9a89b4869a9fab60fbe9d0c5a5363c656"
+    )
+    assert (q.td_attributes.hex(), q.xfam.hex()) == ("0000004000000000", "e71a060000000000")
+    assert q.mr_td.hex() == (
+        "6363b8043668a3ad953278e10389574d326c6749fb78aa81"
+        "0ecd9336923db86f22fc00b8dcd404bc10d5e119d7215cbb"
+    )
+    assert q.mr_config_id == q.mr_owner == q.mr_owner_config == bytes(48)
+    assert q.rtmr0.hex() == (
+        "2927da70461cd63266f43230cc1849c03ef25ebe490062a8"
+        "01d8fcc80af42976823adf08f833c1e50b51779c6593f32a"
+    )
+    assert q.rtmr1.hex().startswith("2c700b8ba9b85783f8be9fb9443647bd")
+    assert q.rtmr2.hex().startswith("8652f0caaba7e215ea442dc36a4499d8")
+    assert q.rtmr3 == bytes(48)
+    assert q.extra_bytes == b"\nextra bytes(only for testing purpose)\n"
+
+
+def test_a_tdx_quote_v5_with_a_tdx15_body() -> None:
+    q = attest.parse_report(REAL.joinpath("quote_v5_sample.dat").read_bytes())
+    assert isinstance(q, attest.TdxQuote)
+    assert (q.version, q.body_type, q.extra_bytes) == (5, 3, b"")
+    assert q.qe_vendor_id.hex() == "939a7233f79c4ca9940a0db3957f0607"  # Intel's QE
+    assert q.tee_tcb_svn_2 is not None
+    assert q.mr_service_td is not None
+    assert len(q.signature_data) == 4300

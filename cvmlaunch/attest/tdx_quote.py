@@ -10,7 +10,8 @@ bytes (TDX 1.0). Version 5: the header, then a body descriptor (type u16, size u
 body: type 2 is the TDX 1.0 body (584 bytes), type 3 the TDX 1.5 body (648 bytes: the 1.0
 fields, then TEE_TCB_SVN_2 16 and MRSERVICETD 48); type 1 (an SGX enclave report) is not a TD
 quote. Either way the body is followed by the signature data's length (u32) and that many
-bytes; the input must end there.
+bytes. Bytes after that (quote buffers handed out padded) are kept as ``extra_bytes`` and
+take no part in any check, as go-tdx-guest keeps them.
 
 Layout (Intel TDX DCAP Quoting Library API, "Quote Format"; little endian). Header: version
 u16 0, attestation key type u16 2 (2 = ECDSA P-256, 3 = ECDSA P-384), TEE type u32 4 (0x81 =
@@ -89,14 +90,15 @@ class TdxQuote:
     tee_tcb_svn_2: bytes | None
     mr_service_td: bytes | None
     signature_data: bytes
+    extra_bytes: bytes = b""
 
     def as_dict(self) -> dict[str, object]:
         """The fields as JSON-ready values (bytes as hex; signature data by length only)."""
         out: dict[str, object] = {}
         for name in self.__dataclass_fields__:
             value = getattr(self, name)
-            if name == "signature_data":
-                out["signature_data_size"] = len(value)
+            if name in ("signature_data", "extra_bytes"):
+                out[f"{name}_size"] = len(value)
                 continue
             out[name] = value.hex() if isinstance(value, bytes) else value
         return out
@@ -116,8 +118,8 @@ def parse_tdx_quote(data: Buffer, *, name: str = "quote") -> TdxQuote:
     """Parse a TDX quote (version 4 or 5) without verifying its signature.
 
     Raises:
-        ReportFormatError: truncated or trailing bytes, a non-TDX TEE type, an SGX body, a
-            body size that does not match its type.
+        ReportFormatError: truncated, a non-TDX TEE type, an SGX body, a body size that does
+            not match its type.
         UnknownReportVersion: a version other than 4 or 5, or an unknown v5 body type.
     """
     raw = bytes(data)
@@ -172,12 +174,6 @@ def parse_tdx_quote(data: Buffer, *, name: str = "quote") -> TdxQuote:
     at += _U32.size
     end = at + sig_size
     _need(raw, end, f"the {sig_size}-byte signature data", name)
-    if len(raw) != end:
-        raise ReportFormatError(
-            f"oversized TDX quote: {len(raw) - end} bytes after the signature data "
-            f"(the quote ends at {end})",
-            source=name,
-        )
     tdx15 = body_type == BODY_TDX15
 
     def field(offset: int, size: int) -> bytes:
@@ -209,6 +205,7 @@ def parse_tdx_quote(data: Buffer, *, name: str = "quote") -> TdxQuote:
         tee_tcb_svn_2=field(584, 16) if tdx15 else None,
         mr_service_td=field(600, 48) if tdx15 else None,
         signature_data=raw[at:end],
+        extra_bytes=raw[end:],
     )
 
 
