@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
 
 from bench.common import Context, child_env, find_firmware
 from bench.harness import ProcessRun, Row, run_process
-from bench.venvs import Command, find_ours, find_peer
+from bench.venvs import find_ours, find_peer
 
 __all__ = ["rows"]
 
@@ -27,30 +26,6 @@ TYPES = ("EPYC-Milan", "EPYC-Genoa", "EPYC-Turin", "EPYC-v4")
 GOAL = 2.0
 #: Sweeps of 256 processes take ~15 s each: at most this many repetitions of them.
 _SWEEP_REPEAT = 3
-
-#: The set command before the click registry lists it: the same click command object, run
-#: as the registered one would run it (``reference-values`` group, ``snp`` subcommand).
-_DIRECT = (
-    "from cvmlaunch.cli._reference_set import REFERENCE_VALUES as c; "
-    "c(prog_name='cvmlaunch reference-values')"
-)
-
-
-def _set_argv(ours: Command, common: list[str], env: dict[str, str]) -> tuple[list[str], str]:
-    """``cvmlaunch reference-values snp`` if the installed CLI has it, else the click command
-    run directly (with a note)."""
-    registered = [*ours.argv, "reference-values", "snp"]
-    probe = subprocess.run(
-        [*registered, "--help"], capture_output=True, env=env, check=False, timeout=60
-    )
-    if probe.returncode == 0 and b"--vcpu-type" in probe.stdout:
-        return [*registered, *common], ""
-    python = ours.argv[0]
-    note = (
-        "snp-set: the set ran as `python -c <the reference-values click command> snp ...` "
-        "(the command is not in the CLI registry yet)"
-    )
-    return [python, "-c", _DIRECT, "snp", *common], note
 
 
 def _sweep(argvs: list[list[str]], env: dict[str, str]) -> tuple[float, float, list[str]]:
@@ -77,11 +52,8 @@ def rows(ctx: Context) -> list[Row]:
     top = 4 if ctx.quick else 64
     types = TYPES[:1] if ctx.quick else TYPES
     n = top * len(types)
-    set_argv, note = _set_argv(
-        ours, ["--ovmf", str(firmware), "--vcpus", f"1-{top}", "--vcpu-type", ",".join(types)], env
-    )
-    if note:
-        ctx.notes.append(note)
+    set_argv = [*ours.argv, "reference-values", "snp", "--ovmf", str(firmware)]
+    set_argv += ["--vcpus", f"1-{top}", "--vcpu-type", ",".join(types)]
     one = [*ours.argv, "measure", "snp", "--ovmf", str(firmware), "--vcpus", "4"]
     one += ["--vcpu-type", "EPYC-v4"]
     configs = [(t, v) for t in types for v in range(1, top + 1)]
