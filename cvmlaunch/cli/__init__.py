@@ -82,7 +82,8 @@ COMMANDS: Registry = {
             "tdx": "cvmlaunch.cli._measure_tdx:MEASURE_TDX",
         },
     ),
-    "reference-values": "cvmlaunch.cli._reference:REFERENCE_VALUES",
+    "reference-values": "cvmlaunch.cli._reference_set:REFERENCE_VALUES",
+    "report": "cvmlaunch.cli._report:REPORT",
 }
 
 #: Settings every command shares (command modules pass them to ``click.command``).
