@@ -161,7 +161,7 @@ def _open_stream(name: str, what: str) -> Iterator[BufferedReader]:
     try:
         mode = os.stat(name).st_mode
     except OSError as exc:
-        raise ImageError(f"cannot open: {exc.strerror}", source=name) from exc
+        raise ImageError(f"cannot read: {exc.strerror}", source=name) from exc
     if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
         raise ImageError(f"{_kind(mode)}; {what} must be a file or a pipe", source=name)
     # A FIFO is opened as `cat` opens it: the open waits for its writer (a FIFO opened
@@ -169,7 +169,7 @@ def _open_stream(name: str, what: str) -> Iterator[BufferedReader]:
     try:
         f = open(name, "rb")  # noqa: SIM115 - closed below
     except OSError as exc:
-        raise ImageError(f"cannot open: {exc.strerror}", source=name) from exc
+        raise ImageError(f"cannot read: {exc.strerror}", source=name) from exc
     with f:
         kind = os.fstat(f.fileno()).st_mode
         if not (stat.S_ISREG(kind) or stat.S_ISFIFO(kind)):  # replaced since the stat

@@ -636,6 +636,7 @@ def test_measure_snp_start_up_imports_no_measurement_code() -> None:
                 "cvmlaunch.errors",
                 "cvmlaunch.measure",
                 "cvmlaunch.measure.cpu",
+                "cvmlaunch.text",  # errors' escaping helper (imports nothing)
             ]
         )
     )

@@ -47,6 +47,7 @@ _EXPECTED_CVMLAUNCH = {
     "cvmlaunch.measure.snp",
     "cvmlaunch.measure.snp_chain",
     "cvmlaunch.measure.vmsa",
+    "cvmlaunch.text",
 }
 
 _PROBE = """
