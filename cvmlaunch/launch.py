@@ -247,10 +247,8 @@ class LaunchSettings:
                 f"--timeout {self.timeout:g}: expected a positive, finite number of seconds, "
                 f"at most {MAX_TIMEOUT:.0f}"
             )
-        if len(self.append.encode()) > MAX_CMDLINE:
-            raise ConfigError(
-                f"--append: {len(self.append.encode())} bytes is longer than {MAX_CMDLINE}"
-            )
+        if len(self.cmdline) > MAX_CMDLINE:
+            raise ConfigError(f"--append: {len(self.cmdline)} bytes is longer than {MAX_CMDLINE}")
         if "\0" in self.append:
             raise ConfigError("--append: the command line contains a NUL byte")
         for tech, names in ((Tech.SNP, _SNP_IDENTITY), (Tech.TDX, _TDX_IDENTITY)):
@@ -267,6 +265,18 @@ class LaunchSettings:
         # the identity types check the sizes (ConfigError)
         SnpLaunchIdentity(self.host_data or bytes(SNP_HOST_DATA_SIZE))
         TdxLaunchIdentity(*(v or bytes(TDX_MR_SIZE) for v in self._tdx_values()))
+
+    @property
+    def cmdline(self) -> bytes:
+        """The command line's bytes (no NUL): UTF-8, and a non-UTF-8 byte given on the
+        command line is that byte (see :func:`cvmlaunch.measure.sev_hashes.cmdline_bytes`).
+
+        Raises:
+            ConfigError: a surrogate that is not an escaped byte.
+        """
+        from cvmlaunch.measure.sev_hashes import cmdline_bytes
+
+        return cmdline_bytes(self.append)
 
     def _tdx_values(self) -> tuple[bytes | None, bytes | None, bytes | None]:
         return self.mrconfigid, self.mrowner, self.mrownerconfig
@@ -588,7 +598,7 @@ def build_plan(
                 data=firmware,
             )
         )
-    cmdline = settings.append.encode() + b"\0"
+    cmdline = settings.cmdline + b"\0"
     regions.append(_generated("cmdline", CMDLINE_GPA, cmdline, "kernel command line"))
     memmap = _memory_map_entries(memory)
     modlist_gpa = START_INFO_GPA + _START_INFO.size

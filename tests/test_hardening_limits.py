@@ -149,3 +149,35 @@ def test_12_sev_hash_table_smaller_than_176_bytes_refused() -> None:
     with pytest.raises(ImageError, match=r"hash table area .*0x80fc00.* 175 bytes.* 176"):
         _snp_with_hash_table(175)
     _snp_with_hash_table(176)
+
+
+# ---------------------------------------------------------------- item 7: non-UTF-8 --append
+
+
+def test_7_non_utf8_append_is_the_bytes_typed() -> None:
+    """``--append $'\\xff\\xfe'`` arrives as surrogate escapes; QEMU takes the bytes, so do
+    we: the SEV hashes table and the PVH command line page hold 0xff 0xfe."""
+    import hashlib
+
+    from cvmlaunch.launch import CMDLINE_GPA, build_plan
+    from cvmlaunch.layout import PageType, Provenance, Region, SourceKind
+    from cvmlaunch.measure.sev_hashes import cmdline_bytes, cmdline_sha256
+
+    typed = b"console=\xff\xfe".decode("utf-8", "surrogateescape")
+    assert cmdline_bytes(typed) == b"console=\xff\xfe"
+    assert cmdline_sha256(cmdline_bytes(typed)) == hashlib.sha256(b"console=\xff\xfe\0").digest()
+    settings = LaunchSettings(append=typed)
+    prov = Provenance(SourceKind.ELF_SEGMENT, "k.elf", offset=0x1000, index=0)
+    kernel = [Region(0x100000, 0x1000, PageType.NORMAL, True, prov, b"\xf4" * 0x1000)]
+    plan = build_plan(settings, kernel, 0x100000)
+    (page,) = [r for r in plan.layout.regions if r.gpa == CMDLINE_GPA]
+    assert bytes(page.data).startswith(b"console=\xff\xfe\0")
+
+
+def test_7_surrogate_that_is_no_byte_refused_in_one_line() -> None:
+    from cvmlaunch.measure.sev_hashes import cmdline_bytes
+
+    with pytest.raises(ConfigError, match=r"^--append: character U\+D800 at 2 is neither"):
+        cmdline_bytes("a=\ud800")
+    with pytest.raises(ConfigError, match="U\\+D800"):
+        LaunchSettings(append="\ud800")
