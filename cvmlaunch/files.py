@@ -44,6 +44,8 @@ __all__ = [
     "STDIO",
     "Output",
     "file_digest",
+    "file_digests",
+    "file_size",
     "map_file",
     "read_blob",
     "read_small",
@@ -192,6 +194,47 @@ def file_digest(
             return hashlib.file_digest(f, algorithm).digest()
         except OSError as exc:
             raise ImageError(f"cannot read: {exc.strerror}", source=name) from exc
+
+
+def file_digests(
+    path: str | os.PathLike[str], algorithms: Sequence[str], what: str = "this input"
+) -> tuple[int, list[bytes]]:
+    """Stream ``path`` once through every hash in ``algorithms``; return its size (a pipe's
+    size is only known once it is read) and the digests, in order. ``path`` may be a regular
+    file, a pipe or FIFO, or ``-`` (standard input).
+
+    Raises:
+        ImageError: the input cannot be read, or is a device, a directory or a socket.
+    """
+    name = _name(path)
+    hashes = [hashlib.new(a) for a in algorithms]
+    size = 0
+    buf = bytearray(_CHUNK)
+    view = memoryview(buf)
+    with _open_stream(name, what) as f:
+        try:
+            while n := f.readinto(buf):
+                size += n
+                for h in hashes:
+                    h.update(view[:n])
+        except OSError as exc:
+            raise ImageError(f"cannot read: {exc.strerror}", source=name) from exc
+    return size, [h.digest() for h in hashes]
+
+
+def file_size(path: str | os.PathLike[str], what: str = "this input") -> int:
+    """The size of the regular file ``path`` (a FIFO, a device or a directory has no size
+    that means anything: refused).
+
+    Raises:
+        ImageError: it cannot be opened or is not a regular file.
+    """
+    name = _name(path)
+    fd = _open_regular(name, what)
+    try:
+        return os.fstat(fd).st_size
+    finally:
+        os.close(fd)
 
 
 def read_stream(path: str | os.PathLike[str], what: str, limit: int) -> bytes:

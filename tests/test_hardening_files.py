@@ -18,6 +18,8 @@ from cvmlaunch.errors import ImageError
 from cvmlaunch.files import (
     Output,
     file_digest,
+    file_digests,
+    file_size,
     map_file,
     read_small,
     read_stream,
@@ -300,3 +302,37 @@ def test_5_read_stream_limit_bounds_a_pipe(tmp_path: Path) -> None:
     with pytest.raises(ImageError, match="too large for log"):
         within(10, lambda: read_stream(fifo, "log", 4096))
     t.join(5)
+
+
+# ------------------------------------------------- item 12: --vars-file; streamed sizes
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo", "device"])
+def test_12_file_size_of_non_regular_refused(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "vars"
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path = Path("/dev/zero")
+    with pytest.raises(ImageError, match=r"Is a directory|must be a regular file"):
+        within(5, lambda: file_size(path, "the vars file"))
+
+
+def test_12_file_size_of_a_file(tmp_path: Path) -> None:
+    p = tmp_path / "vars.fd"
+    p.write_bytes(bytes(0x84000))
+    assert file_size(p) == 0x84000
+
+
+def test_5_file_digests_of_a_pipe_give_its_size(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    data = os.urandom((2 << 20) + 17)
+    t = _open_writer_soon(fifo, data)
+    size, (s256, s384) = within(10, lambda: file_digests(fifo, ["sha256", "sha384"]))
+    t.join(5)
+    assert size == len(data)
+    assert s256 == hashlib.sha256(data).digest()
+    assert s384 == hashlib.sha384(data).digest()
