@@ -43,9 +43,11 @@ if TYPE_CHECKING:
 __all__ = [
     "STDIO",
     "Output",
+    "check_outputs",
     "file_digest",
     "file_digests",
     "file_size",
+    "input_buffer",
     "map_file",
     "read_blob",
     "read_small",
@@ -256,6 +258,30 @@ def read_stream(path: str | os.PathLike[str], what: str, limit: int) -> bytes:
     return data
 
 
+@contextlib.contextmanager
+def input_buffer(
+    path: str | os.PathLike[str], what: str, stream_limit: int
+) -> Iterator[memoryview]:
+    """The whole of an input that may be streamed (a launch log): a regular file is mapped
+    (:func:`map_file`); a pipe, a FIFO or ``-`` (standard input) is read whole, up to
+    ``stream_limit`` bytes (:func:`read_stream`).
+
+    Raises:
+        ImageError: the input cannot be read, is not a file or a pipe, or a stream is longer
+            than ``stream_limit``.
+    """
+    name = _name(path)
+    stream = name == STDIO
+    if not stream:
+        with contextlib.suppress(OSError):
+            stream = not stat.S_ISREG(os.stat(name).st_mode)  # read_stream names the kind
+    if stream:
+        yield memoryview(read_stream(name, what, stream_limit))
+        return
+    with map_file(name, what) as view:
+        yield view
+
+
 def read_small(path: str | os.PathLike[str], what: str, limit: int = 1 << 20) -> bytes:
     """Read a small regular file whole (a key, an ID block), refusing anything over ``limit``.
 
@@ -459,23 +485,17 @@ def _tempfile(directory: str, mode: int, data: bytes | None) -> str:
     return tmp
 
 
-def write_outputs(outputs: Sequence[Output], *, inputs: Iterable[str] = ()) -> None:
-    """Write every output of a run, as a group: all land or none does.
-
-    First every output is checked (see the module doc): a refusal writes nothing. Then each
-    file to replace is written to a temporary file beside it; then outputs written through
-    (standard output, a device, a FIFO) are written; then the temporary files are renamed
-    into place. If a rename fails, the files already renamed are restored (an existing file
-    from a hard-linked backup, a new one removed) and every temporary file is removed.
-
-    Args:
-        outputs: the run's outputs.
-        inputs: the run's input paths (``-`` and missing paths are skipped): an output that
-            is one of them (same device and inode) is refused.
+def check_outputs(outputs: Sequence[Output], *, inputs: Iterable[str] = ()) -> None:
+    """Check every output as :func:`write_outputs` would, and write nothing: for a command
+    that runs long (a launch) before its outputs exist, so a bad ``--log`` fails first.
 
     Raises:
-        ImageError: an output refused, or one that cannot be written (the message names it).
+        ImageError: an output refused (see the module doc).
     """
+    _plans(outputs, inputs)
+
+
+def _plans(outputs: Sequence[Output], inputs: Iterable[str]) -> list[_Plan]:
     plans: list[_Plan] = []
     seen: list[tuple[os.stat_result, str]] = []
     for path in inputs:
@@ -496,10 +516,36 @@ def write_outputs(outputs: Sequence[Output], *, inputs: Iterable[str] = ()) -> N
                     )
             seen.append((st, out.path))
         key = os.path.realpath(plan.target) if plan.target != STDIO else STDIO
-        if key in targets and key != STDIO:
+        if key in targets:
             raise ImageError(f"named twice as an output ({out.what})", source=out.path)
         targets.add(key)
         plans.append(plan)
+    for p in plans:
+        if not p.through:
+            directory = os.path.dirname(p.target) or "."
+            if not os.path.isdir(directory):
+                raise ImageError("cannot write: No such file or directory", source=p.out.path)
+    return plans
+
+
+def write_outputs(outputs: Sequence[Output], *, inputs: Iterable[str] = ()) -> None:
+    """Write every output of a run, as a group: all land or none does.
+
+    First every output is checked (see the module doc): a refusal writes nothing. Then each
+    file to replace is written to a temporary file beside it; then outputs written through
+    (standard output, a device, a FIFO) are written; then the temporary files are renamed
+    into place. If a rename fails, the files already renamed are restored (an existing file
+    from a hard-linked backup, a new one removed) and every temporary file is removed.
+
+    Args:
+        outputs: the run's outputs.
+        inputs: the run's input paths (``-`` and missing paths are skipped): an output that
+            is one of them (same device and inode) is refused.
+
+    Raises:
+        ImageError: an output refused, or one that cannot be written (the message names it).
+    """
+    plans = _plans(outputs, inputs)
     files = [p for p in plans if not p.through]
     try:
         for p in files:

@@ -244,8 +244,8 @@ class LaunchSettings:
             raise ConfigError(f"--vcpus {self.vcpus}: expected 1 to 255")
         if not (math.isfinite(self.timeout) and 0 < self.timeout <= MAX_TIMEOUT):
             raise ConfigError(
-                f"--timeout {self.timeout:g}: expected a positive, finite number of seconds, "
-                f"at most {MAX_TIMEOUT:.0f}"
+                f"--timeout {self.timeout}: expected a positive number of seconds "
+                f"(finite, at most {MAX_TIMEOUT:.0f})"
             )
         if len(self.cmdline) > MAX_CMDLINE:
             raise ConfigError(f"--append: {len(self.cmdline)} bytes is longer than {MAX_CMDLINE}")

@@ -17,9 +17,11 @@ import pytest
 from cvmlaunch.errors import ImageError
 from cvmlaunch.files import (
     Output,
+    check_outputs,
     file_digest,
     file_digests,
     file_size,
+    input_buffer,
     map_file,
     read_small,
     read_stream,
@@ -336,3 +338,31 @@ def test_5_file_digests_of_a_pipe_give_its_size(tmp_path: Path) -> None:
     assert size == len(data)
     assert s256 == hashlib.sha256(data).digest()
     assert s384 == hashlib.sha384(data).digest()
+
+
+def test_1_check_outputs_writes_nothing(tmp_path: Path) -> None:
+    (tmp_path / "in.fd").write_bytes(b"input")
+    before = snapshot(tmp_path)
+    check_outputs([Output(str(tmp_path / "log.json"), b"x")], inputs=[str(tmp_path / "in.fd")])
+    with pytest.raises(ImageError, match="No such file or directory"):
+        check_outputs([Output(str(tmp_path / "no" / "log.json"), b"x")])
+    with pytest.raises(ImageError, match="same file as"):
+        check_outputs([Output(str(tmp_path / "in.fd"), b"x")], inputs=[str(tmp_path / "in.fd")])
+    with pytest.raises(ImageError, match="named twice"):
+        check_outputs([Output("-", b"x"), Output("-", b"y")])
+    assert snapshot(tmp_path) == before
+
+
+def test_5_input_buffer_maps_a_file_and_reads_a_pipe(tmp_path: Path) -> None:
+    p = tmp_path / "log.jsonl"
+    p.write_bytes(b"file bytes")
+    with input_buffer(p, "launch log", 100) as view:
+        assert bytes(view) == b"file bytes"
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    t = _open_writer_soon(fifo, b"pipe bytes")
+    with within(10, lambda: input_buffer(fifo, "launch log", 100).__enter__()) as view:
+        assert bytes(view) == b"pipe bytes"
+    t.join(5)
+    with pytest.raises(ImageError, match="a character device; launch log must be a file or a"):
+        within(5, lambda: input_buffer("/dev/zero", "launch log", 100).__enter__())
