@@ -403,6 +403,8 @@ def _plan(out: Output) -> tuple[_Plan, os.stat_result | None]:
         return _Plan(out, False, target, True), st
     if stat.S_ISCHR(mode) or stat.S_ISFIFO(mode):
         return _Plan(out, True, name, False), st
+    if stat.S_ISDIR(mode):  # in the words of EISDIR, as every command's --log said
+        raise ImageError("cannot write: Is a directory", source=name)
     raise ImageError(f"{_kind(mode)}; cannot write {out.what} there", source=name)
 
 

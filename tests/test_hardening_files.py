@@ -135,7 +135,7 @@ def test_1_dev_stdout_written_through(tmp_path: Path) -> None:
 def test_1_directory_refused(tmp_path: Path) -> None:
     (tmp_path / "d").mkdir()
     before = snapshot(tmp_path)
-    with pytest.raises(ImageError, match="a directory; cannot write"):
+    with pytest.raises(ImageError, match="cannot write: Is a directory"):
         write_output(tmp_path / "d", b"x")
     assert snapshot(tmp_path) == before
 
