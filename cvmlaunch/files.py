@@ -166,6 +166,8 @@ def _open_stream(name: str, what: str) -> Iterator[BufferedReader]:
         mode = os.stat(name).st_mode
     except OSError as exc:
         raise ImageError(f"cannot read: {exc.strerror}", source=name) from exc
+    if stat.S_ISDIR(mode):  # in the words of EISDIR, as the other inputs say it
+        raise ImageError("cannot read: Is a directory", source=name)
     if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
         raise ImageError(f"{_kind(mode)}; {what} must be a file or a pipe", source=name)
     # A FIFO is opened as `cat` opens it: the open waits for its writer (a FIFO opened
