@@ -261,6 +261,9 @@ class LaunchSettings:
                 f"--memory-backend anonymous: {self.tech.label} guests need guest_memfd "
                 "(their private memory lives only there)"
             )
+        for path in ("kernel", "initrd", "firmware", "id_block", "id_auth"):
+            if getattr(self, path) == "":  # not "none given": a CI variable left unset
+                raise ConfigError(f"--{path.replace('_', '-')}: empty file name")
         if len(self.cmdline) > MAX_CMDLINE:
             raise ConfigError(f"--append: {len(self.cmdline)} bytes is longer than {MAX_CMDLINE}")
         if "\0" in self.append:

@@ -181,3 +181,13 @@ def test_7_surrogate_that_is_no_byte_refused_in_one_line() -> None:
         cmdline_bytes("a=\ud800")
     with pytest.raises(ConfigError, match="U\\+D800"):
         LaunchSettings(append="\ud800")
+
+
+# ---------------------------------------------------------------- item 11: empty values
+
+
+@pytest.mark.parametrize("field", ["kernel", "initrd", "firmware", "id_block", "id_auth"])
+def test_11_empty_path_is_an_error_not_none(field: str) -> None:
+    flag = "--" + field.replace("_", "-")
+    with pytest.raises(ConfigError, match=f"^{flag}: empty file name$"):
+        LaunchSettings(**{field: ""})
