@@ -189,5 +189,6 @@ def test_7_surrogate_that_is_no_byte_refused_in_one_line() -> None:
 @pytest.mark.parametrize("field", ["kernel", "initrd", "firmware", "id_block", "id_auth"])
 def test_11_empty_path_is_an_error_not_none(field: str) -> None:
     flag = "--" + field.replace("_", "-")
+    given: dict[str, Any] = {field: ""}
     with pytest.raises(ConfigError, match=f"^{flag}: empty file name$"):
-        LaunchSettings(**{field: ""})
+        LaunchSettings(**given)
