@@ -61,6 +61,10 @@ __all__ = [
 STDIO = "-"
 
 _CHUNK = 1 << 20
+#: A regular file is hashed through read-only mmap windows of this size: the page cache is
+#: hashed in place (no copy into a read buffer, about a tenth of the CPU of reading a large
+#: initrd), and unmapping each window keeps what a file adds to the peak RSS to one window.
+_WINDOW = 4 << 20
 
 
 def _kind(mode: int) -> str:
@@ -192,12 +196,7 @@ def file_digest(
     Raises:
         ImageError: the file cannot be read, or is a device, a directory or a socket.
     """
-    name = _name(path)
-    with _open_stream(name, what) as f:
-        try:
-            return hashlib.file_digest(f, algorithm).digest()
-        except OSError as exc:
-            raise ImageError(f"cannot read: {exc.strerror}", source=name) from exc
+    return file_digests(path, [algorithm], what)[1][0]
 
 
 def file_digests(
@@ -213,17 +212,33 @@ def file_digests(
     name = _name(path)
     hashes = [hashlib.new(a) for a in algorithms]
     size = 0
-    buf = bytearray(_CHUNK)
-    view = memoryview(buf)
     with _open_stream(name, what) as f:
         try:
-            while n := f.readinto(buf):
-                size += n
-                for h in hashes:
-                    h.update(view[:n])
-        except OSError as exc:
-            raise ImageError(f"cannot read: {exc.strerror}", source=name) from exc
+            info = os.fstat(f.fileno())
+            if stat.S_ISREG(info.st_mode) and info.st_size > 0:
+                size = _hash_windows(f.fileno(), info.st_size, hashes)
+            else:
+                buf = bytearray(_CHUNK)
+                view = memoryview(buf)
+                while n := f.readinto(buf):
+                    size += n
+                    for h in hashes:
+                        h.update(view[:n])
+        except (OSError, ValueError) as exc:
+            text = exc.strerror if isinstance(exc, OSError) else str(exc)
+            raise ImageError(f"cannot read: {text}", source=name) from exc
     return size, [h.digest() for h in hashes]
+
+
+def _hash_windows(fd: int, size: int, hashes: list[hashlib._Hash]) -> int:
+    """Feed the regular file ``fd`` of ``size`` bytes to ``hashes`` through mmap windows."""
+    for offset in range(0, size, _WINDOW):
+        length = min(_WINDOW, size - offset)
+        with mmap.mmap(fd, length, offset=offset, prot=mmap.PROT_READ) as m:
+            m.madvise(mmap.MADV_SEQUENTIAL)
+            for h in hashes:
+                h.update(m)
+    return size
 
 
 def file_size(path: str | os.PathLike[str], what: str = "this input") -> int:

@@ -366,3 +366,15 @@ def test_5_input_buffer_maps_a_file_and_reads_a_pipe(tmp_path: Path) -> None:
     t.join(5)
     with pytest.raises(ImageError, match="a character device; launch log must be a file or a"):
         within(5, lambda: input_buffer("/dev/zero", "launch log", 100).__enter__())
+
+
+def test_5_file_digests_across_mmap_windows(tmp_path: Path) -> None:
+    """A regular file is hashed through 4 MiB windows: every boundary case gives hashlib's
+    digest of the whole file."""
+    for size in (0, 1, (4 << 20) - 1, 4 << 20, (9 << 20) + 5):
+        data = os.urandom(size)
+        p = tmp_path / f"f{size}"
+        p.write_bytes(data)
+        got = file_digests(p, ["sha256", "sha384"])
+        assert got == (size, [hashlib.sha256(data).digest(), hashlib.sha384(data).digest()])
+        assert file_digest(p, "sha384") == hashlib.sha384(data).digest()
