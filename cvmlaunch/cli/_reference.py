@@ -13,21 +13,28 @@ import click
 
 from cvmlaunch.cli._params import FILE
 from cvmlaunch.errors import ConfigError, ImageError
-from cvmlaunch.files import map_file
+from cvmlaunch.files import input_buffer
 from cvmlaunch.measure.log import MeasurementLog, Technology, parse_log, verify_log
 from cvmlaunch.measure.reference import FORMATS, ReferenceValues
+from cvmlaunch.text import printable
 
 __all__ = ["REFERENCE_VALUES", "read_log", "replay_if_possible"]
 
 
+#: The most a launch log read from a pipe or standard input may hold (a file is mapped, any
+#: size): a stream that never ends is refused past this, naming the limit.
+LOG_STREAM_LIMIT = 1 << 30
+
+
 def read_log(path: str) -> MeasurementLog:
-    """Read and parse a launch log file (mapped, not copied whole).
+    """Read and parse a launch log: a file (mapped, not copied whole), a pipe, or ``-``
+    (standard input, read whole up to :data:`LOG_STREAM_LIMIT` bytes).
 
     Raises:
-        ImageError: the file cannot be read or is not UTF-8.
+        ImageError: the log cannot be read, is not a file or a pipe, or is not UTF-8.
         LogFormatError: the log does not follow the format.
     """
-    with map_file(path) as data:
+    with input_buffer(path, "a launch log", LOG_STREAM_LIMIT) as data:
         try:
             text = str(data, "utf-8")
         except UnicodeDecodeError as exc:
@@ -59,14 +66,16 @@ def reference_values(log: str, fmt: str) -> None:
         )
     if not replay_if_possible(parsed):
         print(
-            f"cvmlaunch: note: {log}: {parsed.header.technology.value} logs are not replayed "
-            "here (replay needs the inputs: cvmlaunch log verify)",
+            printable(
+                f"cvmlaunch: note: {log}: {parsed.header.technology.value} logs are not "
+                "replayed here (replay needs the inputs: cvmlaunch log verify)"
+            ),
             file=sys.stderr,
         )
     values = ReferenceValues.from_settings(
         parsed.header.technology.value, parsed.footer.digest, parsed.header.settings
     )
-    print(values.render(fmt))
+    print("\n".join(printable(line) for line in values.render(fmt).splitlines()))
 
 
 @click.command(
