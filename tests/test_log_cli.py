@@ -148,6 +148,27 @@ def test_sign_and_verify_signed_by(tmp_path: Path, tdx: Path, kind: str) -> None
     )
 
 
+def test_reference_values_signed_by_refuses_an_edited_owner(tmp_path: Path, tdx: Path) -> None:
+    """MROWNER enters no digest: reference-values --signed-by prints it only from the log as
+    signed, and refuses the log once that value is edited (exit 1, nothing on stdout)."""
+    private, public = _pem(ec.generate_private_key(ec.SECP384R1()))
+    (tmp_path / "k.pem").write_bytes(private)
+    (tmp_path / "k.pub").write_bytes(public)
+    assert cli("measure", "tdx", "--firmware", str(tdx), "--mrowner", "cd" * 48,
+               "--log", "t.jsonl", cwd=tmp_path).returncode == 0  # fmt: skip
+    assert cli("log", "sign", "t.jsonl", "--key", "k.pem", cwd=tmp_path).returncode == 0
+    good = cli("reference-values", "t.jsonl", "--signed-by", "k.pub", cwd=tmp_path)
+    assert good.returncode == 0, good.stderr
+    assert json.loads(good.stdout)["mr_owner"] == "cd" * 48
+    assert "signature OK" in good.stderr
+    text = (tmp_path / "t.jsonl").read_text()
+    (tmp_path / "t.jsonl").write_text(text.replace("cd" * 48, "ce" + "cd" * 47))
+    assert cli("reference-values", "t.jsonl", cwd=tmp_path).returncode == 0  # unsigned: as is
+    bad = cli("reference-values", "t.jsonl", "--signed-by", "k.pub", cwd=tmp_path)
+    assert (bad.returncode, bad.stdout) == (1, "")
+    assert bad.stderr.startswith("cvmlaunch: error: the signed payload is not this log")
+
+
 def test_verify_json_lists_findings_and_unchecked(tmp_path: Path, tdx: Path) -> None:
     assert cli("measure", "tdx", "--firmware", str(tdx), "--log", "t.jsonl",
                cwd=tmp_path).returncode == 0  # fmt: skip

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from cvmlaunch.layout import Buffer
     from cvmlaunch.measure.log import MeasurementLog
 
-__all__ = ["DIFF", "SHOW", "VERIFY", "diff", "read_signed", "show", "verify"]
+__all__ = ["DIFF", "SHOW", "VERIFY", "check_signature", "diff", "read_signed", "show", "verify"]
 
 
 def _read_log(path: str) -> MeasurementLog:
@@ -123,7 +123,7 @@ def verify(
         raise ConfigError("--signature names the envelope that --signed-by checks: give both")
     if signed_by is not None:
         log_bytes, log = read_signed(log_file)
-        signer = _check_signature(log_file, log_bytes, signed_by, signature)
+        signer = check_signature(log_file, log_bytes, signed_by, signature)
     else:
         log = _read_log(log_file)
     given = {
@@ -174,8 +174,13 @@ def verify(
         )
 
 
-def _check_signature(log_file: str, log_bytes: bytes, signed_by: str, signature: str | None) -> str:
-    """Verify the DSSE envelope of ``log_file`` (``signature``, default ``LOG.dsse``)."""
+def check_signature(log_file: str, log_bytes: bytes, signed_by: str, signature: str | None) -> str:
+    """Verify the DSSE envelope of ``log_file`` (``signature``, default ``LOG.dsse``) by the
+    PEM public key ``signed_by``; return the key ID that verified.
+
+    Raises:
+        CheckFailed: the envelope is not over these bytes or not signed by that key.
+    """
     from cvmlaunch.files import read_small
     from cvmlaunch.measure.log_sign import (
         MAX_ENVELOPE_BYTES,
