@@ -61,12 +61,14 @@ def reference_values(
     """Run ``reference-values`` (see :data:`REFERENCE_VALUES`); with ``signed_by``, only from
     a log whose DSSE signature by that key verifies (what no replay proves: policy without an
     ID block, host data, the TDX config IDs)."""
+    if signature is not None and signed_by is None:  # else it would be silently ignored
+        raise ConfigError("--signature names the envelope that --signed-by checks: give both")
     if signed_by is not None:
         from cvmlaunch.cli._log import check_signature, read_signed
 
         log_bytes, parsed = read_signed(log)
         signer = check_signature(log, log_bytes, signed_by, signature)
-        print(f"cvmlaunch: note: {log}: signature OK (key {signer})", file=sys.stderr)
+        print(printable(f"cvmlaunch: note: {log}: signature OK (key {signer})"), file=sys.stderr)
     else:
         parsed = read_log(log)
     if parsed.header.technology is Technology.PLAIN:
