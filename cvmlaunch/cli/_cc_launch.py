@@ -402,12 +402,14 @@ def run_firmware_launch(
     identity: Sequence[str] = (),
     identity_settings: dict[str, SettingValue] | None = None,
     inputs: tuple[LogInput, ...] = (),
+    protect: Sequence[str] = (),
 ) -> None:
     """``launch --tech snp|tdx --firmware FILE``: print the plan (dry run), or launch, write
     the log, and run the guest until it stops or ``req.timeout`` passes.
 
     ``identity`` (lines) is printed after a dry run's plan; ``identity_settings`` and
-    ``inputs`` go into the log header. An ID block is checked against the plan's digest and
+    ``inputs`` go into the log header; the log is never written over a file of ``protect``
+    (the launch's inputs). An ID block is checked against the plan's digest and
     the policy before anything is created (the firmware would refuse the launch).
 
     Raises:
@@ -426,10 +428,10 @@ def run_firmware_launch(
     with map_file(req.firmware) as data:
         image = parse_ovmf(data, name=os.path.basename(req.firmware))
         if dry_run:
-            for line in _dry_run(req, image, hashes):
-                print(line, file=out)
-            for line in identity:
-                print(line, file=out)
+            from cvmlaunch.text import printable
+
+            for line in [*_dry_run(req, image, hashes), *identity]:
+                print(printable(line), file=out)  # names come from the inputs
             return
         from cvmlaunch import __version__, kvm_map
 
@@ -480,9 +482,9 @@ def run_firmware_launch(
 
                 verify_log(written, tdvf_contents(written.header, image))
             if log_file is not None:
-                from cvmlaunch.cli._output import write_atomic
+                from cvmlaunch.files import write_output
 
-                write_atomic(log_file, text)
+                write_output(log_file, text, what="the launch log", inputs=protect)
             what = "SNP launch digest" if req.tech == "snp" else "MRTD"
             where = f" (log written to {log_file})" if log_file is not None else ""
             print(f"cvmlaunch: {what} {launched.log.digest.hex()}{where}", file=err, flush=True)
@@ -618,6 +620,7 @@ def launch_confidential(
     dry_run: bool,
     log_file: str | None,
     kernel: Kernel | None = None,
+    protect: Sequence[str] = (),
 ) -> None:
     """``launch --tech snp|tdx``: the firmware launch of ``settings`` (see
     :func:`run_firmware_launch`), with the launch identity and the input digests.
@@ -688,6 +691,7 @@ def launch_confidential(
         identity=list(identity_lines(settings.snp_policy, snp, tdx)),
         identity_settings=ident,
         inputs=() if dry_run else input_digests(settings),
+        protect=protect,
     )
 
 

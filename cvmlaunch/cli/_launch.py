@@ -660,7 +660,7 @@ def launch(
     if settings.tech is not Tech.NONE:
         from cvmlaunch.cli._cc_launch import launch_confidential
 
-        launch_confidential(settings, dry_run=dry_run, log_file=log_file)
+        launch_confidential(settings, dry_run=dry_run, log_file=log_file, protect=tuple(read))
         return
     with load_plan(settings) as plan:
         if dry_run:
