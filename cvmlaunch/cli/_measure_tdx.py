@@ -84,6 +84,10 @@ def measure_tdx(
     owner = _owner_settings(mrconfigid, mrowner, mrownerconfig)
     order = PageOrder.TWO_PASS if two_pass else PageOrder.PER_PAGE
     log_text: str | None = None
+    if log_path is not None:  # refused before the firmware is measured
+        from cvmlaunch.files import Output, check_outputs
+
+        check_outputs([Output(log_path, b"", what="the launch log")], inputs=[firmware])
     with map_file(firmware) as data:
         result = measure_tdvf(data, name=firmware, order=order)
         sha256 = hashlib.sha256(data).digest()
@@ -107,10 +111,12 @@ def measure_tdx(
             )
             log_text = dumps_log(log)
     if log_path is not None and log_text is not None:
-        from cvmlaunch.cli._output import write_atomic
+        from cvmlaunch.files import write_output
 
-        write_atomic(log_path, log_text)
-    if output_format == "json":
+        write_output(log_path, log_text, what="the launch log", inputs=[firmware])
+    if log_path == "-":  # stdout is the log alone (its footer has the MRTD)
+        pass
+    elif output_format == "json":
         records = None if log_text is None else len(result.log)
         print(_json_result(result, firmware, sha256, records, owner))
     elif output_format == "base64":
@@ -148,7 +154,13 @@ JSON output (cvmlaunch reference-values reads them back)."""
     help="older page order: per section all PAGE.ADDs, then all MR.EXTENDs (QEMU 8.x / "
     "pre-upstream KVM TDX) [default: per page (Linux >= 6.16, QEMU >= 10.1)]",
 )
-@click.option("--log", "log_path", type=FILE, metavar="FILE", help="write the launch log here")
+@click.option(
+    "--log",
+    "log_path",
+    type=FILE,
+    metavar="FILE",
+    help="write the launch log here ('-': standard output, the log alone)",
+)
 @click.option("--expect", metavar="HEX", help="expected MRTD (hex); exit 1 if it differs")
 @output_format_option("how to print the MRTD")
 @click.option(
