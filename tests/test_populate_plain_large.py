@@ -71,3 +71,11 @@ def test_large_and_small_regions_are_copied_and_logged_with_their_contents_hash(
                 part = whole.contents()[entry.gpa - whole.gpa : entry.gpa - whole.gpa + entry.size]
                 want = hashlib.sha384(part).digest() if len(whole.data) else None
                 assert entry.content_sha384 == want
+        # the engine's log is the prediction's, byte for byte, zero marker included
+        from cvmlaunch.measure.log import complete_log, dumps_log
+        from cvmlaunch.measure.plain import plain_header, plain_log
+
+        head = plain_header({}, tool_version="t")
+        assert copies[2].content_sha384 is None
+        launched = complete_log(head, [e for e in log.entries if e.op is LogOp.PLAIN_COPY])
+        assert dumps_log(launched) == dumps_log(plain_log(layout, head))
