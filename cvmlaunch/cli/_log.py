@@ -340,7 +340,7 @@ def show(log_file: str, full: bool) -> None:
                 e.page_type.name,
                 "yes" if e.measured else "no",
                 out(e.provenance.describe()),
-                _short(e.content_sha384, width),
+                "zero" if e.content_sha384 is None else _short(e.content_sha384, width),
                 _short(e.digest_after, width),
             )
         )
