@@ -21,7 +21,7 @@ from cvmlaunch.kvm_map._kernel import _struct_buf
 from cvmlaunch.kvm_map.vcpu import Vcpu
 from cvmlaunch.kvm_map.vm import GuestMemory, Vm
 from cvmlaunch.layout import PAGE_SIZE, Region
-from cvmlaunch.log_entry import LogEntry, LogOp
+from cvmlaunch.log_entry import LogEntry, LogOp, zero_by_construction
 from cvmlaunch.memory_map import MemoryMap
 
 #: Consecutive populate calls without progress before :func:`_drive` gives up.
@@ -172,10 +172,13 @@ class _Recorder:
         content_sha384: bytes | None = None,
     ) -> None:
         """Append one record; ``content_sha384``, when given, is the already known SHA-384
-        of ``content`` (which is then not read unless ``per_page`` needs it)."""
+        of ``content`` (which is then not read unless ``per_page`` needs it). A region the
+        plan gives no bytes gets the zero marker instead (:func:`zero_by_construction`, as
+        the prediction's records do) and its content is read only for ``per_page``."""
         whole = hashlib.sha384()
         pages: list[bytes] = []
-        if content_sha384 is None or per_page:
+        zero = zero_by_construction(memoryview(region.data).nbytes)
+        if (content_sha384 is None and not zero) or per_page:
             for chunk in content:
                 whole.update(chunk)
                 if per_page:
@@ -185,6 +188,8 @@ class _Recorder:
                         for i in range(0, len(view), PAGE_SIZE)
                     ]
             content_sha384 = whole.digest()
+        if zero:
+            content_sha384 = None
         self.entries.append(
             LogEntry(
                 seq=len(self.entries),
