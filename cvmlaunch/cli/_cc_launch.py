@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from cvmlaunch.image.ovmf import OvmfImage
     from cvmlaunch.kvm_map import Kernel, SnpFinish, Vm
     from cvmlaunch.launch import LaunchSettings
+    from cvmlaunch.layout import Buffer
+    from cvmlaunch.log_entry import LogEntry
     from cvmlaunch.measure.identity import GuestPolicy
     from cvmlaunch.measure.log import LogInput, MeasurementLog, SettingValue
     from cvmlaunch.measure.sev_hashes import KernelHashes
@@ -41,6 +43,7 @@ __all__ = [
     "launch_confidential",
     "launch_snp_firmware",
     "launch_tdx_firmware",
+    "plan_contents",
     "run_firmware_launch",
     "run_guest",
 ]
@@ -87,6 +90,28 @@ def host_smt_active() -> bool:
             return f.read().strip() == "1"
     except OSError:
         return False
+
+
+def plan_contents(layout: Layout) -> Callable[[LogEntry], Buffer]:
+    """The bytes of each record of a launch of ``layout`` (one record per region, as the TDX
+    engine logs), for :func:`cvmlaunch.measure.log.verify_log` and ``complete_log``.
+
+    Raises:
+        LogFormatError: (when called) a record that is not one of the plan's regions.
+    """
+    regions = {(r.gpa, r.size): r for r in layout.memory_regions}
+
+    def contents(entry: LogEntry) -> Buffer:
+        region = regions.get((entry.gpa, entry.size))
+        if region is None:
+            from cvmlaunch.errors import LogFormatError
+
+            raise LogFormatError(
+                f"record {entry.seq} ({entry.gpa:#x}+{entry.size:#x}) is no range of the plan"
+            )
+        return region.data
+
+    return contents
 
 
 def _signature(cpuid: tuple[CpuidEntry, ...]) -> int:
@@ -216,7 +241,7 @@ def launch_tdx_firmware(
     from cvmlaunch import kvm_map
     from cvmlaunch.cc_plan import tdx_plan
     from cvmlaunch.measure.log import LogHeader, Technology, complete_log
-    from cvmlaunch.measure.tdx import TDX_ALGORITHM, PageOrder, tdvf_contents
+    from cvmlaunch.measure.tdx import TDX_ALGORITHM, PageOrder
 
     page_order = order or PageOrder.PER_PAGE
     with kvm_map.Kvm.open(kernel) as kvm:
@@ -254,7 +279,7 @@ def launch_tdx_firmware(
             tool_version=tool_version,
             initial_digest=None,
         )
-        log = complete_log(header, done.entries, tdvf_contents(header, image))
+        log = complete_log(header, done.entries, plan_contents(plan.layout))
     except BaseException:
         vm.close()
         raise
@@ -478,9 +503,7 @@ def run_firmware_launch(
             if req.tech == "snp":
                 verify_log(written)
             else:
-                from cvmlaunch.measure.tdx import tdvf_contents
-
-                verify_log(written, tdvf_contents(written.header, image))
+                verify_log(written, plan_contents(launched.plan.layout))
             if log_file is not None:
                 from cvmlaunch.files import write_output
 
