@@ -21,9 +21,14 @@ PAGE = 4096
 def _table(signature: bytes, body: bytes, revision: int = 1) -> bytearray:
     length = 36 + len(body)
     t = bytearray(
-        signature + struct.pack("<IBB", length, revision, 0) + b"BOCHS " + b"BXPC    "
-        + struct.pack("<I", 1) + b"BXPC" + struct.pack("<I", 1)
-    )  # fmt: skip
+        signature
+        + struct.pack("<IBB", length, revision, 0)
+        + b"BOCHS "
+        + b"BXPC    "
+        + struct.pack("<I", 1)
+        + b"BXPC"
+        + struct.pack("<I", 1)
+    )
     t += body
     t[9] = (-sum(t)) & 0xFF
     return t

@@ -14,8 +14,12 @@ from cvmlaunch.image.bzimage import apply_patches, qemu_initrd_max, qemu_setup_h
 GIB = 1 << 30
 
 
-def header(version: int = 0x020F, loadflags: int = 0x01, xloadflags: int = 0x7F,
-           initrd_addr_max: int = 0x7FFFFFFF) -> bytes:  # fmt: skip
+def header(
+    version: int = 0x020F,
+    loadflags: int = 0x01,
+    xloadflags: int = 0x7F,
+    initrd_addr_max: int = 0x7FFFFFFF,
+) -> bytes:
     """A 0x1000-byte setup area with just the fields QEMU reads."""
     h = bytearray(0x1000)
     h[0x1F1] = 7
@@ -50,12 +54,16 @@ def test_old_protocol_and_limits() -> None:
     # 2.03..2.11: initrd_addr_max from the header; 2 GiB below 4G does not clamp 0x37FFFFFF.
     p = qemu_setup_header_patches(
         header(version=0x020A, initrd_addr_max=0x37FFFFFF),
-        below_4g_mem_size=2 * GIB, initrd_size=0x1000, cmdline="",
-    )  # fmt: skip
+        below_4g_mem_size=2 * GIB,
+        initrd_size=0x1000,
+        cmdline="",
+    )
     assert p[0x218] == struct.pack("<II", 0x37FFE000, 0x1000)
     # 2.12+ without CAN_BE_LOADED_ABOVE_4G reads initrd_addr_max too.
-    assert qemu_initrd_max(header(xloadflags=0x01, initrd_addr_max=0x12345678), 2 * GIB,
-                           0x28000) == 0x12345678  # fmt: skip
+    assert (
+        qemu_initrd_max(header(xloadflags=0x01, initrd_addr_max=0x12345678), 2 * GIB, 0x28000)
+        == 0x12345678
+    )
     # No initrd: no ramdisk fields.
     assert 0x218 not in qemu_setup_header_patches(
         header(), below_4g_mem_size=2 * GIB, initrd_size=None, cmdline=""
@@ -68,19 +76,24 @@ def test_old_protocol_and_limits() -> None:
     assert old[0x20] == struct.pack("<HH", 0xA33F, cmdline_addr - 0x90000)
     assert old[0x224] == struct.pack("<H", cmdline_addr - 0x90000 - 0x200)
     with pytest.raises(ImageError, match="too large"):
-        qemu_setup_header_patches(
-            header(), below_4g_mem_size=GIB, initrd_size=GIB, cmdline=""
-        )  # fmt: skip
+        qemu_setup_header_patches(header(), below_4g_mem_size=GIB, initrd_size=GIB, cmdline="")
     with pytest.raises(ImageError, match="HdrS"):
-        qemu_setup_header_patches(bytes(0x1000), below_4g_mem_size=GIB, initrd_size=None,
-                                  cmdline="")  # fmt: skip
+        qemu_setup_header_patches(
+            bytes(0x1000), below_4g_mem_size=GIB, initrd_size=None, cmdline=""
+        )
 
 
 @pytest.mark.parametrize(
     ("arg", "mode"),
-    [("vga=normal", 0xFFFF), ("vga=ext", 0xFFFE), ("vga=ask", 0xFFFD), ("vga=0x318", 0x318),
-     ("quiet vga=791 x", 791), ("vga=0717", 0o717)],
-)  # fmt: skip
+    [
+        ("vga=normal", 0xFFFF),
+        ("vga=ext", 0xFFFE),
+        ("vga=ask", 0xFFFD),
+        ("vga=0x318", 0x318),
+        ("quiet vga=791 x", 791),
+        ("vga=0717", 0o717),
+    ],
+)
 def test_vga(arg: str, mode: int) -> None:
     p = qemu_setup_header_patches(header(), below_4g_mem_size=GIB, initrd_size=None, cmdline=arg)
     assert p[0x1FA] == struct.pack("<H", mode)
@@ -88,8 +101,9 @@ def test_vga(arg: str, mode: int) -> None:
 
 def test_bad_vga() -> None:
     with pytest.raises(ImageError, match="vga="):
-        qemu_setup_header_patches(header(), below_4g_mem_size=GIB, initrd_size=None,
-                                  cmdline="vga=12ab")  # fmt: skip
+        qemu_setup_header_patches(
+            header(), below_4g_mem_size=GIB, initrd_size=None, cmdline="vga=12ab"
+        )
 
 
 def test_debian_kernel_patch_changes_only_header_bytes(
