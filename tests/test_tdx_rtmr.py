@@ -24,9 +24,12 @@ from cvmlaunch.image.tdvf_features import Edk2Release, detect_tdvf_features, rel
 from cvmlaunch.measure.rtmr import (
     EventType,
     RtmrEvent,
+    event_from_record,
+    event_record,
     events_from_cel,
     events_to_cel,
     extend,
+    first_difference,
     replay,
 )
 from cvmlaunch.measure.tdx_rtmr import (
@@ -453,3 +456,32 @@ def test_fw_cfg_dir_layouts(tmp_path: Path) -> None:
     (sb / "PK").write_bytes(b"pk")
     (sb / f"db-{SECURE_BOOT_VARIABLES[3][1]}").write_bytes(b"\x07\x00\x00\x00db")
     assert read_uefi_variables(sb, SECURE_BOOT_VARIABLES) == {"PK": b"pk", "db": b"db"}
+
+
+def test_record_round_trip_and_first_difference() -> None:
+    base = [
+        *rtmr1_events(bytes(48), Edk2Release.R2025_02),
+        *rtmr2_events("console=ttyS0", b"rd", Edk2Release.R2025_02),
+    ]
+    records = json.loads(json.dumps([event_record(e) for e in base]))
+    assert tuple(event_from_record(r) for r in records) == tuple(base)
+    other = [
+        *rtmr1_events(bytes(48), Edk2Release.R2025_02),
+        *rtmr2_events("console=ttyS1", b"rd", Edk2Release.R2025_02),
+    ]
+    assert first_difference(base, base) is None
+    diff = first_difference(base, other)
+    assert diff is not None
+    assert diff.startswith("RTMR2 command line: digest ")
+    no_initrd = [
+        *rtmr1_events(bytes(48), Edk2Release.R2025_02),
+        *rtmr2_events("console=ttyS0", None, Edk2Release.R2025_02),
+    ]
+    assert first_difference(base, no_initrd) == "RTMR2 command line: digest " + (
+        f"{base[-2].digest.hex()[:16]}... != {no_initrd[-1].digest.hex()[:16]}..."
+    )
+    with pytest.raises(LogFormatError, match="fields"):
+        event_from_record({"rtmr": 1})
+    bad = dict(records[0], digest="00")
+    with pytest.raises(LogFormatError, match="48"):
+        event_from_record(bad)

@@ -35,9 +35,12 @@ __all__ = [
     "SHA384_SIZE",
     "EventType",
     "RtmrEvent",
+    "event_from_record",
+    "event_record",
     "events_from_cel",
     "events_to_cel",
     "extend",
+    "first_difference",
     "replay",
     "sha384",
 ]
@@ -211,3 +214,66 @@ def events_from_cel(records: object) -> tuple[RtmrEvent, ...]:
             name = f"{kind:#x}"
         out.append(RtmrEvent(pcr - 1, kind, digest, data, f"RTMR{pcr - 1} {name}"))
     return tuple(out)
+
+
+def event_record(event: RtmrEvent) -> dict[str, Any]:
+    """One event as a launch-log record body: ``{rtmr, event_type, description, digest,
+    event_data}`` (hex strings; ``event_type`` the ``EV_`` name or the number)."""
+    return {
+        "rtmr": event.rtmr,
+        "event_type": event.type_name,
+        "description": event.description,
+        "digest": event.digest.hex(),
+        "event_data": event.event_data.hex(),
+    }
+
+
+def event_from_record(record: object, where: str = "RTMR event") -> RtmrEvent:
+    """The inverse of :func:`event_record`.
+
+    Raises:
+        LogFormatError: a missing or unknown field, a bad type or bad hex.
+    """
+    fields = {"rtmr", "event_type", "description", "digest", "event_data"}
+    if not isinstance(record, dict) or set(record) != fields:
+        raise LogFormatError(f"{where}: needs exactly the fields {', '.join(sorted(fields))}")
+    rtmr, description = record["rtmr"], record["description"]
+    if not isinstance(rtmr, int) or isinstance(rtmr, bool) or not 0 <= rtmr < RTMR_COUNT:
+        raise LogFormatError(f"{where}: rtmr {rtmr!r} is not 0..3")
+    if not isinstance(description, str) or not isinstance(record["digest"], str):
+        raise LogFormatError(f"{where}: description and digest are strings")
+    if not isinstance(record["event_data"], str):
+        raise LogFormatError(f"{where}: event_data is a hex string")
+    try:
+        digest = bytes.fromhex(record["digest"])
+        data = bytes.fromhex(record["event_data"])
+    except ValueError as exc:
+        raise LogFormatError(f"{where}: bad hex ({exc})") from None
+    if len(digest) != SHA384_SIZE:
+        raise LogFormatError(f"{where}: digest is {len(digest)} bytes, not 48")
+    return RtmrEvent(rtmr, _event_type(record["event_type"], where), digest, data, description)
+
+
+def first_difference(a: Sequence[RtmrEvent], b: Sequence[RtmrEvent]) -> str | None:
+    """The first event (per RTMR, in log order) whose digest or type differs between two logs,
+    named by its description (e.g. ``"RTMR2 command line: digest 1a2b… != 3c4d…"``); None when
+    the logs extend the same digests into the same RTMRs."""
+    for rtmr in range(RTMR_COUNT):
+        xs = [e for e in a if e.rtmr == rtmr]
+        ys = [e for e in b if e.rtmr == rtmr]
+        for n, (x, y) in enumerate(zip(xs, ys, strict=False)):
+            if x.event_type != y.event_type:
+                return (
+                    f"RTMR{rtmr} event {n}: {x.description} ({x.type_name}) != "
+                    f"{y.description} ({y.type_name})"
+                )
+            if x.digest != y.digest:
+                return (
+                    f"{x.description}: digest {x.digest.hex()[:16]}... != {y.digest.hex()[:16]}..."
+                )
+        if len(xs) != len(ys):
+            longer = xs if len(xs) > len(ys) else ys
+            extra = longer[min(len(xs), len(ys))]
+            side = "first" if len(xs) > len(ys) else "second"
+            return f"RTMR{rtmr}: only the {side} log has {extra.description}"
+    return None
