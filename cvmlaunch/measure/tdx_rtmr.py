@@ -53,6 +53,7 @@ from cvmlaunch.image.tdvf_features import (
     detect_tdvf_features,
     releases_matching,
 )
+from cvmlaunch.image.varstore import parse_varstore
 from cvmlaunch.layout import Buffer, TdvfSectionType
 from cvmlaunch.measure.rtmr import EventType, RtmrEvent, replay, sha384
 from cvmlaunch.memory_map import MemoryMap
@@ -76,6 +77,7 @@ __all__ = [
     "predict_tdx_rtmrs",
     "rtmr1_events",
     "rtmr2_events",
+    "secure_boot_from_varstore",
     "table_loader_allocations",
     "td_hob_event",
     "uefi_variable_data",
@@ -178,6 +180,41 @@ def td_hob_event(sections: tuple[TdvfSection, ...], memory_size: int) -> RtmrEve
     )
 
 
+#: edk2 SecureBootConfigDxe's "SecureBootEnable" (gEfiSecureBootEnableDisableGuid).
+SECURE_BOOT_ENABLE_GUID = "f0a30bc7-af08-4556-99c4-001009c93a44"
+
+
+def _cfv(image: OvmfImage) -> TdvfSection:
+    for s in image.tdx_sections or ():
+        if s.type is TdvfSectionType.CFV:
+            return s
+    raise ImageError("TDVF metadata has no CFV section", source=image.name)
+
+
+def secure_boot_from_varstore(image: OvmfImage) -> dict[str, bytes]:
+    """The Secure Boot variables TDVF measures, from the varstore in the image's CFV.
+
+    PK, KEK, db, dbx are the stored data. SecureBoot is not stored; edk2's AuthVariableLib sets
+    it to 1 when a PK is enrolled (user mode) and SecureBootEnable is not 0. Without a PK the
+    result is empty: the variables are then measured without data, as a real TD with a firmware
+    without enrolled keys logs them (a Secure-Boot-capable build without keys would log
+    SecureBoot = 0 instead; give ``secure_boot`` explicitly for that).
+
+    Raises:
+        ImageError: no CFV, or a varstore that cannot be read.
+    """
+    variables = parse_varstore(image.tdvf_section_data(_cfv(image)), name=f"{image.name} CFV")
+    out = {
+        n: variables[(n, g)]
+        for n, g in SECURE_BOOT_VARIABLES
+        if n != "SecureBoot" and (n, g) in variables
+    }
+    if "PK" in out:
+        enable = variables.get(("SecureBootEnable", SECURE_BOOT_ENABLE_GUID), b"\x01")
+        out["SecureBoot"] = b"\x00" if enable == b"\x00" else b"\x01"
+    return out
+
+
 def cfv_event(image: OvmfImage) -> RtmrEvent:
     """RTMR0's second event: SHA-384 of the CFV section's bytes (the varstore in the image),
     logged as EV_EFI_PLATFORM_FIRMWARE_BLOB2 with TDVF's placeholder description.
@@ -185,18 +222,15 @@ def cfv_event(image: OvmfImage) -> RtmrEvent:
     Raises:
         ImageError: no CFV section.
     """
-    for s in image.tdx_sections or ():
-        if s.type is TdvfSectionType.CFV:
-            data = bytes([len(_CFV_DESCRIPTION)]) + _CFV_DESCRIPTION
-            data += struct.pack("<QQ", s.gpa, s.raw_size)
-            return RtmrEvent(
-                0,
-                EventType.EV_EFI_PLATFORM_FIRMWARE_BLOB2,
-                sha384(image.tdvf_section_data(s)),
-                data,
-                "RTMR0 CFV (UEFI variable store)",
-            )
-    raise ImageError("TDVF metadata has no CFV section", source=image.name)
+    s = _cfv(image)
+    data = bytes([len(_CFV_DESCRIPTION)]) + _CFV_DESCRIPTION + struct.pack("<QQ", s.gpa, s.raw_size)
+    return RtmrEvent(
+        0,
+        EventType.EV_EFI_PLATFORM_FIRMWARE_BLOB2,
+        sha384(image.tdvf_section_data(s)),
+        data,
+        "RTMR0 CFV (UEFI variable store)",
+    )
 
 
 def table_loader_allocations(loader: bytes) -> tuple[str, ...]:
@@ -475,7 +509,9 @@ def predict_tdx_rtmrs(
         initrd: the initrd, or None.
         cmdline: the command line (``-append``).
         acpi: the ACPI fw_cfg blobs; None: RTMR0 is not predicted.
-        secure_boot: Secure Boot variable data by name; None: none enrolled.
+        secure_boot: Secure Boot variable data by name; None: what the image's own varstore
+            holds (:func:`secure_boot_from_varstore`; none enrolled for Debian's and Ubuntu's
+            plain OVMF).
         kernel_loading: None: raw when the firmware loads ``etc/boot/kernel`` (edk2 202502+),
             else an error asking for it.
         release: None: told from the image, else an error asking for it.
@@ -517,7 +553,9 @@ def predict_tdx_rtmrs(
             "and the SMBIOS tables into RTMR0, which cvmlaunch does not model"
         )
     else:
-        events += rtmr0_events(image, memory_size, acpi, secure_boot or {}, chosen)
+        if secure_boot is None:
+            secure_boot = secure_boot_from_varstore(image)
+        events += rtmr0_events(image, memory_size, acpi, secure_boot, chosen)
         rtmr0_predicted = True
     events += rtmr1_events(digest, chosen)
     events += rtmr2_events(cmdline, initrd, chosen)
