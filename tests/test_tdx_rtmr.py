@@ -485,3 +485,55 @@ def test_record_round_trip_and_first_difference() -> None:
     bad = dict(records[0], digest="00")
     with pytest.raises(LogFormatError, match="48"):
         event_from_record(bad)
+
+
+def test_command_helpers_round_trip(
+    tmp_path: Path, firmware: Callable[[str], Path], debian_kernel: tuple[Path, dict[str, str]]
+) -> None:
+    from cvmlaunch.cli._tdx_rtmr import event_log_text, predict_rtmrs, rtmr_fields
+
+    kernel_path = str(debian_kernel[0])
+    write_by_name(tmp_path / "by_name", qemu_like_acpi(cpus=2))
+    (tmp_path / "initrd.img").write_bytes(b"initrd bytes")
+    image = parse_ovmf(firmware("OVMF.2022.fd").read_bytes(), name="OVMF.2022.fd")
+    args: dict[str, Any] = {
+        "memory": "4G",
+        "kernel": kernel_path,
+        "initrd": str(tmp_path / "initrd.img"),
+        "append": "console=ttyS0",
+        "acpi": str(tmp_path / "by_name"),
+        "kernel_loading": "patched",
+        "secure_boot_vars": None,
+        "edk2": "2024.11",
+    }
+    p = predict_rtmrs(image, **args)
+    fields = json.loads(json.dumps(rtmr_fields(p)))
+    assert fields["rtmr_model"] == {
+        "edk2": "2024.11",
+        "kernel_loading": "patched",
+        "events": len(p.events),
+        "notes": [],
+    }
+    replayed = replay(events_from_cel(json.loads(event_log_text(p))))
+    assert [r.hex() for r in replayed[:3]] == [fields["rtmr0"], fields["rtmr1"], fields["rtmr2"]]
+    # The printed RTMR2 written out independently.
+    assert (
+        fields["rtmr2"]
+        == fold(
+            [
+                hashlib.sha384("console=ttyS0 initrd=initrd\0".encode("utf-16-le")).digest(),
+                hashlib.sha384(b"initrd bytes").digest(),
+            ]
+        ).hex()
+    )
+    for key, value, message in (
+        ("memory", None, "--memory"),
+        ("memory", "4X", "memory size"),
+        ("kernel_loading", "both", "--kernel-loading"),
+        ("edk2", "soon", "--edk2"),
+        ("acpi", str(tmp_path), "no etc/table-loader"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            predict_rtmrs(image, **{**args, key: value})
+    override = predict_rtmrs(image, **{**args, "edk2": "2025.02"})
+    assert override.notes == ("--edk2 2025.02 overrides what the image shows (2024.08, 2024.11)",)

@@ -317,8 +317,8 @@ def rtmr0_events(
     """
     if release.measures_fw_cfg_and_smbios:
         raise ConfigError(
-            f"RTMR0 of edk2 >= {release.value} also holds fw_cfg item and SMBIOS events, which "
-            "cvmlaunch does not model"
+            f"RTMR0 of edk2 >= 2025.05 (here {release.value}) also holds fw_cfg item and SMBIOS "
+            "events, which cvmlaunch does not model"
         )
     unknown = set(secure_boot) - {n for n, _ in SECURE_BOOT_VARIABLES}
     if unknown:
@@ -549,8 +549,9 @@ def predict_tdx_rtmrs(
         notes.append("RTMR0 not predicted: it measures the ACPI tables, give them with --acpi")
     elif chosen.measures_fw_cfg_and_smbios:
         notes.append(
-            f"RTMR0 not predicted: edk2 >= {chosen.value} firmware also measures fw_cfg items "
-            "and the SMBIOS tables into RTMR0, which cvmlaunch does not model"
+            f"RTMR0 not predicted: edk2 >= 2025.05 firmware (this one: {chosen.value}) also "
+            "measures fw_cfg items and the SMBIOS tables into RTMR0, which cvmlaunch does not "
+            "model"
         )
     else:
         if secure_boot is None:

@@ -1,0 +1,135 @@
+"""``measure tdx`` with a guest: the RTMR part, independent of the CLI framework.
+
+Composes the file edge (:func:`cvmlaunch.files.map_file`, :mod:`cvmlaunch.fw_cfg_files`) and the
+pure prediction (:func:`cvmlaunch.measure.tdx_rtmr.predict_tdx_rtmrs`); the command module only
+declares options and calls :func:`predict_rtmrs`, :func:`rtmr_fields` and
+:func:`event_log_text`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from cvmlaunch.image.ovmf import OvmfImage
+    from cvmlaunch.measure.tdx_rtmr import TdxRtmrPrediction
+
+__all__ = ["GUEST_OPTIONS", "event_log_text", "predict_rtmrs", "rtmr_fields"]
+
+#: The options that ask for RTMRs (any of them given, or --kernel, turns the prediction on).
+GUEST_OPTIONS = (
+    "memory",
+    "kernel",
+    "initrd",
+    "append",
+    "acpi",
+    "kernel_loading",
+    "secure_boot_vars",
+    "edk2",
+    "event_log",
+)
+
+
+def predict_rtmrs(
+    image: OvmfImage,
+    *,
+    memory: str | None,
+    kernel: str,
+    initrd: str | None,
+    append: str,
+    acpi: str | None,
+    kernel_loading: str | None,
+    secure_boot_vars: str | None,
+    edk2: str | None,
+) -> TdxRtmrPrediction:
+    """Read the guest's inputs and predict RTMR0-2.
+
+    Args:
+        memory: QEMU ``-m`` syntax (``4G``, ``4096``); required.
+        kernel, initrd: paths (mapped, not read whole).
+        acpi: a directory with ``etc/table-loader``, ``etc/acpi/rsdp``, ``etc/acpi/tables``
+            (plain files or the sysfs ``by_name/<name>/raw`` layout); None: no RTMR0.
+        kernel_loading: ``patched`` / ``raw`` / None (from the firmware).
+        secure_boot_vars: a directory of PK, KEK, db, dbx, SecureBoot; None: the image's own.
+        edk2: ``YYYY.MM`` of the firmware's edk2 release; None: from the image.
+
+    Raises:
+        ConfigError: a missing ``--memory``, a bad option value, a missing ACPI blob.
+        ImageError: unreadable or malformed inputs.
+        LayoutError: a memory size the TD HOB cannot be built for.
+    """
+    from cvmlaunch.errors import ConfigError
+    from cvmlaunch.files import map_file
+    from cvmlaunch.fw_cfg_files import read_fw_cfg_dir, read_uefi_variables
+    from cvmlaunch.image.tdvf_features import Edk2Release
+    from cvmlaunch.launch import parse_size
+    from cvmlaunch.measure.tdx_rtmr import (
+        ACPI_BLOB_NAMES,
+        SECURE_BOOT_VARIABLES,
+        AcpiBlobs,
+        KernelLoading,
+        predict_tdx_rtmrs,
+    )
+
+    if memory is None:
+        raise ConfigError("--memory is needed with --kernel (the TD HOB and RTMR0 depend on it)")
+    memory_size = parse_size(memory)
+    loading = None if kernel_loading is None else KernelLoading.parse(kernel_loading)
+    try:
+        release = None if edk2 is None else Edk2Release.parse(edk2)
+    except ValueError as exc:
+        raise ConfigError(f"--edk2: {exc}") from None
+    blobs = None
+    if acpi is not None:
+        files = read_fw_cfg_dir(acpi, ACPI_BLOB_NAMES)
+        missing = [n for n in ACPI_BLOB_NAMES if n not in files]
+        if missing:
+            raise ConfigError(
+                f"--acpi {acpi}: no {', '.join(missing)} (as DIR/NAME or DIR/NAME/raw)"
+            )
+        blobs = AcpiBlobs(files)
+    secure_boot = None
+    if secure_boot_vars is not None:
+        secure_boot = read_uefi_variables(secure_boot_vars, SECURE_BOOT_VARIABLES)
+    with contextlib.ExitStack() as stack:
+        kernel_data = stack.enter_context(map_file(kernel))
+        initrd_data = None if initrd is None else stack.enter_context(map_file(initrd))
+        return predict_tdx_rtmrs(
+            image,
+            memory_size=memory_size,
+            kernel=kernel_data,
+            initrd=initrd_data,
+            cmdline=append,
+            acpi=blobs,
+            secure_boot=secure_boot,
+            kernel_loading=loading,
+            release=release,
+            kernel_name=kernel,
+        )
+
+
+def rtmr_fields(prediction: TdxRtmrPrediction) -> dict[str, Any]:
+    """The JSON members for the RTMRs: ``rtmr0`` (hex or null), ``rtmr1``, ``rtmr2``, and
+    ``rtmr_model`` (edk2 release, kernel loading, event count, notes)."""
+    r0, r1, r2 = prediction.rtmrs
+    return {
+        "rtmr0": None if r0 is None else r0.hex(),
+        "rtmr1": r1.hex(),
+        "rtmr2": r2.hex(),
+        "rtmr_model": {
+            "edk2": prediction.release.value,
+            "kernel_loading": prediction.kernel_loading.value,
+            "events": len(prediction.events),
+            "notes": list(prediction.notes),
+        },
+    }
+
+
+def event_log_text(prediction: TdxRtmrPrediction) -> str:
+    """The events as TCG CEL-JSON (one array, canonical key order), newline-terminated."""
+    from cvmlaunch.measure.rtmr import events_to_cel
+
+    return json.dumps(events_to_cel(prediction.events), sort_keys=True, indent=1) + "\n"
