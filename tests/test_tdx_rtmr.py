@@ -47,6 +47,7 @@ from cvmlaunch.measure.tdx_rtmr import (
     predict_tdx_rtmrs,
     rtmr1_events,
     rtmr2_events,
+    stub_uses_cc_measurement,
     table_loader_allocations,
     td_hob_event,
     uefi_variable_data,
@@ -236,6 +237,7 @@ def test_rtmr1_rtmr2_raw_against_independent_digests(
         initrd=initrd,
         cmdline="console=ttyS0",
         acpi=AcpiBlobs(qemu_like_acpi()),
+        stub_measures=True,
     )
     assert p.release is Edk2Release.R2025_08
     assert p.kernel_loading is KernelLoading.RAW
@@ -289,6 +291,7 @@ def test_rtmr0_old_firmware_against_independent_digests(
         acpi=AcpiBlobs(acpi),
         kernel_loading=KernelLoading.RAW,
         release=Edk2Release.R2024_08,
+        stub_measures=True,
     )
     cfv = next(s for s in image.tdx_sections or () if s.type.name == "CFV")
     sep = real("separator")[0]
@@ -323,6 +326,7 @@ def test_rtmr0_old_firmware_against_independent_digests(
         kernel_loading=KernelLoading.RAW,
         release=Edk2Release.R2024_11,
         secure_boot={"PK": b"pk"},
+        stub_measures=True,
     )
     pk = next(e for e in q.events if e.description == "RTMR0 variable PK")
     assert (
@@ -505,6 +509,7 @@ def test_command_helpers_round_trip(
         "kernel_loading": "patched",
         "secure_boot_vars": None,
         "edk2": "2024.11",
+        "stub_measures": "yes",
     }
     p = predict_rtmrs(image, **args)
     fields = json.loads(json.dumps(rtmr_fields(p)))
@@ -531,9 +536,35 @@ def test_command_helpers_round_trip(
         ("memory", "4X", "memory size"),
         ("kernel_loading", "both", "--kernel-loading"),
         ("edk2", "soon", "--edk2"),
+        ("stub_measures", "maybe", "--stub-measures"),
         ("acpi", str(tmp_path), "no etc/table-loader"),
     ):
         with pytest.raises(ConfigError, match=message):
             predict_rtmrs(image, **{**args, key: value})
     override = predict_rtmrs(image, **{**args, "edk2": "2025.02"})
     assert override.notes == ("--edk2 2025.02 overrides what the image shows (2024.08, 2024.11)",)
+
+
+def test_rtmr2_of_a_stub_without_cc_measurement(
+    firmware: Callable[[str], Path], debian_kernel: tuple[Path, dict[str, str]]
+) -> None:
+    kernel = _debian(debian_kernel)
+    # Debian's 6.1 stub measures through EFI_TCG2_PROTOCOL only (its GUID's first dword is in
+    # the stub, the CC protocol's is not).
+    assert struct.pack("<I", 0x607F766C) in kernel
+    assert struct.pack("<I", 0x96751A3D) not in kernel
+    assert not stub_uses_cc_measurement(kernel)
+    assert stub_uses_cc_measurement(b"xx" + uuid_le("96751a3d-72f4-41a6-a794-ed5d0e67ae6b"))
+    image = parse_ovmf(firmware("OVMF.inteltdx.ms.fd").read_bytes(), name="inteltdx")
+    p = predict_tdx_rtmrs(
+        image, memory_size=GIB, kernel=kernel, initrd=b"rd", cmdline="x", acpi=None
+    )
+    assert p.rtmrs[2] == bytes(48)
+    assert all(e.rtmr != 2 for e in p.events)
+    assert any("RTMR2 stays zero" in n for n in p.notes)
+
+
+def uuid_le(text: str) -> bytes:
+    import uuid
+
+    return uuid.UUID(text).bytes_le

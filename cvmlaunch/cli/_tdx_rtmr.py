@@ -29,6 +29,7 @@ GUEST_OPTIONS = (
     "kernel_loading",
     "secure_boot_vars",
     "edk2",
+    "stub_measures",
     "event_log",
 )
 
@@ -44,6 +45,7 @@ def predict_rtmrs(
     kernel_loading: str | None,
     secure_boot_vars: str | None,
     edk2: str | None,
+    stub_measures: str = "auto",
 ) -> TdxRtmrPrediction:
     """Read the guest's inputs and predict RTMR0-2.
 
@@ -55,6 +57,8 @@ def predict_rtmrs(
         kernel_loading: ``patched`` / ``raw`` / None (from the firmware).
         secure_boot_vars: a directory of PK, KEK, db, dbx, SecureBoot; None: the image's own.
         edk2: ``YYYY.MM`` of the firmware's edk2 release; None: from the image.
+        stub_measures: ``yes``/``no``: whether the kernel's EFI stub measures into RTMR2;
+            ``auto``: told from the kernel.
 
     Raises:
         ConfigError: a missing ``--memory``, a bad option value, a missing ACPI blob.
@@ -82,6 +86,9 @@ def predict_rtmrs(
         release = None if edk2 is None else Edk2Release.parse(edk2)
     except ValueError as exc:
         raise ConfigError(f"--edk2: {exc}") from None
+    stub = {"auto": None, "yes": True, "no": False}.get(stub_measures.lower(), "bad")
+    if stub == "bad":
+        raise ConfigError(f"--stub-measures {stub_measures!r}: expected auto, yes or no")
     blobs = None
     if acpi is not None:
         files = read_fw_cfg_dir(acpi, ACPI_BLOB_NAMES)
@@ -108,6 +115,7 @@ def predict_rtmrs(
             kernel_loading=loading,
             release=release,
             kernel_name=kernel,
+            stub_measures=None if stub is None else bool(stub),
         )
 
 

@@ -78,6 +78,7 @@ __all__ = [
     "rtmr1_events",
     "rtmr2_events",
     "secure_boot_from_varstore",
+    "stub_uses_cc_measurement",
     "table_loader_allocations",
     "td_hob_event",
     "uefi_variable_data",
@@ -456,6 +457,22 @@ def rtmr2_events(
     return tuple(events)
 
 
+#: EFI_CC_MEASUREMENT_PROTOCOL_GUID (UEFI 2.10 section 38.4).
+CC_MEASUREMENT_PROTOCOL_GUID = "96751a3d-72f4-41a6-a794-ed5d0e67ae6b"
+
+
+def stub_uses_cc_measurement(kernel: Buffer) -> bool:
+    """Whether the kernel's EFI stub can find EFI_CC_MEASUREMENT_PROTOCOL, i.e. measures the
+    LoadOptions and initrd into RTMR2 on a TD (Linux added the CC fallback in 2024; older stubs
+    measure through EFI_TCG2_PROTOCOL only, which a TD without a vTPM lacks, so RTMR2 stays
+    zero). Told from the stub's code, which is stored uncompressed: the protocol GUID, as 16
+    bytes or as its first dword (an immediate when the compiler builds the GUID on the
+    stack)."""
+    data = bytes(kernel)
+    guid = guid_bytes_le(CC_MEASUREMENT_PROTOCOL_GUID)
+    return guid in data or guid[:4] in data
+
+
 @dataclass(frozen=True, slots=True)
 class TdxRtmrPrediction:
     """The predicted events and RTMR0-2 (RTMR0 None when not predicted; ``notes`` says why)."""
@@ -499,6 +516,7 @@ def predict_tdx_rtmrs(
     release: Edk2Release | None = None,
     acpi_data_size: int = QEMU_ACPI_DATA_SIZE,
     kernel_name: str = "kernel",
+    stub_measures: bool | None = None,
 ) -> TdxRtmrPrediction:
     """RTMR0-2 of a direct-boot TD (module doc).
 
@@ -515,6 +533,8 @@ def predict_tdx_rtmrs(
         kernel_loading: None: raw when the firmware loads ``etc/boot/kernel`` (edk2 202502+),
             else an error asking for it.
         release: None: told from the image, else an error asking for it.
+        stub_measures: whether the kernel's EFI stub measures into RTMR2; None: told from the
+            kernel (:func:`stub_uses_cc_measurement`).
 
     Raises:
         ConfigError: the release or the kernel loading cannot be told and was not given;
@@ -559,7 +579,15 @@ def predict_tdx_rtmrs(
         events += rtmr0_events(image, memory_size, acpi, secure_boot, chosen)
         rtmr0_predicted = True
     events += rtmr1_events(digest, chosen)
-    events += rtmr2_events(cmdline, initrd, chosen)
+    if stub_measures is None:
+        stub_measures = stub_uses_cc_measurement(kernel)
+        if not stub_measures:
+            notes.append(
+                "RTMR2 stays zero: the kernel's EFI stub does not use EFI_CC_MEASUREMENT_PROTOCOL "
+                "(Linux before its 2024 CC fallback); say otherwise with --stub-measures yes"
+            )
+    if stub_measures:
+        events += rtmr2_events(cmdline, initrd, chosen)
     r0, r1, r2, _ = replay(events)
     return TdxRtmrPrediction(
         events=tuple(events),
