@@ -43,6 +43,8 @@ from cvmlaunch.errors import ConfigError, ImageError
 from cvmlaunch.image.bzimage import (
     QEMU_ACPI_DATA_SIZE,
     apply_patches,
+    is_bzimage,
+    parse_bzimage,
     qemu_setup_header_patches,
 )
 from cvmlaunch.image.ovmf import OvmfImage, TdvfSection, guid_bytes_le
@@ -466,11 +468,20 @@ def stub_uses_cc_measurement(kernel: Buffer) -> bool:
     LoadOptions and initrd into RTMR2 on a TD (Linux added the CC fallback in 2024; older stubs
     measure through EFI_TCG2_PROTOCOL only, which a TD without a vTPM lacks, so RTMR2 stays
     zero). Told from the stub's code, which is stored uncompressed: the protocol GUID, as 16
-    bytes or as its first dword (an immediate when the compiler builds the GUID on the
-    stack)."""
-    data = bytes(kernel)
+    bytes or as its first dword (an immediate when the compiler builds the GUID on the stack),
+    searched outside a bzImage's compressed payload (where 4 bytes could match by chance)."""
+    data = memoryview(kernel)
+    parts = [data]
+    if is_bzimage(data):
+        try:
+            bz = parse_bzimage(data)
+        except ImageError:
+            bz = None
+        if bz is not None and bz.payload_offset is not None and bz.payload_length is not None:
+            start = bz.kernel_offset + bz.payload_offset
+            parts = [data[:start], data[start + bz.payload_length :]]
     guid = guid_bytes_le(CC_MEASUREMENT_PROTOCOL_GUID)
-    return guid in data or guid[:4] in data
+    return any(guid[:4] in bytes(part) for part in parts)
 
 
 @dataclass(frozen=True, slots=True)
