@@ -1,4 +1,4 @@
-"""The KVM edge: VMs, vCPUs, guest_memfd memslots, and the populate engine.
+"""The KVM edge: VMs, vCPUs, memslots (guest_memfd or anonymous memory), and the populate engine.
 
 Rule 1: this is the only module that makes KVM system calls, and it makes them only through a
 :class:`Kernel` (``open``, ``close``, ``ioctl``, ``mmap``). :class:`LinuxKernel` is the real one;
@@ -80,6 +80,8 @@ __all__ = [
     "LaunchLog",
     "LinuxKernel",
     "MemoryAttribute",
+    "MemoryBackend",
+    "MemoryBackendChoice",
     "MemoryFaultExit",
     "MmioExit",
     "OtherExit",
@@ -95,6 +97,7 @@ __all__ = [
     "VcpuExit",
     "Vm",
     "VmType",
+    "choose_memory_backend",
     "install_kick_handler",
     "populate",
     "populate_plain",
@@ -134,7 +137,8 @@ class Kernel(Protocol):
         ...
 
     def mmap(self, fd: int, length: int) -> mmap.mmap:
-        """A shared read/write mapping of ``fd`` from offset 0; ``fd`` -1 maps anonymous memory."""
+        """A shared read/write mapping of ``fd`` from offset 0; ``fd`` -1 maps private
+        anonymous memory (zero-filled, what a VMM gives a guest as RAM)."""
         ...
 
 
@@ -164,8 +168,10 @@ class LinuxKernel:
         return int(fcntl.ioctl(fd, request, arg, True))
 
     def mmap(self, fd: int, length: int) -> mmap.mmap:
-        """``mmap.mmap(fd, length, MAP_SHARED, PROT_READ | PROT_WRITE)``."""
-        return mmap.mmap(fd, length, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        """``mmap.mmap(fd, length, MAP_SHARED, PROT_READ | PROT_WRITE)``; for ``fd`` -1
+        ``MAP_PRIVATE | MAP_ANONYMOUS``."""
+        share = mmap.MAP_PRIVATE if fd == -1 else mmap.MAP_SHARED
+        return mmap.mmap(fd, length, share, mmap.PROT_READ | mmap.PROT_WRITE)
 
 
 def _address(buf: bytearray | mmap.mmap) -> int:
@@ -233,6 +239,7 @@ class KvmCaps:
         max_vcpus: ``KVM_CAP_MAX_VCPUS``.
         nr_memslots: ``KVM_CAP_NR_MEMSLOTS``.
         vcpu_mmap_size: ``KVM_GET_VCPU_MMAP_SIZE``.
+        user_memory: ``KVM_CAP_USER_MEMORY`` (``KVM_SET_USER_MEMORY_REGION``; every KVM).
     """
 
     api_version: int
@@ -246,6 +253,7 @@ class KvmCaps:
     max_vcpus: int
     nr_memslots: int
     vcpu_mmap_size: int
+    user_memory: bool = True
 
     def supports(self, vm_type: VmType) -> bool:
         """Whether ``KVM_CREATE_VM(vm_type)`` is offered."""
@@ -261,38 +269,175 @@ class KvmCaps:
         """SEV-SNP guests (``KVM_X86_SNP_VM``)."""
         return self.supports(VmType.SNP)
 
-    def require(self, vm_type: VmType) -> None:
-        """Check that a VM of ``vm_type`` with guest_memfd memslots can be built here.
+    def require(
+        self, vm_type: VmType, memory_backend: str | MemoryBackend = "auto"
+    ) -> MemoryBackendChoice:
+        """Check that a VM of ``vm_type`` can be built here, and choose its memory backend
+        (:func:`choose_memory_backend`).
 
         Raises:
             KvmUnsupported: naming the first missing capability.
+            ConfigError: a backend the VM type cannot use, or an unknown backend name.
         """
         if vm_type is not VmType.DEFAULT and not self.supports(vm_type):
             raise KvmUnsupported(
                 f"KVM_X86_{vm_type.name}_VM",
                 detail=f"KVM_CAP_VM_TYPES is {self.vm_types:#x}, bit {int(vm_type)} is clear",
             )
-        if not self.guest_memfd:
-            raise KvmUnsupported("KVM_CAP_GUEST_MEMFD")
-        if not self.user_memory2:
-            raise KvmUnsupported("KVM_CAP_USER_MEMORY2")
-        if vm_type in (VmType.SW_PROTECTED, VmType.SNP, VmType.TDX) and not (
-            self.memory_attributes & MemoryAttribute.PRIVATE
-        ):
-            raise KvmUnsupported(
-                "KVM_MEMORY_ATTRIBUTE_PRIVATE",
-                detail=f"KVM_CAP_MEMORY_ATTRIBUTES is {self.memory_attributes:#x}",
-            )
+        return choose_memory_backend(self, vm_type, memory_backend)
 
-    def as_dict(self) -> dict[str, int | bool | list[str]]:
-        """A JSON-ready view, with the VM type names spelled out."""
-        out: dict[str, int | bool | list[str]] = {
+    def missing(self) -> tuple[str, ...]:
+        """The memory capabilities this host lacks, of guest_memfd, its mmap flag, pre-fault
+        and memory attributes (names as the kernel headers spell them)."""
+        out = []
+        if not self.guest_memfd:
+            out.append("KVM_CAP_GUEST_MEMFD")
+        if not self.guest_memfd_flags & GuestMemfdFlag.MMAP:
+            out.append("GUEST_MEMFD_FLAG_MMAP")
+        if not self.guest_memfd_flags & GuestMemfdFlag.INIT_SHARED:
+            out.append("GUEST_MEMFD_FLAG_INIT_SHARED")
+        if not self.pre_fault_memory:
+            out.append("KVM_CAP_PRE_FAULT_MEMORY")
+        if not self.memory_attributes:
+            out.append("KVM_CAP_MEMORY_ATTRIBUTES")
+        if not self.user_memory2:
+            out.append("KVM_CAP_USER_MEMORY2")
+        return tuple(out)
+
+    def as_dict(self) -> dict[str, int | bool | str | list[str]]:
+        """A JSON-ready view, with the VM type names spelled out, the capabilities this host
+        lacks (:meth:`missing`), and the memory backend a plain launch would use and why."""
+        out: dict[str, int | bool | str | list[str]] = {
             f.name: getattr(self, f.name) for f in dataclasses.fields(self)
         }
         out["vm_type_names"] = [t.name for t in VmType if self.supports(t)]
         out["tdx"] = self.tdx
         out["snp"] = self.snp
+        out["missing"] = list(self.missing())
+        try:
+            choice = choose_memory_backend(self, VmType.DEFAULT)
+        except KvmUnsupported as exc:
+            out["plain_memory_backend"] = "none"
+            out["plain_memory_backend_reason"] = str(exc)
+        else:
+            out["plain_memory_backend"] = choice.backend.value
+            out["plain_memory_backend_reason"] = choice.reason
         return out
+
+
+# ---------------------------------------------------------------- memory backends
+
+
+class MemoryBackend(enum.StrEnum):
+    """Where a VM's memslots get their memory (``launch --memory-backend``).
+
+    ``GUEST_MEMFD``: a guest_memfd per memslot (``KVM_MEM_GUEST_MEMFD``); a plain VM maps it
+    with ``GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED`` and ``userspace_addr`` points
+    at that mapping. ``ANONYMOUS``: private anonymous memory bound with
+    ``KVM_SET_USER_MEMORY_REGION2`` (flags 0), or ``KVM_SET_USER_MEMORY_REGION`` where
+    ``KVM_CAP_USER_MEMORY2`` is absent. Only plain VMs can use it: SNP, TDX and SW_PROTECTED
+    guests keep private memory, which only guest_memfd holds.
+    """
+
+    GUEST_MEMFD = "guest-memfd"
+    ANONYMOUS = "anonymous"
+
+
+#: The guest_memfd flags a plain VM's guest_memfd memslot needs: populate copies through the
+#: guest_memfd's own mapping, and the guest reads the same (shared) pages.
+PLAIN_GUEST_MEMFD_FLAGS = GuestMemfdFlag.MMAP | GuestMemfdFlag.INIT_SHARED
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryBackendChoice:
+    """The memory backend a VM uses, and why.
+
+    Args:
+        backend: the backend.
+        requested: what was asked: ``auto``, ``guest-memfd`` or ``anonymous``.
+        missing: what guest_memfd would need for this VM type that the host lacks (empty:
+            guest_memfd is offered).
+    """
+
+    backend: MemoryBackend
+    requested: str
+    missing: tuple[str, ...] = ()
+
+    @property
+    def fallback(self) -> bool:
+        """``auto`` took anonymous memory because guest_memfd is not offered."""
+        return self.requested == "auto" and self.backend is MemoryBackend.ANONYMOUS
+
+    @property
+    def reason(self) -> str:
+        """One line: the backend and why it was chosen."""
+        if self.backend is MemoryBackend.GUEST_MEMFD:
+            why = "asked for" if self.requested != "auto" else "offered by this host's KVM"
+            return f"memory backend: guest-memfd ({why})"
+        if self.missing and self.requested == "auto":
+            return (
+                "memory backend: anonymous memory, as this host's KVM does not offer "
+                f"{' or '.join(self.missing)} (guest_memfd for a plain VM needs it)"
+            )
+        return "memory backend: anonymous memory (asked for)"
+
+
+def _guest_memfd_missing(caps: KvmCaps, vm_type: VmType) -> tuple[str, ...]:
+    """What guest_memfd memslots for ``vm_type`` need that ``caps`` lacks."""
+    out = []
+    if not caps.guest_memfd:
+        out.append("KVM_CAP_GUEST_MEMFD")
+    if not caps.user_memory2:
+        out.append("KVM_CAP_USER_MEMORY2")
+    if vm_type is VmType.DEFAULT:
+        for flag in PLAIN_GUEST_MEMFD_FLAGS:  # MMAP, then INIT_SHARED
+            if caps.guest_memfd and not caps.guest_memfd_flags & flag:
+                out.append(f"GUEST_MEMFD_FLAG_{flag.name}")
+    elif not caps.memory_attributes & MemoryAttribute.PRIVATE:
+        out.append("KVM_MEMORY_ATTRIBUTE_PRIVATE")
+    return tuple(out)
+
+
+def choose_memory_backend(
+    caps: KvmCaps, vm_type: VmType, requested: str | MemoryBackend = "auto"
+) -> MemoryBackendChoice:
+    """The memory backend for a VM of ``vm_type`` on a host with ``caps`` (pure: no kernel).
+
+    ``auto``: guest_memfd where the host offers it for the VM type (for a plain VM: with
+    ``GUEST_MEMFD_FLAG_MMAP`` and ``GUEST_MEMFD_FLAG_INIT_SHARED``), else anonymous memory
+    (plain VMs only). ``guest-memfd`` / ``anonymous``: that backend, or an error.
+
+    Raises:
+        KvmUnsupported: the backend asked for (or, for SNP/TDX/SW_PROTECTED, guest_memfd)
+            needs a capability the host lacks; the first missing one is named.
+        ConfigError: ``anonymous`` for a VM type with private memory, or an unknown name.
+    """
+    text = str(requested.value if isinstance(requested, MemoryBackend) else requested)
+    if text not in ("auto", *(b.value for b in MemoryBackend)):
+        raise ConfigError(f"--memory-backend {text!r}: expected auto, guest-memfd or anonymous")
+    private = vm_type is not VmType.DEFAULT
+    missing = _guest_memfd_missing(caps, vm_type)
+    if text == MemoryBackend.ANONYMOUS:
+        if private:
+            raise ConfigError(
+                f"--memory-backend anonymous: {vm_type.name} guests need guest_memfd "
+                "(their private memory lives only there)"
+            )
+        if not (caps.user_memory2 or caps.user_memory):
+            raise KvmUnsupported("KVM_CAP_USER_MEMORY")
+        return MemoryBackendChoice(MemoryBackend.ANONYMOUS, text, missing)
+    if not missing:
+        return MemoryBackendChoice(MemoryBackend.GUEST_MEMFD, text)
+    if text == MemoryBackend.GUEST_MEMFD or private:
+        detail = ""
+        if missing[0].startswith("GUEST_MEMFD_FLAG_"):
+            detail = f"KVM_CAP_GUEST_MEMFD_FLAGS is {caps.guest_memfd_flags:#x}"
+        elif missing[0] == "KVM_MEMORY_ATTRIBUTE_PRIVATE":
+            detail = f"KVM_CAP_MEMORY_ATTRIBUTES is {caps.memory_attributes:#x}"
+        raise KvmUnsupported(missing[0], detail=detail)
+    if not (caps.user_memory2 or caps.user_memory):
+        raise KvmUnsupported("KVM_CAP_USER_MEMORY")
+    return MemoryBackendChoice(MemoryBackend.ANONYMOUS, text, missing)
 
 
 # ---------------------------------------------------------------- the system handle
@@ -376,20 +521,25 @@ class Kvm:
                 max_vcpus=c(Cap.MAX_VCPUS),
                 nr_memslots=c(Cap.NR_MEMSLOTS),
                 vcpu_mmap_size=self.vcpu_mmap_size(),
+                user_memory=bool(c(Cap.USER_MEMORY)),
             )
         return self._caps
 
-    def create_vm(self, vm_type: VmType = VmType.DEFAULT) -> Vm:
-        """``KVM_CREATE_VM`` after checking the host offers ``vm_type``.
+    def create_vm(
+        self, vm_type: VmType = VmType.DEFAULT, memory_backend: str | MemoryBackend = "auto"
+    ) -> Vm:
+        """``KVM_CREATE_VM`` after checking the host offers ``vm_type`` and choosing its
+        memory backend (:func:`choose_memory_backend`; the VM's ``memory_backend``).
 
         For SNP, ``/dev/sev`` is opened first (its fd goes into every SEV command).
 
         Raises:
-            KvmUnsupported: the host lacks the type (nothing has been created).
+            KvmUnsupported: the host lacks the type or the backend (nothing has been created).
+            ConfigError: a backend the type cannot use.
             KvmError: the call failed.
         """
         caps = self.caps()
-        caps.require(vm_type)
+        choice = caps.require(vm_type, memory_backend)
         sev_fd = -1
         if vm_type in (VmType.SEV, VmType.SEV_ES, VmType.SNP):
             try:
@@ -403,7 +553,15 @@ class Kvm:
                 with contextlib.suppress(OSError):  # the CREATE_VM error is the one to report
                     self.kernel.close(sev_fd)
             raise
-        return Vm(self.kernel, fd, vm_type, vcpu_mmap_size=caps.vcpu_mmap_size, sev_fd=sev_fd)
+        return Vm(
+            self.kernel,
+            fd,
+            vm_type,
+            vcpu_mmap_size=caps.vcpu_mmap_size,
+            sev_fd=sev_fd,
+            memory_backend=choice,
+            user_memory2=caps.user_memory2,
+        )
 
 
 def _cap_op(cap: Cap | int) -> str:
@@ -415,12 +573,13 @@ def _cap_op(cap: Cap | int) -> str:
 
 
 class GuestMemory:
-    """One memslot: a guest_memfd, the host mapping its ``userspace_addr`` points at.
+    """One memslot: its memory, the host mapping its ``userspace_addr`` points at.
 
-    With ``GUEST_MEMFD_FLAG_MMAP`` the mapping is the guest_memfd's own mmap (on this project's
-    PVM host emulated accesses go through ``userspace_addr``, so it must be that mmap; see
-    kvm-uapi.md §4). Without it, the mapping is anonymous shared memory for the guest's shared
-    pages. Owned and closed by its :class:`Vm`.
+    guest_memfd backend: with ``GUEST_MEMFD_FLAG_MMAP`` the mapping is the guest_memfd's own
+    mmap (on this project's PVM host emulated accesses go through ``userspace_addr``, so it
+    must be that mmap; see kvm-uapi.md §4); without it, the mapping is anonymous memory for
+    the guest's shared pages. Anonymous backend: ``gmem_fd`` is -1 and the mapping (private
+    anonymous memory) is the guest's memory. Owned and closed by its :class:`Vm`.
     """
 
     def __init__(
@@ -968,10 +1127,17 @@ class Vm:
         *,
         vcpu_mmap_size: int = 3 * PAGE_SIZE,
         sev_fd: int = -1,
+        memory_backend: MemoryBackendChoice | None = None,
+        user_memory2: bool = True,
     ) -> None:
         self.kernel = kernel
         self.fd = fd
         self.vm_type = vm_type
+        #: The memory backend of this VM's memslots, and why (:func:`choose_memory_backend`).
+        self.memory_backend = memory_backend or MemoryBackendChoice(
+            MemoryBackend.GUEST_MEMFD, "guest-memfd"
+        )
+        self.user_memory2 = user_memory2
         self.vcpu_mmap_size = vcpu_mmap_size
         self.sev_fd = sev_fd
         self.vcpus: list[Vcpu] = []
@@ -985,16 +1151,25 @@ class Vm:
 
     @classmethod
     def open(
-        cls, vm_type: VmType = VmType.DEFAULT, *, kernel: Kernel | None = None, path: str = KVM_PATH
+        cls,
+        vm_type: VmType = VmType.DEFAULT,
+        *,
+        kernel: Kernel | None = None,
+        path: str = KVM_PATH,
+        memory_backend: str | MemoryBackend = "auto",
     ) -> Vm:
         """Open ``/dev/kvm``, check the host, create a VM of ``vm_type``, close ``/dev/kvm``.
 
+        ``memory_backend`` (``auto``, ``guest-memfd``, ``anonymous``): see
+        :func:`choose_memory_backend`.
+
         Raises:
-            KvmUnsupported: the host lacks ``vm_type`` (no VM was created).
+            KvmUnsupported: the host lacks ``vm_type`` or the backend (no VM was created).
+            ConfigError: a backend the VM type cannot use.
             KvmError: a call failed.
         """
         with Kvm.open(kernel, path) as kvm:
-            vm = kvm.create_vm(vm_type)
+            vm = kvm.create_vm(vm_type, memory_backend)
             try:
                 kvm.close()
             except BaseException:
@@ -1075,6 +1250,15 @@ class Vm:
         )
         self._ioctl(_uapi.KVM_SET_USER_MEMORY_REGION2, buf, "KVM_SET_USER_MEMORY_REGION2")
 
+    def set_user_memory_region(
+        self, slot: int, gpa: int, size: int, userspace_addr: int, *, flags: int = 0
+    ) -> None:
+        """``KVM_SET_USER_MEMORY_REGION`` (no guest_memfd; size 0 deletes the slot)."""
+        buf, r = _struct_buf(_uapi.KvmUserspaceMemoryRegion)
+        r.slot, r.flags, r.guest_phys_addr, r.memory_size = slot, flags, gpa, size
+        r.userspace_addr = userspace_addr
+        self._ioctl(_uapi.KVM_SET_USER_MEMORY_REGION, buf, "KVM_SET_USER_MEMORY_REGION")
+
     def set_memory_attributes(self, gpa: int, size: int, attributes: int) -> None:
         """``KVM_SET_MEMORY_ATTRIBUTES`` (e.g. :attr:`MemoryAttribute.PRIVATE`, or 0: shared)."""
         buf, a = _struct_buf(_uapi.KvmMemoryAttributes)
@@ -1091,7 +1275,7 @@ class Vm:
 
         With 0 the memslot's shared pages live in anonymous memory (:meth:`add_memslot`).
         """
-        want = GuestMemfdFlag.MMAP | GuestMemfdFlag.INIT_SHARED
+        want = PLAIN_GUEST_MEMFD_FLAGS
         if self.vm_type in (VmType.SNP, VmType.TDX):
             return GuestMemfdFlag(0)  # their memory is private; INIT_SHARED is refused
         offered = self.check_extension(Cap.GUEST_MEMFD_FLAGS)
@@ -1100,14 +1284,20 @@ class Vm:
     def add_memslot(
         self, slot: int, gpa: int, size: int, gmem_flags: int | None = None
     ) -> GuestMemory:
-        """Create a guest_memfd of ``size``, map it and bind it at ``gpa`` as ``slot``.
+        """Give the guest ``[gpa, gpa+size)`` as ``slot``, from the VM's memory backend.
 
+        guest_memfd: create a guest_memfd of ``size``, map it and bind it;
         ``userspace_addr`` is the guest_memfd's own mmap when ``GUEST_MEMFD_FLAG_MMAP`` is set,
-        else anonymous shared memory for the guest's shared pages.
+        else anonymous memory for the guest's shared pages. Anonymous: map private anonymous
+        memory and bind it (:meth:`add_anonymous_memslot`; ``gmem_flags`` must be None).
 
         Raises:
             KvmError: a call failed (everything created so far is still owned by the VM).
         """
+        if self.memory_backend.backend is MemoryBackend.ANONYMOUS:
+            if gmem_flags is not None:
+                raise ConfigError("guest_memfd flags given for a VM with anonymous memory")
+            return self.add_anonymous_memslot(slot, gpa, size)
         flags = self.default_guest_memfd_flags() if gmem_flags is None else gmem_flags
         gmem = self.create_guest_memfd(size, flags)
         try:
@@ -1120,6 +1310,32 @@ class Vm:
             self.set_user_memory_region2(
                 slot, gpa, size, mem.userspace_addr, guest_memfd=gmem, guest_memfd_offset=0
             )
+        except KvmError as exc:
+            raise KvmError(
+                exc.op, errno=exc.errno, detail=f"slot {slot} [{gpa:#x}-{gpa + size:#x})"
+            ) from exc.__cause__
+        self.memory.append(mem)
+        return mem
+
+    def add_anonymous_memslot(self, slot: int, gpa: int, size: int) -> GuestMemory:
+        """Map ``size`` bytes of private anonymous memory and bind them at ``gpa`` as ``slot``
+        with ``KVM_SET_USER_MEMORY_REGION2`` (no ``KVM_MEM_GUEST_MEMFD``), or with
+        ``KVM_SET_USER_MEMORY_REGION`` where the VM's host lacks ``KVM_CAP_USER_MEMORY2``.
+
+        Raises:
+            KvmError: a call failed (the mapping is still owned by the VM).
+        """
+        try:
+            mapping = self.kernel.mmap(-1, size)
+        except OSError as exc:
+            raise KvmError(f"mmap of anonymous memory for slot {slot}", errno=exc.errno) from exc
+        self._closer.push(mapping.close)
+        mem = GuestMemory(slot, gpa, size, -1, 0, mapping)
+        try:
+            if self.user_memory2:
+                self.set_user_memory_region2(slot, gpa, size, mem.userspace_addr, flags=0)
+            else:
+                self.set_user_memory_region(slot, gpa, size, mem.userspace_addr)
         except KvmError as exc:
             raise KvmError(
                 exc.op, errno=exc.errno, detail=f"slot {slot} [{gpa:#x}-{gpa + size:#x})"
@@ -1525,8 +1741,9 @@ def populate_plain(
 ) -> LaunchLog:
     """Populate a plain VM (type 0, or SW_PROTECTED with shared memory).
 
-    Each memory region is copied through its memslot's guest_memfd mapping (one
-    ``plain.copy`` record per region), then pre-faulted with ``KVM_PRE_FAULT_MEMORY`` on
+    Each memory region is copied through its memslot's mapping, whichever the VM's memory
+    backend (the guest_memfd's mmap or anonymous memory; one ``plain.copy`` record per
+    region, the same on both), then pre-faulted with ``KVM_PRE_FAULT_MEMORY`` on
     ``vcpu`` where the VM offers it (one ``plain.pre_fault`` record per call; pre-faulting
     never copies or measures). Where it is not offered, a note says so.
 

@@ -70,6 +70,7 @@ __all__ = [
     "DEFAULT_SNP_POLICY",
     "GUEST_STACK",
     "INITRD_ADDR_MAX",
+    "MEMORY_BACKENDS",
     "RANGE_TABLE_GPA",
     "SERIAL_PORT",
     "START_INFO_GPA",
@@ -184,6 +185,9 @@ class LaunchSettings:
         firmware: path of a firmware image mapped to end at 4 GiB, if any.
         tech: none, snp or tdx.
         timeout: seconds the guest may run before it is stopped.
+        memory_backend: where guest memory comes from: ``auto`` (guest_memfd where the host
+            offers it, else anonymous memory), ``guest-memfd`` or ``anonymous`` (plain VMs
+            only). A host detail: it changes no record and no digest.
         policy: (snp) the SNP guest policy for SNP_LAUNCH_START; None: :data:`DEFAULT_SNP_POLICY`.
         host_data: (snp) HOST_DATA for SNP_LAUNCH_FINISH, 32 bytes; None: zero.
         id_block: (snp) path of the ID block (96 bytes, raw or base64), with ``id_auth``.
@@ -207,6 +211,7 @@ class LaunchSettings:
     firmware: str | None = None
     tech: Tech = Tech.NONE
     timeout: float = 60.0
+    memory_backend: str = "auto"
     policy: int | None = None
     host_data: bytes | None = None
     id_block: str | None = None
@@ -222,6 +227,15 @@ class LaunchSettings:
             raise ConfigError(f"--vcpus {self.vcpus}: expected 1 to 255")
         if not self.timeout > 0:
             raise ConfigError(f"--timeout {self.timeout}: expected a positive number of seconds")
+        if self.memory_backend not in MEMORY_BACKENDS:
+            raise ConfigError(
+                f"--memory-backend {self.memory_backend!r}: expected auto, guest-memfd or anonymous"
+            )
+        if self.memory_backend == "anonymous" and self.tech is not Tech.NONE:
+            raise ConfigError(
+                f"--memory-backend anonymous: {self.tech.label} guests need guest_memfd "
+                "(their private memory lives only there)"
+            )
         if len(self.append.encode()) > MAX_CMDLINE:
             raise ConfigError(
                 f"--append: {len(self.append.encode())} bytes is longer than {MAX_CMDLINE}"
@@ -257,6 +271,9 @@ class LaunchSettings:
         return TdxLaunchIdentity(*(v or bytes(TDX_MR_SIZE) for v in self._tdx_values()))
 
 
+#: The values of ``--memory-backend`` / the TOML key ``memory-backend``.
+MEMORY_BACKENDS = ("auto", "guest-memfd", "anonymous")
+
 _SNP_IDENTITY = ("policy", "host_data", "id_block", "id_auth")
 _TDX_IDENTITY = ("mrconfigid", "mrowner", "mrownerconfig")
 
@@ -270,6 +287,7 @@ _TOML_KEYS = {
     "firmware",
     "tech",
     "timeout",
+    "memory-backend",
     "policy",
     "host-data",
     "id-block",
@@ -286,7 +304,8 @@ def settings_from_toml(
     """Settings from a TOML document with QEMU-like keys, then ``overrides`` (the CLI flags).
 
     Keys: ``memory`` ("512M", "5G" or MiB), ``vcpus``, ``kernel``, ``initrd``, ``append``,
-    ``firmware``, ``tech`` ("none", "snp", "tdx"), ``timeout`` (seconds); the launch identity
+    ``firmware``, ``tech`` ("none", "snp", "tdx"), ``timeout`` (seconds), ``memory-backend``
+    ("auto", "guest-memfd", "anonymous"); the launch identity
     with the names of QEMU's ``sev-snp-guest`` / ``tdx-guest`` properties: ``policy`` (SNP,
     "0x30000" or an integer), ``host-data`` (SNP, hex, 32 bytes), ``id-block`` and
     ``id-auth`` (SNP, file paths: raw or base64 files), ``mrconfigid``, ``mrowner``,
@@ -331,6 +350,10 @@ def _settings(values: Mapping[str, Any], source: str) -> LaunchSettings:
             if not isinstance(value, int | float) or isinstance(value, bool):
                 raise ConfigError(f"{source}: timeout must be a number of seconds")
             kwargs[key] = float(value)
+        elif key == "memory_backend":
+            if not isinstance(value, str):
+                raise ConfigError(f"{source}: memory-backend must be a string")
+            kwargs[key] = value
         elif key == "append":
             if not isinstance(value, str):
                 raise ConfigError(f"{source}: append must be a string")

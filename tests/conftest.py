@@ -69,16 +69,51 @@ def _kvm_host() -> tuple[str | None, object]:
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Skip `kvm` tests only if /dev/kvm cannot be opened; `snp`/`tdx` if the host lacks them."""
+    """Skip `kvm` tests only if /dev/kvm cannot be opened; `snp`/`tdx` if the host lacks them;
+    `guest_memfd` tests if it lacks guest_memfd (or, with ``mmap=True``, its mmap flag)."""
     names = {m.name for m in item.iter_markers()}
-    if not names & {"kvm", "snp", "tdx"}:
+    if not names & {"kvm", "snp", "tdx", "guest_memfd"}:
         return
     reason, caps = _kvm_host()
     if reason is not None:
-        pytest.skip(f"/dev/kvm is not usable: {reason}")
+        pytest.skip(f"no /dev/kvm ({reason})")
     for tech in ("snp", "tdx"):
         if tech in names and not getattr(caps, tech):
             pytest.skip(f"this host's KVM does not offer {tech.upper()} VMs")
+    marker = item.get_closest_marker("guest_memfd")
+    if marker is not None:
+        if not getattr(caps, "guest_memfd", False):
+            pytest.skip("KVM_CAP_GUEST_MEMFD not offered")
+        flags = int(getattr(caps, "guest_memfd_flags", 0))
+        if marker.kwargs.get("mmap") and flags & 3 != 3:
+            pytest.skip(
+                "GUEST_MEMFD_FLAG_MMAP|GUEST_MEMFD_FLAG_INIT_SHARED not offered "
+                f"(KVM_CAP_GUEST_MEMFD_FLAGS is {flags:#x})"
+            )
+
+
+def host_memory_backends() -> list[str]:
+    """The memory backends a plain VM can use on this host (``anonymous`` where /dev/kvm does
+    not open: the tests that take them skip there anyway)."""
+    from cvmlaunch.errors import CvmLaunchError
+    from cvmlaunch.kvm_map import KvmCaps, VmType, choose_memory_backend
+
+    _, caps = _kvm_host()
+    out = ["anonymous"]
+    if isinstance(caps, KvmCaps):
+        try:
+            choose_memory_backend(caps, VmType.DEFAULT, "guest-memfd")
+        except CvmLaunchError:
+            pass
+        else:
+            out.insert(0, "guest-memfd")
+    return out
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test that takes ``memory_backend`` runs once per backend this host offers."""
+    if "memory_backend" in metafunc.fixturenames:
+        metafunc.parametrize("memory_backend", host_memory_backends())
 
 
 # ---------------------------------------------------------------- loader inputs (real images)

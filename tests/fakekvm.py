@@ -16,7 +16,12 @@ paths:
 
 Sources are read through the user address in the struct (``ctypes.string_at``). Every fd is
 a real memfd, so guest memory is real shared memory the code under test maps, and leaks show
-in ``/proc/self/fd``. A scripted :class:`Fault` list is consumed one item per populate call;
+in ``/proc/self/fd``. Memslots without ``KVM_MEM_GUEST_MEMFD`` (``KVM_SET_USER_MEMORY_REGION2``
+with flags 0, or ``KVM_SET_USER_MEMORY_REGION``) are the caller's memory at
+``userspace_addr``, read back through that address. The capabilities a host can lack
+(guest_memfd, its flags, USER_MEMORY2, memory attributes, PRE_FAULT_MEMORY) are constructor
+arguments; the calls they gate fail with ENOTTY / EINVAL as the kernel's do.
+A scripted :class:`Fault` list is consumed one item per populate call;
 ``fail_at`` makes the n-th system call of any kind fail (to test cleanup on every path).
 """
 
@@ -63,9 +68,16 @@ class _Slot:
     slot: int
     gpa: int
     size: int
-    gmem: _Gmem
+    gmem: _Gmem | None  # None: the caller's memory at userspace_addr
     offset: int
     userspace_addr: int
+
+    def contents(self, start: int = 0, size: int | None = None) -> bytes:
+        """``size`` bytes (default: to the end) from ``start`` bytes into the slot."""
+        size = self.size - start if size is None else size
+        if self.gmem is None:
+            return ctypes.string_at(self.userspace_addr + start, size)
+        return os.pread(self.gmem.fd, size, self.offset + start)
 
 
 @dataclass
@@ -113,6 +125,9 @@ class FakeKernel:
         vm_types: the ``KVM_CAP_VM_TYPES`` mask.
         memory_attributes: ``KVM_CAP_MEMORY_ATTRIBUTES`` (0: SET_MEMORY_ATTRIBUTES is ENOTTY).
         pre_fault: ``KVM_CAP_PRE_FAULT_MEMORY``.
+        guest_memfd: ``KVM_CAP_GUEST_MEMFD`` (False: CREATE_GUEST_MEMFD is ENOTTY).
+        guest_memfd_flags: ``KVM_CAP_GUEST_MEMFD_FLAGS`` (MMAP = 1, INIT_SHARED = 2).
+        user_memory2: ``KVM_CAP_USER_MEMORY2`` (False: SET_USER_MEMORY_REGION2 is ENOTTY).
         faults: one :class:`Fault` per populate call, in order; then every call succeeds.
         fail_at: make the n-th system call (0-based, any kind) fail with ENOMEM.
         sev_device: whether ``/dev/sev`` opens.
@@ -127,12 +142,15 @@ class FakeKernel:
         faults: list[Fault] | None = None,
         fail_at: int | None = None,
         sev_device: bool = True,
+        guest_memfd: bool = True,
+        guest_memfd_flags: int = 3,
+        user_memory2: bool = True,
     ) -> None:
         self.caps = {
             Cap.USER_MEMORY: 1,
-            Cap.USER_MEMORY2: 1,
-            Cap.GUEST_MEMFD: 1,
-            Cap.GUEST_MEMFD_FLAGS: 3,
+            Cap.USER_MEMORY2: int(user_memory2),
+            Cap.GUEST_MEMFD: int(guest_memfd),
+            Cap.GUEST_MEMFD_FLAGS: guest_memfd_flags if guest_memfd else 0,
             Cap.VM_TYPES: vm_types,
             Cap.MEMORY_ATTRIBUTES: memory_attributes,
             Cap.PRE_FAULT_MEMORY: int(pre_fault),
@@ -153,6 +171,8 @@ class FakeKernel:
         #: ``mrconfigid``, ``mrowner``, ``mrownerconfig`` (INIT_VM).
         self.launch_params: dict[str, object] = {}
         self.mappings: list[mmap.mmap] = []
+        #: Every memslot call that succeeded: (ioctl name, slot, flags, guest_memfd or None).
+        self.memslot_calls: list[tuple[str, int, int, int | None]] = []
 
     # the Kernel protocol -------------------------------------------------------
     def _count(self) -> None:
@@ -230,9 +250,16 @@ class FakeKernel:
         for obj in self.objects.values():
             if isinstance(obj, _Vm):
                 for s in obj.slots.values():
-                    with mmap.mmap(s.gmem.fd, s.gmem.size) as m:
-                        out[(obj.fd, s.gpa)] = m[s.offset : s.offset + s.size]
+                    out[(obj.fd, s.gpa)] = s.contents()
         return out
+
+    def read_guest(self, gpa: int, size: int) -> bytes:
+        """``[gpa, gpa+size)`` of the (one) VM still open, as the kernel sees its memslot."""
+        (vm,) = [o for o in self.objects.values() if isinstance(o, _Vm)]
+        slot = vm.slot_for(gpa)
+        assert slot is not None
+        assert gpa + size <= slot.gpa + slot.size
+        return slot.contents(gpa - slot.gpa, size)
 
     # populate faults ----------------------------------------------------------
     def _next_fault(self) -> Fault:
@@ -268,6 +295,8 @@ class FakeKernel:
         if not isinstance(arg, bytearray):
             raise _oserror(errno.EINVAL)
         if request == _uapi.KVM_CREATE_GUEST_MEMFD:
+            if not self.caps[Cap.GUEST_MEMFD]:
+                raise _oserror(errno.ENOTTY)
             req = _uapi.KvmCreateGuestMemfd.from_buffer(arg)
             if req.size <= 0 or req.size % PAGE or req.flags & ~self.caps[Cap.GUEST_MEMFD_FLAGS]:
                 raise _oserror(errno.EINVAL)
@@ -277,7 +306,13 @@ class FakeKernel:
             self.objects[fd] = _Gmem(fd, vm, req.size, req.flags)
             return fd
         if request == _uapi.KVM_SET_USER_MEMORY_REGION2:
-            return self._set_region(vm, _uapi.KvmUserspaceMemoryRegion2.from_buffer(arg))
+            if not self.caps[Cap.USER_MEMORY2]:
+                raise _oserror(errno.ENOTTY)
+            r2 = _uapi.KvmUserspaceMemoryRegion2.from_buffer(arg)
+            return self._set_region(vm, r2, "KVM_SET_USER_MEMORY_REGION2", r2.guest_memfd)
+        if request == _uapi.KVM_SET_USER_MEMORY_REGION:
+            r1 = _uapi.KvmUserspaceMemoryRegion.from_buffer(arg)
+            return self._set_region(vm, r1, "KVM_SET_USER_MEMORY_REGION", None)
         if request == _uapi.KVM_SET_MEMORY_ATTRIBUTES:
             if not self.caps[Cap.MEMORY_ATTRIBUTES]:
                 raise _oserror(errno.ENOTTY)
@@ -298,34 +333,55 @@ class FakeKernel:
             raise _oserror(errno.ENOTTY)
         raise _oserror(errno.ENOTTY)
 
-    def _set_region(self, vm: _Vm, r: _uapi.KvmUserspaceMemoryRegion2) -> int:
+    def _set_region(
+        self,
+        vm: _Vm,
+        r: _uapi.KvmUserspaceMemoryRegion | _uapi.KvmUserspaceMemoryRegion2,
+        op: str,
+        gmem_fd: int | None,
+    ) -> int:
         if r.memory_size == 0:
             if r.slot not in vm.slots:
                 raise _oserror(errno.EINVAL)
             del vm.slots[r.slot]
             return 0
-        if r.flags != MemFlag.GUEST_MEMFD or r.guest_phys_addr % PAGE or r.memory_size % PAGE:
+        private = vm.vm_type is not VmType.DEFAULT
+        with_gmem = gmem_fd is not None and r.flags == MemFlag.GUEST_MEMFD
+        if r.flags not in (0, MemFlag.GUEST_MEMFD) or (r.flags and gmem_fd is None):
+            raise _oserror(errno.EINVAL)
+        if private and not with_gmem:  # private memory lives only in guest_memfd
+            raise _oserror(errno.EINVAL)
+        if r.guest_phys_addr % PAGE or r.memory_size % PAGE:
+            raise _oserror(errno.EINVAL)
+        if not with_gmem and (not r.userspace_addr or r.userspace_addr % PAGE):
             raise _oserror(errno.EINVAL)
         if r.slot >= self.caps[Cap.NR_MEMSLOTS] or r.slot in vm.slots:
             raise _oserror(errno.EINVAL)
-        gmem = self.objects.get(r.guest_memfd)
-        if gmem is None:
-            raise _oserror(errno.EBADF)
-        if not isinstance(gmem, _Gmem) or gmem.vm is not vm:
-            raise _oserror(errno.EINVAL)
-        if r.guest_memfd_offset % PAGE or r.guest_memfd_offset + r.memory_size > gmem.size:
-            raise _oserror(errno.EINVAL)
+        gmem: _Gmem | None = None
+        offset = 0
+        if with_gmem:
+            assert isinstance(r, _uapi.KvmUserspaceMemoryRegion2)
+            obj = self.objects.get(r.guest_memfd)
+            if obj is None:
+                raise _oserror(errno.EBADF)
+            if not isinstance(obj, _Gmem) or obj.vm is not vm:
+                raise _oserror(errno.EINVAL)
+            if r.guest_memfd_offset % PAGE or r.guest_memfd_offset + r.memory_size > obj.size:
+                raise _oserror(errno.EINVAL)
+            gmem, offset = obj, r.guest_memfd_offset
         end = r.guest_phys_addr + r.memory_size
         if any(s.gpa < end and r.guest_phys_addr < s.gpa + s.size for s in vm.slots.values()):
             raise _oserror(errno.EEXIST)
         vm.slots[r.slot] = _Slot(
-            r.slot, r.guest_phys_addr, r.memory_size, gmem, r.guest_memfd_offset, r.userspace_addr
+            r.slot, r.guest_phys_addr, r.memory_size, gmem, offset, r.userspace_addr
         )
+        self.memslot_calls.append((op, r.slot, r.flags, None if gmem is None else gmem.fd))
         return 0
 
     def _write_page(self, vm: _Vm, gpa: int, page: bytes) -> None:
         slot = vm.slot_for(gpa)
         assert slot is not None
+        assert slot.gmem is not None
         os.pwrite(slot.gmem.fd, page, slot.offset + gpa - slot.gpa)
 
     # TDX --------------------------------------------------------------------------
@@ -410,6 +466,7 @@ class FakeKernel:
     def _page(self, vm: _Vm, gpa: int) -> bytes:
         slot = vm.slot_for(gpa)
         assert slot is not None
+        assert slot.gmem is not None
         return os.pread(slot.gmem.fd, PAGE, slot.offset + gpa - slot.gpa)
 
     # SEV / SNP ----------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +39,8 @@ def test_quick_bench_runs_every_benchmark_and_writes_markdown(tmp_path: Path) ->
         "| MRTD of a file-backed region, mmap windows: peak RSS, ",
     ):
         assert needle in text
+    # the populate rows name the memory backend this host offers
+    assert re.search(r"\| populate_plain on KVM, 16 MiB, (guest-memfd|anonymous) memory, ", text)
     assert "DIFFER" not in text
     assert "FAILED" not in text
     assert "- Python: " in text

@@ -31,6 +31,20 @@ def test_kvm_caps_table() -> None:
     assert lines["guest_memfd_flags"] == f"{caps.guest_memfd_flags:#x}"
     assert lines["pre_fault_memory"] == ("yes" if caps.pre_fault_memory else "no")
     assert lines["max_vcpus"] == str(caps.max_vcpus)
+    # which backend a plain launch would use, and why; what is missing (the rules)
+    has_gmem = caps.guest_memfd and caps.guest_memfd_flags & 3 == 3 and caps.user_memory2
+    assert lines["plain_memory_backend"] == ("guest-memfd" if has_gmem else "anonymous")
+    why = lines["plain_memory_backend_reason"]
+    if not caps.guest_memfd:
+        assert "does not offer KVM_CAP_GUEST_MEMFD" in why
+    missing = lines["missing"].split(", ")
+    for name, offered in (
+        ("KVM_CAP_GUEST_MEMFD", caps.guest_memfd),
+        ("GUEST_MEMFD_FLAG_MMAP", caps.guest_memfd_flags & 1),
+        ("KVM_CAP_PRE_FAULT_MEMORY", caps.pre_fault_memory),
+        ("KVM_CAP_MEMORY_ATTRIBUTES", caps.memory_attributes),
+    ):
+        assert (name in missing) == (not offered), name
 
 
 def test_kvm_caps_without_a_device_is_one_line_exit_2() -> None:

@@ -117,7 +117,21 @@ PLANS: dict[str, Layout] = {
         MEMORY,
     ),
 }
-VM_TYPES = {"plain": VmType.DEFAULT, "tdx": VmType.TDX, "snp": VmType.SNP}
+#: The plain plan again, on a host without guest_memfd: anonymous memory (issue 12).
+PLANS["plain-anon"] = PLANS["plain"]
+VM_TYPES = {
+    "plain": VmType.DEFAULT,
+    "plain-anon": VmType.DEFAULT,
+    "tdx": VmType.TDX,
+    "snp": VmType.SNP,
+}
+
+
+def _kernel(path: str, **kwargs: object) -> FakeKernel:
+    """The fake host for ``path``: ``plain-anon`` has no guest_memfd."""
+    if path == "plain-anon":
+        kwargs.setdefault("guest_memfd", False)
+    return FakeKernel(**kwargs)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -152,7 +166,7 @@ def launch(
     return Outcome(log, memory, [j for j in kernel.journal if j[0] != "CREATE_VM"])
 
 
-BASELINES = {path: launch(FakeKernel(), path) for path in PLANS}
+BASELINES = {path: launch(_kernel(path), path) for path in PLANS}
 
 
 def _plan_bytes(layout: Layout, entry: LogEntry) -> bytes:
@@ -213,9 +227,19 @@ def test_plain_fault_free_log_and_journal() -> None:
         assert out.memory[(0, slot.gpa)][off : off + r.size] == r.contents()
 
 
-def test_plain_without_pre_fault_notes_it() -> None:
-    kernel = FakeKernel(pre_fault=False)
-    out = launch(kernel, "plain")
+def test_both_backends_give_the_same_log_memory_and_journal() -> None:
+    """Resume included: the plain path on anonymous memory (no guest_memfd) gives the same
+    records, guest memory and pre-fault journal as on guest_memfd."""
+    gmem, anon = BASELINES["plain"], BASELINES["plain-anon"]
+    assert anon.log == gmem.log
+    assert anon.memory == gmem.memory
+    assert anon.journal == gmem.journal
+
+
+@pytest.mark.parametrize("path", ["plain", "plain-anon"])
+def test_plain_without_pre_fault_notes_it(path: str) -> None:
+    kernel = _kernel(path, pre_fault=False)
+    out = launch(kernel, path)
     assert [e.op for e in out.log.entries] == [LogOp.PLAIN_COPY] * 3
     assert out.log.notes == (
         "KVM_PRE_FAULT_MEMORY: not offered by this host (KVM_CAP_PRE_FAULT_MEMORY is 0); "
@@ -331,7 +355,7 @@ def test_any_fault_schedule_converges_or_fails_clearly(
 ) -> None:
     if not allow_fatal:
         schedule = [f for f in schedule if not _is_fatal(path, f)]
-    kernel = FakeKernel(faults=list(schedule))
+    kernel = _kernel(path, faults=list(schedule))
     error: KvmError | None = None
     try:
         out = launch(kernel, path)
@@ -358,7 +382,7 @@ def test_schedules_without_fatal_faults_or_stalls_succeed(path: str) -> None:
     if path != "snp":
         schedule += [Fault(pages=1)]
         schedule += [Fault(pages=0, errno=errno.EINTR)] * (MAX_STALLS - 1) + [Fault(pages=2)]
-    out = launch(FakeKernel(faults=schedule), path)
+    out = launch(_kernel(path, faults=schedule), path)
     assert len(out.log.entries) > len(BASELINES[path].log.entries)  # the splits are logged
     assert _coalesce(out.log) == _coalesce(BASELINES[path].log)
     assert out.memory == BASELINES[path].memory
@@ -366,7 +390,7 @@ def test_schedules_without_fatal_faults_or_stalls_succeed(path: str) -> None:
 
 @pytest.mark.parametrize("path", PATHS)
 def test_endless_retries_give_up(path: str) -> None:
-    kernel = FakeKernel(faults=[Fault(pages=0, errno=errno.EAGAIN)] * 1000)
+    kernel = _kernel(path, faults=[Fault(pages=0, errno=errno.EAGAIN)] * 1000)
     with pytest.raises(KvmError, match=f"no progress in {MAX_STALLS} calls in a row") as info:
         launch(kernel, path)
     assert len(kernel.consumed) == MAX_STALLS
@@ -441,11 +465,11 @@ def test_unsupported_stops_before_creating(
 
 @pytest.mark.parametrize("path", PATHS)
 def test_a_failure_at_any_system_call_leaks_nothing(path: str) -> None:
-    total = FakeKernel()
+    total = _kernel(path)
     launch(total, path)
     fds_before = set(os.listdir("/proc/self/fd"))
     for n in range(total.calls):
-        kernel = FakeKernel(fail_at=n)
+        kernel = _kernel(path, fail_at=n)
         with pytest.raises(CvmLaunchError):
             launch(kernel, path)
         assert kernel.open_fds() == [], n
@@ -476,7 +500,7 @@ def test_coalesce_helper_merges_only_adjacent_records() -> None:
 @pytest.mark.parametrize("path", PATHS)
 def test_on_record_sees_every_record_as_it_is_made(path: str) -> None:
     seen: list[LogEntry] = []
-    log = launch(FakeKernel(faults=[Fault(pages=1), Fault(pages=2)]), path, seen.append).log
+    log = launch(_kernel(path, faults=[Fault(pages=1), Fault(pages=2)]), path, seen.append).log
     assert tuple(seen) == log.entries
     assert len(seen) > len(BASELINES[path].log.entries)
 

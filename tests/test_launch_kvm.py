@@ -14,6 +14,7 @@ import pytest
 
 from cvmlaunch.cli._launch import example_config, execute, load_plan
 from cvmlaunch.errors import MeasurementMismatch
+from cvmlaunch.kvm_map import Kvm, KvmCaps
 from cvmlaunch.launch import LaunchSettings, settings_from_toml
 from cvmlaunch.log_entry import LogOp
 from cvmlaunch.measure.log import Technology, parse_log, verify_log
@@ -37,9 +38,15 @@ def guest_ranges(output: str) -> list[tuple[int, int, str]]:
     ]
 
 
-def test_launch_example_reports_the_log() -> None:
-    result = run_cli(["launch", "--example"])
+def _host_caps() -> KvmCaps:
+    with Kvm.open() as kvm:
+        return kvm.caps()
+
+
+def test_launch_example_reports_the_log(memory_backend: str) -> None:
+    result = run_cli(["launch", "--example", "--memory-backend", memory_backend])
     assert result.exit_code == 0, result.output
+    assert "memory backend" not in result.stderr  # asked for: nothing to explain
     assert "guest digests match the launch log for all 6 ranges" in result.stderr
     assert 'cvmlaunch-guest cmdline "console=ttyS0 cvmlaunch.example=1"' in result.stdout
     with load_plan(example_settings()) as plan:
@@ -49,8 +56,38 @@ def test_launch_example_reports_the_log() -> None:
     assert result.stdout.rstrip().endswith("end 6")
 
 
-def test_changed_byte_fails_naming_the_range() -> None:
-    with load_plan(example_settings()) as plan:
+def test_auto_backend_says_which_and_why() -> None:
+    """``auto`` takes guest_memfd where the host offers it with the mmap flag; elsewhere it
+    takes anonymous memory and says so on stderr, naming what is missing."""
+    caps = _host_caps()
+    result = run_cli(["launch", "--example"])
+    assert result.exit_code == 0, result.output
+    assert "guest digests match the launch log for all 6 ranges" in result.stderr
+    notes = [line for line in result.stderr.splitlines() if "memory backend" in line]
+    if caps.guest_memfd and caps.guest_memfd_flags & 3 == 3:
+        assert notes == []
+    else:
+        missing = "KVM_CAP_GUEST_MEMFD" if not caps.guest_memfd else "GUEST_MEMFD_FLAG_"
+        assert len(notes) == 1
+        assert notes[0].startswith("cvmlaunch: note: memory backend: anonymous memory, as ")
+        assert missing in notes[0]
+
+
+def test_explicit_guest_memfd_on_a_host_without_it_exits_2() -> None:
+    caps = _host_caps()
+    result = run_cli(["launch", "--example", "--memory-backend", "guest-memfd"])
+    if caps.guest_memfd and caps.guest_memfd_flags & 3 == 3:
+        assert result.exit_code == 0, result.output
+    else:
+        assert result.exit_code == 2
+        missing = "KVM_CAP_GUEST_MEMFD" if not caps.guest_memfd else "GUEST_MEMFD_FLAG_"
+        line = result.stderr.strip()
+        assert line.startswith(f"cvmlaunch: error: this host's KVM does not offer {missing}")
+        assert result.stdout == ""
+
+
+def test_changed_byte_fails_naming_the_range(memory_backend: str) -> None:
+    with load_plan(example_settings(memory_backend=memory_backend)) as plan:
         initrd = next(r for r in plan.hashed if r.provenance.name == "example-initrd.img")
         target = initrd.gpa + 0x10
 
@@ -83,8 +120,8 @@ def test_changed_byte_fails_naming_the_range() -> None:
     assert info.value.exit_code == 1
 
 
-def test_two_vcpus_and_memory_above_4g() -> None:
-    settings = example_settings(memory="5G", vcpus=2)
+def test_two_vcpus_and_memory_above_4g(memory_backend: str) -> None:
+    settings = example_settings(memory="5G", vcpus=2, memory_backend=memory_backend)
     with load_plan(settings) as plan:
         result = execute(plan, timeout=60)
     assert result.checked == 6
@@ -143,11 +180,11 @@ def _predicted_digest(args: list[str]) -> str:
 
 @pytest.mark.parametrize("args", [["--example"], ["--example", "--memory", "5G", "--vcpus", "2"]])
 def test_launch_log_verifies_and_ends_with_the_dry_run_prediction(
-    tmp_path: Path, args: list[str]
+    tmp_path: Path, args: list[str], memory_backend: str
 ) -> None:
     predicted = _predicted_digest(args)
     path = tmp_path / "launch.jsonl"
-    result = run_cli(["launch", *args, "--log", str(path)])
+    result = run_cli(["launch", *args, "--memory-backend", memory_backend, "--log", str(path)])
     assert result.exit_code == 0, result.output
     assert (
         f"cvmlaunch: launch log written to {path}: 6 records, plain digest {predicted}"
@@ -157,21 +194,49 @@ def test_launch_log_verifies_and_ends_with_the_dry_run_prediction(
     log = parse_log(text)
     assert log.digest.hex() == predicted
     assert log.header.technology is Technology.PLAIN
-    # this host has no KVM_PRE_FAULT_MEMORY: kvm_map made one plain.copy record per range
-    assert [e.op for e in log.entries] == [LogOp.PLAIN_COPY] * 6
-    assert log.header.settings["pre_fault_memory"] is False
-    assert "cvmlaunch: note: KVM_PRE_FAULT_MEMORY: not offered by this host" in result.stderr
+    assert log.header.settings["memory_backend"] == memory_backend
+    copies = [e for e in log.entries if e.op is LogOp.PLAIN_COPY]
+    assert len(copies) == 6
+    if _host_caps().pre_fault_memory:
+        assert log.header.settings["pre_fault_memory"] is True
+        assert {(e.gpa, e.size) for e in log.entries if e.op is LogOp.PRE_FAULT}
+    else:
+        # no KVM_PRE_FAULT_MEMORY: kvm_map made one plain.copy record per range
+        assert [e.op for e in log.entries] == [LogOp.PLAIN_COPY] * 6
+        assert log.header.settings["pre_fault_memory"] is False
+        assert "cvmlaunch: note: KVM_PRE_FAULT_MEMORY: not offered by this host" in result.stderr
     kernel = DATA / "example-guest.elf"
     item = log.header.input("kernel")
     assert item is not None
     assert item.sha256 == hashlib.sha256(kernel.read_bytes()).digest()
     # each record's content hash is what the guest itself reported for that range
-    assert [(e.gpa, e.size, e.content_sha384.hex()) for e in log.entries] == guest_ranges(
-        result.stdout
-    )
+    assert [(e.gpa, e.size, e.content_sha384.hex()) for e in copies] == guest_ranges(result.stdout)
     verify = run_cli(["log", "verify", str(path)])
     assert verify.exit_code == 0, verify.output
     assert verify.stdout == f"{path}: OK 6 records, digest {predicted}\n"
+
+
+@pytest.mark.guest_memfd(mmap=True)
+def test_both_backends_give_the_same_records_and_digest(tmp_path: Path) -> None:
+    """Where the host offers both backends: the same records and digest on each; the
+    headers differ only in the host detail ``memory_backend``, and ``log diff`` says the
+    two logs describe the same launch."""
+    logs = {}
+    for backend in ("guest-memfd", "anonymous"):
+        path = tmp_path / f"{backend}.jsonl"
+        result = run_cli(["launch", "--example", "--memory-backend", backend, "--log", str(path)])
+        assert result.exit_code == 0, result.output
+        logs[backend] = parse_log(path.read_text())
+    a, b = logs["guest-memfd"], logs["anonymous"]
+    assert a.entries == b.entries
+    assert a.digest == b.digest
+    assert {k: v for k, v in a.header.settings.items() if k != "memory_backend"} == {
+        k: v for k, v in b.header.settings.items() if k != "memory_backend"
+    }
+    diff = run_cli(
+        ["log", "diff", str(tmp_path / "guest-memfd.jsonl"), str(tmp_path / "anonymous.jsonl")]
+    )
+    assert diff.exit_code == 0, diff.output
 
 
 def test_changed_byte_in_the_written_log_fails_verify(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from cvmlaunch.layout import (
 from cvmlaunch.log_entry import LogEntry
 from cvmlaunch.measure import snp_chain
 from cvmlaunch.measure.log import (
+    HOST_DETAILS,
     LOG_VERSION,
     LogHeader,
     LogInput,
@@ -32,6 +33,7 @@ from cvmlaunch.measure.log import (
     diff_logs,
     dumps_log,
     get_replayer,
+    host_differences,
     parse_log,
     replay_log,
     verify_log,
@@ -383,6 +385,31 @@ def test_diff_names_first_range_and_field() -> None:
     d = diff_logs(a, make_log(small_layout(vcpus=3)))
     assert d is not None
     assert (d.where, d.what) == ("record 7", "presence")
+
+
+def test_host_details_are_not_differences_but_are_listed() -> None:
+    """``memory_backend`` and ``pre_fault_memory`` describe the host, not the launch: logs
+    that differ only there describe the same launch (docs/log-format.md), and both still
+    verify to the same digest."""
+    a = make_log()
+
+    def with_host(backend: str, pre_fault: bool) -> MeasurementLog:
+        settings = {**a.header.settings, "memory_backend": backend, "pre_fault_memory": pre_fault}
+        log = dataclasses.replace(a, header=dataclasses.replace(a.header, settings=settings))
+        return parse_log(dumps_log(log))
+
+    gmem, anon = with_host("guest-memfd", False), with_host("anonymous", False)
+    assert verify_log(gmem) == verify_log(anon) == a.digest
+    assert diff_logs(gmem, anon) is None
+    assert [d.describe() for d in host_differences(gmem, anon)] == [
+        "header: host detail memory_backend differs: guest-memfd vs anonymous"
+    ]
+    assert [d.what for d in host_differences(a, with_host("anonymous", True))] == [
+        "host detail memory_backend",
+        "host detail pre_fault_memory",
+    ]
+    assert host_differences(gmem, gmem) == ()
+    assert {"memory_backend", "pre_fault_memory"} == HOST_DETAILS
 
 
 def test_diff_names_input_hash() -> None:

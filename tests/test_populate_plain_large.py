@@ -23,7 +23,9 @@ from cvmlaunch.memory_map import MemoryMap
 pytestmark = pytest.mark.kvm
 
 
-def test_large_and_small_regions_are_copied_and_logged_with_their_contents_hash() -> None:
+def test_large_and_small_regions_are_copied_and_logged_with_their_contents_hash(
+    memory_backend: str,
+) -> None:
     rng = random.Random(7)
     # data of 2.5 MiB + a tail, then more than one staging buffer of zero fill
     big_data = rng.randbytes(5 * (1 << 19) + 100)
@@ -51,7 +53,7 @@ def test_large_and_small_regions_are_copied_and_logged_with_their_contents_hash(
     assert big_size >= HASH_OFFLOAD_MIN
     layout = Layout.of(regions, MemoryMap.for_size(64 << 20))
     assert layout.memory is not None
-    with Vm.open() as vm:
+    with Vm.open(memory_backend=memory_backend) as vm:
         vm.map_memory(layout.memory)
         vm.write(0x100_0000, b"\xff" * PAGE_SIZE)  # stale bytes that the zero fill must clear
         log = populate_plain(vm, layout)

@@ -107,3 +107,27 @@ def test_uapi_matches_kernel_headers(tmp_path: Path) -> None:
     assert actual["kvm_userspace_memory_region2.guest_memfd"] == 40
     assert actual["kvm_sev_snp_launch_finish.host_data"] == 19
     assert len(actual) > 250
+
+
+def test_both_memslot_calls_are_in_the_checked_tables() -> None:
+    """The anonymous backend binds memory with KVM_SET_USER_MEMORY_REGION2 (flags 0) or,
+    without KVM_CAP_USER_MEMORY2, KVM_SET_USER_MEMORY_REGION: both calls, both structs and
+    both capabilities are in the tables the header test above compiles and compares. The
+    numbers are kvm.h's ``_IOW(KVMIO, 0x46, struct kvm_userspace_memory_region)`` (32 bytes)
+    and ``_IOW(KVMIO, 0x49, struct kvm_userspace_memory_region2)`` (160 bytes), by hand."""
+    iow = 1 << 30  # _IOC_WRITE << _IOC_DIRSHIFT
+
+    assert _uapi.IOCTLS["KVM_SET_USER_MEMORY_REGION"] == iow | 32 << 16 | 0xAE << 8 | 0x46
+    assert _uapi.IOCTLS["KVM_SET_USER_MEMORY_REGION2"] == iow | 160 << 16 | 0xAE << 8 | 0x49
+    assert _uapi.STRUCTS["kvm_userspace_memory_region"] is _uapi.KvmUserspaceMemoryRegion
+    assert _fields(_uapi.KvmUserspaceMemoryRegion) == [
+        "slot",
+        "flags",
+        "guest_phys_addr",
+        "memory_size",
+        "userspace_addr",
+    ]
+    assert (_uapi.CONSTANTS["KVM_CAP_USER_MEMORY"], _uapi.CONSTANTS["KVM_CAP_USER_MEMORY2"]) == (
+        3,
+        231,
+    )

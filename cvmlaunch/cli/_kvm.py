@@ -65,7 +65,9 @@ def kvm_caps(*, as_json: bool, device: str) -> None:
 CAPS = Command(
     description="""Show the VM types, guest_memfd flags and populate calls the host offers.
 
-Only KVM_CHECK_EXTENSION and friends are called; nothing is created.""",
+Also what it lacks (missing) and the memory backend a plain launch would use here and why
+(plain_memory_backend, plain_memory_backend_reason). Only KVM_CHECK_EXTENSION and
+friends are called; nothing is created.""",
     configure=_configure,
     run=_run,
 )

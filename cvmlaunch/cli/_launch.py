@@ -306,11 +306,13 @@ class _LazyProgress:
             self.stream.flush()
 
 
-def check_host(tech: Tech) -> None:
-    """Stop before creating anything when the host cannot run ``tech``.
+def check_host(tech: Tech, memory_backend: str = "auto") -> None:
+    """Stop before creating anything when the host cannot run ``tech`` with
+    ``memory_backend`` (``auto``, ``guest-memfd``, ``anonymous``).
 
     Raises:
         KvmUnsupported: naming the missing capability.
+        ConfigError: a backend the technology cannot use.
         KvmError: ``/dev/kvm`` cannot be opened.
     """
     from cvmlaunch import kvm_map
@@ -321,7 +323,7 @@ def check_host(tech: Tech) -> None:
         Tech.TDX: kvm_map.VmType.TDX,
     }[tech]
     with kvm_map.Kvm.open() as kvm:
-        kvm.caps().require(vm_type)
+        kvm.caps().require(vm_type, memory_backend)
 
 
 def _populate(
@@ -451,6 +453,9 @@ def open_vm(plan: LaunchPlan, *, kernel: Kernel | None = None) -> tuple[Vm, SnpF
     ``SNP_LAUNCH_FINISH`` arguments (HOST_DATA, the ID block pair, AUTH_KEY_EN) for
     :func:`cvmlaunch.kvm_map.populate`. TDX: ``KVM_TDX_INIT_VM`` with :data:`TDX_ATTRIBUTES`,
     :data:`TDX_XFAM` and the plan's MRCONFIGID / MROWNER / MROWNERCONFIG. Plain: a default VM.
+    The VM's memory backend is the plan's ``memory_backend`` setting as
+    :func:`cvmlaunch.kvm_map.choose_memory_backend` resolves it on this host
+    (``vm.memory_backend``).
 
     Args:
         plan: the launch plan.
@@ -470,7 +475,7 @@ def open_vm(plan: LaunchPlan, *, kernel: Kernel | None = None) -> tuple[Vm, SnpF
         Tech.SNP: kvm_map.VmType.SNP,
         Tech.TDX: kvm_map.VmType.TDX,
     }[plan.tech]
-    vm = kvm_map.Vm.open(vm_type, kernel=kernel)
+    vm = kvm_map.Vm.open(vm_type, kernel=kernel, memory_backend=plan.settings.memory_backend)
     try:
         if plan.tech is Tech.SNP:
             snp = plan.snp or SnpLaunchIdentity()
@@ -516,8 +521,9 @@ def execute(
     first, one after the other, each until it halts; then vCPU 0 runs until it halts.
 
     The log is kvm_map's records (what populate did) completed with the technology's replay
-    (:func:`cvmlaunch.measure.log.complete_log`); its header gains the setting
-    ``pre_fault_memory`` (whether this host pre-faulted the ranges). Once the guest has
+    (:func:`cvmlaunch.measure.log.complete_log`); its header gains two host details, which
+    no digest covers: ``pre_fault_memory`` (whether this host pre-faulted the ranges) and
+    ``memory_backend`` (``guest-memfd`` or ``anonymous``). Once the guest has
     halted, the log is serialised, read back and replayed
     (:func:`cvmlaunch.measure.log.verify_log`), handed to ``on_log`` with its text, and the
     guest's report is checked against that re-read log. A guest that does not halt (or a
@@ -533,8 +539,9 @@ def execute(
         on_log: called with the log and its text once the guest has halted, before the check
             (the CLI writes ``--log`` there, so a digest mismatch still leaves the log to
             inspect).
-        on_note: called with each populate note (a step this host skipped) right after
-            populate.
+        on_note: called with the memory backend's note when ``auto`` fell back to anonymous
+            memory (naming the missing capability), before populate, and with each populate
+            note (a step this host skipped) right after populate.
 
     Returns:
         The log, the serial output, the guest's exit status and the number of ranges checked.
@@ -548,7 +555,7 @@ def execute(
     """
     from cvmlaunch.measure.log import complete_log, dumps_log, parse_log, verify_log
 
-    check_host(plan.tech)
+    check_host(plan.tech, plan.settings.memory_backend)
     if plan.tech is not Tech.NONE:  # pragma: no cover - no SNP/TDX host to run on here
         raise ConfigError(f"launching {plan.tech.label} guests is not implemented yet")
     header = header or log_header(plan)
@@ -569,13 +576,20 @@ def execute(
         raise ConfigError("the plan has no memory map")
     vm, finish = open_vm(plan)
     with vm:
+        backend = vm.memory_backend
+        if backend.fallback and on_note is not None:
+            on_note(backend.reason)
         vm.map_memory(memory)
         records, notes = _populate(vm, plan.layout, finish)
         if on_note is not None:
             for note in notes:
                 on_note(note)
         pre_faulted = any(e.op is LogOp.PRE_FAULT for e in records)
-        settings = {**header.settings, "pre_fault_memory": pre_faulted}
+        settings = {
+            **header.settings,
+            "pre_fault_memory": pre_faulted,
+            "memory_backend": backend.backend.value,
+        }
         log = complete_log(dataclasses.replace(header, settings=settings), records)
         if after_populate is not None:
             after_populate(vm)
@@ -604,6 +618,7 @@ _OPTIONS = (
     "append",
     "tech",
     "timeout",
+    "memory_backend",
     "policy",
     "host_data",
     "id_block",
@@ -644,6 +659,12 @@ def _configure(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--timeout", type=float, metavar="SECONDS", help="seconds the guest may run [default: 60]"
+    )
+    p.add_argument(
+        "--memory-backend",
+        choices=["auto", "guest-memfd", "anonymous"],
+        help="guest memory of a plain VM: guest_memfd, or anonymous memory where the host "
+        "offers no guest_memfd with mmap (auto; SNP/TDX: guest-memfd only) [default: auto]",
     )
     p.add_argument(
         "--log",
@@ -736,7 +757,7 @@ def launch(
     base = str(Path(source).parent) if source else "."
     settings = settings_from_toml(text, base=base, source=source or "flags", overrides=overrides)
     if settings.tech is not Tech.NONE and not dry_run:
-        check_host(settings.tech)
+        check_host(settings.tech, settings.memory_backend)
     with load_plan(settings) as plan:
         if dry_run:
             for line in describe_plan(plan):

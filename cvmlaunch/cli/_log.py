@@ -116,11 +116,14 @@ def _run_diff(args: argparse.Namespace) -> None:
 
 def diff(a: str, b: str) -> None:
     """Run ``log diff`` (see :data:`DIFF`)."""
-    from cvmlaunch.measure.log import diff_logs
+    from cvmlaunch.measure.log import diff_logs, host_differences
 
-    difference = diff_logs(_read_log(a), _read_log(b))
+    log_a, log_b = _read_log(a), _read_log(b)
+    difference = diff_logs(log_a, log_b)
     if difference is None:
         print("the logs describe the same launch")
+        for detail in host_differences(log_a, log_b):
+            print(f"  {detail.what} differs (not measured): {detail.a} vs {detail.b}")
         return
     raise CheckFailed(f"logs differ: {difference.describe()}")
 
@@ -153,11 +156,14 @@ def show(log_file: str, full: bool) -> None:
     width = 96 if full else 16
     h = log.header
     print(f"{h.technology.value} ({h.algorithm}), written by {h.tool} {h.tool_version}")
+    from cvmlaunch.measure.log import HOST_DETAILS
+
     for key, value in h.settings.items():
         shown: object = value
         if isinstance(value, int) and not isinstance(value, bool) and key != "vcpus":
             shown = hex(value) if not key.endswith("size") else value
-        print(f"  {key} = {shown}")
+        note = "  (host detail, not measured)" if key in HOST_DETAILS else ""
+        print(f"  {key} = {shown}{note}")
     for item in h.inputs:
         digest = item.sha256 if item.sha256 is not None else item.sha384
         print(f"  input {item.role}: {item.name} ({item.size} bytes) {_short(digest, width)}")

@@ -41,6 +41,7 @@ from cvmlaunch.layout import (
 from cvmlaunch.log_entry import LogEntry, LogOp
 
 __all__ = [
+    "HOST_DETAILS",
     "LOG_FORMAT",
     "LOG_VERSION",
     "MAX_RECORD_BYTES",
@@ -59,11 +60,18 @@ __all__ = [
     "dumps_log",
     "entry_for_range",
     "get_replayer",
+    "host_differences",
     "parse_log",
     "register_replayer",
     "replay_log",
     "verify_log",
 ]
+
+#: Header settings that describe the host a launch ran on, not the launch (non-measured
+#: metadata): no digest covers them, replay ignores them, and :func:`diff_logs` does not
+#: count them as differences (:func:`host_differences` lists them). ``memory_backend``:
+#: ``guest-memfd`` or ``anonymous``; ``pre_fault_memory``: whether the host pre-faulted.
+HOST_DETAILS = frozenset({"memory_backend", "pre_fault_memory"})
 
 #: The ``format`` value of every header record.
 LOG_FORMAT = "cvmlaunch-launch-log"
@@ -467,6 +475,18 @@ class LogDifference:
         return f"{self.where}: {self.what} differs: {self.a} vs {self.b}"
 
 
+def host_differences(a: MeasurementLog, b: MeasurementLog) -> tuple[LogDifference, ...]:
+    """The :data:`HOST_DETAILS` settings in which two logs' headers differ (non-measured
+    metadata: two launches that differ only there describe the same launch)."""
+    out = []
+    for key in sorted(HOST_DETAILS & (set(a.header.settings) | set(b.header.settings))):
+        va = a.header.settings.get(key, "(absent)")
+        vb = b.header.settings.get(key, "(absent)")
+        if va != vb or type(va) is not type(vb):
+            out.append(LogDifference("header", f"host detail {key}", _text(va), _text(vb)))
+    return tuple(out)
+
+
 def _text(value: object) -> str:
     if value is None:
         return "(none)"
@@ -484,7 +504,8 @@ def _text(value: object) -> str:
 def diff_logs(a: MeasurementLog, b: MeasurementLog) -> LogDifference | None:
     """The first difference between two logs, header first, then record by record.
 
-    Header: technology, algorithm, each setting (sorted by name), the initial digest, each
+    Header: technology, algorithm, each setting (sorted by name; not the
+    :data:`HOST_DETAILS`, see :func:`host_differences`), the initial digest, each
     input's size and hashes (by role). Records: operation, GPA, size, page type, measured
     flag, contents hash, page hashes (naming the first page), provenance (kind, offset and
     index; names are informational, like input names), running digest.
@@ -501,7 +522,7 @@ def diff_logs(a: MeasurementLog, b: MeasurementLog) -> LogDifference | None:
     for what, va, vb in pairs:
         if va != vb:
             return LogDifference("header", what, _text(va), _text(vb))
-    for key in sorted(set(ha.settings) | set(hb.settings)):
+    for key in sorted((set(ha.settings) | set(hb.settings)) - HOST_DETAILS):
         va_s = ha.settings.get(key, "(absent)")
         vb_s = hb.settings.get(key, "(absent)")
         if va_s != vb_s or type(va_s) is not type(vb_s):
