@@ -148,10 +148,14 @@ def interleaved_self_timed(fns: Mapping[str, Callable[[], float]], repeat: int) 
 
 
 def interleaved_processes(
-    argvs: Mapping[str, Sequence[str]], repeat: int, env: dict[str, str] | None = None
+    argvs: Mapping[str, Sequence[str]],
+    repeat: int,
+    env: dict[str, str] | None = None,
+    on_run: Callable[[str, ProcessRun], object] | None = None,
 ) -> dict[str, ProcessRun]:
     """Like :func:`interleaved_times` for child processes: median wall time, max peak RSS,
-    and the last run's stdout of each command."""
+    and the last run's stdout of each command. ``on_run`` sees every timed run (not the
+    warm-up), e.g. to read what a child measured itself."""
     names = list(argvs)
     for name in names:
         run_process(argvs[name], env)
@@ -159,7 +163,10 @@ def interleaved_processes(
     for rnd in range(max(1, repeat)):
         order = names[rnd % len(names) :] + names[: rnd % len(names)]
         for name in order:
-            runs[name].append(run_process(argvs[name], env))
+            run = run_process(argvs[name], env)
+            runs[name].append(run)
+            if on_run is not None:
+                on_run(name, run)
     return {
         name: ProcessRun(
             statistics.median(r.seconds for r in rs),

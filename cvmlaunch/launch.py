@@ -135,8 +135,8 @@ class Tech(enum.IntEnum):
     TDX = 2
 
     @classmethod
-    def parse(cls, text: str) -> Tech:
-        """``none``, ``snp`` or ``tdx`` (any case).
+    def parse(cls, text: str, *, name: str = "--tech") -> Tech:
+        """``none``, ``snp`` or ``tdx`` (any case); ``name`` says where it was given.
 
         Raises:
             ConfigError: anything else.
@@ -144,7 +144,7 @@ class Tech(enum.IntEnum):
         try:
             return cls[text.strip().upper()]
         except KeyError:
-            raise ConfigError(f"--tech {text!r}: expected none, snp or tdx") from None
+            raise ConfigError(f"{name} {text!r}: expected none, snp or tdx") from None
 
     @property
     def label(self) -> str:
@@ -152,23 +152,24 @@ class Tech(enum.IntEnum):
         return self.name.lower()
 
 
-def parse_size(text: str | int) -> int:
+def parse_size(text: str | int, *, name: str = "memory size") -> int:
     """A memory size as QEMU's ``-m`` reads it: a number in MiB, or with a K/M/G/T suffix.
+    ``name`` says where it was given (a flag, or a file and key) in errors.
 
     Raises:
         ConfigError: not a size, or not a positive multiple of 4 KiB.
     """
     if isinstance(text, bool):
-        raise ConfigError(f"memory size {text!r} is not a size")
+        raise ConfigError(f"{name} {text!r} is not a size")
     if isinstance(text, int):
         value = text << 20
     else:
         m = _SIZE_RE.match(text)
         if m is None:
-            raise ConfigError(f"memory size {text!r}: expected e.g. 512M, 5G or 1024 (MiB)")
+            raise ConfigError(f"{name} {text!r}: expected e.g. 512M, 5G or 1024 (MiB)")
         value = int(m.group(1)) << _SIZE_SHIFT[m.group(2).upper()]
     if value <= 0 or value % PAGE_SIZE:
-        raise ConfigError(f"memory size {text!r} is not a positive multiple of 4 KiB")
+        raise ConfigError(f"{name} {text!r} is not a positive multiple of 4 KiB")
     return value
 
 
@@ -199,6 +200,9 @@ class LaunchSettings:
     The launch identity (the last seven) never enters a launch digest; it is reported beside
     it, so it is recorded in the launch log header (:meth:`LaunchPlan.identity_settings`).
 
+    ``origins`` names, by field, the settings file a value came from (not compared): errors
+    name such a value ``FILE: key``, any other by its flag (``--vcpus``).
+
     Raises:
         ConfigError: a value out of range, or an identity setting of another technology.
     """
@@ -219,40 +223,60 @@ class LaunchSettings:
     mrconfigid: bytes | None = None
     mrowner: bytes | None = None
     mrownerconfig: bytes | None = None
+    origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def name(self, setting: str) -> str:
+        """How errors name ``setting`` (a field): ``FILE: key`` if it came from a settings
+        file (:attr:`origins`), else its flag ``--key``."""
+        return setting_name(setting, self.origins.get(setting))
 
     def __post_init__(self) -> None:
         if self.memory <= 0 or self.memory % PAGE_SIZE:
-            raise ConfigError(f"memory {self.memory:#x} is not a positive multiple of 4 KiB")
+            raise ConfigError(
+                f"{self.name('memory')} {self.memory:#x} is not a positive multiple of 4 KiB"
+            )
         if not 1 <= self.vcpus <= 255:
-            raise ConfigError(f"--vcpus {self.vcpus}: expected 1 to 255")
+            raise ConfigError(f"{self.name('vcpus')} {self.vcpus}: expected 1 to 255")
         if not self.timeout > 0:
-            raise ConfigError(f"--timeout {self.timeout}: expected a positive number of seconds")
+            raise ConfigError(
+                f"{self.name('timeout')} {self.timeout}: expected a positive number of seconds"
+            )
         if self.memory_backend not in MEMORY_BACKENDS:
             raise ConfigError(
-                f"--memory-backend {self.memory_backend!r}: expected auto, guest-memfd or anonymous"
+                f"{self.name('memory_backend')} {self.memory_backend!r}: "
+                "expected auto, guest-memfd or anonymous"
             )
         if self.memory_backend == "anonymous" and self.tech is not Tech.NONE:
             raise ConfigError(
-                f"--memory-backend anonymous: {self.tech.label} guests need guest_memfd "
-                "(their private memory lives only there)"
+                f"{self.name('memory_backend')} anonymous: {self.tech.label} guests need "
+                "guest_memfd (their private memory lives only there)"
             )
         if len(self.append.encode()) > MAX_CMDLINE:
             raise ConfigError(
-                f"--append: {len(self.append.encode())} bytes is longer than {MAX_CMDLINE}"
+                f"{self.name('append')}: {len(self.append.encode())} bytes is longer than "
+                f"{MAX_CMDLINE}"
             )
         if "\0" in self.append:
-            raise ConfigError("--append: the command line contains a NUL byte")
+            raise ConfigError(f"{self.name('append')}: the command line contains a NUL byte")
         for tech, names in ((Tech.SNP, _SNP_IDENTITY), (Tech.TDX, _TDX_IDENTITY)):
             given = [n for n in names if getattr(self, n) is not None]
             if given and self.tech is not tech:
-                flag = "--" + given[0].replace("_", "-")
-                raise ConfigError(f"{flag} is a {tech.label} launch setting (--tech {tech.label})")
+                raise ConfigError(
+                    f"{self.name(given[0])} is a {tech.label} launch setting (--tech {tech.label})"
+                )
         if (self.id_block is None) != (self.id_auth is None):
-            raise ConfigError("--id-block and --id-auth go together")
+            origin = self.origins.get("id_block" if self.id_block is not None else "id_auth")
+            raise ConfigError(
+                f"{setting_name('id_block', origin)} and "
+                f"{setting_name('id_auth', origin, bare=True)} go together"
+            )
         if self.policy is not None:
             from cvmlaunch.measure.identity import GuestPolicy
 
-            GuestPolicy(self.policy)  # raises ConfigError for an invalid policy
+            try:
+                GuestPolicy(self.policy)
+            except ConfigError as exc:
+                raise ConfigError(f"{self.name('policy')}: {exc}") from exc
         # the identity types check the sizes (ConfigError)
         SnpLaunchIdentity(self.host_data or bytes(SNP_HOST_DATA_SIZE))
         TdxLaunchIdentity(*(v or bytes(TDX_MR_SIZE) for v in self._tdx_values()))
@@ -269,6 +293,16 @@ class LaunchSettings:
     def tdx_identity(self) -> TdxLaunchIdentity:
         """MRCONFIGID / MROWNER / MROWNERCONFIG (zero where not given)."""
         return TdxLaunchIdentity(*(v or bytes(TDX_MR_SIZE) for v in self._tdx_values()))
+
+
+def setting_name(setting: str, origin: str | None, *, bare: bool = False) -> str:
+    """How errors name the launch setting ``setting`` (a :class:`LaunchSettings` field):
+    ``FILE: key`` when ``origin`` is the settings file it came from, else its flag
+    (``--key``). ``bare``: the key without the file (a second key in the same message)."""
+    key = setting.replace("_", "-")
+    if origin is None:
+        return f"--{key}"
+    return key if bare else f"{origin}: {key}"
 
 
 #: The values of ``--memory-backend`` / the TOML key ``memory-backend``.
@@ -314,6 +348,9 @@ def settings_from_toml(
     directory); paths in ``overrides`` (keyed by field name: ``host_data``) are taken as
     given. An override of ``None`` means "not given".
 
+    Errors name where the bad value came from: ``SOURCE: key`` for the file's, the flag
+    (``--host-data``) for an override's (:attr:`LaunchSettings.origins`).
+
     Raises:
         ConfigError: TOML syntax, an unknown key, or a value of the wrong type.
     """
@@ -331,62 +368,68 @@ def settings_from_toml(
                 raise ConfigError(f"{source}: {key} must be a string path")
             value = str(PurePath(base) / value)
         merged[key.replace("-", "_")] = value
-    merged.update({k: v for k, v in overrides.items() if v is not None})
-    return _settings(merged, source)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    origins = {k: source for k in merged if k not in given}
+    merged.update(given)
+    return _settings(merged, origins)
 
 
-def _settings(values: Mapping[str, Any], source: str) -> LaunchSettings:
+def _settings(values: Mapping[str, Any], origins: Mapping[str, str]) -> LaunchSettings:
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
+        name = setting_name(key, origins.get(key))
         if key == "memory":
-            kwargs[key] = parse_size(value)
+            kwargs[key] = parse_size(value, name=name)
         elif key == "tech":
-            kwargs[key] = value if isinstance(value, Tech) else Tech.parse(str(value))
+            kwargs[key] = value if isinstance(value, Tech) else Tech.parse(str(value), name=name)
         elif key == "vcpus":
             if not isinstance(value, int) or isinstance(value, bool):
-                raise ConfigError(f"{source}: vcpus must be an integer")
+                raise ConfigError(f"{name} must be an integer")
             kwargs[key] = value
         elif key == "timeout":
             if not isinstance(value, int | float) or isinstance(value, bool):
-                raise ConfigError(f"{source}: timeout must be a number of seconds")
+                raise ConfigError(f"{name} must be a number of seconds")
             kwargs[key] = float(value)
-        elif key == "memory_backend":
+        elif key == "memory_backend" or key == "append":
             if not isinstance(value, str):
-                raise ConfigError(f"{source}: memory-backend must be a string")
-            kwargs[key] = value
-        elif key == "append":
-            if not isinstance(value, str):
-                raise ConfigError(f"{source}: append must be a string")
+                raise ConfigError(f"{name} must be a string")
             kwargs[key] = value
         elif key == "policy":
-            kwargs[key] = _policy(value, source)
+            kwargs[key] = _policy(value, name)
         elif key in ("host_data", *_TDX_IDENTITY):
             size = SNP_HOST_DATA_SIZE if key == "host_data" else TDX_MR_SIZE
-            name = key.replace("_", "-")
             if isinstance(value, bytes):
                 kwargs[key] = value
             elif isinstance(value, str):
-                kwargs[key] = parse_hex_bytes(value, size, f"{source}: {name}")
+                kwargs[key] = parse_hex_bytes(value, size, name)
             else:
-                raise ConfigError(f"{source}: {name} must be a hex string")
+                raise ConfigError(f"{name} must be a hex string")
         elif key in ("id_block", "id_auth"):
             if not isinstance(value, str):
-                raise ConfigError(f"{source}: {key.replace('_', '-')} must be a string path")
+                raise ConfigError(f"{name} must be a string path")
             kwargs[key] = value
         else:
             kwargs[key] = value
-    return LaunchSettings(**kwargs)
+    return LaunchSettings(**kwargs, origins=dict(origins))
 
 
-def _policy(value: object, source: str) -> int:
-    """An SNP policy as a TOML string ("0x30000") or integer, or the CLI's string."""
+def _policy(value: object, name: str) -> int:
+    """An SNP policy as a TOML string ("0x30000") or integer, or the CLI's string; ``name``
+    says where it was given.
+
+    Raises:
+        ConfigError: not a policy, or an invalid one (naming ``name``).
+    """
     from cvmlaunch.measure.identity import GuestPolicy
 
-    if isinstance(value, str):
-        return GuestPolicy.parse(value).value
-    if isinstance(value, int) and not isinstance(value, bool):
-        return GuestPolicy(value).value
-    raise ConfigError(f'{source}: policy must be hex ("0x30000") or an integer')
+    try:
+        if isinstance(value, str):
+            return GuestPolicy.parse(value).value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return GuestPolicy(value).value
+    except ConfigError as exc:
+        raise ConfigError(f"{name}: {exc}") from exc
+    raise ConfigError(f'{name} must be hex ("0x30000") or an integer')
 
 
 @dataclass(frozen=True, slots=True)

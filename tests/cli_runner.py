@@ -1,14 +1,13 @@
-"""Run the ``cvmlaunch`` CLI in-process and capture what it prints and its exit code."""
+"""Run the ``cvmlaunch`` CLI in-process through :class:`click.testing.CliRunner`."""
 
 from __future__ import annotations
 
-import contextlib
-import io
-import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from cvmlaunch.cli import main
+from click.testing import CliRunner
+
+from cvmlaunch.cli import CLI
 
 __all__ = ["CliResult", "run_cli"]
 
@@ -20,42 +19,21 @@ class CliResult:
     exit_code: int
     stdout: str
     stderr: str
-
-    @property
-    def output(self) -> str:
-        """stdout, then stderr (what a terminal would show, for one-stream commands)."""
-        return self.stdout + self.stderr
+    #: stdout and stderr interleaved as written (what a terminal would show)
+    output: str
 
 
-def run_cli(args: Sequence[str], *, input: str | bytes | None = None) -> CliResult:
-    """Run ``cvmlaunch ARGS`` in this process. Exceptions other than ``SystemExit`` (bugs:
-    the CLI maps every CvmLaunchError to an exit code) propagate to the test."""
-    out, err = io.BytesIO(), io.BytesIO()
-    stdout = io.TextIOWrapper(out, encoding="utf-8", write_through=True)
-    stderr = io.TextIOWrapper(err, encoding="utf-8", write_through=True)
-    data = input.encode() if isinstance(input, str) else (input or b"")
-    stdin = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8")
-    code: int
-    with (
-        contextlib.redirect_stdout(stdout),
-        contextlib.redirect_stderr(stderr),
-        _replace_stdin(stdin),
-    ):
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-            if isinstance(exc.code, str):
-                print(exc.code, file=sys.stderr)
-    return CliResult(code, out.getvalue().decode(), err.getvalue().decode())
+def run_cli(
+    args: Sequence[str],
+    *,
+    input: str | bytes | None = None,
+    env: Mapping[str, str | None] | None = None,
+) -> CliResult:
+    """Run ``cvmlaunch ARGS`` in this process (stdin ``input``, extra environment ``env``).
 
-
-@contextlib.contextmanager
-def _replace_stdin(stdin: io.TextIOWrapper) -> Iterator[None]:
-    saved = sys.stdin
-    sys.stdin = stdin
-    try:
-        yield
-    finally:
-        sys.stdin = saved
+    Exceptions other than ``SystemExit`` (bugs: the CLI maps every CvmLaunchError to an exit
+    code) propagate to the test."""
+    result = CliRunner().invoke(
+        CLI, list(args), input=input, env=env, catch_exceptions=False, prog_name="cvmlaunch"
+    )
+    return CliResult(result.exit_code, result.stdout, result.stderr, result.output)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import click
 import pytest
 
 from cvmlaunch import __version__
-from cvmlaunch.cli import COMMANDS, load_command
+from cvmlaunch.cli import COMMANDS, Registry, load_command
 from tests.cli_runner import run_cli
 from tests.gce_fake_ovmf import clean_example
 
@@ -21,58 +23,60 @@ def test_version() -> None:
     assert result.stdout == f"cvmlaunch, version {__version__}\n"
 
 
-def _command_paths() -> list[tuple[str, ...]]:
+def _command_paths(registry: Registry = COMMANDS) -> list[tuple[str, ...]]:
+    """Every command and group of the registry, as the words that name it."""
     paths: list[tuple[str, ...]] = []
-    for name, (_summary, body) in COMMANDS.items():
+    for name, entry in registry.items():
         paths.append((name,))
-        if not isinstance(body, str):
-            paths.extend((name, leaf) for leaf in body)
+        if not isinstance(entry, str):
+            paths.extend((name, *rest) for rest in _command_paths(entry[1]))
     return paths
+
+
+def _summary(path: tuple[str, ...]) -> str:
+    """The one-line help of the command at ``path`` (a group's from the registry)."""
+    entry: str | tuple[str, Registry] = ("", COMMANDS)
+    for word in path:
+        assert not isinstance(entry, str)
+        entry = entry[1][word]
+    if isinstance(entry, str):
+        help_text = load_command(entry).help or ""
+        return help_text.strip().splitlines()[0]
+    return entry[0]
 
 
 def test_help_on_every_command() -> None:
     top = run_cli(["--help"])
     assert top.exit_code == 0
-    assert top.stdout.startswith("usage: cvmlaunch ")
+    assert top.stdout.startswith("Usage: cvmlaunch ")
     for path in _command_paths():
         result = run_cli([*path, "--help"])
         assert result.exit_code == 0, path
-        assert result.stdout.startswith(f"usage: cvmlaunch {' '.join(path)} "), path
-        summary = COMMANDS[path[0]][0] if len(path) == 1 else COMMANDS[path[0]][1][path[1]][0]  # type: ignore[index]
-        assert summary in " ".join(top.stdout.split() + result.stdout.split()), path
+        assert result.stdout.startswith(f"Usage: cvmlaunch {' '.join(path)} "), path
+        assert _summary(path) in " ".join(result.stdout.split()), path
+        assert result.stderr == "", path
+    # the top level lists every command by its summary (wrapped)
+    listed = " ".join(top.stdout.split())
+    for name in COMMANDS:
+        assert " ".join(_summary((name,)).split()[:4]) in listed, name
 
 
-def test_registry_summaries_are_the_commands_own() -> None:
-    """COMMANDS repeats each command's first help line (so --help lists commands without
-    importing them): the two must agree."""
-    for name, (_summary, body) in COMMANDS.items():
-        if isinstance(body, str):
-            assert load_command(body).summary == _summary, name
-            continue
-        for leaf, (summary, target) in body.items():
-            assert load_command(target).summary == summary, (name, leaf)
+def test_registry_names_click_commands_by_their_names() -> None:
+    """Each registry line imports a click command whose own name is the registered one."""
+    for path in _command_paths():
+        entry: str | tuple[str, Registry] = ("", COMMANDS)
+        for word in path:
+            assert not isinstance(entry, str)
+            entry = entry[1][word]
+        if isinstance(entry, str):
+            command = load_command(entry)
+            assert isinstance(command, click.Command), path
+            assert command.name == path[-1], path
 
 
-def _command_targets() -> list[tuple[str, str]]:
-    targets: list[tuple[str, str]] = []
-    for name, (_summary, body) in COMMANDS.items():
-        if isinstance(body, str):
-            targets.append((name, body))
-        else:
-            targets.extend((f"{name} {leaf}", target) for leaf, (_s, target) in body.items())
-    return targets
-
-
-def test_no_command_imports_click() -> None:
-    """argparse replaced click (10-20 ms of start-up): building any command's parser, which
-    imports its module, loads no click."""
-    code = (
-        "import sys, cvmlaunch.cli as c\n"
-        f"for name, target in {_command_targets()!r}: c.command_parser(name, target)\n"
-        "print('click' in sys.modules)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout == "False\n"
+def test_help_options_and_short_help_agree_with_click() -> None:
+    """-h is --help everywhere, as with argparse before."""
+    assert run_cli(["measure", "snp", "-h"]).stdout == run_cli(["measure", "snp", "--help"]).stdout
 
 
 def test_usage_errors_exit_2() -> None:
@@ -96,7 +100,26 @@ def test_usage_errors_exit_2() -> None:
         result = run_cli(args)
         assert result.exit_code == 2, args
         assert result.stdout == "", args
-        assert "error: " in result.stderr.splitlines()[-1], args
+        assert len(result.stderr.splitlines()) == 1, args
+        assert result.stderr.startswith("cvmlaunch: error: "), args
+
+
+def test_usage_errors_name_the_problem_and_where_help_is() -> None:
+    cases = {
+        ("measure", "snp"): "Missing option '--ovmf' / '--firmware'. "
+        "(see 'cvmlaunch measure snp --help')",
+        ("measure", "snp", "--ovmf", "x", "--vcpus", "four"): "Invalid value for '--vcpus': "
+        "'four' is not an integer (decimal, 0x hex, 0o octal) (see 'cvmlaunch measure snp --help')",
+        ("no-such-command",): "No such command 'no-such-command'. (see 'cvmlaunch --help')",
+        ("measure",): "Missing command. (see 'cvmlaunch measure --help')",
+        ("measure", "tdx", "--firmware", "x", "--output-format", "xml"): "Invalid value for "
+        "'--output-format' (env var: 'CVMLAUNCH_OUTPUT_FORMAT'): "
+        "'xml' is not one of 'hex', 'base64', 'json'. "
+        "(see 'cvmlaunch measure tdx --help')",
+    }
+    for args, message in cases.items():
+        result = run_cli(args)
+        assert (result.exit_code, result.stderr) == (2, f"cvmlaunch: error: {message}\n"), args
 
 
 def test_missing_file_is_one_line_exit_2() -> None:
@@ -159,12 +182,12 @@ def test_an_unwritable_log_is_one_line_exit_2(tmp_path: Path) -> None:
 
 
 def test_a_closed_pipe_ends_quietly(firmware: Callable[[str], Path]) -> None:
-    """`cvmlaunch ... | head`: the reader goes away. No traceback; a command's own output ends
-    with exit 1, as click did (argparse's help printer ignores the error itself: exit 0)."""
+    """`cvmlaunch ... | head`: the reader goes away. No traceback, nothing on stderr; the
+    output that could not be written ends the run with exit 1 (help text too)."""
     ovmf = firmware("OVMF.amdsev.fd")
     cases = [
-        (["--help"], 0),
-        (["measure", "snp", "--help"], 0),
+        (["--help"], 1),
+        (["measure", "snp", "--help"], 1),
         (["measure", "snp", "--ovmf", str(ovmf), "--vcpus", "1", "--vcpu-type", "EPYC"], 1),
     ]
     for args, code in cases:
@@ -182,41 +205,219 @@ def test_a_closed_pipe_ends_quietly(firmware: Callable[[str], Path]) -> None:
 
 
 def test_ctrl_c_is_one_line_exit_130(monkeypatch: pytest.MonkeyPatch) -> None:
-    from cvmlaunch import cli
+    """Not click's ``Aborted!``: one line, and the shell's code for SIGINT."""
+    from cvmlaunch.cli import _inspect
 
-    def interrupted(_args: list[str]) -> int:
+    def interrupted(*_args: object, **_kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "_main", interrupted)
-    result = run_cli(["inspect", "x"])
+    monkeypatch.setattr(_inspect, "build_report", interrupted)
+    result = run_cli(["inspect", __file__])
     assert result.exit_code == 130
     assert result.stderr == "cvmlaunch: interrupted\n"
     assert result.stdout == ""
 
 
-def test_measure_snp_runs_without_importing_inspect(firmware: Callable[[str], Path]) -> None:
-    """The CLI defers dataclasses' ``inspect`` import (gh-137855; ~6 ms of start-up): a
-    ``measure snp`` never loads it, and a dataclass without a docstring still gets its
-    signature as one, through the deferred module."""
-    ovmf = firmware("OVMF.amdsev.fd")
-    code = (
-        "import sys\n"
-        "from cvmlaunch.cli import main\n"
-        "try:\n"
-        f"    main(['measure', 'snp', '--ovmf', {str(ovmf)!r}, '--vcpus', '1', '--vcpu-type',"
-        " 'EPYC-v4'])\n"
-        "except SystemExit as done:\n"
-        "    print(done.code, 'inspect' in sys.modules)\n"
-        "import dataclasses\n"
-        "@dataclasses.dataclass\n"
-        "class A:\n"
-        "    x: int\n"
-        "print(A.__doc__, 'inspect' in sys.modules)\n"
+# ------------------------------------------------------------ the installed console script
+
+
+def _console_script() -> str:
+    """The ``cvmlaunch`` script pip wrote beside this interpreter (the venv under test)."""
+    script = Path(sys.executable).parent / "cvmlaunch"
+    if not script.exists():  # pragma: no cover - every supported setup installs it
+        pytest.fail(f"no console script at {script}: install the package (pip install -e .)")
+    return str(script)
+
+
+def _script(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [_console_script(), *args], capture_output=True, text=True, check=False, timeout=60
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    # snp-measure.md's worked trace (1 vCPU, EPYC-v4, OVMF.amdsev.fd)
-    digest = (
+
+
+def test_console_script_version_and_help() -> None:
+    version = _script("--version")
+    assert (version.returncode, version.stdout, version.stderr) == (
+        0,
+        f"cvmlaunch, version {__version__}\n",
+        "",
+    )
+    helped = _script("measure", "snp", "--help")
+    assert helped.returncode == 0
+    assert helped.stdout.startswith("Usage: cvmlaunch measure snp [OPTIONS]")
+
+
+def test_console_script_exit_codes(firmware: Callable[[str], Path]) -> None:
+    ovmf = str(firmware("OVMF.amdsev.fd"))
+    digest = (  # snp-measure.md's worked trace (1 vCPU, EPYC-v4, OVMF.amdsev.fd)
         "d74bd3ea40b240c3228edc5177ce6193561ebff633dbd0be"
         "76d6c143b876d65102425c0e2e8a930857c48daa5eacda58"
     )
-    assert out.stdout.splitlines() == [digest, "0 False", "A(x: int) True"]
+    base = ["measure", "snp", "--ovmf", ovmf, "--vcpus", "1", "--vcpu-type", "EPYC-v4"]
+    ok = _script(*base, "--expect", digest)
+    assert (ok.returncode, ok.stdout, ok.stderr) == (0, digest + "\n", "")
+    mismatch = _script(*base, "--expect", "00" * 48)
+    assert mismatch.returncode == 1
+    assert mismatch.stdout == digest + "\n"
+    assert mismatch.stderr.startswith("cvmlaunch: error: launch digest mismatch")
+    assert len(mismatch.stderr.splitlines()) == 1
+    usage = _script("measure", "snp", "--ovmf", ovmf, "--no-such-option")
+    assert (usage.returncode, usage.stdout) == (2, "")
+    assert usage.stderr == (
+        "cvmlaunch: error: No such option '--no-such-option'. "
+        "(see 'cvmlaunch measure snp --help')\n"
+    )
+    bad = _script("measure", "snp", "--ovmf", "/nonexistent/OVMF.fd", *base[4:])
+    assert (bad.returncode, bad.stdout) == (2, "")
+    assert bad.stderr == (
+        "cvmlaunch: error: /nonexistent/OVMF.fd: cannot open: No such file or directory\n"
+    )
+    debug = _script("--debug", "measure", "snp", "--ovmf", "/nonexistent/OVMF.fd", *base[4:])
+    assert debug.returncode == 2  # the same code as without --debug
+    assert debug.stderr.startswith("Traceback (most recent call last):")
+    assert debug.stderr.splitlines()[-1] == (
+        "cvmlaunch: error: /nonexistent/OVMF.fd: cannot open: No such file or directory"
+    )
+
+
+# ------------------------------------------------------------------ shell completion
+
+
+def _complete(words: str, shell: str = "bash") -> list[str]:
+    """What click's completion entry point offers for the command line ``words`` (the last
+    word being completed), as the shell script it installs would ask."""
+    env = {"_CVMLAUNCH_COMPLETE": f"{shell}_complete", "COMP_WORDS": words}
+    if shell == "bash":
+        env["COMP_CWORD"] = str(len(words.split()) - (0 if words.endswith(" ") else 1))
+    elif shell == "fish":
+        env["COMP_CWORD"] = words.split()[-1] if not words.endswith(" ") else ""
+    elif shell == "zsh":
+        env["COMP_CWORD"] = str(len(words.split()) - (0 if words.endswith(" ") else 1))
+    result = run_cli([], env=env)
+    assert result.exit_code == 0, result.output
+    return result.stdout.splitlines()
+
+
+def test_completion_of_vcpu_types_lists_the_table() -> None:
+    from cvmlaunch.measure.cpu import VCPU_TYPES
+
+    got = _complete("cvmlaunch measure snp --vcpu-type EPYC-")
+    expected = [f"plain,{name}" for name in VCPU_TYPES if name.startswith("EPYC-")]
+    assert got == expected
+    assert "plain,EPYC-Milan" in got
+    assert "plain,EPYC-Genoa-v2" in got
+    assert _complete("cvmlaunch measure snp --vcpu-type EPYC-Mil") == [
+        f"plain,{name}" for name in VCPU_TYPES if name.startswith("EPYC-Mil")
+    ]
+
+
+def test_completion_of_choices_commands_and_files() -> None:
+    assert _complete("cvmlaunch measure snp --mode snp:") == [
+        "plain,snp:ovmf-hash",
+        "plain,snp:svsm",
+    ]
+    assert _complete("cvmlaunch measure snp --vmm-type ") == [
+        "plain,QEMU",
+        "plain,ec2",
+        "plain,gce",
+    ]
+    assert _complete("cvmlaunch measure tdx --output-format b") == ["plain,base64"]
+    assert _complete("cvmlaunch me") == ["plain,measure"]
+    assert _complete("cvmlaunch measure ") == ["plain,snp", "plain,tdx"]
+    # file options hand completion to the shell's file names
+    assert _complete("cvmlaunch measure snp --ovmf OV") == ["file,OV"]
+    assert _complete("cvmlaunch id-block snp --out-dir d") == ["dir,d"]
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_script_for_each_shell(shell: str) -> None:
+    """``_CVMLAUNCH_COMPLETE={shell}_source cvmlaunch`` prints the script the README's
+    one line evaluates."""
+    result = run_cli([], env={"_CVMLAUNCH_COMPLETE": f"{shell}_source"})
+    assert result.exit_code == 0
+    assert "_CVMLAUNCH_COMPLETE" in result.stdout
+    assert f"{shell}_complete" in result.stdout
+    zsh = _complete("cvmlaunch measure snp --vcpu-type EPYC-Genoa", "zsh")
+    assert zsh[:3] == ["plain", "EPYC-Genoa", "_"]
+    fish = _complete("cvmlaunch measure snp --vcpu-type EPYC-Genoa", "fish")
+    assert fish[0] == "plain,EPYC-Genoa"
+
+
+# ------------------------------------------------------------------ environment defaults
+
+
+def test_output_format_from_the_environment(firmware: Callable[[str], Path]) -> None:
+    ovmf = str(firmware("OVMF.amdsev.fd"))
+    args = ["measure", "snp", "--ovmf", ovmf, "--vcpus", "1", "--vcpu-type", "EPYC-v4"]
+    hexed = run_cli(args).stdout.strip()
+    as_b64 = run_cli(args, env={"CVMLAUNCH_OUTPUT_FORMAT": "base64"})
+    assert as_b64.exit_code == 0
+    assert base64.b64decode(as_b64.stdout.strip()).hex() == hexed
+    flag_wins = run_cli([*args, "--output-format", "hex"], env={"CVMLAUNCH_OUTPUT_FORMAT": "json"})
+    assert flag_wins.stdout.strip() == hexed
+    bad = run_cli(args, env={"CVMLAUNCH_OUTPUT_FORMAT": "xml"})
+    assert bad.exit_code == 2
+    assert "CVMLAUNCH_OUTPUT_FORMAT" in bad.stderr
+    assert "CVMLAUNCH_OUTPUT_FORMAT" in run_cli(["measure", "snp", "--help"]).stdout
+
+
+def test_firmware_dir_from_the_environment(
+    firmware: Callable[[str], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relative firmware name not found here is looked up in $CVMLAUNCH_FIRMWARE_DIR."""
+    ovmf = firmware("OVMF.amdsev.fd")
+    monkeypatch.chdir(tmp_path)
+    args = ["measure", "snp", "--ovmf", ovmf.name, "--vcpus", "1", "--vcpu-type", "EPYC-v4"]
+    missing = run_cli(args, env={"CVMLAUNCH_FIRMWARE_DIR": None})
+    assert missing.exit_code == 2
+    assert missing.stderr == (
+        f"cvmlaunch: error: {ovmf.name}: cannot open: No such file or directory\n"
+    )
+    found = run_cli(args, env={"CVMLAUNCH_FIRMWARE_DIR": str(ovmf.parent)})
+    assert found.exit_code == 0, found.output
+    assert found.stdout == run_cli([*args[:3], str(ovmf), *args[4:]]).stdout
+    by_flag = run_cli([*args, "--firmware-dir", str(ovmf.parent)])
+    assert by_flag.stdout == found.stdout
+    help_text = run_cli(["measure", "tdx", "--help"]).stdout
+    assert "CVMLAUNCH_FIRMWARE_DIR" in help_text
+
+
+def test_ctrl_c_of_the_console_script_is_one_line_exit_130(
+    tmp_path: Path, firmware: Callable[[str], Path]
+) -> None:
+    """A real SIGINT while ``measure snp`` waits for its initrd (a FIFO nobody writes)."""
+    import errno
+    import os
+    import signal
+    import time
+
+    kernel = tmp_path / "kernel"
+    kernel.write_bytes(b"kernel")
+    initrd = tmp_path / "initrd"
+    os.mkfifo(initrd)
+    ovmf = str(firmware("OVMF.amdsev.fd"))
+    args = ["--ovmf", ovmf, "--vcpus", "1", "--vcpu-type", "EPYC-v4", "--kernel", str(kernel)]
+    proc = subprocess.Popen(
+        [_console_script(), "measure", "snp", *args, "--initrd", str(initrd)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        # as an interactive shell starts it (a test runner may ignore SIGINT)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 30
+    writer = -1
+    while writer < 0:  # opening the FIFO's write end succeeds once the command reads it
+        try:
+            writer = os.open(initrd, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:  # ENXIO: no reader yet
+                raise
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    try:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        os.close(writer)
+    assert (proc.returncode, out, err) == (130, b"", b"cvmlaunch: interrupted\n")

@@ -496,7 +496,7 @@ def test_cli_svn_is_a_u32_in_any_base(tmp_path: Path) -> None:
         r = run_cli([*base, "--svn", text])
         assert r.exit_code == 2, text
         assert r.stdout == ""
-        assert r.stderr.splitlines()[-1].startswith("cvmlaunch id-block snp: error: argument --svn")
+        assert r.stderr.startswith("cvmlaunch: error: Invalid value for '--svn': ")
 
 
 @pytest.mark.parametrize(

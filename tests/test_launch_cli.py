@@ -98,10 +98,43 @@ def test_flags_override_config(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.usefixtures("no_kvm")
+@pytest.mark.parametrize(
+    ("toml", "flags", "message"),
+    [
+        # a bad value in the file: the file and its key
+        ("vcpus = 0", [], "{cfg}: vcpus 0: expected 1 to 255"),
+        ('memory = "lots"', [], "{cfg}: memory 'lots': expected e.g. 512M, 5G or 1024 (MiB)"),
+        ('tech = "snp"\nhost-data = "00"', [], "{cfg}: host-data: 1 bytes given, exactly 32"),
+        ('tech = "snp"\nid-auth = "a.bin"', [], "{cfg}: id-block and id-auth go together"),
+        ('host-data = "' + "00" * 32 + '"', [], "{cfg}: host-data is a snp launch setting"),
+        # a bad value given as a flag, with a file of good ones: the flag
+        ("vcpus = 2", ["--vcpus", "0"], "--vcpus 0: expected 1 to 255"),
+        ('memory = "1G"', ["-m", "lots"], "--memory 'lots': expected e.g. 512M, 5G or 1024"),
+        ('tech = "snp"', ["--host-data", "00"], "--host-data: 1 bytes given, exactly 32"),
+        ('tech = "snp"', ["--id-auth", "a.bin"], "--id-block and --id-auth go together"),
+        ('tech = "tdx"', ["--policy", "0x30000"], "--policy is a snp launch setting"),
+        ('tech = "snp"', ["--policy", "0x10000"], "--policy: SNP policy 0x10000: bit 17"),
+    ],
+)
+def test_launch_errors_name_their_source(
+    tmp_path: Path, toml: str, flags: list[str], message: str
+) -> None:
+    """A bad setting is named where the user wrote it: the flag, or the file and key."""
+    cfg = tmp_path / "vm.toml"
+    guest = example_config().parent / "example-guest.elf"
+    cfg.write_text(f'kernel = "{guest}"\n{toml}\n')
+    result = run_cli(["launch", "--config", str(cfg), "--dry-run", *flags])
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    assert result.stderr.startswith(f"cvmlaunch: error: {message.format(cfg=cfg)}")
+    assert len(result.stderr.splitlines()) == 1
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--memory", "lots"], "memory size 'lots': expected e.g. 512M, 5G or 1024 (MiB)"),
+        (["--memory", "lots"], "--memory 'lots': expected e.g. 512M, 5G or 1024 (MiB)"),
         (["--vcpus", "0"], "--vcpus 0: expected 1 to 255"),
         ([], "no kernel: give --kernel FILE, --config FILE or --example"),
     ],

@@ -90,9 +90,11 @@ def test_settings_from_toml_resolves_paths_and_flags_override() -> None:
         ("memory = ", "config:"),
         ("mem = '1G'", "unknown key 'mem'"),
         ("vcpus = '2'", "vcpus must be an integer"),
-        ("vcpus = 0", "--vcpus 0"),
+        ("vcpus = 0", "^config: vcpus 0: expected 1 to 255"),
         ("tech = 'sev'", "expected none, snp or tdx"),
-        ("timeout = -1", "--timeout"),
+        ("timeout = -1", "^config: timeout -1.0: expected a positive number"),
+        ("memory = '5X'", "^config: memory '5X': expected e.g. 512M"),
+        ("tech = 'x'", "^config: tech 'x': expected none, snp or tdx"),
         ("kernel = 3", "kernel must be a string path"),
     ],
 )

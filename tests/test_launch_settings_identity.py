@@ -58,16 +58,25 @@ def test_toml_keys_follow_qemu_and_paths_resolve() -> None:
 @pytest.mark.parametrize(
     ("doc", "message"),
     [
-        ('host-data = "' + "00" * 32 + '"', "--host-data is a snp launch setting (--tech snp)"),
-        ('tech = "snp"\nmrowner = "' + "00" * 48 + '"', "--mrowner is a tdx launch setting"),
-        ('tech = "tdx"\npolicy = "0x30000"', "--policy is a snp launch setting"),
-        ('tech = "snp"\nid-block = "b"', "--id-block and --id-auth go together"),
-        ('tech = "snp"\npolicy = "0x10000"', "bit 17 (reserved, must be one) is clear"),
-        ('tech = "snp"\npolicy = 1.5', "policy must be hex"),
-        ('tech = "snp"\nhost-data = "' + "00" * 31 + '"', "host-data: 31 bytes given, exactly 32"),
-        ('tech = "tdx"\nmrconfigid = 5', "mrconfigid must be a hex string"),
-        ('tech = "tdx"\nmrownerconfig = "xy"', "mrownerconfig: 'xy' is not hexadecimal"),
-        ('tech = "snp"\nid-block = 3\nid-auth = "a"', "id-block must be a string path"),
+        (
+            'host-data = "' + "00" * 32 + '"',
+            "config: host-data is a snp launch setting (--tech snp)",
+        ),
+        ('tech = "snp"\nmrowner = "' + "00" * 48 + '"', "config: mrowner is a tdx launch setting"),
+        ('tech = "tdx"\npolicy = "0x30000"', "config: policy is a snp launch setting"),
+        ('tech = "snp"\nid-block = "b"', "config: id-block and id-auth go together"),
+        (
+            'tech = "snp"\npolicy = "0x10000"',
+            "config: policy: SNP policy 0x10000: bit 17 (reserved, must be one) is clear",
+        ),
+        ('tech = "snp"\npolicy = 1.5', "config: policy must be hex"),
+        (
+            'tech = "snp"\nhost-data = "' + "00" * 31 + '"',
+            "config: host-data: 31 bytes given, exactly 32",
+        ),
+        ('tech = "tdx"\nmrconfigid = 5', "config: mrconfigid must be a hex string"),
+        ('tech = "tdx"\nmrownerconfig = "xy"', "config: mrownerconfig: 'xy' is not hexadecimal"),
+        ('tech = "snp"\nid-block = 3\nid-auth = "a"', "config: id-block must be a string path"),
     ],
 )
 def test_identity_settings_errors(doc: str, message: str) -> None:

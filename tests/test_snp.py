@@ -621,8 +621,7 @@ def test_measure_snp_start_up_imports_no_measurement_code() -> None:
     import sys
 
     code = (
-        "import sys, cvmlaunch.cli as c; c.command_parser('measure snp', "
-        "c.COMMANDS['measure'][1]['snp'][1]); "
+        "import sys, cvmlaunch.cli as c; c.load_command(c.COMMANDS['measure'][1]['snp']); "
         "print(sorted(m for m in sys.modules if m.startswith(('cvmlaunch.', 'elftools')) "
         "or m in ('json', 'tempfile', 'importlib.metadata')))"
     )
@@ -631,8 +630,8 @@ def test_measure_snp_start_up_imports_no_measurement_code() -> None:
         sorted(
             [
                 "cvmlaunch.cli",
-                "cvmlaunch.cli._command",
                 "cvmlaunch.cli._measure_snp",
+                "cvmlaunch.cli._params",
                 "cvmlaunch.errors",
                 "cvmlaunch.measure",
                 "cvmlaunch.measure.cpu",
@@ -642,13 +641,38 @@ def test_measure_snp_start_up_imports_no_measurement_code() -> None:
 
 
 def test_kernel_and_initrd_digests_stream_in_parallel(inputs: dict[str, Path]) -> None:
-    from cvmlaunch.cli._measure_snp import _digest_pair
+    from cvmlaunch.cli._measure_snp import _FileDigests
 
-    k, i = _digest_pair(str(inputs["kernel.bin"]), str(inputs["initrd.bin"]))
+    k, i = _FileDigests(str(inputs["kernel.bin"]), str(inputs["initrd.bin"])).result()
     assert k == hashlib.sha256(inputs["kernel.bin"].read_bytes()).digest()
     assert i == hashlib.sha256(inputs["initrd.bin"].read_bytes()).digest()
+    assert _FileDigests(None, str(inputs["initrd.bin"])).result() == [None, i]
     with pytest.raises(ImageError, match="/nonexistent/k: cannot read"):
-        _digest_pair("/nonexistent/k", str(inputs["initrd.bin"]))
+        _FileDigests("/nonexistent/k", str(inputs["initrd.bin"])).result()
+
+
+def test_file_sha256_through_mmap_windows(tmp_path: Path) -> None:
+    """Several windows and a partial one, an empty file and a pipe: hashlib's digests."""
+    import os
+    import threading
+
+    from cvmlaunch.cli._measure_snp import _WINDOW, _sha256_of
+
+    big = tmp_path / "big"
+    data = bytes(range(256)) * ((2 * _WINDOW + 5) // 256) + b"tail!"
+    big.write_bytes(data)
+    assert _sha256_of(str(big)) == hashlib.sha256(data).digest()
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    assert _sha256_of(str(empty)) == hashlib.sha256(b"").digest()
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes(b"piped"))
+    writer.start()
+    assert _sha256_of(str(fifo)) == hashlib.sha256(b"piped").digest()
+    writer.join()
+    with pytest.raises(ImageError, match="cannot read: Is a directory"):
+        _sha256_of(str(tmp_path))
 
 
 def test_precomputed_kernel_and_initrd_hashes(inputs: dict[str, Path]) -> None:

@@ -1,4 +1,4 @@
-"""Start-up cost of ``cvmlaunch measure snp``'s library path, guarded by what it imports.
+"""Start-up cost of ``cvmlaunch measure snp``, guarded by what it imports.
 
 Speed itself lives in bench/ (no timed assertions here). What keeps it fast is what the
 modules import and create at import time, and that is deterministic: a fresh interpreter
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import cvmlaunch
@@ -87,3 +88,85 @@ def test_moved_core_types_import_on_their_own() -> None:
     assert not any(
         m.startswith("cvmlaunch.measure") or m.startswith("cvmlaunch.image") for m in imported
     )
+
+
+# ------------------------------------------------------------------ the CLI
+
+#: A fresh interpreter (-I: isolated; with site, where click is installed) runs ``cvmlaunch
+#: ARGS`` in-process and prints, after the command's output, the modules it imported.
+_CLI_PROBE = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+before = set(sys.modules)
+import cvmlaunch.cli
+code = None
+if len(sys.argv) > 2:
+    try:
+        cvmlaunch.cli.main(sys.argv[2:])
+    except SystemExit as done:
+        code = done.code
+print(json.dumps([code, sorted(set(sys.modules) - before)]))
+"""
+
+#: What the CLI itself is made of before any command is chosen.
+_CLI_CORE = {"cvmlaunch", "cvmlaunch.cli", "cvmlaunch.errors"}
+
+#: Modules of other commands, and the heavy dependencies they bring.
+_OTHER_COMMANDS = (
+    "cvmlaunch.cli._identity",
+    "cvmlaunch.cli._inspect",
+    "cvmlaunch.cli._kvm",
+    "cvmlaunch.cli._launch",
+    "cvmlaunch.cli._log",
+    "cvmlaunch.cli._measure_tdx",
+    "cvmlaunch.cli._reference",
+    "cvmlaunch.launch",
+    "cvmlaunch.kvm_map",
+    "cvmlaunch._uapi",
+    "cvmlaunch.image.elf",
+    "cvmlaunch.measure.tdx",
+    "cryptography",
+    "elftools",
+)
+
+
+def _cli_imported(*args: str) -> tuple[int | None, set[str]]:
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", _CLI_PROBE, _ROOT, *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    code, modules = json.loads(out.splitlines()[-1])
+    return code, set(modules)
+
+
+def _heavy(imported: set[str]) -> list[str]:
+    return sorted(m for m in imported if m in _OTHER_COMMANDS or m.split(".")[0] in _OTHER_COMMANDS)
+
+
+def test_importing_the_cli_imports_no_command() -> None:
+    """``import cvmlaunch.cli``: click and the registry; no command module."""
+    _code, imported = _cli_imported()
+    assert "click" in imported
+    assert {m for m in imported if m.split(".")[0] == "cvmlaunch"} == _CLI_CORE
+    assert _heavy(imported) == []
+
+
+def test_measure_snp_imports_only_its_own_modules(firmware: Callable[[str], Path]) -> None:
+    """A ``measure snp`` run loads its command module, the shared parameter types and the
+    measurement path (as above), and nothing of the other commands: no launcher, no
+    cryptography, no pyelftools."""
+    ovmf = str(firmware("OVMF.amdsev.fd"))
+    code, imported = _cli_imported(
+        "measure", "snp", "--ovmf", ovmf, "--vcpus", "1", "--vcpu-type", "EPYC-v4"
+    )
+    assert code == 0
+    assert _heavy(imported) == []
+    ours = {m for m in imported if m.split(".")[0] == "cvmlaunch"} - {"cvmlaunch._pagehash"}
+    assert ours == _EXPECTED_CVMLAUNCH | _CLI_CORE | {
+        "cvmlaunch.cli._measure_snp",
+        "cvmlaunch.cli._params",
+        "cvmlaunch.measure.cpu",
+    }

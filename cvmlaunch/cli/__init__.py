@@ -1,303 +1,259 @@
-"""The ``cvmlaunch`` command.
+"""The ``cvmlaunch`` command: a click command tree whose commands are imported when used.
 
 Rule 1: the CLI only composes: it reads files (through :mod:`cvmlaunch.files`), calls the
 library, formats and prints. No parsing, layout or measurement logic lives here.
 
 Rule 2: exit codes: 0 success; 1 the tool ran but a check failed (``--expect`` mismatch, a
-guest report that disagrees with the log); 2 bad input or an unusable host (usage errors
-included). Every :class:`~cvmlaunch.errors.CvmLaunchError` prints one line
-``cvmlaunch: error: ...`` on stderr; ``--debug`` shows the traceback instead.
+guest report that disagrees with the log: :class:`~cvmlaunch.errors.CheckFailed`); 2 bad
+input or an unusable host, click's usage errors included. Every error prints one line
+``cvmlaunch: error: ...`` on stderr; ``--debug`` (or ``CVMLAUNCH_DEBUG=1``) prints the
+traceback first and exits with the same code. Ctrl-C prints ``cvmlaunch: interrupted`` and
+exits 130; a reader that closes the pipe early (``cvmlaunch log show LOG | head``) ends the
+command quietly with exit 1. :meth:`CvmLaunchGroup.main` is where all of this happens.
 
-Rule 3: start-up is part of the product (``measure snp`` competes with a 50 ms peer). The
-commands are listed in :data:`COMMANDS` by name, summary and import path; only the module of
-the command being run is imported, and ``--help`` lists the others from their summaries.
-Each command module defines :class:`~cvmlaunch.cli._command.Command` objects.
+Rule 3: commands are imported only when they run (or their help is shown), so that
+``cvmlaunch measure snp`` loads neither the launcher, cryptography nor pyelftools. Every
+command is one line of :data:`COMMANDS`, the registry:
+
+* a command: ``"name": "module:attribute"``, where ``attribute`` is a :class:`click.Command`
+  (or :class:`click.Group`) object defined by ``module``, conventionally
+  ``cvmlaunch.cli._<name>``. The module imports click and, inside its functions, the
+  library; it raises :class:`~cvmlaunch.errors.CvmLaunchError` subclasses for bad input.
+* a group of commands: ``"name": ("one-line help", {sub-registry})``; the group itself is
+  made here, its commands are imported like the top-level ones.
+
+To add ``cvmlaunch report``, write ``cvmlaunch/cli/_report.py`` defining ``REPORT`` and add
+``"report": "cvmlaunch.cli._report:REPORT"``; for ``cvmlaunch log sign``, add
+``"sign": "cvmlaunch.cli._log_sign:SIGN"`` to the ``log`` group's registry.
+:class:`LazyGroup` does the rest: it lists the names, and imports ``module:attribute`` only
+in :meth:`LazyGroup.get_command`. Tests (tests/test_startup.py) check what a run imports.
+
+Shell completion is click's: ``eval "$(_CVMLAUNCH_COMPLETE=bash_source cvmlaunch)"`` (or
+``zsh_source``, ``fish_source``).
 """
 
 from __future__ import annotations
 
-import argparse
+import importlib
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, NoReturn
 
+import click
 
-def _import_dataclasses_without_inspect() -> None:
-    """Import :mod:`dataclasses` with its ``inspect`` import deferred to first use.
+from cvmlaunch.errors import CvmLaunchError
 
-    ``dataclasses`` imports ``inspect`` (with ast, dis, tokenize: about 6 ms, an eighth of a
-    ``measure snp``) for one use: a signature docstring for a dataclass that has none, which
-    cvmlaunch's never lack. CPython 3.15 defers that import itself (gh-137855); on older
-    versions the CLI, which owns its process, hands ``dataclasses`` a stand-in module for the
-    length of its import. The stand-in imports the real ``inspect`` on first attribute access
-    and delegates to it, so behaviour is unchanged; ``import inspect`` anywhere else gets the
-    real module, as the stand-in leaves ``sys.modules`` once ``dataclasses`` is loaded.
-    """
-    if sys.version_info >= (3, 15) or "dataclasses" in sys.modules or "inspect" in sys.modules:
-        return
-    import types
+__all__ = ["CLI", "COMMANDS", "CONTEXT_SETTINGS", "CvmLaunchGroup", "LazyGroup", "main"]
 
-    class _Inspect(types.ModuleType):
-        def __getattr__(self, name: str) -> object:
-            if sys.modules.get("inspect") is self:  # asked during dataclasses' own import
-                del sys.modules["inspect"]
-            import importlib
+#: A registry: command names to ``"module:attribute"``, or to a group's help and registry.
+Registry = Mapping[str, "str | tuple[str, Registry]"]
 
-            return getattr(importlib.import_module("inspect"), name)
-
-    sys.modules["inspect"] = _Inspect("inspect")
-    try:
-        import dataclasses  # noqa: F401 - imported for its side effect on sys.modules
-    finally:
-        if isinstance(sys.modules.get("inspect"), _Inspect):
-            del sys.modules["inspect"]
-
-
-_import_dataclasses_without_inspect()
-
-from cvmlaunch.errors import CvmLaunchError  # noqa: E402 - after the dataclasses import above
-
-TYPE_CHECKING = False  # typing is not imported at run time (start-up time)
-if TYPE_CHECKING:
-    from cvmlaunch.cli._command import Command
-
-__all__ = ["COMMANDS", "main"]
-
-#: A command: its one-line summary and ``"module:attribute"`` of its Command.
-Leaf = tuple[str, str]
-#: A group: its one-line summary and its commands by name.
-Group = tuple[str, dict[str, Leaf]]
-
-DESCRIPTION = "Launch confidential VMs on KVM and predict their launch measurements."
-
-#: Every command, by name (alphabetical, as ``--help`` lists them).
-COMMANDS: dict[str, Leaf | Group] = {
+#: Every command, by name (``--help`` lists them alphabetically).
+COMMANDS: Registry = {
     "id-block": (
         "Build, sign and check SEV-SNP ID blocks (launch-time identity and enforcement).",
         {
-            "snp": (
-                "Sign an SNP ID block for a launch digest.",
-                "cvmlaunch.cli._identity:ID_BLOCK_SNP",
-            ),
-            "verify": (
-                "Check an ID block / ID auth pair (raw or base64 files) as the firmware will.",
-                "cvmlaunch.cli._identity:ID_BLOCK_VERIFY",
-            ),
+            "snp": "cvmlaunch.cli._identity:ID_BLOCK_SNP",
+            "verify": "cvmlaunch.cli._identity:ID_BLOCK_VERIFY",
         },
     ),
-    "inspect": (
-        "Show what the loaders see in FILE: format, sections or segments, entry points.",
-        "cvmlaunch.cli._inspect:INSPECT",
-    ),
+    "inspect": "cvmlaunch.cli._inspect:INSPECT",
     "kvm": (
         "Inspect this host's KVM.",
         {
-            "caps": (
-                "Show the VM types, guest_memfd flags and populate calls the host offers.",
-                "cvmlaunch.cli._kvm:CAPS",
-            ),
+            "caps": "cvmlaunch.cli._kvm:CAPS",
         },
     ),
-    "launch": (
-        "Boot a PVH guest on KVM; exit 0 only if the guest's own digests match the log.",
-        "cvmlaunch.cli._launch:LAUNCH",
-    ),
+    "launch": "cvmlaunch.cli._launch:LAUNCH",
     "log": (
         "Verify, compare and show launch measurement logs.",
         {
-            "diff": (
-                "Name the first place where logs A and B diverge (exit 1), or say they match.",
-                "cvmlaunch.cli._log:DIFF",
-            ),
-            "show": (
-                "Print LOG as a table: one line per populated range.",
-                "cvmlaunch.cli._log:SHOW",
-            ),
-            "verify": (
-                "Replay LOG and check every running digest and the final one.",
-                "cvmlaunch.cli._log:VERIFY",
-            ),
+            "diff": "cvmlaunch.cli._log:DIFF",
+            "show": "cvmlaunch.cli._log:SHOW",
+            "verify": "cvmlaunch.cli._log:VERIFY",
         },
     ),
     "measure": (
         "Predict a launch measurement offline (SNP launch digest, TDX MRTD).",
         {
-            "snp": (
-                "Predict the SEV-SNP launch digest (or SEV / SEV-ES GCTX.LD) of an OVMF guest.",
-                "cvmlaunch.cli._measure_snp:MEASURE_SNP",
-            ),
-            "tdx": (
-                "Predict the TDX MRTD of a TD that QEMU launches with TDVF firmware "
-                "(-bios FIRMWARE).",
-                "cvmlaunch.cli._measure_tdx:MEASURE_TDX",
-            ),
+            "snp": "cvmlaunch.cli._measure_snp:MEASURE_SNP",
+            "tdx": "cvmlaunch.cli._measure_tdx:MEASURE_TDX",
         },
     ),
-    "reference-values": (
-        "Print what a verifier compares for the launch LOG describes.",
-        "cvmlaunch.cli._reference:REFERENCE_VALUES",
-    ),
+    "reference-values": "cvmlaunch.cli._reference:REFERENCE_VALUES",
 }
 
+#: Settings every command shares (command modules pass them to ``click.command``).
+CONTEXT_SETTINGS: dict[str, Any] = {
+    "help_option_names": ["-h", "--help"],
+    "max_content_width": 100,
+}
 
-def load_command(target: str) -> Command:
-    """Import the :class:`Command` named by ``"module:attribute"``."""
-    import importlib
+DESCRIPTION = "Launch confidential VMs on KVM and predict their launch measurements."
 
-    from cvmlaunch.cli._command import Command
+#: The environment variable click's shell completion reads (``_{PROG}_COMPLETE``).
+COMPLETE_VAR = "_CVMLAUNCH_COMPLETE"
 
+
+def load_command(target: str) -> click.Command:
+    """Import the command named by ``"module:attribute"``."""
     module_name, _, attribute = target.partition(":")
     command = getattr(importlib.import_module(module_name), attribute)
-    if not isinstance(command, Command):  # pragma: no cover - checked by the tests
-        raise TypeError(f"{target} is not a cvmlaunch.cli._command.Command")
+    if not isinstance(command, click.Command):  # pragma: no cover - checked by the tests
+        raise TypeError(f"{target} is not a click.Command")
     return command
 
 
-def _command_call(argv: Sequence[str]) -> tuple[str, str, list[str], bool] | None:
-    """Split ``[--debug] COMMAND [SUBCOMMAND] ARGS...`` into the command's name (as its
-    ``prog``), its ``"module:attribute"``, its arguments and whether ``--debug`` was given;
-    None for anything else (help, version, a group alone, an unknown name: argparse's
-    business, see :func:`build_parser`)."""
-    debug = argv[:1] == ["--debug"]
-    rest = list(argv[1:] if debug else argv)
-    if not rest or rest[0] not in COMMANDS:
-        return None
-    name = rest.pop(0)
-    _summary, body = COMMANDS[name]
-    if isinstance(body, str):
-        return (name, body, rest, debug)
-    if rest and rest[0] in body:
-        leaf = rest.pop(0)
-        return (f"{name} {leaf}", body[leaf][1], rest, debug)
-    return None
+class LazyGroup(click.Group):
+    """A :class:`click.Group` whose commands are a :data:`Registry`: listed by name, imported
+    (or, for a nested group, made) on first :meth:`get_command`."""
+
+    def __init__(self, name: str | None = None, *, lazy: Registry, **kwargs: Any) -> None:
+        kwargs.setdefault("context_settings", CONTEXT_SETTINGS)
+        kwargs.setdefault("no_args_is_help", False)  # a missing command is a usage error
+        super().__init__(name, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        entry = self.lazy.get(cmd_name)
+        if entry is not None and cmd_name not in self.commands:
+            if isinstance(entry, str):
+                command = load_command(entry)
+            else:
+                summary, registry = entry
+                command = LazyGroup(cmd_name, lazy=registry, help=summary, short_help=summary)
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
 
 
-def command_parser(name: str, target: str) -> argparse.ArgumentParser:
-    """The parser of one command (``name`` as in ``"measure snp"``), with its arguments."""
-    from cvmlaunch.cli._command import Formatter
+class CvmLaunchGroup(LazyGroup):
+    """The root command: its :meth:`main` maps errors to one line and an exit code."""
 
-    command = load_command(target)
-    parser = argparse.ArgumentParser(
-        prog=f"cvmlaunch {name}",
-        description=command.description.strip(),
-        epilog=command.epilog.strip() or None,
-        formatter_class=Formatter,
-        allow_abbrev=False,  # an abbreviation would change meaning when an option is added
-    )
-    command.configure(parser)
-    parser.set_defaults(_run=command.run)
-    return parser
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> NoReturn:
+        """Run the command line ``args`` (default: ``sys.argv[1:]``) and exit.
 
+        Unlike click's :meth:`click.Command.main`, which this replaces, errors end in one
+        ``cvmlaunch: error:`` line (click's usage errors too), Ctrl-C in one line and exit
+        130 (not ``Aborted!``), and ``--debug`` prints the traceback before that line.
+        ``standalone_mode`` is accepted for click's test runner and ignored: this always exits.
+        """
+        argv = list(sys.argv[1:] if args is None else args)
+        prog = prog_name or "cvmlaunch"
+        var = complete_var or COMPLETE_VAR
+        instruction = os.environ.get(var)
+        if instruction:
+            from click.shell_completion import shell_complete
 
-class _VersionAction(argparse.Action):
-    """``--version``: looked up only when asked (importlib.metadata is slow to import)."""
-
-    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
-        super().__init__(
-            option_strings,
-            argparse.SUPPRESS,
-            nargs=0,
-            default=argparse.SUPPRESS,
-            help="show the version and exit",
-        )
-
-    def __call__(self, parser: argparse.ArgumentParser, *_args: object) -> None:
-        from cvmlaunch import __version__
-
-        print(f"cvmlaunch, version {__version__}")
-        parser.exit()
-
-
-def build_parser(group: str | None = None) -> argparse.ArgumentParser:
-    """The parser that lists the commands (``cvmlaunch --help``), or a group's commands
-    (``cvmlaunch measure --help``), by name and summary, without importing them. It answers
-    help, ``--version`` and usage errors; commands are parsed by :func:`command_parser`."""
-    from cvmlaunch.cli._command import Formatter
-
-    parser = argparse.ArgumentParser(
-        prog="cvmlaunch", description=DESCRIPTION, formatter_class=Formatter, allow_abbrev=False
-    )
-    parser.add_argument("-V", "--version", action=_VersionAction)
-    parser.add_argument(
-        "--debug", dest="_debug", action="store_true", help="show a traceback on errors"
-    )
-    # prog given: argparse would otherwise format a usage line to find it (importing shutil)
-    sub = parser.add_subparsers(
-        title="commands", metavar="COMMAND", required=True, prog="cvmlaunch"
-    )
-    for name in COMMANDS if group is None else [group]:
-        summary, body = COMMANDS[name]
-        child = sub.add_parser(
-            name, help=summary, description=summary, formatter_class=Formatter, allow_abbrev=False
-        )
-        if group is None or isinstance(body, str):
-            continue
-        leaves = child.add_subparsers(
-            title="commands", metavar="COMMAND", required=True, prog=f"cvmlaunch {name}"
-        )
-        for leaf, (leaf_summary, _target) in body.items():
-            leaves.add_parser(
-                leaf,
-                help=leaf_summary,
-                description=leaf_summary,
-                formatter_class=Formatter,
-                allow_abbrev=False,
-            )
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Console-script entry point: parse, run, map errors to one line and an exit code.
-
-    A command line that names a command is parsed by that command's parser alone (one
-    parser: start-up time); anything else by :func:`build_parser`, which prints help or a
-    usage error and exits 2. A reader that closes the pipe early (``cvmlaunch log show LOG |
-    head``) ends the command quietly with exit 1; Ctrl-C prints one line and exits 130.
-    """
-    try:
-        code = _main(list(sys.argv[1:] if argv is None else argv))
-        sys.stdout.flush()  # inside the try: a closed pipe shows here, not at interpreter exit
-    except BrokenPipeError:
-        _silence_stdout()
-        code = 1
-    except KeyboardInterrupt:  # Ctrl-C: one line, the shell's code for SIGINT
-        print("cvmlaunch: interrupted", file=sys.stderr)
-        code = 130
-    sys.exit(code)
-
-
-def _main(args_list: list[str]) -> int:
-    call = _command_call(args_list)
-    if call is None:
-        words = [a for a in args_list if not a.startswith("-")]
-        group = words[0] if words and words[0] in COMMANDS else None
-        parser = build_parser(group)
+            sys.exit(shell_complete(self, extra, prog, var, instruction))
+        debug = False
         try:
-            parser.parse_args(args_list)  # exits: help, version or a usage error
-        except SystemExit as done:
-            return done.code if isinstance(done.code, int) else 2
-        parser.error("no command given")  # pragma: no cover - required subcommands
-    name, target, rest, debug = call
-    try:
-        args = command_parser(name, target).parse_args(rest)
-    except SystemExit as done:  # help (0) or a usage error (2), already printed
-        return done.code if isinstance(done.code, int) else 2
-    try:
-        code = args._run(args)
-    except CvmLaunchError as exc:
-        if debug:
-            raise
-        sys.stdout.flush()
-        print(f"cvmlaunch: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    return int(code or 0)
+            try:
+                with self.make_context(prog, argv, **extra) as ctx:
+                    debug = bool(ctx.params.get("debug"))
+                    self.invoke(ctx)
+                code = 0
+            except click.exceptions.Exit as done:  # --help, --version
+                code = done.exit_code
+            except click.ClickException as exc:
+                if debug:
+                    _print_traceback()
+                code = exc.exit_code
+                _error(_click_message(exc))
+            except CvmLaunchError as exc:
+                if debug:
+                    _print_traceback()
+                code = exc.exit_code
+                _error(str(exc))
+            sys.stdout.flush()  # inside the try: a closed pipe shows here, not at exit
+        except BrokenPipeError:
+            _silence_stdout()
+            code = 1
+        except KeyboardInterrupt:  # Ctrl-C: one line, the shell's code for SIGINT
+            print("cvmlaunch: interrupted", file=sys.stderr)
+            code = 130
+        sys.exit(code)
+
+
+def _click_message(exc: click.ClickException) -> str:
+    """click's message for ``exc``, with where to find help for a usage error."""
+    message = exc.format_message()
+    if isinstance(exc, click.UsageError) and exc.ctx is not None:
+        message += f" (see '{exc.ctx.command_path} --help')"
+    return message
+
+
+def _error(message: str) -> None:
+    sys.stdout.flush()
+    print(f"cvmlaunch: error: {message}", file=sys.stderr)
+
+
+def _print_traceback() -> None:
+    import traceback
+
+    traceback.print_exc()
+
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """``--version``: looked up only when asked."""
+    if not value or ctx.resilient_parsing:
+        return
+    from cvmlaunch import __version__
+
+    click.echo(f"cvmlaunch, version {__version__}")
+    ctx.exit()
+
+
+@click.group(
+    "cvmlaunch",
+    cls=CvmLaunchGroup,
+    lazy=COMMANDS,
+    help=DESCRIPTION,
+    context_settings=CONTEXT_SETTINGS,
+)
+@click.option(
+    "-V",
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version and exit.",
+)
+@click.option(
+    "--debug",
+    is_flag=True,
+    envvar="CVMLAUNCH_DEBUG",
+    show_envvar=True,
+    help="Show the traceback of an error (before its one line).",
+)
+def CLI(debug: bool) -> None:  # noqa: N802 - the command object, named like the others
+    """The root command (its options are handled by :meth:`CvmLaunchGroup.main`)."""
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Console-script entry point (``cvmlaunch``): run ``argv`` and exit."""
+    CLI.main(argv, prog_name="cvmlaunch")
 
 
 def _silence_stdout() -> None:
     """Point stdout at /dev/null: Python flushes it again at exit, which would raise again."""
-    import os
-
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):  # not a file (click's test runner): nothing flushes it
+        return
     devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    os.dup2(devnull, fd)
     os.close(devnull)
 
 

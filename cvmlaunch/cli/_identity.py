@@ -8,7 +8,6 @@ used and never printed; ``--generate-key`` writes a new key with mode 0600.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import binascii
 import contextlib
@@ -16,19 +15,20 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
-from cvmlaunch.cli._command import Command, any_int, options
+import click
+
 from cvmlaunch.cli._output import format_digest, write_atomic
+from cvmlaunch.cli._params import FILE, U32, DirPath, output_format_option
 from cvmlaunch.cli._reference import read_log, replay_if_possible
 from cvmlaunch.errors import CheckFailed, ConfigError, ImageError
 from cvmlaunch.files import read_blob, read_small
 from cvmlaunch.measure import identity
 from cvmlaunch.measure.reference import ReferenceValues
 
-TYPE_CHECKING = False  # typing is not imported at run time (start-up time)
+TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
-
     from cryptography.hazmat.primitives.asymmetric import ec
 
 __all__ = ["ID_BLOCK_SNP", "ID_BLOCK_VERIFY", "id_block_snp", "id_block_verify", "write_secret"]
@@ -100,76 +100,6 @@ def _digest_from_log(path: str) -> tuple[bytes, identity.GuestPolicy | None]:
 
 def _load_key(path: str, role: str) -> ec.EllipticCurvePrivateKey:
     return identity.load_private_key(read_small(path, f"{role} key"), path)
-
-
-def _u32(text: str) -> int:
-    """An unsigned 32-bit integer (any base, as :func:`any_int`)."""
-    value = any_int(text)
-    if not 0 <= value <= 0xFFFFFFFF:
-        raise argparse.ArgumentTypeError(f"{text!r} is not in the range 0..0xffffffff")
-    return value
-
-
-def _configure_snp(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--measurement",
-        metavar="HEX",
-        help="expected launch digest: 48 bytes, hex (or base64, as sev-snp-measure prints it)",
-    )
-    p.add_argument(
-        "--from-log",
-        metavar="LOG",
-        help="take the launch digest (and policy) from an SNP launch log, replayed first",
-    )
-    p.add_argument("--id-key", metavar="FILE", help="ID key: PEM EC P-384 private key")
-    p.add_argument(
-        "--author-key",
-        metavar="FILE",
-        help="author key (PEM EC P-384) that signs the ID key; sets AUTHOR_KEY_EN",
-    )
-    p.add_argument(
-        "--generate-key",
-        metavar="FILE",
-        help="write a new P-384 ID key to FILE (mode 0600) and use it as the ID key",
-    )
-    p.add_argument(
-        "--force", action="store_true", help="let --generate-key replace an existing file"
-    )
-    p.add_argument(
-        "--policy",
-        metavar="HEX",
-        help="SNP guest policy; must equal the launch policy [default: the log's, else 0x30000]",
-    )
-    p.add_argument(
-        "--family-id", default="00" * 16, metavar="HEX", help="FAMILY_ID (16 bytes) [default: zero]"
-    )
-    p.add_argument(
-        "--image-id", default="00" * 16, metavar="HEX", help="IMAGE_ID (16 bytes) [default: zero]"
-    )
-    p.add_argument(
-        "--version",
-        dest="block_version",
-        type=int,
-        default=1,
-        metavar="INT",
-        help="ID block VERSION (the ABI defines only 1) [default: 1]",
-    )
-    p.add_argument(
-        "--svn", type=_u32, default=0, metavar="INT", help="GUEST_SVN (u32) [default: 0]"
-    )
-    p.add_argument("--out-dir", metavar="DIR", help="write DIR/id-block.bin and DIR/id-auth.bin")
-    p.add_argument("--id-block", dest="id_block_path", metavar="FILE", help="ID block file")
-    p.add_argument("--id-auth", dest="id_auth_path", metavar="FILE", help="ID auth file")
-    p.add_argument(
-        "--output-format",
-        choices=["hex", "base64", "json"],
-        default="hex",
-        help="how to print the key digests (json: everything as one object) [default: hex]",
-    )
-
-
-def _run_snp(args: argparse.Namespace) -> None:
-    id_block_snp(**options(args))
 
 
 def id_block_snp(
@@ -276,26 +206,72 @@ def id_block_snp(
     print(f"author-key-digest: {format_digest(auth.author_key_digest, output_format)}")
 
 
-ID_BLOCK_SNP = Command(
-    description="""Sign an SNP ID block for a launch digest.
+@click.command(
+    "snp",
+    short_help="Sign an SNP ID block for a launch digest.",
+    help="""Sign an SNP ID block for a launch digest.
 
 Prints id-block=<base64>,id-auth=<base64> for QEMU's sev-snp-guest object (with
 author-key-enabled=on when there is an author key), then ID_KEY_DIGEST and
 AUTHOR_KEY_DIGEST as the attestation report will carry them. Signatures are
 deterministic (RFC 6979). With --generate-key alone, only writes the key and prints its digest.""",
-    configure=_configure_snp,
-    run=_run_snp,
 )
-
-
-def _configure_verify(p: argparse.ArgumentParser) -> None:
-    p.add_argument("id_block", metavar="ID_BLOCK", help="the ID block (96 bytes, raw or base64)")
-    p.add_argument("id_auth", metavar="ID_AUTH", help="the ID auth (4096 bytes, raw or base64)")
-    p.add_argument("--json", dest="as_json", action="store_true", help="print JSON instead of text")
-
-
-def _run_verify(args: argparse.Namespace) -> None:
-    id_block_verify(args.id_block, args.id_auth, args.as_json)
+@click.option(
+    "--measurement",
+    metavar="HEX",
+    help="expected launch digest: 48 bytes, hex (or base64, as sev-snp-measure prints it)",
+)
+@click.option(
+    "--from-log",
+    type=FILE,
+    metavar="LOG",
+    help="take the launch digest (and policy) from an SNP launch log, replayed first",
+)
+@click.option("--id-key", type=FILE, metavar="FILE", help="ID key: PEM EC P-384 private key")
+@click.option(
+    "--author-key",
+    type=FILE,
+    metavar="FILE",
+    help="author key (PEM EC P-384) that signs the ID key; sets AUTHOR_KEY_EN",
+)
+@click.option(
+    "--generate-key",
+    type=FILE,
+    metavar="FILE",
+    help="write a new P-384 ID key to FILE (mode 0600) and use it as the ID key",
+)
+@click.option("--force", is_flag=True, help="let --generate-key replace an existing file")
+@click.option(
+    "--policy",
+    metavar="HEX",
+    help="SNP guest policy; must equal the launch policy [default: the log's, else 0x30000]",
+)
+@click.option(
+    "--family-id", default="00" * 16, metavar="HEX", help="FAMILY_ID (16 bytes) [default: zero]"
+)
+@click.option(
+    "--image-id", default="00" * 16, metavar="HEX", help="IMAGE_ID (16 bytes) [default: zero]"
+)
+@click.option(
+    "--version",
+    "block_version",
+    type=int,
+    default=1,
+    metavar="INT",
+    help="ID block VERSION (the ABI defines only 1) [default: 1]",
+)
+@click.option("--svn", type=U32, default=0, metavar="INT", help="GUEST_SVN (u32) [default: 0]")
+@click.option(
+    "--out-dir",
+    type=DirPath(),
+    metavar="DIR",
+    help="write DIR/id-block.bin and DIR/id-auth.bin",
+)
+@click.option("--id-block", "id_block_path", type=FILE, metavar="FILE", help="ID block file")
+@click.option("--id-auth", "id_auth_path", type=FILE, metavar="FILE", help="ID auth file")
+@output_format_option("how to print the key digests (json: everything as one object)")
+def ID_BLOCK_SNP(**options: Any) -> None:  # noqa: N802
+    id_block_snp(**options)
 
 
 def id_block_verify(id_block: str, id_auth: str, as_json: bool) -> None:
@@ -345,11 +321,16 @@ def id_block_verify(id_block: str, id_auth: str, as_json: bool) -> None:
         )
 
 
-ID_BLOCK_VERIFY = Command(
-    description="""Check an ID block / ID auth pair (raw or base64 files) as the firmware will.
+@click.command(
+    "verify",
+    short_help="Check an ID block / ID auth pair (raw or base64 files) as the firmware will.",
+    help="""Check an ID block / ID auth pair (raw or base64 files) as the firmware will.
 
 Checks the block fields, the algorithms, the curves, both signatures and that every
 reserved area is zero; prints the key digests a verifier will see. Exit 1 if a check fails.""",
-    configure=_configure_verify,
-    run=_run_verify,
 )
+@click.argument("id_block", metavar="ID_BLOCK", type=FILE)
+@click.argument("id_auth", metavar="ID_AUTH", type=FILE)
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of text")
+def ID_BLOCK_VERIFY(id_block: str, id_auth: str, as_json: bool) -> None:  # noqa: N802
+    id_block_verify(id_block, id_auth, as_json)

@@ -9,12 +9,13 @@ text.
 
 from __future__ import annotations
 
-import argparse
 import enum
 import json
 from collections.abc import Sequence
 
-from cvmlaunch.cli._command import Command
+import click
+
+from cvmlaunch.cli._params import FILE
 from cvmlaunch.errors import ImageError
 from cvmlaunch.files import map_file
 from cvmlaunch.image.bzimage import BzImage, LoadFlag, XLoadFlag, parse_bzimage
@@ -23,7 +24,7 @@ from cvmlaunch.image.elf import ElfImage, SegmentFlag, elf_regions, parse_elf
 from cvmlaunch.image.ovmf import OvmfImage, parse_ovmf
 from cvmlaunch.layout import FOUR_GIB, Buffer, TdvfAttribute
 
-TYPE_CHECKING = False  # typing is not imported at run time (start-up time)
+TYPE_CHECKING = False  # imports for annotations only
 if TYPE_CHECKING:
     from typing import Any
 
@@ -32,30 +33,23 @@ if TYPE_CHECKING:
 __all__ = ["INSPECT", "build_report", "render_text"]
 
 
-def _configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("file", metavar="FILE", help="the image to inspect")
-    p.add_argument(
-        "--json", dest="as_json", action="store_true", help="print JSON instead of a table"
-    )
-
-
-def _run(args: argparse.Namespace) -> None:
-    with map_file(args.file) as data:
-        report = build_report(data, name=args.file)
-    if args.as_json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(render_text(report))
-
-
-INSPECT = Command(
-    description="""Show what the loaders see in FILE: format, sections or segments, entry points.
+@click.command(
+    "inspect",
+    short_help="Show what the loaders see in FILE: format, sections or segments, entry points.",
+    help="""Show what the loaders see in FILE: format, sections or segments, entry points.
 
 FILE is OVMF/TDVF flat firmware (full or code-only), an x86 ELF (firmware or vmlinux) or
 a Linux bzImage. Numbers are hexadecimal in the table and integers in --json.""",
-    configure=_configure,
-    run=_run,
 )
+@click.argument("file", metavar="FILE", type=FILE)
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+def INSPECT(file: str, as_json: bool) -> None:  # noqa: N802
+    with map_file(file) as data:
+        report = build_report(data, name=file)
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(render_text(report))
 
 
 def build_report(data: Buffer, *, name: str) -> Report:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
+import click
 
-from cvmlaunch.cli._command import Command
+from cvmlaunch.cli._params import FILE
 
 __all__ = ["CAPS", "kvm_caps"]
 
@@ -14,22 +14,6 @@ DEFAULT_DEVICE = "/dev/kvm"
 
 #: Capabilities that are bit masks, shown in hex in the table.
 _MASKS = ("vm_types", "guest_memfd_flags", "memory_attributes")
-
-
-def _configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--json", dest="as_json", action="store_true", help="print JSON instead of a table"
-    )
-    p.add_argument(
-        "--device",
-        default=DEFAULT_DEVICE,
-        metavar="FILE",
-        help=f"the KVM device to probe [default: {DEFAULT_DEVICE}]",
-    )
-
-
-def _run(args: argparse.Namespace) -> None:
-    kvm_caps(as_json=args.as_json, device=args.device)
 
 
 def kvm_caps(*, as_json: bool, device: str) -> None:
@@ -62,12 +46,23 @@ def kvm_caps(*, as_json: bool, device: str) -> None:
         print(f"{key:<{width}}  {text}")
 
 
-CAPS = Command(
-    description="""Show the VM types, guest_memfd flags and populate calls the host offers.
+@click.command(
+    "caps",
+    help="""Show the VM types, guest_memfd flags and populate calls the host offers.
 
 Also what it lacks (missing) and the memory backend a plain launch would use here and why
 (plain_memory_backend, plain_memory_backend_reason). Only KVM_CHECK_EXTENSION and
 friends are called; nothing is created.""",
-    configure=_configure,
-    run=_run,
+    short_help="Show the VM types, guest_memfd flags and populate calls the host offers.",
 )
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+@click.option(
+    "--device",
+    type=FILE,
+    default=DEFAULT_DEVICE,
+    show_default=True,
+    metavar="FILE",
+    help="the KVM device to probe",
+)
+def CAPS(as_json: bool, device: str) -> None:  # noqa: N802
+    kvm_caps(as_json=as_json, device=device)

@@ -8,7 +8,6 @@ every system call. Every KVM step is in :func:`execute`, which tests call direct
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import hashlib
@@ -19,9 +18,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
-from cvmlaunch.cli._command import Command, options
+import click
+
 from cvmlaunch.cli._output import write_atomic
+from cvmlaunch.cli._params import FILE
 from cvmlaunch.errors import ConfigError, GuestError, ImageError
 from cvmlaunch.files import map_file, read_blob, read_small
 from cvmlaunch.image.elf import elf_regions, parse_elf
@@ -41,9 +43,9 @@ from cvmlaunch.layout import SNP_ID_AUTH_SIZE, SNP_ID_BLOCK_SIZE, Layout
 from cvmlaunch.log_entry import LogEntry, LogOp
 from cvmlaunch.memory_map import MemoryMap
 
-TYPE_CHECKING = False  # typing is not imported at run time (start-up time)
+TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, TextIO
+    from typing import TextIO
 
     from cvmlaunch.kvm_map import Kernel, SnpFinish, Vm
     from cvmlaunch.measure.log import LogHeader, LogInput, MeasurementLog, SettingValue
@@ -629,79 +631,6 @@ _OPTIONS = (
 )
 
 
-def _configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--config",
-        metavar="FILE",
-        help="TOML file with the settings below (QEMU-like names); flags override it",
-    )
-    p.add_argument("--example", action="store_true", help="launch the bundled example guest")
-    p.add_argument(
-        "-m", "--memory", metavar="SIZE", help="guest RAM: 512M, 5G, or MiB [default: 512M]"
-    )
-    p.add_argument(
-        "--vcpus", "--smp", dest="vcpus", type=int, metavar="N", help="number of vCPUs [default: 1]"
-    )
-    p.add_argument(
-        "--firmware",
-        "--bios",
-        dest="firmware",
-        metavar="FILE",
-        help="firmware image (mapped to end at 4 GiB)",
-    )
-    p.add_argument("--kernel", metavar="FILE", help="PVH ELF kernel")
-    p.add_argument("--initrd", metavar="FILE", help="initial ramdisk")
-    p.add_argument("--append", metavar="CMDLINE", help="kernel command line")
-    p.add_argument(
-        "--tech",
-        choices=["none", "snp", "tdx"],
-        help="confidential computing technology (none: a plain VM) [default: none]",
-    )
-    p.add_argument(
-        "--timeout", type=float, metavar="SECONDS", help="seconds the guest may run [default: 60]"
-    )
-    p.add_argument(
-        "--memory-backend",
-        choices=["auto", "guest-memfd", "anonymous"],
-        help="guest memory of a plain VM: guest_memfd, or anonymous memory where the host "
-        "offers no guest_memfd with mmap (auto; SNP/TDX: guest-memfd only) [default: auto]",
-    )
-    p.add_argument(
-        "--log",
-        dest="log_file",
-        metavar="FILE",
-        help="write the launch measurement log (JSON Lines, docs/log-format.md) to FILE, "
-        "atomically, once the guest has halted",
-    )
-    p.add_argument("--policy", metavar="HEX", help="SNP guest policy [default: 0x30000, QEMU's]")
-    p.add_argument("--host-data", metavar="HEX", help="SNP HOST_DATA, 32 bytes [default: zero]")
-    p.add_argument(
-        "--id-block",
-        metavar="FILE",
-        help="SNP ID block (96 bytes, raw or base64; with --id-auth), checked before launch",
-    )
-    p.add_argument("--id-auth", metavar="FILE", help="SNP ID auth (4096 bytes)")
-    p.add_argument("--mrconfigid", metavar="HEX", help="TDX MRCONFIGID, 48 bytes [default: zero]")
-    p.add_argument("--mrowner", metavar="HEX", help="TDX MROWNER, 48 bytes [default: zero]")
-    p.add_argument(
-        "--mrownerconfig", metavar="HEX", help="TDX MROWNERCONFIG, 48 bytes [default: zero]"
-    )
-    p.add_argument(
-        "--dry-run", action="store_true", help="print the plan and prediction; do not run"
-    )
-
-
-def _run(args: argparse.Namespace) -> None:
-    given = options(args)
-    launch(
-        config=given.pop("config"),
-        example=given.pop("example"),
-        dry_run=given.pop("dry_run"),
-        log_file=given.pop("log_file"),
-        overrides=given,
-    )
-
-
 def _read_config(path: str) -> str:
     """The text of a TOML settings file.
 
@@ -789,12 +718,72 @@ def launch(
     )
 
 
-LAUNCH = Command(
-    description="""Boot a PVH guest on KVM; exit 0 only if the guest's own digests match the log.
+_HELP = """Boot a PVH guest on KVM; exit 0 only if the guest's own digests match the log.
 
 The guest (e.g. the bundled example, --example) hashes every range the launcher placed
 in its memory and reports the digests on its serial port, which is relayed to stdout.
-The log's final digest is printed on stderr; --log FILE writes the whole log.""",
-    configure=_configure,
-    run=_run,
+The log's final digest is printed on stderr; --log FILE writes the whole log."""
+
+
+@click.command("launch", help=_HELP, short_help=_HELP.splitlines()[0])
+@click.option(
+    "--config",
+    type=FILE,
+    metavar="FILE",
+    help="TOML file with the settings below (QEMU-like names); flags override it",
 )
+@click.option("--example", is_flag=True, help="launch the bundled example guest")
+@click.option("-m", "--memory", metavar="SIZE", help="guest RAM: 512M, 5G, or MiB [default: 512M]")
+@click.option(
+    "--vcpus", "--smp", "vcpus", type=int, metavar="N", help="number of vCPUs [default: 1]"
+)
+@click.option(
+    "--firmware",
+    "--bios",
+    "firmware",
+    type=FILE,
+    metavar="FILE",
+    help="firmware image (mapped to end at 4 GiB)",
+)
+@click.option("--kernel", type=FILE, metavar="FILE", help="PVH ELF kernel")
+@click.option("--initrd", type=FILE, metavar="FILE", help="initial ramdisk")
+@click.option("--append", metavar="CMDLINE", help="kernel command line")
+@click.option(
+    "--tech",
+    type=click.Choice(["none", "snp", "tdx"]),
+    help="confidential computing technology (none: a plain VM) [default: none]",
+)
+@click.option(
+    "--timeout", type=float, metavar="SECONDS", help="seconds the guest may run [default: 60]"
+)
+@click.option(
+    "--memory-backend",
+    type=click.Choice(["auto", "guest-memfd", "anonymous"]),
+    help="guest memory of a plain VM: guest_memfd, or anonymous memory where the host "
+    "offers no guest_memfd with mmap (auto; SNP/TDX: guest-memfd only) [default: auto]",
+)
+@click.option(
+    "--log",
+    "log_file",
+    type=FILE,
+    metavar="FILE",
+    help="write the launch measurement log (JSON Lines, docs/log-format.md) to FILE, "
+    "atomically, once the guest has halted",
+)
+@click.option("--policy", metavar="HEX", help="SNP guest policy [default: 0x30000, QEMU's]")
+@click.option("--host-data", metavar="HEX", help="SNP HOST_DATA, 32 bytes [default: zero]")
+@click.option(
+    "--id-block",
+    type=FILE,
+    metavar="FILE",
+    help="SNP ID block (96 bytes, raw or base64; with --id-auth), checked before launch",
+)
+@click.option("--id-auth", type=FILE, metavar="FILE", help="SNP ID auth (4096 bytes)")
+@click.option("--mrconfigid", metavar="HEX", help="TDX MRCONFIGID, 48 bytes [default: zero]")
+@click.option("--mrowner", metavar="HEX", help="TDX MROWNER, 48 bytes [default: zero]")
+@click.option("--mrownerconfig", metavar="HEX", help="TDX MROWNERCONFIG, 48 bytes [default: zero]")
+@click.option("--dry-run", is_flag=True, help="print the plan and prediction; do not run")
+def LAUNCH(  # noqa: N802
+    config: str | None, example: bool, dry_run: bool, log_file: str | None, **given: Any
+) -> None:
+    launch(config=config, example=example, dry_run=dry_run, log_file=log_file, overrides=given)

@@ -7,15 +7,16 @@ when they do); ``show`` prints a table.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 from collections.abc import Iterator
 
-from cvmlaunch.cli._command import Command
+import click
+
+from cvmlaunch.cli._params import FILE, firmware_dir_option, resolve_firmware
 from cvmlaunch.errors import CheckFailed, ConfigError, ImageError
 
-TYPE_CHECKING = False  # typing is not imported at run time (start-up time)
+TYPE_CHECKING = False  # imports for annotations only
 if TYPE_CHECKING:
     from cvmlaunch.measure.log import ContentProvider, MeasurementLog
 
@@ -70,22 +71,6 @@ def _contents(log: MeasurementLog, ovmf: str | None) -> Iterator[ContentProvider
         yield sev_contents(log.header, parse_ovmf(data, name=ovmf))
 
 
-def _configure_verify(p: argparse.ArgumentParser) -> None:
-    p.add_argument("log_file", metavar="LOG", help="the launch log")
-    p.add_argument(
-        "--ovmf",
-        "--firmware",
-        dest="ovmf",
-        metavar="FILE",
-        help="the firmware, for SEV/SEV-ES and TDX logs (their replay needs the measured bytes; "
-        "TDX defaults to the firmware the log header names)",
-    )
-
-
-def _run_verify(args: argparse.Namespace) -> None:
-    verify(args.log_file, args.ovmf)
-
-
 def verify(log_file: str, ovmf: str | None) -> None:
     """Run ``log verify`` (see :data:`VERIFY`)."""
     from cvmlaunch.measure.log import verify_log
@@ -96,22 +81,26 @@ def verify(log_file: str, ovmf: str | None) -> None:
     print(f"{log_file}: OK {len(log.entries)} records, digest {digest.hex()}")
 
 
-VERIFY = Command(
-    description="""Replay LOG and check every running digest and the final one.
+@click.command(
+    "verify",
+    help="""Replay LOG and check every running digest and the final one.
 
 Prints the final digest on success; exits 1 naming the first record that differs.""",
-    configure=_configure_verify,
-    run=_run_verify,
+    short_help="Replay LOG and check every running digest and the final one.",
 )
-
-
-def _configure_diff(p: argparse.ArgumentParser) -> None:
-    p.add_argument("a", metavar="A", help="a launch log")
-    p.add_argument("b", metavar="B", help="the launch log to compare it with")
-
-
-def _run_diff(args: argparse.Namespace) -> None:
-    diff(args.a, args.b)
+@click.argument("log_file", metavar="LOG", type=FILE)
+@click.option(
+    "--ovmf",
+    "--firmware",
+    "ovmf",
+    type=FILE,
+    metavar="FILE",
+    help="the firmware, for SEV/SEV-ES and TDX logs (their replay needs the measured bytes; "
+    "TDX defaults to the firmware the log header names)",
+)
+@firmware_dir_option()
+def VERIFY(log_file: str, ovmf: str | None, firmware_dir: str | None) -> None:  # noqa: N802
+    verify(log_file, None if ovmf is None else resolve_firmware(ovmf, firmware_dir))
 
 
 def diff(a: str, b: str) -> None:
@@ -128,26 +117,19 @@ def diff(a: str, b: str) -> None:
     raise CheckFailed(f"logs differ: {difference.describe()}")
 
 
-DIFF = Command(
-    description="Name the first place where logs A and B diverge (exit 1), or say they match.",
-    configure=_configure_diff,
-    run=_run_diff,
+@click.command(
+    "diff",
+    help="Name the first place where logs A and B diverge (exit 1), or say they match.",
+    short_help="Name the first place where logs A and B diverge (exit 1), or say they match.",
 )
+@click.argument("a", metavar="A", type=FILE)
+@click.argument("b", metavar="B", type=FILE)
+def DIFF(a: str, b: str) -> None:  # noqa: N802
+    diff(a, b)
 
 
 def _short(value: bytes | None, width: int = 16) -> str:
     return "-" if value is None else value.hex()[:width]
-
-
-def _configure_show(p: argparse.ArgumentParser) -> None:
-    p.add_argument("log_file", metavar="LOG", help="the launch log")
-    p.add_argument(
-        "--full", action="store_true", help="print whole digests instead of 16-digit prefixes"
-    )
-
-
-def _run_show(args: argparse.Namespace) -> None:
-    show(args.log_file, args.full)
 
 
 def show(log_file: str, full: bool) -> None:
@@ -190,8 +172,12 @@ def show(log_file: str, full: bool) -> None:
     print(f"final digest {log.footer.digest.hex()}")
 
 
-SHOW = Command(
-    description="Print LOG as a table: one line per populated range.",
-    configure=_configure_show,
-    run=_run_show,
+@click.command(
+    "show",
+    help="Print LOG as a table: one line per populated range.",
+    short_help="Print LOG as a table: one line per populated range.",
 )
+@click.argument("log_file", metavar="LOG", type=FILE)
+@click.option("--full", is_flag=True, help="print whole digests instead of 16-digit prefixes")
+def SHOW(log_file: str, full: bool) -> None:  # noqa: N802
+    show(log_file, full)

@@ -7,19 +7,17 @@ mismatch, 2 bad input.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
+from typing import Any
 
-from cvmlaunch.cli._command import Command, options
+import click
+
+from cvmlaunch.cli._params import FILE, firmware_dir_option, output_format_option, resolve_firmware
 from cvmlaunch.errors import MeasurementMismatch
 from cvmlaunch.files import map_file
 from cvmlaunch.layout import parse_hex_bytes
 from cvmlaunch.measure.tdx import MRTD_SIZE, PageOrder, TdxMeasurement, measure_tdvf
-
-TYPE_CHECKING = False  # typing is not imported at run time (start-up time)
-if TYPE_CHECKING:
-    from typing import Any
 
 __all__ = ["MEASURE_TDX", "measure_tdx"]
 
@@ -69,40 +67,6 @@ def _owner_settings(
         )
     ]
     return identity_settings(tdx=TdxLaunchIdentity(*values))
-
-
-def _configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--firmware",
-        required=True,
-        metavar="FILE",
-        help="TDVF firmware image (OVMF IntelTdx or generic build: the full flat .fd)",
-    )
-    p.add_argument(
-        "--two-pass",
-        action="store_true",
-        help="older page order: per section all PAGE.ADDs, then all MR.EXTENDs (QEMU 8.x / "
-        "pre-upstream KVM TDX) [default: per page (Linux >= 6.16, QEMU >= 10.1)]",
-    )
-    p.add_argument("--log", dest="log_path", metavar="FILE", help="write the launch log here")
-    p.add_argument("--expect", metavar="HEX", help="expected MRTD (hex); exit 1 if it differs")
-    p.add_argument(
-        "--output-format",
-        choices=["hex", "base64", "json"],
-        default="hex",
-        help="how to print the MRTD [default: hex]",
-    )
-    p.add_argument(
-        "--mrconfigid",
-        metavar="HEX",
-        help="MRCONFIGID, 48 bytes (recorded, not measured) [default: zero]",
-    )
-    p.add_argument("--mrowner", metavar="HEX", help="MROWNER, 48 bytes [default: zero]")
-    p.add_argument("--mrownerconfig", metavar="HEX", help="MROWNERCONFIG, 48 bytes [default: zero]")
-
-
-def _run(args: argparse.Namespace) -> None:
-    measure_tdx(**options(args))
 
 
 def measure_tdx(
@@ -159,16 +123,40 @@ def measure_tdx(
         raise MeasurementMismatch("MRTD", expected=expected, actual=result.mrtd)
 
 
-MEASURE_TDX = Command(
-    description="Predict the TDX MRTD of a TD that QEMU launches with TDVF firmware "
-    """(-bios FIRMWARE).
+_HELP = """Predict the TDX MRTD of a TD that QEMU launches with TDVF firmware (-bios FIRMWARE).
 
 Every TDVF metadata section is PAGE.ADDed in metadata order; sections with the MR.EXTEND
 attribute (the BFV) are also MR.EXTENDed. RAM size, vCPUs and TD attributes do not enter
 MRTD. With hex output, stdout is the MRTD alone on one line. The owner values
 (--mrconfigid, --mrowner, --mrownerconfig, as QEMU's tdx-guest takes them) are reported in
 the TD quote beside MRTD but never enter it: they are recorded in the log header and the
-JSON output (cvmlaunch reference-values reads them back).""",
-    configure=_configure,
-    run=_run,
+JSON output (cvmlaunch reference-values reads them back)."""
+
+
+@click.command("tdx", help=_HELP, short_help=_HELP.splitlines()[0])
+@click.option(
+    "--firmware",
+    required=True,
+    type=FILE,
+    metavar="FILE",
+    help="TDVF firmware image (OVMF IntelTdx or generic build: the full flat .fd)",
 )
+@firmware_dir_option()
+@click.option(
+    "--two-pass",
+    is_flag=True,
+    help="older page order: per section all PAGE.ADDs, then all MR.EXTENDs (QEMU 8.x / "
+    "pre-upstream KVM TDX) [default: per page (Linux >= 6.16, QEMU >= 10.1)]",
+)
+@click.option("--log", "log_path", type=FILE, metavar="FILE", help="write the launch log here")
+@click.option("--expect", metavar="HEX", help="expected MRTD (hex); exit 1 if it differs")
+@output_format_option("how to print the MRTD")
+@click.option(
+    "--mrconfigid",
+    metavar="HEX",
+    help="MRCONFIGID, 48 bytes (recorded, not measured) [default: zero]",
+)
+@click.option("--mrowner", metavar="HEX", help="MROWNER, 48 bytes [default: zero]")
+@click.option("--mrownerconfig", metavar="HEX", help="MROWNERCONFIG, 48 bytes [default: zero]")
+def MEASURE_TDX(firmware_dir: str | None, firmware: str, **options: Any) -> None:  # noqa: N802
+    measure_tdx(firmware=resolve_firmware(firmware, firmware_dir), **options)

@@ -7,10 +7,11 @@ words of a verifier (``--format``).
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from cvmlaunch.cli._command import Command
+import click
+
+from cvmlaunch.cli._params import FILE
 from cvmlaunch.errors import ConfigError, ImageError
 from cvmlaunch.files import map_file
 from cvmlaunch.measure.log import MeasurementLog, Technology, parse_log, verify_log
@@ -47,22 +48,6 @@ def replay_if_possible(log: MeasurementLog) -> bool:
     return True
 
 
-def _configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("log", metavar="LOG", help="a launch log (docs/log-format.md)")
-    p.add_argument(
-        "--format",
-        dest="fmt",
-        choices=FORMATS,
-        default="json",
-        help="json, Trustee RVPS names, or the options of snpguest / go-sev-guest / "
-        "go-tdx-guest [default: json]",
-    )
-
-
-def _run(args: argparse.Namespace) -> None:
-    reference_values(args.log, args.fmt)
-
-
 def reference_values(log: str, fmt: str) -> None:
     """Run ``reference-values`` (see :data:`REFERENCE_VALUES`)."""
     parsed = read_log(log)
@@ -84,12 +69,23 @@ def reference_values(log: str, fmt: str) -> None:
     print(values.render(fmt))
 
 
-REFERENCE_VALUES = Command(
-    description="""Print what a verifier compares for the launch LOG describes.
+@click.command(
+    "reference-values",
+    short_help="Print what a verifier compares for the launch LOG describes.",
+    help="""Print what a verifier compares for the launch LOG describes.
 
 SEV-SNP: MEASUREMENT, policy, HOST_DATA, ID_KEY_DIGEST, AUTHOR_KEY_DIGEST, FAMILY_ID,
 IMAGE_ID, GUEST_SVN. TDX: MRTD, MRCONFIGID, MROWNER, MROWNERCONFIG. SNP logs are replayed
 first (exit 1 if they do not replay to their footer).""",
-    configure=_configure,
-    run=_run,
 )
+@click.argument("log", metavar="LOG", type=FILE)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="json",
+    help="json, Trustee RVPS names, or the options of snpguest / go-sev-guest / "
+    "go-tdx-guest [default: json]",
+)
+def REFERENCE_VALUES(log: str, fmt: str) -> None:  # noqa: N802
+    reference_values(log, fmt)
