@@ -1,0 +1,150 @@
+"""``cvmlaunch measure tdx --kernel …``: MRTD and RTMR0-2 printed, the CEL-JSON event log
+replays to them (replayed here from the spec's fold, not cvmlaunch's), and bad input exits 2
+with one line."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.acpi_blobs import qemu_like_acpi, write_by_name
+from tests.cli_runner import run_cli
+
+
+def replay_cel(path: Path) -> dict[str, str]:
+    regs = {n: bytes(48) for n in (1, 2, 3)}
+    for record in json.loads(path.read_text()):
+        digest = bytes.fromhex(record["digests"][0]["digest"])
+        regs[record["pcr"]] = hashlib.sha384(regs[record["pcr"]] + digest).digest()
+    return {f"rtmr{n - 1}": regs[n].hex() for n in regs}
+
+
+@pytest.fixture
+def guest(tmp_path: Path, debian_kernel: tuple[Path, dict[str, str]]) -> dict[str, str]:
+    write_by_name(tmp_path / "acpi", qemu_like_acpi(cpus=4))
+    (tmp_path / "initrd.img").write_bytes(b"an initrd" * 1000)
+    return {
+        "kernel": str(debian_kernel[0]),
+        "initrd": str(tmp_path / "initrd.img"),
+        "acpi": str(tmp_path / "acpi"),
+        "event_log": str(tmp_path / "events.json"),
+    }
+
+
+def test_done_when_command(firmware: Callable[[str], Path], guest: dict[str, str]) -> None:
+    fw = firmware("OVMF.inteltdx.ms.fd")
+    result = run_cli(
+        [
+            "measure",
+            "tdx",
+            "--firmware",
+            str(fw),
+            "--memory",
+            "4G",
+            "--kernel",
+            guest["kernel"],
+            "--initrd",
+            guest["initrd"],
+            "--append",
+            "console=ttyS0",
+            "--acpi",
+            guest["acpi"],
+            "--output-format",
+            "json",
+            "--event-log",
+            guest["event_log"],
+            "--stub-measures",
+            "yes",
+        ]
+    )
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    plain = run_cli(["measure", "tdx", "--firmware", str(fw)])
+    assert doc["mrtd"] == plain.stdout.strip()
+    assert doc["rtmr0"] is None  # edk2 2025.08: RTMR0 holds events cvmlaunch does not model
+    assert "RTMR0 not predicted" in result.stderr
+    replayed = replay_cel(Path(guest["event_log"]))
+    assert replayed["rtmr0"] == "00" * 48  # no RTMR0 events in the log
+    assert (doc["rtmr1"], doc["rtmr2"]) == (replayed["rtmr1"], replayed["rtmr2"])
+    assert doc["rtmr_model"]["edk2"] == "2025.08"
+    assert doc["rtmr_model"]["kernel_loading"] == "raw"
+
+
+def test_old_firmware_predicts_rtmr0_and_hex_lines(
+    firmware: Callable[[str], Path], guest: dict[str, str]
+) -> None:
+    fw = firmware("OVMF.2022.fd")
+    args = [
+        "measure",
+        "tdx",
+        "--firmware",
+        str(fw),
+        "--memory",
+        "3G",
+        "--kernel",
+        guest["kernel"],
+        "--initrd",
+        guest["initrd"],
+        "--acpi",
+        guest["acpi"],
+        "--event-log",
+        guest["event_log"],
+        "--kernel-loading",
+        "patched",
+        "--edk2",
+        "2024.11",
+        "--stub-measures",
+        "yes",
+    ]
+    result = run_cli([*args, "--output-format", "json"])
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["rtmr0"] is not None
+    assert {k: doc[k] for k in ("rtmr0", "rtmr1", "rtmr2")} == replay_cel(Path(guest["event_log"]))
+    hexed = run_cli(args)
+    assert hexed.exit_code == 0
+    assert hexed.stdout.splitlines() == [
+        f"{name} {doc[name]}" for name in ("mrtd", "rtmr0", "rtmr1", "rtmr2")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--memory", "4G", "--acpi", "/nonexistent"], "not a directory"),
+        (["--kernel-loading", "both", "--memory", "4G"], "--kernel-loading"),
+        (["--memory", "lots"], "memory size"),
+        ([], "--memory"),
+    ],
+)
+def test_bad_guest_input(
+    firmware: Callable[[str], Path], guest: dict[str, str], extra: list[str], message: str
+) -> None:
+    fw = firmware("OVMF.inteltdx.ms.fd")
+    result = run_cli(["measure", "tdx", "--firmware", str(fw), "--kernel", guest["kernel"], *extra])
+    assert result.exit_code == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_guest_options_need_a_kernel(firmware: Callable[[str], Path]) -> None:
+    fw = firmware("OVMF.inteltdx.ms.fd")
+    result = run_cli(["measure", "tdx", "--firmware", str(fw), "--memory", "4G"])
+    assert result.exit_code == 2
+    assert "--kernel" in result.stderr
+
+
+def test_old_firmware_asks_for_the_release(
+    firmware: Callable[[str], Path], guest: dict[str, str]
+) -> None:
+    fw = firmware("OVMF.2022.fd")
+    result = run_cli(
+        ["measure", "tdx", "--firmware", str(fw), "--memory", "2G", "--kernel", guest["kernel"]]
+    )
+    assert result.exit_code == 2
+    assert "--edk2" in result.stderr
