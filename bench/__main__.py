@@ -24,7 +24,9 @@ from bench.harness import Row, format_table, machine_description
 BENCHMARKS: dict[str, str] = {
     "snp-cli": "bench.snp_cli",
     "snp-fold": "bench.snp_fold",
+    "snp-set": "bench.snp_set",
     "tdx-mrtd": "bench.tdx_mrtd",
+    "log-replay": "bench.log_replay",
     "populate": "bench.populate",
     "memory": "bench.memory",
 }

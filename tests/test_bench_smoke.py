@@ -32,8 +32,10 @@ def test_quick_bench_runs_every_benchmark_and_writes_markdown(tmp_path: Path) ->
     # every benchmark contributed rows, or (the peer, absent from this cache) a note
     for needle in (
         "snp-cli: skipped: sev-snp-measure not installed",
+        "snp-set: skipped: sev-snp-measure not installed",
         "| SNP digest, 16 MiB of NORMAL pages, ",
         "| TDX MRTD, 16 MiB measured, per-page |",
+        "| log verify, SNP ZERO record of 1024 pages (no inputs) |",
         "| populate_plain on KVM, 16 MiB, ",
         "| measure snp, kernel + initrd: peak RSS, ",
         "| MRTD of a file-backed region, mmap windows: peak RSS, ",

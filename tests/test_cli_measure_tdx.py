@@ -147,25 +147,33 @@ def test_log_written_and_verified(tmp_path: Path, fake_fw: Path) -> None:
         "record": "footer",
         "records": 6,
     }
-    # log verify re-reads the firmware the header names (here: in the working directory) ...
+    # log verify never looks for the firmware by its name: without it, the records it
+    # decides are listed as unchecked ...
     proc = _cli("log", "verify", "a.log", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
+    assert (
+        proc.stdout.splitlines()[-1]
+        == "a.log: OK 6 records, digest not replayed (2 part(s) unchecked)"
+    )
+    # ... it checks them with the firmware given, which must be the same file ...
+    proc = _cli(
+        "log", "verify", "a.log", "--firmware", "clean.fd", "--require-inputs", cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"a.log: OK 6 records, digest {CLEAN_TDX_EXAMPLE_MRTD}"
-    # ... or the one given, which must be the same file.
     other = tmp_path / "other.fd"
     changed = bytearray(clean_example())
     changed[0x30000] ^= 1
     other.write_bytes(changed)
     proc = _cli("log", "verify", "a.log", "--firmware", "other.fd", cwd=tmp_path)
     assert proc.returncode == 1
-    assert proc.stderr.startswith("cvmlaunch: error: log input firmware (other.fd) SHA256")
+    assert proc.stdout.startswith("a.log: input firmware: sha256: ")
+    # ... or found by its SHA-256 in a directory, from anywhere
     elsewhere = tmp_path / "sub"
     elsewhere.mkdir()
-    proc = _cli("log", "verify", "../a.log", cwd=elsewhere)
-    assert proc.returncode == 2
-    assert "give --firmware FILE" in proc.stderr
-    proc = _cli("log", "verify", "../a.log", "--firmware", "../clean.fd", cwd=elsewhere)
-    assert proc.returncode == 0, proc.stderr
+    proc = _cli("log", "verify", "../a.log", "--inputs", "..", "--require-inputs", cwd=elsewhere)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip() == f"../a.log: OK 6 records, digest {CLEAN_TDX_EXAMPLE_MRTD}"
 
 
 def test_tampered_log_fails_verify(tmp_path: Path, fake_fw: Path) -> None:
@@ -175,6 +183,7 @@ def test_tampered_log_fails_verify(tmp_path: Path, fake_fw: Path) -> None:
     header["settings"]["order"] = "two-pass"
     lines[0] = json.dumps(header, sort_keys=True, separators=(",", ":"))
     (tmp_path / "b.log").write_text("\n".join(lines) + "\n")
-    proc = _cli("log", "verify", "b.log", cwd=tmp_path)
+    proc = _cli("log", "verify", "b.log", "--firmware", "clean.fd", cwd=tmp_path)
     assert proc.returncode == 1
-    assert proc.stderr.startswith("cvmlaunch: error: record 0 (tdx.page_add+extend")
+    assert proc.stdout.startswith("b.log: record 0 (tdx.page_add+extend")
+    assert "decided by the header's settings order, profile" in proc.stdout

@@ -211,7 +211,12 @@ def test_launch_log_verifies_and_ends_with_the_dry_run_prediction(
     assert item.sha256 == hashlib.sha256(kernel.read_bytes()).digest()
     # each record's content hash is what the guest itself reported for that range
     assert [(e.gpa, e.size, e.content_sha384.hex()) for e in copies] == guest_ranges(result.stdout)
-    verify = run_cli(["log", "verify", str(path)])
+    # log verify with the inputs (found by SHA-256 beside the example's settings) checks
+    # every record against the plan they rebuild, and the transcript
+    append = "console=ttyS0 cvmlaunch.example=1"
+    verify = run_cli(
+        ["log", "verify", str(path), "--inputs", str(DATA), "--append", append, "--require-inputs"]
+    )
     assert verify.exit_code == 0, verify.output
     assert verify.stdout == f"{path}: OK 6 records, digest {predicted}\n"
 
@@ -251,14 +256,14 @@ def test_changed_byte_in_the_written_log_fails_verify(tmp_path: Path) -> None:
     for old, new, where in [
         (content, ("1" if content[0] == "0" else "0") + content[1:], "record 2"),
         (gpa, f'"gpa":{log.entries[4].gpa + 1},', "record 4"),
-        (footer, footer[:-2] + ("1" if footer[-2] == "0" else "0") + '"', "footer digest"),
+        (footer, footer[:-2] + ("1" if footer[-2] == "0" else "0") + '"', "footer: digest"),
     ]:
         assert text.count(old) == 1
         changed = tmp_path / "changed.jsonl"
         changed.write_text(text.replace(old, new))
         verify = run_cli(["log", "verify", str(changed)])
         assert verify.exit_code == 1, (where, verify.output)
-        assert where in verify.stderr
+        assert where in verify.stdout
 
 
 def test_populate_is_one_call_whose_records_drive_the_progress_bar(

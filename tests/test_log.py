@@ -82,7 +82,13 @@ def header(initial: bytes = bytes(48), **settings_: object) -> LogHeader:
         settings=values,  # type: ignore[arg-type]
         inputs=(
             LogInput("firmware", "fw.fd", 10240, sha256=hashlib.sha256(b"x").digest()),
-            LogInput("kernel", "k", 1, sha384=hashlib.sha384(b"k").digest()),
+            LogInput(
+                "kernel",
+                "k",
+                1,
+                sha256=hashlib.sha256(b"k").digest(),
+                sha384=hashlib.sha384(b"k").digest(),
+            ),
         ),
         tool_version="0.1.0",
         initial_digest=initial,
@@ -214,7 +220,7 @@ def _mutate(text: str, line: int, change: dict[str, object] | None = None, drop:
 @pytest.mark.parametrize(
     ("line", "change", "drop", "message"),
     [
-        (0, {"version": 2}, "", "line 1: log format version 2 is not supported"),
+        (0, {"version": 3}, "", "line 1: log format version 3 is not supported"),
         (0, {"format": "other"}, "", "line 1: format is 'other'"),
         (0, {"technology": "sgx"}, "", "line 1: unknown technology 'sgx'"),
         (0, {"extra": 1}, "", "line 1: unknown field 'extra'"),
@@ -228,7 +234,6 @@ def _mutate(text: str, line: int, change: dict[str, object] | None = None, drop:
         (1, {"op": "snp.bogus"}, "", "line 2: unknown op 'snp.bogus'"),
         (1, {"content_sha384": "AB" * 48}, "", "line 2: content_sha384 must be lowercase hex"),
         (1, {"content_sha384": "ab" * 47}, "", "line 2: content_sha384 must be 48 bytes"),
-        (1, {"page_sha384": ["00" * 48]}, "", "line 2: 1 page hashes for a range of 0x4000"),
         (1, {"size": 0}, "", "line 2: size must be positive"),
         (2, {"record": "chapter"}, "", "line 3: unknown record type 'chapter'"),
         (2, {"record": "header"}, "", "line 3: a second header"),
@@ -354,35 +359,49 @@ def test_log_layout_rejects_wrong_header() -> None:
 # ------------------------------------------------------------------ diff
 
 
-def test_diff_identical_is_none() -> None:
-    assert diff_logs(make_log(), parse_log(dumps_log(make_log()))) is None
+def test_diff_identical() -> None:
+    d = diff_logs(make_log(), parse_log(dumps_log(make_log())))
+    assert d.identical
+    lines = list(d.lines())
+    assert lines[0] == "the logs describe the same launch"
+    assert lines[1].startswith("verdict: same final digest ")
+    assert len(lines) == 2
 
 
-def test_diff_names_setting() -> None:
-    d = diff_logs(make_log(), make_log(vcpus=4))
-    assert d is not None
-    assert d.describe() == "header: setting vcpus differs: 0x2 vs 0x4"
+def test_diff_names_setting_in_decimal_and_the_verdict() -> None:
+    a, b = make_log(), make_log(vcpus=4)
+    d = diff_logs(a, b)
+    assert [x.describe() for x in d.header] == ["header: setting vcpus differs: 2 vs 4"]
+    # the records are the same (the settings are only written into the header here), so
+    # the digests are the same: the verdict says so
+    assert d.first_range is None
+    assert d.same_digest
+    assert list(d.lines())[-1].startswith(f"verdict: same final digest {a.digest.hex()[:16]}")
 
 
 def test_diff_names_first_range_and_field() -> None:
     a = make_log()
     b = make_log(small_layout(bytes(range(256)) * 40 + b"\x01"))
-    d = diff_logs(a, b)
+    d = diff_logs(a, b).first_range
     assert d is not None
     assert d.where == "record 0"
     assert d.what == "content_sha384"
     la = small_layout()
     regions = list(la.regions)
     regions[1] = dataclasses.replace(regions[1], gpa=0x81_0000)
-    d = diff_logs(a, make_log(Layout.of(regions)))
-    assert d is not None
-    assert d.describe() == "record 1: gpa differs: 0x800000 vs 0x810000"
+    result = diff_logs(a, make_log(Layout.of(regions)))
+    assert result.first_range is not None
+    assert result.first_range.describe() == "record 1: gpa differs: 0x800000 vs 0x810000"
+    assert not result.same_digest
+    assert list(result.lines())[-1] == (
+        f"verdict: the final digests differ: {a.digest.hex()} vs {result.digest_b.hex()}"
+    )
     regions = list(la.regions)
     regions[2] = dataclasses.replace(regions[2], page_type=PageType.ZERO)
-    d = diff_logs(a, make_log(Layout.of(regions)))
+    d = diff_logs(a, make_log(Layout.of(regions))).first_range
     assert d is not None
-    assert d.describe() == "record 2: page type differs: SECRETS vs ZERO"
-    d = diff_logs(a, make_log(small_layout(vcpus=3)))
+    assert d.describe() == "record 2: page_type differs: SECRETS vs ZERO"
+    d = diff_logs(a, make_log(small_layout(vcpus=3))).first_range
     assert d is not None
     assert (d.where, d.what) == ("record 7", "presence")
 
@@ -400,7 +419,7 @@ def test_host_details_are_not_differences_but_are_listed() -> None:
 
     gmem, anon = with_host("guest-memfd", False), with_host("anonymous", False)
     assert verify_log(gmem) == verify_log(anon) == a.digest
-    assert diff_logs(gmem, anon) is None
+    assert diff_logs(gmem, anon).identical
     assert [d.describe() for d in host_differences(gmem, anon)] == [
         "header: host detail memory_backend differs: guest-memfd vs anonymous"
     ]
@@ -418,8 +437,38 @@ def test_diff_names_input_hash() -> None:
         a.header, inputs=(LogInput("firmware", "fw.fd", 10240, sha256=bytes(32)),)
     )
     d = diff_logs(a, dataclasses.replace(a, header=h))
-    assert d is not None
-    assert d.what == "input firmware sha256"
+    whats = [x.what for x in d.header]
+    assert "input firmware sha256" in whats
+    assert "input kernel" in whats  # present in a only
+
+
+def test_diff_lists_every_setting_shortens_long_values() -> None:
+    """Three settings differ: all three are listed (not only the first), a long value is
+    shortened to its start, length and SHA-256, and the verdict follows."""
+    long_a, long_b = "A" * 5464, "B" * 5464
+    a = make_log(vcpus=2, policy="0x30000", id_auth=long_a)
+    b = make_log(vcpus=4, policy="0x70000", id_auth=long_b)
+    d = diff_logs(a, b)
+    lines = list(d.lines())
+    sha_a = hashlib.sha256(long_a.encode()).hexdigest()[:16]
+    sha_b = hashlib.sha256(long_b.encode()).hexdigest()[:16]
+    assert lines == [
+        f"header: setting id_auth differs: {'A' * 16}… (5464 chars, sha256 {sha_a}…) vs "
+        f"{'B' * 16}… (5464 chars, sha256 {sha_b}…)",
+        "header: setting policy differs: 0x30000 vs 0x70000",
+        "header: setting vcpus differs: 2 vs 4",
+        "the records are the same",
+        f"verdict: same final digest {a.digest.hex()[:16]}… (96 chars, sha256 "
+        f"{hashlib.sha256(a.digest.hex().encode()).hexdigest()[:16]}…), 3 header "
+        "difference(s) outside the digest",
+    ]
+    doc = d.to_json()
+    assert doc["same_digest"] is True
+    assert [x["what"] for x in doc["header"]] == [
+        "setting id_auth",
+        "setting policy",
+        "setting vcpus",
+    ]
 
 
 # ------------------------------------------------------------------ properties
@@ -550,12 +599,133 @@ def test_complete_log_fills_running_digests() -> None:
     assert verify_log(whole) == log.digest
 
 
-def test_parse_bounds_the_size_of_one_record() -> None:
-    """A record covering more than MAX_RECORD_BYTES is refused at parse time: replaying it
-    would cost one hash per page even without stored page hashes (ZERO ranges)."""
-    from cvmlaunch.measure.log import MAX_RECORD_BYTES
+def test_parse_bounds_the_ranges() -> None:
+    """A record ending above the largest GPA, or records covering more than
+    MAX_COVERED_BYTES together, are refused at parse time (before any replay); the writer
+    refuses the same logs."""
+    from cvmlaunch.layout import MAX_GPA
+    from cvmlaunch.measure.log import MAX_COVERED_BYTES
 
     log = make_log()
-    text = _mutate(dumps_log(log), 2, {"size": MAX_RECORD_BYTES + PAGE_SIZE, "page_sha384": []})
-    with pytest.raises(LogFormatError, match="the most one record may cover"):
+    text = _mutate(dumps_log(log), 2, {"gpa": MAX_GPA - PAGE_SIZE, "size": 2 * PAGE_SIZE})
+    with pytest.raises(LogFormatError, match="the largest guest physical address"):
         parse_log(text)
+    half = MAX_COVERED_BYTES // 2 + PAGE_SIZE
+    text = _mutate(dumps_log(log), 2, {"size": half})
+    text = _mutate(text, 3, {"size": half})
+    with pytest.raises(LogFormatError, match="a log may cover at most"):
+        parse_log(text)
+    big = dataclasses.replace(
+        log,
+        entries=(
+            dataclasses.replace(log.entries[0], size=half, page_sha384=()),
+            dataclasses.replace(log.entries[1], size=half),
+            *log.entries[2:],
+        ),
+    )
+    with pytest.raises(LogFormatError, match="a log may cover at most"):
+        dumps_log(big)
+
+
+def test_a_5_gib_range_is_written_and_read() -> None:
+    """The limits are the guest's, not 4 GiB: a 5 GiB TDX TEMP_MEM-like range round-trips."""
+    log = make_log()
+    size = 5 << 30
+    text = _mutate(dumps_log(log), 2, {"gpa": 1 << 32, "size": size})
+    assert parse_log(text).entries[1].size == size
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[" * 100_000, "100000 arrays and objects in one line"),
+        ('{"a":' * 100_000, "100000 arrays and objects in one line"),
+        ("[" * 10 + "]" * 10, "nested more than 4 deep"),
+        ("[]" * 65 + "", "65 arrays and objects in one line"),
+        ('{"record":"header","version":1' + "0" * 30 + "}", "an integer of 31 digits"),
+    ],
+)
+def test_parse_is_bounded(text: str, message: str) -> None:
+    """Hostile JSON ends in one LogFormatError line, never a RecursionError."""
+    with pytest.raises(LogFormatError, match=message):
+        parse_log(text + "\n")
+
+
+def test_parse_bounds_the_line_length() -> None:
+    from cvmlaunch.measure.log import MAX_LINE_BYTES
+
+    text = '{"record":"header","x":"' + "a" * MAX_LINE_BYTES + '"}\n'
+    with pytest.raises(LogFormatError, match="longer than"):
+        parse_log(text)
+
+
+def test_parse_bounds_the_record_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cvmlaunch.measure import log_json
+
+    monkeypatch.setattr(log_json, "MAX_RECORDS", 3)
+    with pytest.raises(LogFormatError, match="more than 3 records"):
+        parse_log(dumps_log(make_log()))
+
+
+def test_version_1_is_read_with_paths() -> None:
+    """Version 1 logs may carry paths as names: still read; version 2 refuses paths."""
+    text = dumps_log(make_log())
+    v1 = _mutate(text, 0, {"version": 1})
+    lines = v1.split("\n")
+    obj = json.loads(lines[0])
+    obj["inputs"][0]["name"] = "/home/me/fw.fd"
+    lines[0] = json.dumps(obj, sort_keys=True, separators=(",", ":"))
+    assert parse_log("\n".join(lines)).header.format_version == 1
+    v2 = "\n".join([lines[0].replace('"version":1', '"version":2'), *lines[1:]])
+    with pytest.raises(LogFormatError, match="is a path"):
+        parse_log(v2)
+
+
+def test_writer_cuts_paths_to_base_names() -> None:
+    log = make_log()
+    h = dataclasses.replace(
+        log.header,
+        inputs=(LogInput("firmware", "/srv/images/fw.fd", 1, sha256=bytes(32)),),
+    )
+    e0 = log.entries[0]
+    e0 = dataclasses.replace(e0, provenance=dataclasses.replace(e0.provenance, name="../x/fw.fd"))
+    text = dumps_log(dataclasses.replace(log, header=h, entries=(e0, *log.entries[1:])))
+    assert "/srv" not in text
+    assert "../x" not in text
+    parsed = parse_log(text)
+    assert parsed.header.inputs[0].name == "fw.fd"
+    assert parsed.entries[0].provenance.name == "fw.fd"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, (1 << 53) // PAGE_SIZE), st.integers(1, (1 << 41) // PAGE_SIZE)),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_the_writer_never_writes_what_the_reader_refuses(ranges: list[tuple[int, int]]) -> None:
+    """One set of limits: a log the writer writes always reads back; one it refuses is
+    past a limit the reader also enforces."""
+    log = make_log()
+    entries = tuple(
+        dataclasses.replace(
+            log.entries[1], seq=i, gpa=page * PAGE_SIZE, size=pages * PAGE_SIZE, digest_after=None
+        )
+        for i, (page, pages) in enumerate(ranges)
+    )
+    candidate = dataclasses.replace(
+        log, entries=entries, footer=dataclasses.replace(log.footer, records=len(entries))
+    )
+    try:
+        text = dumps_log(candidate)
+    except LogFormatError:
+        from cvmlaunch.layout import MAX_GPA
+        from cvmlaunch.measure.log import MAX_COVERED_BYTES
+
+        assert any(g + s > MAX_GPA for g, s in ((e.gpa, e.size) for e in entries)) or (
+            sum(e.size for e in entries) > MAX_COVERED_BYTES
+        )
+        return
+    assert parse_log(text).entries == entries

@@ -270,11 +270,13 @@ def test_tdx_owner_values_are_recorded_not_measured(
         "mr_owner_config": MRS["mrownerconfig"].hex(),
     }
     go = run_cli(["reference-values", str(owned), "--format", "go-tdx-guest"])
-    assert go.stdout.split() == [
-        f"-mr_td={TDX_MRTD.hex()}",
-        f"-mr_config_id={MRS['mrconfigid'].hex()}",
-        f"-mr_owner={MRS['mrowner'].hex()}",
-        f"-mr_owner_config={MRS['mrownerconfig'].hex()}",
+    # go-tdx-guest's check.Config textproto (proto/checkconfig.proto), bytes as \\xNN escapes
+    body = [line.split(": ") for line in go.stdout.splitlines() if line.startswith("    ")]
+    assert [(k.strip(), bytes.fromhex(v.strip('"').replace("\\x", ""))) for k, v in body] == [
+        ("mr_td", TDX_MRTD),
+        ("mr_config_id", MRS["mrconfigid"]),
+        ("mr_owner", MRS["mrowner"]),
+        ("mr_owner_config", MRS["mrownerconfig"]),
     ]
     verified = run_cli(["log", "verify", str(owned), "--firmware", str(fw)])
     assert verified.exit_code == 0, verified.output

@@ -23,6 +23,11 @@ ID_DIGEST = hashlib.sha384(_amd_pubkey(ID_KEY)).hexdigest()
 AUTHOR_DIGEST = hashlib.sha384(_amd_pubkey(AUTHOR_KEY)).hexdigest()
 
 
+def _tp(value: bytes) -> str:
+    """A textproto string literal, written here from the text-format spec: each byte \\xNN."""
+    return '"' + "".join(f"\\x{b:02x}" for b in value) + '"'
+
+
 def _snp_values() -> ReferenceValues:
     return ReferenceValues.from_settings("sev-snp", LD, identity_settings(snp=SNP, policy=POLICY))
 
@@ -67,16 +72,19 @@ def test_snp_verifier_spellings() -> None:
         f"--measurement {LD.hex()} --host-data {'aa' * 32} "
         f"--id-key-digest {ID_DIGEST} --author-key-digest {AUTHOR_DIGEST}"
     )
-    assert v.render("go-sev-guest").split() == [
-        f"-measurement={LD.hex()}",
-        f"-host_data={'aa' * 32}",
-        "-guest_policy=0x30000",
-        f"-family_id={'0f' * 16}",
-        f"-image_id={'1e' * 16}",
-        "-require_idblock=true",
-        f"-trusted_id_key_hashes={ID_DIGEST}",
-        f"-trusted_author_key_hashes={AUTHOR_DIGEST}",
-        "-require_author_key=true",
+    assert v.render("go-sev-guest").splitlines()[1:] == [
+        "policy {",
+        "  minimum_guest_svn: 7",
+        f"  policy: {0x30000}",
+        f"  family_id: {_tp(bytes([0x0F] * 16))}",
+        f"  image_id: {_tp(bytes([0x1E] * 16))}",
+        "  require_author_key: true",
+        f"  measurement: {_tp(LD)}",
+        f"  host_data: {_tp(bytes([0xAA] * 32))}",
+        "  require_id_block: true",
+        f"  trusted_author_key_hashes: {_tp(bytes.fromhex(AUTHOR_DIGEST))}",
+        f"  trusted_id_key_hashes: {_tp(bytes.fromhex(ID_DIGEST))}",
+        "}",
     ]
     with pytest.raises(ConfigError, match="for TDX logs"):
         v.render("go-tdx-guest")
@@ -109,11 +117,15 @@ def test_tdx_values() -> None:
         "mr_owner": "22" * 48,
         "mr_owner_config": "33" * 48,
     }
-    assert v.render("go-tdx-guest").split() == [
-        f"-mr_td={mrtd.hex()}",
-        f"-mr_config_id={'11' * 48}",
-        f"-mr_owner={'22' * 48}",
-        f"-mr_owner_config={'33' * 48}",
+    assert v.render("go-tdx-guest").splitlines()[1:] == [
+        "policy {",
+        "  td_quote_body_policy {",
+        f"    mr_td: {_tp(mrtd)}",
+        f"    mr_config_id: {_tp(bytes([0x11] * 48))}",
+        f"    mr_owner: {_tp(bytes([0x22] * 48))}",
+        f"    mr_owner_config: {_tp(bytes([0x33] * 48))}",
+        "  }",
+        "}",
     ]
     assert json.loads(v.render("trustee"))["mr_td"] == [mrtd.hex()]
     with pytest.raises(ConfigError, match="for SEV-SNP logs"):

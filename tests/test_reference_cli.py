@@ -110,12 +110,8 @@ def test_reference_values_of_a_tdx_log(tmp_path: Path) -> None:
     path.write_text(dumps_log(MeasurementLog(header, (), LogFooter(mrtd, 0))))
     result = run_cli(["reference-values", str(path), "--format", "go-tdx-guest"])
     assert result.exit_code == 0, result.output
-    assert result.stdout.split() == [
-        f"-mr_td={mrtd.hex()}",
-        f"-mr_config_id={'ab' * 48}",
-        f"-mr_owner={'00' * 48}",
-        f"-mr_owner_config={'00' * 48}",
-    ]
+    assert "    mr_td: " + "".join(f"\\x{b:02x}" for b in mrtd).join('""') in result.stdout
+    assert "    mr_config_id: " + "\\xab" * 48 in result.stdout.replace('"', "")
     wrong = run_cli(["reference-values", str(path), "--format", "snpguest"])
     assert wrong.exit_code == 2
 

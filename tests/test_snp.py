@@ -524,8 +524,8 @@ def test_log_verify_show_diff(inputs: dict[str, Path], tmp_path: Path) -> None:
            "--append", "console=ttyS0 root=/dev/vda1 ro"]  # fmt: skip
     r = run([*common, *kia, "--log", str(a)])
     assert r.output.strip() == CASES["amdsev-4-milan-kia"]["expected"]
-    v = run(["log", "verify", str(a)])
-    assert v.exit_code == 0
+    v = run(["log", "verify", str(a), "--ovmf", fw, "--require-inputs"])
+    assert v.exit_code == 0, v.output
     assert v.output.strip().endswith(CASES["amdsev-4-milan-kia"]["expected"])
     text = a.read_text()
     head = json.loads(text.splitlines()[0])
@@ -541,10 +541,11 @@ def test_log_verify_show_diff(inputs: dict[str, Path], tmp_path: Path) -> None:
     run([*common[:-3], "3", "--vcpu-type", "EPYC-Milan", *kia, "--log", str(c)])
     d = run(["log", "diff", str(a), str(c)])
     assert d.exit_code == 1
-    assert (
-        d.output.strip()
-        == "cvmlaunch: error: logs differ: header: setting vcpus differs: 0x4 vs 0x3"
-    )
+    assert d.output.splitlines()[:2] == [
+        "header: setting vcpus differs: 4 vs 3",
+        "first diverging range: record 11: presence differs: present vs (absent)",
+    ]
+    assert d.output.splitlines()[2].startswith("verdict: the final digests differ: ")
     assert run(["log", "diff", str(a), str(b)]).exit_code == 0
     # tamper with one running digest: verify names that record
     lines = text.splitlines()
@@ -577,12 +578,21 @@ def test_sev_log_verify_needs_and_uses_the_firmware(
     case = CASES["seves-amdsev-4-milan-kia"]
     r = run(["measure", "snp", *_args(case, inputs), "--log", str(log)])
     assert r.output.strip() == case["expected"]
-    _one_error_line(run(["log", "verify", str(log)]), "needs the measured bytes")
-    ok = run(["log", "verify", str(log), "--ovmf", fw])
+    # without the firmware: nothing differs, but the replay is listed as unchecked ...
+    alone = run(["log", "verify", str(log)])
+    assert alone.exit_code == 0, alone.output
+    assert "unchecked: every record's content_sha384 and running digest" in alone.output
+    assert alone.output.splitlines()[-1].endswith("digest not replayed (2 part(s) unchecked)")
+    # ... which --require-inputs refuses
+    strict = run(["log", "verify", str(log), "--require-inputs"])
+    assert strict.exit_code == 1
+    assert "could not be checked without inputs" in strict.stderr
+    ok = run(["log", "verify", str(log), "--ovmf", fw, "--require-inputs"])
     assert ok.exit_code == 0, ok.output
+    assert ok.output.strip().endswith(f"digest {case['expected']}")
     wrong = run(["log", "verify", str(log), "--ovmf", str(inputs["OVMF.generic.fd"])])
     assert wrong.exit_code == 1
-    assert "record 0 " in wrong.output
+    assert "input firmware: sha256: " in wrong.output
 
 
 def test_library_entry_points_without_cli(inputs: dict[str, Path]) -> None:

@@ -67,10 +67,11 @@ COMMANDS: Registry = {
     ),
     "launch": "cvmlaunch.cli._launch:LAUNCH",
     "log": (
-        "Verify, compare and show launch measurement logs.",
+        "Verify, sign, compare and show launch measurement logs.",
         {
             "diff": "cvmlaunch.cli._log:DIFF",
             "show": "cvmlaunch.cli._log:SHOW",
+            "sign": "cvmlaunch.cli._log_sign:SIGN",
             "verify": "cvmlaunch.cli._log:VERIFY",
         },
     ),
@@ -81,7 +82,8 @@ COMMANDS: Registry = {
             "tdx": "cvmlaunch.cli._measure_tdx:MEASURE_TDX",
         },
     ),
-    "reference-values": "cvmlaunch.cli._reference:REFERENCE_VALUES",
+    "reference-values": "cvmlaunch.cli._reference_set:REFERENCE_VALUES",
+    "report": "cvmlaunch.cli._report:REPORT",
 }
 
 #: Settings every command shares (command modules pass them to ``click.command``).

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import os
 import sys
 import time
@@ -400,16 +399,9 @@ def input_digests(settings: LaunchSettings) -> tuple[LogInput, ...]:
                     sha384=file_digest(path, "sha384"),
                 )
             )
-    cmdline = settings.append.encode()
-    out.append(
-        LogInput(
-            "cmdline",
-            "",
-            len(cmdline),
-            sha256=hashlib.sha256(cmdline).digest(),
-            sha384=hashlib.sha384(cmdline).digest(),
-        )
-    )
+    from cvmlaunch.measure.log import cmdline_input
+
+    out.append(cmdline_input(settings.append))
     return tuple(out)
 
 

@@ -1,92 +1,200 @@
-"""``cvmlaunch log``: verify, compare and show launch measurement logs (docs/log-format.md).
+"""``cvmlaunch log``: verify, sign, compare and show launch measurement logs
+(docs/log-format.md).
 
-``verify`` replays a log and checks every running digest (exit 1 naming the first record that
-differs); ``diff`` names the first range (or header setting) where two logs diverge (exit 1
-when they do); ``show`` prints a table.
+``verify`` checks every field of a log against its header and the inputs at hand, and its
+DSSE signature (exit 1 naming each record and field that differs); ``sign`` writes a DSSE
+envelope over a log (:mod:`cvmlaunch.cli._log_sign`); ``diff`` explains how two logs differ
+(exit 1 when their final digests do); ``show`` prints a table. :func:`verify`, :func:`diff`
+and :func:`show` are the commands without their options.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Sequence
 
 import click
 
-from cvmlaunch.cli._params import FILE, firmware_dir_option, resolve_firmware
+from cvmlaunch.cli._params import FILE, DirPath, firmware_dir_option, resolve_firmware
 from cvmlaunch.errors import CheckFailed, ConfigError, ImageError
 
 TYPE_CHECKING = False  # imports for annotations only
 if TYPE_CHECKING:
-    from cvmlaunch.measure.log import ContentProvider, MeasurementLog
+    from cvmlaunch.layout import Buffer
+    from cvmlaunch.measure.log import MeasurementLog
 
-__all__ = ["DIFF", "SHOW", "VERIFY"]
+__all__ = ["DIFF", "SHOW", "VERIFY", "check_signature", "diff", "read_signed", "show", "verify"]
 
 
 def _read_log(path: str) -> MeasurementLog:
     from cvmlaunch.files import map_file
-    from cvmlaunch.measure.log import parse_log
 
     with map_file(path) as data:
-        try:
-            text = str(data, "utf-8")
-        except UnicodeDecodeError as exc:
-            raise ImageError(f"not UTF-8 text (byte {exc.start})", source=path) from exc
+        return _parse(path, data)
+
+
+def _parse(path: str, data: Buffer) -> MeasurementLog:
+    from cvmlaunch.measure.log_json import parse_log
+
+    try:
+        text = str(data, "utf-8")
+    except UnicodeDecodeError as exc:
+        raise ImageError(f"not UTF-8 text (byte {exc.start})", source=path) from exc
     return parse_log(text, name=path)
 
 
-@contextlib.contextmanager
-def _contents(log: MeasurementLog, ovmf: str | None) -> Iterator[ContentProvider | None]:
-    """The measured bytes rebuilt from the firmware and the header: SEV/SEV-ES logs (with
-    ``--firmware``) and TDX logs (``--firmware``, or else the firmware the header names, which
-    must match the header's hashes)."""
+def read_signed(path: str) -> tuple[bytes, MeasurementLog]:
+    """The log's bytes and the log they parse to: what is signed is what is checked."""
+    from cvmlaunch.files import read_small
+    from cvmlaunch.measure.log_sign import MAX_ENVELOPE_BYTES
+
+    data = read_small(path, "log", MAX_ENVELOPE_BYTES)
+    return data, _parse(path, data)
+
+
+#: The roles of the file inputs a log may list (the ``cmdline`` input is ``--append``).
+_FILE_ROLES = ("firmware", "svsm", "kernel", "initrd")
+
+
+def _find_inputs(log: MeasurementLog, given: dict[str, str], dirs: Sequence[str]) -> dict[str, str]:
+    """The files to check the log with, by role: those given, then the files in ``dirs``
+    (not recursive) whose size and SHA-256 are those of an input the header lists (names do
+    not matter: logs name inputs by base name, and a file may have been renamed)."""
+    from cvmlaunch.files import file_digest
+
+    found = dict(given)
+    wanted = {
+        (i.size, i.sha256): i.role
+        for i in log.header.inputs
+        if i.role in _FILE_ROLES and i.role not in found and i.sha256 is not None
+    }
+    sizes = {size for size, _ in wanted}
+    for directory in dirs:
+        try:
+            names = sorted(os.listdir(directory))
+        except OSError as exc:
+            raise ConfigError(f"--inputs {directory}: {exc.strerror}") from exc
+        for name in names:
+            path = os.path.join(directory, name)
+            try:
+                size = os.stat(path).st_size if os.path.isfile(path) else -1
+            except OSError:
+                continue
+            if size not in sizes:
+                continue
+            role = wanted.get((size, file_digest(path)))
+            if role is not None and role not in found:
+                found[role] = path
+    return found
+
+
+def verify(
+    log_file: str,
+    ovmf: str | None = None,
+    *,
+    svsm: str | None = None,
+    kernel: str | None = None,
+    initrd: str | None = None,
+    append: str | None = None,
+    inputs: Sequence[str] = (),
+    require_inputs: bool = False,
+    as_json: bool = False,
+    signed_by: str | None = None,
+    signature: str | None = None,
+) -> None:
+    """Run ``log verify`` (see :data:`VERIFY`): check every field of the log against its
+    header and the inputs at hand (docs/log-format.md, "What log verify proves"), and its
+    signature with ``signed_by``.
+
+    Raises:
+        CheckFailed: a field differs, the signature does not verify, or (``require_inputs``)
+            something could not be checked without inputs.
+    """
     from cvmlaunch.files import map_file
-    from cvmlaunch.measure.log import Technology
+    from cvmlaunch.measure.log_check import check_log
 
-    if log.header.technology is Technology.TDX:
-        listed = log.header.input("firmware")
-        path = ovmf if ovmf is not None else (listed.name if listed is not None else None)
-        if path is None:
-            yield None  # page_add-only logs replay without bytes; others say what is missing
-            return
-        if ovmf is None and not os.path.isfile(path):
-            raise ConfigError(
-                f"replaying this TDX log needs its firmware: {path!r} (named in the log "
-                "header) is not found here; give --firmware FILE"
-            )
-        from cvmlaunch.image.ovmf import parse_ovmf
-        from cvmlaunch.measure.tdx import check_log_input, tdvf_contents
+    signer: str | None = None
+    if signed_by is not None:
+        log_bytes, log = read_signed(log_file)
+        signer = check_signature(log_file, log_bytes, signed_by, signature)
+    else:
+        log = _read_log(log_file)
+    given = {
+        role: path
+        for role, path in (
+            ("firmware", ovmf),
+            ("svsm", svsm),
+            ("kernel", kernel),
+            ("initrd", initrd),
+        )
+        if path is not None
+    }
+    files = _find_inputs(log, given, inputs)
+    with contextlib.ExitStack() as stack:
+        buffers: dict[str, Buffer] = {
+            role: stack.enter_context(map_file(path)) for role, path in files.items()
+        }
+        if append is not None:
+            raw = append.encode()
+            buffers["cmdline"] = raw + b"\0" if log.header.format_version >= 2 else raw
+        result = check_log(log, buffers)
+    if as_json:
+        import json
 
-        with map_file(path) as data:
-            check_log_input(log.header, "firmware", data, name=path)
-            yield tdvf_contents(log.header, parse_ovmf(data, name=path))
-        return
-    if ovmf is None or log.header.technology not in (Technology.SEV, Technology.SEV_ES):
-        yield None
-        return
-    from cvmlaunch.image.ovmf import parse_ovmf
-    from cvmlaunch.measure.sev import sev_contents
+        doc = {"log": log_file, "records": len(log.entries), **result.to_json()}
+        doc["signed_by"] = signer
+        print(json.dumps(doc, sort_keys=True))
+    else:
+        if signer is not None:
+            print(f"{log_file}: signature OK (key {signer})")
+        for finding in result.findings:
+            print(f"{log_file}: {finding.describe()}")
+        for item in result.unchecked:
+            print(f"{log_file}: unchecked: {item}")
+        if result.ok:
+            digest = result.digest.hex() if result.digest is not None else "not replayed"
+            rest = f" ({len(result.unchecked)} part(s) unchecked)" if result.unchecked else ""
+            print(f"{log_file}: OK {len(log.entries)} records, digest {digest}{rest}")
+    if not result.ok:
+        raise CheckFailed(f"{len(result.findings)} field(s) of {log_file} differ")
+    if require_inputs and not result.complete:
+        raise CheckFailed(
+            f"{len(result.unchecked)} part(s) of {log_file} could not be checked without "
+            "inputs (--require-inputs)"
+        )
 
-    with map_file(ovmf) as data:
-        yield sev_contents(log.header, parse_ovmf(data, name=ovmf))
 
+def check_signature(log_file: str, log_bytes: bytes, signed_by: str, signature: str | None) -> str:
+    """Verify the DSSE envelope of ``log_file`` (``signature``, default ``LOG.dsse``) by the
+    PEM public key ``signed_by``; return the key ID that verified.
 
-def verify(log_file: str, ovmf: str | None) -> None:
-    """Run ``log verify`` (see :data:`VERIFY`)."""
-    from cvmlaunch.measure.log import verify_log
+    Raises:
+        CheckFailed: the envelope is not over these bytes or not signed by that key.
+    """
+    from cvmlaunch.files import read_small
+    from cvmlaunch.measure.log_sign import (
+        MAX_ENVELOPE_BYTES,
+        load_public_key,
+        verify_signed_log,
+    )
 
-    log = _read_log(log_file)
-    with _contents(log, ovmf) as contents:
-        digest = verify_log(log, contents)
-    print(f"{log_file}: OK {len(log.entries)} records, digest {digest.hex()}")
+    key = load_public_key(read_small(signed_by, "public key"), signed_by)
+    envelope_path = signature if signature is not None else log_file + ".dsse"
+    envelope = read_small(envelope_path, "DSSE envelope", MAX_ENVELOPE_BYTES)
+    return verify_signed_log(log_bytes, envelope, key)
 
 
 @click.command(
     "verify",
-    help="""Replay LOG and check every running digest and the final one.
+    help="""Check every field of LOG against its header and inputs.
 
-Prints the final digest on success; exits 1 naming the first record that differs.""",
-    short_help="Replay LOG and check every running digest and the final one.",
+The header's settings and the inputs given (--ovmf, --svsm, --kernel, --initrd, --append, or
+found by SHA-256 in --inputs DIR) rebuild the launch plan; every record must equal it, and
+the digest chain must replay. Prints the final digest on success and what could not be
+checked without inputs; exits 1 naming each record and field that differs, and with
+--signed-by when LOG's DSSE signature does not verify (docs/log-format.md).""",
+    short_help="Check every field of LOG against its header and inputs.",
 )
 @click.argument("log_file", metavar="LOG", type=FILE)
 @click.option(
@@ -95,37 +203,94 @@ Prints the final digest on success; exits 1 naming the first record that differs
     "ovmf",
     type=FILE,
     metavar="FILE",
-    help="the firmware, for SEV/SEV-ES and TDX logs (their replay needs the measured bytes; "
-    "TDX defaults to the firmware the log header names)",
+    help="the firmware (checked against the log's hashes), to check the records it decides",
 )
 @firmware_dir_option()
-def VERIFY(log_file: str, ovmf: str | None, firmware_dir: str | None) -> None:  # noqa: N802
-    verify(log_file, None if ovmf is None else resolve_firmware(ovmf, firmware_dir))
+@click.option("--svsm", type=FILE, metavar="FILE", help="the SVSM image of an snp:svsm log")
+@click.option("--kernel", type=FILE, metavar="FILE", help="the kernel")
+@click.option("--initrd", type=FILE, metavar="FILE", help="the initrd")
+@click.option("--append", metavar="CMDLINE", help="the kernel command line")
+@click.option(
+    "--inputs",
+    "inputs",
+    type=DirPath(),
+    metavar="DIR",
+    multiple=True,
+    help="a directory where the log's inputs are found by their SHA-256 (repeatable)",
+)
+@click.option(
+    "--require-inputs",
+    is_flag=True,
+    help="exit 1 unless every field could be checked (all the inputs were at hand)",
+)
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@click.option(
+    "--signed-by",
+    type=FILE,
+    metavar="PUBKEY",
+    help="also check LOG's DSSE signature by this PEM public key (ECDSA P-384 or Ed25519)",
+)
+@click.option(
+    "--signature", type=FILE, metavar="FILE", help="the DSSE envelope  [default: LOG.dsse]"
+)
+def VERIFY(  # noqa: N802
+    log_file: str,
+    ovmf: str | None,
+    firmware_dir: str | None,
+    svsm: str | None,
+    kernel: str | None,
+    initrd: str | None,
+    append: str | None,
+    inputs: tuple[str, ...],
+    require_inputs: bool,
+    as_json: bool,
+    signed_by: str | None,
+    signature: str | None,
+) -> None:
+    verify(
+        log_file,
+        None if ovmf is None else resolve_firmware(ovmf, firmware_dir),
+        svsm=svsm,
+        kernel=kernel,
+        initrd=initrd,
+        append=append,
+        inputs=inputs,
+        require_inputs=require_inputs,
+        as_json=as_json,
+        signed_by=signed_by,
+        signature=signature,
+    )
 
 
-def diff(a: str, b: str) -> None:
+def diff(a: str, b: str, *, as_json: bool = False) -> None:
     """Run ``log diff`` (see :data:`DIFF`)."""
-    from cvmlaunch.measure.log import diff_logs, host_differences
+    from cvmlaunch.measure.log_diff import diff_logs
 
-    log_a, log_b = _read_log(a), _read_log(b)
-    difference = diff_logs(log_a, log_b)
-    if difference is None:
-        print("the logs describe the same launch")
-        for detail in host_differences(log_a, log_b):
-            print(f"  {detail.what} differs (not measured): {detail.a} vs {detail.b}")
-        return
-    raise CheckFailed(f"logs differ: {difference.describe()}")
+    result = diff_logs(_read_log(a), _read_log(b))
+    if as_json:
+        import json
+
+        print(json.dumps({"a": a, "b": b, **result.to_json()}, sort_keys=True))
+    else:
+        for line in result.lines():
+            print(line)
+    if not result.same_digest:
+        raise CheckFailed("the final digests differ")
 
 
 @click.command(
     "diff",
-    help="Name the first place where logs A and B diverge (exit 1), or say they match.",
-    short_help="Name the first place where logs A and B diverge (exit 1), or say they match.",
+    help="""Explain how logs A and B differ; exit 1 if their digests do.
+
+Lists every header difference, the first diverging range, then the verdict: whether the
+final digests differ (exit 1) or not (exit 0, even when settings outside the digest do).""",
+    short_help="Explain how logs A and B differ; exit 1 if their digests do.",
 )
 @click.argument("a", metavar="A", type=FILE)
 @click.argument("b", metavar="B", type=FILE)
-def DIFF(a: str, b: str) -> None:  # noqa: N802
-    diff(a, b)
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+def DIFF(a: str, b: str, as_json: bool) -> None:  # noqa: N802
+    diff(a, b, as_json=as_json)
 
 
 def _short(value: bytes | None, width: int = 16) -> str:

@@ -511,15 +511,9 @@ def _kernel_hashes(
         if initrd is not None:
             inputs.append(LogInput("initrd", os.path.basename(initrd), _size(initrd), initrd_sha))
         if cmdline is not None:
-            inputs.append(
-                LogInput(
-                    "cmdline",
-                    "--append",
-                    len(cmdline),
-                    hashlib.sha256(cmdline).digest(),
-                    hashlib.sha384(cmdline).digest(),
-                )
-            )
+            from cvmlaunch.measure.log import cmdline_input
+
+            inputs.append(cmdline_input(cmdline))
     return KernelHashes(kernel=kernel_sha, initrd=initrd_sha, cmdline=cmdline_sha256(cmdline))
 
 

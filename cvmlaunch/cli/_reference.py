@@ -48,9 +48,20 @@ def replay_if_possible(log: MeasurementLog) -> bool:
     return True
 
 
-def reference_values(log: str, fmt: str) -> None:
-    """Run ``reference-values`` (see :data:`REFERENCE_VALUES`)."""
-    parsed = read_log(log)
+def reference_values(
+    log: str, fmt: str, signed_by: str | None = None, signature: str | None = None
+) -> None:
+    """Run ``reference-values`` (see :data:`REFERENCE_VALUES`); with ``signed_by``, only from
+    a log whose DSSE signature by that key verifies (what no replay proves: policy without an
+    ID block, host data, the TDX config IDs)."""
+    if signed_by is not None:
+        from cvmlaunch.cli._log import check_signature, read_signed
+
+        log_bytes, parsed = read_signed(log)
+        signer = check_signature(log, log_bytes, signed_by, signature)
+        print(f"cvmlaunch: note: {log}: signature OK (key {signer})", file=sys.stderr)
+    else:
+        parsed = read_log(log)
     if parsed.header.technology is Technology.PLAIN:
         raise ConfigError(
             f"{log}: a plain launch has no hardware measurement, so no attestation report "
@@ -76,7 +87,10 @@ def reference_values(log: str, fmt: str) -> None:
 
 SEV-SNP: MEASUREMENT, policy, HOST_DATA, ID_KEY_DIGEST, AUTHOR_KEY_DIGEST, FAMILY_ID,
 IMAGE_ID, GUEST_SVN. TDX: MRTD, MRCONFIGID, MROWNER, MROWNERCONFIG. SNP logs are replayed
-first (exit 1 if they do not replay to their footer).""",
+first (exit 1 if they do not replay to their footer). Settings no replay proves (policy
+without an ID block, host data, TDX config IDs) are only as good as the log's origin:
+--signed-by requires the log's DSSE signature (cvmlaunch log sign) by that key (exit 1 if it
+does not verify).""",
 )
 @click.argument("log", metavar="LOG", type=FILE)
 @click.option(
@@ -87,5 +101,16 @@ first (exit 1 if they do not replay to their footer).""",
     help="json, Trustee RVPS names, or the options of snpguest / go-sev-guest / "
     "go-tdx-guest [default: json]",
 )
-def REFERENCE_VALUES(log: str, fmt: str) -> None:  # noqa: N802
-    reference_values(log, fmt)
+@click.option(
+    "--signed-by",
+    type=FILE,
+    metavar="PUBKEY",
+    help="require LOG's DSSE signature by this PEM public key (ECDSA P-384 or Ed25519)",
+)
+@click.option(
+    "--signature", type=FILE, metavar="FILE", help="the DSSE envelope  [default: LOG.dsse]"
+)
+def REFERENCE_VALUES(  # noqa: N802
+    log: str, fmt: str, signed_by: str | None, signature: str | None
+) -> None:
+    reference_values(log, fmt, signed_by, signature)

@@ -1,21 +1,25 @@
-"""The launch measurement log: one record per populated range, replayable to the digest.
+"""The launch measurement log: the model, its limits and the replay of its digest.
 
 Rule 1: technology-neutral. The log model (:class:`LogHeader`,
-:class:`~cvmlaunch.log_entry.LogEntry` records, :class:`LogFooter`) and its JSON Lines form know
-nothing about SNP or TDX; each technology registers a *replayer* (its digest fold over log
-records) with :func:`register_replayer`. SNP can replay from the per-page SHA-384 list alone;
-technologies whose digest needs the measured bytes (TDX MRTD, SEV's SHA-256 stream) take a
+:class:`~cvmlaunch.log_entry.LogEntry` records, :class:`LogFooter`) knows nothing about SNP or
+TDX; each technology registers a *replayer* (its digest fold over log records) with
+:func:`register_replayer`. SNP can replay from the per-page SHA-384 list alone; technologies
+whose digest needs the measured bytes (TDX MRTD, SEV's SHA-256 stream) take a
 :data:`ContentProvider`.
 
-Rule 2: canonical output. One JSON object per line, keys sorted, no insignificant whitespace,
-ASCII only, integers only (no floats), digests as lowercase hex. The same log always serialises
-to the same bytes (docs/log-format.md is the schema; :data:`LOG_VERSION` its version).
+Rule 2: one set of limits (:data:`MAX_RECORDS`, :data:`MAX_COVERED_BYTES`, ... below), checked
+by :func:`check_limits`, which the writer runs before it writes and the reader after it reads:
+the writer never emits a log the reader rejects, and a replay never runs longer than the
+limits allow.
 
-Rule 3: strict input. :func:`parse_log` rejects unknown or missing keys, wrong types, floats,
-duplicate keys, upper-case or odd-length hex, out-of-order sequence numbers and a missing header
-or footer, raising :class:`~cvmlaunch.errors.LogFormatError` naming the line.
+The rest of the log lives beside this module, split along its seams:
+:mod:`cvmlaunch.measure.log_json` (the canonical JSON Lines form: ``dumps_log``,
+``parse_log``), :mod:`cvmlaunch.measure.log_check` (``check_log``: every field against the
+plan the header's settings give), :mod:`cvmlaunch.measure.log_diff` (``diff_logs``) and
+:mod:`cvmlaunch.measure.log_sign` (DSSE envelopes). Their public names are importable from
+here too.
 
-This module does no I/O: it takes and returns ``str``.
+This module does no I/O.
 """
 
 from __future__ import annotations
@@ -23,29 +27,38 @@ from __future__ import annotations
 import dataclasses
 import enum
 import importlib
-import json
-import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Protocol
 
 from cvmlaunch.errors import ConfigError, LayoutError, LogFormatError, MeasurementMismatch
 from cvmlaunch.layout import (
+    MAX_GPA,
     PAGE_SIZE,
     Buffer,
     PageType,
     Provenance,
-    SourceKind,
 )
 from cvmlaunch.log_entry import LogEntry, LogOp
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # the sibling modules are imported when their names are first used
+    from cvmlaunch.measure.log_diff import LogDiff, LogDifference, diff_logs, host_differences
+    from cvmlaunch.measure.log_json import dump_log, dumps_log, parse_log
 
 __all__ = [
     "HOST_DETAILS",
     "LOG_FORMAT",
     "LOG_VERSION",
-    "MAX_RECORD_BYTES",
+    "MAX_COVERED_BYTES",
+    "MAX_INT_DIGITS",
+    "MAX_LINE_BYTES",
+    "MAX_NESTING",
+    "MAX_RECORDS",
+    "READ_VERSIONS",
     "ContentProvider",
+    "LogDiff",
     "LogDifference",
     "LogFooter",
     "LogHeader",
@@ -54,6 +67,9 @@ __all__ = [
     "Replayer",
     "SettingValue",
     "Technology",
+    "base_name",
+    "check_limits",
+    "cmdline_input",
     "complete_log",
     "diff_logs",
     "dump_log",
@@ -75,13 +91,34 @@ HOST_DETAILS = frozenset({"memory_backend", "pre_fault_memory"})
 
 #: The ``format`` value of every header record.
 LOG_FORMAT = "cvmlaunch-launch-log"
-#: The schema version this module writes and the only one it reads (docs/log-format.md).
-LOG_VERSION = 1
+#: The schema version this module writes (docs/log-format.md). Version 2: no paths (inputs
+#: and provenance by base name), every input with its SHA-256, the command line input
+#: includes its terminating NUL.
+LOG_VERSION = 2
+#: The versions the reader takes (version 1 logs may carry paths as names).
+READ_VERSIONS = (1, 2)
 
-#: The most bytes one record may cover (1 Mi pages). Replaying a record costs a hash per page
-#: even when no page hashes are stored (ZERO ranges), so this bound keeps a corrupt or hostile
-#: log from making ``log verify`` run for hours; launch-time populates are far smaller.
-MAX_RECORD_BYTES = 1 << 32
+# ---- the limits (docs/log-format.md, "Limits"): the reader refuses, the writer never writes,
+# a log past any of them.
+
+#: The longest line, newline excluded: bounds the memory one record takes. A NORMAL SNP
+#: record stores 99 bytes per 4 KiB page, so one line holds the page hashes of a 2.5 GiB
+#: range.
+MAX_LINE_BYTES = 1 << 26
+#: The deepest nesting of JSON arrays and objects in a line (a header is 3 deep).
+MAX_NESTING = 4
+#: The most JSON arrays and objects in one line (a header with its inputs has a dozen).
+MAX_CONTAINERS = 64
+#: The most digits of an integer: every integer of the format fits in 64 bits (20 digits).
+MAX_INT_DIGITS = 20
+#: The most range records in a log.
+MAX_RECORDS = 1 << 20
+#: The most bytes the records of a log may cover together (1 TiB). Replaying a record costs
+#: a step per page even where no contents are hashed (an SNP ZERO page is one PAGE_INFO
+#: hash, a TDX PAGE.ADD one 128-byte buffer), so this bounds the replay of any log the
+#: reader accepts (about 2^28 steps); every record also ends at or below the largest guest
+#: physical address (:data:`cvmlaunch.layout.MAX_GPA`).
+MAX_COVERED_BYTES = 1 << 40
 
 #: A header setting: JSON scalars only (no floats).
 SettingValue = str | int | bool | None
@@ -97,16 +134,26 @@ class Technology(enum.Enum):
     PLAIN = "plain"  # no hardware measurement: cvmlaunch's transcript digest (informational)
 
 
+def base_name(name: str) -> str:
+    """The last component of a path (``/a/b/OVMF.fd`` -> ``OVMF.fd``): logs carry no paths,
+    so that the same launch gives the same bytes from any directory on any machine."""
+    return name.rsplit("/", 1)[-1]
+
+
 @dataclass(frozen=True, slots=True)
 class LogInput:
     """One input file (or buffer) that went into the launch.
 
     Args:
         role: what the input is for, e.g. ``firmware``, ``kernel``, ``initrd``, ``cmdline``.
-        name: the file name as given (informational; not used by replay).
+        name: the file's base name (informational: inputs are found by their SHA-256; a path
+            given here is cut to its last component, :func:`base_name`).
         size: its length in bytes.
-        sha256: SHA-256 of the whole input, if computed.
+        sha256: SHA-256 of the whole input (format version 2 requires it).
         sha384: SHA-384 of the whole input, if computed.
+
+    The ``cmdline`` input is the command line's bytes followed by the NUL that ends it (as
+    QEMU measures it and the launcher writes it): :func:`cmdline_input` makes it.
 
     Raises:
         LayoutError: negative size, a digest of the wrong length, or neither digest.
@@ -129,6 +176,24 @@ class LogInput:
             raise LayoutError(f"log input {self.role}: sha256 must be 32 bytes")
         if self.sha384 is not None and len(self.sha384) != 48:
             raise LayoutError(f"log input {self.role}: sha384 must be 48 bytes")
+        object.__setattr__(self, "name", base_name(self.name))
+
+
+def cmdline_input(cmdline: str | bytes | None) -> LogInput:
+    """The ``cmdline`` input of a launch: the command line's bytes and the terminating NUL,
+    the one definition of the command line's hash (its SHA-256 is the kernel-hashes table's
+    ``cmdline_sha256``; docs/log-format.md, "The command line")."""
+    import hashlib
+
+    raw = cmdline.encode() if isinstance(cmdline, str) else (cmdline or b"")
+    data = raw + b"\0"
+    return LogInput(
+        role="cmdline",
+        name="cmdline",
+        size=len(data),
+        sha256=hashlib.sha256(data).digest(),
+        sha384=hashlib.sha384(data).digest(),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +209,8 @@ class LogHeader:
         initial_digest: the running value before the first record (SNP: 48 zero bytes, or the
             precomputed firmware digest), or None when the algorithm has no such value.
         tool: the tool's name.
+        format_version: the format version the log was read as (a new log: :data:`LOG_VERSION`;
+            written logs are always that version).
     """
 
     technology: Technology
@@ -153,6 +220,7 @@ class LogHeader:
     tool_version: str
     initial_digest: bytes | None = None
     tool: str = "cvmlaunch"
+    format_version: int = LOG_VERSION
 
     def __post_init__(self) -> None:
         if not isinstance(self.technology, Technology):
@@ -219,6 +287,34 @@ class MeasurementLog:
     def digest(self) -> bytes:
         """The final digest (from the footer)."""
         return self.footer.digest
+
+
+def check_limits(log: MeasurementLog) -> None:
+    """Check ``log`` against the format's limits (docs/log-format.md, "Limits"): the writer
+    runs this before writing, the reader after reading.
+
+    Raises:
+        LogFormatError: more than :data:`MAX_RECORDS` records, a range ending above
+            :data:`~cvmlaunch.layout.MAX_GPA`, or records covering more than
+            :data:`MAX_COVERED_BYTES` together.
+    """
+    if len(log.entries) > MAX_RECORDS:
+        raise LogFormatError(f"{len(log.entries)} records: a log holds at most {MAX_RECORDS}")
+    covered = 0
+    for entry in log.entries:
+        if entry.size <= 0:
+            raise LogFormatError(f"record {entry.seq}: size must be positive")
+        if entry.gpa + entry.size > MAX_GPA:
+            raise LogFormatError(
+                f"record {entry.seq}: range {entry.gpa:#x}+{entry.size:#x} ends above "
+                f"{MAX_GPA:#x}, the largest guest physical address"
+            )
+        covered += entry.size
+    if covered > MAX_COVERED_BYTES:
+        raise LogFormatError(
+            f"the records cover {covered} bytes together; a log may cover at most "
+            f"{MAX_COVERED_BYTES} (1 TiB)"
+        )
 
 
 # ------------------------------------------------------------------ building records
@@ -451,518 +547,20 @@ def _content_hash(data: memoryview, size: int) -> bytes:
     return range_sha384(data, size)
 
 
-# ------------------------------------------------------------------ diff
+#: Names that live in the sibling modules (the log's seams), importable from here too.
+_SIBLINGS = {
+    "dump_log": "log_json",
+    "dumps_log": "log_json",
+    "parse_log": "log_json",
+    "LogDifference": "log_diff",
+    "LogDiff": "log_diff",
+    "diff_logs": "log_diff",
+    "host_differences": "log_diff",
+}
 
 
-@dataclass(frozen=True, slots=True)
-class LogDifference:
-    """Where two logs first diverge.
-
-    Args:
-        where: ``header``, ``record N`` or ``footer``.
-        what: the field that differs (e.g. ``setting vcpus``, ``gpa``, ``content_sha384``).
-        a: the value in the first log, as text.
-        b: the value in the second log, as text.
-    """
-
-    where: str
-    what: str
-    a: str
-    b: str
-
-    def describe(self) -> str:
-        """One line, e.g. ``record 7: gpa differs: 0x810000 vs 0x811000``."""
-        return f"{self.where}: {self.what} differs: {self.a} vs {self.b}"
-
-
-def host_differences(a: MeasurementLog, b: MeasurementLog) -> tuple[LogDifference, ...]:
-    """The :data:`HOST_DETAILS` settings in which two logs' headers differ (non-measured
-    metadata: two launches that differ only there describe the same launch)."""
-    out = []
-    for key in sorted(HOST_DETAILS & (set(a.header.settings) | set(b.header.settings))):
-        va = a.header.settings.get(key, "(absent)")
-        vb = b.header.settings.get(key, "(absent)")
-        if va != vb or type(va) is not type(vb):
-            out.append(LogDifference("header", f"host detail {key}", _text(va), _text(vb)))
-    return tuple(out)
-
-
-def _text(value: object) -> str:
-    if value is None:
-        return "(none)"
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, enum.Enum):
-        return str(value.name if isinstance(value, PageType) else value.value)
-    if isinstance(value, int):
-        return hex(value)
-    return str(value)
-
-
-def diff_logs(a: MeasurementLog, b: MeasurementLog) -> LogDifference | None:
-    """The first difference between two logs, header first, then record by record.
-
-    Header: technology, algorithm, each setting (sorted by name; not the
-    :data:`HOST_DETAILS`, see :func:`host_differences`), the initial digest, each
-    input's size and hashes (by role). Records: operation, GPA, size, page type, measured
-    flag, contents hash, page hashes (naming the first page), provenance (kind, offset and
-    index; names are informational, like input names), running digest.
-    Then the number of records and the final digest. The tool version is not compared.
-
-    Returns:
-        The first difference, or None when the logs describe the same launch.
-    """
-    ha, hb = a.header, b.header
-    pairs: list[tuple[str, object, object]] = [
-        ("technology", ha.technology, hb.technology),
-        ("algorithm", ha.algorithm, hb.algorithm),
-    ]
-    for what, va, vb in pairs:
-        if va != vb:
-            return LogDifference("header", what, _text(va), _text(vb))
-    for key in sorted((set(ha.settings) | set(hb.settings)) - HOST_DETAILS):
-        va_s = ha.settings.get(key, "(absent)")
-        vb_s = hb.settings.get(key, "(absent)")
-        if va_s != vb_s or type(va_s) is not type(vb_s):
-            return LogDifference("header", f"setting {key}", _text(va_s), _text(vb_s))
-    if ha.initial_digest != hb.initial_digest:
-        return LogDifference(
-            "header", "initial digest", _text(ha.initial_digest), _text(hb.initial_digest)
-        )
-    roles = [i.role for i in ha.inputs] + [i.role for i in hb.inputs if ha.input(i.role) is None]
-    for role in roles:
-        ia, ib = ha.input(role), hb.input(role)
-        if ia is None or ib is None:
-            return LogDifference(
-                "header",
-                f"input {role}",
-                "(absent)" if ia is None else "present",
-                "(absent)" if ib is None else "present",
-            )
-        pairs = [
-            ("size", ia.size, ib.size),
-            ("sha256", ia.sha256, ib.sha256),
-            ("sha384", ia.sha384, ib.sha384),
-        ]
-        for what, va, vb in pairs:
-            if va is not None and vb is not None and va != vb:
-                return LogDifference("header", f"input {role} {what}", _text(va), _text(vb))
-    for ea, eb in zip(a.entries, b.entries, strict=False):
-        where = f"record {ea.seq}"
-        pairs = [
-            ("operation", ea.op, eb.op),
-            ("gpa", ea.gpa, eb.gpa),
-            ("size", ea.size, eb.size),
-            ("page type", ea.page_type, eb.page_type),
-            ("measured", ea.measured, eb.measured),
-            ("content_sha384", ea.content_sha384, eb.content_sha384),
-        ]
-        for what, va, vb in pairs:
-            if va != vb:
-                return LogDifference(where, what, _text(va), _text(vb))
-        for i, (pa, pb) in enumerate(zip(ea.page_sha384, eb.page_sha384, strict=False)):
-            if pa != pb:
-                gpa = ea.gpa + i * PAGE_SIZE
-                return LogDifference(where, f"page {i} (GPA {gpa:#x}) sha384", pa.hex(), pb.hex())
-        if len(ea.page_sha384) != len(eb.page_sha384):
-            return LogDifference(
-                where,
-                "page hash count",
-                str(len(ea.page_sha384)),
-                str(len(eb.page_sha384)),
-            )
-        pa_, pb_ = ea.provenance, eb.provenance
-        if (pa_.kind, pa_.offset, pa_.index) != (pb_.kind, pb_.offset, pb_.index):
-            return LogDifference(
-                where, "provenance", ea.provenance.describe(), eb.provenance.describe()
-            )
-        if ea.digest_after != eb.digest_after:
-            return LogDifference(
-                where, "running digest", _text(ea.digest_after), _text(eb.digest_after)
-            )
-    if len(a.entries) != len(b.entries):
-        return LogDifference(
-            f"record {min(len(a.entries), len(b.entries))}",
-            "presence",
-            "present" if len(a.entries) > len(b.entries) else "(absent)",
-            "present" if len(b.entries) > len(a.entries) else "(absent)",
-        )
-    if a.footer.digest != b.footer.digest:
-        return LogDifference("footer", "digest", a.footer.digest.hex(), b.footer.digest.hex())
-    return None
-
-
-# ------------------------------------------------------------------ JSON Lines: writing
-
-
-def _canonical(obj: Mapping[str, Any]) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-
-
-def _provenance_obj(p: Provenance) -> dict[str, Any]:
-    return {
-        "kind": p.kind.value,
-        "name": p.name,
-        "offset": p.offset,
-        "index": p.index,
-        "detail": p.detail,
-    }
-
-
-def _hex(value: bytes | None) -> str | None:
-    return None if value is None else value.hex()
-
-
-def dump_log(log: MeasurementLog) -> Iterator[str]:
-    """Yield the log's lines (each ending in ``\\n``), header first, footer last."""
-    h = log.header
-    yield (
-        _canonical(
-            {
-                "record": "header",
-                "format": LOG_FORMAT,
-                "version": LOG_VERSION,
-                "technology": h.technology.value,
-                "algorithm": h.algorithm,
-                "settings": dict(h.settings),
-                "inputs": [
-                    {
-                        "role": i.role,
-                        "name": i.name,
-                        "size": i.size,
-                        "sha256": _hex(i.sha256),
-                        "sha384": _hex(i.sha384),
-                    }
-                    for i in h.inputs
-                ],
-                "initial_digest": _hex(h.initial_digest),
-                "tool": {"name": h.tool, "version": h.tool_version},
-            }
-        )
-        + "\n"
-    )
-    for e in log.entries:
-        yield (
-            _canonical(
-                {
-                    "record": "range",
-                    "seq": e.seq,
-                    "op": e.op.value,
-                    "gpa": e.gpa,
-                    "size": e.size,
-                    "page_type": e.page_type.name,
-                    "measured": e.measured,
-                    "provenance": _provenance_obj(e.provenance),
-                    "content_sha384": e.content_sha384.hex(),
-                    "page_sha384": [p.hex() for p in e.page_sha384],
-                    "digest_after": _hex(e.digest_after),
-                }
-            )
-            + "\n"
-        )
-    yield (
-        _canonical(
-            {"record": "footer", "records": log.footer.records, "digest": log.footer.digest.hex()}
-        )
-        + "\n"
-    )
-
-
-def dumps_log(log: MeasurementLog) -> str:
-    """The whole log as one string (JSON Lines, canonical)."""
-    return "".join(dump_log(log))
-
-
-# ------------------------------------------------------------------ JSON Lines: reading
-
-
-_HEX = re.compile(r"(?:[0-9a-f]{2})+")
-
-
-class _Line:
-    """Typed field access on one decoded JSON object, with errors naming the line."""
-
-    def __init__(self, obj: dict[str, Any], where: str) -> None:
-        self.obj = obj
-        self.where = where
-
-    def fail(self, message: str) -> LogFormatError:
-        return LogFormatError(f"{self.where}: {message}")
-
-    def keys(self, expected: Iterable[str]) -> None:
-        want = set(expected)
-        have = set(self.obj)
-        if have - want:
-            raise self.fail(f"unknown field {sorted(have - want)[0]!r}")
-        if want - have:
-            raise self.fail(f"missing field {sorted(want - have)[0]!r}")
-
-    def get_str(self, key: str, *, sub: Mapping[str, Any] | None = None) -> str:
-        value = (self.obj if sub is None else sub)[key]
-        if not isinstance(value, str):
-            raise self.fail(f"{key} must be a string")
-        return value
-
-    def get_int(
-        self, key: str, *, sub: Mapping[str, Any] | None = None, optional: bool = False
-    ) -> Any:
-        value = (self.obj if sub is None else sub)[key]
-        if value is None and optional:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(f"{key} must be an integer")
-        if value < 0:
-            raise self.fail(f"{key} must not be negative")
-        return value
-
-    def get_bool(self, key: str) -> bool:
-        value = self.obj[key]
-        if not isinstance(value, bool):
-            raise self.fail(f"{key} must be true or false")
-        return value
-
-    def get_hex(
-        self,
-        key: str,
-        *,
-        sub: Mapping[str, Any] | None = None,
-        length: int | None = None,
-        optional: bool = False,
-    ) -> Any:
-        value = (self.obj if sub is None else sub)[key]
-        if value is None and optional:
-            return None
-        return self.hex_value(key, value, length)
-
-    def hex_value(self, key: str, value: object, length: int | None) -> bytes:
-        if not isinstance(value, str) or not _HEX.fullmatch(value):
-            raise self.fail(f"{key} must be lowercase hex with an even number of digits")
-        raw = bytes.fromhex(value)
-        if length is not None and len(raw) != length:
-            raise self.fail(f"{key} must be {length} bytes, not {len(raw)}")
-        return raw
-
-
-def _no_floats(text: str) -> Any:
-    raise ValueError(f"floating-point number {text} (the log uses integers only)")
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise ValueError(f"duplicate key {key!r}")
-        obj[key] = value
-    return obj
-
-
-def _decode(text: str, where: str) -> dict[str, Any]:
-    try:
-        obj = json.loads(
-            text,
-            parse_float=_no_floats,
-            parse_constant=_no_floats,
-            object_pairs_hook=_no_duplicates,
-        )
-    except ValueError as exc:  # JSONDecodeError is a ValueError
-        raise LogFormatError(f"{where}: not valid JSON: {exc}") from exc
-    if not isinstance(obj, dict):
-        raise LogFormatError(f"{where}: a record must be a JSON object")
-    return obj
-
-
-_HEADER_KEYS = (
-    "record",
-    "format",
-    "version",
-    "technology",
-    "algorithm",
-    "settings",
-    "inputs",
-    "initial_digest",
-    "tool",
-)
-_INPUT_KEYS = ("role", "name", "size", "sha256", "sha384")
-_RANGE_KEYS = (
-    "record",
-    "seq",
-    "op",
-    "gpa",
-    "size",
-    "page_type",
-    "measured",
-    "provenance",
-    "content_sha384",
-    "page_sha384",
-    "digest_after",
-)
-_PROVENANCE_KEYS = ("kind", "name", "offset", "index", "detail")
-_FOOTER_KEYS = ("record", "records", "digest")
-
-
-def _parse_header(line: _Line) -> LogHeader:
-    line.keys(_HEADER_KEYS)
-    if line.get_str("format") != LOG_FORMAT:
-        raise line.fail(f"format is {line.obj['format']!r}, expected {LOG_FORMAT!r}")
-    version = line.get_int("version")
-    if version != LOG_VERSION:
-        raise line.fail(f"log format version {version} is not supported (this reads {LOG_VERSION})")
-    try:
-        technology = Technology(line.get_str("technology"))
-    except ValueError:
-        raise line.fail(f"unknown technology {line.obj['technology']!r}") from None
-    settings_obj = line.obj["settings"]
-    if not isinstance(settings_obj, dict):
-        raise line.fail("settings must be an object")
-    for key, value in settings_obj.items():
-        if value is not None and not isinstance(value, str | int | bool):
-            raise line.fail(f"setting {key} must be a string, integer, boolean or null")
-    inputs_obj = line.obj["inputs"]
-    if not isinstance(inputs_obj, list):
-        raise line.fail("inputs must be a list")
-    inputs: list[LogInput] = []
-    for item in inputs_obj:
-        if not isinstance(item, dict):
-            raise line.fail("each input must be an object")
-        sub = _Line(item, f"{line.where} input {len(inputs)}")
-        sub.keys(_INPUT_KEYS)
-        try:
-            inputs.append(
-                LogInput(
-                    role=sub.get_str("role"),
-                    name=sub.get_str("name"),
-                    size=sub.get_int("size"),
-                    sha256=sub.get_hex("sha256", length=32, optional=True),
-                    sha384=sub.get_hex("sha384", length=48, optional=True),
-                )
-            )
-        except LayoutError as exc:
-            raise line.fail(str(exc)) from exc
-    tool_obj = line.obj["tool"]
-    if not isinstance(tool_obj, dict):
-        raise line.fail("tool must be an object")
-    tool = _Line(tool_obj, f"{line.where} tool")
-    tool.keys(("name", "version"))
-    try:
-        return LogHeader(
-            technology=technology,
-            algorithm=line.get_str("algorithm"),
-            settings=settings_obj,
-            inputs=tuple(inputs),
-            tool_version=tool.get_str("version"),
-            initial_digest=line.get_hex("initial_digest", optional=True),
-            tool=tool.get_str("name"),
-        )
-    except LayoutError as exc:
-        raise line.fail(str(exc)) from exc
-
-
-def _parse_range(line: _Line, seq_expected: int) -> LogEntry:
-    line.keys(_RANGE_KEYS)
-    seq = line.get_int("seq")
-    if seq != seq_expected:
-        raise line.fail(f"sequence number {seq}, expected {seq_expected}")
-    try:
-        op = LogOp(line.get_str("op"))
-    except ValueError:
-        raise line.fail(f"unknown op {line.obj['op']!r}") from None
-    type_name = line.get_str("page_type")
-    if type_name not in PageType.__members__:
-        raise line.fail(f"unknown page type {type_name!r}")
-    prov_obj = line.obj["provenance"]
-    if not isinstance(prov_obj, dict):
-        raise line.fail("provenance must be an object")
-    prov = _Line(prov_obj, f"{line.where} provenance")
-    prov.keys(_PROVENANCE_KEYS)
-    try:
-        kind = SourceKind(prov.get_str("kind"))
-    except ValueError:
-        raise line.fail(f"unknown provenance kind {prov_obj['kind']!r}") from None
-    provenance = Provenance(
-        kind=kind,
-        name=prov.get_str("name"),
-        offset=prov.get_int("offset", optional=True),
-        index=prov.get_int("index", optional=True),
-        detail=prov.get_str("detail"),
-    )
-    pages_obj = line.obj["page_sha384"]
-    if not isinstance(pages_obj, list):
-        raise line.fail("page_sha384 must be a list")
-    pages = tuple(line.hex_value("page_sha384", p, 48) for p in pages_obj)
-    size = line.get_int("size")
-    gpa = line.get_int("gpa")
-    if size <= 0:
-        raise line.fail("size must be positive")
-    if size > MAX_RECORD_BYTES:
-        raise line.fail(
-            f"size {size:#x} exceeds {MAX_RECORD_BYTES:#x} bytes, the most one record may cover"
-        )
-    if pages and len(pages) * PAGE_SIZE != size:
-        raise line.fail(f"{len(pages)} page hashes for a range of {size:#x} bytes")
-    try:
-        return LogEntry(
-            seq=seq,
-            op=op,
-            gpa=gpa,
-            size=size,
-            page_type=PageType[type_name],
-            measured=line.get_bool("measured"),
-            provenance=provenance,
-            content_sha384=line.get_hex("content_sha384", length=48),
-            page_sha384=pages,
-            digest_after=line.get_hex("digest_after", optional=True),
-        )
-    except LayoutError as exc:
-        raise line.fail(str(exc)) from exc
-
-
-def parse_log(text: str, *, name: str = "log") -> MeasurementLog:
-    """Parse a JSON Lines launch log strictly.
-
-    Args:
-        text: the whole log.
-        name: the log's name (file name) for error messages.
-
-    Returns:
-        The log.
-
-    Raises:
-        LogFormatError: anything that does not follow docs/log-format.md, naming the line.
-    """
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    header: LogHeader | None = None
-    entries: list[LogEntry] = []
-    footer: LogFooter | None = None
-    for number, raw in enumerate(lines, start=1):
-        where = f"{name} line {number}"
-        if footer is not None:
-            raise LogFormatError(f"{where}: text after the footer")
-        if not raw.strip():
-            raise LogFormatError(f"{where}: empty line")
-        line = _Line(_decode(raw, where), where)
-        kind = line.obj.get("record")
-        if header is None:
-            if kind != "header":
-                raise line.fail("the first record must be the header")
-            header = _parse_header(line)
-        elif kind == "range":
-            entries.append(_parse_range(line, len(entries)))
-        elif kind == "footer":
-            line.keys(_FOOTER_KEYS)
-            records = line.get_int("records")
-            if records != len(entries):
-                raise line.fail(f"footer counts {records} records, the log has {len(entries)}")
-            footer = LogFooter(digest=line.get_hex("digest"), records=records)
-        elif kind == "header":
-            raise line.fail("a second header")
-        else:
-            raise line.fail(f"unknown record type {kind!r}")
-    if header is None:
-        raise LogFormatError(f"{name}: empty log")
-    if footer is None:
-        raise LogFormatError(f"{name} line {len(lines) + 1}: missing footer (truncated log?)")
-    return MeasurementLog(header=header, entries=tuple(entries), footer=footer)
+def __getattr__(name: str) -> Any:
+    module = _SIBLINGS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cvmlaunch.measure.log' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"cvmlaunch.measure.{module}"), name)

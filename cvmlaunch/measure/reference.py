@@ -7,8 +7,15 @@ TDX MRCONFIGID, MROWNER, MROWNERCONFIG) under the names in :data:`SNP_SETTINGS` 
 them back.
 
 Rule 2: each exporter spells the values as its verifier takes them (ecosystem survey §2.4):
-Trustee RVPS reference-value names, snpguest ``verify attestation`` options, go-sev-guest's
-``check`` flags, go-tdx-guest's ``check`` flags. Digests are lowercase hex everywhere.
+Trustee RVPS reference-value names (the ``sample`` extractor's name -> list of values),
+snpguest ``verify attestation`` options, and for go-sev-guest and go-tdx-guest the
+``check.Config`` textproto their ``check -config FILE.textproto`` reads (proto/check.proto and
+proto/checkconfig.proto of each project): flags cannot carry go-sev-guest's
+``minimum_guest_svn`` nor go-tdx-guest's ``any_mr_td`` set. Digests are lowercase hex in
+JSON and options; textproto ``bytes`` fields are quoted, every byte escaped as backslash-x-hex.
+
+Rule 3: reference values come only from launch measurements: a log of the firmware pages
+alone (``snp:ovmf-hash``) holds a seed no attestation report carries, and is refused.
 
 Pure: no I/O.
 """
@@ -23,7 +30,10 @@ from dataclasses import dataclass
 
 from cvmlaunch.errors import ConfigError, ImageError, LogFormatError, MeasurementMismatch
 from cvmlaunch.launch_identity import SnpLaunchIdentity, TdxLaunchIdentity
-from cvmlaunch.measure.identity import GuestPolicy, IdAuth, IdBlock
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # the ID block model is imported when a log's identity is read (start-up)
+    from cvmlaunch.measure.identity import GuestPolicy, IdAuth, IdBlock
 
 __all__ = [
     "FORMATS",
@@ -31,6 +41,7 @@ __all__ = [
     "TDX_SETTINGS",
     "ReferenceValues",
     "identity_settings",
+    "textproto_bytes",
 ]
 
 #: Header setting names for the SNP launch identity (none of them enters the digest).
@@ -115,10 +126,19 @@ class ReferenceValues:
             MeasurementMismatch: an ID block whose launch digest or policy differs from the
                 log's (the firmware would refuse that launch).
         """
+        if settings.get("mode") == "snp:ovmf-hash":
+            raise ConfigError(
+                "this log measures the firmware pages alone (--mode snp:ovmf-hash): its digest "
+                "seeds a launch digest and no attestation report carries it; get a launch "
+                "digest with cvmlaunch measure snp --mode snp --ovmf FW --vcpus N --vcpu-type "
+                "TYPE --log LOG (or feed this digest to it as --ovmf-hash)"
+            )
         if technology in _TDX_TECHNOLOGIES:
             values = [_hex_setting(settings, k, 48) for k in TDX_SETTINGS]
             tdx = TdxLaunchIdentity(*(v if v is not None else bytes(48) for v in values))
             return cls(technology, digest, tdx=tdx)
+        from cvmlaunch.measure.identity import GuestPolicy, IdAuth, IdBlock
+
         policy: GuestPolicy | None = None
         raw_policy = settings.get("policy")
         try:
@@ -223,11 +243,13 @@ class ReferenceValues:
         if fmt in ("snpguest", "go-sev-guest"):
             if not self.is_snp:
                 raise ConfigError(f"--format {fmt} is for SEV-SNP logs, this is {self.technology}")
-            return " ".join(self._snpguest() if fmt == "snpguest" else self._go_sev_guest())
+            if fmt == "snpguest":
+                return " ".join(self._snpguest())
+            return go_sev_guest_config(self._go_sev_guest_policy())
         if fmt == "go-tdx-guest":
             if self.technology not in _TDX_TECHNOLOGIES:
                 raise ConfigError(f"--format {fmt} is for TDX logs, this is {self.technology}")
-            return " ".join(self._go_tdx_guest())
+            return go_tdx_guest_config(self._go_tdx_guest_policy())
         raise ConfigError(f"unknown reference-value format {fmt!r} (one of {', '.join(FORMATS)})")
 
     def _trustee(self) -> dict[str, list[str]]:
@@ -268,33 +290,77 @@ class ReferenceValues:
             args += ["--author-key-digest", self.author_key_digest.hex()]
         return args
 
-    def _go_sev_guest(self) -> list[str]:
-        """Flags of go-sev-guest's ``check`` tool (hex; policy as the most permissive one)."""
-        args = [f"-measurement={self.measurement.hex()}"]
-        if self.host_data is not None:
-            args.append(f"-host_data={self.host_data.hex()}")
-        if self.policy is not None:
-            args.append(f"-guest_policy={self.policy.value:#x}")
-        if self.id_block is not None:
-            args.append(f"-family_id={self.id_block.family_id.hex()}")
-            args.append(f"-image_id={self.id_block.image_id.hex()}")
-            args.append("-require_idblock=true")
-        if self.id_key_digest is not None:
-            args.append(f"-trusted_id_key_hashes={self.id_key_digest.hex()}")
-        if self.author_key_digest is not None:
-            args.append(f"-trusted_author_key_hashes={self.author_key_digest.hex()}")
-            args.append("-require_author_key=true")
-        return args
+    def _go_sev_guest_policy(self) -> list[tuple[str, bytes | int | bool]]:
+        """go-sev-guest ``check.Policy`` fields (proto/check.proto), in field-number order.
 
-    def _go_tdx_guest(self) -> list[str]:
-        """Flags of go-tdx-guest's ``check`` tool (hex)."""
+        ``policy`` is the most permissive guest policy go-sev-guest accepts (the launch's own);
+        ``minimum_guest_svn`` the ID block's guest SVN (the report's GUEST_SVN).
+        """
+        out: list[tuple[str, bytes | int | bool]] = []
+        block = self.id_block
+        if block is not None:
+            out.append(("minimum_guest_svn", block.guest_svn))
+        if self.policy is not None:
+            out.append(("policy", self.policy.value))
+        if block is not None:
+            out += [("family_id", block.family_id), ("image_id", block.image_id)]
+        if self.author_key_digest is not None:
+            out.append(("require_author_key", True))
+        out.append(("measurement", self.measurement))
+        if self.host_data is not None:
+            out.append(("host_data", self.host_data))
+        if block is not None:
+            out.append(("require_id_block", True))
+        if self.author_key_digest is not None:
+            out.append(("trusted_author_key_hashes", self.author_key_digest))
+        if self.id_key_digest is not None:
+            out.append(("trusted_id_key_hashes", self.id_key_digest))
+        return out
+
+    def _go_tdx_guest_policy(self) -> list[tuple[str, bytes | int | bool]]:
+        """go-tdx-guest ``TDQuoteBodyPolicy`` fields (proto/checkconfig.proto)."""
         tdx = self.tdx or TdxLaunchIdentity()
         return [
-            f"-mr_td={self.measurement.hex()}",
-            f"-mr_config_id={tdx.mrconfigid.hex()}",
-            f"-mr_owner={tdx.mrowner.hex()}",
-            f"-mr_owner_config={tdx.mrownerconfig.hex()}",
+            ("mr_td", self.measurement),
+            ("mr_config_id", tdx.mrconfigid),
+            ("mr_owner", tdx.mrowner),
+            ("mr_owner_config", tdx.mrownerconfig),
         ]
+
+
+def textproto_bytes(value: bytes) -> str:
+    """A protobuf text-format string literal holding ``value``, every byte a hex escape."""
+    return '"' + "".join(f"\\x{b:02x}" for b in value) + '"'
+
+
+def _textproto_value(value: bytes | int | bool) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    return textproto_bytes(value)
+
+
+def _textproto_fields(fields: list[tuple[str, bytes | int | bool]], indent: str) -> str:
+    return "".join(f"{indent}{name}: {_textproto_value(v)}\n" for name, v in fields)
+
+
+def go_sev_guest_config(policy: list[tuple[str, bytes | int | bool]]) -> str:
+    """A go-sev-guest ``check.Config`` textproto holding ``policy`` (for ``check -config``)."""
+    return (
+        "# go-sev-guest: check -config THIS.textproto (check.Config, proto/check.proto)\n"
+        "policy {\n" + _textproto_fields(policy, "  ") + "}"
+    )
+
+
+def go_tdx_guest_config(body: list[tuple[str, bytes | int | bool]]) -> str:
+    """A go-tdx-guest ``checkconfig.Config`` textproto whose ``td_quote_body_policy`` holds
+    ``body`` (``check -config F.textproto``)."""
+    return (
+        "# go-tdx-guest: check -config THIS.textproto (checkconfig.Config, "
+        "proto/checkconfig.proto)\n"
+        "policy {\n  td_quote_body_policy {\n" + _textproto_fields(body, "    ") + "  }\n}"
+    )
 
 
 def _hex(value: bytes | None) -> str | None:

@@ -24,7 +24,7 @@ What QEMU + KVM submit, in order (QEMU target/i386/sev.c ``snp_launch_update_dat
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cvmlaunch.errors import ConfigError, ImageError
 from cvmlaunch.image.ovmf import OvmfImage, SevSection
@@ -39,11 +39,21 @@ from cvmlaunch.layout import (
     SevSectionType,
     SourceKind,
 )
-from cvmlaunch.measure.snp_chain import SNP_ALGORITHM, ZERO_DIGEST, fold_layout, log_layout
+from cvmlaunch.measure.snp_chain import (
+    SNP_ALGORITHM,
+    ZERO_DIGEST,
+    FoldState,
+    fold_from,
+    fold_layout,
+    fold_vmsas,
+    log_layout,
+)
 from cvmlaunch.measure.vmsa import BSP_RESET_EIP, FpuInit, VmmType, svsm_vmsa_page, vmsa_page
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # the log model and the kernel hashes are imported only when used
+    from collections.abc import Sequence
+
     from cvmlaunch.measure.log import LogInput, MeasurementLog, SettingValue
     from cvmlaunch.measure.sev_hashes import KernelHashes
 
@@ -53,9 +63,12 @@ __all__ = [
     "SnpSettings",
     "firmware_layout",
     "snp_digest",
+    "snp_digest_set",
     "snp_layout",
     "snp_log",
     "snp_ovmf_hash",
+    "snp_prefix_layout",
+    "snp_vmsa_pages",
     "svsm_layout",
 ]
 
@@ -251,27 +264,21 @@ def _ap_eip(image: OvmfImage, vcpus: int) -> int | None:
     return eip
 
 
-def snp_layout(image: OvmfImage, settings: SnpSettings) -> Layout:
-    """The SNP launch plan of an OVMF guest under QEMU/EC2/GCE + KVM.
-
-    With ``settings.ovmf_hash`` the firmware region is left out (its digest is the seed).
-
-    Args:
-        image: the parsed firmware.
-        settings: the launch settings.
-
-    Returns:
-        The plan: firmware, metadata sections, VMSAs.
-
-    Raises:
-        ImageError: no SEV metadata; kernel hashes with a firmware that cannot take them; APs
-            without an SEV-ES reset block.
-        LayoutError: overlapping metadata sections.
-    """
+def _prefix_regions(image: OvmfImage, settings: SnpSettings) -> list[Region]:
     regions: list[Region] = []
     if settings.ovmf_hash is None:
         regions.append(_firmware_region(image))
     regions += _metadata_regions(image, settings.vmm, settings.kernel_hashes)
+    return regions
+
+
+def snp_vmsa_pages(image: OvmfImage, settings: SnpSettings) -> tuple[bytes, bytes]:
+    """The BSP's and the APs' VMSA pages for ``settings`` (the AP page is the BSP's when
+    ``settings.vcpus`` is 1).
+
+    Raises:
+        ImageError: APs without an SEV-ES reset block.
+    """
     ap_eip = _ap_eip(image, settings.vcpus)
 
     def page(eip: int) -> bytes:
@@ -285,8 +292,98 @@ def snp_layout(image: OvmfImage, settings: SnpSettings) -> Layout:
 
     bsp = page(BSP_RESET_EIP)
     ap = page(ap_eip) if settings.vcpus > 1 and ap_eip is not None else bsp
+    return bsp, ap
+
+
+def snp_layout(image: OvmfImage, settings: SnpSettings) -> Layout:
+    """The SNP launch plan of an OVMF guest under QEMU/EC2/GCE + KVM.
+
+    With ``settings.ovmf_hash`` the firmware region is left out (its digest is the seed).
+
+    Args:
+        image: the parsed firmware.
+        settings: the launch settings.
+
+    Returns:
+        The plan: firmware, metadata sections (:func:`snp_prefix_layout`), VMSAs.
+
+    Raises:
+        ImageError: no SEV metadata; kernel hashes with a firmware that cannot take them; APs
+            without an SEV-ES reset block.
+        LayoutError: overlapping metadata sections.
+    """
+    regions = _prefix_regions(image, settings)
+    bsp, ap = snp_vmsa_pages(image, settings)
     regions += _vmsa_regions(bsp, ap, settings.vcpus)
     return Layout.of(regions)
+
+
+def snp_prefix_layout(image: OvmfImage, settings: SnpSettings) -> Layout:
+    """The part of :func:`snp_layout` that does not depend on the vCPUs: the firmware pages
+    (unless ``settings.ovmf_hash`` seeds the fold), then the metadata sections with the
+    kernel-hashes page. Its regions are the first regions of every :func:`snp_layout` with
+    the same image, ``vmm``, ``kernel_hashes`` and ``ovmf_hash``, whatever the vCPU count,
+    signature, guest features or FPU setting.
+
+    Raises:
+        ImageError, LayoutError: see :func:`snp_layout`.
+    """
+    return Layout.of(_prefix_regions(image, settings))
+
+
+def snp_digest_set(
+    image: OvmfImage,
+    settings: SnpSettings,
+    vcpu_sigs: Sequence[int],
+    vcpu_counts: Sequence[int],
+    *,
+    prefix: FoldState | None = None,
+    workers: int | None = None,
+) -> dict[tuple[int, int], bytes]:
+    """The launch digest of every (vCPU signature, vCPU count) combination.
+
+    The shared prefix (:func:`snp_prefix_layout`) is folded once (or taken from ``prefix``, a
+    state saved from an earlier fold of it); then, per signature, the VMSAs of every count
+    come out of one pass (:func:`cvmlaunch.measure.snp_chain.fold_vmsas`). Each digest equals
+    ``snp_digest(image, replace(settings, vcpu_sig=sig, vcpus=count))``.
+
+    Args:
+        image: the parsed firmware.
+        settings: every setting but ``vcpus`` and ``vcpu_sig``, which are ignored.
+        vcpu_sigs: the signatures (duplicates are computed once).
+        vcpu_counts: the counts (1..:data:`MAX_VCPUS`).
+        prefix: the fold state after the prefix, if already known (its ``regions`` must be
+            the prefix's region count).
+        workers: content-hashing threads for the firmware (see
+            :func:`cvmlaunch.measure.snp_chain.fold_region`).
+
+    Returns:
+        ``{(vcpu_sig, vcpus): digest}``.
+
+    Raises:
+        ConfigError: a count or signature out of range, or a ``prefix`` of another length.
+        ImageError, LayoutError: see :func:`snp_layout`.
+    """
+    counts = sorted(set(vcpu_counts))
+    if not counts:
+        return {}
+    for count in counts:  # the settings' own checks, with the messages users know
+        replace(settings, vcpus=count)
+    top = replace(settings, vcpus=counts[-1])
+    plan = snp_prefix_layout(image, top)
+    if prefix is None:
+        prefix = fold_from(plan, FoldState(settings.ovmf_hash or ZERO_DIGEST), workers=workers)
+    elif prefix.regions != len(plan.regions):
+        raise ConfigError(
+            f"the saved fold state covers {prefix.regions} regions, the prefix has "
+            f"{len(plan.regions)}"
+        )
+    out: dict[tuple[int, int], bytes] = {}
+    for sig in dict.fromkeys(vcpu_sigs):
+        bsp, ap = snp_vmsa_pages(image, replace(top, vcpu_sig=sig))
+        for count, digest in fold_vmsas(prefix.digest, bsp, ap, counts).items():
+            out[(sig, count)] = digest
+    return out
 
 
 def svsm_layout(

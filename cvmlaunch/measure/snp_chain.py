@@ -29,6 +29,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from cvmlaunch.errors import ConfigError, LogFormatError
 from cvmlaunch.layout import (
     PAGE_SIZE,
+    VMSA_GPA,
     Buffer,
     Layout,
     PageType,
@@ -46,10 +47,13 @@ __all__ = [
     "REPLAYERS",
     "SNP_ALGORITHM",
     "ZERO_DIGEST",
+    "FoldState",
     "default_workers",
     "extend",
+    "fold_from",
     "fold_layout",
     "fold_region",
+    "fold_vmsas",
     "log_layout",
     "page_hashes",
     "page_info",
@@ -246,6 +250,126 @@ def fold_layout(
     for region in layout.regions:
         digest = fold_region(digest, region, workers=workers)
     return digest
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FoldState:
+    """A launch-digest fold paused after the first ``regions`` regions of a plan.
+
+    The PAGE_INFO chain carries nothing from one page to the next but DIGEST_CUR, so the
+    state is the running GCTX.LD (48 bytes) and how far into the plan it stands. Plans that
+    share their first ``regions`` regions (the firmware pages, the metadata sections and the
+    kernel-hashes page of one firmware and VMM) resume from one saved state; only what
+    follows (the VMSAs of each vCPU type and count) is folded per plan.
+
+    Args:
+        digest: GCTX.LD after those regions (48 bytes).
+        regions: how many regions of the plan it covers.
+
+    Raises:
+        ConfigError: a digest that is not 48 bytes or a negative region count.
+    """
+
+    digest: bytes = ZERO_DIGEST
+    regions: int = 0
+
+    def __post_init__(self) -> None:
+        if len(self.digest) != DIGEST_SIZE:
+            raise ConfigError(f"a fold state's digest is 48 bytes, not {len(self.digest)}")
+        if self.regions < 0:
+            raise ConfigError(f"a fold state's region count {self.regions} is negative")
+
+    def to_dict(self) -> dict[str, object]:
+        """The state as JSON-ready values (``digest`` hex, ``regions``), to save and resume."""
+        return {"digest": self.digest.hex(), "regions": self.regions}
+
+    @classmethod
+    def from_dict(cls, value: dict[str, object]) -> FoldState:
+        """Read :meth:`to_dict`'s form back.
+
+        Raises:
+            ConfigError: missing or malformed fields.
+        """
+        digest, regions = value.get("digest"), value.get("regions")
+        if not isinstance(digest, str) or not isinstance(regions, int) or isinstance(regions, bool):
+            raise ConfigError("a fold state needs a hex 'digest' and an integer 'regions'")
+        try:
+            raw = bytes.fromhex(digest)
+        except ValueError as exc:
+            raise ConfigError("a fold state's digest is not hex") from exc
+        return cls(raw, regions)
+
+
+def fold_from(
+    layout: Layout,
+    state: FoldState = FoldState(),
+    *,
+    stop: int | None = None,
+    workers: int | None = None,
+) -> FoldState:
+    """Resume the fold of ``layout`` at ``state`` and fold its regions up to ``stop``.
+
+    ``fold_from(plan).digest == fold_layout(plan)``; ``fold_from(plan, fold_from(plan,
+    stop=k))`` gives the same digest, and so does resuming from the state of *another* plan
+    whose first ``k`` regions are the same (the caller vouches for that: the state does not
+    record which regions it folded).
+
+    Args:
+        layout: the plan.
+        state: where to resume (default: the start, 48 zero bytes).
+        stop: fold regions ``state.regions .. stop - 1`` (default: to the end).
+        workers: content-hashing threads (see :func:`fold_region`).
+
+    Raises:
+        ConfigError: a ``state`` or ``stop`` outside the plan.
+    """
+    end = len(layout.regions) if stop is None else stop
+    if not state.regions <= end <= len(layout.regions):
+        raise ConfigError(
+            f"cannot fold regions {state.regions}..{end} of a plan of {len(layout.regions)}"
+        )
+    digest = state.digest
+    for region in layout.regions[state.regions : end]:
+        digest = fold_region(digest, region, workers=workers)
+    return FoldState(digest, end)
+
+
+def fold_vmsas(digest: bytes, bsp: Buffer, ap: Buffer, counts: Iterable[int]) -> dict[int, bytes]:
+    """The launch digest for each vCPU count in ``counts``, from the state before the VMSAs.
+
+    KVM measures the BSP's VMSA, then one AP VMSA per further vCPU, all at
+    :data:`~cvmlaunch.layout.VMSA_GPA`: the digest for ``n`` vCPUs is the chain after ``n``
+    such steps, so every count up to the largest comes out of one pass (one PAGE_INFO hash
+    per vCPU, two page hashes in all).
+
+    Args:
+        digest: GCTX.LD after every region but the VMSAs (e.g. a :class:`FoldState`'s).
+        bsp: the BSP's VMSA page (4 KiB).
+        ap: the APs' VMSA page (4 KiB; unused when every count is 1).
+        counts: vCPU counts, each at least 1.
+
+    Returns:
+        ``{count: digest}`` for every distinct count.
+
+    Raises:
+        ConfigError: a count below 1.
+    """
+    wanted = sorted(set(counts))
+    if wanted and wanted[0] < 1:
+        raise ConfigError(f"vCPU count {wanted[0]} is out of range (at least 1)")
+    out: dict[int, bytes] = {}
+    if not wanted:
+        return out
+    sha384 = _pages.sha384()
+    digest = _chain(digest, (sha384(bsp),), PageType.VMSA, VMSA_GPA)
+    done = 1
+    ap_sha384 = sha384(ap) if wanted[-1] > 1 else ZERO_DIGEST
+    for count in wanted:
+        while done < count:
+            digest = _chain(digest, (ap_sha384,), PageType.VMSA, VMSA_GPA)
+            done += 1
+        out[count] = digest
+    return out
 
 
 def _entry_contents(entry: LogEntry) -> Iterable[bytes]:
