@@ -148,3 +148,51 @@ def test_old_firmware_asks_for_the_release(
     )
     assert result.exit_code == 2
     assert "--edk2" in result.stderr
+
+
+def test_log_verify_and_diff_of_event_logs(
+    tmp_path: Path, firmware: Callable[[str], Path], guest: dict[str, str]
+) -> None:
+    fw = firmware("OVMF.2022.fd")
+    base = [
+        "measure",
+        "tdx",
+        "--firmware",
+        str(fw),
+        "--memory",
+        "4G",
+        "--kernel",
+        guest["kernel"],
+        "--initrd",
+        guest["initrd"],
+        "--acpi",
+        guest["acpi"],
+        "--kernel-loading",
+        "raw",
+        "--edk2",
+        "2024.11",
+        "--stub-measures",
+        "yes",
+    ]
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    printed = run_cli([*base, "--append", "console=ttyS0", "--event-log", str(a)])
+    assert printed.exit_code == 0
+    assert run_cli([*base, "--append", "console=ttyS1", "--event-log", str(b)]).exit_code == 0
+    verified = run_cli(["log", "verify", str(a)])
+    assert verified.exit_code == 0, verified.stderr
+    assert verified.stdout.splitlines()[:3] == printed.stdout.splitlines()[1:4]
+    same = run_cli(["log", "diff", str(a), str(a)])
+    assert same.exit_code == 0
+    differ = run_cli(["log", "diff", str(a), str(b)])
+    assert differ.exit_code == 1
+    assert differ.stdout.startswith("RTMR2 command line: digest ")
+    assert "RTMR2" in differ.stderr
+    # An EFI action whose digest is not its text's: named, exit 1.
+    records = json.loads(a.read_text())
+    action = next(r for r in records if r["content"]["event_type"] == "EV_EFI_ACTION")
+    action["digests"][0]["digest"] = "00" * 48
+    a.write_text(json.dumps(records))
+    tampered = run_cli(["log", "verify", str(a)])
+    assert tampered.exit_code == 1
+    assert "Calling EFI Application" in tampered.stderr or "EV_EFI_ACTION" in tampered.stderr
+    assert run_cli(["log", "verify", str(a), "--append", "x"]).exit_code == 2

@@ -24,12 +24,14 @@ from cvmlaunch.image.tdvf_features import Edk2Release, detect_tdvf_features, rel
 from cvmlaunch.measure.rtmr import (
     EventType,
     RtmrEvent,
+    describe_event,
     event_from_record,
     event_record,
     events_from_cel,
     events_to_cel,
     extend,
     first_difference,
+    inconsistent_events,
     replay,
 )
 from cvmlaunch.measure.tdx_rtmr import (
@@ -568,3 +570,30 @@ def uuid_le(text: str) -> bytes:
     import uuid
 
     return uuid.UUID(text).bytes_le
+
+
+def test_real_td_events_are_self_consistent_and_named() -> None:
+    types = {t.name: t.value for t in EventType}
+    events = [
+        RtmrEvent(
+            e["index"] - 1,
+            types[e["type"]],
+            bytes.fromhex(e["digest"]),
+            base64.b64decode(e["event"]),
+            "from the real log",
+        )
+        for e in VECTORS["real_td_ccel"]["events"]
+    ]
+    assert inconsistent_events(events) == []
+    names = [describe_event(e.rtmr, e.event_type, e.event_data) for e in events]
+    assert "RTMR0 variable SecureBoot" in names
+    assert "RTMR0 variable Boot0000" in names
+    assert "RTMR1 Exit Boot Services Invocation" in names
+    assert "RTMR2 command line" in names
+    assert "RTMR2 initrd" in names
+    assert names[0] == "RTMR0 TD HOB"
+    boot = next(e for e in events if e.event_type == EventType.EV_EFI_VARIABLE_BOOT)
+    bad = RtmrEvent(boot.rtmr, boot.event_type, bytes(48), boot.event_data, "x")
+    assert inconsistent_events([bad]) == ["event 0 (x): the digest is not SHA-384 of its data"]
+    short = RtmrEvent(boot.rtmr, boot.event_type, boot.digest, boot.event_data[:-1], "y")
+    assert "lengths do not add up" in inconsistent_events([short])[0]

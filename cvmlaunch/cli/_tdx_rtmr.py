@@ -17,7 +17,15 @@ if TYPE_CHECKING:
     from cvmlaunch.image.ovmf import OvmfImage
     from cvmlaunch.measure.tdx_rtmr import TdxRtmrPrediction
 
-__all__ = ["GUEST_OPTIONS", "event_log_text", "predict_rtmrs", "rtmr_fields"]
+__all__ = [
+    "GUEST_OPTIONS",
+    "diff_event_logs",
+    "event_log_text",
+    "is_event_log",
+    "predict_rtmrs",
+    "rtmr_fields",
+    "verify_event_log",
+]
 
 #: The options that ask for RTMRs (any of them given, or --kernel, turns the prediction on).
 GUEST_OPTIONS = (
@@ -141,3 +149,81 @@ def event_log_text(prediction: TdxRtmrPrediction) -> str:
     from cvmlaunch.measure.rtmr import events_to_cel
 
     return json.dumps(events_to_cel(prediction.events), sort_keys=True, indent=1) + "\n"
+
+
+def is_event_log(path: str) -> bool:
+    """Whether ``path`` holds an RTMR event log (CEL-JSON: a JSON array) rather than a launch
+    log (JSON Lines objects): ``[`` then ``{`` or ``]``. Anything else, unreadable files
+    included, is left to the launch-log reader to report."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return False
+    text = head.lstrip()
+    return text[:1] == b"[" and text[1:].lstrip()[:1] in (b"{", b"]")
+
+
+def _read_events(path: str) -> tuple[Any, ...]:
+    from cvmlaunch.errors import LogFormatError
+    from cvmlaunch.files import read_small
+    from cvmlaunch.measure.rtmr import events_from_cel
+
+    data = read_small(path, "RTMR event log", 64 << 20)
+    try:
+        records = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise LogFormatError(f"{path}: not JSON ({exc})") from None
+    try:
+        return events_from_cel(records)
+    except LogFormatError as exc:
+        raise LogFormatError(f"{path}: {exc}") from None
+
+
+def verify_event_log(path: str, *, as_json: bool = False) -> None:
+    """``log verify`` of an RTMR event log: check every digest its event data fixes, replay,
+    print RTMR0-3.
+
+    Raises:
+        CheckFailed: an event's digest contradicts its data (each is named on stderr).
+        LogFormatError: not a CEL-JSON log of SHA-384 pcclient_std records.
+    """
+    import sys
+
+    from cvmlaunch.errors import CheckFailed
+    from cvmlaunch.measure.rtmr import inconsistent_events, replay
+
+    events = _read_events(path)
+    problems = inconsistent_events(events)
+    regs = replay(events)
+    if as_json:
+        doc = {f"rtmr{i}": r.hex() for i, r in enumerate(regs)}
+        print(json.dumps({"log": path, "events": len(events), "problems": problems, **doc}))
+    else:
+        for i, r in enumerate(regs):
+            print(f"rtmr{i} {r.hex()}")
+    for line in problems:
+        print(f"cvmlaunch: {path}: {line}", file=sys.stderr)
+    if problems:
+        raise CheckFailed(f"{len(problems)} event(s) of {path} do not match their data")
+
+
+def diff_event_logs(a: str, b: str, *, as_json: bool = False) -> None:
+    """``log diff`` of two RTMR event logs: the first event that differs, per RTMR.
+
+    Raises:
+        CheckFailed: the logs replay to different RTMRs.
+    """
+    from cvmlaunch.errors import CheckFailed
+    from cvmlaunch.measure.rtmr import first_difference, replay
+
+    ea, eb = _read_events(a), _read_events(b)
+    first = first_difference(ea, eb)
+    ra, rb = replay(ea), replay(eb)
+    differing = [f"rtmr{i}" for i in range(len(ra)) if ra[i] != rb[i]]
+    if as_json:
+        print(json.dumps({"a": a, "b": b, "first_difference": first, "differing": differing}))
+    else:
+        print(first if first is not None else "the logs extend the same digests")
+    if differing:
+        raise CheckFailed(f"{', '.join(differing).upper()} differ")

@@ -35,18 +35,22 @@ __all__ = [
     "SHA384_SIZE",
     "EventType",
     "RtmrEvent",
+    "describe_event",
     "event_from_record",
     "event_record",
     "events_from_cel",
     "events_to_cel",
     "extend",
     "first_difference",
+    "inconsistent_events",
     "replay",
     "sha384",
 ]
 
 SHA384_SIZE = 48
 RTMR_COUNT = 4
+#: UEFI_VARIABLE_DATA's fixed part: GUID, u64 name length (characters), u64 data length.
+_VARIABLE_HEADER = 32
 _ZERO = bytes(SHA384_SIZE)
 
 
@@ -137,6 +141,38 @@ def replay(events: Iterable[RtmrEvent]) -> tuple[bytes, bytes, bytes, bytes]:
     return regs[0], regs[1], regs[2], regs[3]
 
 
+#: Linux EFI stub event tags (drivers/firmware/efi/libstub): what RTMR2's events are.
+_TAGS = {0x8F3B22ED: "command line", 0x8F3B22EC: "initrd"}
+
+
+def describe_event(rtmr: int, event_type: int, data: bytes) -> str:
+    """A short name for an event read back from a log, from its type and data (the names
+    cvmlaunch's own predictions use where the data tells: ``"RTMR2 command line"``)."""
+    prefix = f"RTMR{rtmr}"
+    if event_type == EventType.EV_EVENT_TAG and len(data) >= 4:
+        tag = _TAGS.get(int.from_bytes(data[:4], "little"))
+        if tag:
+            return f"{prefix} {tag}"
+    if event_type == EventType.EV_EFI_ACTION and data.isascii():
+        return f"{prefix} {data.decode()}"
+    variables = (EventType.EV_EFI_VARIABLE_DRIVER_CONFIG, EventType.EV_EFI_VARIABLE_BOOT)
+    if event_type in variables and len(data) >= _VARIABLE_HEADER:
+        chars = int.from_bytes(data[16:24], "little")
+        name = data[32 : 32 + 2 * chars].decode("utf-16-le", errors="replace")
+        return f"{prefix} variable {name}"
+    names = {
+        EventType.EV_SEPARATOR: "separator",
+        EventType.EV_EFI_BOOT_SERVICES_APPLICATION: "kernel (Authenticode)",
+        EventType.EV_EFI_PLATFORM_FIRMWARE_BLOB2: "CFV (UEFI variable store)",
+        EventType.EV_PLATFORM_CONFIG_FLAGS: "ACPI",
+        EventType.EV_EFI_HANDOFF_TABLES2: "TD HOB",
+    }
+    try:
+        return f"{prefix} {names.get(EventType(event_type), EventType(event_type).name)}"
+    except ValueError:
+        return f"{prefix} event type {event_type:#x}"
+
+
 def events_to_cel(events: Sequence[RtmrEvent]) -> list[dict[str, Any]]:
     """The events as a CEL-JSON array (module doc, Rule 3); ``json.dumps`` it."""
     return [
@@ -208,11 +244,7 @@ def events_from_cel(records: object) -> tuple[RtmrEvent, ...]:
         if len(digest) != SHA384_SIZE:
             raise LogFormatError(f"{where}: the sha384 digest is {len(digest)} bytes")
         kind = _event_type(content.get("event_type"), where)
-        try:
-            name = EventType(kind).name
-        except ValueError:
-            name = f"{kind:#x}"
-        out.append(RtmrEvent(pcr - 1, kind, digest, data, f"RTMR{pcr - 1} {name}"))
+        out.append(RtmrEvent(pcr - 1, kind, digest, data, describe_event(pcr - 1, kind, data)))
     return tuple(out)
 
 
@@ -277,3 +309,36 @@ def first_difference(a: Sequence[RtmrEvent], b: Sequence[RtmrEvent]) -> str | No
             side = "first" if len(xs) > len(ys) else "second"
             return f"RTMR{rtmr}: only the {side} log has {extra.description}"
     return None
+
+
+#: Event types whose digest is fixed by the event data alone (TCG PC Client PFP): the digest
+#: of the whole data, or (EV_EFI_VARIABLE_BOOT) of the variable data inside UEFI_VARIABLE_DATA.
+_SELF_DESCRIBING = (
+    EventType.EV_SEPARATOR,
+    EventType.EV_EFI_ACTION,
+    EventType.EV_EFI_VARIABLE_DRIVER_CONFIG,
+)
+
+
+def inconsistent_events(events: Sequence[RtmrEvent]) -> list[str]:
+    """The events whose digest their own event data contradicts (types whose digest the data
+    fixes: separators, EFI actions, Secure Boot and boot variables), each as one line naming
+    the event; events whose digest covers something else (a blob, the kernel) are not
+    checkable from the log alone."""
+    out = []
+    for n, e in enumerate(events):
+        if e.event_type in _SELF_DESCRIBING:
+            measured = e.event_data
+        elif e.event_type == EventType.EV_EFI_VARIABLE_BOOT and len(e.event_data) >= 32:
+            chars = int.from_bytes(e.event_data[16:24], "little")
+            size = int.from_bytes(e.event_data[24:32], "little")
+            start = _VARIABLE_HEADER + 2 * chars
+            if start + size != len(e.event_data):
+                out.append(f"event {n} ({e.description}): UEFI_VARIABLE_DATA lengths do not add up")
+                continue
+            measured = e.event_data[start:]
+        else:
+            continue
+        if sha384(measured) != e.digest:
+            out.append(f"event {n} ({e.description}): the digest is not SHA-384 of its data")
+    return out
