@@ -196,3 +196,53 @@ def test_log_verify_and_diff_of_event_logs(
     assert tampered.exit_code == 1
     assert "Calling EFI Application" in tampered.stderr or "EV_EFI_ACTION" in tampered.stderr
     assert run_cli(["log", "verify", str(a), "--append", "x"]).exit_code == 2
+
+
+def test_reference_values_carry_the_rtmrs(
+    tmp_path: Path, firmware: Callable[[str], Path], guest: dict[str, str]
+) -> None:
+    fw = firmware("OVMF.2022.fd")
+    log, events = tmp_path / "td.jsonl", tmp_path / "events.json"
+    measured = run_cli(
+        [
+            "measure",
+            "tdx",
+            "--firmware",
+            str(fw),
+            "--memory",
+            "4G",
+            "--kernel",
+            guest["kernel"],
+            "--acpi",
+            guest["acpi"],
+            "--kernel-loading",
+            "raw",
+            "--edk2",
+            "2024.11",
+            "--stub-measures",
+            "no",
+            "--log",
+            str(log),
+            "--event-log",
+            str(events),
+            "--output-format",
+            "json",
+        ]
+    )
+    assert measured.exit_code == 0, measured.stderr
+    doc = json.loads(measured.stdout)
+    assert doc["rtmr2"] == "00" * 48  # the stub does not measure: no RTMR2 events
+    values = run_cli(["reference-values", str(log), "--rtmr-events", str(events)])
+    assert values.exit_code == 0, values.stderr
+    ref = json.loads(values.stdout)
+    assert ref["mr_td"] == doc["mrtd"]
+    assert (ref["rtmr0"], ref["rtmr1"]) == (doc["rtmr0"], doc["rtmr1"])
+    assert (ref["rtmr2"], ref["rtmr3"]) == (None, None)  # no events: not checked
+    text = run_cli(
+        ["reference-values", str(log), "--rtmr-events", str(events), "--format", "go-tdx-guest"]
+    ).stdout
+    rtmr_lines = [line.strip() for line in text.splitlines() if line.strip().startswith("rtmrs:")]
+    assert len(rtmr_lines) == 4
+    assert rtmr_lines[2:] == ['rtmrs: ""', 'rtmrs: ""']
+    expected_r1 = "".join(f"\\x{b:02x}" for b in bytes.fromhex(doc["rtmr1"]))
+    assert rtmr_lines[1] == f'rtmrs: "{expected_r1}"'

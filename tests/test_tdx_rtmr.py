@@ -597,3 +597,15 @@ def test_real_td_events_are_self_consistent_and_named() -> None:
     assert inconsistent_events([bad]) == ["event 0 (x): the digest is not SHA-384 of its data"]
     short = RtmrEvent(boot.rtmr, boot.event_type, boot.digest, boot.event_data[:-1], "y")
     assert "lengths do not add up" in inconsistent_events([short])[0]
+
+
+def test_reference_values_rtmrs() -> None:
+    from cvmlaunch.measure.reference import ReferenceValues
+
+    with pytest.raises(ConfigError, match="TDX"):
+        ReferenceValues("sev-snp", bytes(48)).with_rtmrs((None,) * 4)
+    with pytest.raises(ConfigError, match="four"):
+        ReferenceValues("tdx", bytes(48)).with_rtmrs((bytes(48),) * 3)
+    values = ReferenceValues("tdx", bytes(48)).with_rtmrs((None, b"\x01" * 48, None, None))
+    assert values.as_dict()["rtmr1"] == "01" * 48
+    assert values.as_dict()["rtmr0"] is None

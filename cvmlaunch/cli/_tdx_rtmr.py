@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 __all__ = [
     "GUEST_OPTIONS",
     "diff_event_logs",
+    "event_log_rtmrs",
     "event_log_text",
     "is_event_log",
     "predict_rtmrs",
@@ -227,3 +228,23 @@ def diff_event_logs(a: str, b: str, *, as_json: bool = False) -> None:
         print(first if first is not None else "the logs extend the same digests")
     if differing:
         raise CheckFailed(f"{', '.join(differing).upper()} differ")
+
+
+def event_log_rtmrs(path: str) -> tuple[bytes | None, ...]:
+    """RTMR0-3 an RTMR event log replays to, None for a register it has no event for (not
+    predicted, so not to be checked).
+
+    Raises:
+        CheckFailed: an event's digest contradicts its data.
+        LogFormatError: not a CEL-JSON RTMR event log.
+    """
+    from cvmlaunch.errors import CheckFailed
+    from cvmlaunch.measure.rtmr import inconsistent_events, replay
+
+    events = _read_events(path)
+    problems = inconsistent_events(events)
+    if problems:
+        raise CheckFailed(f"{path}: {problems[0]}")
+    regs = replay(events)
+    present = {e.rtmr for e in events}
+    return tuple(r if i in present else None for i, r in enumerate(regs))
