@@ -246,3 +246,58 @@ def test_reference_values_carry_the_rtmrs(
     assert rtmr_lines[2:] == ['rtmrs: ""', 'rtmrs: ""']
     expected_r1 = "".join(f"\\x{b:02x}" for b in bytes.fromhex(doc["rtmr1"]))
     assert rtmr_lines[1] == f'rtmrs: "{expected_r1}"'
+
+
+def test_report_check_compares_the_predicted_rtmrs(
+    tmp_path: Path, firmware: Callable[[str], Path], guest: dict[str, str]
+) -> None:
+    from tests import attest_builders as b
+
+    fw = firmware("OVMF.2022.fd")
+    log, events = tmp_path / "td.jsonl", tmp_path / "events.json"
+    measured = run_cli(
+        [
+            "measure",
+            "tdx",
+            "--firmware",
+            str(fw),
+            "--memory",
+            "2G",
+            "--kernel",
+            guest["kernel"],
+            "--initrd",
+            guest["initrd"],
+            "--append",
+            "quiet",
+            "--acpi",
+            guest["acpi"],
+            "--kernel-loading",
+            "patched",
+            "--edk2",
+            "2024.08",
+            "--stub-measures",
+            "yes",
+            "--log",
+            str(log),
+            "--event-log",
+            str(events),
+            "--output-format",
+            "json",
+        ]
+    )
+    assert measured.exit_code == 0, measured.stderr
+    doc = json.loads(measured.stdout)
+    ref = tmp_path / "ref.json"
+    ref.write_text(run_cli(["reference-values", str(log), "--rtmr-events", str(events)]).stdout)
+    fields = {"mr_td": bytes.fromhex(doc["mrtd"])}
+    fields |= {f"rtmr{i}": bytes.fromhex(doc[f"rtmr{i}"]) for i in range(3)}
+    quote = tmp_path / "q.bin"
+    quote.write_bytes(b.tdx_quote(b.td_body(584, **fields)))
+    ok = run_cli(["report", "check", str(quote), "--reference-values", str(ref)])
+    assert ok.exit_code == 0, ok.output
+    assert "rtmr2: ok" in ok.stdout
+    fields["rtmr2"] = bytes(48)  # a TD whose stub measured nothing
+    quote.write_bytes(b.tdx_quote(b.td_body(584, **fields)))
+    bad = run_cli(["report", "check", str(quote), "--reference-values", str(ref)])
+    assert bad.exit_code == 1
+    assert f"rtmr2: DIFFERS: expected {doc['rtmr2']}, got {'00' * 48}" in bad.stdout
