@@ -70,6 +70,14 @@ def test_done_when_command(firmware: Callable[[str], Path], guest: dict[str, str
     replayed = replay_cel(Path(guest["event_log"]))
     assert replayed["rtmr0"] == "00" * 48  # no RTMR0 events in the log
     assert (doc["rtmr1"], doc["rtmr2"]) == (replayed["rtmr1"], replayed["rtmr2"])
+    verified = run_cli(["log", "verify", guest["event_log"]])
+    assert verified.exit_code == 0
+    assert verified.stdout.splitlines() == [
+        "rtmr0 -",
+        f"rtmr1 {doc['rtmr1']}",
+        f"rtmr2 {doc['rtmr2']}",
+        "rtmr3 -",
+    ]
     assert doc["rtmr_model"]["edk2"] == "2025.08"
     assert doc["rtmr_model"]["kernel_loading"] == "raw"
 

@@ -183,7 +183,7 @@ def _read_events(path: str) -> tuple[Any, ...]:
 
 def verify_event_log(path: str, *, as_json: bool = False) -> None:
     """``log verify`` of an RTMR event log: check every digest its event data fixes, replay,
-    print RTMR0-3.
+    print RTMR0-3 (``-`` for a register the log has no event for: not predicted).
 
     Raises:
         CheckFailed: an event's digest contradicts its data (each is named on stderr).
@@ -196,13 +196,14 @@ def verify_event_log(path: str, *, as_json: bool = False) -> None:
 
     events = _read_events(path)
     problems = inconsistent_events(events)
-    regs = replay(events)
+    present = {e.rtmr for e in events}
+    regs = [r if i in present else None for i, r in enumerate(replay(events))]
     if as_json:
-        doc = {f"rtmr{i}": r.hex() for i, r in enumerate(regs)}
+        doc = {f"rtmr{i}": None if r is None else r.hex() for i, r in enumerate(regs)}
         print(json.dumps({"log": path, "events": len(events), "problems": problems, **doc}))
     else:
         for i, r in enumerate(regs):
-            print(f"rtmr{i} {r.hex()}")
+            print(f"rtmr{i} {'-' if r is None else r.hex()}")
     for line in problems:
         print(f"cvmlaunch: {path}: {line}", file=sys.stderr)
     if problems:
