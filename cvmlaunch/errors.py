@@ -8,10 +8,17 @@ Rule 2: a message is one line that names the input (file, range, call) and the p
 Rule 3: :class:`CheckFailed` means "the tool ran fine, but a check did not hold" (exit 1);
 every other :class:`CvmLaunchError` means bad input or an unusable host (exit 2).
 
-This module imports nothing from cvmlaunch.
+Rule 4: a message is printable: whatever it quotes from an input (a file name, a provenance
+name) is escaped by :func:`cvmlaunch.text.printable` when the message is formed as text
+(``str(error)``), so a name with a newline or a terminal escape cannot split the line or
+drive the terminal. The raw values stay on the exception's attributes (``source``...).
+
+This module imports nothing from cvmlaunch but :mod:`cvmlaunch.text` (which imports nothing).
 """
 
 from __future__ import annotations
+
+from cvmlaunch.text import printable
 
 __all__ = [
     "CheckFailed",
@@ -37,6 +44,9 @@ class CvmLaunchError(Exception):
         if cls is CvmLaunchError:
             raise TypeError("CvmLaunchError is abstract: raise one of its subclasses")
         return super().__new__(cls)
+
+    def __str__(self) -> str:
+        return printable(super().__str__())
 
 
 class ImageError(CvmLaunchError):

@@ -31,8 +31,10 @@ over guest memory equals the ``content_sha384`` of the launch-log record for tha
 
 from __future__ import annotations
 
+import datetime
 import enum
 import hashlib
+import math
 import re
 import struct
 import tomllib
@@ -45,6 +47,8 @@ from cvmlaunch.errors import CheckFailed, ConfigError, GuestError, MeasurementMi
 from cvmlaunch.launch_identity import SnpLaunchIdentity, TdxLaunchIdentity
 from cvmlaunch.layout import (
     FOUR_GIB,
+    LOW_RAM_SPLIT,
+    MAX_GPA,
     PAGE_SIZE,
     SNP_HOST_DATA_SIZE,
     TDX_MR_SIZE,
@@ -123,8 +127,15 @@ E820_RESERVED = 2
 #: allowed, bit 17 set); cvmlaunch.measure.identity.DEFAULT_POLICY is the same value.
 DEFAULT_SNP_POLICY = 0x30000
 
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
-_SIZE_SHIFT = {"": 20, "K": 10, "M": 20, "G": 30, "T": 40}
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGTPE]?)(?:i?B)?\s*$", re.IGNORECASE)
+_SIZE_SHIFT = {"": 20, "K": 10, "M": 20, "G": 30, "T": 40, "P": 50, "E": 60}
+#: The most guest RAM there can be: RAM above the 2 GiB PCI hole (see
+#: :meth:`MemoryMap.for_size`) ends at ``memory + 2 GiB``, which must stay within the 52-bit
+#: guest physical address space (:data:`~cvmlaunch.layout.MAX_GPA`, the widest x86 MAXPHYADDR).
+MAX_MEMORY = MAX_GPA - (FOUR_GIB - LOW_RAM_SPLIT)
+#: The longest ``--timeout``: the longest wait Python's timers take (``threading.TIMEOUT_MAX``
+#: on Linux, 2**63 ns rounded down to whole seconds); ``inf`` is not a timeout.
+MAX_TIMEOUT = 9223372036.0
 
 
 class Tech(enum.IntEnum):
@@ -170,7 +181,17 @@ def parse_size(text: str | int, *, name: str = "memory size") -> int:
         value = int(m.group(1)) << _SIZE_SHIFT[m.group(2).upper()]
     if value <= 0 or value % PAGE_SIZE:
         raise ConfigError(f"{name} {text!r} is not a positive multiple of 4 KiB")
+    _check_memory(value, f"{name} {text!r}")
     return value
+
+
+def _check_memory(value: int, what: str) -> None:
+    if value > MAX_MEMORY:
+        raise ConfigError(
+            f"{what} is {value:#x} bytes; guest RAM is at most {MAX_MEMORY:#x} bytes "
+            "(4 PiB less 2 GiB: it ends 2 GiB higher, within the 52-bit guest physical "
+            "address space)"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,11 +256,13 @@ class LaunchSettings:
             raise ConfigError(
                 f"{self.name('memory')} {self.memory:#x} is not a positive multiple of 4 KiB"
             )
+        _check_memory(self.memory, self.name("memory"))
         if not 1 <= self.vcpus <= 255:
             raise ConfigError(f"{self.name('vcpus')} {self.vcpus}: expected 1 to 255")
-        if not self.timeout > 0:
+        if not (math.isfinite(self.timeout) and 0 < self.timeout <= MAX_TIMEOUT):
             raise ConfigError(
-                f"{self.name('timeout')} {self.timeout}: expected a positive number of seconds"
+                f"{self.name('timeout')} {self.timeout}: expected a positive number of seconds "
+                f"(finite, at most {MAX_TIMEOUT:.0f})"
             )
         if self.memory_backend not in MEMORY_BACKENDS:
             raise ConfigError(
@@ -251,10 +274,12 @@ class LaunchSettings:
                 f"{self.name('memory_backend')} anonymous: {self.tech.label} guests need "
                 "guest_memfd (their private memory lives only there)"
             )
-        if len(self.append.encode()) > MAX_CMDLINE:
+        for path in ("kernel", "initrd", "firmware", "id_block", "id_auth"):
+            if getattr(self, path) == "":  # not "none given": a CI variable left unset
+                raise ConfigError(f"{self.name(path)}: empty file name")
+        if len(self.cmdline) > MAX_CMDLINE:
             raise ConfigError(
-                f"{self.name('append')}: {len(self.append.encode())} bytes is longer than "
-                f"{MAX_CMDLINE}"
+                f"{self.name('append')}: {len(self.cmdline)} bytes is longer than {MAX_CMDLINE}"
             )
         if "\0" in self.append:
             raise ConfigError(f"{self.name('append')}: the command line contains a NUL byte")
@@ -280,6 +305,18 @@ class LaunchSettings:
         # the identity types check the sizes (ConfigError)
         SnpLaunchIdentity(self.host_data or bytes(SNP_HOST_DATA_SIZE))
         TdxLaunchIdentity(*(v or bytes(TDX_MR_SIZE) for v in self._tdx_values()))
+
+    @property
+    def cmdline(self) -> bytes:
+        """The command line's bytes (no NUL): UTF-8, and a non-UTF-8 byte given on the
+        command line is that byte (see :func:`cvmlaunch.measure.sev_hashes.cmdline_bytes`).
+
+        Raises:
+            ConfigError: a surrogate that is not an escaped byte.
+        """
+        from cvmlaunch.measure.sev_hashes import cmdline_bytes
+
+        return cmdline_bytes(self.append, self.name("append"))
 
     def _tdx_values(self) -> tuple[bytes | None, bytes | None, bytes | None]:
         return self.mrconfigid, self.mrowner, self.mrownerconfig
@@ -374,25 +411,56 @@ def settings_from_toml(
     return _settings(merged, origins)
 
 
+def _toml_type(value: object) -> str:
+    """The TOML name of a value's type, for a one-line type error."""
+    if isinstance(value, bool):
+        return "boolean"
+    for kind, name in (
+        (str, "string"),
+        (int, "integer"),
+        (float, "float"),
+        (list, "array"),
+        (dict, "table"),
+        (datetime.datetime, "date-time"),
+        (datetime.date, "date"),
+        (datetime.time, "time"),
+    ):
+        if isinstance(value, kind):
+            return name
+    return type(value).__name__
+
+
 def _settings(values: Mapping[str, Any], origins: Mapping[str, str]) -> LaunchSettings:
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
         name = setting_name(key, origins.get(key))
         if key == "memory":
+            if isinstance(value, bool) or not isinstance(value, int | str):
+                raise ConfigError(
+                    f'{name} must be a size ("512M", "5G") or an integer (MiB), not a TOML '
+                    f"{_toml_type(value)}"
+                )
+            if isinstance(value, int) and value > MAX_MEMORY >> 20:
+                raise ConfigError(
+                    f"{name} {value} MiB; guest RAM is at most {MAX_MEMORY:#x} bytes "
+                    f"({MAX_MEMORY >> 20} MiB)"
+                )
             kwargs[key] = parse_size(value, name=name)
         elif key == "tech":
             kwargs[key] = value if isinstance(value, Tech) else Tech.parse(str(value), name=name)
         elif key == "vcpus":
             if not isinstance(value, int) or isinstance(value, bool):
-                raise ConfigError(f"{name} must be an integer")
+                raise ConfigError(f"{name} must be an integer, not a TOML {_toml_type(value)}")
             kwargs[key] = value
         elif key == "timeout":
             if not isinstance(value, int | float) or isinstance(value, bool):
-                raise ConfigError(f"{name} must be a number of seconds")
+                raise ConfigError(
+                    f"{name} must be a number of seconds, not a TOML {_toml_type(value)}"
+                )
             kwargs[key] = float(value)
         elif key == "memory_backend" or key == "append":
             if not isinstance(value, str):
-                raise ConfigError(f"{name} must be a string")
+                raise ConfigError(f"{name} must be a string, not a TOML {_toml_type(value)}")
             kwargs[key] = value
         elif key == "policy":
             kwargs[key] = _policy(value, name)
@@ -594,7 +662,7 @@ def build_plan(
                 data=firmware,
             )
         )
-    cmdline = settings.append.encode() + b"\0"
+    cmdline = settings.cmdline + b"\0"
     regions.append(_generated("cmdline", CMDLINE_GPA, cmdline, "kernel command line"))
     memmap = _memory_map_entries(memory)
     modlist_gpa = START_INFO_GPA + _START_INFO.size

@@ -309,3 +309,19 @@ def test_report_check_compares_the_predicted_rtmrs(
     bad = run_cli(["report", "check", str(quote), "--reference-values", str(ref)])
     assert bad.exit_code == 1
     assert f"rtmr2: DIFFERS: expected {doc['rtmr2']}, got {'00' * 48}" in bad.stdout
+
+
+def test_event_log_outputs(firmware: Callable[[str], Path], guest: dict[str, str]) -> None:
+    fw = firmware("OVMF.inteltdx.ms.fd")
+    base = ["measure", "tdx", "--firmware", str(fw), "--memory", "4G", "--kernel", guest["kernel"]]
+    to_stdout = run_cli([*base, "--event-log", "-"])
+    assert to_stdout.exit_code == 0, to_stdout.stderr
+    assert json.loads(to_stdout.stdout)[0]["content"]["event_type"] == (
+        "EV_EFI_BOOT_SERVICES_APPLICATION"
+    )
+    over_kernel = run_cli([*base, "--event-log", guest["kernel"]])
+    assert over_kernel.exit_code == 2
+    assert len(over_kernel.stderr.strip().splitlines()) == 1
+    both = run_cli([*base, "--event-log", "-", "--log", "-"])
+    assert both.exit_code == 2
+    assert "standard output" in both.stderr

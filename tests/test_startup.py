@@ -48,6 +48,7 @@ _EXPECTED_CVMLAUNCH = {
     "cvmlaunch.measure.snp",
     "cvmlaunch.measure.snp_chain",
     "cvmlaunch.measure.vmsa",
+    "cvmlaunch.text",
 }
 
 _PROBE = """
@@ -109,7 +110,7 @@ print(json.dumps([code, sorted(set(sys.modules) - before)]))
 """
 
 #: What the CLI itself is made of before any command is chosen.
-_CLI_CORE = {"cvmlaunch", "cvmlaunch.cli", "cvmlaunch.errors"}
+_CLI_CORE = {"cvmlaunch", "cvmlaunch.cli", "cvmlaunch.errors", "cvmlaunch.text"}
 
 #: Modules of other commands, and the heavy dependencies they bring.
 _OTHER_COMMANDS = (

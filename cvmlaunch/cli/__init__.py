@@ -34,6 +34,7 @@ Shell completion is click's: ``eval "$(_CVMLAUNCH_COMPLETE=bash_source cvmlaunch
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
@@ -159,6 +160,9 @@ class CvmLaunchGroup(LazyGroup):
 
             sys.exit(shell_complete(self, extra, prog, var, instruction))
         debug = False
+        if sys.stdout is None:  # started with stdout closed (`cvmlaunch ... >&-`)
+            _error("standard output is closed")
+            sys.exit(2)
         try:
             try:
                 with self.make_context(prog, argv, **extra) as ctx:
@@ -181,6 +185,14 @@ class CvmLaunchGroup(LazyGroup):
         except BrokenPipeError:
             _silence_stdout()
             code = 1
+        except OSError as exc:
+            if not _stdout_failed(exc):
+                raise  # not ours to explain: a bug, with its traceback
+            _silence_stdout()
+            if debug:
+                _print_traceback()
+            _error(f"cannot write standard output: {exc.strerror or exc}")
+            code = 2
         except KeyboardInterrupt:  # Ctrl-C: one line, the shell's code for SIGINT
             print("cvmlaunch: interrupted", file=sys.stderr)
             code = 130
@@ -196,8 +208,19 @@ def _click_message(exc: click.ClickException) -> str:
 
 
 def _error(message: str) -> None:
-    sys.stdout.flush()
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # stdout may be the problem
+        sys.stdout.flush()
     print(f"cvmlaunch: error: {message}", file=sys.stderr)
+
+
+def _stdout_failed(exc: OSError) -> bool:
+    """Whether ``exc`` is a failed write to standard output (``> /dev/full``, an I/O error
+    on the terminal or the file): an OSError with no file name (the library turns every
+    OSError of a file it names into a CvmLaunchError) and a write's errno."""
+    import errno
+
+    writes = {errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG, errno.EBADF}
+    return exc.filename is None and exc.errno in writes
 
 
 def _print_traceback() -> None:

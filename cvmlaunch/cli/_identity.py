@@ -13,25 +13,25 @@ import binascii
 import contextlib
 import json
 import os
-import tempfile
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import click
 
-from cvmlaunch.cli._output import format_digest, write_atomic
+from cvmlaunch.cli._output import format_digest
 from cvmlaunch.cli._params import FILE, U32, DirPath, output_format_option
 from cvmlaunch.cli._reference import read_log, replay_if_possible
 from cvmlaunch.errors import CheckFailed, ConfigError, ImageError
-from cvmlaunch.files import read_blob, read_small
+from cvmlaunch.files import Output, read_blob, read_small, write_outputs
 from cvmlaunch.measure import identity
 from cvmlaunch.measure.reference import ReferenceValues
+from cvmlaunch.text import printable
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ec
 
-__all__ = ["ID_BLOCK_SNP", "ID_BLOCK_VERIFY", "id_block_snp", "id_block_verify", "write_secret"]
+__all__ = ["ID_BLOCK_SNP", "ID_BLOCK_VERIFY", "id_block_snp", "id_block_verify"]
 
 
 def _parse_measurement(text: str) -> bytes:
@@ -50,44 +50,6 @@ def _parse_measurement(text: str) -> bytes:
     return raw
 
 
-def write_secret(path: str, data: bytes, *, force: bool) -> None:
-    """Write ``data`` to ``path`` with mode 0600, atomically, never replacing a file unless
-    ``force``: a temporary file in the same directory is linked (or, with ``force``, renamed)
-    into place, so ``path`` is never seen half written or with a wider mode.
-
-    Raises:
-        ConfigError: ``path`` exists and ``force`` is false.
-        ImageError: the directory cannot be written.
-    """
-    target = Path(path)
-    directory = target.parent if str(target.parent) else Path(".")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-    except OSError as exc:
-        raise ImageError(f"cannot write: {exc.strerror}", source=path) from exc
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if force:
-            os.replace(tmp, target)
-        else:
-            try:
-                os.link(tmp, target)
-            except FileExistsError as exc:
-                raise ConfigError(
-                    f"{path}: already exists (use --force to replace this key)"
-                ) from exc
-            os.unlink(tmp)
-    except OSError as exc:
-        raise ImageError(f"cannot write: {exc.strerror}", source=path) from exc
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-
-
 def _digest_from_log(path: str) -> tuple[bytes, identity.GuestPolicy | None]:
     """The launch digest of an SNP log (after replaying it) and the policy it records."""
     log = read_log(path)
@@ -96,6 +58,34 @@ def _digest_from_log(path: str) -> tuple[bytes, identity.GuestPolicy | None]:
     replay_if_possible(log)
     values = ReferenceValues.from_settings("sev-snp", log.footer.digest, log.header.settings)
     return log.footer.digest, values.policy
+
+
+@contextlib.contextmanager
+def _out_dir(path: str | None) -> Iterator[None]:
+    """Create ``--out-dir`` (and its parents) for the block; remove what was created if the
+    writes fail (a run that fails changes nothing)."""
+    if path is None:
+        yield
+        return
+    created: list[str] = []
+    parent = os.path.abspath(path)
+    while not os.path.isdir(parent) and parent not in created:
+        created.append(parent)
+        parent = os.path.dirname(parent)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        for d in created:
+            with contextlib.suppress(OSError):
+                os.rmdir(d)
+        raise ImageError(f"cannot create directory: {exc.strerror}", source=path) from exc
+    try:
+        yield
+    except BaseException:
+        for d in created:  # deepest first
+            with contextlib.suppress(OSError):
+                os.rmdir(d)
+        raise
 
 
 def _load_key(path: str, role: str) -> ec.EllipticCurvePrivateKey:
@@ -126,33 +116,48 @@ def id_block_snp(
             the log's.
         ImageError: a key, log or output file that cannot be read or written.
     """
-    if id_key and generate_key:
+    if id_key is not None and generate_key is not None:
         raise ConfigError("give --id-key or --generate-key, not both")
-    if generate_key:
+    # Everything is checked and computed first; the files are written last, as one group
+    # (a new key, the ID block, the ID auth): a run that fails writes none of them.
+    outputs: list[Output] = []
+    read = [p for p in (id_key, author_key, from_log) if p is not None]
+    if generate_key is not None:
         key = identity.generate_key()
-        write_secret(generate_key, identity.private_key_pem(key), force=force)
+        outputs.append(
+            Output(
+                generate_key,
+                identity.private_key_pem(key),
+                mode=0o600,
+                replace=force,
+                what="the new key (use --force to replace a key)",
+            )
+        )
         if measurement is None and from_log is None:
+            write_outputs(outputs, inputs=read)
             digest = identity.key_digest(key)
             if output_format == "json":
                 print(json.dumps({"key": generate_key, "key_digest": digest.hex()}))
             else:
-                print(f"{generate_key}: key digest {format_digest(digest, output_format)}")
+                print(
+                    f"{printable(generate_key)}: key digest {format_digest(digest, output_format)}"
+                )
             return
-    elif id_key:
+    elif id_key is not None:
         key = _load_key(id_key, "ID")
     else:
         raise ConfigError("an ID key is needed: --id-key PEM or --generate-key FILE")
     if (measurement is None) == (from_log is None):
         raise ConfigError("give the launch digest: --measurement HEX or --from-log LOG")
-    if out_dir and (id_block_path or id_auth_path):
+    if out_dir is not None and (id_block_path is not None or id_auth_path is not None):
         raise ConfigError("give --out-dir or --id-block/--id-auth, not both")
-    author = _load_key(author_key, "author") if author_key else None
+    author = _load_key(author_key, "author") if author_key is not None else None
 
     if from_log is not None:
         ld, log_policy = _digest_from_log(from_log)
     else:
         ld, log_policy = _parse_measurement(measurement or ""), None
-    guest_policy = identity.GuestPolicy.parse(policy) if policy else None
+    guest_policy = identity.GuestPolicy.parse(policy) if policy is not None else None
     if guest_policy and log_policy and guest_policy != log_policy:
         raise ConfigError(
             f"--policy {guest_policy.value:#x} differs from the policy {log_policy.value:#x} "
@@ -169,16 +174,15 @@ def id_block_snp(
     auth = identity.sign_id_block(block, key, author)
     block_bytes, auth_bytes = block.pack(), auth.pack()
 
-    if out_dir:
-        try:
-            Path(out_dir).mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ImageError(f"cannot create directory: {exc.strerror}", source=out_dir) from exc
-        id_block_path = str(Path(out_dir) / "id-block.bin")
-        id_auth_path = str(Path(out_dir) / "id-auth.bin")
-    for path, data in ((id_block_path, block_bytes), (id_auth_path, auth_bytes)):
-        if path:
-            write_atomic(path, data)
+    if out_dir is not None:
+        id_block_path = os.path.join(out_dir, "id-block.bin")
+        id_auth_path = os.path.join(out_dir, "id-auth.bin")
+    if id_block_path is not None:
+        outputs.append(Output(id_block_path, block_bytes, what="the ID block"))
+    if id_auth_path is not None:
+        outputs.append(Output(id_auth_path, auth_bytes, what="the ID auth"))
+    with _out_dir(out_dir):
+        write_outputs(outputs, inputs=read)
 
     b64_block = base64.b64encode(block_bytes).decode()
     b64_auth = base64.b64encode(auth_bytes).decode()

@@ -23,6 +23,7 @@ from cvmlaunch.image.detect import ImageFormat, detect_format
 from cvmlaunch.image.elf import ElfImage, SegmentFlag, elf_regions, parse_elf
 from cvmlaunch.image.ovmf import OvmfImage, parse_ovmf
 from cvmlaunch.layout import FOUR_GIB, Buffer, TdvfAttribute
+from cvmlaunch.text import printable
 
 TYPE_CHECKING = False  # imports for annotations only
 if TYPE_CHECKING:
@@ -48,8 +49,8 @@ def INSPECT(file: str, as_json: bool) -> None:  # noqa: N802
         report = build_report(data, name=file)
     if as_json:
         print(json.dumps(report, indent=2))
-    else:
-        print(render_text(report))
+    else:  # names and version strings come from the file: escaped
+        print("\n".join(printable(line) for line in render_text(report).splitlines()))
 
 
 def build_report(data: Buffer, *, name: str) -> Report:

@@ -21,10 +21,9 @@ from typing import Any
 
 import click
 
-from cvmlaunch.cli._output import write_atomic
 from cvmlaunch.cli._params import FILE
 from cvmlaunch.errors import ConfigError, GuestError, ImageError
-from cvmlaunch.files import map_file, read_blob, read_small
+from cvmlaunch.files import Output, check_outputs, map_file, read_blob, read_small, write_output
 from cvmlaunch.image.elf import elf_regions, parse_elf
 from cvmlaunch.launch import (
     DEBUG_EXIT_PORT,
@@ -41,6 +40,7 @@ from cvmlaunch.launch_identity import SnpLaunchIdentity, TdxLaunchIdentity
 from cvmlaunch.layout import SNP_ID_AUTH_SIZE, SNP_ID_BLOCK_SIZE, Layout
 from cvmlaunch.log_entry import LogEntry, LogOp
 from cvmlaunch.memory_map import MemoryMap
+from cvmlaunch.text import printable
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -383,25 +383,18 @@ def log_header(plan: LaunchPlan, inputs: tuple[LogInput, ...] = ()) -> LogHeader
 
 def input_digests(settings: LaunchSettings) -> tuple[LogInput, ...]:
     """The launch's input files and command line, with sizes and SHA-256/SHA-384 (streamed)."""
-    from cvmlaunch.files import file_digest
+    from cvmlaunch.files import file_digests
     from cvmlaunch.measure.log import LogInput
 
     out = []
     for role in ("firmware", "kernel", "initrd"):
         path = getattr(settings, role)
         if path is not None:
-            out.append(
-                LogInput(
-                    role,
-                    Path(path).name,
-                    Path(path).stat().st_size,
-                    sha256=file_digest(path, "sha256"),
-                    sha384=file_digest(path, "sha384"),
-                )
-            )
+            size, (sha256, sha384) = file_digests(path, ["sha256", "sha384"], role)
+            out.append(LogInput(role, Path(path).name, size, sha256=sha256, sha384=sha384))
     from cvmlaunch.measure.log import cmdline_input
 
-    out.append(cmdline_input(settings.append))
+    out.append(cmdline_input(settings.cmdline))
     return tuple(out)
 
 
@@ -636,18 +629,10 @@ def _read_config(path: str) -> str:
         raise ImageError(f"not UTF-8 text (byte {exc.start})", source=path) from None
 
 
-def _check_log_path(path: str) -> None:
-    """Refuse a ``--log`` target that cannot be written before anything runs: the log is
-    written only once the guest has halted (the message is :func:`write_atomic`'s).
-
-    Raises:
-        ImageError: the path is a directory, or its directory does not exist.
-    """
-    parent = os.path.dirname(path) or "."
-    if os.path.isdir(path):
-        raise ImageError("cannot write: Is a directory", source=path)
-    if not os.path.isdir(parent):
-        raise ImageError("cannot write: No such file or directory", source=path)
+def _inputs(settings: LaunchSettings, config: str | None) -> list[str]:
+    """Every file the launch reads: ``--log`` may be none of them."""
+    paths = [config, settings.kernel, settings.initrd, settings.firmware]
+    return [p for p in (*paths, settings.id_block, settings.id_auth) if p]
 
 
 def launch(
@@ -669,26 +654,33 @@ def launch(
     unknown = set(overrides) - set(_OPTIONS)
     if unknown:  # pragma: no cover - a flag without a setting is a bug of this module
         raise TypeError(f"launch: unknown settings {sorted(unknown)}")
-    if example and config:
+    if example and config is not None:
         raise ConfigError("give --example or --config, not both")
-    if log_file is not None:
-        _check_log_path(log_file)
+    if log_file == "-":
+        raise ConfigError(
+            "--log -: standard output carries the guest's serial output; give --log a file"
+        )
     source = str(example_config()) if example else config
-    text = _read_config(source) if source else ""
-    base = str(Path(source).parent) if source else "."
-    settings = settings_from_toml(text, base=base, source=source or "flags", overrides=overrides)
+    text = _read_config(source) if source is not None else ""
+    base = str(Path(source).parent) if source is not None else "."
+    settings = settings_from_toml(
+        text, base=base, source="flags" if source is None else source, overrides=overrides
+    )
+    read = _inputs(settings, source)
+    if log_file is not None:  # refused before the guest runs: the log is written after
+        check_outputs([Output(log_file, b"", what="the launch log")], inputs=read)
     if settings.tech is not Tech.NONE and not dry_run:
         check_host(settings.tech, settings.memory_backend)
     with load_plan(settings) as plan:
         if dry_run:
             for line in describe_plan(plan):
-                print(line)
+                print(printable(line))  # names and the command line come from inputs
             return
         header = log_header(plan, input_digests(settings))
 
         def write_log(log: MeasurementLog, text: str) -> None:
             if log_file is not None:
-                write_atomic(log_file, text)
+                write_output(log_file, text, what="the launch log", inputs=read)
             where = f" written to {log_file}" if log_file is not None else ""
             print(
                 f"cvmlaunch: launch log{where}: {len(log.entries)} records, "

@@ -18,6 +18,7 @@ import click
 
 from cvmlaunch.cli._params import FILE, DirPath, firmware_dir_option, resolve_firmware
 from cvmlaunch.errors import CheckFailed, ConfigError, ImageError
+from cvmlaunch.text import printable
 
 TYPE_CHECKING = False  # imports for annotations only
 if TYPE_CHECKING:
@@ -28,9 +29,12 @@ __all__ = ["DIFF", "SHOW", "VERIFY", "check_signature", "diff", "read_signed", "
 
 
 def _read_log(path: str) -> MeasurementLog:
-    from cvmlaunch.files import map_file
+    """A launch log: a file (mapped), a pipe or ``-`` (standard input, read whole up to
+    :data:`cvmlaunch.cli._reference.LOG_STREAM_LIMIT` bytes)."""
+    from cvmlaunch.cli._reference import LOG_STREAM_LIMIT
+    from cvmlaunch.files import input_buffer
 
-    with map_file(path) as data:
+    with input_buffer(path, "a launch log", LOG_STREAM_LIMIT) as data:
         return _parse(path, data)
 
 
@@ -121,6 +125,8 @@ def verify(
         verify_event_log(log_file, as_json=as_json)
         return
     signer: str | None = None
+    if signature is not None and signed_by is None:  # else it would be silently ignored
+        raise ConfigError("--signature names the envelope that --signed-by checks: give both")
     if signed_by is not None:
         log_bytes, log = read_signed(log_file)
         signer = check_signature(log_file, log_bytes, signed_by, signature)
@@ -142,7 +148,9 @@ def verify(
             role: stack.enter_context(map_file(path)) for role, path in files.items()
         }
         if append is not None:
-            raw = append.encode()
+            from cvmlaunch.measure.sev_hashes import cmdline_bytes
+
+            raw = cmdline_bytes(append)
             buffers["cmdline"] = raw + b"\0" if log.header.format_version >= 2 else raw
         result = check_log(log, buffers)
     if as_json:
@@ -152,16 +160,17 @@ def verify(
         doc["signed_by"] = signer
         print(json.dumps(doc, sort_keys=True))
     else:
+        # names and values come from the log and the command line: escaped
         if signer is not None:
-            print(f"{log_file}: signature OK (key {signer})")
+            print(printable(f"{log_file}: signature OK (key {signer})"))
         for finding in result.findings:
-            print(f"{log_file}: {finding.describe()}")
+            print(printable(f"{log_file}: {finding.describe()}"))
         for item in result.unchecked:
-            print(f"{log_file}: unchecked: {item}")
+            print(printable(f"{log_file}: unchecked: {item}"))
         if result.ok:
             digest = result.digest.hex() if result.digest is not None else "not replayed"
             rest = f" ({len(result.unchecked)} part(s) unchecked)" if result.unchecked else ""
-            print(f"{log_file}: OK {len(log.entries)} records, digest {digest}{rest}")
+            print(printable(f"{log_file}: OK {len(log.entries)} records, digest {digest}{rest}"))
     if not result.ok:
         raise CheckFailed(f"{len(result.findings)} field(s) of {log_file} differ")
     if require_inputs and not result.complete:
@@ -277,10 +286,11 @@ def diff(a: str, b: str, *, as_json: bool = False) -> None:
     from cvmlaunch.cli._tdx_rtmr import diff_event_logs, is_event_log
     from cvmlaunch.measure.log_diff import diff_logs
 
+    if a == b == "-":
+        raise ConfigError("logs A and B cannot both be standard input ('-')")
     if is_event_log(a) and is_event_log(b):
         diff_event_logs(a, b, as_json=as_json)
         return
-
     result = diff_logs(_read_log(a), _read_log(b))
     if as_json:
         import json
@@ -288,7 +298,7 @@ def diff(a: str, b: str, *, as_json: bool = False) -> None:
         print(json.dumps({"a": a, "b": b, **result.to_json()}, sort_keys=True))
     else:
         for line in result.lines():
-            print(line)
+            print(printable(line))
     if not result.same_digest:
         raise CheckFailed("the final digests differ")
 
@@ -319,7 +329,9 @@ def show(log_file: str, full: bool) -> None:
     log = _read_log(log_file)
     width = 96 if full else 16
     h = log.header
-    print(f"{h.technology.value} ({h.algorithm}), written by {h.tool} {h.tool_version}")
+    # Everything a log names came from whoever wrote it: escaped (cvmlaunch.text.printable).
+    out = printable
+    print(out(f"{h.technology.value} ({h.algorithm}), written by {h.tool} {h.tool_version}"))
     from cvmlaunch.measure.log import HOST_DETAILS
 
     for key, value in h.settings.items():
@@ -327,10 +339,10 @@ def show(log_file: str, full: bool) -> None:
         if isinstance(value, int) and not isinstance(value, bool) and key != "vcpus":
             shown = hex(value) if not key.endswith("size") else value
         note = "  (host detail, not measured)" if key in HOST_DETAILS else ""
-        print(f"  {key} = {shown}{note}")
+        print(out(f"  {key} = {shown}{note}"))
     for item in h.inputs:
         digest = item.sha256 if item.sha256 is not None else item.sha384
-        print(f"  input {item.role}: {item.name} ({item.size} bytes) {_short(digest, width)}")
+        print(out(f"  input {item.role}: {item.name} ({item.size} bytes) {_short(digest, width)}"))
     if h.initial_digest is not None:
         print(f"  initial digest {_short(h.initial_digest, width)}")
     rows = [("#", "op", "GPA", "size", "type", "meas", "source", "contents", "digest after")]
@@ -343,7 +355,7 @@ def show(log_file: str, full: bool) -> None:
                 f"{e.size:#x}",
                 e.page_type.name,
                 "yes" if e.measured else "no",
-                e.provenance.describe(),
+                out(e.provenance.describe()),
                 _short(e.content_sha384, width),
                 _short(e.digest_after, width),
             )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import click
 
 from cvmlaunch.cli._params import FILE
+from cvmlaunch.text import printable
 
 __all__ = ["SIGN", "sign"]
 
@@ -14,15 +15,16 @@ def sign(log_file: str, key: str, output: str | None = None) -> None:
     """Run ``log sign``: write a DSSE envelope over the log's exact bytes (default
     ``LOG.dsse``). The log is read first (a file that is not a log is refused)."""
     from cvmlaunch.cli._log import read_signed
-    from cvmlaunch.cli._output import write_atomic
-    from cvmlaunch.files import read_small
+    from cvmlaunch.files import read_small, write_output
     from cvmlaunch.measure.log_sign import key_id, load_private_key, sign_log
 
     private = load_private_key(read_small(key, "private key"), key)
     log_bytes, _ = read_signed(log_file)  # a log, or a one-line error
     out = output if output is not None else log_file + ".dsse"
-    write_atomic(out, sign_log(log_bytes, private))
-    print(f"{out}: signed {log_file} (key {key_id(private.public_key())})")
+    envelope = sign_log(log_bytes, private)
+    write_output(out, envelope, what="the DSSE envelope", inputs=[log_file, key])
+    if out != "-":  # with --output -, stdout is the envelope alone
+        print(printable(f"{out}: signed {log_file} (key {key_id(private.public_key())})"))
 
 
 @click.command(
@@ -41,6 +43,11 @@ log verify --signed-by PUBKEY checks it.""",
     metavar="KEY",
     help="PEM private key (ECDSA P-384 or Ed25519)",
 )
-@click.option("--output", type=FILE, metavar="FILE", help="the envelope  [default: LOG.dsse]")
+@click.option(
+    "--output",
+    type=FILE,
+    metavar="FILE",
+    help="the envelope ('-': standard output)  [default: LOG.dsse]",
+)
 def SIGN(log_file: str, key: str, output: str | None) -> None:  # noqa: N802
     sign(log_file, key, output)

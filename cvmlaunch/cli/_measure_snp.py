@@ -24,7 +24,7 @@ from cvmlaunch.cli._params import (
     output_format_option,
     resolve_firmware,
 )
-from cvmlaunch.errors import ConfigError, ImageError, MeasurementMismatch
+from cvmlaunch.errors import ConfigError, MeasurementMismatch
 from cvmlaunch.measure.cpu import VCPU_TYPES, cpu_signature, vcpu_type_signature
 
 TYPE_CHECKING = False
@@ -175,7 +175,13 @@ digest. An ID block must verify and carry this digest and policy, or the exit is
 )
 @click.option("--vars-file", type=FILE, metavar="FILE", help="firmware vars file (snp:svsm)")
 @output_format_option()
-@click.option("--log", "log_path", type=FILE, metavar="FILE", help="write the launch log")
+@click.option(
+    "--log",
+    "log_path",
+    type=FILE,
+    metavar="FILE",
+    help="write the launch log ('-': standard output, the log alone)",
+)
 @click.option("--expect", metavar="HEX", help="exit 1 unless the digest equals HEX")
 @click.option(
     "--policy",
@@ -236,6 +242,8 @@ def measure_snp(
     # The initrd's SHA-256 is the longest piece of work, and one stream: start it and the
     # kernel's now, so that the imports, the checks and the firmware run beside them. A file
     # that cannot be read is reported where its digest is needed, after the option checks.
+    if kernel == "-" and initrd == "-":
+        raise ConfigError("--kernel and --initrd cannot both be standard input ('-')")
     streams = _FileDigests(kernel, initrd)
     from cvmlaunch.layout import parse_hex_bytes
     from cvmlaunch.measure.snp import (
@@ -252,14 +260,22 @@ def measure_snp(
     sev_mode = SevMode(mode)
     vmm = VmmType(vmm_type)
     is_sev = sev_mode in (SevMode.SEV, SevMode.SEV_ES)
-    expected = parse_hex_bytes(expect, 32 if is_sev else 48, "--expect") if expect else None
-    seed = parse_hex_bytes(snp_ovmf_hash, 48, "--snp-ovmf-hash") if snp_ovmf_hash else None
+    expected = (
+        parse_hex_bytes(expect, 32 if is_sev else 48, "--expect") if expect is not None else None
+    )
+    seed = (
+        parse_hex_bytes(snp_ovmf_hash, 48, "--snp-ovmf-hash") if snp_ovmf_hash is not None else None
+    )
     if kernel is not None and kernel_sha256 is not None:
         raise ConfigError("give --kernel or --kernel-sha256, not both")
     if initrd is not None and initrd_sha256 is not None:
         raise ConfigError("give --initrd or --initrd-sha256, not both")
-    given_kernel = parse_hex_bytes(kernel_sha256, 32, "--kernel-sha256") if kernel_sha256 else None
-    given_initrd = parse_hex_bytes(initrd_sha256, 32, "--initrd-sha256") if initrd_sha256 else None
+    given_kernel = (
+        parse_hex_bytes(kernel_sha256, 32, "--kernel-sha256") if kernel_sha256 is not None else None
+    )
+    given_initrd = (
+        parse_hex_bytes(initrd_sha256, 32, "--initrd-sha256") if initrd_sha256 is not None else None
+    )
     _check_combination(
         sev_mode,
         kernel if given_kernel is None else "--kernel-sha256",
@@ -289,8 +305,14 @@ def measure_snp(
             )
     if vmm is not VmmType.QEMU:
         sig = 0x600  # EC2 and GCE configure no CPUID leaf 1: KVM leaves RDX = 0x600
-    fpu = FpuInit(fpu_init) if fpu_init else None
+    fpu = FpuInit(fpu_init) if fpu_init is not None else None
     want_log = log_path is not None
+    # every file this run reads: an output may be none of them (same device and inode)
+    read = [p for p in (ovmf, kernel, initrd, svsm, vars_file, id_block, id_auth) if p]
+    if log_path is not None:  # refused before the firmware is measured
+        from cvmlaunch.files import Output, check_outputs
+
+        check_outputs([Output(log_path, b"", what="the launch log")], inputs=read)
     inputs: list[LogInput] = []
     hashes = _kernel_hashes(
         streams, kernel, initrd, append, inputs if want_log else None, given_kernel, given_initrd
@@ -365,11 +387,12 @@ def measure_snp(
     if launch_id is not None:
         launch_id.check(digest)
     if log is not None and log_path is not None:
-        from cvmlaunch.cli._output import write_atomic
+        from cvmlaunch.files import write_output
         from cvmlaunch.measure.log import dumps_log
 
-        write_atomic(log_path, dumps_log(log))
-    _print(digest, output_format, sev_mode, settings_out, log)
+        write_output(log_path, dumps_log(log), what="the launch log", inputs=read)
+    if log_path != "-":  # with --log -, stdout is the log alone (its footer has the digest)
+        _print(digest, output_format, sev_mode, settings_out, log)
     if expected is not None and expected != digest:
         raise MeasurementMismatch("launch digest", expected=expected, actual=digest)
 
@@ -493,23 +516,23 @@ def _kernel_hashes(
     settings either way)."""
     if kernel is None and kernel_sha is None:
         return None
-    from cvmlaunch.measure.sev_hashes import KernelHashes, cmdline_sha256
+    from cvmlaunch.measure.sev_hashes import KernelHashes, cmdline_bytes, cmdline_sha256
 
-    kernel_digest, initrd_digest = streams.result()
+    (kernel_size, kernel_digest), (initrd_size, initrd_digest) = streams.result()
     kernel_sha = kernel_digest or kernel_sha
     initrd_sha = initrd_digest or initrd_sha
     if initrd_sha is None:
         initrd_sha = hashlib.sha256(b"").digest()
     if kernel_sha is None:  # pragma: no cover - one of kernel / kernel_sha is set above
         raise ConfigError("no kernel")
-    cmdline = append.encode() if append is not None else None
+    cmdline = cmdline_bytes(append) if append is not None else None
     if inputs is not None:
         from cvmlaunch.measure.log import LogInput
 
         if kernel is not None:
-            inputs.append(LogInput("kernel", os.path.basename(kernel), _size(kernel), kernel_sha))
+            inputs.append(LogInput("kernel", _basename(kernel), kernel_size, kernel_sha))
         if initrd is not None:
-            inputs.append(LogInput("initrd", os.path.basename(initrd), _size(initrd), initrd_sha))
+            inputs.append(LogInput("initrd", _basename(initrd), initrd_size, initrd_sha))
         if cmdline is not None:
             from cvmlaunch.measure.log import cmdline_input
 
@@ -526,7 +549,7 @@ class _FileDigests:
 
     def __init__(self, *paths: str | None) -> None:
         self._paths = paths
-        self._digests: list[bytes | None] = [None] * len(paths)
+        self._digests: list[tuple[int, bytes | None]] = [(0, None)] * len(paths)
         self._errors: list[BaseException | None] = [None] * len(paths)
         self._threads = []
         if any(path is not None for path in paths[1:]):
@@ -542,12 +565,13 @@ class _FileDigests:
 
     def _hash(self, index: int, path: str) -> None:
         try:
-            self._digests[index] = _sha256_of(path)
+            self._digests[index] = _sha256_of(path, ("--kernel", "--initrd")[index])
         except BaseException as exc:  # re-raised in the caller's thread by result()
             self._errors[index] = exc
 
-    def result(self) -> list[bytes | None]:
-        """The digests in the order of the paths (None for a None path), once all are done.
+    def result(self) -> list[tuple[int, bytes | None]]:
+        """Sizes and digests in the order of the paths (``(0, None)`` for a None path), once
+        all are done.
 
         Raises:
             ImageError: a file cannot be read (the first such path's error).
@@ -562,51 +586,29 @@ class _FileDigests:
         return list(self._digests)
 
 
-#: The window of :func:`_sha256_of`: what one file adds to the peak RSS at most.
-_WINDOW = 4 << 20
+def _basename(path: str) -> str:
+    """The name a log records for an input: its file name (``-`` for standard input)."""
+    return os.path.basename(path) or path
 
 
-def _sha256_of(path: str) -> bytes:
-    """SHA-256 of the file ``path``, streamed through read-only mmap windows.
-
-    Hashing the page cache in place saves the copy into a read buffer (about a tenth of the
-    CPU of :func:`cvmlaunch.files.file_digest` for a large initrd, which is the critical path
-    of ``measure snp``); unmapping each window keeps the peak RSS to one window. What cannot
-    be mapped (an empty file, a pipe, a device) is read, as
-    :func:`cvmlaunch.files.file_digest` does.
+def _sha256_of(path: str, what: str) -> tuple[int, bytes]:
+    """Size and SHA-256 of a streamed input: a file (hashed in place through mmap windows), a
+    pipe, or ``-`` (standard input) (:func:`cvmlaunch.files.file_digests`).
 
     Raises:
-        ImageError: the file cannot be read.
+        ImageError: the input cannot be read, or is a device, a directory or a socket.
     """
-    import mmap
-    import stat
+    from cvmlaunch.files import file_digests
 
-    try:
-        with open(path, "rb") as f:
-            info = os.fstat(f.fileno())
-            if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
-                return hashlib.file_digest(f, "sha256").digest()
-            digest = hashlib.sha256()
-            for offset in range(0, info.st_size, _WINDOW):
-                length = min(_WINDOW, info.st_size - offset)
-                with mmap.mmap(f.fileno(), length, offset=offset, access=mmap.ACCESS_READ) as m:
-                    m.madvise(mmap.MADV_SEQUENTIAL)
-                    digest.update(m)
-            return digest.digest()
-    except OSError as exc:
-        raise ImageError(f"cannot read: {exc.strerror}", source=path) from exc
-
-
-def _size(path: str) -> int:
-    try:
-        return os.path.getsize(path)
-    except OSError as exc:
-        raise ImageError(f"cannot read: {exc.strerror}", source=path) from exc
+    size, (digest,) = file_digests(path, ["sha256"], what)
+    return size, digest
 
 
 def _vars_size(vars_size: int | None, vars_file: str | None) -> int:
     if vars_file is not None:
-        return _size(vars_file)
+        from cvmlaunch.files import file_size
+
+        return file_size(vars_file, "--vars-file")
     return vars_size or 0
 
 

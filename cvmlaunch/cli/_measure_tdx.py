@@ -24,7 +24,7 @@ from cvmlaunch.cli._params import (
     resolve_firmware,
 )
 from cvmlaunch.errors import ConfigError, MeasurementMismatch
-from cvmlaunch.files import map_file
+from cvmlaunch.files import Output, check_outputs, map_file
 from cvmlaunch.layout import parse_hex_bytes
 from cvmlaunch.measure.tdx import MRTD_SIZE, PageOrder, TdxMeasurement, measure_tdvf
 
@@ -89,7 +89,7 @@ def _owner_settings(
 
 def _guest_given(guest: dict[str, Any]) -> bool:
     """Whether any guest option was given (``--kernel`` is then required)."""
-    defaults = {"append": "", "stub_measures": "auto"}
+    defaults = {"stub_measures": "auto"}
     return any(v is not None and v != defaults.get(k) for k, v in guest.items())
 
 
@@ -113,6 +113,16 @@ def measure_tdx(
     owner = _owner_settings(mrconfigid, mrowner, mrownerconfig)
     order = PageOrder.TWO_PASS if two_pass else PageOrder.PER_PAGE
     log_text: str | None = None
+    if log_path == "-" and event_log == "-":
+        raise ConfigError("--log - and --event-log - would both be standard output")
+    inputs = [firmware, *(guest[k] for k in ("kernel", "initrd") if guest.get(k) is not None)]
+    planned = [
+        Output(path, b"", what=what)
+        for path, what in ((log_path, "the launch log"), (event_log, "the RTMR event log"))
+        if path is not None
+    ]
+    if planned:  # refused before anything is measured
+        check_outputs(planned, inputs=inputs)
     with map_file(firmware) as data:
         result = measure_tdvf(data, name=firmware, order=order)
         sha256 = hashlib.sha256(data).digest()
@@ -120,7 +130,9 @@ def measure_tdx(
             from cvmlaunch.cli._tdx_rtmr import predict_rtmrs
             from cvmlaunch.image.ovmf import parse_ovmf
 
-            prediction = predict_rtmrs(parse_ovmf(data, name=firmware), **guest)
+            prediction = predict_rtmrs(
+                parse_ovmf(data, name=firmware), **{**guest, "append": guest.get("append") or ""}
+            )
         if log_path is not None:
             from cvmlaunch import __version__
             from cvmlaunch.measure.log import LogInput, dumps_log
@@ -140,19 +152,23 @@ def measure_tdx(
                 settings={"profile": _PROFILE, **owner},
             )
             log_text = dumps_log(log)
+    outputs = []
     if log_path is not None and log_text is not None:
-        from cvmlaunch.cli._output import write_atomic
-
-        write_atomic(log_path, log_text)
+        outputs.append(Output(log_path, log_text, what="the launch log"))
     if event_log is not None and prediction is not None:
-        from cvmlaunch.cli._output import write_atomic
         from cvmlaunch.cli._tdx_rtmr import event_log_text
 
-        write_atomic(event_log, event_log_text(prediction))
+        outputs.append(Output(event_log, event_log_text(prediction), what="the RTMR event log"))
+    if outputs:
+        from cvmlaunch.files import write_outputs
+
+        write_outputs(outputs, inputs=inputs)  # all land or none does
     if prediction is not None:
         for note in prediction.notes:
             click.echo(f"cvmlaunch: note: {note}", err=True)
-    if output_format == "json":
+    if "-" in (log_path, event_log):  # stdout is that output alone
+        pass
+    elif output_format == "json":
         records = None if log_text is None else len(result.log)
         print(_json_result(result, firmware, sha256, records, owner, prediction))
     else:
@@ -204,7 +220,13 @@ base64 output each value is then a line 'NAME VALUE'."""
     help="older page order: per section all PAGE.ADDs, then all MR.EXTENDs (QEMU 8.x / "
     "pre-upstream KVM TDX) [default: per page (Linux >= 6.16, QEMU >= 10.1)]",
 )
-@click.option("--log", "log_path", type=FILE, metavar="FILE", help="write the launch log here")
+@click.option(
+    "--log",
+    "log_path",
+    type=FILE,
+    metavar="FILE",
+    help="write the launch log here ('-': standard output, the log alone)",
+)
 @click.option("--expect", metavar="HEX", help="expected MRTD (hex); exit 1 if it differs")
 @output_format_option("how to print the MRTD")
 @click.option(
@@ -221,7 +243,7 @@ base64 output each value is then a line 'NAME VALUE'."""
     help="EFI-stub bzImage given to QEMU's -kernel: predict RTMR0-2 too (docs/tdx-rtmr.md)",
 )
 @click.option("--initrd", type=FILE, metavar="FILE", help="initrd (-initrd)")
-@click.option("--append", default="", metavar="TEXT", help="kernel command line (-append)")
+@click.option("--append", metavar="TEXT", help="kernel command line (-append)  [default: empty]")
 @click.option(
     "-m", "--memory", metavar="SIZE", help="guest RAM as QEMU's -m takes it: 4G, 4096 (MiB)"
 )

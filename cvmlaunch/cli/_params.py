@@ -131,7 +131,15 @@ def firmware_dir_option() -> Callable[[F], F]:
 
 def resolve_firmware(path: str, firmware_dir: str | None) -> str:
     """``path``, or ``firmware_dir/path`` when ``path`` is a relative name that does not
-    exist here but does there (a missing file is reported by its name as given)."""
+    exist here but does there (a missing file is reported by its name as given).
+
+    Raises:
+        ConfigError: ``--firmware-dir ''`` (an unset variable is no directory).
+    """
+    if firmware_dir == "":
+        from cvmlaunch.errors import ConfigError
+
+        raise ConfigError("--firmware-dir: empty directory name")
     if firmware_dir and not os.path.isabs(path) and not os.path.lexists(path):
         candidate = os.path.join(firmware_dir, path)
         if os.path.lexists(candidate):

@@ -13,21 +13,28 @@ import click
 
 from cvmlaunch.cli._params import FILE
 from cvmlaunch.errors import ConfigError, ImageError
-from cvmlaunch.files import map_file
+from cvmlaunch.files import input_buffer
 from cvmlaunch.measure.log import MeasurementLog, Technology, parse_log, verify_log
 from cvmlaunch.measure.reference import FORMATS, ReferenceValues
+from cvmlaunch.text import printable
 
 __all__ = ["REFERENCE_VALUES", "read_log", "replay_if_possible"]
 
 
+#: The most a launch log read from a pipe or standard input may hold (a file is mapped, any
+#: size): a stream that never ends is refused past this, naming the limit.
+LOG_STREAM_LIMIT = 1 << 30
+
+
 def read_log(path: str) -> MeasurementLog:
-    """Read and parse a launch log file (mapped, not copied whole).
+    """Read and parse a launch log: a file (mapped, not copied whole), a pipe, or ``-``
+    (standard input, read whole up to :data:`LOG_STREAM_LIMIT` bytes).
 
     Raises:
-        ImageError: the file cannot be read or is not UTF-8.
+        ImageError: the log cannot be read, is not a file or a pipe, or is not UTF-8.
         LogFormatError: the log does not follow the format.
     """
-    with map_file(path) as data:
+    with input_buffer(path, "a launch log", LOG_STREAM_LIMIT) as data:
         try:
             text = str(data, "utf-8")
         except UnicodeDecodeError as exc:
@@ -58,12 +65,14 @@ def reference_values(
     """Run ``reference-values`` (see :data:`REFERENCE_VALUES`); with ``signed_by``, only from
     a log whose DSSE signature by that key verifies (what no replay proves: policy without an
     ID block, host data, the TDX config IDs)."""
+    if signature is not None and signed_by is None:  # else it would be silently ignored
+        raise ConfigError("--signature names the envelope that --signed-by checks: give both")
     if signed_by is not None:
         from cvmlaunch.cli._log import check_signature, read_signed
 
         log_bytes, parsed = read_signed(log)
         signer = check_signature(log, log_bytes, signed_by, signature)
-        print(f"cvmlaunch: note: {log}: signature OK (key {signer})", file=sys.stderr)
+        print(printable(f"cvmlaunch: note: {log}: signature OK (key {signer})"), file=sys.stderr)
     else:
         parsed = read_log(log)
     if parsed.header.technology is Technology.PLAIN:
@@ -74,8 +83,10 @@ def reference_values(
         )
     if not replay_if_possible(parsed):
         print(
-            f"cvmlaunch: note: {log}: {parsed.header.technology.value} logs are not replayed "
-            "here (replay needs the inputs: cvmlaunch log verify)",
+            printable(
+                f"cvmlaunch: note: {log}: {parsed.header.technology.value} logs are not "
+                "replayed here (replay needs the inputs: cvmlaunch log verify)"
+            ),
             file=sys.stderr,
         )
     values = ReferenceValues.from_settings(
@@ -85,7 +96,7 @@ def reference_values(
         from cvmlaunch.cli._tdx_rtmr import event_log_rtmrs
 
         values = values.with_rtmrs(event_log_rtmrs(rtmr_events))
-    print(values.render(fmt))
+    print("\n".join(printable(line) for line in values.render(fmt).splitlines()))
 
 
 @click.command(

@@ -125,12 +125,12 @@ def REFERENCE_VALUES_SNP(  # noqa: N802
     if kernel is not None:
         import hashlib
 
-        from cvmlaunch.measure.sev_hashes import KernelHashes, cmdline_sha256
+        from cvmlaunch.measure.sev_hashes import KernelHashes, cmdline_bytes, cmdline_sha256
 
         hashes = KernelHashes(
             kernel=file_digest(kernel),
             initrd=file_digest(initrd) if initrd is not None else hashlib.sha256().digest(),
-            cmdline=cmdline_sha256(None if append is None else append.encode()),
+            cmdline=cmdline_sha256(None if append is None else cmdline_bytes(append)),
         )
     with ExitStack() as stack:
         firmwares = [

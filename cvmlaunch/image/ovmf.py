@@ -414,6 +414,11 @@ def parse_ovmf(data: Buffer, *, name: str = "firmware") -> OvmfImage:
     hash_table = _entry_u32s(r, by_guid.get(HASH_TABLE_GUID), 2)
     secret = _entry_u32s(r, by_guid.get(SEV_SECRET_GUID), 2)
     svsm = _entry_u32s(r, by_guid.get(SVSM_INFO_GUID), 1)
+    if svsm and svsm[0] >= size:
+        raise r.fail(
+            f"SVSM entry offset {svsm[0]:#x} is outside the {size:#x}-byte image (the SVSM "
+            "info entry points the first vCPU's RIP into the image)"
+        )
     return OvmfImage(
         name=name,
         data=data,

@@ -21,6 +21,12 @@ guess:
   the tail, QEMU instead copies MemoryDataSize bytes of the image from DataOffset (whatever
   follows). OVMF never produces one; refused.
 * reserved attribute bits (31:2 other than PAGE.AUG) set: an attribute we do not know; refused.
+* a section that ends above 4 GiB (:data:`TDVF_SECTION_LIMIT`). QEMU maps the image below
+  4 GiB and a TD's vCPUs start in 32-bit mode, where TDVF uses TD_HOB and TEMP_MEM (its
+  stack, its first page tables) before it enters long mode; every TDVF build places them
+  low. Every section is PAGE.ADDed, one MRTD extension per page, so a section declaring
+  0xF00000000000 bytes would be billions of extensions (days of hashing) for a TD that no
+  firmware builds: it is refused up front, and the work of a plan stays below 2**20 pages.
 
 And one documented choice: the PAGE.AUG attribute (bit 1) is ignored, as upstream QEMU ignores
 it (``TDVF_SECTION_ATTRIBUTES_PAGE_AUG`` is defined in tdvf.h and never consulted): such a
@@ -33,6 +39,7 @@ from __future__ import annotations
 from cvmlaunch.errors import ImageError, UnsupportedSection
 from cvmlaunch.image.ovmf import TDX_METADATA_OFFSET_GUID, OvmfImage, TdvfSection
 from cvmlaunch.layout import (
+    FOUR_GIB,
     Layout,
     PageType,
     Provenance,
@@ -42,13 +49,15 @@ from cvmlaunch.layout import (
     TdvfSectionType,
 )
 
-__all__ = ["QEMU_SECTION_TYPES", "tdvf_layout"]
+__all__ = ["QEMU_SECTION_TYPES", "TDVF_SECTION_LIMIT", "tdvf_layout"]
 
 #: The section types upstream QEMU accepts (hw/i386/tdvf.c).
 QEMU_SECTION_TYPES = frozenset(
     {TdvfSectionType.BFV, TdvfSectionType.CFV, TdvfSectionType.TD_HOB, TdvfSectionType.TEMP_MEM}
 )
 _KNOWN_ATTRIBUTES = TdvfAttribute.MR_EXTEND | TdvfAttribute.PAGE_AUG
+#: Every TDVF section ends at or below this GPA (see the module doc, Rule 3).
+TDVF_SECTION_LIMIT = FOUR_GIB
 
 
 def _section_region(image: OvmfImage, s: TdvfSection) -> Region:
@@ -64,6 +73,11 @@ def _section_region(image: OvmfImage, s: TdvfSection) -> Region:
             raw=int(s.type),
             source=image.name,
             offset=s.offset,
+        )
+    if s.gpa + s.memory_size > TDVF_SECTION_LIMIT:
+        raise fail(
+            f"{s.gpa:#x}+{s.memory_size:#x} ends above 4 GiB: TDVF sections lie below 4 GiB "
+            "(the TD starts in 32-bit mode); refusing"
         )
     unknown = int(s.attributes) & ~int(_KNOWN_ATTRIBUTES)
     if unknown:

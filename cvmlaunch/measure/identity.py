@@ -509,12 +509,17 @@ def load_private_key(pem: bytes, name: str) -> ec.EllipticCurvePrivateKey:
     Raises:
         ConfigError: not a PEM private key, encrypted, not EC, or not P-384.
     """
+    import warnings
+
     from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.utils import CryptographyDeprecationWarning
 
     try:
-        key = serialization.load_pem_private_key(pem, password=None)
+        with warnings.catch_warnings():  # a DSA key: refused below in one line, no warning
+            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+            key = serialization.load_pem_private_key(pem, password=None)
     except TypeError as exc:
         raise ConfigError(f"{name}: encrypted private keys are not supported") from exc
     except (ValueError, UnsupportedAlgorithm) as exc:

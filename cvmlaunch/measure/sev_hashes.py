@@ -25,7 +25,7 @@ from cvmlaunch.errors import ConfigError, ImageError
 from cvmlaunch.image.ovmf import guid_bytes_le
 from cvmlaunch.layout import PAGE_SIZE
 
-__all__ = ["HASH_TABLE_SIZE", "KernelHashes", "cmdline_sha256"]
+__all__ = ["HASH_TABLE_SIZE", "KernelHashes", "cmdline_bytes", "cmdline_sha256"]
 
 _TABLE_GUID = guid_bytes_le("9438d606-4f22-4cc9-b479-a793d411fd21")
 _CMDLINE_GUID = guid_bytes_le("97d02dd8-bd20-4c94-aa78-e7714d36ab2a")
@@ -37,6 +37,27 @@ _ENTRY = struct.Struct("<16sH32s")  # GUID, u16 length of the entry, SHA-256
 _TABLE_LENGTH = _HEADER.size + 3 * _ENTRY.size  # 168
 #: The padded table, as placed in guest memory and measured.
 HASH_TABLE_SIZE = (_TABLE_LENGTH + 15) & ~15  # 176
+
+
+def cmdline_bytes(text: str, what: str = "--append") -> bytes:
+    """The bytes of a kernel command line given as text, as QEMU's ``-append`` takes them.
+
+    A command line is bytes in the end (QEMU copies ``-append`` as given; the kernel parses
+    bytes). Text is UTF-8; a byte that is not UTF-8 arrives from ``sys.argv`` as a
+    ``surrogateescape`` character (``\udcff`` for 0xff) and is turned back into that byte,
+    so ``--append $'\xff'`` measures the byte 0xff, as QEMU would. A surrogate that is not
+    an escaped byte (not from an argument or a file) is no text at all: refused.
+
+    Raises:
+        ConfigError: a surrogate that is not an escaped byte.
+    """
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError as exc:
+        bad = ord(text[exc.start])
+        raise ConfigError(
+            f"{what}: character U+{bad:04X} at {exc.start} is neither text nor an escaped byte"
+        ) from None
 
 
 def cmdline_sha256(cmdline: bytes | None) -> bytes:

@@ -231,7 +231,16 @@ def _hash_table_offset(image: OvmfImage) -> int:
             "(7255371f-3a3b-4b04-927b-1da6efa8d454) with a non-zero base",
             source=image.name,
         )
-    return image.sev_hash_table[0] & (PAGE_SIZE - 1)
+    from cvmlaunch.measure.sev_hashes import HASH_TABLE_SIZE  # loaded: hashes were given
+
+    base, size = image.sev_hash_table
+    if size < HASH_TABLE_SIZE:  # QEMU: "guest firmware hashes table area is invalid"
+        raise ImageError(
+            f"the SEV hash table area at {base:#x} is {size} bytes; QEMU requires at least "
+            f"{HASH_TABLE_SIZE} (the padded table)",
+            source=image.name,
+        )
+    return base & (PAGE_SIZE - 1)
 
 
 def _vmsa_regions(bsp: bytes, ap: bytes, vcpus: int) -> list[Region]:
