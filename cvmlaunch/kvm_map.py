@@ -60,7 +60,7 @@ from cvmlaunch.layout import (
     PageType,
     Region,
 )
-from cvmlaunch.log_entry import LogEntry, LogOp
+from cvmlaunch.log_entry import LogEntry, LogOp, zero_by_construction
 from cvmlaunch.memory_map import MemoryMap
 
 __all__ = [
@@ -1633,10 +1633,13 @@ class _Recorder:
         content_sha384: bytes | None = None,
     ) -> None:
         """Append one record; ``content_sha384``, when given, is the already known SHA-384
-        of ``content`` (which is then not read unless ``per_page`` needs it)."""
+        of ``content`` (which is then not read unless ``per_page`` needs it). A region the
+        plan gives no bytes gets the zero marker instead (:func:`zero_by_construction`, as
+        the prediction's records do) and its content is read only for ``per_page``."""
         whole = hashlib.sha384()
         pages: list[bytes] = []
-        if content_sha384 is None or per_page:
+        zero = zero_by_construction(memoryview(region.data).nbytes)
+        if (content_sha384 is None and not zero) or per_page:
             for chunk in content:
                 whole.update(chunk)
                 if per_page:
@@ -1646,6 +1649,8 @@ class _Recorder:
                         for i in range(0, len(view), PAGE_SIZE)
                     ]
             content_sha384 = whole.digest()
+        if zero:
+            content_sha384 = None
         self.entries.append(
             LogEntry(
                 seq=len(self.entries),

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from cvmlaunch.errors import LayoutError
 from cvmlaunch.layout import PageType, Provenance
 
-__all__ = ["LogEntry", "LogOp"]
+__all__ = ["LogEntry", "LogOp", "zero_by_construction"]
 
 
 class LogOp(enum.Enum):
@@ -42,7 +42,10 @@ class LogEntry:
         page_type: the populate page type.
         measured: whether the contents entered the measurement.
         provenance: where the bytes came from.
-        content_sha384: SHA-384 of the range's bytes as populated (zero fill included).
+        content_sha384: SHA-384 of the range's bytes as populated (zero fill included), or
+            None, the *zero marker*: the plan gave the range no bytes, so its contents are zero
+            by construction and their hash is not computed (:func:`zero_by_construction`;
+            docs/log-format.md, "Zero ranges").
         page_sha384: SHA-384 of each 4 KiB page, where the technology needs it to replay (SNP).
         digest_after: the running measurement after this range, when known.
     """
@@ -54,12 +57,24 @@ class LogEntry:
     page_type: PageType
     measured: bool
     provenance: Provenance
-    content_sha384: bytes
+    content_sha384: bytes | None
     page_sha384: tuple[bytes, ...] = ()
     digest_after: bytes | None = None
 
     def __post_init__(self) -> None:
-        if len(self.content_sha384) != 48:
+        if self.content_sha384 is not None and len(self.content_sha384) != 48:
             raise LayoutError(f"log record {self.seq}: content_sha384 must be 48 bytes")
         if any(len(h) != 48 for h in self.page_sha384):
             raise LayoutError(f"log record {self.seq}: page hashes must be 48 bytes each")
+
+
+def zero_by_construction(data_size: int) -> bool:
+    """Whether a record of a range for which the plan gives ``data_size`` bytes (the rest
+    zero fill) carries the zero marker (``content_sha384`` None) instead of a content hash.
+
+    The one rule, shared by every record builder (the prediction's and the KVM layer's): a
+    range the plan gives no bytes at all is zero by construction, whatever its size, page type
+    or op, so its record costs O(1) to write and to check; a range with any bytes keeps the
+    SHA-384 of all of them (zero fill included).
+    """
+    return data_size == 0

@@ -36,6 +36,7 @@ def test_quick_bench_runs_every_benchmark_and_writes_markdown(tmp_path: Path) ->
         "| SNP digest, 16 MiB of NORMAL pages, ",
         "| TDX MRTD, 16 MiB measured, per-page |",
         "| log verify, SNP ZERO record of 1024 pages (no inputs) |",
+        "| log verify --firmware, TDX log with a 16 MiB TEMP_MEM (zero marker) (",
         "| populate_plain on KVM, 16 MiB, ",
         "| measure snp, kernel + initrd: peak RSS, ",
         "| MRTD of a file-backed region, mmap windows: peak RSS, ",

@@ -16,7 +16,13 @@ from collections.abc import Sequence
 
 import click
 
-from cvmlaunch.cli._params import FILE, DirPath, firmware_dir_option, resolve_firmware
+from cvmlaunch.cli._params import (
+    FILE,
+    DirPath,
+    firmware_dir_option,
+    resolve_firmware,
+    signed_by_options,
+)
 from cvmlaunch.errors import CheckFailed, ConfigError, ImageError
 from cvmlaunch.text import printable
 
@@ -243,15 +249,7 @@ RTMR0-3 and exits 1 naming each event whose digest its own data contradicts
     help="exit 1 unless every field could be checked (all the inputs were at hand)",
 )
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
-@click.option(
-    "--signed-by",
-    type=FILE,
-    metavar="PUBKEY",
-    help="also check LOG's DSSE signature by this PEM public key (ECDSA P-384 or Ed25519)",
-)
-@click.option(
-    "--signature", type=FILE, metavar="FILE", help="the DSSE envelope  [default: LOG.dsse]"
-)
+@signed_by_options()
 def VERIFY(  # noqa: N802
     log_file: str,
     ovmf: str | None,
@@ -356,7 +354,7 @@ def show(log_file: str, full: bool) -> None:
                 e.page_type.name,
                 "yes" if e.measured else "no",
                 out(e.provenance.describe()),
-                _short(e.content_sha384, width),
+                "zero" if e.content_sha384 is None else _short(e.content_sha384, width),
                 _short(e.digest_after, width),
             )
         )

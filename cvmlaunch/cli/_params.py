@@ -129,6 +129,25 @@ def firmware_dir_option() -> Callable[[F], F]:
     )
 
 
+def signed_by_options(what: str = "also check") -> Callable[[F], F]:
+    """``--signed-by PUBKEY`` and ``--signature FILE`` (default ``LOG.dsse``): the DSSE
+    signature of a log (``cvmlaunch log sign``); ``what`` starts the help text."""
+    signed_by = click.option(
+        "--signed-by",
+        type=FILE,
+        metavar="PUBKEY",
+        help=f"{what} LOG's DSSE signature by this PEM public key (ECDSA P-384 or Ed25519)",
+    )
+    signature = click.option(
+        "--signature", type=FILE, metavar="FILE", help="the DSSE envelope  [default: LOG.dsse]"
+    )
+
+    def apply(f: F) -> F:
+        return signed_by(signature(f))
+
+    return apply
+
+
 def resolve_firmware(path: str, firmware_dir: str | None) -> str:
     """``path``, or ``firmware_dir/path`` when ``path`` is a relative name that does not
     exist here but does there (a missing file is reported by its name as given).

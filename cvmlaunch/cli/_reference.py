@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from cvmlaunch.cli._params import FILE
+from cvmlaunch.cli._params import FILE, signed_by_options
 from cvmlaunch.errors import ConfigError, ImageError
 from cvmlaunch.files import input_buffer
 from cvmlaunch.measure.log import MeasurementLog, Technology, parse_log, verify_log
@@ -120,15 +120,7 @@ does not verify).""",
     help="json, Trustee RVPS names, or the options of snpguest / go-sev-guest / "
     "go-tdx-guest [default: json]",
 )
-@click.option(
-    "--signed-by",
-    type=FILE,
-    metavar="PUBKEY",
-    help="require LOG's DSSE signature by this PEM public key (ECDSA P-384 or Ed25519)",
-)
-@click.option(
-    "--signature", type=FILE, metavar="FILE", help="the DSSE envelope  [default: LOG.dsse]"
-)
+@signed_by_options("require")
 @click.option(
     "--rtmr-events",
     type=FILE,

@@ -237,9 +237,12 @@ REFERENCE_VALUES = ReferenceValuesGroup(
     help="""Print what a verifier compares.
 
 \b
-cvmlaunch reference-values LOG [--format F]   the values of one launch log
+cvmlaunch reference-values LOG [--format F] [--signed-by PUBKEY]
+                                              the values of one launch log
 cvmlaunch reference-values snp ...            SEV-SNP digests of firmware x vCPU types x counts
 cvmlaunch reference-values tdx ...            TDX MRTDs of firmware builds x page orders
+
+Each form's options: cvmlaunch reference-values LOG|snp|tdx --help.
 
 Formats: json, trustee, snpguest, go-sev-guest (check.Config textproto: it carries
 minimum_guest_svn), go-tdx-guest (check.Config textproto: any_mr_td holds a set). No network

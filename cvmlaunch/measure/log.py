@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import importlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ from cvmlaunch.layout import (
     PageType,
     Provenance,
 )
-from cvmlaunch.log_entry import LogEntry, LogOp
+from cvmlaunch.log_entry import LogEntry, LogOp, zero_by_construction
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # the sibling modules are imported when their names are first used
@@ -57,6 +58,7 @@ __all__ = [
     "MAX_NESTING",
     "MAX_RECORDS",
     "READ_VERSIONS",
+    "ZERO_MARKER_VERSION",
     "ContentProvider",
     "LogDiff",
     "LogDifference",
@@ -81,6 +83,7 @@ __all__ = [
     "register_replayer",
     "replay_log",
     "verify_log",
+    "zero_range_sha384",
 ]
 
 #: Header settings that describe the host a launch ran on, not the launch (non-measured
@@ -93,10 +96,14 @@ HOST_DETAILS = frozenset({"memory_backend", "pre_fault_memory"})
 LOG_FORMAT = "cvmlaunch-launch-log"
 #: The schema version this module writes (docs/log-format.md). Version 2: no paths (inputs
 #: and provenance by base name), every input with its SHA-256, the command line input
-#: includes its terminating NUL.
-LOG_VERSION = 2
-#: The versions the reader takes (version 1 logs may carry paths as names).
-READ_VERSIONS = (1, 2)
+#: includes its terminating NUL. Version 3: a range the plan gives no bytes carries the zero
+#: marker (``content_sha384`` null) instead of the SHA-384 of its zeros.
+LOG_VERSION = 3
+#: The versions the reader takes (version 1 logs may carry paths as names; versions 1 and 2
+#: hash zero ranges).
+READ_VERSIONS = (1, 2, 3)
+#: The first version whose ranges may carry the zero marker.
+ZERO_MARKER_VERSION = 3
 
 # ---- the limits (docs/log-format.md, "Limits"): the reader refuses, the writer never writes,
 # a log past any of them.
@@ -335,6 +342,10 @@ def entry_for_range(
 ) -> LogEntry:
     """Build a record for a populated range, hashing its contents.
 
+    A range with no ``data`` is zero by construction: its record carries the zero marker
+    (``content_sha384`` None, :func:`~cvmlaunch.log_entry.zero_by_construction`) and costs
+    O(1), or O(pages) with ``with_pages`` (every page hash is the known zero page's).
+
     Args:
         seq, op, gpa, size, page_type, measured, provenance, digest_after: as in
             :class:`~cvmlaunch.log_entry.LogEntry`.
@@ -348,7 +359,7 @@ def entry_for_range(
         ConfigError: more data than the range holds.
     """
     view = memoryview(data)
-    content = _content_hash(view, size)
+    content = None if zero_by_construction(view.nbytes) else _content_hash(view, size)
     pages: tuple[bytes, ...] = ()
     if with_pages:
         from cvmlaunch.measure.pages import page_hashes
@@ -517,6 +528,15 @@ def verify_log(log: MeasurementLog, contents: ContentProvider | None = None) -> 
     if contents is not None:
         for entry in log.entries:
             data = memoryview(contents(entry))
+            if entry.content_sha384 is None:  # the zero marker: O(bytes given), no hash
+                if data.nbytes > entry.size or bytes(data).count(0) != data.nbytes:
+                    raise MeasurementMismatch(
+                        f"{_describe(entry)} contents: the log marks the range zero, the "
+                        "contents given are not",
+                        expected=b"",
+                        actual=bytes(data[:64]),
+                    )
+                continue
             actual = _content_hash(data, entry.size)
             if actual != entry.content_sha384:
                 raise MeasurementMismatch(
@@ -537,6 +557,20 @@ def verify_log(log: MeasurementLog, contents: ContentProvider | None = None) -> 
     if digest != log.footer.digest:
         raise MeasurementMismatch("footer digest", expected=log.footer.digest, actual=digest)
     return digest
+
+
+def zero_range_sha384(size: int) -> bytes:
+    """The SHA-384 of ``size`` zero bytes: what format versions 1 and 2 store for a range
+    that version 3 marks zero (comparing such a log with the plan costs O(size), once per
+    distinct size)."""
+    return _zero_range_sha384(size)
+
+
+@functools.lru_cache(maxsize=64)
+def _zero_range_sha384(size: int) -> bytes:
+    from cvmlaunch.measure.pages import range_sha384
+
+    return range_sha384(b"", size)
 
 
 def _content_hash(data: memoryview, size: int) -> bytes:

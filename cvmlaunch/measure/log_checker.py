@@ -16,12 +16,14 @@ from cvmlaunch.errors import ConfigError, CvmLaunchError, LogFormatError
 from cvmlaunch.layout import PAGE_SIZE, VMSA_GPA, Buffer, PageType, SourceKind
 from cvmlaunch.log_entry import LogEntry, LogOp
 from cvmlaunch.measure.log import (
+    ZERO_MARKER_VERSION,
     ContentProvider,
     LogHeader,
     MeasurementLog,
     Technology,
     base_name,
     get_replayer,
+    zero_range_sha384,
 )
 
 __all__ = [
@@ -332,12 +334,12 @@ class Checker:
             ("provenance.offset", got.provenance.offset, exp.provenance.offset),
             ("provenance.index", got.provenance.index, exp.provenance.index),
             ("provenance.detail", got.provenance.detail, exp.provenance.detail),
-            ("content_sha384", got.content_sha384, exp.content_sha384),
         ):
             if a != b:
                 self.find(where, what, f"{show(a)}, the plan has {show(b)}{why}")
                 if what in ("op", "gpa", "size", "page_type"):
                     self.plan_differs = True
+        self._compare_contents(got, exp, where, why)
         if len(got.page_sha384) != len(exp.page_sha384):
             self.find(
                 where,
@@ -345,12 +347,12 @@ class Checker:
                 f"{len(got.page_sha384)} page hashes, the plan has {len(exp.page_sha384)}{why}",
             )
         else:
-            for i, (a, b) in enumerate(zip(got.page_sha384, exp.page_sha384, strict=True)):
-                if a != b:
+            for i, (pa, pb) in enumerate(zip(got.page_sha384, exp.page_sha384, strict=True)):
+                if pa != pb:
                     self.find(
                         where,
                         f"page_sha384[{i}]",
-                        f"{a.hex()}, the plan's page {i} hashes to {b.hex()}{why}",
+                        f"{pa.hex()}, the plan's page {i} hashes to {pb.hex()}{why}",
                     )
                     break
         if got.digest_after is not None and exp.digest_after is not None:
@@ -366,6 +368,26 @@ class Checker:
                 "digest_after",
                 f"{hex_or_null(got.digest_after)}, the plan gives {hex_or_null(exp.digest_after)}",
             )
+
+    def _compare_contents(self, got: LogEntry, exp: LogEntry, where: str, why: str) -> None:
+        """``content_sha384``: the zero marker (None) exactly where the plan gives a range no
+        bytes, in O(1); a hash where it gives bytes. A log of format version 1 or 2 stores
+        the SHA-384 of the zeros instead of the marker (compared in O(size))."""
+        want = exp.content_sha384
+        if want is None and self.header.format_version < ZERO_MARKER_VERSION:
+            want = zero_range_sha384(exp.size)
+        if got.content_sha384 == want:
+            return
+        if want is None:
+            detail = (
+                f"{show(got.content_sha384)}, but the plan gives the range no bytes: its "
+                "record carries the zero marker (null)"
+            )
+        elif got.content_sha384 is None:
+            detail = f"the zero marker (null), but the plan gives the range bytes: {want.hex()}"
+        else:
+            detail = f"{got.content_sha384.hex()}, the plan has {want.hex()}"
+        self.find(where, "content_sha384", detail + why)
 
 
 #: A setting one header has and the other lacks.

@@ -229,7 +229,7 @@ def _record_difference(ea: LogEntry, eb: LogEntry) -> LogDifference | None:
         ("size", ea.size, eb.size),
         ("page_type", ea.page_type, eb.page_type),
         ("measured", ea.measured, eb.measured),
-        ("content_sha384", ea.content_sha384, eb.content_sha384),
+        ("content_sha384", _contents(ea), _contents(eb)),
     ]
     for what, va, vb in pairs:
         if va != vb:
@@ -291,3 +291,8 @@ def diff_logs(a: MeasurementLog, b: MeasurementLog) -> LogDiff:
         digest_b=b.footer.digest,
         host=host_differences(a, b),
     )
+
+
+def _contents(entry: LogEntry) -> object:
+    """A record's ``content_sha384`` for a diff: the hash, or ``zero`` for the zero marker."""
+    return "zero (marker)" if entry.content_sha384 is None else entry.content_sha384

@@ -38,6 +38,7 @@ from cvmlaunch.measure.log import (
     MAX_NESTING,
     MAX_RECORDS,
     READ_VERSIONS,
+    ZERO_MARKER_VERSION,
     LogFooter,
     LogHeader,
     LogInput,
@@ -134,7 +135,7 @@ def _lines(log: MeasurementLog) -> Iterator[str]:
                     "page_type": e.page_type.name,
                     "measured": e.measured,
                     "provenance": _provenance_obj(e.provenance),
-                    "content_sha384": e.content_sha384.hex(),
+                    "content_sha384": _hex(e.content_sha384),
                     "page_sha384": [p.hex() for p in e.page_sha384],
                     "digest_after": _hex(e.digest_after),
                 }
@@ -437,7 +438,9 @@ def _parse_range(line: _Line, seq_expected: int, version: int) -> LogEntry:
             page_type=PageType[type_name],
             measured=line.get_bool("measured"),
             provenance=provenance,
-            content_sha384=line.get_hex("content_sha384", length=48),
+            content_sha384=line.get_hex(
+                "content_sha384", length=48, optional=version >= ZERO_MARKER_VERSION
+            ),
             page_sha384=pages,
             digest_after=line.get_hex("digest_after", optional=True),
         )

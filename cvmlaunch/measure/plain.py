@@ -20,7 +20,10 @@ bytes; for every ``plain.copy`` record, in order,
     STEP   = op[32] || gpa u64 || size u64 || page_type u8 || measured u8 || content_sha384[48]
 
 (little endian; ``op`` is the record's op name in ASCII, NUL-padded to 32 bytes; ``page_type``
-the SNP PAGE_INFO number :class:`~cvmlaunch.layout.PageType` uses; ``measured`` 0 or 1).
+the SNP PAGE_INFO number :class:`~cvmlaunch.layout.PageType` uses; ``measured`` 0 or 1;
+``content_sha384`` is 48 zero bytes for a record with the zero marker, a range the plan gives
+no bytes: no SHA-384 output is all zero in practice, and the step stays O(1) however large
+the range).
 ``plain.pre_fault`` records leave the digest as it is: they say how this host faulted memory
 in (whether it offers ``KVM_PRE_FAULT_MEMORY``, and how the kernel split the calls), not what
 the guest was given, so the digest is the same on every host and predictable from the plan.
@@ -65,8 +68,11 @@ ZERO_DIGEST = bytes(DIGEST_SIZE)
 PLAIN_ALGORITHM = "cvmlaunch-transcript-sha384"
 
 #: The transcript step (cvmlaunch's own definition, docs/log-format.md): op name (ASCII,
-#: NUL-padded) [32], gpa u64, size u64, page_type u8, measured u8, content_sha384 [48].
+#: NUL-padded) [32], gpa u64, size u64, page_type u8, measured u8, content_sha384 [48] (48
+#: zero bytes for the zero marker).
 _STEP = struct.Struct("<32sQQBB48s")
+#: What a record with the zero marker (``content_sha384`` None) puts in the step.
+ZERO_MARKER_STEP = bytes(DIGEST_SIZE)
 
 
 def transcript_step(entry: LogEntry) -> bytes:
@@ -77,7 +83,7 @@ def transcript_step(entry: LogEntry) -> bytes:
         entry.size,
         int(entry.page_type),
         int(entry.measured),
-        entry.content_sha384,
+        ZERO_MARKER_STEP if entry.content_sha384 is None else entry.content_sha384,
     )
 
 

@@ -44,7 +44,7 @@ from cvmlaunch.errors import (
     MeasurementMismatch,
 )
 from cvmlaunch.layout import PAGE_SIZE, Buffer, Layout, PageType, Region
-from cvmlaunch.log_entry import LogEntry, LogOp
+from cvmlaunch.log_entry import LogEntry, LogOp, zero_by_construction
 from cvmlaunch.measure.pages import range_sha384
 
 TYPE_CHECKING = False
@@ -360,8 +360,11 @@ class TdxMeasurement:
     mr_extends: int
 
 
-def _content_sha384(region: Region) -> bytes:
-    """SHA-384 of the region's bytes as populated (data, then zero fill), streamed."""
+def _content_sha384(region: Region) -> bytes | None:
+    """SHA-384 of the region's bytes as populated (data, then zero fill), streamed; None (the
+    zero marker) for a region the plan gives no bytes (e.g. TEMP_MEM), which costs O(1)."""
+    if zero_by_construction(memoryview(region.data).nbytes):
+        return None
     return range_sha384(region.data, region.size)
 
 
@@ -410,7 +413,8 @@ def replay_tdx(
     TDX MR.EXTENDs raw bytes, so a log alone cannot be replayed: the verifier rebuilds the
     plan from the inputs the log's header names (after checking their hashes), and this
     function checks, record by record, that the log describes exactly that plan (GPA, size,
-    op, measured flag, content SHA-384) and that the MRTD after each record is what the
+    op, measured flag, content SHA-384, or the zero marker where the plan gives a range no
+    bytes, as format version 3 writes it) and that the MRTD after each record is what the
     plan's bytes produce.
 
     Args:
@@ -442,7 +446,14 @@ def replay_tdx(
             )
         if entry.op is not want_op or entry.measured != region.measured:
             raise LogFormatError(f"{where}: op {entry.op.value}, the plan does {want_op.value}")
-        if entry.content_sha384 != _content_sha384(region):
+        want = _content_sha384(region)
+        if entry.content_sha384 != want:
+            if want is None or entry.content_sha384 is None:
+                raise LogFormatError(
+                    f"{where}: content_sha384 is "
+                    f"{'the zero marker' if entry.content_sha384 is None else 'a hash'}, but "
+                    f"the plan gives the range {'no' if want is None else 'its'} bytes"
+                )
             raise LogFormatError(f"{where}: content SHA-384 differs from the input's bytes")
         fold.add_region(region)
         if entry.digest_after is not None and entry.digest_after != fold.digest():
