@@ -2,7 +2,7 @@
 
 Rule 1: every field the reference values predict is compared, and every difference is
 reported (expected vs got), not only the first. What they do not predict (REPORT_DATA, TCB
-values, RTMRs, ...) is not compared and is listed as such.
+values, RTMRs unless the values carry them, ...) is not compared and is listed as such.
 
 Rule 2: the measurement may be one of a set (:class:`~cvmlaunch.measure.reference_set.
 ReferenceSet`): the report matches when its MEASUREMENT / MRTD is any of them, and the
@@ -12,7 +12,9 @@ What an SEV-SNP report carries for a launch (SNP Firmware ABI, SNP_LAUNCH_FINISH
 ATTESTATION_REPORT): MEASUREMENT the launch digest, POLICY the guest policy, HOST_DATA as
 given; with an ID block, FAMILY_ID, IMAGE_ID and GUEST_SVN from it, ID_KEY_DIGEST the SHA-384
 of the ID key, and AUTHOR_KEY_EN with AUTHOR_KEY_DIGEST when an author key signed the ID key.
-A TDX quote carries MRTD and, as given at TD creation, MRCONFIGID, MROWNER, MROWNERCONFIG.
+A TDX quote carries MRTD and, as given at TD creation, MRCONFIGID, MROWNER, MROWNERCONFIG;
+RTMR0-3 as the TD left them (compared where the reference values predict them: reference-values
+--rtmr-events).
 
 Pure: typed reports and reference values in, differences out.
 """
@@ -136,6 +138,7 @@ def expected_from_values(values: ReferenceValues) -> Expected:
             ("mr_owner", tdx.mrowner),
             ("mr_owner_config", tdx.mrownerconfig),
         ]
+        fields += [(f"rtmr{i}", r) for i, r in enumerate(values.rtmrs or ()) if r is not None]
         return Expected("tdx", (values.measurement,), tuple(fields))
     raise ReportFormatError(f"no attestation report carries {values.technology} values")
 
@@ -157,7 +160,12 @@ _SNP_DOC = {
     "image_id": 16,
     "guest_svn": None,
 }
-_TDX_DOC = {"mr_config_id": 48, "mr_owner": 48, "mr_owner_config": 48}
+_TDX_DOC = {
+    "mr_config_id": 48,
+    "mr_owner": 48,
+    "mr_owner_config": 48,
+    **{f"rtmr{i}": 48 for i in range(4)},
+}
 
 
 def expected_from_document(text: str, *, name: str) -> Expected:

@@ -121,9 +121,15 @@ def verify(
         CheckFailed: a field differs, the signature does not verify, or (``require_inputs``)
             something could not be checked without inputs.
     """
+    from cvmlaunch.cli._tdx_rtmr import is_event_log, verify_event_log
     from cvmlaunch.files import map_file
     from cvmlaunch.measure.log_check import check_log
 
+    if is_event_log(log_file):
+        if signed_by is not None or ovmf or svsm or kernel or initrd or append or inputs:
+            raise ConfigError(f"{log_file} is an RTMR event log: it is checked without inputs")
+        verify_event_log(log_file, as_json=as_json)
+        return
     signer: str | None = None
     if signature is not None and signed_by is None:  # else it would be silently ignored
         raise ConfigError("--signature names the envelope that --signed-by checks: give both")
@@ -208,7 +214,11 @@ The header's settings and the inputs given (--ovmf, --svsm, --kernel, --initrd, 
 found by SHA-256 in --inputs DIR) rebuild the launch plan; every record must equal it, and
 the digest chain must replay. Prints the final digest on success and what could not be
 checked without inputs; exits 1 naming each record and field that differs, and with
---signed-by when LOG's DSSE signature does not verify (docs/log-format.md).""",
+--signed-by when LOG's DSSE signature does not verify (docs/log-format.md).
+
+An RTMR event log (CEL-JSON, from measure tdx --event-log) is replayed instead: it prints
+RTMR0-3 and exits 1 naming each event whose digest its own data contradicts
+(docs/tdx-rtmr.md).""",
     short_help="Check every field of LOG against its header and inputs.",
 )
 @click.argument("log_file", metavar="LOG", type=FILE)
@@ -271,10 +281,14 @@ def VERIFY(  # noqa: N802
 
 def diff(a: str, b: str, *, as_json: bool = False) -> None:
     """Run ``log diff`` (see :data:`DIFF`)."""
+    from cvmlaunch.cli._tdx_rtmr import diff_event_logs, is_event_log
     from cvmlaunch.measure.log_diff import diff_logs
 
     if a == b == "-":
         raise ConfigError("logs A and B cannot both be standard input ('-')")
+    if is_event_log(a) and is_event_log(b):
+        diff_event_logs(a, b, as_json=as_json)
+        return
     result = diff_logs(_read_log(a), _read_log(b))
     if as_json:
         import json
@@ -292,7 +306,9 @@ def diff(a: str, b: str, *, as_json: bool = False) -> None:
     help="""Explain how logs A and B differ; exit 1 if their digests do.
 
 Lists every header difference, the first diverging range, then the verdict: whether the
-final digests differ (exit 1) or not (exit 0, even when settings outside the digest do).""",
+final digests differ (exit 1) or not (exit 0, even when settings outside the digest do).
+For two RTMR event logs (CEL-JSON): the first event that differs, named ("RTMR2 command
+line: …"); exit 1 if the RTMRs they replay to differ.""",
     short_help="Explain how logs A and B differ; exit 1 if their digests do.",
 )
 @click.argument("a", metavar="A", type=FILE)

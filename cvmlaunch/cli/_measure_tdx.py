@@ -1,8 +1,10 @@
-"""``cvmlaunch measure tdx``: predict a TDX MRTD from TDVF firmware, offline.
+"""``cvmlaunch measure tdx``: predict a TDX MRTD from TDVF firmware, offline, and with
+``--kernel`` the RTMR0-2 of a direct-boot TD (docs/tdx-rtmr.md).
 
-The firmware is mmapped, never read whole. With ``--log`` the launch measurement log
-(docs/log-format.md, technology ``tdx``) is written atomically. Exit 0 ok, 1 ``--expect``
-mismatch, 2 bad input.
+The firmware and the kernel are mmapped, never read whole. With ``--log`` the launch
+measurement log (docs/log-format.md, technology ``tdx``) and with ``--event-log`` the RTMR
+events as TCG CEL-JSON are written atomically. Exit 0 ok, 1 ``--expect`` mismatch, 2 bad
+input.
 """
 
 from __future__ import annotations
@@ -13,11 +15,22 @@ from typing import Any
 
 import click
 
-from cvmlaunch.cli._params import FILE, firmware_dir_option, output_format_option, resolve_firmware
-from cvmlaunch.errors import MeasurementMismatch
-from cvmlaunch.files import map_file
+from cvmlaunch.cli._params import (
+    FILE,
+    Completing,
+    DirPath,
+    firmware_dir_option,
+    output_format_option,
+    resolve_firmware,
+)
+from cvmlaunch.errors import ConfigError, MeasurementMismatch
+from cvmlaunch.files import Output, check_outputs, map_file
 from cvmlaunch.layout import parse_hex_bytes
 from cvmlaunch.measure.tdx import MRTD_SIZE, PageOrder, TdxMeasurement, measure_tdvf
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from cvmlaunch.measure.tdx_rtmr import TdxRtmrPrediction
 
 __all__ = ["MEASURE_TDX", "measure_tdx"]
 
@@ -31,6 +44,7 @@ def _json_result(
     sha256: bytes,
     log_records: int | None,
     identity: dict[str, str | None],
+    prediction: TdxRtmrPrediction | None = None,
 ) -> str:
     doc: dict[str, Any] = {
         "technology": "tdx",
@@ -43,6 +57,10 @@ def _json_result(
     }
     if log_records is not None:
         doc["log_records"] = log_records
+    if prediction is not None:
+        from cvmlaunch.cli._tdx_rtmr import rtmr_fields
+
+        doc |= rtmr_fields(prediction)
     return json.dumps(doc, sort_keys=True)
 
 
@@ -69,6 +87,12 @@ def _owner_settings(
     return identity_settings(tdx=TdxLaunchIdentity(*values))
 
 
+def _guest_given(guest: dict[str, Any]) -> bool:
+    """Whether any guest option was given (``--kernel`` is then required)."""
+    defaults = {"stub_measures": "auto"}
+    return any(v is not None and v != defaults.get(k) for k, v in guest.items())
+
+
 def measure_tdx(
     firmware: str,
     two_pass: bool,
@@ -78,19 +102,37 @@ def measure_tdx(
     mrconfigid: str | None,
     mrowner: str | None,
     mrownerconfig: str | None,
+    **guest: Any,
 ) -> None:
     """Run ``measure tdx`` (arguments as the options; see :data:`MEASURE_TDX`)."""
     expected = parse_hex_bytes(expect, MRTD_SIZE, "--expect") if expect is not None else None
+    event_log = guest.pop("event_log", None)
+    if guest.get("kernel") is None and (_guest_given(guest) or event_log is not None):
+        raise ConfigError("--memory, --initrd, --append, --acpi, … describe a guest: give --kernel")
+    prediction = None
     owner = _owner_settings(mrconfigid, mrowner, mrownerconfig)
     order = PageOrder.TWO_PASS if two_pass else PageOrder.PER_PAGE
     log_text: str | None = None
-    if log_path is not None:  # refused before the firmware is measured
-        from cvmlaunch.files import Output, check_outputs
-
-        check_outputs([Output(log_path, b"", what="the launch log")], inputs=[firmware])
+    if log_path == "-" and event_log == "-":
+        raise ConfigError("--log - and --event-log - would both be standard output")
+    inputs = [firmware, *(guest[k] for k in ("kernel", "initrd") if guest.get(k) is not None)]
+    planned = [
+        Output(path, b"", what=what)
+        for path, what in ((log_path, "the launch log"), (event_log, "the RTMR event log"))
+        if path is not None
+    ]
+    if planned:  # refused before anything is measured
+        check_outputs(planned, inputs=inputs)
     with map_file(firmware) as data:
         result = measure_tdvf(data, name=firmware, order=order)
         sha256 = hashlib.sha256(data).digest()
+        if guest.get("kernel") is not None:
+            from cvmlaunch.cli._tdx_rtmr import predict_rtmrs
+            from cvmlaunch.image.ovmf import parse_ovmf
+
+            prediction = predict_rtmrs(
+                parse_ovmf(data, name=firmware), **{**guest, "append": guest.get("append") or ""}
+            )
         if log_path is not None:
             from cvmlaunch import __version__
             from cvmlaunch.measure.log import LogInput, dumps_log
@@ -110,21 +152,39 @@ def measure_tdx(
                 settings={"profile": _PROFILE, **owner},
             )
             log_text = dumps_log(log)
+    outputs = []
     if log_path is not None and log_text is not None:
-        from cvmlaunch.files import write_output
+        outputs.append(Output(log_path, log_text, what="the launch log"))
+    if event_log is not None and prediction is not None:
+        from cvmlaunch.cli._tdx_rtmr import event_log_text
 
-        write_output(log_path, log_text, what="the launch log", inputs=[firmware])
-    if log_path == "-":  # stdout is the log alone (its footer has the MRTD)
+        outputs.append(Output(event_log, event_log_text(prediction), what="the RTMR event log"))
+    if outputs:
+        from cvmlaunch.files import write_outputs
+
+        write_outputs(outputs, inputs=inputs)  # all land or none does
+    if prediction is not None:
+        for note in prediction.notes:
+            click.echo(f"cvmlaunch: note: {note}", err=True)
+    if "-" in (log_path, event_log):  # stdout is that output alone
         pass
     elif output_format == "json":
         records = None if log_text is None else len(result.log)
-        print(_json_result(result, firmware, sha256, records, owner))
-    elif output_format == "base64":
-        import base64
-
-        print(base64.b64encode(result.mrtd).decode())
+        print(_json_result(result, firmware, sha256, records, owner, prediction))
     else:
-        print(result.mrtd.hex())
+        values: list[tuple[str, bytes | None]] = [("mrtd", result.mrtd)]
+        if prediction is not None:
+            values += [(f"rtmr{i}", v) for i, v in enumerate(prediction.rtmrs)]
+        for name, value in values:
+            if value is None:
+                text = "-"
+            elif output_format == "base64":
+                import base64
+
+                text = base64.b64encode(value).decode()
+            else:
+                text = value.hex()
+            print(text if prediction is None else f"{name} {text}")
     if expected is not None and expected != result.mrtd:
         raise MeasurementMismatch("MRTD", expected=expected, actual=result.mrtd)
 
@@ -136,7 +196,13 @@ attribute (the BFV) are also MR.EXTENDed. RAM size, vCPUs and TD attributes do n
 MRTD. With hex output, stdout is the MRTD alone on one line. The owner values
 (--mrconfigid, --mrowner, --mrownerconfig, as QEMU's tdx-guest takes them) are reported in
 the TD quote beside MRTD but never enter it: they are recorded in the log header and the
-JSON output (cvmlaunch reference-values reads them back)."""
+JSON output (cvmlaunch reference-values reads them back).
+
+With --kernel (and --memory) it also predicts RTMR0-2 of a direct-boot TD (QEMU -kernel,
+-initrd, -append): the TD HOB, the varstore, the ACPI tables (--acpi), the boot variables, the
+kernel's Authenticode digest, the command line and the initrd (docs/tdx-rtmr.md). A register
+that cannot be predicted is printed as '-' (JSON null) with the reason on stderr. With hex or
+base64 output each value is then a line 'NAME VALUE'."""
 
 
 @click.command("tdx", help=_HELP, short_help=_HELP.splitlines()[0])
@@ -170,5 +236,58 @@ JSON output (cvmlaunch reference-values reads them back)."""
 )
 @click.option("--mrowner", metavar="HEX", help="MROWNER, 48 bytes [default: zero]")
 @click.option("--mrownerconfig", metavar="HEX", help="MROWNERCONFIG, 48 bytes [default: zero]")
+@click.option(
+    "--kernel",
+    type=FILE,
+    metavar="FILE",
+    help="EFI-stub bzImage given to QEMU's -kernel: predict RTMR0-2 too (docs/tdx-rtmr.md)",
+)
+@click.option("--initrd", type=FILE, metavar="FILE", help="initrd (-initrd)")
+@click.option("--append", metavar="TEXT", help="kernel command line (-append)  [default: empty]")
+@click.option(
+    "-m", "--memory", metavar="SIZE", help="guest RAM as QEMU's -m takes it: 4G, 4096 (MiB)"
+)
+@click.option(
+    "--acpi",
+    type=DirPath(),
+    metavar="DIR",
+    help="QEMU's ACPI fw_cfg files etc/table-loader, etc/acpi/rsdp, etc/acpi/tables (a copy of "
+    "a TD's /sys/firmware/qemu_fw_cfg/by_name works as it is); without it RTMR0 is not predicted",
+)
+@click.option(
+    "--kernel-loading",
+    type=Completing(["patched", "raw"]),
+    metavar="patched|raw",
+    help="how OVMF gets the kernel: QEMU < 10.2 header-patched, or the file as given "
+    "[default: raw for edk2 >= 2025.02 firmware, else required]",
+)
+@click.option(
+    "--secure-boot-vars",
+    type=DirPath(),
+    metavar="DIR",
+    help="PK, KEK, db, dbx, SecureBoot variable data (files, or efivarfs NAME-GUID) "
+    "[default: the firmware's own varstore]",
+)
+@click.option(
+    "--edk2",
+    metavar="YYYY.MM",
+    help="the edk2 release of the firmware, where the image cannot tell (the RTMR event set "
+    "changed in 2024.11, 2025.02, 2025.05, 2025.08)",
+)
+@click.option(
+    "--stub-measures",
+    type=Completing(["auto", "yes", "no"]),
+    metavar="auto|yes|no",
+    default="auto",
+    show_default=True,
+    help="whether the kernel's EFI stub measures the command line and initrd into RTMR2 "
+    "(auto: from the kernel)",
+)
+@click.option(
+    "--event-log",
+    type=FILE,
+    metavar="FILE",
+    help="write the RTMR events as TCG CEL-JSON here",
+)
 def MEASURE_TDX(firmware_dir: str | None, firmware: str, **options: Any) -> None:  # noqa: N802
     measure_tdx(firmware=resolve_firmware(firmware, firmware_dir), **options)

@@ -56,7 +56,11 @@ def replay_if_possible(log: MeasurementLog) -> bool:
 
 
 def reference_values(
-    log: str, fmt: str, signed_by: str | None = None, signature: str | None = None
+    log: str,
+    fmt: str,
+    signed_by: str | None = None,
+    signature: str | None = None,
+    rtmr_events: str | None = None,
 ) -> None:
     """Run ``reference-values`` (see :data:`REFERENCE_VALUES`); with ``signed_by``, only from
     a log whose DSSE signature by that key verifies (what no replay proves: policy without an
@@ -88,6 +92,10 @@ def reference_values(
     values = ReferenceValues.from_settings(
         parsed.header.technology.value, parsed.footer.digest, parsed.header.settings
     )
+    if rtmr_events is not None:
+        from cvmlaunch.cli._tdx_rtmr import event_log_rtmrs
+
+        values = values.with_rtmrs(event_log_rtmrs(rtmr_events))
     print("\n".join(printable(line) for line in values.render(fmt).splitlines()))
 
 
@@ -113,7 +121,14 @@ does not verify).""",
     "go-tdx-guest [default: json]",
 )
 @signed_by_options("require")
+@click.option(
+    "--rtmr-events",
+    type=FILE,
+    metavar="FILE",
+    help="TDX: also RTMR0-3, replayed from this RTMR event log (measure tdx --event-log); a "
+    "register without events is left unchecked",
+)
 def REFERENCE_VALUES(  # noqa: N802
-    log: str, fmt: str, signed_by: str | None, signature: str | None
+    log: str, fmt: str, signed_by: str | None, signature: str | None, rtmr_events: str | None
 ) -> None:
-    reference_values(log, fmt, signed_by, signature)
+    reference_values(log, fmt, signed_by, signature, rtmr_events)

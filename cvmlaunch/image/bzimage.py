@@ -19,6 +19,7 @@ relocatable, at any ``kernel_alignment``-aligned address (``pref_address`` prefe
 from __future__ import annotations
 
 import enum
+import re
 import struct
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ from cvmlaunch.layout import Buffer
 
 __all__ = [
     "HDRS_MAGIC",
+    "QEMU_ACPI_DATA_SIZE",
     "SETUP_HEADER",
     "SETUP_HEADER_OFFSET",
     "BzImage",
@@ -34,8 +36,11 @@ __all__ = [
     "PayloadFormat",
     "SetupHeader",
     "XLoadFlag",
+    "apply_patches",
     "is_bzimage",
     "parse_bzimage",
+    "qemu_initrd_max",
+    "qemu_setup_header_patches",
 ]
 
 #: boot.rst "The Real-Mode Kernel Header": the setup header starts at 0x1F1 ...
@@ -370,3 +375,139 @@ def parse_bzimage(data: Buffer, *, name: str = "kernel") -> BzImage:
         kernel_info_offset=h.kernel_info_offset if version >= 0x020F else None,
         kernel_version=kernel_version,
     )
+
+
+#: QEMU's ``acpi_data_size`` for current q35/pc machine types (0x20000 + 0x8000): the top of
+#: low RAM it keeps free of the initrd.
+QEMU_ACPI_DATA_SIZE = 0x28000
+#: ``type_of_loader`` QEMU writes ("High nybble = B reserved for QEMU").
+QEMU_LOADER_TYPE = 0xB0
+#: QEMU reads (and patches) at most this many bytes of the setup area.
+_QEMU_HEADER_BUFFER = 8192
+
+
+def qemu_initrd_max(data: Buffer, below_4g_mem_size: int, acpi_data_size: int) -> int:
+    """The highest address QEMU lets an initrd reach (``x86_load_linux``): UINT32_MAX for a
+    2.12+ kernel with XLF_CAN_BE_LOADED_ABOVE_4G, else ``initrd_addr_max`` (2.03+) or
+    0x37FFFFFF, clamped to ``below_4g_mem_size - acpi_data_size - 1``."""
+    h = SetupHeader.from_bytes(data)
+    if h.version >= 0x020C and h.xloadflags & XLoadFlag.CAN_BE_LOADED_ABOVE_4G:
+        initrd_max = 0xFFFFFFFF
+    elif h.version >= 0x0203:
+        initrd_max = h.initrd_addr_max
+    else:
+        initrd_max = _OLD_INITRD_ADDR_MAX
+    if initrd_max >= below_4g_mem_size - acpi_data_size:
+        initrd_max = below_4g_mem_size - acpi_data_size - 1
+    return initrd_max
+
+
+def _vga_mode(cmdline: str) -> int | None:
+    """QEMU's ``vga=`` handling: normal/ext/ask, else a C ``strtoul(..., 0)`` number that must
+    end the word."""
+    at = cmdline.find("vga=")
+    if at < 0:
+        return None
+    value = cmdline[at + 4 :]
+    for word, mode in (("normal", 0xFFFF), ("ext", 0xFFFE), ("ask", 0xFFFD)):
+        if value.startswith(word):
+            return mode
+    text = value.split(" ", 1)[0]
+    if re.fullmatch(r"0[xX][0-9a-fA-F]+", text):
+        mode = int(text, 16)
+    elif re.fullmatch(r"0[0-7]*", text):
+        mode = int(text, 8)
+    elif re.fullmatch(r"[1-9][0-9]*", text):
+        mode = int(text)
+    else:
+        mode = -1
+    if not 0 <= mode <= 0xFFFFFFFF:
+        raise ImageError(f"invalid 'vga=' kernel parameter {text!r} (QEMU refuses it)")
+    return mode & 0xFFFF
+
+
+def qemu_setup_header_patches(
+    data: Buffer,
+    *,
+    below_4g_mem_size: int,
+    initrd_size: int | None,
+    cmdline: str,
+    acpi_data_size: int = QEMU_ACPI_DATA_SIZE,
+) -> dict[int, bytes]:
+    """The bytes QEMU's ``x86_load_linux`` (hw/i386/x86-common.c) writes into a bzImage's
+    setup header before serving it over fw_cfg as KERNEL_SETUP_DATA (QEMU before 10.2 did so
+    for TDX guests too; OVMF then measures the patched image).
+
+    Patches, by protocol version (``real_addr``/``cmdline_addr`` = 0x10000/0x20000 for 2.02+
+    loaded high, else 0x90000/0x9A000 - cmdline_size):
+
+    * 0x228 ``cmd_line_ptr`` = cmdline_addr (2.02+), else the old 0x20 magic 0xA33F and 0x22
+      offset;
+    * 0x1FA ``vid_mode`` when the command line has ``vga=``;
+    * 0x210 ``type_of_loader`` = 0xB0 (2.00+);
+    * 0x211 ``loadflags`` |= CAN_USE_HEAP and 0x224 ``heap_end_ptr`` = cmdline_addr -
+      real_addr - 0x200 (2.01+);
+    * with an initrd: 0x218 ``ramdisk_image`` = (initrd_max - size) & ~4095 and 0x21C
+      ``ramdisk_size`` (:func:`qemu_initrd_max`).
+
+    Args:
+        data: the kernel file.
+        below_4g_mem_size: RAM below 4 GiB (q35: the RAM size if < 0xB0000000, else 2 GiB).
+        initrd_size: bytes of the initrd, None without one.
+        cmdline: the kernel command line (``-append``).
+        acpi_data_size: QEMU's reserve at the top of low RAM.
+
+    Returns:
+        ``{file offset: new bytes}``; :func:`apply_patches` writes them into a copy.
+
+    Raises:
+        ImageError: not a bzImage, an initrd too large for the space QEMU allows, or a bad
+            ``vga=`` (QEMU exits on both).
+    """
+    if not is_bzimage(data):
+        raise ImageError("no Linux boot protocol magic 'HdrS': QEMU would not patch it")
+    h = SetupHeader.from_bytes(data)
+    protocol = h.version
+    cmdline_size = (len(cmdline.encode()) + 16) & ~15
+    if protocol < 0x202 or not h.loadflags & LoadFlag.LOADED_HIGH:  # low, or high but ancient
+        real_addr, cmdline_addr = 0x90000, 0x9A000 - cmdline_size
+    else:
+        real_addr, cmdline_addr = 0x10000, 0x20000
+    patches: dict[int, bytes] = {}
+    if protocol >= 0x202:
+        patches[0x228] = struct.pack("<I", cmdline_addr)
+    else:
+        patches[0x20] = struct.pack("<HH", 0xA33F, (cmdline_addr - real_addr) & 0xFFFF)
+    vga = _vga_mode(cmdline)
+    if vga is not None:
+        patches[0x1FA] = struct.pack("<H", vga)
+    loadflags = h.loadflags
+    if protocol >= 0x200:
+        patches[0x210] = bytes([QEMU_LOADER_TYPE])
+    if protocol >= 0x201:
+        loadflags |= LoadFlag.CAN_USE_HEAP
+        patches[0x224] = struct.pack("<H", (cmdline_addr - real_addr - 0x200) & 0xFFFF)
+    patches[0x211] = bytes([loadflags])
+    if initrd_size is not None:
+        initrd_max = qemu_initrd_max(data, below_4g_mem_size, acpi_data_size)
+        if initrd_size >= initrd_max:
+            raise ImageError(
+                f"initrd of {initrd_size:#x} bytes is too large: QEMU allows below {initrd_max:#x}"
+            )
+        patches[0x218] = struct.pack("<II", (initrd_max - initrd_size) & ~4095, initrd_size)
+    return patches
+
+
+def apply_patches(data: Buffer, patches: dict[int, bytes]) -> bytearray:
+    """A copy of ``data`` with each ``{offset: bytes}`` written in (QEMU copies at most the first
+    8 KiB of the setup area back; every header patch lies there).
+
+    Raises:
+        ImageError: a patch outside the first 8 KiB or outside the image.
+    """
+    out = bytearray(data)
+    for offset, raw in patches.items():
+        if offset + len(raw) > min(_QEMU_HEADER_BUFFER, len(out)):
+            raise ImageError(f"setup header patch at {offset:#x} lies outside the header")
+        out[offset : offset + len(raw)] = raw
+    return out

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -105,6 +106,8 @@ class ReferenceValues:
         id_block: the SNP ID block, if the launch had one.
         id_auth: its ID auth.
         tdx: TDX MRCONFIGID / MROWNER / MROWNERCONFIG, if recorded.
+        rtmrs: TDX RTMR0-3 from an RTMR event log (:meth:`with_rtmrs`); None per register
+            that is not predicted (not checked), or None for no event log.
     """
 
     technology: str
@@ -114,6 +117,19 @@ class ReferenceValues:
     id_block: IdBlock | None = None
     id_auth: IdAuth | None = None
     tdx: TdxLaunchIdentity | None = None
+    rtmrs: tuple[bytes | None, ...] | None = None
+
+    def with_rtmrs(self, rtmrs: tuple[bytes | None, ...]) -> ReferenceValues:
+        """These values with TDX RTMR0-3 (four values, None for a register not predicted).
+
+        Raises:
+            ConfigError: not TDX values, or not four 48-byte values.
+        """
+        if self.technology not in _TDX_TECHNOLOGIES:
+            raise ConfigError(f"RTMRs are TDX registers; these are {self.technology} values")
+        if len(rtmrs) != 4 or any(r is not None and len(r) != 48 for r in rtmrs):
+            raise ConfigError("RTMR0-3 are four 48-byte values")
+        return dataclasses.replace(self, rtmrs=tuple(rtmrs))
 
     @classmethod
     def from_settings(
@@ -213,6 +229,8 @@ class ReferenceValues:
                     "mr_owner": tdx.mrowner.hex(),
                     "mr_owner_config": tdx.mrownerconfig.hex(),
                 }
+                if self.rtmrs is not None:
+                    out |= {f"rtmr{i}": _hex(r) for i, r in enumerate(self.rtmrs)}
             else:
                 out["measurement"] = self.measurement.hex()
             return out
@@ -320,12 +338,16 @@ class ReferenceValues:
     def _go_tdx_guest_policy(self) -> list[tuple[str, bytes | int | bool]]:
         """go-tdx-guest ``TDQuoteBodyPolicy`` fields (proto/checkconfig.proto)."""
         tdx = self.tdx or TdxLaunchIdentity()
-        return [
+        body: list[tuple[str, bytes | int | bool]] = [
             ("mr_td", self.measurement),
             ("mr_config_id", tdx.mrconfigid),
             ("mr_owner", tdx.mrowner),
             ("mr_owner_config", tdx.mrownerconfig),
         ]
+        if self.rtmrs is not None:
+            # Four entries, an empty one for a register not checked (go-tdx-guest's -rtmrs).
+            body += [("rtmrs", r or b"") for r in self.rtmrs]
+        return body
 
 
 def textproto_bytes(value: bytes) -> str:

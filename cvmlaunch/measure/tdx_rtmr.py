@@ -1,0 +1,609 @@
+"""RTMR0-2 of a TD that QEMU boots with TDVF (OVMF) and a direct kernel (``-kernel``).
+
+Rule 1: pure. Every input is bytes or a value (the firmware image, the kernel, the initrd, the
+command line, the ACPI blobs as QEMU serves them over fw_cfg, the Secure Boot variables, the
+memory size); the result is the list of :class:`~cvmlaunch.measure.rtmr.RtmrEvent` the
+firmware and the Linux EFI stub log, and the RTMRs they replay to (:func:`~cvmlaunch.measure.
+rtmr.replay` is the only fold).
+
+Rule 2: each event's content is its own function with its own test (UEFI_VARIABLE_DATA, the
+TD HOB and CFV event data, the LoadOptions string, the ACPI loader order, the kernel's
+Authenticode digest with QEMU's header patches).
+
+Rule 3: what differs between firmware builds is a named :class:`~cvmlaunch.image.
+tdvf_features.Edk2Release`, told from the image where it can be, else asked for; what cannot be
+predicted is omitted with a note, never guessed: RTMR0 without the ACPI blobs, and RTMR0 of
+edk2 >= 202505 builds (they also measure fw_cfg items and SMBIOS tables, not modelled here).
+
+The event order (research launch.md section 4, tdx-measure.md section 6; validated on hardware
+by dstack-mr and virtee/tdx-measure for edk2 202411..202502, and by a real TD's CCEL in
+confidential-containers/trustee for an older build):
+
+* RTMR0: TD HOB (EV_EFI_HANDOFF_TABLES2), CFV (EV_EFI_PLATFORM_FIRMWARE_BLOB2), the variables
+  SecureBoot, PK, KEK, db, dbx (EV_EFI_VARIABLE_DRIVER_CONFIG, digest of UEFI_VARIABLE_DATA),
+  a separator, the ACPI ``etc/table-loader`` then each blob it ALLOCATEs in command order
+  (EV_PLATFORM_CONFIG_FLAGS "ACPI DATA", digest of the blob as served), BootOrder and Boot0000
+  (EV_EFI_VARIABLE_BOOT, digest of the variable data), and before edk2 202411 the ReadyToBoot
+  separator.
+* RTMR1: the kernel (EV_EFI_BOOT_SERVICES_APPLICATION, Authenticode SHA-384 of the image OVMF
+  loads), EV_EFI_ACTION "Calling EFI Application from Boot Option", the ReadyToBoot separator
+  (edk2 >= 202411), "Exit Boot Services Invocation", "Exit Boot Services Returned with Success".
+* RTMR2 (the Linux EFI stub, EV_EVENT_TAG): LoadOptions (UTF-16LE, NUL-terminated), then the
+  initrd.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from cvmlaunch.errors import ConfigError, ImageError
+from cvmlaunch.image.bzimage import (
+    QEMU_ACPI_DATA_SIZE,
+    apply_patches,
+    is_bzimage,
+    parse_bzimage,
+    qemu_setup_header_patches,
+)
+from cvmlaunch.image.ovmf import OvmfImage, TdvfSection, guid_bytes_le
+from cvmlaunch.image.pe import authenticode_digest, parse_pe
+from cvmlaunch.image.td_hob import build_td_hob, td_hob_measured_bytes, td_hob_section
+from cvmlaunch.image.tdvf_features import (
+    Edk2Release,
+    detect_tdvf_features,
+    releases_matching,
+)
+from cvmlaunch.image.varstore import parse_varstore
+from cvmlaunch.layout import Buffer, TdvfSectionType
+from cvmlaunch.measure.rtmr import EventType, RtmrEvent, replay, sha384
+from cvmlaunch.memory_map import MemoryMap
+
+__all__ = [
+    "ACPI_BLOB_NAMES",
+    "BOOT0000_UIAPP",
+    "BOOT_ORDER_DIRECT",
+    "EFI_GLOBAL_VARIABLE_GUID",
+    "EFI_IMAGE_SECURITY_DATABASE_GUID",
+    "SECURE_BOOT_VARIABLES",
+    "SEPARATOR",
+    "TABLE_LOADER",
+    "AcpiBlobs",
+    "KernelLoading",
+    "TdxRtmrPrediction",
+    "acpi_events",
+    "cfv_event",
+    "kernel_image",
+    "load_options",
+    "predict_tdx_rtmrs",
+    "rtmr1_events",
+    "rtmr2_events",
+    "secure_boot_from_varstore",
+    "stub_uses_cc_measurement",
+    "table_loader_allocations",
+    "td_hob_event",
+    "uefi_variable_data",
+]
+
+EFI_GLOBAL_VARIABLE_GUID = "8be4df61-93ca-11d2-aa0d-00e098032b8c"
+EFI_IMAGE_SECURITY_DATABASE_GUID = "d719b2cb-3d3a-4596-a3bc-dad00e67656f"
+#: The table GUID TDVF logs with the TD HOB (as in real TD logs' EV_EFI_HANDOFF_TABLES2 data).
+TDX_HOB_TABLE_GUID = "93bb96af-b9f2-4eb8-9462-e0ba74564236"
+#: (name, vendor GUID) of the Secure Boot variables TDVF measures, in order.
+SECURE_BOOT_VARIABLES: tuple[tuple[str, str], ...] = (
+    ("SecureBoot", EFI_GLOBAL_VARIABLE_GUID),
+    ("PK", EFI_GLOBAL_VARIABLE_GUID),
+    ("KEK", EFI_GLOBAL_VARIABLE_GUID),
+    ("db", EFI_IMAGE_SECURITY_DATABASE_GUID),
+    ("dbx", EFI_IMAGE_SECURITY_DATABASE_GUID),
+)
+SEPARATOR = bytes(4)
+#: BootOrder for a direct kernel boot: Boot0000 only.
+BOOT_ORDER_DIRECT = b"\x00\x00"
+#: Boot0000 OVMF creates for a direct boot: EFI_LOAD_OPTION, attributes 0x109, "UiApp",
+#: FvFile 462caa21-7614-4503-836e-8ab6f4662331 in FV 7cb8bdc9-f8eb-4f34-aaea-3ee4af6516a1.
+BOOT0000_UIAPP = bytes.fromhex(
+    "090100002c0055006900410070007000000004071400c9bdb87cebf8344faaea3ee4af6516a1"
+    "0406140021aa2c4614760345836e8ab6f46623317fff0400"
+)
+TABLE_LOADER = "etc/table-loader"
+#: The fw_cfg files of QEMU's ACPI (``--acpi DIR``).
+ACPI_BLOB_NAMES = (TABLE_LOADER, "etc/acpi/rsdp", "etc/acpi/tables")
+_ACPI_DATA = b"ACPI DATA"
+_CFV_DESCRIPTION = b"Fv(XXXXXXXX-XXXX-XXXX-XXXX-XXXXXXXXXXXX)\x00"
+_LOADER_COMMAND = 128
+_LOADER_ALLOCATE = 1
+_LOADER_FILE = 56
+CALLING_EFI_APPLICATION = b"Calling EFI Application from Boot Option"
+EXIT_BOOT_SERVICES = b"Exit Boot Services Invocation"
+EXIT_BOOT_SERVICES_SUCCESS = b"Exit Boot Services Returned with Success"
+#: Linux EFI stub tagged events (drivers/firmware/efi/libstub/efi-stub-helper.c).
+LOAD_OPTIONS_TAG = (0x8F3B22ED, b"LOADED_IMAGE::LoadOptions\x00")
+INITRD_TAG = (0x8F3B22EC, b"Linux initrd\x00")
+
+
+class KernelLoading(enum.Enum):
+    """Which bytes OVMF measures as the kernel."""
+
+    PATCHED = "patched"  # QEMU < 10.2 setup+kernel items, header patched (OVMF < 202502)
+    RAW = "raw"  # the file as given (etc/boot/kernel, or QEMU >= 10.2 for a CVM)
+
+    @classmethod
+    def parse(cls, text: str) -> KernelLoading:
+        """``patched`` or ``raw``.
+
+        Raises:
+            ConfigError: anything else.
+        """
+        try:
+            return cls(text.lower())
+        except ValueError:
+            raise ConfigError(f"--kernel-loading {text!r}: expected patched or raw") from None
+
+
+@dataclass(frozen=True, slots=True)
+class AcpiBlobs:
+    """QEMU's ACPI fw_cfg files by name (``etc/table-loader``, ``etc/acpi/rsdp``,
+    ``etc/acpi/tables``), as the VMM serves them (QEMU pads them to 4 KiB multiples)."""
+
+    files: Mapping[str, bytes]
+
+
+def uefi_variable_data(vendor_guid: str, name: str, data: bytes) -> bytes:
+    """``UEFI_VARIABLE_DATA`` (TCG PC Client PFP): VariableName GUID (EFI byte order), u64
+    UnicodeNameLength (characters, no NUL), u64 VariableDataLength, the UTF-16LE name without
+    NUL, the data."""
+    name16 = name.encode("utf-16-le")
+    return (
+        guid_bytes_le(vendor_guid) + struct.pack("<QQ", len(name16) // 2, len(data)) + name16 + data
+    )
+
+
+def td_hob_event(sections: tuple[TdvfSection, ...], memory_size: int) -> RtmrEvent:
+    """RTMR0's first event: SHA-384 of the TD HOB QEMU builds, END header excluded; the data is
+    the EFI_HANDOFF_TABLE_POINTERS2 TDVF logs (``"TdxTable"``, one table at the HOB's GPA).
+
+    Raises:
+        LayoutError: the HOB cannot be built (see :func:`cvmlaunch.image.td_hob.build_td_hob`).
+    """
+    hob = build_td_hob(sections, memory_size)
+    data = (
+        b"\x09TdxTable\x00"
+        + struct.pack("<Q", 1)
+        + guid_bytes_le(TDX_HOB_TABLE_GUID)
+        + struct.pack("<Q", td_hob_section(sections).gpa)
+    )
+    return RtmrEvent(
+        0,
+        EventType.EV_EFI_HANDOFF_TABLES2,
+        sha384(td_hob_measured_bytes(hob)),
+        data,
+        f"RTMR0 TD HOB ({memory_size >> 20} MiB RAM)",
+    )
+
+
+#: edk2 SecureBootConfigDxe's "SecureBootEnable" (gEfiSecureBootEnableDisableGuid).
+SECURE_BOOT_ENABLE_GUID = "f0a30bc7-af08-4556-99c4-001009c93a44"
+
+
+def _cfv(image: OvmfImage) -> TdvfSection:
+    for s in image.tdx_sections or ():
+        if s.type is TdvfSectionType.CFV:
+            return s
+    raise ImageError("TDVF metadata has no CFV section", source=image.name)
+
+
+def secure_boot_from_varstore(image: OvmfImage) -> dict[str, bytes]:
+    """The Secure Boot variables TDVF measures, from the varstore in the image's CFV.
+
+    PK, KEK, db, dbx are the stored data. SecureBoot is not stored; edk2's AuthVariableLib sets
+    it to 1 when a PK is enrolled (user mode) and SecureBootEnable is not 0. Without a PK the
+    result is empty: the variables are then measured without data, as a real TD with a firmware
+    without enrolled keys logs them (a Secure-Boot-capable build without keys would log
+    SecureBoot = 0 instead; give ``secure_boot`` explicitly for that).
+
+    Raises:
+        ImageError: no CFV, or a varstore that cannot be read.
+    """
+    variables = parse_varstore(image.tdvf_section_data(_cfv(image)), name=f"{image.name} CFV")
+    out = {
+        n: variables[(n, g)]
+        for n, g in SECURE_BOOT_VARIABLES
+        if n != "SecureBoot" and (n, g) in variables
+    }
+    if "PK" in out:
+        enable = variables.get(("SecureBootEnable", SECURE_BOOT_ENABLE_GUID), b"\x01")
+        out["SecureBoot"] = b"\x00" if enable == b"\x00" else b"\x01"
+    return out
+
+
+def cfv_event(image: OvmfImage) -> RtmrEvent:
+    """RTMR0's second event: SHA-384 of the CFV section's bytes (the varstore in the image),
+    logged as EV_EFI_PLATFORM_FIRMWARE_BLOB2 with TDVF's placeholder description.
+
+    Raises:
+        ImageError: no CFV section.
+    """
+    s = _cfv(image)
+    data = bytes([len(_CFV_DESCRIPTION)]) + _CFV_DESCRIPTION + struct.pack("<QQ", s.gpa, s.raw_size)
+    return RtmrEvent(
+        0,
+        EventType.EV_EFI_PLATFORM_FIRMWARE_BLOB2,
+        sha384(image.tdvf_section_data(s)),
+        data,
+        "RTMR0 CFV (UEFI variable store)",
+    )
+
+
+def table_loader_allocations(loader: bytes) -> tuple[str, ...]:
+    """The files QEMU's ``etc/table-loader`` ALLOCATEs, in command order (128-byte commands,
+    u32 command type first; ALLOCATE = 1 names its file in the next 56 bytes; zero commands
+    are padding).
+
+    Raises:
+        ImageError: a length that is not a multiple of 128, or an unterminated file name.
+    """
+    if len(loader) % _LOADER_COMMAND:
+        raise ImageError(
+            f"{len(loader)} bytes is not a whole number of 128-byte loader commands",
+            source=TABLE_LOADER,
+        )
+    names = []
+    for at in range(0, len(loader), _LOADER_COMMAND):
+        (command,) = struct.unpack_from("<I", loader, at)
+        if command != _LOADER_ALLOCATE:
+            continue
+        raw = loader[at + 4 : at + 4 + _LOADER_FILE]
+        if b"\x00" not in raw:
+            raise ImageError(
+                "ALLOCATE file name is not NUL-terminated", source=TABLE_LOADER, offset=at + 4
+            )
+        names.append(raw.split(b"\x00", 1)[0].decode("ascii", errors="replace"))
+    return tuple(names)
+
+
+def acpi_events(acpi: AcpiBlobs) -> tuple[RtmrEvent, ...]:
+    """OVMF's ACPI measurements: the loader, then each blob it ALLOCATEs, each as served.
+
+    Raises:
+        ConfigError: a blob the loader names (or the loader itself) is missing.
+    """
+    files = acpi.files
+    if TABLE_LOADER not in files:
+        raise ConfigError(f"the ACPI blobs have no {TABLE_LOADER}")
+    events = [
+        RtmrEvent(
+            0,
+            EventType.EV_PLATFORM_CONFIG_FLAGS,
+            sha384(files[TABLE_LOADER]),
+            _ACPI_DATA,
+            f"RTMR0 ACPI {TABLE_LOADER}",
+        )
+    ]
+    for name in table_loader_allocations(files[TABLE_LOADER]):
+        if name not in files:
+            raise ConfigError(f"{TABLE_LOADER} allocates {name!r}, which the ACPI blobs lack")
+        events.append(
+            RtmrEvent(
+                0,
+                EventType.EV_PLATFORM_CONFIG_FLAGS,
+                sha384(files[name]),
+                _ACPI_DATA,
+                f"RTMR0 ACPI {name}",
+            )
+        )
+    return tuple(events)
+
+
+def _variable_event(rtmr: int, kind: EventType, name: str, guid: str, data: bytes) -> RtmrEvent:
+    logged = uefi_variable_data(guid, name, data)
+    measured = logged if kind is EventType.EV_EFI_VARIABLE_DRIVER_CONFIG else data
+    return RtmrEvent(rtmr, kind, sha384(measured), logged, f"RTMR{rtmr} variable {name}")
+
+
+def rtmr0_events(
+    image: OvmfImage,
+    memory_size: int,
+    acpi: AcpiBlobs,
+    secure_boot: Mapping[str, bytes],
+    release: Edk2Release,
+) -> tuple[RtmrEvent, ...]:
+    """RTMR0 for edk2 releases before 202505 (module doc).
+
+    Args:
+        secure_boot: variable data by name (SecureBoot, PK, KEK, db, dbx); absent names are
+            measured with no data, as OVMF without enrolled keys does.
+
+    Raises:
+        ConfigError: ``release`` measures more than this models (202505+).
+    """
+    if release.measures_fw_cfg_and_smbios:
+        raise ConfigError(
+            f"RTMR0 of edk2 >= 2025.05 (here {release.value}) also holds fw_cfg item and SMBIOS "
+            "events, which cvmlaunch does not model"
+        )
+    unknown = set(secure_boot) - {n for n, _ in SECURE_BOOT_VARIABLES}
+    if unknown:
+        raise ConfigError(f"not a Secure Boot variable TDVF measures: {', '.join(sorted(unknown))}")
+    assert image.tdx_sections is not None
+    events = [td_hob_event(image.tdx_sections, memory_size), cfv_event(image)]
+    events += [
+        _variable_event(0, EventType.EV_EFI_VARIABLE_DRIVER_CONFIG, n, g, secure_boot.get(n, b""))
+        for n, g in SECURE_BOOT_VARIABLES
+    ]
+    events.append(RtmrEvent.hashed(0, EventType.EV_SEPARATOR, SEPARATOR, "RTMR0 separator"))
+    events += acpi_events(acpi)
+    events.append(
+        _variable_event(
+            0,
+            EventType.EV_EFI_VARIABLE_BOOT,
+            "BootOrder",
+            EFI_GLOBAL_VARIABLE_GUID,
+            BOOT_ORDER_DIRECT,
+        )
+    )
+    events.append(
+        _variable_event(
+            0, EventType.EV_EFI_VARIABLE_BOOT, "Boot0000", EFI_GLOBAL_VARIABLE_GUID, BOOT0000_UIAPP
+        )
+    )
+    if not release.separator_in_rtmr1:
+        events.append(
+            RtmrEvent.hashed(0, EventType.EV_SEPARATOR, SEPARATOR, "RTMR0 ReadyToBoot separator")
+        )
+    return tuple(events)
+
+
+def kernel_image(
+    kernel: Buffer,
+    loading: KernelLoading,
+    *,
+    memory_size: int,
+    initrd_size: int | None,
+    cmdline: str,
+    acpi_data_size: int = QEMU_ACPI_DATA_SIZE,
+) -> bytes | Buffer:
+    """The bytes OVMF loads as the kernel: the file itself (raw) or with QEMU's setup-header
+    patches (patched), which depend on the RAM below 4 GiB, the initrd size and the command
+    line.
+
+    Raises:
+        ImageError: not a bzImage (patched), or an initrd QEMU would refuse.
+        LayoutError: a bad memory size.
+    """
+    if loading is KernelLoading.RAW:
+        return kernel
+    below_4g = sum(s.size for s in MemoryMap.for_size(memory_size).memslots if s.gpa < (1 << 32))
+    patches = qemu_setup_header_patches(
+        kernel,
+        below_4g_mem_size=below_4g,
+        initrd_size=initrd_size,
+        cmdline=cmdline,
+        acpi_data_size=acpi_data_size,
+    )
+    return bytes(apply_patches(kernel, patches))
+
+
+def rtmr1_events(kernel_digest: bytes, release: Edk2Release) -> tuple[RtmrEvent, ...]:
+    """RTMR1: the kernel's Authenticode digest, then the boot manager's and the stub's actions.
+
+    The kernel event's logged data (EFI_IMAGE_LOAD_EVENT: load address, device path) depends on
+    where the firmware allocated the image and is left empty.
+    """
+    events = [
+        RtmrEvent(
+            1,
+            EventType.EV_EFI_BOOT_SERVICES_APPLICATION,
+            kernel_digest,
+            b"",
+            "RTMR1 kernel (Authenticode)",
+        ),
+        RtmrEvent.hashed(
+            1,
+            EventType.EV_EFI_ACTION,
+            CALLING_EFI_APPLICATION,
+            "RTMR1 Calling EFI Application from Boot Option",
+        ),
+    ]
+    if release.separator_in_rtmr1:
+        events.append(
+            RtmrEvent.hashed(1, EventType.EV_SEPARATOR, SEPARATOR, "RTMR1 ReadyToBoot separator")
+        )
+    events.append(
+        RtmrEvent.hashed(
+            1, EventType.EV_EFI_ACTION, EXIT_BOOT_SERVICES, "RTMR1 Exit Boot Services Invocation"
+        )
+    )
+    events.append(
+        RtmrEvent.hashed(
+            1,
+            EventType.EV_EFI_ACTION,
+            EXIT_BOOT_SERVICES_SUCCESS,
+            "RTMR1 Exit Boot Services Returned with Success",
+        )
+    )
+    return tuple(events)
+
+
+def load_options(cmdline: str, *, initrd: bool, prefix: bool) -> bytes:
+    """The LoadOptions OVMF hands the kernel (X86QemuLoadImageLib ``QemuLoadKernelImage``):
+    the command line, with ``" initrd=initrd"`` appended (edk2 < 202508) or ``"initrd=initrd "``
+    prepended (202508+) when there is an initrd, UTF-16LE and NUL-terminated; empty (no event)
+    when there is neither a command line nor an initrd."""
+    if not cmdline and not initrd:
+        return b""
+    if initrd:
+        text = "initrd=initrd " + cmdline if prefix else cmdline + " initrd=initrd"
+    else:
+        text = cmdline
+    return (text + "\x00").encode("utf-16-le")
+
+
+def _tag_event(tag: tuple[int, bytes], measured: Buffer, description: str) -> RtmrEvent:
+    tag_id, text = tag
+    data = struct.pack("<II", tag_id, len(text)) + text
+    return RtmrEvent(2, EventType.EV_EVENT_TAG, sha384(measured), data, description)
+
+
+def rtmr2_events(
+    cmdline: str, initrd: Buffer | None, release: Edk2Release
+) -> tuple[RtmrEvent, ...]:
+    """RTMR2 as the Linux EFI stub measures it: LoadOptions (if any), then the initrd (if any)."""
+    events = []
+    options = load_options(cmdline, initrd=initrd is not None, prefix=release.initrd_prefix)
+    if options:
+        events.append(_tag_event(LOAD_OPTIONS_TAG, options, "RTMR2 command line"))
+    if initrd is not None:
+        events.append(_tag_event(INITRD_TAG, initrd, "RTMR2 initrd"))
+    return tuple(events)
+
+
+#: EFI_CC_MEASUREMENT_PROTOCOL_GUID (UEFI 2.10 section 38.4).
+CC_MEASUREMENT_PROTOCOL_GUID = "96751a3d-72f4-41a6-a794-ed5d0e67ae6b"
+
+
+def stub_uses_cc_measurement(kernel: Buffer) -> bool:
+    """Whether the kernel's EFI stub can find EFI_CC_MEASUREMENT_PROTOCOL, i.e. measures the
+    LoadOptions and initrd into RTMR2 on a TD (Linux added the CC fallback in 2024; older stubs
+    measure through EFI_TCG2_PROTOCOL only, which a TD without a vTPM lacks, so RTMR2 stays
+    zero). Told from the stub's code, which is stored uncompressed: the protocol GUID, as 16
+    bytes or as its first dword (an immediate when the compiler builds the GUID on the stack),
+    searched outside a bzImage's compressed payload (where 4 bytes could match by chance)."""
+    data = memoryview(kernel)
+    parts = [data]
+    if is_bzimage(data):
+        try:
+            bz = parse_bzimage(data)
+        except ImageError:
+            bz = None
+        if bz is not None and bz.payload_offset is not None and bz.payload_length is not None:
+            start = bz.kernel_offset + bz.payload_offset
+            parts = [data[:start], data[start + bz.payload_length :]]
+    guid = guid_bytes_le(CC_MEASUREMENT_PROTOCOL_GUID)
+    return any(guid[:4] in bytes(part) for part in parts)
+
+
+@dataclass(frozen=True, slots=True)
+class TdxRtmrPrediction:
+    """The predicted events and RTMR0-2 (RTMR0 None when not predicted; ``notes`` says why)."""
+
+    events: tuple[RtmrEvent, ...]
+    rtmrs: tuple[bytes | None, bytes, bytes]
+    release: Edk2Release
+    kernel_loading: KernelLoading
+    notes: tuple[str, ...]
+
+
+def _release(image: OvmfImage, release: Edk2Release | None) -> tuple[Edk2Release, str | None]:
+    features = detect_tdvf_features(image.data, name=image.name)
+    candidates = releases_matching(features)
+    if release is not None:
+        if candidates and release not in candidates:
+            return release, (
+                f"--edk2 {release.value} overrides what the image shows "
+                f"({', '.join(r.value for r in candidates)})"
+            )
+        return release, None
+    if len(candidates) == 1:
+        return candidates[0], None
+    shown = ", ".join(r.value for r in candidates) or "none of the known ones"
+    raise ConfigError(
+        f"{image.name}: the image matches edk2 releases {shown}; say which with --edk2 "
+        "(the RTMR event set differs between them)"
+    )
+
+
+def predict_tdx_rtmrs(
+    image: OvmfImage,
+    *,
+    memory_size: int,
+    kernel: Buffer,
+    initrd: Buffer | None,
+    cmdline: str,
+    acpi: AcpiBlobs | None,
+    secure_boot: Mapping[str, bytes] | None = None,
+    kernel_loading: KernelLoading | None = None,
+    release: Edk2Release | None = None,
+    acpi_data_size: int = QEMU_ACPI_DATA_SIZE,
+    kernel_name: str = "kernel",
+    stub_measures: bool | None = None,
+) -> TdxRtmrPrediction:
+    """RTMR0-2 of a direct-boot TD (module doc).
+
+    Args:
+        image: the TDVF firmware (:func:`cvmlaunch.image.ovmf.parse_ovmf`).
+        memory_size: guest RAM in bytes (QEMU ``-m``).
+        kernel: the EFI-stub bzImage as given to ``-kernel``.
+        initrd: the initrd, or None.
+        cmdline: the command line (``-append``).
+        acpi: the ACPI fw_cfg blobs; None: RTMR0 is not predicted.
+        secure_boot: Secure Boot variable data by name; None: what the image's own varstore
+            holds (:func:`secure_boot_from_varstore`; none enrolled for Debian's and Ubuntu's
+            plain OVMF).
+        kernel_loading: None: raw when the firmware loads ``etc/boot/kernel`` (edk2 202502+),
+            else an error asking for it.
+        release: None: told from the image, else an error asking for it.
+        stub_measures: whether the kernel's EFI stub measures into RTMR2; None: told from the
+            kernel (:func:`stub_uses_cc_measurement`).
+
+    Raises:
+        ConfigError: the release or the kernel loading cannot be told and was not given;
+            missing ACPI blobs.
+        ImageError: a kernel that is not a PE/COFF (EFI stub) image, bad firmware.
+        LayoutError: a memory size the TD HOB cannot be built for.
+    """
+    if image.tdx_sections is None:
+        raise ImageError("no TDX metadata: not a TDVF image", source=image.name)
+    chosen, note = _release(image, release)
+    notes = [note] if note else []
+    if kernel_loading is None:
+        if not chosen.named_blobs:
+            raise ConfigError(
+                f"{image.name}: this firmware (edk2 {chosen.value}) measures the kernel as QEMU "
+                "serves it, patched by QEMU < 10.2 and raw by QEMU >= 10.2; say which with "
+                "--kernel-loading patched|raw"
+            )
+        kernel_loading = KernelLoading.RAW
+    loaded = kernel_image(
+        kernel,
+        kernel_loading,
+        memory_size=memory_size,
+        initrd_size=None if initrd is None else len(initrd),
+        cmdline=cmdline,
+        acpi_data_size=acpi_data_size,
+    )
+    digest = authenticode_digest(parse_pe(loaded, name=kernel_name))
+    events: list[RtmrEvent] = []
+    rtmr0_predicted = False
+    if acpi is None:
+        notes.append("RTMR0 not predicted: it measures the ACPI tables, give them with --acpi")
+    elif chosen.measures_fw_cfg_and_smbios:
+        notes.append(
+            f"RTMR0 not predicted: edk2 >= 2025.05 firmware (this one: {chosen.value}) also "
+            "measures fw_cfg items and the SMBIOS tables into RTMR0, which cvmlaunch does not "
+            "model"
+        )
+    else:
+        if secure_boot is None:
+            secure_boot = secure_boot_from_varstore(image)
+        events += rtmr0_events(image, memory_size, acpi, secure_boot, chosen)
+        rtmr0_predicted = True
+    events += rtmr1_events(digest, chosen)
+    if stub_measures is None:
+        stub_measures = stub_uses_cc_measurement(kernel)
+        if not stub_measures:
+            notes.append(
+                "RTMR2 stays zero: the kernel's EFI stub does not use EFI_CC_MEASUREMENT_PROTOCOL "
+                "(Linux before its 2024 CC fallback); say otherwise with --stub-measures yes"
+            )
+    if stub_measures:
+        events += rtmr2_events(cmdline, initrd, chosen)
+    r0, r1, r2, _ = replay(events)
+    return TdxRtmrPrediction(
+        events=tuple(events),
+        rtmrs=(r0 if rtmr0_predicted else None, r1, r2),
+        release=chosen,
+        kernel_loading=kernel_loading,
+        notes=tuple(notes),
+    )

@@ -1,0 +1,327 @@
+"""``cvmlaunch measure tdx --kernel …``: MRTD and RTMR0-2 printed, the CEL-JSON event log
+replays to them (replayed here from the spec's fold, not cvmlaunch's), and bad input exits 2
+with one line."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.acpi_blobs import qemu_like_acpi, write_by_name
+from tests.cli_runner import run_cli
+
+
+def replay_cel(path: Path) -> dict[str, str]:
+    regs = {n: bytes(48) for n in (1, 2, 3)}
+    for record in json.loads(path.read_text()):
+        digest = bytes.fromhex(record["digests"][0]["digest"])
+        regs[record["pcr"]] = hashlib.sha384(regs[record["pcr"]] + digest).digest()
+    return {f"rtmr{n - 1}": regs[n].hex() for n in regs}
+
+
+@pytest.fixture
+def guest(tmp_path: Path, debian_kernel: tuple[Path, dict[str, str]]) -> dict[str, str]:
+    write_by_name(tmp_path / "acpi", qemu_like_acpi(cpus=4))
+    (tmp_path / "initrd.img").write_bytes(b"an initrd" * 1000)
+    return {
+        "kernel": str(debian_kernel[0]),
+        "initrd": str(tmp_path / "initrd.img"),
+        "acpi": str(tmp_path / "acpi"),
+        "event_log": str(tmp_path / "events.json"),
+    }
+
+
+def test_done_when_command(firmware: Callable[[str], Path], guest: dict[str, str]) -> None:
+    fw = firmware("OVMF.inteltdx.ms.fd")
+    result = run_cli(
+        [
+            "measure",
+            "tdx",
+            "--firmware",
+            str(fw),
+            "--memory",
+            "4G",
+            "--kernel",
+            guest["kernel"],
+            "--initrd",
+            guest["initrd"],
+            "--append",
+            "console=ttyS0",
+            "--acpi",
+            guest["acpi"],
+            "--output-format",
+            "json",
+            "--event-log",
+            guest["event_log"],
+            "--stub-measures",
+            "yes",
+        ]
+    )
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    plain = run_cli(["measure", "tdx", "--firmware", str(fw)])
+    assert doc["mrtd"] == plain.stdout.strip()
+    assert doc["rtmr0"] is None  # edk2 2025.08: RTMR0 holds events cvmlaunch does not model
+    assert "RTMR0 not predicted" in result.stderr
+    replayed = replay_cel(Path(guest["event_log"]))
+    assert replayed["rtmr0"] == "00" * 48  # no RTMR0 events in the log
+    assert (doc["rtmr1"], doc["rtmr2"]) == (replayed["rtmr1"], replayed["rtmr2"])
+    verified = run_cli(["log", "verify", guest["event_log"]])
+    assert verified.exit_code == 0
+    assert verified.stdout.splitlines() == [
+        "rtmr0 -",
+        f"rtmr1 {doc['rtmr1']}",
+        f"rtmr2 {doc['rtmr2']}",
+        "rtmr3 -",
+    ]
+    assert doc["rtmr_model"]["edk2"] == "2025.08"
+    assert doc["rtmr_model"]["kernel_loading"] == "raw"
+
+
+def test_old_firmware_predicts_rtmr0_and_hex_lines(
+    firmware: Callable[[str], Path], guest: dict[str, str]
+) -> None:
+    fw = firmware("OVMF.2022.fd")
+    args = [
+        "measure",
+        "tdx",
+        "--firmware",
+        str(fw),
+        "--memory",
+        "3G",
+        "--kernel",
+        guest["kernel"],
+        "--initrd",
+        guest["initrd"],
+        "--acpi",
+        guest["acpi"],
+        "--event-log",
+        guest["event_log"],
+        "--kernel-loading",
+        "patched",
+        "--edk2",
+        "2024.11",
+        "--stub-measures",
+        "yes",
+    ]
+    result = run_cli([*args, "--output-format", "json"])
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["rtmr0"] is not None
+    assert {k: doc[k] for k in ("rtmr0", "rtmr1", "rtmr2")} == replay_cel(Path(guest["event_log"]))
+    hexed = run_cli(args)
+    assert hexed.exit_code == 0
+    assert hexed.stdout.splitlines() == [
+        f"{name} {doc[name]}" for name in ("mrtd", "rtmr0", "rtmr1", "rtmr2")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--memory", "4G", "--acpi", "/nonexistent"], "not a directory"),
+        (["--kernel-loading", "both", "--memory", "4G"], "--kernel-loading"),
+        (["--memory", "lots"], "memory size"),
+        ([], "--memory"),
+    ],
+)
+def test_bad_guest_input(
+    firmware: Callable[[str], Path], guest: dict[str, str], extra: list[str], message: str
+) -> None:
+    fw = firmware("OVMF.inteltdx.ms.fd")
+    result = run_cli(["measure", "tdx", "--firmware", str(fw), "--kernel", guest["kernel"], *extra])
+    assert result.exit_code == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_guest_options_need_a_kernel(firmware: Callable[[str], Path]) -> None:
+    fw = firmware("OVMF.inteltdx.ms.fd")
+    result = run_cli(["measure", "tdx", "--firmware", str(fw), "--memory", "4G"])
+    assert result.exit_code == 2
+    assert "--kernel" in result.stderr
+
+
+def test_old_firmware_asks_for_the_release(
+    firmware: Callable[[str], Path], guest: dict[str, str]
+) -> None:
+    fw = firmware("OVMF.2022.fd")
+    result = run_cli(
+        ["measure", "tdx", "--firmware", str(fw), "--memory", "2G", "--kernel", guest["kernel"]]
+    )
+    assert result.exit_code == 2
+    assert "--edk2" in result.stderr
+
+
+def test_log_verify_and_diff_of_event_logs(
+    tmp_path: Path, firmware: Callable[[str], Path], guest: dict[str, str]
+) -> None:
+    fw = firmware("OVMF.2022.fd")
+    base = [
+        "measure",
+        "tdx",
+        "--firmware",
+        str(fw),
+        "--memory",
+        "4G",
+        "--kernel",
+        guest["kernel"],
+        "--initrd",
+        guest["initrd"],
+        "--acpi",
+        guest["acpi"],
+        "--kernel-loading",
+        "raw",
+        "--edk2",
+        "2024.11",
+        "--stub-measures",
+        "yes",
+    ]
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    printed = run_cli([*base, "--append", "console=ttyS0", "--event-log", str(a)])
+    assert printed.exit_code == 0
+    assert run_cli([*base, "--append", "console=ttyS1", "--event-log", str(b)]).exit_code == 0
+    verified = run_cli(["log", "verify", str(a)])
+    assert verified.exit_code == 0, verified.stderr
+    assert verified.stdout.splitlines()[:3] == printed.stdout.splitlines()[1:4]
+    same = run_cli(["log", "diff", str(a), str(a)])
+    assert same.exit_code == 0
+    differ = run_cli(["log", "diff", str(a), str(b)])
+    assert differ.exit_code == 1
+    assert differ.stdout.startswith("RTMR2 command line: digest ")
+    assert "RTMR2" in differ.stderr
+    # An EFI action whose digest is not its text's: named, exit 1.
+    records = json.loads(a.read_text())
+    action = next(r for r in records if r["content"]["event_type"] == "EV_EFI_ACTION")
+    action["digests"][0]["digest"] = "00" * 48
+    a.write_text(json.dumps(records))
+    tampered = run_cli(["log", "verify", str(a)])
+    assert tampered.exit_code == 1
+    assert "Calling EFI Application" in tampered.stderr or "EV_EFI_ACTION" in tampered.stderr
+    assert run_cli(["log", "verify", str(a), "--append", "x"]).exit_code == 2
+
+
+def test_reference_values_carry_the_rtmrs(
+    tmp_path: Path, firmware: Callable[[str], Path], guest: dict[str, str]
+) -> None:
+    fw = firmware("OVMF.2022.fd")
+    log, events = tmp_path / "td.jsonl", tmp_path / "events.json"
+    measured = run_cli(
+        [
+            "measure",
+            "tdx",
+            "--firmware",
+            str(fw),
+            "--memory",
+            "4G",
+            "--kernel",
+            guest["kernel"],
+            "--acpi",
+            guest["acpi"],
+            "--kernel-loading",
+            "raw",
+            "--edk2",
+            "2024.11",
+            "--stub-measures",
+            "no",
+            "--log",
+            str(log),
+            "--event-log",
+            str(events),
+            "--output-format",
+            "json",
+        ]
+    )
+    assert measured.exit_code == 0, measured.stderr
+    doc = json.loads(measured.stdout)
+    assert doc["rtmr2"] == "00" * 48  # the stub does not measure: no RTMR2 events
+    values = run_cli(["reference-values", str(log), "--rtmr-events", str(events)])
+    assert values.exit_code == 0, values.stderr
+    ref = json.loads(values.stdout)
+    assert ref["mr_td"] == doc["mrtd"]
+    assert (ref["rtmr0"], ref["rtmr1"]) == (doc["rtmr0"], doc["rtmr1"])
+    assert (ref["rtmr2"], ref["rtmr3"]) == (None, None)  # no events: not checked
+    text = run_cli(
+        ["reference-values", str(log), "--rtmr-events", str(events), "--format", "go-tdx-guest"]
+    ).stdout
+    rtmr_lines = [line.strip() for line in text.splitlines() if line.strip().startswith("rtmrs:")]
+    assert len(rtmr_lines) == 4
+    assert rtmr_lines[2:] == ['rtmrs: ""', 'rtmrs: ""']
+    expected_r1 = "".join(f"\\x{b:02x}" for b in bytes.fromhex(doc["rtmr1"]))
+    assert rtmr_lines[1] == f'rtmrs: "{expected_r1}"'
+
+
+def test_report_check_compares_the_predicted_rtmrs(
+    tmp_path: Path, firmware: Callable[[str], Path], guest: dict[str, str]
+) -> None:
+    from tests import attest_builders as b
+
+    fw = firmware("OVMF.2022.fd")
+    log, events = tmp_path / "td.jsonl", tmp_path / "events.json"
+    measured = run_cli(
+        [
+            "measure",
+            "tdx",
+            "--firmware",
+            str(fw),
+            "--memory",
+            "2G",
+            "--kernel",
+            guest["kernel"],
+            "--initrd",
+            guest["initrd"],
+            "--append",
+            "quiet",
+            "--acpi",
+            guest["acpi"],
+            "--kernel-loading",
+            "patched",
+            "--edk2",
+            "2024.08",
+            "--stub-measures",
+            "yes",
+            "--log",
+            str(log),
+            "--event-log",
+            str(events),
+            "--output-format",
+            "json",
+        ]
+    )
+    assert measured.exit_code == 0, measured.stderr
+    doc = json.loads(measured.stdout)
+    ref = tmp_path / "ref.json"
+    ref.write_text(run_cli(["reference-values", str(log), "--rtmr-events", str(events)]).stdout)
+    fields = {"mr_td": bytes.fromhex(doc["mrtd"])}
+    fields |= {f"rtmr{i}": bytes.fromhex(doc[f"rtmr{i}"]) for i in range(3)}
+    quote = tmp_path / "q.bin"
+    quote.write_bytes(b.tdx_quote(b.td_body(584, **fields)))
+    ok = run_cli(["report", "check", str(quote), "--reference-values", str(ref)])
+    assert ok.exit_code == 0, ok.output
+    assert "rtmr2: ok" in ok.stdout
+    fields["rtmr2"] = bytes(48)  # a TD whose stub measured nothing
+    quote.write_bytes(b.tdx_quote(b.td_body(584, **fields)))
+    bad = run_cli(["report", "check", str(quote), "--reference-values", str(ref)])
+    assert bad.exit_code == 1
+    assert f"rtmr2: DIFFERS: expected {doc['rtmr2']}, got {'00' * 48}" in bad.stdout
+
+
+def test_event_log_outputs(firmware: Callable[[str], Path], guest: dict[str, str]) -> None:
+    fw = firmware("OVMF.inteltdx.ms.fd")
+    base = ["measure", "tdx", "--firmware", str(fw), "--memory", "4G", "--kernel", guest["kernel"]]
+    to_stdout = run_cli([*base, "--event-log", "-"])
+    assert to_stdout.exit_code == 0, to_stdout.stderr
+    assert json.loads(to_stdout.stdout)[0]["content"]["event_type"] == (
+        "EV_EFI_BOOT_SERVICES_APPLICATION"
+    )
+    over_kernel = run_cli([*base, "--event-log", guest["kernel"]])
+    assert over_kernel.exit_code == 2
+    assert len(over_kernel.stderr.strip().splitlines()) == 1
+    both = run_cli([*base, "--event-log", "-", "--log", "-"])
+    assert both.exit_code == 2
+    assert "standard output" in both.stderr
