@@ -12,11 +12,12 @@ Rule 2: pure. No I/O, no KVM: :mod:`cvmlaunch.kvm_map` executes the plan.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cvmlaunch.errors import ConfigError, ImageError
 from cvmlaunch.image.ovmf import OvmfImage
-from cvmlaunch.layout import Layout, TdvfSectionType
+from cvmlaunch.image.td_hob import TdRamEntry
+from cvmlaunch.layout import Layout
 from cvmlaunch.measure.snp import SnpSettings, snp_layout
 from cvmlaunch.measure.vmsa import VmmType
 from cvmlaunch.memory_map import MemoryMap
@@ -46,14 +47,19 @@ class TdxPlan:
     """A TDX launch of a TDVF image.
 
     Args:
-        layout: :func:`~cvmlaunch.image.tdvf.tdvf_layout`'s plan with the memory map.
+        layout: :func:`~cvmlaunch.image.tdvf.tdvf_layout`'s plan with the memory map, the TD
+            HOB in its TD_HOB section.
         hob_gpa: the TD_HOB section's GPA (each vCPU's initial RCX).
         vcpus: the number of vCPUs.
+        hob: the TD HOB's bytes.
+        ram: the RAM entries the HOB describes (accepted by the VMM, or not).
     """
 
     layout: Layout
     hob_gpa: int
     vcpus: int
+    hob: bytes
+    ram: tuple[TdRamEntry, ...]
 
 
 def _memory(layout: Layout, image: OvmfImage, memory: int) -> Layout:
@@ -99,16 +105,34 @@ def snp_plan(image: OvmfImage, settings: SnpSettings, memory: int) -> SnpPlan:
 
 
 def tdx_plan(image: OvmfImage, memory: int, vcpus: int) -> TdxPlan:
-    """The TDX launch of ``image`` with ``vcpus`` vCPUs in ``memory`` bytes of RAM.
+    """The TDX launch of ``image`` with ``vcpus`` vCPUs in ``memory`` bytes of RAM, the TD HOB
+    (:func:`cvmlaunch.image.td_hob.build_td_hob`, QEMU's) written into the TD_HOB section.
+
+    The HOB is PAGE.ADDed without MR.EXTEND, so it does not change MRTD: the plan folds to
+    the MRTD of :func:`~cvmlaunch.image.tdvf.tdvf_layout` (TDVF hashes it into RTMR0).
 
     Raises:
         ConfigError: too little memory, a vCPU count out of range.
         ImageError: see :func:`~cvmlaunch.image.tdvf.tdvf_layout`.
+        LayoutError: RAM that cannot hold the TDVF sections, a HOB larger than its section.
     """
+    from cvmlaunch.image.td_hob import build_td_hob, td_hob_section, td_ram_entries
     from cvmlaunch.image.tdvf import tdvf_layout
 
     if not 1 <= vcpus <= 4096:
         raise ConfigError(f"vCPU count {vcpus} is out of range (1..4096)")
+    sections = image.tdx_sections or ()
     layout = _memory(tdvf_layout(image), image, memory)
-    hob = next(s for s in image.tdx_sections or () if s.type is TdvfSectionType.TD_HOB)
-    return TdxPlan(layout, hob.gpa, vcpus)
+    section = td_hob_section(sections)
+    hob = build_td_hob(sections, memory)
+    regions = [
+        replace(r, data=hob) if r.provenance.index == section.index and r.gpa == section.gpa else r
+        for r in layout.regions
+    ]
+    return TdxPlan(
+        Layout.of(regions, layout.memory),
+        section.gpa,
+        vcpus,
+        hob,
+        td_ram_entries(sections, memory),
+    )

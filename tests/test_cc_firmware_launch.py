@@ -13,6 +13,7 @@ import pytest
 from cvmlaunch.cli._cc_launch import FirmwareLaunch, run_firmware_launch
 from cvmlaunch.errors import ConfigError, KvmUnsupported
 from cvmlaunch.image.ovmf import parse_ovmf
+from cvmlaunch.image.td_hob import build_td_hob, td_hob_measured_bytes, td_ram_entries
 from cvmlaunch.image.tdvf import tdvf_layout
 from cvmlaunch.measure.log import parse_log, verify_log
 from cvmlaunch.measure.sev_hashes import KernelHashes, cmdline_sha256
@@ -60,6 +61,16 @@ def test_tdx_dry_run_prints_measure_tdxs_mrtd() -> None:
     want = mrtd(tdvf_layout(parse_ovmf(Path(fw).read_bytes(), name="x")))
     assert f"predicted MRTD: {want.hex()}" in text
     assert "TD HOB at 0x809000" in text
+    image = parse_ovmf(Path(fw).read_bytes(), name="x")
+    sections = image.tdx_sections or ()
+    hob = build_td_hob(sections, MEMORY)
+    rtmr0_event = hashlib.sha384(td_hob_measured_bytes(hob)).hexdigest()
+    assert f"TD HOB (QEMU's; PAGE.ADDed, not MR.EXTENDed): {len(hob)} bytes at 0x809000" in text
+    assert f"RTMR0 event sha384 {rtmr0_event}" in text
+    ram = td_ram_entries(sections, MEMORY)
+    assert sum(1 for line in text.splitlines() if line.endswith("unaccepted")) == sum(
+        1 for e in ram if not e.accepted
+    )
 
 
 def test_snp_launch_with_a_kernel_writes_the_log_the_model_measured(tmp_path: Path) -> None:

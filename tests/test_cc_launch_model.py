@@ -227,6 +227,10 @@ def run_tdx(case: TdxCase) -> TdxRun:
         kernel=kernel,
     )
     with launched.vm as vm:
+        # the TD HOB the vCPUs' RCX points at is in the TD's memory, page-added
+        low_ram = next(data for (_, gpa), data in kernel.guest_memory().items() if gpa == 0)
+        hob_gpa, hob = launched.plan.hob_gpa, launched.plan.hob
+        assert low_ram[hob_gpa : hob_gpa + len(hob)] == hob
         assert isinstance(vm.vcpus[0].run(), kvm_map.HltExit)
     predicted = mrtd(tdvf_layout(image), order=ORDERS[case.order])
     return TdxRun(kernel, kernel.mrtd(), predicted, launched.log.digest)

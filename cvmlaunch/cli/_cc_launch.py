@@ -46,6 +46,7 @@ __all__ = [
     "plan_contents",
     "run_firmware_launch",
     "run_guest",
+    "td_hob_lines",
 ]
 
 
@@ -193,7 +194,7 @@ def launch_snp_firmware(
         values = {
             **settings.log_settings(),
             "mode": SevMode.SNP.value,
-            "memory": memory,
+            "ap_reset_address": image.sev_es_reset_eip,
             **(extra_settings or {}),
         }
         header = LogHeader(
@@ -241,7 +242,7 @@ def launch_tdx_firmware(
     from cvmlaunch import kvm_map
     from cvmlaunch.cc_plan import tdx_plan
     from cvmlaunch.measure.log import LogHeader, Technology, complete_log
-    from cvmlaunch.measure.tdx import TDX_ALGORITHM, PageOrder
+    from cvmlaunch.measure.tdx import TD_HOB_MEMORY_SETTING, TDX_ALGORITHM, PageOrder
 
     page_order = order or PageOrder.PER_PAGE
     with kvm_map.Kvm.open(kernel) as kvm:
@@ -271,6 +272,7 @@ def launch_tdx_firmware(
                 "order": page_order.value,
                 "memory": memory,
                 "vcpus": vcpus,
+                TD_HOB_MEMORY_SETTING: memory,
                 "td_attributes": params.attributes,
                 "xfam": params.xfam,
                 **(extra_settings or {}),
@@ -349,7 +351,25 @@ def describe_tdx(plan: TdxPlan, order: PageOrder) -> Iterator[str]:
         f"{plan.hob_gpa:#x} (every vCPU's RCX), page order {order.value}"
     )
     yield from _ranges(plan.layout)
+    yield from td_hob_lines(plan)
     yield f"predicted MRTD: {mrtd(plan.layout, order=order).hex()}"
+
+
+def td_hob_lines(plan: TdxPlan) -> Iterator[str]:
+    """The TD HOB as text: where it is, its size, what TDVF hashes into RTMR0, its RAM."""
+    import hashlib
+
+    from cvmlaunch.image.td_hob import td_hob_measured_bytes
+
+    measured = hashlib.sha384(td_hob_measured_bytes(plan.hob)).hexdigest()
+    yield (
+        f"TD HOB (QEMU's; PAGE.ADDed, not MR.EXTENDed): {len(plan.hob)} bytes at "
+        f"{plan.hob_gpa:#x}, PHIT + {len(plan.ram)} resource descriptors + END; "
+        f"RTMR0 event sha384 {measured}"
+    )
+    for e in plan.ram:
+        kind = "accepted by the VMM (SYSTEM_MEMORY)" if e.accepted else "unaccepted"
+        yield f"  [{e.address:#014x}-{e.end:#014x})  {_mib(e.length):>10}  {kind}"
 
 
 @dataclass(frozen=True, slots=True)

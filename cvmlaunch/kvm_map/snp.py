@@ -69,7 +69,8 @@ def populate_snp(
     """Populate an SNP guest: PRIVATE, ``SNP_LAUNCH_UPDATE`` per range, then LAUNCH_FINISH.
 
     Each range goes in with its page type; sources are page-aligned staging copies (ZERO
-    pages pass no source; SECRETS pages pass a zero page). Records carry per-page SHA-384s.
+    pages pass no source; SECRETS pages pass a zero page). Records of NORMAL pages carry
+    per-page SHA-384s (what the replay hashes).
     VMSA regions are not populated by userspace: KVM measures one VMSA per vCPU at
     LAUNCH_FINISH, in vCPU order, from the registers set on them; the plan's VMSA regions are
     logged (``snp.vmsa``) after a successful finish, and their count must equal the vCPUs'.
@@ -104,7 +105,7 @@ def populate_snp(
                         done_gpa,
                         done,
                         iter((staging[off : off + done],)),
-                        per_page=True,
+                        per_page=region.page_type.hashes_contents,
                     )
 
                 try:
