@@ -87,6 +87,8 @@ class Cap(enum.IntEnum):
     NR_MEMSLOTS = 10
     MAX_VCPUS = 66
     READONLY_MEM = 81
+    SPLIT_IRQCHIP = 121
+    X2APIC_API = 129
     EXIT_HYPERCALL = 201
     USER_MEMORY2 = 231
     MEMORY_FAULT_INFO = 232
@@ -95,6 +97,7 @@ class Cap(enum.IntEnum):
     VM_TYPES = 235
     PRE_FAULT_MEMORY = 236
     GUEST_MEMFD_FLAGS = 244
+    X86_APIC_BUS_CYCLES_NS = 237
 
 
 class MemFlag(enum.IntFlag):
@@ -143,6 +146,12 @@ KVM_EXIT_IO_OUT = 1
 KVM_INTERNAL_ERROR_EMULATION = 1
 KVM_SYSTEM_EVENT_SEV_TERM = 6
 KVM_MEMORY_EXIT_FLAG_PRIVATE = 1 << 3
+#: ``KVM_HC_MAP_GPA_RANGE`` (linux/kvm_para.h): the page-state hypercall SNP and TDX guests make.
+KVM_HC_MAP_GPA_RANGE = 12
+#: ``KVM_HC_MAP_GPA_RANGE`` args[2]: the range becomes private (else shared).
+KVM_MAP_GPA_RANGE_ENCRYPTED = 1 << 4
+#: ``kvm_cpuid_entry2.flags``: the leaf has subleaves (``index`` matters).
+KVM_CPUID_FLAG_SIGNIFCANT_INDEX = 1
 
 # ---------------------------------------------------------------- TDX (asm/kvm.h)
 
@@ -457,6 +466,20 @@ class KvmRunMemoryFault(ctypes.Structure):
     _fields_ = (("flags", c_uint64), ("gpa", c_uint64), ("size", c_uint64))
 
 
+class KvmRunHypercall(ctypes.Structure):
+    """``kvm_run.hypercall`` (``KVM_EXIT_HYPERCALL``; ``ret`` is written back by userspace)."""
+
+    nr: int
+    ret: int
+    flags: int
+    _fields_ = (
+        ("nr", c_uint64),
+        ("args", c_uint64 * 6),
+        ("ret", c_uint64),
+        ("flags", c_uint64),
+    )
+
+
 class KvmRunExit(ctypes.Union):
     """The 256-byte exit union of ``struct kvm_run``."""
 
@@ -473,6 +496,7 @@ class KvmRunExit(ctypes.Union):
         ("internal", KvmRunInternal),
         ("system_event", KvmRunSystemEvent),
         ("memory_fault", KvmRunMemoryFault),
+        ("hypercall", KvmRunHypercall),
         ("padding", c_char * 256),
     )
 
@@ -536,6 +560,65 @@ class KvmCpuid2(ctypes.Structure):
 
     nent: int
     _fields_ = (("nent", c_uint32), ("padding", c_uint32))
+
+
+class KvmFpu(ctypes.Structure):
+    """``struct kvm_fpu`` (416 bytes): the legacy FXSAVE-like x87/SSE state."""
+
+    fcw: int
+    fsw: int
+    ftwx: int
+    last_opcode: int
+    last_ip: int
+    last_dp: int
+    mxcsr: int
+    _fields_ = (
+        ("fpr", (c_uint8 * 16) * 8),
+        ("fcw", c_uint16),
+        ("fsw", c_uint16),
+        ("ftwx", c_uint8),
+        ("pad1", c_uint8),
+        ("last_opcode", c_uint16),
+        ("last_ip", c_uint64),
+        ("last_dp", c_uint64),
+        ("xmm", (c_uint8 * 16) * 16),
+        ("mxcsr", c_uint32),
+        ("pad2", c_uint32),
+    )
+
+
+class KvmXcr(ctypes.Structure):
+    """``struct kvm_xcr`` (16 bytes)."""
+
+    xcr: int
+    value: int
+    _fields_ = (("xcr", c_uint32), ("reserved", c_uint32), ("value", c_uint64))
+
+
+class KvmXcrs(ctypes.Structure):
+    """``struct kvm_xcrs`` (392 bytes)."""
+
+    nr_xcrs: int
+    flags: int
+    _fields_ = (
+        ("nr_xcrs", c_uint32),
+        ("flags", c_uint32),
+        ("xcrs", KvmXcr * 16),
+        ("padding", c_uint64 * 16),
+    )
+
+
+class KvmEnableCap(ctypes.Structure):
+    """``struct kvm_enable_cap`` (104 bytes)."""
+
+    cap: int
+    flags: int
+    _fields_ = (
+        ("cap", c_uint32),
+        ("flags", c_uint32),
+        ("args", c_uint64 * 4),
+        ("pad", c_uint8 * 64),
+    )
 
 
 # ---------------------------------------------------------------- TDX structs (asm/kvm.h)
@@ -725,6 +808,16 @@ KVM_SET_REGS = _iow(0x82, KvmRegs)
 KVM_GET_SREGS = _ior(0x83, KvmSregs)
 KVM_SET_SREGS = _iow(0x84, KvmSregs)
 KVM_PRE_FAULT_MEMORY = _iowr(0xD5, KvmPreFaultMemory)  # KVM_CAP_PRE_FAULT_MEMORY
+KVM_GET_FPU = _ior(0x8C, KvmFpu)
+KVM_SET_FPU = _iow(0x8D, KvmFpu)
+KVM_SET_CPUID2 = _iow(0x90, KvmCpuid2)
+KVM_GET_CPUID2 = _iowr(0x91, KvmCpuid2)
+KVM_GET_XCRS = _ior(0xA6, KvmXcrs)
+KVM_SET_XCRS = _iow(0xA7, KvmXcrs)
+# system fd (cont.)
+KVM_GET_SUPPORTED_CPUID = _iowr(0x05, KvmCpuid2)
+# VM fd (cont.)
+KVM_ENABLE_CAP = _iow(0xA3, KvmEnableCap)
 
 #: Every ioctl number by its C name (the ABI test checks each one against the headers).
 IOCTLS: dict[str, int] = {
@@ -744,6 +837,14 @@ IOCTLS: dict[str, int] = {
     "KVM_GET_SREGS": KVM_GET_SREGS,
     "KVM_SET_SREGS": KVM_SET_SREGS,
     "KVM_PRE_FAULT_MEMORY": KVM_PRE_FAULT_MEMORY,
+    "KVM_GET_FPU": KVM_GET_FPU,
+    "KVM_SET_FPU": KVM_SET_FPU,
+    "KVM_SET_CPUID2": KVM_SET_CPUID2,
+    "KVM_GET_CPUID2": KVM_GET_CPUID2,
+    "KVM_GET_XCRS": KVM_GET_XCRS,
+    "KVM_SET_XCRS": KVM_SET_XCRS,
+    "KVM_GET_SUPPORTED_CPUID": KVM_GET_SUPPORTED_CPUID,
+    "KVM_ENABLE_CAP": KVM_ENABLE_CAP,
 }
 
 #: Every struct by its C name (the ABI test checks sizes and field offsets).
@@ -760,6 +861,10 @@ STRUCTS: dict[str, type[ctypes.Structure] | type[ctypes.Union]] = {
     "kvm_run": KvmRun,
     "kvm_cpuid_entry2": KvmCpuidEntry2,
     "kvm_cpuid2": KvmCpuid2,
+    "kvm_fpu": KvmFpu,
+    "kvm_xcr": KvmXcr,
+    "kvm_xcrs": KvmXcrs,
+    "kvm_enable_cap": KvmEnableCap,
     "kvm_tdx_cmd": KvmTdxCmd,
     "kvm_tdx_capabilities": KvmTdxCapabilities,
     "kvm_tdx_init_vm": KvmTdxInitVm,
@@ -796,6 +901,10 @@ KVM_RUN_MEMBERS: dict[str, int] = {
     "memory_fault.flags": offset_of(KvmRun, "exit") + offset_of(KvmRunMemoryFault, "flags"),
     "memory_fault.gpa": offset_of(KvmRun, "exit") + offset_of(KvmRunMemoryFault, "gpa"),
     "memory_fault.size": offset_of(KvmRun, "exit") + offset_of(KvmRunMemoryFault, "size"),
+    "hypercall.nr": offset_of(KvmRun, "exit") + offset_of(KvmRunHypercall, "nr"),
+    "hypercall.args": offset_of(KvmRun, "exit") + offset_of(KvmRunHypercall, "args"),
+    "hypercall.ret": offset_of(KvmRun, "exit") + offset_of(KvmRunHypercall, "ret"),
+    "hypercall.flags": offset_of(KvmRun, "exit") + offset_of(KvmRunHypercall, "flags"),
     "kvm_valid_regs": offset_of(KvmRun, "kvm_valid_regs"),
     "s": offset_of(KvmRun, "s"),
 }
@@ -814,6 +923,7 @@ CONSTANTS: dict[str, int] = {
     "KVM_INTERNAL_ERROR_EMULATION": KVM_INTERNAL_ERROR_EMULATION,
     "KVM_SYSTEM_EVENT_SEV_TERM": KVM_SYSTEM_EVENT_SEV_TERM,
     "KVM_MEMORY_EXIT_FLAG_PRIVATE": KVM_MEMORY_EXIT_FLAG_PRIVATE,
+    "KVM_CPUID_FLAG_SIGNIFCANT_INDEX": KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
     **{f"KVM_TDX_{c.name}": c.value for c in TdxCmd},
     "KVM_TDX_MEASURE_MEMORY_REGION": KVM_TDX_MEASURE_MEMORY_REGION,
     "KVM_SEV_INIT": SevCmd.INIT.value,

@@ -217,9 +217,16 @@ class LaunchSettings:
         mrconfigid: (tdx) MRCONFIGID for KVM_TDX_INIT_VM, 48 bytes; None: zero.
         mrowner: (tdx) MROWNER, 48 bytes; None: zero.
         mrownerconfig: (tdx) MROWNERCONFIG, 48 bytes; None: zero.
+        vcpu_type: (snp) a QEMU CPU model name whose signature a dry run uses (as
+            ``measure snp --vcpu-type``); a real launch takes the host's and checks it.
+        vcpu_sig: (snp) the same as a number (CPUID 1 EAX).
+        guest_features: (snp) SEV_FEATURES of the VMSAs; None: 0x1 (SNPActive).
+        td_attributes: (tdx) TD attributes; None: QEMU's default (SEPT_VE_DISABLE).
+        xfam: (tdx) XFAM; None: QEMU's default (the CPU's XCR0|XSS the host supports).
 
-    The launch identity (the last seven) never enters a launch digest; it is reported beside
-    it, so it is recorded in the launch log header (:meth:`LaunchPlan.identity_settings`).
+    The launch identity (policy ... mrownerconfig) never enters a launch digest; it is
+    reported beside it, so it is recorded in the launch log header
+    (:meth:`LaunchPlan.identity_settings`).
 
     ``origins`` names, by field, the settings file a value came from (not compared): errors
     name such a value ``FILE: key``, any other by its flag (``--vcpus``).
@@ -244,6 +251,11 @@ class LaunchSettings:
     mrconfigid: bytes | None = None
     mrowner: bytes | None = None
     mrownerconfig: bytes | None = None
+    vcpu_type: str | None = None
+    vcpu_sig: int | None = None
+    guest_features: int | None = None
+    td_attributes: int | None = None
+    xfam: int | None = None
     origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def name(self, setting: str) -> str:
@@ -283,7 +295,17 @@ class LaunchSettings:
             )
         if "\0" in self.append:
             raise ConfigError(f"{self.name('append')}: the command line contains a NUL byte")
-        for tech, names in ((Tech.SNP, _SNP_IDENTITY), (Tech.TDX, _TDX_IDENTITY)):
+        if self.vcpu_type is not None and self.vcpu_sig is not None:
+            raise ConfigError(f"give {self.name('vcpu_type')} or {self.name('vcpu_sig')}, not both")
+        if self.vcpu_type is not None:
+            from cvmlaunch.measure.cpu import vcpu_type_signature
+
+            vcpu_type_signature(self.vcpu_type)  # ConfigError for an unknown model
+        for name in ("vcpu_sig", "guest_features", "td_attributes", "xfam"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < 1 << 64:
+                raise ConfigError(f"{self.name(name)} {value:#x} is not a 64-bit value")
+        for tech, names in ((Tech.SNP, _SNP_ONLY), (Tech.TDX, _TDX_ONLY)):
             given = [n for n in names if getattr(self, n) is not None]
             if given and self.tech is not tech:
                 raise ConfigError(
@@ -322,6 +344,15 @@ class LaunchSettings:
         return self.mrconfigid, self.mrowner, self.mrownerconfig
 
     @property
+    def signature(self) -> int | None:
+        """(snp) The vCPU signature given (``vcpu_sig``, or ``vcpu_type``'s), or None."""
+        if self.vcpu_type is not None:
+            from cvmlaunch.measure.cpu import vcpu_type_signature
+
+            return vcpu_type_signature(self.vcpu_type)
+        return self.vcpu_sig
+
+    @property
     def snp_policy(self) -> int:
         """The SNP guest policy the launch uses (the default unless given)."""
         return DEFAULT_SNP_POLICY if self.policy is None else self.policy
@@ -347,6 +378,9 @@ MEMORY_BACKENDS = ("auto", "guest-memfd", "anonymous")
 
 _SNP_IDENTITY = ("policy", "host_data", "id_block", "id_auth")
 _TDX_IDENTITY = ("mrconfigid", "mrowner", "mrownerconfig")
+#: Settings only a launch of that technology takes.
+_SNP_ONLY = (*_SNP_IDENTITY, "vcpu_type", "vcpu_sig", "guest_features")
+_TDX_ONLY = (*_TDX_IDENTITY, "td_attributes", "xfam")
 
 
 _TOML_KEYS = {
@@ -366,6 +400,11 @@ _TOML_KEYS = {
     "mrconfigid",
     "mrowner",
     "mrownerconfig",
+    "vcpu-type",
+    "vcpu-sig",
+    "guest-features",
+    "td-attributes",
+    "xfam",
 }
 
 
@@ -472,13 +511,31 @@ def _settings(values: Mapping[str, Any], origins: Mapping[str, str]) -> LaunchSe
                 kwargs[key] = parse_hex_bytes(value, size, name)
             else:
                 raise ConfigError(f"{name} must be a hex string")
-        elif key in ("id_block", "id_auth"):
+        elif key in ("id_block", "id_auth", "vcpu_type"):
             if not isinstance(value, str):
-                raise ConfigError(f"{name} must be a string path")
+                raise ConfigError(f"{name} must be a string")
             kwargs[key] = value
+        elif key in ("vcpu_sig", "guest_features", "td_attributes", "xfam"):
+            kwargs[key] = _number(value, name)
         else:
             kwargs[key] = value
     return LaunchSettings(**kwargs, origins=dict(origins))
+
+
+def _number(value: object, name: str) -> int:
+    """An integer setting: a TOML integer, or a string in any base Python reads ("0x21").
+
+    Raises:
+        ConfigError: neither.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value, 0)
+        except ValueError:
+            pass
+    raise ConfigError(f'{name} must be an integer ("0x21" or 33)')
 
 
 def _policy(value: object, name: str) -> int:
