@@ -137,6 +137,10 @@ def test_a_launch_log_passes_log_verify(tmp_path: Path, case: tuple[str, str, bo
         assert "host-decided (a signature protects it)" in cli.stdout
         strict = run_cli(["log", "verify", "--require-inputs", *launched.verify_args])
         assert strict.exit_code == 0, strict.output
+        doc = json.loads(run_cli(["log", "verify", "--json", *launched.verify_args]).stdout)
+        assert doc["ok"]
+        assert doc["complete"]
+        assert doc["host_decided"] == list(result.host_decided)
     else:
         assert result.host_decided == ()
 
