@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import itertools
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -43,6 +42,7 @@ from cvmlaunch.layout import (
 from cvmlaunch.log_entry import LogEntry, LogOp
 from cvmlaunch.memory_map import MemoryMap, Memslot, MemslotKind
 from tests.fakekvm import FakeKernel, Fault
+from tests.fds import leaked_fds, open_fds
 
 PAGE = 4096
 MEMORY = MemoryMap(
@@ -478,14 +478,14 @@ def test_unsupported_stops_before_creating(
 def test_a_failure_at_any_system_call_leaks_nothing(path: str) -> None:
     total = _kernel(path)
     launch(total, path)
-    fds_before = set(os.listdir("/proc/self/fd"))
+    fds_before = open_fds()
     for n in range(total.calls):
         kernel = _kernel(path, fail_at=n)
         with pytest.raises(CvmLaunchError):
             launch(kernel, path)
         assert kernel.open_fds() == [], n
         assert kernel.open_mappings() == 0, n
-    assert set(os.listdir("/proc/self/fd")) == fds_before
+    assert leaked_fds(fds_before) == set()
 
 
 def test_close_is_idempotent_and_run_decodes_exits() -> None:

@@ -123,6 +123,7 @@ _OTHER_COMMANDS = (
     "cvmlaunch.cli._measure_tdx",
     "cvmlaunch.cli._reference",
     "cvmlaunch.launch",
+    "cvmlaunch.launch_settings",
     "cvmlaunch.kvm_map",
     "cvmlaunch._uapi",
     "cvmlaunch.image.elf",
