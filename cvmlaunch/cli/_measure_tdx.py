@@ -145,11 +145,18 @@ def measure_tdx(
                 sha256=sha256,
                 sha384=hashlib.sha384(data).digest(),
             )
+            extra_inputs: tuple[LogInput, ...] = ()
+            extra_settings: dict[str, Any] = {}
+            if prediction is not None:
+                from cvmlaunch.cli._tdx_rtmr import rtmr_log_parts
+
+                extra_inputs, extra_settings = rtmr_log_parts(prediction, guest)
             log = tdx_log(
                 result,
-                inputs=(source,),
+                inputs=(source, *extra_inputs),
                 tool_version=__version__,
-                settings={"profile": _PROFILE, **owner},
+                settings={"profile": _PROFILE, **owner, **extra_settings},
+                events=() if prediction is None else prediction.events,
             )
             log_text = dumps_log(log)
     outputs = []
