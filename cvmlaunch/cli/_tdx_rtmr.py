@@ -15,7 +15,7 @@ from typing import Any
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from cvmlaunch.image.ovmf import OvmfImage
-    from cvmlaunch.measure.log import LogInput
+    from cvmlaunch.measure.log import LogInput, MeasurementLog
     from cvmlaunch.measure.tdx_rtmr import TdxRtmrPrediction
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "event_log_rtmrs",
     "event_log_text",
     "is_event_log",
+    "launch_log_rtmrs",
     "predict_rtmrs",
     "rtmr_fields",
     "rtmr_log_parts",
@@ -299,3 +300,23 @@ def event_log_rtmrs(path: str) -> tuple[bytes | None, ...]:
     regs = replay(events)
     present = {e.rtmr for e in events}
     return tuple(r if i in present else None for i, r in enumerate(regs))
+
+
+def launch_log_rtmrs(log: MeasurementLog, name: str) -> tuple[bytes | None, ...]:
+    """RTMR0-3 a launch log's RTMR events replay to (None for a register no event extends),
+    after checking every digest the events' own data fixes and the footer's RTMRs.
+
+    Raises:
+        CheckFailed: an event contradicts its data, or the events do not replay to the footer.
+    """
+    from cvmlaunch.errors import CheckFailed
+    from cvmlaunch.measure.rtmr import inconsistent_events, replay
+
+    problems = inconsistent_events(log.events)
+    if problems:
+        raise CheckFailed(f"{name}: RTMR {problems[0]}")
+    present = {e.rtmr for e in log.events}
+    regs = tuple(r if i in present else None for i, r in enumerate(replay(log.events)))
+    if regs != log.footer.rtmrs:
+        raise CheckFailed(f"{name}: the RTMR events do not replay to the footer's RTMRs")
+    return regs

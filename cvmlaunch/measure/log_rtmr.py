@@ -128,7 +128,7 @@ def _check_against_inputs(
             + (
                 "the Secure Boot variables were given at measure time"
                 if secure_boot != "image"
-                else "give the ACPI blobs (etc/table-loader, etc/acpi/rsdp, etc/acpi/tables)"
+                else "give the ACPI blobs (--acpi DIR)"
             )
         )
     text = bytes(cmdline or b"\0")[:-1].decode("utf-8", "surrogateescape")
