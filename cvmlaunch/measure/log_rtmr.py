@@ -49,6 +49,8 @@ RTMR_SETTINGS = (
     "rtmr_secure_boot",
     "rtmr_stub_measures",
 )
+#: Appended to a finding about a predicted event: what decides it.
+_DECIDED = f" (decided by the inputs and the settings {', '.join(RTMR_SETTINGS)})"
 _FIELDS = ("rtmr", "event_type", "description", "digest", "event_data")
 
 
@@ -99,10 +101,13 @@ def _check_against_inputs(
     release = s.get("rtmr_edk2", str)
     stub = s.get("rtmr_stub_measures", bool)
     secure_boot = s.get("rtmr_secure_boot", str)
+    if secure_boot not in (None, "image", "given"):
+        s.bad("rtmr_secure_boot", f"{secure_boot!r} is not image or given")
+        secure_boot = None
     missing = [
         role
         for role in ("firmware", "kernel", "initrd", "cmdline")
-        if c.header.input(role) is not None and role not in found
+        if (role == "kernel" or c.header.input(role) is not None) and role not in found
     ]
     cmdline = found.get("cmdline")
     listed = c.header.input("cmdline")
@@ -145,7 +150,7 @@ def _check_against_inputs(
             stub_measures=stub,
         ).events
     except (CvmLaunchError, ValueError) as exc:
-        c.find("header", "rtmr settings", f"the RTMR events cannot be predicted: {exc}")
+        c.find("header", f"settings {', '.join(RTMR_SETTINGS)}", f"no RTMR events follow: {exc}")
         return
     have = [(n, e) for n, e in enumerate(events) if check_rtmr0 or e.rtmr != 0]
     exp = [e for e in want if check_rtmr0 or e.rtmr != 0]
@@ -156,13 +161,14 @@ def _check_against_inputs(
                 c.find(
                     event_where(n, got),
                     key,
-                    f"{_short(a[key])}, the settings and inputs give {_short(b[key])}",
+                    f"{_short(a[key])}, the settings and inputs give {_short(b[key])}{_DECIDED}",
                 )
     if len(have) != len(exp):
         c.find(
             "rtmr_events",
             "count",
-            f"the log has {len(have)} events the inputs decide, the inputs give {len(exp)}",
+            f"the log has {len(have)} events the inputs decide, the inputs give {len(exp)}"
+            + _DECIDED,
         )
 
 
