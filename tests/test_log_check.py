@@ -145,10 +145,12 @@ def _run_edits(text: str, technology: str, inputs: dict[str, bytes]) -> dict[str
             log = parse_log(edited)
         except LogFormatError:
             outcome["format"].append(label)
-            assert _field_name(path) in FORMAT_FIELDS or (
-                kind == "footer" and path == ("records",)
-            ) or (  # only a TDX log carries RTMR events
-                path == ("technology",) and '"record":"rtmr_event"' in text
+            assert (
+                _field_name(path) in FORMAT_FIELDS
+                or (kind == "footer" and path == ("records",))
+                or (  # only a TDX log carries RTMR events
+                    path == ("technology",) and '"record":"rtmr_event"' in text
+                )
             ), label
             continue
         result = check_log(log, inputs)
@@ -328,7 +330,8 @@ def test_every_field_of_a_tdx_log_with_rtmr_events(
     edited = {label.split(" ", 2)[2] for label in outcome["found"]}
     for field in ("rtmr", "event_type", "description", "digest", "event_data"):
         assert any(f"rtmr_event.{field}" == e for e in edited), field
-    assert "footer.rtmrs.0" in edited and "footer.rtmrs.3" in edited
+    assert "footer.rtmrs.0" in edited
+    assert "footer.rtmrs.3" in edited
     # without the inputs: the replay and the events' own data are still checked
     base = parse_log(text)
     alone = check_log(base)

@@ -198,7 +198,9 @@ def _acpi_inputs(directory: str) -> dict[str, bytes]:
     files = read_fw_cfg_dir(directory, tuple(ACPI_ROLES))
     missing = [n for n in ACPI_ROLES if n not in files]
     if missing:
-        raise ConfigError(f"--acpi {directory}: no {', '.join(missing)} (as DIR/NAME or DIR/NAME/raw)")
+        raise ConfigError(
+            f"--acpi {directory}: no {', '.join(missing)} (as DIR/NAME or DIR/NAME/raw)"
+        )
     return {ACPI_ROLES[name]: files[name] for name in ACPI_ROLES}
 
 

@@ -117,8 +117,8 @@ def reference_values(
 
 SEV-SNP: MEASUREMENT, policy, HOST_DATA, ID_KEY_DIGEST, AUTHOR_KEY_DIGEST, FAMILY_ID,
 IMAGE_ID, GUEST_SVN. TDX: MRTD, MRCONFIGID, MROWNER, MROWNERCONFIG, and RTMR0-3 when the
-log carries RTMR events (replayed first, exit 1 if they do not replay to the footer). SNP logs are replayed
-first (exit 1 if they do not replay to their footer). Settings no replay proves (policy
+log carries RTMR events. SNP logs and RTMR events are replayed first (exit 1 if they do not
+replay to their footer). Settings no replay proves (policy
 without an ID block, host data, TDX config IDs) are only as good as the log's origin:
 --signed-by requires the log's DSSE signature (cvmlaunch log sign) by that key (exit 1 if it
 does not verify).""",

@@ -29,7 +29,6 @@ from typing import Any
 from cvmlaunch.errors import LayoutError, LogFormatError
 from cvmlaunch.layout import PageType, Provenance, SourceKind
 from cvmlaunch.log_entry import LogEntry, LogOp
-from cvmlaunch.measure.rtmr import RTMR_COUNT, RtmrEvent, event_from_record, event_record
 from cvmlaunch.measure.log import (
     LOG_FORMAT,
     LOG_VERSION,
@@ -50,6 +49,7 @@ from cvmlaunch.measure.log import (
     base_name,
     check_limits,
 )
+from cvmlaunch.measure.rtmr import RTMR_COUNT, RtmrEvent, event_from_record, event_record
 
 __all__ = ["dump_log", "dumps_log", "parse_log"]
 
@@ -556,7 +556,9 @@ def parse_log(text: str, *, name: str = "log") -> MeasurementLog:
     if footer is None:
         raise LogFormatError(f"{name} line {len(lines) + 1}: missing footer (truncated log?)")
     try:
-        log = MeasurementLog(header=header, entries=tuple(entries), footer=footer, events=tuple(events))
+        log = MeasurementLog(
+            header=header, entries=tuple(entries), footer=footer, events=tuple(events)
+        )
     except LayoutError as exc:
         raise LogFormatError(f"{name}: {exc}") from None
     check_limits(log)

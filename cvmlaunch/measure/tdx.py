@@ -50,7 +50,6 @@ from cvmlaunch.measure.pages import range_sha384
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # the log model is imported only when a log is made or read
     from cvmlaunch.image.ovmf import OvmfImage
-    from cvmlaunch.measure.rtmr import RtmrEvent
     from cvmlaunch.measure.log import (
         ContentProvider,
         LogHeader,
@@ -58,6 +57,7 @@ if TYPE_CHECKING:  # the log model is imported only when a log is made or read
         MeasurementLog,
         SettingValue,
     )
+    from cvmlaunch.measure.rtmr import RtmrEvent
 
 __all__ = [
     "MRTD_SIZE",
