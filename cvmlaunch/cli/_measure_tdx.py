@@ -2,8 +2,9 @@
 ``--kernel`` the RTMR0-2 of a direct-boot TD (docs/tdx-rtmr.md).
 
 The firmware and the kernel are mmapped, never read whole. With ``--log`` the launch
-measurement log (docs/log-format.md, technology ``tdx``) and with ``--event-log`` the RTMR
-events as TCG CEL-JSON are written atomically. Exit 0 ok, 1 ``--expect`` mismatch, 2 bad
+measurement log (docs/log-format.md, technology ``tdx``; with ``--kernel`` its
+``rtmr_event`` records and footer RTMRs too) and with ``--event-log`` the RTMR events as TCG
+CEL-JSON are written atomically. Exit 0 ok, 1 ``--expect`` mismatch, 2 bad
 input.
 """
 
@@ -232,7 +233,8 @@ base64 output each value is then a line 'NAME VALUE'."""
     "log_path",
     type=FILE,
     metavar="FILE",
-    help="write the launch log here ('-': standard output, the log alone)",
+    help="write the launch log here ('-': standard output, the log alone); with --kernel it "
+    "carries the RTMR events too",
 )
 @click.option("--expect", metavar="HEX", help="expected MRTD (hex); exit 1 if it differs")
 @output_format_option("how to print the MRTD")
