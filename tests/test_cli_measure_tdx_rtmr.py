@@ -407,6 +407,7 @@ def test_launch_log_carries_the_rtmr_events(
         ]
     )
     assert full.exit_code == 0, full.stdout + full.stderr
+    assert f"OK 6 records, {len(events)} RTMR events, digest {doc['mrtd']}" in full.stdout
     ref = run_cli(["reference-values", str(log)])
     assert ref.exit_code == 0, ref.stderr
     values = json.loads(ref.stdout)
@@ -415,5 +416,7 @@ def test_launch_log_carries_the_rtmr_events(
     other, _ = _rtmr_launch_log(tmp_path, fw, guest, "console=ttyS1", "other.jsonl")
     differ = run_cli(["log", "diff", str(log), str(other)])
     assert differ.exit_code == 1, differ.stdout + differ.stderr
-    assert "RTMR2 command line" in differ.stdout
+    assert "first differing RTMR event: RTMR2 command line: digest " in differ.stdout
+    assert "verdict: same final digest, the RTMRs differ: RTMR2" in differ.stdout
+    assert "the RTMRs differ" in differ.stderr
     assert run_cli(["log", "diff", str(log), str(log)]).exit_code == 0

@@ -179,7 +179,12 @@ def verify(
         if result.ok:
             digest = result.digest.hex() if result.digest is not None else "not replayed"
             rest = f" ({len(result.unchecked)} part(s) unchecked)" if result.unchecked else ""
-            print(printable(f"{log_file}: OK {len(log.entries)} records, digest {digest}{rest}"))
+            events = f", {len(log.events)} RTMR events" if log.events else ""
+            print(
+                printable(
+                    f"{log_file}: OK {len(log.entries)} records{events}, digest {digest}{rest}"
+                )
+            )
     if not result.ok:
         raise CheckFailed(f"{len(result.findings)} field(s) of {log_file} differ")
     if require_inputs and not result.complete:
@@ -325,7 +330,9 @@ def diff(a: str, b: str, *, as_json: bool = False) -> None:
         for line in result.lines():
             print(printable(line))
     if not result.same_digest:
-        raise CheckFailed("the final digests differ")
+        raise CheckFailed(
+            "the final digests differ" if result.digest_a != result.digest_b else "the RTMRs differ"
+        )
 
 
 @click.command(
