@@ -23,7 +23,8 @@ import time
 
 from bench.common import Context
 from bench.harness import MIB, Row, gib_per_s, interleaved_self_timed
-from cvmlaunch.kvm_map import Vm, _copy_region, populate_plain
+from cvmlaunch.kvm_map import Vm, populate_plain
+from cvmlaunch.kvm_map._engine import _copy_region
 from cvmlaunch.layout import Layout, PageType, Provenance, Region, SourceKind
 from cvmlaunch.memory_map import MemoryMap
 

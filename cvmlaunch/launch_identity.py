@@ -3,8 +3,8 @@
 SEV-SNP HOST_DATA and the optional ID block (:class:`SnpLaunchIdentity`), and the TDX
 owner-chosen TD_PARAMS values (:class:`TdxLaunchIdentity`). None of them enters the launch
 digest. A core value module like :mod:`cvmlaunch.layout` (pure, frozen, validated), kept apart
-so that computing a digest does not pay for creating these types; :mod:`cvmlaunch.layout`
-re-exports both names (and keeps the size constants).
+so that computing a digest does not pay for creating these types; the size constants live in
+:mod:`cvmlaunch.constants`.
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ import base64
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from cvmlaunch.errors import ConfigError
-from cvmlaunch.layout import (
+from cvmlaunch.constants import (
     SNP_HOST_DATA_SIZE,
     SNP_ID_AUTH_SIZE,
     SNP_ID_BLOCK_SIZE,
     TDX_MR_SIZE,
-    parse_hex_bytes,
 )
+from cvmlaunch.errors import ConfigError
+from cvmlaunch.layout import parse_hex_bytes
 
 __all__ = ["SnpLaunchIdentity", "TdxLaunchIdentity"]
 

@@ -12,11 +12,17 @@ Rule 3: every value is validated in ``__post_init__`` and raises :class:`LayoutE
 ``assert``); bad input raises only :class:`~cvmlaunch.errors.CvmLaunchError` subclasses.
 
 Rule 4: start-up time. Creating a frozen dataclass costs about half a millisecond, so the core
-types a digest does not need live in their own modules, which this one re-exports on first
-use: the memory map (:mod:`cvmlaunch.memory_map`: :class:`MemoryMap`, :class:`Memslot`,
-:class:`MemslotKind`), log records (:mod:`cvmlaunch.log_entry`: :class:`LogEntry`,
-:class:`LogOp`) and launch identities (:mod:`cvmlaunch.launch_identity`:
-:class:`SnpLaunchIdentity`, :class:`TdxLaunchIdentity`). Nothing here imports ``typing``.
+types a digest does not need live in their own modules: the memory map
+(:mod:`cvmlaunch.memory_map`: :class:`MemoryMap`, :class:`Memslot`, :class:`MemslotKind`),
+log records (:mod:`cvmlaunch.log_entry`: :class:`LogEntry`, :class:`LogOp`) and launch
+identities (:mod:`cvmlaunch.launch_identity`: :class:`SnpLaunchIdentity`,
+:class:`TdxLaunchIdentity`); this module re-exports them on first use. Nothing here imports
+``typing``.
+
+Rule 5: no import cycles among the core modules. The shared numbers live below all of them
+in :mod:`cvmlaunch.constants` (re-exported here); :mod:`cvmlaunch.memory_map` imports only
+those, while :mod:`cvmlaunch.log_entry` and :mod:`cvmlaunch.launch_identity` build on this
+module and are not imported by it (import-linter's layers contract keeps it so).
 """
 
 from __future__ import annotations
@@ -26,16 +32,28 @@ import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from cvmlaunch.constants import (
+    FOUR_GIB,
+    LOW_RAM_SPLIT,
+    MAX_GPA,
+    PAGE_SIZE,
+    PCI_HOLE_START,
+    SNP_HOST_DATA_SIZE,
+    SNP_ID_AUTH_SIZE,
+    SNP_ID_BLOCK_SIZE,
+    TDX_MR_SIZE,
+    VMSA_GPA,
+)
 from cvmlaunch.errors import ConfigError, LayoutError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from cvmlaunch.launch_identity import SnpLaunchIdentity, TdxLaunchIdentity
-    from cvmlaunch.log_entry import LogEntry, LogOp
     from cvmlaunch.memory_map import MemoryMap, Memslot, MemslotKind
 
 __all__ = [
     "FOUR_GIB",
+    "LOW_RAM_SPLIT",
+    "MAX_GPA",
     "PAGE_SIZE",
     "PCI_HOLE_START",
     "SNP_HOST_DATA_SIZE",
@@ -45,8 +63,6 @@ __all__ = [
     "VMSA_GPA",
     "Buffer",
     "Layout",
-    "LogEntry",
-    "LogOp",
     "MemoryMap",
     "Memslot",
     "MemslotKind",
@@ -54,26 +70,13 @@ __all__ = [
     "Provenance",
     "Region",
     "SevSectionType",
-    "SnpLaunchIdentity",
     "SourceKind",
     "TdvfAttribute",
     "TdvfSectionType",
-    "TdxLaunchIdentity",
     "align_down",
     "align_up",
     "parse_hex_bytes",
 ]
-
-PAGE_SIZE = 4096
-FOUR_GIB = 1 << 32
-#: q35: with this much RAM or more, low RAM stops at 2 GiB and the rest moves above 4 GiB.
-PCI_HOLE_START = 0xB000_0000
-#: q35 low-RAM limit once the RAM no longer fits below the PCI hole.
-LOW_RAM_SPLIT = 0x8000_0000
-#: KVM measures every SNP VMSA at this GPA ((u64)-1, page aligned, bits 63:52 clear).
-VMSA_GPA = 0xFFFF_FFFF_F000
-#: Largest guest-physical address we accept (52-bit physical address space).
-MAX_GPA = 1 << 52
 
 #: Contents of a region: bytes, or a memoryview (e.g. a slice of an mmap'd file).
 Buffer = bytes | memoryview
@@ -353,15 +356,6 @@ class Layout:
                 yield region, gpa, page
 
 
-#: SEV-SNP HOST_DATA: 32 bytes given to SNP_LAUNCH_FINISH and reported verbatim.
-SNP_HOST_DATA_SIZE = 32
-#: SEV-SNP ID block and ID auth sizes (SNP firmware ABI, SNP_LAUNCH_FINISH).
-SNP_ID_BLOCK_SIZE = 96
-SNP_ID_AUTH_SIZE = 4096
-#: TDX MRCONFIGID, MROWNER, MROWNERCONFIG: 48 bytes each (TD_PARAMS, KVM_TDX_INIT_VM).
-TDX_MR_SIZE = 48
-
-
 def parse_hex_bytes(text: str, size: int, what: str) -> bytes:
     """Decode hex of exactly ``size`` bytes (``0x`` prefix, ``:`` and whitespace allowed).
 
@@ -394,6 +388,8 @@ _MOVED: dict[str, str] = {
     "MemoryMap": "cvmlaunch.memory_map",
     "Memslot": "cvmlaunch.memory_map",
     "MemslotKind": "cvmlaunch.memory_map",
+    # Built on this module: re-exported at run time only (importing them here for type
+    # checkers would be a cycle); type-checked code imports them from their own modules.
     "LogEntry": "cvmlaunch.log_entry",
     "LogOp": "cvmlaunch.log_entry",
     "SnpLaunchIdentity": "cvmlaunch.launch_identity",

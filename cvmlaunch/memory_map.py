@@ -13,8 +13,8 @@ import enum
 import itertools
 from dataclasses import dataclass
 
+from cvmlaunch.constants import FOUR_GIB, LOW_RAM_SPLIT, PAGE_SIZE, PCI_HOLE_START
 from cvmlaunch.errors import LayoutError
-from cvmlaunch.layout import FOUR_GIB, LOW_RAM_SPLIT, PAGE_SIZE, PCI_HOLE_START
 
 __all__ = ["MemoryMap", "Memslot", "MemslotKind"]
 

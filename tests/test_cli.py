@@ -382,17 +382,23 @@ def test_firmware_dir_from_the_environment(
     assert "CVMLAUNCH_FIRMWARE_DIR" in help_text
 
 
+@pytest.mark.parametrize("kernel_is_fifo", [False, True])
 def test_ctrl_c_of_the_console_script_is_one_line_exit_130(
-    tmp_path: Path, firmware: Callable[[str], Path]
+    tmp_path: Path, firmware: Callable[[str], Path], kernel_is_fifo: bool
 ) -> None:
-    """A real SIGINT while ``measure snp`` waits for its initrd (a FIFO nobody writes)."""
+    """A real SIGINT while ``measure snp`` waits for its initrd (a FIFO nobody writes), and
+    while its own thread also waits on the kernel (hashed there: the Ctrl-C must not be kept
+    as that file's error while the initrd's thread is joined forever)."""
     import errno
     import os
     import signal
     import time
 
     kernel = tmp_path / "kernel"
-    kernel.write_bytes(b"kernel")
+    if kernel_is_fifo:
+        os.mkfifo(kernel)
+    else:
+        kernel.write_bytes(b"kernel")
     initrd = tmp_path / "initrd"
     os.mkfifo(initrd)
     ovmf = str(firmware("OVMF.amdsev.fd"))
@@ -405,19 +411,26 @@ def test_ctrl_c_of_the_console_script_is_one_line_exit_130(
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 30
-    writer = -1
-    while writer < 0:  # opening the FIFO's write end succeeds once the command reads it
-        try:
-            writer = os.open(initrd, os.O_WRONLY | os.O_NONBLOCK)
-        except OSError as exc:
-            if exc.errno != errno.ENXIO:  # ENXIO: no reader yet
-                raise
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+    writers: list[int] = []
     try:
+        for fifo in [initrd, kernel] if kernel_is_fifo else [initrd]:
+            writer = -1
+            while writer < 0:  # opening a FIFO's write end succeeds once the command reads it
+                try:
+                    writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+                except OSError as exc:
+                    if exc.errno != errno.ENXIO:  # ENXIO: no reader yet
+                        raise
+                    assert proc.poll() is None, proc.communicate()
+                    assert time.monotonic() < deadline
+                    time.sleep(0.01)
+            writers.append(writer)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     finally:
-        os.close(writer)
+        for writer in writers:
+            os.close(writer)
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     assert (proc.returncode, out, err) == (130, b"", b"cvmlaunch: interrupted\n")

@@ -4,6 +4,7 @@ code-only image, real ELFs and kernels, format detection, and the error contract
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -230,6 +231,7 @@ def test_json_is_deterministic(tmp_path: Path) -> None:
         "has_kernel_hashes",
         "sev_sections",
         "tdx_sections",
+        "td_hob",
         "svsm_entry_offset",
         "warnings",
     ]
@@ -280,3 +282,41 @@ def test_corrupt_ovmf_table(tmp_path: Path) -> None:
     result = run_cli(["inspect", str(path)])
     assert result.exit_code == 2
     assert "GUID table length 0xffff points outside the image" in result.output
+
+
+def test_a_tdvf_image_shows_the_td_hob_qemu_builds(firmware: Any) -> None:
+    """inspect shows QEMU's TD HOB for --memory: the RAM entries describe every RAM byte once
+    and the RTMR0 event is the SHA-384 of the HOB without its END header."""
+    import hashlib
+
+    from cvmlaunch.image.ovmf import parse_ovmf
+    from cvmlaunch.image.td_hob import build_td_hob
+
+    fd = firmware("OVMF.inteltdx.ms.fd")
+    result = run_cli(["inspect", "--json", "--memory", "4G", str(fd)])
+    assert result.exit_code == 0, result.output
+    hob = json.loads(result.stdout)["td_hob"]
+    ram = hob["ram"]
+    assert sum(e["length"] for e in ram) == 4 << 30
+    for a, b in itertools.pairwise(ram):
+        assert a["address"] + a["length"] <= b["address"]
+    assert ram[-1] == {"address": 1 << 32, "length": 2 << 30, "accepted": False}
+    built = build_td_hob(parse_ovmf(fd.read_bytes(), name="x").tdx_sections or (), 4 << 30)
+    assert hob["size"] == len(built) == 56 + 48 * len(ram) + 8
+    assert hob["rtmr0_sha384"] == hashlib.sha384(built[:-8]).hexdigest()
+    text = run_cli(["inspect", "--memory", "4G", str(fd)])
+    assert (
+        f"TD HOB (QEMU's, for 0x100000000 (4 GiB) of RAM): {len(built)} bytes at 0x809000"
+        in text.stdout
+    )
+
+
+def test_the_td_hob_measurement_matches_dstack_mrs_for_2_gib(firmware: Any) -> None:
+    """launch.md §2.4: for the section layout of common OVMF builds (TEMP_MEM 0x810000+0x10000,
+    0x80b000+0x2000, TD_HOB 0x809000+0x2000, TEMP_MEM 0x800000+0x6000) and 2 GiB of RAM, the
+    HOB's RTMR0 event is 0b8772e5...8ba8a749 (cross-checked with dstack-mr's measure_td_hob)."""
+    fd = firmware("OVMF.inteltdx.ms.fd")
+    result = run_cli(["inspect", "--json", "--memory", "2G", str(fd)])
+    digest = json.loads(result.stdout)["td_hob"]["rtmr0_sha384"]
+    assert digest.startswith("0b8772e5")
+    assert digest.endswith("8ba8a749")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 from pathlib import Path
 
 import pytest
@@ -33,6 +32,7 @@ from cvmlaunch.measure.log import (
 from cvmlaunch.measure.plain import plain_header, plain_log
 from tests.cli_runner import run_cli
 from tests.fakekvm import FakeKernel
+from tests.fds import leaked_fds, open_fds
 
 GMEM, ANON = MemoryBackend.GUEST_MEMFD, MemoryBackend.ANONYMOUS
 
@@ -199,7 +199,7 @@ def test_example_launch_on_each_fake_host(host: str) -> None:
     kwargs, backend, missing, memslot_call = FAKE_HOSTS[host]
     kernel = FakeKernel(**kwargs)  # type: ignore[arg-type]
     with load_plan(_example(memory="5G")) as plan:
-        fds_before = set(os.listdir("/proc/self/fd"))
+        fds_before = open_fds()
         vm, _ = open_vm(plan, kernel=kernel)
         with vm:
             choice = vm.memory_backend
@@ -217,7 +217,7 @@ def test_example_launch_on_each_fake_host(host: str) -> None:
         predicted = plain_log(plan.layout, plain_header({}, tool_version=""))
         settings = {**header_settings(plan), "memory_backend": choice.backend.value}
         log = complete_log(plain_header(settings, tool_version=""), records)
-        assert set(os.listdir("/proc/self/fd")) == fds_before
+        assert leaked_fds(fds_before) == set()
     assert choice.backend is backend
     if missing is None:
         assert not choice.fallback

@@ -48,14 +48,11 @@ from cvmlaunch.layout import (
 )
 from cvmlaunch.log_entry import LogOp
 from cvmlaunch.memory_map import MemoryMap
+from tests.fds import leaked_fds, open_fds
 
 pytestmark = pytest.mark.kvm
 
 MiB = 1 << 20
-
-
-def _open_fds() -> set[str]:
-    return set(os.listdir("/proc/self/fd"))
 
 
 # ---------------------------------------------------------------- capability probe
@@ -104,12 +101,12 @@ class _Recording:
 def test_missing_technology_stops_before_anything_is_created(vm_type: VmType, name: str) -> None:
     with Kvm.open() as kvm:
         if kvm.caps().supports(vm_type):
-            pytest.skip(f"this host offers {name}")
+            pytest.skip(f"VM type {name} is offered by this host: nothing to refuse")
     kernel = _Recording()
-    before = _open_fds()
+    before = open_fds()
     with pytest.raises(KvmUnsupported) as info:
         Vm.open(vm_type, kernel=kernel)
-    assert _open_fds() == before
+    assert leaked_fds(before) == set()
     assert _uapi.KVM_CREATE_VM not in kernel.requests
     assert set(kernel.requests) <= {
         _uapi.KVM_GET_API_VERSION,
@@ -268,7 +265,7 @@ def test_a_thousand_failed_launches_leak_nothing(memory_backend: str) -> None:
         )
     )
     maps_before = Path("/proc/self/maps").read_text().count("\n")
-    before = _open_fds()
+    before = open_fds()
 
     def failed_launch() -> None:
         with Vm.open(memory_backend=memory_backend) as vm:
@@ -279,7 +276,7 @@ def test_a_thousand_failed_launches_leak_nothing(memory_backend: str) -> None:
         with pytest.raises(KvmError) as info:
             failed_launch()
         assert info.value.errno == errno.EINVAL
-    assert _open_fds() == before
+    assert leaked_fds(before) == set()
     assert Path("/proc/self/maps").read_text().count("\n") <= maps_before + 2
     assert "slot 1048576" in str(info.value)
 

@@ -13,6 +13,8 @@ import pytest
 
 from cvmlaunch import kvm_map
 from cvmlaunch.cli._launch import example_config, load_plan
+from cvmlaunch.image.ovmf import parse_ovmf
+from cvmlaunch.image.tdvf import tdvf_layout
 from cvmlaunch.launch import settings_from_toml
 from tests.cli_runner import run_cli
 from tests.test_plain_log import reference_step
@@ -30,7 +32,7 @@ def no_kvm(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.usefixtures("no_kvm")
-@pytest.mark.parametrize("tech", ["none", "snp"])
+@pytest.mark.parametrize("tech", ["none"])
 def test_dry_run_prints_plan_and_prediction(tech: str) -> None:
     result = run_cli(["launch", "--example", "--dry-run", "--tech", tech])
     assert result.exit_code == 0, result.output
@@ -64,21 +66,16 @@ def test_dry_run_prints_plan_and_prediction(tech: str) -> None:
         "start_info (PVH hvm_start_info)",
         "range-table (cvmlaunch range table)",
     ]
-    if tech == "none":
-        # the transcript chain of docs/log-format.md over the plan's ranges, in populate order
-        digest = bytes(48)
-        for gpa, end, _, _, content in expected:
-            digest = reference_step(
-                digest, "plain.copy", gpa, end - gpa, 1, True, bytes.fromhex(content)
-            )
-        assert lines[-1] == (
-            "predicted launch log digest (plain, cvmlaunch-transcript-sha384; informational, "
-            f"no hardware measures a plain launch): {digest.hex()}"
+    # the transcript chain of docs/log-format.md over the plan's ranges, in populate order
+    digest = bytes(48)
+    for gpa, end, _, _, content in expected:
+        digest = reference_step(
+            digest, "plain.copy", gpa, end - gpa, 1, True, bytes.fromhex(content)
         )
-    else:
-        assert lines[-1].startswith(
-            "predicted SNP launch digest: not predicted. It covers one VMSA"
-        )
+    assert lines[-1] == (
+        "predicted launch log digest (plain, cvmlaunch-transcript-sha384; informational, "
+        f"no hardware measures a plain launch): {digest.hex()}"
+    )
 
 
 @pytest.mark.usefixtures("no_kvm")
@@ -235,23 +232,46 @@ def test_unreadable_config_is_one_line_exit_2(tmp_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("no_kvm")
-def test_dry_run_snp_with_firmware_names_the_command_that_predicts(firmware: Any) -> None:
+@pytest.mark.parametrize(
+    "cpu", [["--vcpu-type", "EPYC-Milan"], ["--vcpus", "4", "--vcpu-sig", "0xa10f10"]]
+)
+def test_snp_dry_run_prints_the_digest_measure_snp_prints(firmware: Any, cpu: list[str]) -> None:
+    """The example's kernel, initrd and command line go in through the kernel-hashes page:
+    the dry run's digest is measure snp's for the same firmware, vCPUs, signature, kernel."""
     fd = firmware("OVMF.amdsev.fd")
-    result = run_cli(["launch", "--example", "--dry-run", "--tech", "snp", "--firmware", str(fd)])
+    args = ["launch", "--example", "--dry-run", "--tech", "snp", "--firmware", str(fd), *cpu]
+    result = run_cli(args)
     assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines()[-2:] == [
-        "predicted SNP launch digest: not predicted. It covers one VMSA per vCPU, and cvmlaunch "
-        "defines no SNP VMSA for a PVH entry (SNP launches of this plan are not implemented), "
-        "so no digest of this plan would be the one a launch reports.",
-        "  QEMU's SNP launch of this firmware (OVMF, kernel hashes) is predicted by: "
-        f"cvmlaunch measure snp --ovmf {fd} --vcpus 1",
-    ]
-    # the firmware is a range of the plan, ending at 4 GiB
-    assert re.search(
-        rf"^  3  \[0xffc00000-0x100000000\) +1024  NORMAL  yes +{re.escape(fd.name)}\+0x0$",
-        result.stdout,
-        re.M,
-    )
+    settings = settings_from_toml(example_config().read_text(), base=str(example_config().parent))
+    assert settings.kernel is not None
+    assert settings.initrd is not None
+    vcpus = [] if "--vcpus" in cpu else ["--vcpus", "1"]
+    measure = ["measure", "snp", "--ovmf", str(fd), *vcpus, *cpu, "--kernel", settings.kernel]
+    measure += ["--initrd", settings.initrd, "--append", settings.append]
+    predicted = run_cli(measure)
+    assert predicted.exit_code == 0, predicted.output
+    assert f"predicted SNP launch digest: {predicted.stdout.strip()}" in result.stdout
+    # the firmware is the plan's first range, ending at 4 GiB; the kernel-hashes page is NORMAL
+    first = r"^ +0  \[0x0000ffc00000-0x000100000000\) +1024 pages  NORMAL"
+    assert re.search(first, result.stdout, re.M)
+    assert re.search(r"NORMAL +measured +sev-kernel-hashes", result.stdout)
+
+
+@pytest.mark.usefixtures("no_kvm")
+def test_snp_dry_run_asks_no_host_cpu_so_needs_a_signature(firmware: Any) -> None:
+    fd = firmware("OVMF.amdsev.fd")
+    result = run_cli(["launch", "--dry-run", "--tech", "snp", "--firmware", str(fd)])
+    assert result.exit_code == 2
+    assert "give --vcpu-type or --vcpu-sig" in result.stderr
+
+
+@pytest.mark.usefixtures("no_kvm")
+@pytest.mark.parametrize("tech", ["snp", "tdx"])
+def test_a_confidential_launch_needs_firmware(tech: str) -> None:
+    result = run_cli(["launch", "--example", "--dry-run", "--tech", tech])
+    assert result.exit_code == 2
+    assert f"{tech.upper()} guests start in their firmware: give --firmware" in result.stderr
+    assert "not implemented" not in result.stderr
 
 
 def reference_mrtd(regions: list[tuple[int, bytes, bool]]) -> bytes:
@@ -272,15 +292,16 @@ def reference_mrtd(regions: list[tuple[int, bytes, bool]]) -> bytes:
 
 
 @pytest.mark.usefixtures("no_kvm")
-def test_dry_run_tdx_predicts_the_mrtd_of_the_plan() -> None:
-    result = run_cli(["launch", "--example", "--dry-run", "--tech", "tdx"])
+@pytest.mark.parametrize("name", ["OVMF.inteltdx.ms.fd", "OVMF.generic.fd"])
+def test_tdx_dry_run_prints_the_mrtd_measure_tdx_prints(firmware: Any, name: str) -> None:
+    fd = firmware(name)
+    result = run_cli(["launch", "--dry-run", "--tech", "tdx", "--firmware", str(fd)])
     assert result.exit_code == 0, result.output
-    settings = settings_from_toml(example_config().read_text(), base=str(example_config().parent))
-    with load_plan(settings) as plan:
-        expected = reference_mrtd([(r.gpa, r.contents(), r.measured) for r in plan.hashed])
-    assert result.stdout.splitlines()[-2:] == [
-        "predicted MRTD (TDX fold over the plan: every range PAGE.ADDed, measured ranges "
-        f"MR.EXTENDed, page order per-page): {expected.hex()}",
-        "  covers the plan's ranges as populated; a TD starts at its firmware's reset vector, "
-        "not at a PVH entry (launching this plan as a TD is not implemented)",
-    ]
+    predicted = run_cli(["measure", "tdx", "--firmware", str(fd)])
+    assert predicted.exit_code == 0, predicted.output
+    assert f"predicted MRTD: {predicted.stdout.strip()}" in result.stdout.splitlines()
+    assert "TD HOB at 0x809000 (every vCPU's RCX)" in result.stdout
+    image = parse_ovmf(fd.read_bytes(), name=name)
+    regions = tdvf_layout(image).regions
+    expected = reference_mrtd([(r.gpa, r.contents(), r.measured) for r in regions])
+    assert predicted.stdout.strip() == expected.hex()

@@ -6,26 +6,24 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from cvmlaunch import kvm_map
-from cvmlaunch.cli._launch import (
-    TDX_ATTRIBUTES,
-    TDX_XFAM,
-    _populate,
-    example_config,
-    header_settings,
-    load_plan,
-    open_vm,
-)
-from cvmlaunch.errors import CvmLaunchError
+from cvmlaunch.cli._cc_launch import launch_confidential
+from cvmlaunch.cli._launch import example_config, load_plan, open_vm
+from cvmlaunch.errors import ConfigError, CvmLaunchError
+from cvmlaunch.image.ovmf import parse_ovmf
 from cvmlaunch.launch import LaunchSettings, Tech, settings_from_toml
-from cvmlaunch.log_entry import LogOp
 from cvmlaunch.measure import identity as ident
+from cvmlaunch.measure.cpu import vcpu_type_signature
+from cvmlaunch.measure.log import MeasurementLog, parse_log
 from cvmlaunch.measure.reference import ReferenceValues
+from cvmlaunch.measure.snp import SnpSettings, snp_digest
 from tests.cli_runner import run_cli
 from tests.fakekvm import FakeKernel
+from tests.model_firmware import ModelKernel
 from tests.test_identity import AUTHOR_KEY, ID_KEY
 
 HOST_DATA = bytes(range(0x40, 0x60))
@@ -54,94 +52,129 @@ def _example(**overrides: object) -> LaunchSettings:
     return settings_from_toml(cfg.read_text(), base=str(cfg.parent), overrides=overrides)
 
 
-def test_snp_identity_reaches_launch_start_and_finish(id_files: tuple[Path, Path]) -> None:
-    """The example guest as an SNP plan, populated through the launcher's own path: the fake
-    firmware sees the policy, the host data and the ID block pair byte for byte."""
-    settings = _example(
-        tech="snp",
-        policy="0x30000",
-        host_data=HOST_DATA.hex(),
-        id_block=str(id_files[0]),
-        id_auth=str(id_files[1]),
+def _firmware_launch(settings: LaunchSettings, kernel: ModelKernel, log: Path) -> MeasurementLog:
+    """``launch`` of ``settings`` against the model firmware; returns the log it wrote."""
+    launch_confidential(settings, dry_run=False, log_file=str(log), kernel=kernel)
+    return parse_log(log.read_text())
+
+
+def test_snp_identity_reaches_launch_start_and_finish(
+    fw_id_files: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """The policy, the host data and the ID block pair reach SNP_LAUNCH_START and FINISH byte
+    for byte, and the log header records them for a verifier."""
+    fd, block, auth = fw_id_files
+    settings = LaunchSettings(
+        tech=Tech.SNP,
+        firmware=str(fd),
+        policy=0x30000,
+        host_data=HOST_DATA,
+        id_block=str(block),
+        id_auth=str(auth),
     )
-    kernel = FakeKernel()
-    with load_plan(settings) as plan:
-        vm, finish = open_vm(plan, kernel=kernel)
-        with vm:
-            memory = plan.layout.memory
-            assert memory is not None
-            vm.map_memory(memory)
-            records, _ = _populate(vm, plan.layout, finish)
-        recorded = header_settings(plan)
+    kernel = ModelKernel(signature=vcpu_type_signature("EPYC-Milan"))
+    log = _firmware_launch(settings, kernel, tmp_path / "snp.jsonl")
+    assert kernel.violations == []
     assert kernel.launch_params == {
         "policy": 0x30000,
         "host_data": HOST_DATA,
-        "id_block": BLOCK_RAW,
-        "id_auth": AUTH_RAW,
+        "id_block": block.read_bytes(),
+        "id_auth": auth.read_bytes(),
         "auth_key_en": True,
     }
     assert kernel.journal[-1] == ("SNP_LAUNCH_FINISH", HOST_DATA, 1)
-    assert [e.op for e in records] == [LogOp.SNP_LAUNCH_UPDATE] * len(records)
     assert kernel.open_fds() == []
-    # the header records it; a verifier reads the ID key digests from it
+    recorded = log.header.settings
     assert recorded["host_data"] == HOST_DATA.hex()
     assert recorded["policy"] == "0x30000"
-    values = ReferenceValues.from_settings("sev-snp", BLOCK.ld, recorded)
+    values = ReferenceValues.from_settings("sev-snp", log.digest, recorded)
     assert values.id_key_digest == ident.key_digest(ID_KEY)
     assert values.author_key_digest == ident.key_digest(AUTHOR_KEY)
 
 
-def test_snp_defaults_reach_the_firmware() -> None:
-    kernel = FakeKernel()
-    with load_plan(_example(tech="snp")) as plan:
-        vm, finish = open_vm(plan, kernel=kernel)
-        vm.close()
-    assert finish == kvm_map.SnpFinish()
-    assert kernel.launch_params == {"policy": 0x30000}
+def test_snp_defaults_reach_the_firmware(firmware: Any, tmp_path: Path) -> None:
+    kernel = ModelKernel()
+    settings = LaunchSettings(tech=Tech.SNP, firmware=str(firmware("OVMF.amdsev.fd")))
+    _firmware_launch(settings, kernel, tmp_path / "snp.jsonl")
+    assert kernel.launch_params["policy"] == 0x30000
+    assert kernel.launch_params["host_data"] == bytes(32)
+    assert kernel.launch_params["id_block"] is None
 
 
-def test_tdx_mr_values_reach_init_vm() -> None:
+def test_tdx_mr_values_reach_init_vm(firmware: Any, tmp_path: Path) -> None:
     mrs = {"mrconfigid": b"\x11" * 48, "mrowner": bytes(range(48)), "mrownerconfig": b"\xee" * 48}
-    kernel = FakeKernel()
-    with load_plan(_example(tech="tdx", **{k: v.hex() for k, v in mrs.items()})) as plan:
-        vm, finish = open_vm(plan, kernel=kernel)
-        vm.close()
-        recorded = header_settings(plan)
-    assert finish is None
-    assert kernel.launch_params == {"attributes": TDX_ATTRIBUTES, "xfam": TDX_XFAM, **mrs}
-    assert {k: recorded[k] for k in mrs} == {k: v.hex() for k, v in mrs.items()}
+    kernel = ModelKernel()
+    fd = firmware("OVMF.inteltdx.ms.fd")
+    settings = LaunchSettings(
+        tech=Tech.TDX,
+        firmware=str(fd),
+        mrconfigid=mrs["mrconfigid"],
+        mrowner=mrs["mrowner"],
+        mrownerconfig=mrs["mrownerconfig"],
+    )
+    log = _firmware_launch(settings, kernel, tmp_path / "td.jsonl")
+    assert kernel.violations == []
+    assert {k: kernel.launch_params[k] for k in mrs} == mrs
+    assert kernel.launch_params["attributes"] == 1 << 28  # QEMU's default: SEPT_VE_DISABLE
+    assert {k: log.header.settings[k] for k in mrs} == {k: v.hex() for k, v in mrs.items()}
     assert kernel.open_fds() == []
 
 
 @pytest.mark.parametrize("tech", [Tech.SNP, Tech.TDX])
-def test_open_vm_closes_the_vm_when_a_launch_call_fails(tech: Tech) -> None:
-    """Every system call of open_vm failing in turn (INIT2, LAUNCH_START and INIT_VM
-    included) leaves no fd open."""
-    failures = 0
-    for n in range(100):
-        kernel = FakeKernel(fail_at=n)
-        with load_plan(_example(tech=tech.label)) as plan:
-            try:
-                vm, _ = open_vm(plan, kernel=kernel)
-            except CvmLaunchError:
-                assert kernel.open_fds() == [], n
-                failures += 1
-                continue
-        kernel.fail_at = None
-        vm.close()
-        assert kernel.open_fds() == []
-        break
-    else:
-        pytest.fail("open_vm never succeeded")
-    assert failures > 12
+def test_a_failed_system_call_anywhere_in_a_confidential_launch_leaks_nothing(
+    tech: Tech, firmware: Any, tmp_path: Path
+) -> None:
+    """Every system call of a firmware launch failing in turn (INIT2, LAUNCH_START, INIT_VM,
+    every populate call, FINISH/FINALIZE, the guest's run, the closes) is an error that leaves
+    no fd or mapping open; the log exists only if the launch was sealed before the failure
+    (it is written then, before the guest runs)."""
+    name = "OVMF.amdsev.fd" if tech is Tech.SNP else "OVMF.inteltdx.ms.fd"
+    settings = LaunchSettings(tech=tech, firmware=str(firmware(name)), vcpus=2)
+    log = tmp_path / "launch.jsonl"
+    total = ModelKernel()
+    _firmware_launch(settings, total, log)
+    log.unlink()
+    assert total.calls > 40
+    assert total.sealed_at is not None
+    for n in range(total.calls):
+        kernel = ModelKernel(fail_at=n)
+        with pytest.raises(CvmLaunchError):
+            launch_confidential(settings, dry_run=False, log_file=str(log), kernel=kernel)
+        assert kernel.open_fds() == [], n
+        assert kernel.open_mappings() == 0, n
+        assert log.exists() == (n >= total.sealed_at), n
+        log.unlink(missing_ok=True)
+
+
+def test_a_pvh_plan_is_not_launched_as_snp_or_tdx() -> None:
+    kernel = FakeKernel()
+    with load_plan(_example(tech="snp")) as plan, pytest.raises(ConfigError, match="firmware"):
+        open_vm(plan, kernel=kernel)
+    assert not any(j[0] == "CREATE_VM" for j in kernel.journal)
+
+
+@pytest.fixture
+def fw_id_files(tmp_path: Path, firmware: Any) -> tuple[Path, Path, Path]:
+    """OVMF.amdsev.fd and an ID block pair for its SNP launch (1 vCPU, EPYC-Milan, policy
+    0x30000): the digest is measure's, so only what a test changes can fail the check."""
+    fd = firmware("OVMF.amdsev.fd")
+    image = parse_ovmf(fd.read_bytes(), name=fd.name)
+    digest = snp_digest(image, SnpSettings(vcpus=1, vcpu_sig=vcpu_type_signature("EPYC-Milan")))
+    block = ident.IdBlock(ld=digest, policy=ident.GuestPolicy(0x30000))
+    block_file, auth_file = tmp_path / "id-block.bin", tmp_path / "id-auth.bin"
+    block_file.write_bytes(block.pack())
+    auth_file.write_bytes(ident.sign_id_block(block, ID_KEY, AUTHOR_KEY).pack())
+    return fd, block_file, auth_file
 
 
 def test_dry_run_shows_the_identity(
-    id_files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+    fw_id_files: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch, firmware: Any
 ) -> None:
     monkeypatch.setattr(kvm_map.Kvm, "open", pytest.fail)
-    args = ["launch", "--example", "--dry-run", "--tech", "snp", "--host-data", HOST_DATA.hex()]
-    args += ["--id-block", str(id_files[0]), "--id-auth", str(id_files[1])]
+    fd, block, auth = fw_id_files
+    args = ["launch", "--dry-run", "--tech", "snp", "--firmware", str(fd), "--host-data"]
+    args += [HOST_DATA.hex(), "--vcpu-type", "EPYC-Milan"]
+    args += ["--id-block", str(block), "--id-auth", str(auth)]
     result = run_cli(args)
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
@@ -152,7 +185,10 @@ def test_dry_run_shows_the_identity(
         f"  id_key_digest  {ident.key_digest(ID_KEY).hex()}",
         f"  author_key_digest {ident.key_digest(AUTHOR_KEY).hex()}",
     ]
-    tdx = run_cli(["launch", "--example", "--dry-run", "--tech", "tdx", "--mrowner", "ab" * 48])
+    tdx_fd = firmware("OVMF.inteltdx.ms.fd")
+    tdx = run_cli(
+        ["launch", "--dry-run", "--tech", "tdx", "--firmware", str(tdx_fd), "--mrowner", "ab" * 48]
+    )
     assert tdx.exit_code == 0, tdx.output
     assert f"  mrowner        {'ab' * 48}" in tdx.stdout.splitlines()
 
@@ -178,11 +214,12 @@ def test_bad_identity_flags_exit_2(
 
 
 def test_an_id_block_for_another_policy_exits_1(
-    id_files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+    fw_id_files: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(kvm_map.Kvm, "open", pytest.fail)
-    args = ["launch", "--example", "--dry-run", "--tech", "snp", "--policy", "0x20000"]
-    args += ["--id-block", str(id_files[0]), "--id-auth", str(id_files[1])]
+    fd, block, auth = fw_id_files
+    args = ["launch", "--dry-run", "--tech", "snp", "--firmware", str(fd), "--policy", "0x20000"]
+    args += ["--vcpu-type", "EPYC-Milan", "--id-block", str(block), "--id-auth", str(auth)]
     result = run_cli(args)
     assert result.exit_code == 1, result.output
     assert "its policy 0x30000 differs from the launch policy 0x20000" in result.stderr

@@ -155,8 +155,10 @@ def test_layout_reexports_the_split_core_types(name: str, home: str) -> None:
     value = getattr(layout, name)
     assert value is getattr(importlib.import_module(home), name)
     assert value.__module__ == home
-    assert name in layout.__all__
     assert name in dir(layout)
+    # the memory map is below layout; log records and identities build on it (no cycle), so
+    # they are run-time names of layout only, not in its __all__ (type checkers can't see them)
+    assert (name in layout.__all__) == (home == "cvmlaunch.memory_map")
 
 
 def test_layout_star_import_and_unknown_names() -> None:

@@ -258,7 +258,7 @@ def test_verify_log_checks_the_marker_against_the_contents_given() -> None:
 def test_kvm_recorder_marks_what_the_prediction_marks() -> None:
     """The KVM layer's records (one shared builder) carry the marker exactly where the
     prediction's do: a range with no bytes."""
-    from cvmlaunch.kvm_map import _Recorder, _region_bytes
+    from cvmlaunch.kvm_map._engine import _Recorder, _region_bytes
     from cvmlaunch.log_entry import LogOp
 
     rec = _Recorder()

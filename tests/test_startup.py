@@ -38,6 +38,7 @@ _FORBIDDEN = (
 #: map, log entries, launch identities, kernel hashes, the log model) are not among them.
 _EXPECTED_CVMLAUNCH = {
     "cvmlaunch",
+    "cvmlaunch.constants",
     "cvmlaunch.errors",
     "cvmlaunch.files",
     "cvmlaunch.image",
@@ -122,6 +123,7 @@ _OTHER_COMMANDS = (
     "cvmlaunch.cli._measure_tdx",
     "cvmlaunch.cli._reference",
     "cvmlaunch.launch",
+    "cvmlaunch.launch_settings",
     "cvmlaunch.kvm_map",
     "cvmlaunch._uapi",
     "cvmlaunch.image.elf",

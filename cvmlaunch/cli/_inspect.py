@@ -44,17 +44,30 @@ a Linux bzImage. Numbers are hexadecimal in the table and integers in --json."""
 )
 @click.argument("file", metavar="FILE", type=FILE)
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
-def INSPECT(file: str, as_json: bool) -> None:  # noqa: N802
+@click.option(
+    "-m",
+    "--memory",
+    metavar="SIZE",
+    default="2G",
+    show_default=True,
+    help="TDVF: the TD's RAM, for the TD HOB QEMU would build (512M, 4G, or MiB)",
+)
+def INSPECT(file: str, as_json: bool, memory: str) -> None:  # noqa: N802
+    from cvmlaunch.launch import parse_size
+
+    size = parse_size(memory, name="--memory")
     with map_file(file) as data:
-        report = build_report(data, name=file)
+        report = build_report(data, name=file, memory=size)
     if as_json:
         print(json.dumps(report, indent=2))
     else:  # names and version strings come from the file: escaped
         print("\n".join(printable(line) for line in render_text(report).splitlines()))
 
 
-def build_report(data: Buffer, *, name: str) -> Report:
+def build_report(data: Buffer, *, name: str, memory: int = 2 << 30) -> Report:
     """Detect and parse ``data``; the report as plain values in a fixed key order.
+
+    A TDVF image's report has the TD HOB QEMU builds for a TD of ``memory`` bytes of RAM.
 
     Raises:
         ImageError: the format is unknown, or the image is malformed.
@@ -62,7 +75,7 @@ def build_report(data: Buffer, *, name: str) -> Report:
     fmt = detect_format(data)
     head: Report = {"file": name, "format": fmt.value, "size": len(data)}
     if fmt is ImageFormat.OVMF:
-        return head | _ovmf_report(parse_ovmf(data, name=name))
+        return head | _ovmf_report(parse_ovmf(data, name=name), memory)
     if fmt is ImageFormat.ELF:
         return head | _elf_report(parse_elf(data, name=name))
     if fmt is ImageFormat.BZIMAGE:
@@ -88,7 +101,39 @@ def _range(pair: tuple[int, int] | None) -> Report | None:
     return None if pair is None else {"gpa": pair[0], "size": pair[1]}
 
 
-def _ovmf_report(img: OvmfImage) -> Report:
+def _td_hob(img: OvmfImage, memory: int, warnings: list[str]) -> Report | None:
+    """QEMU's TD HOB for ``img`` and ``memory`` bytes of RAM, or None (with a warning when
+    the image has TDX metadata QEMU could not build one for)."""
+    if not img.tdx_sections:
+        return None
+    import hashlib
+
+    from cvmlaunch.errors import LayoutError
+    from cvmlaunch.image.td_hob import (
+        build_td_hob,
+        td_hob_measured_bytes,
+        td_hob_section,
+        td_ram_entries,
+    )
+
+    try:
+        hob = build_td_hob(img.tdx_sections, memory)
+    except LayoutError as exc:
+        warnings.append(f"no TD HOB: {exc}")
+        return None
+    return {
+        "memory": memory,
+        "gpa": td_hob_section(img.tdx_sections).gpa,
+        "size": len(hob),
+        "rtmr0_sha384": hashlib.sha384(td_hob_measured_bytes(hob)).hexdigest(),
+        "ram": [
+            {"address": e.address, "length": e.length, "accepted": e.accepted}
+            for e in td_ram_entries(img.tdx_sections, memory)
+        ],
+    }
+
+
+def _ovmf_report(img: OvmfImage, memory: int = 2 << 30) -> Report:
     warnings: list[str] = []
     tdx: list[Report] | None = None
     if img.tdx_sections is not None:
@@ -139,6 +184,7 @@ def _ovmf_report(img: OvmfImage) -> Report:
         "has_kernel_hashes": img.has_kernel_hashes,
         "sev_sections": sev,
         "tdx_sections": tdx,
+        "td_hob": _td_hob(img, memory, warnings),
         "svsm_entry_offset": img.svsm_entry_offset,
         "warnings": warnings,
     }
@@ -316,6 +362,21 @@ def _ovmf_text(r: Report, head: list[tuple[str, str]]) -> list[str]:
                     _hex(s["attributes"]) + ("" if s["data_in_image"] else " (data outside)"),
                 ]
                 for s in r["tdx_sections"]
+            ],
+        )
+    hob = r["td_hob"]
+    if hob is not None:
+        lines += _table(
+            f"TD HOB (QEMU's, for {_size(hob['memory'])} of RAM): {hob['size']} bytes at "
+            f"{_hex(hob['gpa'])}, RTMR0 event sha384 {hob['rtmr0_sha384']}",
+            ["start", "length", "resource"],
+            [
+                [
+                    _hex(e["address"]),
+                    _hex(e["length"]),
+                    "SYSTEM_MEMORY (accepted by the VMM)" if e["accepted"] else "UNACCEPTED",
+                ]
+                for e in hob["ram"]
             ],
         )
     for w in r["warnings"]:

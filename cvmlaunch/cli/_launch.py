@@ -176,24 +176,33 @@ def describe_plan(plan: LaunchPlan) -> Iterator[str]:
 
 def _identity_lines(plan: LaunchPlan) -> Iterator[str]:
     """The launch identity the VM is started with (reported beside the digest, not in it)."""
-    settings = plan.identity_settings()
-    if not settings:
+    yield from identity_lines(plan.settings.snp_policy, plan.snp, plan.tdx)
+
+
+def identity_lines(
+    policy: int, snp: SnpLaunchIdentity | None, tdx: TdxLaunchIdentity | None
+) -> Iterator[str]:
+    """The launch identity lines of a dry run: the SNP policy, host data and ID key digests,
+    or the TDX MR values (nothing for a plain launch)."""
+    if snp is None and tdx is None:
         return
     yield "launch identity (reported beside the launch digest, never measured):"
-    if plan.snp is not None:
+    if snp is not None:
         from cvmlaunch.measure.identity import GuestPolicy, IdAuth
 
-        yield f"  policy         {GuestPolicy(plan.settings.snp_policy).describe()}"
-        yield f"  host_data      {plan.snp.host_data.hex()}"
-        if plan.snp.id_auth is None:
+        yield f"  policy         {GuestPolicy(policy).describe()}"
+        yield f"  host_data      {snp.host_data.hex()}"
+        if snp.id_auth is None:
             yield "  id_block       none"
         else:
-            auth = IdAuth.unpack(plan.snp.id_auth)
+            auth = IdAuth.unpack(snp.id_auth)
             yield f"  id_key_digest  {auth.id_key_digest.hex()}"
             if auth.has_author_key:
                 yield f"  author_key_digest {auth.author_key_digest.hex()}"
     else:
-        for key, value in settings.items():
+        from cvmlaunch.measure.reference import identity_settings
+
+        for key, value in identity_settings(tdx=tdx).items():
             yield f"  {key:<14} {value}"
 
 
@@ -426,68 +435,40 @@ def _run_vcpu(
         raise GuestError(f"vCPU {index}: the guest stopped unexpectedly: {exit_}")
 
 
-#: TD_PARAMS of a TDX launch: no TD attributes (no debug, no SEPT_VE_DISABLE), XFAM x87
-#: and SSE only (the bits the TDX module requires), no CPUID configuration. Not yet run on
-#: TDX hardware: cvmlaunch does not start TD vCPUs for a PVH plan (see :func:`execute`).
-TDX_ATTRIBUTES = 0
-TDX_XFAM = 0x3
-
-
 def open_vm(plan: LaunchPlan, *, kernel: Kernel | None = None) -> tuple[Vm, SnpFinish | None]:
-    """Create the VM for ``plan``'s technology and start its launch with the plan's identity.
+    """Create the VM of a PVH plan: a default VM whose memory backend is the plan's
+    ``memory_backend`` setting as :func:`cvmlaunch.kvm_map.choose_memory_backend` resolves it
+    on this host (``vm.memory_backend``).
 
-    SNP: ``KVM_SEV_INIT2``, then ``SNP_LAUNCH_START`` with the plan's policy; returns the
-    ``SNP_LAUNCH_FINISH`` arguments (HOST_DATA, the ID block pair, AUTH_KEY_EN) for
-    :func:`cvmlaunch.kvm_map.populate`. TDX: ``KVM_TDX_INIT_VM`` with :data:`TDX_ATTRIBUTES`,
-    :data:`TDX_XFAM` and the plan's MRCONFIGID / MROWNER / MROWNERCONFIG. Plain: a default VM.
-    The VM's memory backend is the plan's ``memory_backend`` setting as
-    :func:`cvmlaunch.kvm_map.choose_memory_backend` resolves it on this host
-    (``vm.memory_backend``).
+    SNP and TDX guests start in their firmware, not at a PVH entry: they are launched by
+    :func:`cvmlaunch.cli._cc_launch.launch_confidential`; a PVH plan of theirs gets its VM
+    type's host checks here (nothing is created on a host without it) and then a ConfigError.
 
     Args:
         plan: the launch plan.
         kernel: the kernel seam (tests pass a fake); None: the running kernel.
 
     Returns:
-        The VM (the caller closes it) and the LAUNCH_FINISH arguments (SNP) or None.
+        The VM (the caller closes it) and None (no LAUNCH_FINISH arguments).
 
     Raises:
-        KvmUnsupported: the host lacks the VM type (nothing was created).
+        KvmUnsupported: the host lacks the VM type or its memory (nothing was created).
+        ConfigError: an SNP or TDX plan (see above).
         KvmError: a call failed (the VM is closed).
     """
     from cvmlaunch import kvm_map
 
-    vm_type = {
-        Tech.NONE: kvm_map.VmType.DEFAULT,
-        Tech.SNP: kvm_map.VmType.SNP,
-        Tech.TDX: kvm_map.VmType.TDX,
-    }[plan.tech]
-    vm = kvm_map.Vm.open(vm_type, kernel=kernel, memory_backend=plan.settings.memory_backend)
-    try:
-        if plan.tech is Tech.SNP:
-            snp = plan.snp or SnpLaunchIdentity()
-            vm.sev_init2()
-            vm.snp_launch_start(plan.settings.snp_policy)
-            finish = kvm_map.SnpFinish(
-                id_block=snp.id_block,
-                id_auth=snp.id_auth,
-                auth_key_en=snp.auth_key_en,
-                host_data=snp.host_data,
-            )
-            return vm, finish
-        if plan.tech is Tech.TDX:
-            tdx = plan.tdx or TdxLaunchIdentity()
-            vm.tdx_init_vm(
-                attributes=TDX_ATTRIBUTES,
-                xfam=TDX_XFAM,
-                cpuid=(),
-                mrconfigid=tdx.mrconfigid,
-                mrowner=tdx.mrowner,
-                mrownerconfig=tdx.mrownerconfig,
-            )
-    except BaseException:
-        vm.close()
-        raise
+    if plan.tech is not Tech.NONE:
+        vm_type = kvm_map.VmType.SNP if plan.tech is Tech.SNP else kvm_map.VmType.TDX
+        with kvm_map.Kvm.open(kernel) as kvm:
+            kvm.caps().require(vm_type, plan.settings.memory_backend)
+        raise ConfigError(
+            f"a {plan.tech.label} guest starts in its firmware, not at a PVH entry: launch it "
+            f"with --tech {plan.tech.label} --firmware"
+        )
+    vm = kvm_map.Vm.open(
+        kvm_map.VmType.DEFAULT, kernel=kernel, memory_backend=plan.settings.memory_backend
+    )
     return vm, None
 
 
@@ -613,6 +594,11 @@ _OPTIONS = (
     "mrconfigid",
     "mrowner",
     "mrownerconfig",
+    "vcpu_type",
+    "vcpu_sig",
+    "guest_features",
+    "td_attributes",
+    "xfam",
 )
 
 
@@ -671,6 +657,11 @@ def launch(
         check_outputs([Output(log_file, b"", what="the launch log")], inputs=read)
     if settings.tech is not Tech.NONE and not dry_run:
         check_host(settings.tech, settings.memory_backend)
+    if settings.tech is not Tech.NONE:
+        from cvmlaunch.cli._cc_launch import launch_confidential
+
+        launch_confidential(settings, dry_run=dry_run, log_file=log_file, protect=tuple(read))
+        return
     with load_plan(settings) as plan:
         if dry_run:
             for line in describe_plan(plan):
@@ -702,11 +693,14 @@ def launch(
     )
 
 
-_HELP = """Boot a PVH guest on KVM; exit 0 only if the guest's own digests match the log.
+_HELP = """Boot a PVH guest, or an SEV-SNP / TDX guest's firmware, on KVM.
 
-The guest (e.g. the bundled example, --example) hashes every range the launcher placed
-in its memory and reports the digests on its serial port, which is relayed to stdout.
-The log's final digest is printed on stderr; --log FILE writes the whole log."""
+--tech none (default): the guest (e.g. the bundled example, --example) hashes every range
+the launcher placed in its memory and reports the digests on its serial port, which is
+relayed to stdout; exit 0 only if they match the log. --tech snp|tdx --firmware OVMF: a
+confidential launch of the firmware (SNP: --kernel for measured direct boot), whose launch
+digest or MRTD is printed on stderr and equals what measure snp|tdx predicts (--dry-run
+prints the plan and that prediction without a host). --log FILE writes the whole log."""
 
 
 @click.command("launch", help=_HELP, short_help=_HELP.splitlines()[0])
@@ -766,6 +760,24 @@ The log's final digest is printed on stderr; --log FILE writes the whole log."""
 @click.option("--mrconfigid", metavar="HEX", help="TDX MRCONFIGID, 48 bytes [default: zero]")
 @click.option("--mrowner", metavar="HEX", help="TDX MROWNER, 48 bytes [default: zero]")
 @click.option("--mrownerconfig", metavar="HEX", help="TDX MROWNERCONFIG, 48 bytes [default: zero]")
+@click.option(
+    "--vcpu-type",
+    metavar="NAME",
+    help="SNP dry run: QEMU CPU model whose signature the VMSAs carry (as measure snp); a "
+    "real launch takes the host's",
+)
+@click.option("--vcpu-sig", metavar="INT", help="SNP dry run: vCPU signature (CPUID 1 EAX)")
+@click.option(
+    "--guest-features", metavar="INT", help="SNP SEV_FEATURES of the VMSAs [default: 0x1]"
+)
+@click.option(
+    "--td-attributes",
+    metavar="HEX",
+    help="TDX TD attributes [default: QEMU's, SEPT_VE_DISABLE (0x10000000)]",
+)
+@click.option(
+    "--xfam", metavar="HEX", help="TDX XFAM [default: QEMU's, the CPU's XCR0|XSS the host supports]"
+)
 @click.option("--dry-run", is_flag=True, help="print the plan and prediction; do not run")
 def LAUNCH(  # noqa: N802
     config: str | None, example: bool, dry_run: bool, log_file: str | None, **given: Any

@@ -550,7 +550,7 @@ class _FileDigests:
     def __init__(self, *paths: str | None) -> None:
         self._paths = paths
         self._digests: list[tuple[int, bytes | None]] = [(0, None)] * len(paths)
-        self._errors: list[BaseException | None] = [None] * len(paths)
+        self._errors: list[Exception | None] = [None] * len(paths)
         self._threads = []
         if any(path is not None for path in paths[1:]):
             import threading  # only then (a firmware-only run does without it)
@@ -566,7 +566,10 @@ class _FileDigests:
     def _hash(self, index: int, path: str) -> None:
         try:
             self._digests[index] = _sha256_of(path, ("--kernel", "--initrd")[index])
-        except BaseException as exc:  # re-raised in the caller's thread by result()
+        except Exception as exc:  # re-raised in the caller's thread by result()
+            # Exception, not BaseException: the caller's thread hashes the first file here
+            # too, and a Ctrl-C (KeyboardInterrupt) kept for later would leave it waiting in
+            # join() on a stream that may never end.
             self._errors[index] = exc
 
     def result(self) -> list[tuple[int, bytes | None]]:

@@ -602,6 +602,9 @@ def tdvf_contents(header: LogHeader, image: OvmfImage) -> ContentProvider:
             f"TDX log header profile is {profile!r}: only the 'qemu' TDVF plan can be rebuilt"
         )
     regions = tdvf_layout(image).regions
+    hob_memory = header.settings.get("td_hob_memory")
+    if hob_memory is not None:  # a launch's log: the TD_HOB section held QEMU's TD HOB
+        regions = _with_td_hob(image, regions, hob_memory)
 
     def contents(entry: LogEntry) -> Buffer:
         if entry.seq >= len(regions):
@@ -617,6 +620,31 @@ def tdvf_contents(header: LogHeader, image: OvmfImage) -> ContentProvider:
         return r.data
 
     return contents
+
+
+#: The log header setting of a TD launch's log: the RAM size the TD HOB in its TD_HOB
+#: section was built for (:func:`cvmlaunch.image.td_hob.build_td_hob`); absent in a
+#: prediction's log, whose TD_HOB section is empty.
+TD_HOB_MEMORY_SETTING = "td_hob_memory"
+
+
+def _with_td_hob(image: OvmfImage, regions: Sequence[Region], memory: object) -> tuple[Region, ...]:
+    """``regions`` with QEMU's TD HOB for ``memory`` bytes of RAM in the TD_HOB section."""
+    import dataclasses
+
+    from cvmlaunch.image.td_hob import build_td_hob, td_hob_section
+
+    if not isinstance(memory, int) or isinstance(memory, bool):
+        raise LogFormatError(f"TDX log header setting td_hob_memory is {memory!r}, not bytes")
+    sections = image.tdx_sections or ()
+    section = td_hob_section(sections)
+    hob = build_td_hob(sections, memory)
+    return tuple(
+        dataclasses.replace(r, data=hob)
+        if r.provenance.index == section.index and r.gpa == section.gpa
+        else r
+        for r in regions
+    )
 
 
 def check_log_input(header: LogHeader, role: str, data: Buffer, *, name: str) -> None:

@@ -1,0 +1,481 @@
+"""The settings of a launch: what ``cvmlaunch launch`` takes from its flags or a TOML file.
+
+Pure: :class:`LaunchSettings` and its parts (:class:`Tech`, :func:`parse_size`, the TOML
+reader :func:`settings_from_toml`, :func:`setting_name` for how errors name a setting). It
+does no I/O and never imports the KVM layer. :mod:`cvmlaunch.launch` builds the PVH launch
+plan from these settings and re-exports every public name here.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import math
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import PurePath
+from typing import Any
+
+from cvmlaunch.errors import ConfigError
+from cvmlaunch.launch_identity import SnpLaunchIdentity, TdxLaunchIdentity
+from cvmlaunch.layout import (
+    FOUR_GIB,
+    LOW_RAM_SPLIT,
+    MAX_GPA,
+    PAGE_SIZE,
+    SNP_HOST_DATA_SIZE,
+    TDX_MR_SIZE,
+    parse_hex_bytes,
+)
+
+__all__ = [
+    "DEFAULT_SNP_POLICY",
+    "MAX_CMDLINE",
+    "MAX_MEMORY",
+    "MAX_TIMEOUT",
+    "MEMORY_BACKENDS",
+    "LaunchSettings",
+    "Tech",
+    "parse_size",
+    "setting_name",
+    "settings_from_toml",
+]
+
+
+#: Longest command line we place (Linux x86's COMMAND_LINE_SIZE is 2048; we allow a page).
+MAX_CMDLINE = PAGE_SIZE - 1
+
+#: The SNP guest policy of a launch that gives none: QEMU's ``sev-snp-guest`` default (SMT
+#: allowed, bit 17 set); cvmlaunch.measure.identity.DEFAULT_POLICY is the same value.
+DEFAULT_SNP_POLICY = 0x30000
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGTPE]?)(?:i?B)?\s*$", re.IGNORECASE)
+_SIZE_SHIFT = {"": 20, "K": 10, "M": 20, "G": 30, "T": 40, "P": 50, "E": 60}
+#: The most guest RAM there can be: RAM above the 2 GiB PCI hole (see
+#: :meth:`MemoryMap.for_size`) ends at ``memory + 2 GiB``, which must stay within the 52-bit
+#: guest physical address space (:data:`~cvmlaunch.layout.MAX_GPA`, the widest x86 MAXPHYADDR).
+MAX_MEMORY = MAX_GPA - (FOUR_GIB - LOW_RAM_SPLIT)
+#: The longest ``--timeout``: the longest wait Python's timers take (``threading.TIMEOUT_MAX``
+#: on Linux, 2**63 ns rounded down to whole seconds); ``inf`` is not a timeout.
+MAX_TIMEOUT = 9223372036.0
+
+
+class Tech(enum.IntEnum):
+    """The confidential-computing technology of a launch (``--tech``)."""
+
+    NONE = 0
+    SNP = 1
+    TDX = 2
+
+    @classmethod
+    def parse(cls, text: str, *, name: str = "--tech") -> Tech:
+        """``none``, ``snp`` or ``tdx`` (any case); ``name`` says where it was given.
+
+        Raises:
+            ConfigError: anything else.
+        """
+        try:
+            return cls[text.strip().upper()]
+        except KeyError:
+            raise ConfigError(f"{name} {text!r}: expected none, snp or tdx") from None
+
+    @property
+    def label(self) -> str:
+        """The name users type."""
+        return self.name.lower()
+
+
+def parse_size(text: str | int, *, name: str = "memory size") -> int:
+    """A memory size as QEMU's ``-m`` reads it: a number in MiB, or with a K/M/G/T suffix.
+    ``name`` says where it was given (a flag, or a file and key) in errors.
+
+    Raises:
+        ConfigError: not a size, or not a positive multiple of 4 KiB.
+    """
+    if isinstance(text, bool):
+        raise ConfigError(f"{name} {text!r} is not a size")
+    if isinstance(text, int):
+        value = text << 20
+    else:
+        m = _SIZE_RE.match(text)
+        if m is None:
+            raise ConfigError(f"{name} {text!r}: expected e.g. 512M, 5G or 1024 (MiB)")
+        value = int(m.group(1)) << _SIZE_SHIFT[m.group(2).upper()]
+    if value <= 0 or value % PAGE_SIZE:
+        raise ConfigError(f"{name} {text!r} is not a positive multiple of 4 KiB")
+    _check_memory(value, f"{name} {text!r}")
+    return value
+
+
+def _check_memory(value: int, what: str) -> None:
+    if value > MAX_MEMORY:
+        raise ConfigError(
+            f"{what} is {value:#x} bytes; guest RAM is at most {MAX_MEMORY:#x} bytes "
+            "(4 PiB less 2 GiB: it ends 2 GiB higher, within the 52-bit guest physical "
+            "address space)"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchSettings:
+    """What to launch: the settings of ``cvmlaunch launch`` (flags or a TOML file).
+
+    Args:
+        memory: guest RAM in bytes.
+        vcpus: number of vCPUs (vCPU 0 runs the guest; the others park, see the CLI).
+        kernel: path of the PVH ELF kernel.
+        initrd: path of the initrd, if any.
+        append: the kernel command line.
+        firmware: path of a firmware image mapped to end at 4 GiB, if any.
+        tech: none, snp or tdx.
+        timeout: seconds the guest may run before it is stopped.
+        memory_backend: where guest memory comes from: ``auto`` (guest_memfd where the host
+            offers it, else anonymous memory), ``guest-memfd`` or ``anonymous`` (plain VMs
+            only). A host detail: it changes no record and no digest.
+        policy: (snp) the SNP guest policy for SNP_LAUNCH_START; None: :data:`DEFAULT_SNP_POLICY`.
+        host_data: (snp) HOST_DATA for SNP_LAUNCH_FINISH, 32 bytes; None: zero.
+        id_block: (snp) path of the ID block (96 bytes, raw or base64), with ``id_auth``.
+        id_auth: (snp) path of the ID auth (4096 bytes, raw or base64).
+        mrconfigid: (tdx) MRCONFIGID for KVM_TDX_INIT_VM, 48 bytes; None: zero.
+        mrowner: (tdx) MROWNER, 48 bytes; None: zero.
+        mrownerconfig: (tdx) MROWNERCONFIG, 48 bytes; None: zero.
+        vcpu_type: (snp) a QEMU CPU model name whose signature a dry run uses (as
+            ``measure snp --vcpu-type``); a real launch takes the host's and checks it.
+        vcpu_sig: (snp) the same as a number (CPUID 1 EAX).
+        guest_features: (snp) SEV_FEATURES of the VMSAs; None: 0x1 (SNPActive).
+        td_attributes: (tdx) TD attributes; None: QEMU's default (SEPT_VE_DISABLE).
+        xfam: (tdx) XFAM; None: QEMU's default (the CPU's XCR0|XSS the host supports).
+
+    The launch identity (policy ... mrownerconfig) never enters a launch digest; it is
+    reported beside it, so it is recorded in the launch log header
+    (:meth:`LaunchPlan.identity_settings`).
+
+    ``origins`` names, by field, the settings file a value came from (not compared): errors
+    name such a value ``FILE: key``, any other by its flag (``--vcpus``).
+
+    Raises:
+        ConfigError: a value out of range, or an identity setting of another technology.
+    """
+
+    memory: int = 512 << 20
+    vcpus: int = 1
+    kernel: str | None = None
+    initrd: str | None = None
+    append: str = ""
+    firmware: str | None = None
+    tech: Tech = Tech.NONE
+    timeout: float = 60.0
+    memory_backend: str = "auto"
+    policy: int | None = None
+    host_data: bytes | None = None
+    id_block: str | None = None
+    id_auth: str | None = None
+    mrconfigid: bytes | None = None
+    mrowner: bytes | None = None
+    mrownerconfig: bytes | None = None
+    vcpu_type: str | None = None
+    vcpu_sig: int | None = None
+    guest_features: int | None = None
+    td_attributes: int | None = None
+    xfam: int | None = None
+    origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def name(self, setting: str) -> str:
+        """How errors name ``setting`` (a field): ``FILE: key`` if it came from a settings
+        file (:attr:`origins`), else its flag ``--key``."""
+        return setting_name(setting, self.origins.get(setting))
+
+    def __post_init__(self) -> None:
+        if self.memory <= 0 or self.memory % PAGE_SIZE:
+            raise ConfigError(
+                f"{self.name('memory')} {self.memory:#x} is not a positive multiple of 4 KiB"
+            )
+        _check_memory(self.memory, self.name("memory"))
+        if not 1 <= self.vcpus <= 255:
+            raise ConfigError(f"{self.name('vcpus')} {self.vcpus}: expected 1 to 255")
+        if not (math.isfinite(self.timeout) and 0 < self.timeout <= MAX_TIMEOUT):
+            raise ConfigError(
+                f"{self.name('timeout')} {self.timeout}: expected a positive number of seconds "
+                f"(finite, at most {MAX_TIMEOUT:.0f})"
+            )
+        if self.memory_backend not in MEMORY_BACKENDS:
+            raise ConfigError(
+                f"{self.name('memory_backend')} {self.memory_backend!r}: "
+                "expected auto, guest-memfd or anonymous"
+            )
+        if self.memory_backend == "anonymous" and self.tech is not Tech.NONE:
+            raise ConfigError(
+                f"{self.name('memory_backend')} anonymous: {self.tech.label} guests need "
+                "guest_memfd (their private memory lives only there)"
+            )
+        for path in ("kernel", "initrd", "firmware", "id_block", "id_auth"):
+            if getattr(self, path) == "":  # not "none given": a CI variable left unset
+                raise ConfigError(f"{self.name(path)}: empty file name")
+        if len(self.cmdline) > MAX_CMDLINE:
+            raise ConfigError(
+                f"{self.name('append')}: {len(self.cmdline)} bytes is longer than {MAX_CMDLINE}"
+            )
+        if "\0" in self.append:
+            raise ConfigError(f"{self.name('append')}: the command line contains a NUL byte")
+        if self.vcpu_type is not None and self.vcpu_sig is not None:
+            raise ConfigError(f"give {self.name('vcpu_type')} or {self.name('vcpu_sig')}, not both")
+        if self.vcpu_type is not None:
+            from cvmlaunch.measure.cpu import vcpu_type_signature
+
+            vcpu_type_signature(self.vcpu_type)  # ConfigError for an unknown model
+        for name in ("vcpu_sig", "guest_features", "td_attributes", "xfam"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < 1 << 64:
+                raise ConfigError(f"{self.name(name)} {value:#x} is not a 64-bit value")
+        for tech, names in ((Tech.SNP, _SNP_ONLY), (Tech.TDX, _TDX_ONLY)):
+            given = [n for n in names if getattr(self, n) is not None]
+            if given and self.tech is not tech:
+                raise ConfigError(
+                    f"{self.name(given[0])} is a {tech.label} launch setting (--tech {tech.label})"
+                )
+        if (self.id_block is None) != (self.id_auth is None):
+            origin = self.origins.get("id_block" if self.id_block is not None else "id_auth")
+            raise ConfigError(
+                f"{setting_name('id_block', origin)} and "
+                f"{setting_name('id_auth', origin, bare=True)} go together"
+            )
+        if self.policy is not None:
+            from cvmlaunch.measure.identity import GuestPolicy
+
+            try:
+                GuestPolicy(self.policy)
+            except ConfigError as exc:
+                raise ConfigError(f"{self.name('policy')}: {exc}") from exc
+        # the identity types check the sizes (ConfigError)
+        SnpLaunchIdentity(self.host_data or bytes(SNP_HOST_DATA_SIZE))
+        TdxLaunchIdentity(*(v or bytes(TDX_MR_SIZE) for v in self._tdx_values()))
+
+    @property
+    def cmdline(self) -> bytes:
+        """The command line's bytes (no NUL): UTF-8, and a non-UTF-8 byte given on the
+        command line is that byte (see :func:`cvmlaunch.measure.sev_hashes.cmdline_bytes`).
+
+        Raises:
+            ConfigError: a surrogate that is not an escaped byte.
+        """
+        from cvmlaunch.measure.sev_hashes import cmdline_bytes
+
+        return cmdline_bytes(self.append, self.name("append"))
+
+    def _tdx_values(self) -> tuple[bytes | None, bytes | None, bytes | None]:
+        return self.mrconfigid, self.mrowner, self.mrownerconfig
+
+    @property
+    def signature(self) -> int | None:
+        """(snp) The vCPU signature given (``vcpu_sig``, or ``vcpu_type``'s), or None."""
+        if self.vcpu_type is not None:
+            from cvmlaunch.measure.cpu import vcpu_type_signature
+
+            return vcpu_type_signature(self.vcpu_type)
+        return self.vcpu_sig
+
+    @property
+    def snp_policy(self) -> int:
+        """The SNP guest policy the launch uses (the default unless given)."""
+        return DEFAULT_SNP_POLICY if self.policy is None else self.policy
+
+    @property
+    def tdx_identity(self) -> TdxLaunchIdentity:
+        """MRCONFIGID / MROWNER / MROWNERCONFIG (zero where not given)."""
+        return TdxLaunchIdentity(*(v or bytes(TDX_MR_SIZE) for v in self._tdx_values()))
+
+
+def setting_name(setting: str, origin: str | None, *, bare: bool = False) -> str:
+    """How errors name the launch setting ``setting`` (a :class:`LaunchSettings` field):
+    ``FILE: key`` when ``origin`` is the settings file it came from, else its flag
+    (``--key``). ``bare``: the key without the file (a second key in the same message)."""
+    key = setting.replace("_", "-")
+    if origin is None:
+        return f"--{key}"
+    return key if bare else f"{origin}: {key}"
+
+
+#: The values of ``--memory-backend`` / the TOML key ``memory-backend``.
+MEMORY_BACKENDS = ("auto", "guest-memfd", "anonymous")
+
+_SNP_IDENTITY = ("policy", "host_data", "id_block", "id_auth")
+_TDX_IDENTITY = ("mrconfigid", "mrowner", "mrownerconfig")
+#: Settings only a launch of that technology takes.
+_SNP_ONLY = (*_SNP_IDENTITY, "vcpu_type", "vcpu_sig", "guest_features")
+_TDX_ONLY = (*_TDX_IDENTITY, "td_attributes", "xfam")
+
+
+_TOML_KEYS = {
+    "memory",
+    "vcpus",
+    "kernel",
+    "initrd",
+    "append",
+    "firmware",
+    "tech",
+    "timeout",
+    "memory-backend",
+    "policy",
+    "host-data",
+    "id-block",
+    "id-auth",
+    "mrconfigid",
+    "mrowner",
+    "mrownerconfig",
+    "vcpu-type",
+    "vcpu-sig",
+    "guest-features",
+    "td-attributes",
+    "xfam",
+}
+
+
+def settings_from_toml(
+    text: str, *, base: str = ".", source: str = "config", overrides: Mapping[str, Any] = {}
+) -> LaunchSettings:
+    """Settings from a TOML document with QEMU-like keys, then ``overrides`` (the CLI flags).
+
+    Keys: ``memory`` ("512M", "5G" or MiB), ``vcpus``, ``kernel``, ``initrd``, ``append``,
+    ``firmware``, ``tech`` ("none", "snp", "tdx"), ``timeout`` (seconds), ``memory-backend``
+    ("auto", "guest-memfd", "anonymous"); the launch identity
+    with the names of QEMU's ``sev-snp-guest`` / ``tdx-guest`` properties: ``policy`` (SNP,
+    "0x30000" or an integer), ``host-data`` (SNP, hex, 32 bytes), ``id-block`` and
+    ``id-auth`` (SNP, file paths: raw or base64 files), ``mrconfigid``, ``mrowner``,
+    ``mrownerconfig`` (TDX, hex, 48 bytes). Unlike QEMU, byte values are hex, not base64 (as
+    on the command line). Relative paths in the file are relative to ``base`` (the file's
+    directory); paths in ``overrides`` (keyed by field name: ``host_data``) are taken as
+    given. An override of ``None`` means "not given".
+
+    Errors name where the bad value came from: ``SOURCE: key`` for the file's, the flag
+    (``--host-data``) for an override's (:attr:`LaunchSettings.origins`).
+
+    Raises:
+        ConfigError: TOML syntax, an unknown key, or a value of the wrong type.
+    """
+    try:
+        doc = tomllib.loads(text) if text else {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+    unknown = sorted(set(doc) - _TOML_KEYS)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key {unknown[0]!r} (known: {sorted(_TOML_KEYS)})")
+    merged: dict[str, Any] = {}
+    for key, value in doc.items():
+        if key in ("kernel", "initrd", "firmware", "id-block", "id-auth"):
+            if not isinstance(value, str):
+                raise ConfigError(f"{source}: {key} must be a string path")
+            value = str(PurePath(base) / value)
+        merged[key.replace("-", "_")] = value
+    given = {k: v for k, v in overrides.items() if v is not None}
+    origins = {k: source for k in merged if k not in given}
+    merged.update(given)
+    return _settings(merged, origins)
+
+
+def _toml_type(value: object) -> str:
+    """The TOML name of a value's type, for a one-line type error."""
+    if isinstance(value, bool):
+        return "boolean"
+    for kind, name in (
+        (str, "string"),
+        (int, "integer"),
+        (float, "float"),
+        (list, "array"),
+        (dict, "table"),
+        (datetime.datetime, "date-time"),
+        (datetime.date, "date"),
+        (datetime.time, "time"),
+    ):
+        if isinstance(value, kind):
+            return name
+    return type(value).__name__
+
+
+def _settings(values: Mapping[str, Any], origins: Mapping[str, str]) -> LaunchSettings:
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        name = setting_name(key, origins.get(key))
+        if key == "memory":
+            if isinstance(value, bool) or not isinstance(value, int | str):
+                raise ConfigError(
+                    f'{name} must be a size ("512M", "5G") or an integer (MiB), not a TOML '
+                    f"{_toml_type(value)}"
+                )
+            if isinstance(value, int) and value > MAX_MEMORY >> 20:
+                raise ConfigError(
+                    f"{name} {value} MiB; guest RAM is at most {MAX_MEMORY:#x} bytes "
+                    f"({MAX_MEMORY >> 20} MiB)"
+                )
+            kwargs[key] = parse_size(value, name=name)
+        elif key == "tech":
+            kwargs[key] = value if isinstance(value, Tech) else Tech.parse(str(value), name=name)
+        elif key == "vcpus":
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ConfigError(f"{name} must be an integer, not a TOML {_toml_type(value)}")
+            kwargs[key] = value
+        elif key == "timeout":
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise ConfigError(
+                    f"{name} must be a number of seconds, not a TOML {_toml_type(value)}"
+                )
+            kwargs[key] = float(value)
+        elif key == "memory_backend" or key == "append":
+            if not isinstance(value, str):
+                raise ConfigError(f"{name} must be a string, not a TOML {_toml_type(value)}")
+            kwargs[key] = value
+        elif key == "policy":
+            kwargs[key] = _policy(value, name)
+        elif key in ("host_data", *_TDX_IDENTITY):
+            size = SNP_HOST_DATA_SIZE if key == "host_data" else TDX_MR_SIZE
+            if isinstance(value, bytes):
+                kwargs[key] = value
+            elif isinstance(value, str):
+                kwargs[key] = parse_hex_bytes(value, size, name)
+            else:
+                raise ConfigError(f"{name} must be a hex string")
+        elif key in ("id_block", "id_auth", "vcpu_type"):
+            if not isinstance(value, str):
+                raise ConfigError(f"{name} must be a string")
+            kwargs[key] = value
+        elif key in ("vcpu_sig", "guest_features", "td_attributes", "xfam"):
+            kwargs[key] = _number(value, name)
+        else:
+            kwargs[key] = value
+    return LaunchSettings(**kwargs, origins=dict(origins))
+
+
+def _number(value: object, name: str) -> int:
+    """An integer setting: a TOML integer, or a string in any base Python reads ("0x21").
+
+    Raises:
+        ConfigError: neither.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value, 0)
+        except ValueError:
+            pass
+    raise ConfigError(f'{name} must be an integer ("0x21" or 33)')
+
+
+def _policy(value: object, name: str) -> int:
+    """An SNP policy as a TOML string ("0x30000") or integer, or the CLI's string; ``name``
+    says where it was given.
+
+    Raises:
+        ConfigError: not a policy, or an invalid one (naming ``name``).
+    """
+    from cvmlaunch.measure.identity import GuestPolicy
+
+    try:
+        if isinstance(value, str):
+            return GuestPolicy.parse(value).value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return GuestPolicy(value).value
+    except ConfigError as exc:
+        raise ConfigError(f"{name}: {exc}") from exc
+    raise ConfigError(f'{name} must be hex ("0x30000") or an integer')
