@@ -325,3 +325,98 @@ def test_event_log_outputs(firmware: Callable[[str], Path], guest: dict[str, str
     both = run_cli([*base, "--event-log", "-", "--log", "-"])
     assert both.exit_code == 2
     assert "standard output" in both.stderr
+
+
+def _rtmr_launch_log(
+    tmp_path: Path, fw: Path, guest: dict[str, str], append: str, name: str = "td.jsonl"
+) -> tuple[Path, dict[str, object]]:
+    log = tmp_path / name
+    result = run_cli(
+        [
+            "measure",
+            "tdx",
+            "--firmware",
+            str(fw),
+            "--memory",
+            "4G",
+            "--kernel",
+            guest["kernel"],
+            "--initrd",
+            guest["initrd"],
+            "--append",
+            append,
+            "--acpi",
+            guest["acpi"],
+            "--kernel-loading",
+            "raw",
+            "--edk2",
+            "2024.11",
+            "--stub-measures",
+            "yes",
+            "--log",
+            str(log),
+            "--output-format",
+            "json",
+        ]
+    )
+    assert result.exit_code == 0, result.stderr
+    return log, json.loads(result.stdout)
+
+
+def test_launch_log_carries_the_rtmr_events(
+    tmp_path: Path, firmware: Callable[[str], Path], guest: dict[str, str]
+) -> None:
+    fw = firmware("OVMF.2022.fd")
+    log, doc = _rtmr_launch_log(tmp_path, fw, guest, "console=ttyS0")
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert lines[0]["version"] == 4
+    events = [r for r in lines if r["record"] == "rtmr_event"]
+    ranges = [n for n, r in enumerate(lines) if r["record"] == "range"]
+    assert ranges
+    assert min(n for n, r in enumerate(lines) if r["record"] == "rtmr_event") > max(ranges)
+    # the footer's RTMRs, replayed here from the spec's fold over the records' digests
+    regs = [bytes(48)] * 4
+    for e in events:
+        regs[e["rtmr"]] = hashlib.sha384(regs[e["rtmr"]] + bytes.fromhex(e["digest"])).digest()
+    footer = lines[-1]
+    assert footer["events"] == len(events)
+    assert footer["rtmrs"][:3] == [regs[0].hex(), regs[1].hex(), regs[2].hex()]
+    assert footer["rtmrs"][3] is None
+    assert footer["rtmrs"][:3] == [doc["rtmr0"], doc["rtmr1"], doc["rtmr2"]]
+    assert footer["digest"] == doc["mrtd"]
+    assert "/" not in log.read_text().split("\n")[0].split('"inputs"')[1].split('"initial')[0]
+    bare = run_cli(["log", "verify", str(log)])
+    assert bare.exit_code == 0, bare.stdout + bare.stderr
+    assert "unchecked: the RTMR events" in bare.stdout
+    full = run_cli(
+        [
+            "log",
+            "verify",
+            str(log),
+            "--inputs",
+            str(Path(guest["kernel"]).parent),
+            "--inputs",
+            str(Path(guest["initrd"]).parent),
+            "--inputs",
+            str(fw.parent),
+            "--acpi",
+            guest["acpi"],
+            "--append",
+            "console=ttyS0",
+            "--require-inputs",
+        ]
+    )
+    assert full.exit_code == 0, full.stdout + full.stderr
+    assert f"OK 6 records, {len(events)} RTMR events, digest {doc['mrtd']}" in full.stdout
+    ref = run_cli(["reference-values", str(log)])
+    assert ref.exit_code == 0, ref.stderr
+    values = json.loads(ref.stdout)
+    assert [values[f"rtmr{i}"] for i in range(4)] == [*footer["rtmrs"][:3], None]
+    # log diff: two launches that differ in --append name the RTMR2 command line event
+    other, _ = _rtmr_launch_log(tmp_path, fw, guest, "console=ttyS1", "other.jsonl")
+    differ = run_cli(["log", "diff", str(log), str(other)])
+    assert differ.exit_code == 1, differ.stdout + differ.stderr
+    assert "first differing RTMR event: RTMR2 command line: digest " in differ.stdout
+    assert "verdict: same final digest, the RTMRs differ: RTMR2" in differ.stdout
+    assert "the RTMRs differ" in differ.stderr
+    assert run_cli(["log", "diff", str(log), str(log)]).exit_code == 0

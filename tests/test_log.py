@@ -220,7 +220,7 @@ def _mutate(text: str, line: int, change: dict[str, object] | None = None, drop:
 @pytest.mark.parametrize(
     ("line", "change", "drop", "message"),
     [
-        (0, {"version": 4}, "", "line 1: log format version 4 is not supported"),
+        (0, {"version": 5}, "", "line 1: log format version 5 is not supported"),
         (0, {"format": "other"}, "", "line 1: format is 'other'"),
         (0, {"technology": "sgx"}, "", "line 1: unknown technology 'sgx'"),
         (0, {"extra": 1}, "", "line 1: unknown field 'extra'"),

@@ -46,7 +46,7 @@ SIGNATURE_FIELDS = {
 #: provenance, so editing it alone is found.
 NAME_FIELDS = {"name"}
 #: Edits that make the log unreadable: the reader refuses it (exit 2), naming the line.
-FORMAT_FIELDS = {"seq", "records", "format", "version", "record"}
+FORMAT_FIELDS = {"seq", "records", "events", "format", "version", "record"}
 
 _ENUMS = {
     "op": ["snp.launch_update", "snp.vmsa", "sev.launch_update_data", "tdx.page_add"],
@@ -58,6 +58,7 @@ _ENUMS = {
     "fpu": ["init2", "legacy"],
     "order": ["per-page", "two-pass"],
     "detail": ["BSP", "AP", "ZERO"],
+    "event_type": ["EV_SEPARATOR", "EV_EFI_ACTION"],
 }
 
 
@@ -70,6 +71,8 @@ def _other(key: str, value: object) -> object:
     if value is None:
         return 0 if key in ("offset", "index") else "00" * 48
     assert isinstance(value, str)
+    if key == "event_data" and not value:
+        return "00"
     if key in _ENUMS:
         choices = _ENUMS[key]
         return next(c for c in choices if c != value)
@@ -100,14 +103,19 @@ def _set(obj: Any, path: tuple[Any, ...], value: object) -> None:
 def _edits(text: str) -> Iterator[tuple[int, str, tuple[Any, ...], str]]:
     """(line number, line kind, path, edited log text) for every leaf of the header, the
     footer and the range records: the first record of each kind (op, page type, provenance
-    kind) and the last two (the last VMSA and the one before)."""
+    kind) and the last two (the last VMSA and the one before); of the RTMR events, the first
+    of each RTMR and event type, and the last."""
     lines = text.splitlines()
     ranges = [i for i, line in enumerate(lines) if '"record":"range"' in line]
     kinds: dict[tuple[str, str, str], int] = {}
     for i in ranges:
         r = json.loads(lines[i])
         kinds.setdefault((r["op"], r["page_type"], r["provenance"]["kind"]), i)
-    chosen = {0, len(lines) - 1, *kinds.values(), *ranges[-2:]}
+    events = [i for i, line in enumerate(lines) if '"record":"rtmr_event"' in line]
+    for i in events:
+        r = json.loads(lines[i])
+        kinds.setdefault((str(r["rtmr"]), r["event_type"], "rtmr_event"), i)
+    chosen = {0, len(lines) - 1, *kinds.values(), *ranges[-2:], *events[-1:]}
     for n in sorted(chosen):
         obj = json.loads(lines[n])
         kind = obj["record"]
@@ -137,8 +145,12 @@ def _run_edits(text: str, technology: str, inputs: dict[str, bytes]) -> dict[str
             log = parse_log(edited)
         except LogFormatError:
             outcome["format"].append(label)
-            assert _field_name(path) in FORMAT_FIELDS or (
-                kind == "footer" and path == ("records",)
+            assert (
+                _field_name(path) in FORMAT_FIELDS
+                or (kind == "footer" and path == ("records",))
+                or (  # only a TDX log carries RTMR events
+                    path == ("technology",) and '"record":"rtmr_event"' in text
+                )
             ), label
             continue
         result = check_log(log, inputs)
@@ -235,6 +247,29 @@ def tdx_case(work: Path, fw: Path) -> tuple[str, dict[str, bytes]]:
     return log.read_text(), {"firmware": fw.read_bytes()}
 
 
+def tdx_rtmr_case(work: Path, fw: Path, kernel: Path) -> tuple[str, dict[str, bytes]]:
+    """A TDX log with RTMR events (RTMR0-2: old firmware, ACPI tables, initrd, command
+    line) and every input that decides them."""
+    from tests.acpi_blobs import qemu_like_acpi, write_by_name
+
+    acpi = qemu_like_acpi(cpus=2)
+    write_by_name(work / "acpi", acpi)
+    log = work / "tdx-rtmr.jsonl"
+    _measure(["measure", "tdx", "--firmware", str(fw), "--memory", "3G", "--kernel",
+              str(kernel), "--initrd", str(work / "initrd.bin"), "--append", APPEND,
+              "--acpi", str(work / "acpi"), "--kernel-loading", "patched", "--edk2", "2024.11",
+              "--stub-measures", "yes", "--log", str(log)])  # fmt: skip
+    roles = {"etc/table-loader": "acpi_table_loader", "etc/acpi/rsdp": "acpi_rsdp",
+             "etc/acpi/tables": "acpi_tables"}  # fmt: skip
+    return log.read_text(), {
+        "firmware": fw.read_bytes(),
+        "kernel": kernel.read_bytes(),
+        "initrd": (work / "initrd.bin").read_bytes(),
+        "cmdline": APPEND.encode() + b"\0",
+        **{role: acpi[name] for name, role in roles.items()},
+    }
+
+
 def plain_log_text() -> tuple[str, dict[str, bytes]]:
     """The log ``cvmlaunch launch --example`` writes, but for what the host adds at run time
     (pre-fault records; this host need not run KVM): the plan's log with the launch's
@@ -292,6 +327,33 @@ def test_every_field_of_an_sev_log(work: Path, firmware: Any) -> None:
 def test_every_field_of_a_tdx_log(work: Path, firmware: Any) -> None:
     text, inputs = tdx_case(work, _firmware(firmware, "OVMF.inteltdx.ms.fd"))
     _assert_outcome(_run_edits(text, "tdx", inputs))
+
+
+def test_every_field_of_a_tdx_log_with_rtmr_events(
+    work: Path, firmware: Any, debian_kernel: tuple[Path, Any]
+) -> None:
+    text, inputs = tdx_rtmr_case(work, _firmware(firmware, "OVMF.2022.fd"), debian_kernel[0])
+    assert text.count('"record":"rtmr_event"') > 10
+    outcome = _run_edits(text, "tdx", inputs)
+    _assert_outcome(outcome)
+    edited = {label.split(" ", 2)[2] for label in outcome["found"]}
+    for field in ("rtmr", "event_type", "description", "digest", "event_data"):
+        assert any(f"rtmr_event.{field}" == e for e in edited), field
+    assert "footer.rtmrs.0" in edited
+    assert "footer.rtmrs.3" in edited
+    # without the inputs: the replay and the events' own data are still checked
+    base = parse_log(text)
+    alone = check_log(base)
+    assert alone.findings == ()
+    assert any("RTMR events" in u for u in alone.unchecked)
+    lines = text.splitlines()
+    n = next(i for i, line in enumerate(lines) if '"EV_SEPARATOR"' in line)
+    sep = json.loads(lines[n])
+    sep["event_data"] = "01000000"
+    lines[n] = json.dumps(sep, sort_keys=True, separators=(",", ":"))
+    found = check_log(parse_log("\n".join(lines) + "\n")).findings
+    assert [f.field for f in found] == ["event_data"], found
+    assert "separator" in found[0].where
 
 
 def test_every_field_of_a_plain_log() -> None:
@@ -406,13 +468,21 @@ def test_every_snp_mode_checks_completely(tmp_path: Path, args: list[str]) -> No
     assert any("give the firmware" in u for u in alone.unchecked)
 
 
-@pytest.mark.parametrize("tech", ["tdx", "sev"])
+@pytest.mark.parametrize("tech", ["tdx", "tdx-rtmr", "sev"])
 def test_log_verify_exits_1_naming_every_edited_field(
-    work: Path, firmware: Any, tmp_path: Path, tech: str
+    work: Path, firmware: Any, tmp_path: Path, tech: str, request: pytest.FixtureRequest
 ) -> None:
     """The same edits through ``cvmlaunch log verify`` with the inputs: exit 1 naming the
     field, 0 for the signature-only fields, 2 (one line) for the format errors."""
-    if tech == "tdx":
+    if tech == "tdx-rtmr":
+        kernel = request.getfixturevalue("debian_kernel")[0]
+        fw = _firmware(firmware, "OVMF.2022.fd")
+        text, _ = tdx_rtmr_case(work, fw, kernel)
+        args = ["--firmware", str(fw), "--kernel", str(kernel), "--initrd",
+                str(work / "initrd.bin"), "--append", APPEND,
+                "--acpi", str(work / "acpi")]  # fmt: skip
+        tech = "tdx"
+    elif tech == "tdx":
         text, _ = tdx_case(work, _firmware(firmware, "OVMF.inteltdx.ms.fd"))
         args = ["--firmware", str(_firmware(firmware, "OVMF.inteltdx.ms.fd"))]
     else:
@@ -429,7 +499,11 @@ def test_log_verify_exits_1_naming_every_edited_field(
         label = (kind, keys, result.output)
         name = _field_name(keys)
         if result.exit_code == 2:
-            assert name in FORMAT_FIELDS or (kind, keys) == ("footer", ("records",)), label
+            assert (
+                name in FORMAT_FIELDS
+                or (kind, keys) == ("footer", ("records",))
+                or (keys == ("technology",) and '"record":"rtmr_event"' in text)
+            ), label
             assert len(result.output.splitlines()) == 1, label
         elif (kind, *[k for k in keys if isinstance(k, str)]) in signature or (
             name in NAME_FIELDS and kind == "header"

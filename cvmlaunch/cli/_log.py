@@ -107,6 +107,7 @@ def verify(
     kernel: str | None = None,
     initrd: str | None = None,
     append: str | None = None,
+    acpi: str | None = None,
     inputs: Sequence[str] = (),
     require_inputs: bool = False,
     as_json: bool = False,
@@ -126,7 +127,7 @@ def verify(
     from cvmlaunch.measure.log_check import check_log
 
     if is_event_log(log_file):
-        if signed_by is not None or ovmf or svsm or kernel or initrd or append or inputs:
+        if signed_by is not None or ovmf or svsm or kernel or initrd or append or acpi or inputs:
             raise ConfigError(f"{log_file} is an RTMR event log: it is checked without inputs")
         verify_event_log(log_file, as_json=as_json)
         return
@@ -158,6 +159,8 @@ def verify(
 
             raw = cmdline_bytes(append)
             buffers["cmdline"] = raw + b"\0" if log.header.format_version >= 2 else raw
+        if acpi is not None:
+            buffers.update(_acpi_inputs(acpi))
         result = check_log(log, buffers)
     if as_json:
         import json
@@ -178,7 +181,12 @@ def verify(
         if result.ok:
             digest = result.digest.hex() if result.digest is not None else "not replayed"
             rest = f" ({len(result.unchecked)} part(s) unchecked)" if result.unchecked else ""
-            print(printable(f"{log_file}: OK {len(log.entries)} records, digest {digest}{rest}"))
+            events = f", {len(log.events)} RTMR events" if log.events else ""
+            print(
+                printable(
+                    f"{log_file}: OK {len(log.entries)} records{events}, digest {digest}{rest}"
+                )
+            )
     if not result.ok:
         raise CheckFailed(f"{len(result.findings)} field(s) of {log_file} differ")
     if require_inputs and not result.complete:
@@ -186,6 +194,21 @@ def verify(
             f"{len(result.unchecked)} part(s) of {log_file} could not be checked without "
             "inputs (--require-inputs)"
         )
+
+
+def _acpi_inputs(directory: str) -> dict[str, bytes]:
+    """The ACPI fw_cfg blobs in ``directory`` (as ``measure tdx --acpi`` takes them), by the
+    roles a TDX log with RTMR events lists them under."""
+    from cvmlaunch.fw_cfg_files import read_fw_cfg_dir
+    from cvmlaunch.measure.log_rtmr import ACPI_ROLES
+
+    files = read_fw_cfg_dir(directory, tuple(ACPI_ROLES))
+    missing = [n for n in ACPI_ROLES if n not in files]
+    if missing:
+        raise ConfigError(
+            f"--acpi {directory}: no {', '.join(missing)} (as DIR/NAME or DIR/NAME/raw)"
+        )
+    return {ACPI_ROLES[name]: files[name] for name in ACPI_ROLES}
 
 
 def check_signature(log_file: str, log_bytes: bytes, signed_by: str, signature: str | None) -> str:
@@ -212,8 +235,9 @@ def check_signature(log_file: str, log_bytes: bytes, signed_by: str, signature: 
     "verify",
     help="""Check every field of LOG against its header and inputs.
 
-The header's settings and the inputs given (--ovmf, --svsm, --kernel, --initrd, --append, or
-found by SHA-256 in --inputs DIR) rebuild the launch plan; every record must equal it, and
+The header's settings and the inputs given (--ovmf, --svsm, --kernel, --initrd, --append,
+--acpi, or found by SHA-256 in --inputs DIR) rebuild the launch plan (and a TDX log's RTMR
+events); every record must equal it, and
 the digest chain must replay. Prints the final digest on success and what could not be
 checked without inputs; exits 1 naming each record and field that differs, and with
 --signed-by when LOG's DSSE signature does not verify (docs/log-format.md).
@@ -238,6 +262,12 @@ RTMR0-3 and exits 1 naming each event whose digest its own data contradicts
 @click.option("--initrd", type=FILE, metavar="FILE", help="the initrd")
 @click.option("--append", metavar="CMDLINE", help="the kernel command line")
 @click.option(
+    "--acpi",
+    type=DirPath(),
+    metavar="DIR",
+    help="the ACPI fw_cfg blobs of a TDX log with RTMR events (as measure tdx --acpi takes them)",
+)
+@click.option(
     "--inputs",
     "inputs",
     type=DirPath(),
@@ -260,6 +290,7 @@ def VERIFY(  # noqa: N802
     kernel: str | None,
     initrd: str | None,
     append: str | None,
+    acpi: str | None,
     inputs: tuple[str, ...],
     require_inputs: bool,
     as_json: bool,
@@ -273,6 +304,7 @@ def VERIFY(  # noqa: N802
         kernel=kernel,
         initrd=initrd,
         append=append,
+        acpi=acpi,
         inputs=inputs,
         require_inputs=require_inputs,
         as_json=as_json,
@@ -300,7 +332,9 @@ def diff(a: str, b: str, *, as_json: bool = False) -> None:
         for line in result.lines():
             print(printable(line))
     if not result.same_digest:
-        raise CheckFailed("the final digests differ")
+        raise CheckFailed(
+            "the final digests differ" if result.digest_a != result.digest_b else "the RTMRs differ"
+        )
 
 
 @click.command(

@@ -2,8 +2,9 @@
 ``--kernel`` the RTMR0-2 of a direct-boot TD (docs/tdx-rtmr.md).
 
 The firmware and the kernel are mmapped, never read whole. With ``--log`` the launch
-measurement log (docs/log-format.md, technology ``tdx``) and with ``--event-log`` the RTMR
-events as TCG CEL-JSON are written atomically. Exit 0 ok, 1 ``--expect`` mismatch, 2 bad
+measurement log (docs/log-format.md, technology ``tdx``; with ``--kernel`` its
+``rtmr_event`` records and footer RTMRs too) and with ``--event-log`` the RTMR events as TCG
+CEL-JSON are written atomically. Exit 0 ok, 1 ``--expect`` mismatch, 2 bad
 input.
 """
 
@@ -145,11 +146,18 @@ def measure_tdx(
                 sha256=sha256,
                 sha384=hashlib.sha384(data).digest(),
             )
+            extra_inputs: tuple[LogInput, ...] = ()
+            extra_settings: dict[str, Any] = {}
+            if prediction is not None:
+                from cvmlaunch.cli._tdx_rtmr import rtmr_log_parts
+
+                extra_inputs, extra_settings = rtmr_log_parts(prediction, guest)
             log = tdx_log(
                 result,
-                inputs=(source,),
+                inputs=(source, *extra_inputs),
                 tool_version=__version__,
-                settings={"profile": _PROFILE, **owner},
+                settings={"profile": _PROFILE, **owner, **extra_settings},
+                events=() if prediction is None else prediction.events,
             )
             log_text = dumps_log(log)
     outputs = []
@@ -225,7 +233,8 @@ base64 output each value is then a line 'NAME VALUE'."""
     "log_path",
     type=FILE,
     metavar="FILE",
-    help="write the launch log here ('-': standard output, the log alone)",
+    help="write the launch log here ('-': standard output, the log alone); with --kernel it "
+    "carries the RTMR events too",
 )
 @click.option("--expect", metavar="HEX", help="expected MRTD (hex); exit 1 if it differs")
 @output_format_option("how to print the MRTD")

@@ -92,10 +92,21 @@ def reference_values(
     values = ReferenceValues.from_settings(
         parsed.header.technology.value, parsed.footer.digest, parsed.header.settings
     )
+    rtmrs = None
+    if parsed.events:
+        from cvmlaunch.cli._tdx_rtmr import launch_log_rtmrs
+
+        rtmrs = launch_log_rtmrs(parsed, log)
     if rtmr_events is not None:
         from cvmlaunch.cli._tdx_rtmr import event_log_rtmrs
+        from cvmlaunch.errors import CheckFailed
 
-        values = values.with_rtmrs(event_log_rtmrs(rtmr_events))
+        given = event_log_rtmrs(rtmr_events)
+        if rtmrs is not None and given != rtmrs:
+            raise CheckFailed(f"{log} and {rtmr_events} replay to different RTMRs")
+        rtmrs = given
+    if rtmrs is not None:
+        values = values.with_rtmrs(rtmrs)
     print("\n".join(printable(line) for line in values.render(fmt).splitlines()))
 
 
@@ -105,8 +116,9 @@ def reference_values(
     help="""Print what a verifier compares for the launch LOG describes.
 
 SEV-SNP: MEASUREMENT, policy, HOST_DATA, ID_KEY_DIGEST, AUTHOR_KEY_DIGEST, FAMILY_ID,
-IMAGE_ID, GUEST_SVN. TDX: MRTD, MRCONFIGID, MROWNER, MROWNERCONFIG. SNP logs are replayed
-first (exit 1 if they do not replay to their footer). Settings no replay proves (policy
+IMAGE_ID, GUEST_SVN. TDX: MRTD, MRCONFIGID, MROWNER, MROWNERCONFIG, and RTMR0-3 when the
+log carries RTMR events. SNP logs and RTMR events are replayed first (exit 1 if they do not
+replay to their footer). Settings no replay proves (policy
 without an ID block, host data, TDX config IDs) are only as good as the log's origin:
 --signed-by requires the log's DSSE signature (cvmlaunch log sign) by that key (exit 1 if it
 does not verify).""",
@@ -126,7 +138,8 @@ does not verify).""",
     type=FILE,
     metavar="FILE",
     help="TDX: also RTMR0-3, replayed from this RTMR event log (measure tdx --event-log); a "
-    "register without events is left unchecked",
+    "register without events is left unchecked. A log with RTMR events (format 4) carries "
+    "them itself",
 )
 def REFERENCE_VALUES(  # noqa: N802
     log: str, fmt: str, signed_by: str | None, signature: str | None, rtmr_events: str | None

@@ -15,6 +15,7 @@ from typing import Any
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from cvmlaunch.image.ovmf import OvmfImage
+    from cvmlaunch.measure.log import LogInput, MeasurementLog
     from cvmlaunch.measure.tdx_rtmr import TdxRtmrPrediction
 
 __all__ = [
@@ -23,8 +24,10 @@ __all__ = [
     "event_log_rtmrs",
     "event_log_text",
     "is_event_log",
+    "launch_log_rtmrs",
     "predict_rtmrs",
     "rtmr_fields",
+    "rtmr_log_parts",
     "verify_event_log",
 ]
 
@@ -126,6 +129,54 @@ def predict_rtmrs(
             kernel_name=kernel,
             stub_measures=None if stub is None else bool(stub),
         )
+
+
+def rtmr_log_parts(
+    prediction: TdxRtmrPrediction, guest: dict[str, Any]
+) -> tuple[tuple[LogInput, ...], dict[str, Any]]:
+    """The launch log's header inputs (kernel, initrd, command line, ACPI blobs: base name,
+    size, SHA-256, SHA-384) and ``rtmr_*`` settings that decide the RTMR events
+    (docs/log-format.md, "RTMR events"), from ``measure tdx``'s guest options."""
+    import hashlib
+
+    from cvmlaunch.files import map_file
+    from cvmlaunch.fw_cfg_files import read_fw_cfg_dir
+    from cvmlaunch.launch import parse_size
+    from cvmlaunch.measure.log import LogInput, cmdline_input
+    from cvmlaunch.measure.log_rtmr import ACPI_ROLES
+    from cvmlaunch.measure.sev_hashes import cmdline_bytes
+    from cvmlaunch.measure.tdx_rtmr import ACPI_BLOB_NAMES, stub_uses_cc_measurement
+
+    def item(role: str, name: str, data: Any) -> LogInput:
+        return LogInput(
+            role=role,
+            name=name,
+            size=len(data),
+            sha256=hashlib.sha256(data).digest(),
+            sha384=hashlib.sha384(data).digest(),
+        )
+
+    inputs = []
+    stub = {"yes": True, "no": False}.get(str(guest.get("stub_measures", "auto")).lower())
+    for role in ("kernel", "initrd"):
+        path = guest.get(role)
+        if path is not None:
+            with map_file(path) as data:
+                inputs.append(item(role, path, data))
+                if role == "kernel" and stub is None:
+                    stub = stub_uses_cc_measurement(data)
+    inputs.append(cmdline_input(cmdline_bytes(guest.get("append") or "")))
+    if guest.get("acpi") is not None and prediction.rtmrs[0] is not None:
+        files = read_fw_cfg_dir(guest["acpi"], ACPI_BLOB_NAMES)
+        inputs += [item(ACPI_ROLES[n], n.rsplit("/", 1)[-1], files[n]) for n in ACPI_BLOB_NAMES]
+    settings = {
+        "rtmr_edk2": prediction.release.value,
+        "rtmr_kernel_loading": prediction.kernel_loading.value,
+        "rtmr_memory": parse_size(guest["memory"]),
+        "rtmr_secure_boot": "image" if guest.get("secure_boot_vars") is None else "given",
+        "rtmr_stub_measures": bool(stub),
+    }
+    return tuple(inputs), settings
 
 
 def rtmr_fields(prediction: TdxRtmrPrediction) -> dict[str, Any]:
@@ -249,3 +300,23 @@ def event_log_rtmrs(path: str) -> tuple[bytes | None, ...]:
     regs = replay(events)
     present = {e.rtmr for e in events}
     return tuple(r if i in present else None for i, r in enumerate(regs))
+
+
+def launch_log_rtmrs(log: MeasurementLog, name: str) -> tuple[bytes | None, ...]:
+    """RTMR0-3 a launch log's RTMR events replay to (None for a register no event extends),
+    after checking every digest the events' own data fixes and the footer's RTMRs.
+
+    Raises:
+        CheckFailed: an event contradicts its data, or the events do not replay to the footer.
+    """
+    from cvmlaunch.errors import CheckFailed
+    from cvmlaunch.measure.rtmr import inconsistent_events, replay
+
+    problems = inconsistent_events(log.events)
+    if problems:
+        raise CheckFailed(f"{name}: RTMR {problems[0]}")
+    present = {e.rtmr for e in log.events}
+    regs = tuple(r if i in present else None for i, r in enumerate(replay(log.events)))
+    if regs != log.footer.rtmrs:
+        raise CheckFailed(f"{name}: the RTMR events do not replay to the footer's RTMRs")
+    return regs

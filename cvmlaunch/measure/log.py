@@ -42,6 +42,7 @@ from cvmlaunch.layout import (
     Provenance,
 )
 from cvmlaunch.log_entry import LogEntry, LogOp, zero_by_construction
+from cvmlaunch.measure.rtmr import RTMR_COUNT, RtmrEvent
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # the sibling modules are imported when their names are first used
@@ -53,11 +54,14 @@ __all__ = [
     "LOG_FORMAT",
     "LOG_VERSION",
     "MAX_COVERED_BYTES",
+    "MAX_EVENT_DATA",
     "MAX_INT_DIGITS",
     "MAX_LINE_BYTES",
     "MAX_NESTING",
     "MAX_RECORDS",
+    "MAX_RTMR_EVENTS",
     "READ_VERSIONS",
+    "RTMR_EVENT_VERSION",
     "ZERO_MARKER_VERSION",
     "ContentProvider",
     "LogDiff",
@@ -97,13 +101,17 @@ LOG_FORMAT = "cvmlaunch-launch-log"
 #: The schema version this module writes (docs/log-format.md). Version 2: no paths (inputs
 #: and provenance by base name), every input with its SHA-256, the command line input
 #: includes its terminating NUL. Version 3: a range the plan gives no bytes carries the zero
-#: marker (``content_sha384`` null) instead of the SHA-384 of its zeros.
-LOG_VERSION = 3
+#: marker (``content_sha384`` null) instead of the SHA-384 of its zeros. Version 4: a TDX log
+#: may carry ``rtmr_event`` records after its ranges and the RTMRs they replay to in its
+#: footer.
+LOG_VERSION = 4
 #: The versions the reader takes (version 1 logs may carry paths as names; versions 1 and 2
 #: hash zero ranges).
-READ_VERSIONS = (1, 2, 3)
+READ_VERSIONS = (1, 2, 3, 4)
 #: The first version whose ranges may carry the zero marker.
 ZERO_MARKER_VERSION = 3
+#: The first version that may carry RTMR events.
+RTMR_EVENT_VERSION = 4
 
 # ---- the limits (docs/log-format.md, "Limits"): the reader refuses, the writer never writes,
 # a log past any of them.
@@ -126,6 +134,11 @@ MAX_RECORDS = 1 << 20
 #: reader accepts (about 2^28 steps); every record also ends at or below the largest guest
 #: physical address (:data:`cvmlaunch.layout.MAX_GPA`).
 MAX_COVERED_BYTES = 1 << 40
+#: The most RTMR event records in a log (TDVF and the EFI stub log a few dozen).
+MAX_RTMR_EVENTS = 4096
+#: The most event data bytes one RTMR event record carries (the largest TDVF logs is the TD
+#: HOB, a few KiB; Secure Boot variables with certificates stay well below this).
+MAX_EVENT_DATA = 1 << 20
 
 #: A header setting: JSON scalars only (no floats).
 SettingValue = str | int | bool | None
@@ -255,33 +268,46 @@ class LogHeader:
 
 @dataclass(frozen=True, slots=True)
 class LogFooter:
-    """The last record: the final digest and the number of range records before it."""
+    """The last record: the final digest and the number of range records before it; for a
+    log with RTMR events, the RTMR0..3 they replay to (None for a register no event extends)."""
 
     digest: bytes
     records: int
+    rtmrs: tuple[bytes | None, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.digest:
             raise LayoutError("log footer: empty digest")
         if self.records < 0:
             raise LayoutError("log footer: negative record count")
+        object.__setattr__(self, "rtmrs", tuple(self.rtmrs))
+        if self.rtmrs and len(self.rtmrs) != RTMR_COUNT:
+            raise LayoutError(f"log footer: {len(self.rtmrs)} RTMRs, not {RTMR_COUNT}")
 
 
 @dataclass(frozen=True, slots=True)
 class MeasurementLog:
-    """A whole log: header, range records (in populate order), footer.
+    """A whole log: header, range records (in populate order), RTMR events (TDX only, in
+    the order the firmware extends them), footer.
 
     Raises:
-        LayoutError: sequence numbers that are not 0, 1, 2, ... or a footer count that does
-            not match.
+        LayoutError: sequence numbers that are not 0, 1, 2, ... a footer count that does
+            not match, RTMR events in a log that is not TDX, or events without the footer's
+            RTMRs (or RTMRs without events).
     """
 
     header: LogHeader
     entries: tuple[LogEntry, ...]
     footer: LogFooter
+    events: tuple[RtmrEvent, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "entries", tuple(self.entries))
+        object.__setattr__(self, "events", tuple(self.events))
+        if self.events and self.header.technology is not Technology.TDX:
+            raise LayoutError(f"a {self.header.technology.value} log carries no RTMR events")
+        if bool(self.events) != bool(self.footer.rtmrs):
+            raise LayoutError("log footer: RTMRs go with RTMR events, and only with them")
         for i, entry in enumerate(self.entries):
             if entry.seq != i:
                 raise LayoutError(f"log record {i}: sequence number is {entry.seq}")
@@ -305,6 +331,16 @@ def check_limits(log: MeasurementLog) -> None:
             :data:`~cvmlaunch.layout.MAX_GPA`, or records covering more than
             :data:`MAX_COVERED_BYTES` together.
     """
+    if len(log.events) > MAX_RTMR_EVENTS:
+        raise LogFormatError(
+            f"{len(log.events)} RTMR events: a log holds at most {MAX_RTMR_EVENTS}"
+        )
+    for n, event in enumerate(log.events):
+        if len(event.event_data) > MAX_EVENT_DATA:
+            raise LogFormatError(
+                f"RTMR event {n}: {len(event.event_data)} bytes of event data (at most "
+                f"{MAX_EVENT_DATA})"
+            )
     if len(log.entries) > MAX_RECORDS:
         raise LogFormatError(f"{len(log.entries)} records: a log holds at most {MAX_RECORDS}")
     covered = 0

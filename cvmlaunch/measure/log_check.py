@@ -463,14 +463,18 @@ def _check_tdx(c: Checker, s: SettingsView, found: Mapping[str, Buffer]) -> Cont
         s.bad("profile", f"{profile!r}: only the 'qemu' TDVF plan is known")
         profile = None
     _check_tdx_identity(s)
+    from cvmlaunch.measure.log_rtmr import RTMR_SETTINGS, check_rtmr_events
+
     firmware = found.get("firmware")
     if firmware is None:
         c.unchecked.append(
             "the records' GPAs, sizes, ops and content_sha384, and the running digests of "
             "measured (page_add+extend) records: give the firmware"
         )
+        check_rtmr_events(c, s, found, None)
         return None
     if order is None or profile is None:
+        check_rtmr_events(c, s, found, None)
         return None
     from cvmlaunch.image.ovmf import parse_ovmf
     from cvmlaunch.measure.tdx import measure_tdx, tdvf_contents, tdvf_log_regions, tdx_log
@@ -481,7 +485,15 @@ def _check_tdx(c: Checker, s: SettingsView, found: Mapping[str, Buffer]) -> Cont
         settings = {
             k: v
             for k, v in c.header.settings.items()
-            if k in ("profile", "mrconfigid", "mrowner", "mrownerconfig", *TDX_LAUNCH_SETTINGS)
+            if k
+            in (
+                "profile",
+                "mrconfigid",
+                "mrowner",
+                "mrownerconfig",
+                *TDX_LAUNCH_SETTINGS,
+                *RTMR_SETTINGS,
+            )
         }
         want = tdx_log(
             measure_tdx(tdvf_log_regions(c.header, image), order=PageOrder(order)),
@@ -492,8 +504,10 @@ def _check_tdx(c: Checker, s: SettingsView, found: Mapping[str, Buffer]) -> Cont
         contents = tdvf_contents(c.header, image)
     except CvmLaunchError as exc:
         c.fail_from("header", "settings", exc)
+        check_rtmr_events(c, s, found, None)
         return None
     c.compare(want)
+    check_rtmr_events(c, s, found, image)
     return _guarded(contents, len(want.entries))
 
 

@@ -69,7 +69,8 @@ class Finding:
     """One field of the log that is not what its header (and inputs) say.
 
     Args:
-        where: ``header``, ``record N``, ``footer`` or ``input ROLE``.
+        where: ``header``, ``record N``, ``rtmr_event N (description)``, ``footer`` or
+            ``input ROLE``.
         field: the field, e.g. ``setting vcpus``, ``page_type``, ``page_sha384[0]``.
         message: what differs.
     """

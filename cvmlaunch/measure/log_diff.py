@@ -92,6 +92,10 @@ class LogDiff:
         digest_b: the second log's.
         host: the host details that differ (:data:`~cvmlaunch.measure.log.HOST_DETAILS`:
             non-measured metadata about the host, not the launch).
+        first_event: the first RTMR event that differs, named (``"RTMR2 command line:
+            digest …"``; :func:`cvmlaunch.measure.rtmr.first_difference`), or None.
+        rtmrs_a: the first log's footer RTMRs (empty: no RTMR events).
+        rtmrs_b: the second log's.
     """
 
     header: tuple[LogDifference, ...]
@@ -99,16 +103,32 @@ class LogDiff:
     digest_a: bytes
     digest_b: bytes
     host: tuple[LogDifference, ...] = ()
+    first_event: str | None = None
+    rtmrs_a: tuple[bytes | None, ...] = ()
+    rtmrs_b: tuple[bytes | None, ...] = ()
+
+    @property
+    def differing_rtmrs(self) -> tuple[int, ...]:
+        """The RTMRs whose footer values differ (a log without events has none)."""
+        a = self.rtmrs_a or (None,) * len(self.rtmrs_b)
+        b = self.rtmrs_b or (None,) * len(self.rtmrs_a)
+        return tuple(i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y)
 
     @property
     def same_digest(self) -> bool:
-        """Whether the final digests are equal (the verdict; exit 0 when they are)."""
-        return self.digest_a == self.digest_b
+        """Whether the final digests (and the RTMRs the logs carry) are equal (the verdict;
+        exit 0 when they are)."""
+        return self.digest_a == self.digest_b and not self.differing_rtmrs
 
     @property
     def identical(self) -> bool:
         """Whether the logs describe the same launch: nothing differs but host details."""
-        return not self.header and self.first_range is None and self.same_digest
+        return (
+            not self.header
+            and self.first_range is None
+            and self.first_event is None
+            and self.same_digest
+        )
 
     def verdict(self) -> str:
         """The last line of the explanation."""
@@ -118,7 +138,11 @@ class LogDiff:
                 if self.header or self.first_range is not None
                 else ""
             )
-            return f"verdict: same final digest {show_value(self.digest_a)}{extra}"
+            rtmrs = " and RTMRs" if self.rtmrs_a else ""
+            return f"verdict: same final digest{rtmrs} {show_value(self.digest_a)}{extra}"
+        if self.digest_a == self.digest_b:
+            names = ", ".join(f"RTMR{i}" for i in self.differing_rtmrs)
+            return f"verdict: same final digest, the RTMRs differ: {names}"
         return f"verdict: the final digests differ: {self.digest_a.hex()} vs {self.digest_b.hex()}"
 
     def lines(self) -> Iterator[str]:
@@ -133,6 +157,8 @@ class LogDiff:
             yield f"first diverging range: {self.first_range.describe()}"
         elif not self.identical:
             yield "the records are the same"
+        if self.first_event is not None:
+            yield f"first differing RTMR event: {self.first_event}"
         yield self.verdict()
 
     def to_json(self) -> dict[str, Any]:
@@ -144,6 +170,8 @@ class LogDiff:
             "digest_b": self.digest_b.hex(),
             "same_digest": self.same_digest,
             "host": [d.to_json() for d in self.host],
+            "first_event": self.first_event,
+            "differing_rtmrs": [f"rtmr{i}" for i in self.differing_rtmrs],
         }
 
 
@@ -281,15 +309,23 @@ def diff_logs(a: MeasurementLog, b: MeasurementLog) -> LogDiff:
     hash, page hashes (naming the page), provenance (kind, offset, index) or running digest,
     or the first record only one log has. Then the final digests.
 
+    RTMR events (format version 4): the first event that differs, per RTMR in log order,
+    named by its description; the footers' RTMRs enter the verdict.
+
     Returns:
         The differences and the verdict (:attr:`LogDiff.same_digest`).
     """
+    from cvmlaunch.measure.rtmr import first_difference
+
     return LogDiff(
         header=tuple(_header_differences(a, b)),
         first_range=_first_range(a, b),
         digest_a=a.footer.digest,
         digest_b=b.footer.digest,
         host=host_differences(a, b),
+        first_event=first_difference(a.events, b.events),
+        rtmrs_a=a.footer.rtmrs,
+        rtmrs_b=b.footer.rtmrs,
     )
 
 

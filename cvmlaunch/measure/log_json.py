@@ -37,7 +37,9 @@ from cvmlaunch.measure.log import (
     MAX_LINE_BYTES,
     MAX_NESTING,
     MAX_RECORDS,
+    MAX_RTMR_EVENTS,
     READ_VERSIONS,
+    RTMR_EVENT_VERSION,
     ZERO_MARKER_VERSION,
     LogFooter,
     LogHeader,
@@ -47,6 +49,7 @@ from cvmlaunch.measure.log import (
     base_name,
     check_limits,
 )
+from cvmlaunch.measure.rtmr import RTMR_COUNT, RtmrEvent, event_from_record, event_record
 
 __all__ = ["dump_log", "dumps_log", "parse_log"]
 
@@ -142,12 +145,17 @@ def _lines(log: MeasurementLog) -> Iterator[str]:
             )
             + "\n"
         )
-    yield (
-        _canonical(
-            {"record": "footer", "records": log.footer.records, "digest": log.footer.digest.hex()}
-        )
-        + "\n"
-    )
+    for n, event in enumerate(log.events):
+        yield _canonical({"record": "rtmr_event", "seq": n, **event_record(event)}) + "\n"
+    footer: dict[str, Any] = {
+        "record": "footer",
+        "records": log.footer.records,
+        "digest": log.footer.digest.hex(),
+    }
+    if log.events:
+        footer["events"] = len(log.events)
+        footer["rtmrs"] = [_hex(r) for r in log.footer.rtmrs]
+    yield _canonical(footer) + "\n"
 
 
 def dumps_log(log: MeasurementLog) -> str:
@@ -318,6 +326,45 @@ _RANGE_KEYS = (
 )
 _PROVENANCE_KEYS = ("kind", "name", "offset", "index", "detail")
 _FOOTER_KEYS = ("record", "records", "digest")
+_EVENT_FOOTER_KEYS = (*_FOOTER_KEYS, "events", "rtmrs")
+_EVENT_KEYS = ("record", "seq", "rtmr", "event_type", "description", "digest", "event_data")
+
+
+def _parse_event(line: _Line, seq_expected: int) -> RtmrEvent:
+    line.keys(_EVENT_KEYS)
+    seq = line.get_int("seq")
+    if seq != seq_expected:
+        raise line.fail(f"sequence number {seq}, expected {seq_expected}")
+    for key in ("digest", "event_data"):
+        value = line.obj[key]
+        if value != "":
+            line.hex_value(key, value, None)  # lowercase, even: the canonical form
+        elif key == "digest":
+            raise line.fail("digest must be 48 bytes, not 0")
+    body = {k: v for k, v in line.obj.items() if k not in ("record", "seq")}
+    try:
+        event = event_from_record(body, line.where)
+    except ValueError as exc:  # RtmrEvent's own checks
+        raise line.fail(str(exc)) from None
+    if line.obj["event_type"] != event.type_name:
+        raise line.fail(f"event_type must be written {event.type_name!r}")
+    return event
+
+
+def _parse_footer(line: _Line, entries: int, events: int) -> LogFooter:
+    line.keys(_EVENT_FOOTER_KEYS if events else _FOOTER_KEYS)
+    records = line.get_int("records")
+    if records != entries:
+        raise line.fail(f"footer counts {records} records, the log has {entries}")
+    rtmrs: tuple[bytes | None, ...] = ()
+    if events:
+        if line.get_int("events") != events:
+            raise line.fail(f"footer counts {line.obj['events']} RTMR events, the log has {events}")
+        values = line.obj["rtmrs"]
+        if not isinstance(values, list) or len(values) != RTMR_COUNT:
+            raise line.fail(f"rtmrs must be a list of {RTMR_COUNT} (hex or null)")
+        rtmrs = tuple(None if v is None else line.hex_value("rtmrs", v, 48) for v in values)
+    return LogFooter(digest=line.get_hex("digest"), records=records, rtmrs=rtmrs)
 
 
 def _parse_header(line: _Line) -> LogHeader:
@@ -459,14 +506,15 @@ def parse_log(text: str, *, name: str = "log") -> MeasurementLog:
         The log.
 
     Raises:
-        LogFormatError: anything that does not follow docs/log-format.md (format version 1 or
-            2), naming the line, or a log past the format's limits.
+        LogFormatError: anything that does not follow docs/log-format.md (format versions 1
+            to 4), naming the line, or a log past the format's limits.
     """
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     header: LogHeader | None = None
     entries: list[LogEntry] = []
+    events: list[RtmrEvent] = []
     footer: LogFooter | None = None
     for number, raw in enumerate(lines, start=1):
         where = f"{name} line {number}"
@@ -480,16 +528,25 @@ def parse_log(text: str, *, name: str = "log") -> MeasurementLog:
             if kind != "header":
                 raise line.fail("the first record must be the header")
             header = _parse_header(line)
+        elif kind == "rtmr_event":
+            if header.format_version < RTMR_EVENT_VERSION:
+                raise line.fail(
+                    f"rtmr_event records are format version {RTMR_EVENT_VERSION} (this log: "
+                    f"{header.format_version})"
+                )
+            if header.technology is not Technology.TDX:
+                raise line.fail(f"a {header.technology.value} log carries no RTMR events")
+            if len(events) >= MAX_RTMR_EVENTS:
+                raise line.fail(f"more than {MAX_RTMR_EVENTS} RTMR events, the most a log holds")
+            events.append(_parse_event(line, len(events)))
         elif kind == "range":
+            if events:
+                raise line.fail("a range record after the RTMR events")
             if len(entries) >= MAX_RECORDS:
                 raise line.fail(f"more than {MAX_RECORDS} records, the most a log may hold")
             entries.append(_parse_range(line, len(entries), header.format_version))
         elif kind == "footer":
-            line.keys(_FOOTER_KEYS)
-            records = line.get_int("records")
-            if records != len(entries):
-                raise line.fail(f"footer counts {records} records, the log has {len(entries)}")
-            footer = LogFooter(digest=line.get_hex("digest"), records=records)
+            footer = _parse_footer(line, len(entries), len(events))
         elif kind == "header":
             raise line.fail("a second header")
         else:
@@ -498,6 +555,11 @@ def parse_log(text: str, *, name: str = "log") -> MeasurementLog:
         raise LogFormatError(f"{name}: empty log")
     if footer is None:
         raise LogFormatError(f"{name} line {len(lines) + 1}: missing footer (truncated log?)")
-    log = MeasurementLog(header=header, entries=tuple(entries), footer=footer)
+    try:
+        log = MeasurementLog(
+            header=header, entries=tuple(entries), footer=footer, events=tuple(events)
+        )
+    except LayoutError as exc:
+        raise LogFormatError(f"{name}: {exc}") from None
     check_limits(log)
     return log

@@ -15,6 +15,10 @@ records ``{"recnum", "pcr", "digests": [{"hashAlg": "sha384", "digest": hex}], "
 the CC MR index as TDX event logs (CCEL) record it, so a CEL consumer replays it into
 ``RTMR[pcr - 1]``. The description is not part of CEL; :func:`events_from_cel` rebuilds one
 from the event type.
+
+Rule 4: in the launch log (format version 4), an event is an ``rtmr_event`` record whose body
+is :func:`event_record` (docs/log-format.md); :func:`first_difference` is what ``log diff``
+names.
 """
 
 from __future__ import annotations

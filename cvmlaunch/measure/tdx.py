@@ -57,6 +57,7 @@ if TYPE_CHECKING:  # the log model is imported only when a log is made or read
         MeasurementLog,
         SettingValue,
     )
+    from cvmlaunch.measure.rtmr import RtmrEvent
 
 __all__ = [
     "MRTD_SIZE",
@@ -550,16 +551,20 @@ def tdx_log(
     inputs: tuple[LogInput, ...],
     tool_version: str,
     settings: Mapping[str, SettingValue] | None = None,
+    events: Sequence[RtmrEvent] = (),
 ) -> MeasurementLog:
-    """The launch log of a TDX measurement (header, its per-range records, footer = MRTD).
+    """The launch log of a TDX measurement (header, its per-range records, the RTMR events,
+    footer = MRTD and the RTMRs the events replay to).
 
     Args:
         measurement: from :func:`measure_tdx` / :func:`measure_tdvf`.
         inputs: the inputs (role ``firmware`` for TDVF), with their hashes.
         tool_version: the writer's version.
         settings: extra header settings (e.g. ``profile``); ``order`` is always set.
+        events: the RTMR events of a direct-boot TD (:mod:`cvmlaunch.measure.tdx_rtmr`).
     """
     from cvmlaunch.measure.log import LogFooter, LogHeader, MeasurementLog, Technology
+    from cvmlaunch.measure.rtmr import replay
 
     header = LogHeader(
         technology=Technology.TDX,
@@ -569,8 +574,12 @@ def tdx_log(
         tool_version=tool_version,
         initial_digest=None,
     )
-    footer = LogFooter(digest=measurement.mrtd, records=len(measurement.log))
-    return MeasurementLog(header, measurement.log, footer)
+    present = {e.rtmr for e in events}
+    rtmrs = tuple(r if i in present else None for i, r in enumerate(replay(events)))
+    footer = LogFooter(
+        digest=measurement.mrtd, records=len(measurement.log), rtmrs=rtmrs if events else ()
+    )
+    return MeasurementLog(header, measurement.log, footer, tuple(events))
 
 
 def tdvf_contents(header: LogHeader, image: OvmfImage) -> ContentProvider:
