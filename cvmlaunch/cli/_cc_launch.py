@@ -733,9 +733,15 @@ def launch_confidential(
         kernel=kernel,
         identity=list(identity_lines(settings.snp_policy, snp, tdx)),
         identity_settings=ident,
-        inputs=() if dry_run else input_digests(settings),
+        inputs=() if dry_run else _launch_inputs(input_digests(settings), settings),
         protect=protect,
     )
+
+
+def _launch_inputs(inputs: tuple[LogInput, ...], settings: LaunchSettings) -> tuple[LogInput, ...]:
+    """The inputs a firmware launch's log lists: those ``measure snp|tdx`` lists for the same
+    settings (no command line without a kernel: nothing measures it then)."""
+    return tuple(i for i in inputs if i.role != "cmdline" or settings.kernel is not None)
 
 
 def _policy(value: int) -> GuestPolicy:

@@ -176,6 +176,8 @@ def verify(
             print(printable(f"{log_file}: {finding.describe()}"))
         for item in result.unchecked:
             print(printable(f"{log_file}: unchecked: {item}"))
+        for item in result.host_decided:
+            print(printable(f"{log_file}: host-decided (a signature protects it): {item}"))
         if result.ok:
             digest = result.digest.hex() if result.digest is not None else "not replayed"
             rest = f" ({len(result.unchecked)} part(s) unchecked)" if result.unchecked else ""

@@ -154,7 +154,7 @@ def _drive(request: _Request, on_progress: Callable[[int, int], None], what: str
 
 
 class _Recorder:
-    """Builds the log: one :class:`LogEntry` per call that made progress."""
+    """Builds the log: one :class:`LogEntry` per record the engine adds (per plan region)."""
 
     def __init__(self, on_record: Callable[[LogEntry], None] | None = None) -> None:
         self.entries: list[LogEntry] = []
@@ -170,15 +170,20 @@ class _Recorder:
         content: Iterator[bytes | memoryview],
         per_page: bool,
         content_sha384: bytes | None = None,
+        page_sha384: tuple[bytes, ...] | None = None,
     ) -> None:
         """Append one record; ``content_sha384``, when given, is the already known SHA-384
-        of ``content`` (which is then not read unless ``per_page`` needs it). A region the
+        of ``content`` (which is then not read unless ``per_page`` needs it and
+        ``page_sha384``, the already known per-page hashes, is not given). A region the
         plan gives no bytes gets the zero marker instead (:func:`zero_by_construction`, as
         the prediction's records do) and its content is read only for ``per_page``."""
         whole = hashlib.sha384()
         pages: list[bytes] = []
         zero = zero_by_construction(memoryview(region.data).nbytes)
-        if (content_sha384 is None and not zero) or per_page:
+        known = content_sha384 is not None and (not per_page or page_sha384 is not None)
+        if known:
+            pages = list(page_sha384 or ()) if per_page else []
+        elif (content_sha384 is None and not zero) or per_page:
             for chunk in content:
                 whole.update(chunk)
                 if per_page:

@@ -6,6 +6,7 @@ Part of :mod:`cvmlaunch.kvm_map` (see its rules).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -59,6 +60,56 @@ class _SnpLaunchUpdate:
         return int(self.req.gfn_start) * PAGE_SIZE, int(self.req.len), int(self.req.uaddr)
 
 
+class _RegionProgress:
+    """What ``SNP_LAUNCH_UPDATE`` has taken of one plan region so far, in order: the SHA-384
+    of the bytes submitted and, for pages whose contents SNP hashes, one SHA-384 per page.
+
+    The 2 MiB staging chunks and the partial progress the kernel reports are how the region
+    goes in, not record boundaries: the region's one record (what ``measure snp``'s log has)
+    is made once every byte of it is in, and the per-page digest chain does not depend on
+    how the calls were split.
+    """
+
+    def __init__(self, region: Region) -> None:
+        self.region = region
+        self.next_gpa = region.gpa
+        self.whole = hashlib.sha384()
+        self.pages: list[bytes] = []
+
+    def add(self, gpa: int, data: bytes) -> None:
+        if gpa != self.next_gpa:
+            raise KvmError(
+                "KVM_SEV_SNP_LAUNCH_UPDATE",
+                detail=f"{_where(self.region)}: progress at {gpa:#x}, expected {self.next_gpa:#x}",
+            )
+        self.whole.update(data)
+        if self.region.page_type.hashes_contents:
+            view = memoryview(data)
+            self.pages += [
+                hashlib.sha384(view[i : i + PAGE_SIZE]).digest()
+                for i in range(0, len(view), PAGE_SIZE)
+            ]
+        self.next_gpa += len(data)
+
+    def record(self, rec: _Recorder) -> None:
+        region = self.region
+        if self.next_gpa != region.end:
+            raise KvmError(
+                "KVM_SEV_SNP_LAUNCH_UPDATE",
+                detail=f"{_where(region)}: stopped at {self.next_gpa:#x}",
+            )
+        rec.add(
+            LogOp.SNP_LAUNCH_UPDATE,
+            region,
+            region.gpa,
+            region.size,
+            iter(()),
+            per_page=region.page_type.hashes_contents,
+            content_sha384=self.whole.digest(),
+            page_sha384=tuple(self.pages),
+        )
+
+
 def populate_snp(
     vm: Vm,
     layout: Layout,
@@ -69,8 +120,10 @@ def populate_snp(
     """Populate an SNP guest: PRIVATE, ``SNP_LAUNCH_UPDATE`` per range, then LAUNCH_FINISH.
 
     Each range goes in with its page type; sources are page-aligned staging copies (ZERO
-    pages pass no source; SECRETS pages pass a zero page). Records of NORMAL pages carry
-    per-page SHA-384s (what the replay hashes).
+    pages pass no source; SECRETS pages pass a zero page), at most 2 MiB per request,
+    resumed after partial progress. One record per plan region, once all of it is in (the
+    records ``measure snp --log`` writes); records of NORMAL pages carry per-page SHA-384s
+    (what the replay hashes).
     VMSA regions are not populated by userspace: KVM measures one VMSA per vCPU at
     LAUNCH_FINISH, in vCPU order, from the registers set on them; the plan's VMSA regions are
     logged (``snp.vmsa``) after a successful finish, and their count must equal the vCPUs'.
@@ -90,23 +143,20 @@ def populate_snp(
         base_addr = _address(staging)
         for region in layout.memory_regions:
             vm.set_memory_attributes(region.gpa, region.size, MemoryAttribute.PRIVATE)
+            progress = _RegionProgress(region)
             for gpa, size in _chunks(region):
                 _fill(staging, region, gpa, size)
                 source = 0 if region.page_type is PageType.ZERO else base_addr
                 req = _SnpLaunchUpdate(vm, gpa, size, source, region.page_type)
 
                 def updated(
-                    done_gpa: int, done: int, base: int = gpa, region: Region = region
+                    done_gpa: int,
+                    done: int,
+                    base: int = gpa,
+                    progress: _RegionProgress = progress,
                 ) -> None:
                     off = done_gpa - base
-                    rec.add(
-                        LogOp.SNP_LAUNCH_UPDATE,
-                        region,
-                        done_gpa,
-                        done,
-                        iter((staging[off : off + done],)),
-                        per_page=region.page_type.hashes_contents,
-                    )
+                    progress.add(done_gpa, staging[off : off + done])
 
                 try:
                     _drive(req, updated, _where(region, gpa, size))
@@ -130,6 +180,7 @@ def populate_snp(
                             + ("; ".join(leaves) or "the same values (no leaf differs)"),
                         ) from exc
                     raise
+            progress.record(rec)
     vm.snp_launch_finish(finish or SnpFinish())
     for region in vmsas:
         rec.add(

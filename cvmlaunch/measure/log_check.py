@@ -33,10 +33,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from cvmlaunch.errors import ConfigError, CvmLaunchError, LogFormatError
-from cvmlaunch.layout import Buffer, PageType, SourceKind
+from cvmlaunch.layout import PAGE_SIZE, Buffer, PageType, SourceKind
 from cvmlaunch.log_entry import LogEntry, LogOp
 from cvmlaunch.measure.log import ContentProvider, LogHeader, MeasurementLog, Technology
 from cvmlaunch.measure.log_checker import (
+    ABSENT,
     KERNEL_HASHES,
     Checker,
     Finding,
@@ -55,13 +56,22 @@ SIGNATURE_ONLY: Mapping[str, tuple[str, ...]] = {
         "header.tool.version",
         "header.inputs[].name",
     ),
-    "sev-snp": ("header.settings.policy (without an ID block)", "header.settings.host_data"),
+    "sev-snp": (
+        "header.settings.policy (without an ID block)",
+        "header.settings.host_data",
+        "the CPUID record's content_sha384 in a launch's log (host-decided: the CPUID page "
+        "the launch built from the host's KVM_GET_SUPPORTED_CPUID; SNP measures a CPUID page "
+        "without its contents, the firmware checks them)",
+    ),
     "sev": (),
     "sev-es": (),
     "tdx": (
         "header.settings.mrconfigid",
         "header.settings.mrowner",
         "header.settings.mrownerconfig",
+        "header.settings.vcpus (a launch's; checked: at least one)",
+        "header.settings.td_attributes (a launch's; checked: 64 bits)",
+        "header.settings.xfam (a launch's; checked: 64 bits with x87 and SSE)",
     ),
     "plain": (
         "header.settings.vcpus",
@@ -123,6 +133,44 @@ def _check_snp_identity(c: Checker, s: SettingsView) -> None:
 def _check_tdx_identity(s: SettingsView) -> None:
     for key in ("mrconfigid", "mrowner", "mrownerconfig"):
         s.hex(key, 48, required=False)
+    _check_tdx_launch(s)
+
+
+#: The settings a TD launch's log header adds to a prediction's (``launch --tech tdx``):
+#: ``td_hob_memory`` decides the TD HOB's bytes (checked through the TD_HOB record's
+#: content_sha384); ``memory`` must equal it; ``td_attributes`` and ``xfam`` (what
+#: ``KVM_TDX_INIT_VM`` got, in the TD report but not in MRTD) and ``vcpus`` are checked for
+#: form only (:data:`SIGNATURE_ONLY`).
+TDX_LAUNCH_SETTINGS = ("memory", "vcpus", "td_hob_memory", "td_attributes", "xfam")
+#: XFAM bits 0 (x87) and 1 (SSE): the TDX module requires both.
+_XFAM_FIXED1 = 0x3
+
+
+def _check_tdx_launch(s: SettingsView) -> None:
+    """The form of a TD launch's settings, and ``memory`` against ``td_hob_memory``."""
+    values = {k: s.get(k, int, required=False) for k in TDX_LAUNCH_SETTINGS}
+    for key in ("memory", "td_hob_memory"):
+        size = values[key]
+        if size is not None and (size <= 0 or size % PAGE_SIZE):
+            s.bad(key, f"{size} is not a positive number of whole pages")
+    memory, hob = values["memory"], values["td_hob_memory"]
+    if (memory is None) != (hob is None) or (memory is not None and memory != hob):
+        s.bad(
+            "td_hob_memory",
+            f"{show(hob if hob is not None else ABSENT)}, but memory is "
+            f"{show(memory if memory is not None else ABSENT)}: QEMU's TD HOB describes all "
+            "of the TD's RAM",
+        )
+    vcpus = values["vcpus"]
+    if vcpus is not None and vcpus < 1:
+        s.bad("vcpus", f"{vcpus} is not a number of vCPUs")
+    for key in ("td_attributes", "xfam"):
+        value = values[key]
+        if value is not None and not 0 <= value < 1 << 64:
+            s.bad(key, f"{value:#x} is not a 64-bit value")
+    xfam = values["xfam"]
+    if xfam is not None and xfam & _XFAM_FIXED1 != _XFAM_FIXED1:
+        s.bad("xfam", f"{xfam:#x} lacks x87 and SSE (bits 0 and 1), which every TD has")
 
 
 # ------------------------------------------------------------------ per technology
@@ -429,8 +477,7 @@ def _check_tdx(c: Checker, s: SettingsView, found: Mapping[str, Buffer]) -> Cont
         check_rtmr_events(c, s, found, None)
         return None
     from cvmlaunch.image.ovmf import parse_ovmf
-    from cvmlaunch.image.tdvf import tdvf_layout
-    from cvmlaunch.measure.tdx import measure_tdx, tdvf_contents, tdx_log
+    from cvmlaunch.measure.tdx import measure_tdx, tdvf_contents, tdvf_log_regions, tdx_log
 
     listed = c.header.input("firmware")
     try:
@@ -438,10 +485,18 @@ def _check_tdx(c: Checker, s: SettingsView, found: Mapping[str, Buffer]) -> Cont
         settings = {
             k: v
             for k, v in c.header.settings.items()
-            if k in ("profile", "mrconfigid", "mrowner", "mrownerconfig", *RTMR_SETTINGS)
+            if k
+            in (
+                "profile",
+                "mrconfigid",
+                "mrowner",
+                "mrownerconfig",
+                *TDX_LAUNCH_SETTINGS,
+                *RTMR_SETTINGS,
+            )
         }
         want = tdx_log(
-            measure_tdx(tdvf_layout(image), order=PageOrder(order)),
+            measure_tdx(tdvf_log_regions(c.header, image), order=PageOrder(order)),
             inputs=c.header.inputs,
             tool_version=c.header.tool_version,
             settings=settings,
@@ -601,7 +656,7 @@ def check_log(log: MeasurementLog, inputs: Mapping[str, Buffer] | None = None) -
     # the plan bounds the replay's cost when the inputs rebuilt it: records that are not the
     # plan's are not replayed (they already fail)
     digest = None if c.plan_differs else c.replay(contents)
-    return LogCheck(tuple(_unique(c.findings)), tuple(c.unchecked), digest)
+    return LogCheck(tuple(_unique(c.findings)), tuple(c.unchecked), digest, tuple(c.host_decided))
 
 
 def _unique(findings: Sequence[Finding]) -> Iterator[Finding]:

@@ -97,11 +97,15 @@ class LogCheck:
         unchecked: what could not be checked without more inputs, each naming the input.
         digest: the final digest the records replay to, or None when the replay needs
             inputs that were not given (or failed).
+        host_decided: fields of this log that the host decided at launch and no input can
+            check (an SNP launch's CPUID page contents): only a signature protects them.
+            They do not make the check incomplete.
     """
 
     findings: tuple[Finding, ...]
     unchecked: tuple[str, ...]
     digest: bytes | None
+    host_decided: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -121,6 +125,7 @@ class LogCheck:
             "digest": None if self.digest is None else self.digest.hex(),
             "findings": [f.to_json() for f in self.findings],
             "unchecked": list(self.unchecked),
+            "host_decided": list(self.host_decided),
         }
 
 
@@ -187,6 +192,8 @@ class Checker:
     inputs: Mapping[str, Buffer]
     findings: list[Finding] = field(default_factory=list)
     unchecked: list[str] = field(default_factory=list)
+    #: Fields the host decided at launch (:attr:`LogCheck.host_decided`).
+    host_decided: list[str] = field(default_factory=list)
     #: The records are not the rebuilt plan's (ranges or count differ): replaying them would
     #: cost what the log declares, not what the plan measures, and cannot make them right.
     plan_differs: bool = False
@@ -370,11 +377,30 @@ class Checker:
                 f"{hex_or_null(got.digest_after)}, the plan gives {hex_or_null(exp.digest_after)}",
             )
 
+    def _host_filled_cpuid(self, got: LogEntry, exp: LogEntry) -> bool:
+        """An SNP launch's CPUID page: the plan leaves it empty (the prediction does not
+        know the host's CPUID), the launch filled it from the host; the page type and GPA
+        are the plan's (compared as every record's)."""
+        return (
+            self.tech is Technology.SEV_SNP
+            and exp.page_type is PageType.CPUID
+            and got.page_type is PageType.CPUID
+            and exp.content_sha384 is None
+            and got.content_sha384 is not None
+        )
+
     def _compare_contents(self, got: LogEntry, exp: LogEntry, where: str, why: str) -> None:
         """``content_sha384``: the zero marker (None) exactly where the plan gives a range no
         bytes, in O(1); a hash where it gives bytes. A log of format version 1 or 2 stores
         the SHA-384 of the zeros instead of the marker (compared in O(size))."""
         want = exp.content_sha384
+        if self._host_filled_cpuid(got, exp):
+            self.host_decided.append(
+                f"{where}: content_sha384, the CPUID page the launch built from the host's "
+                "KVM_GET_SUPPORTED_CPUID (SNP measures a CPUID page without its contents; the "
+                "firmware checks them at launch)"
+            )
+            return
         if want is None and self.header.format_version < ZERO_MARKER_VERSION:
             want = zero_range_sha384(exp.size)
         if got.content_sha384 == want:

@@ -76,6 +76,7 @@ __all__ = [
     "replay_tdx",
     "replay_tdx_log",
     "tdvf_contents",
+    "tdvf_log_regions",
     "tdx_log",
 ]
 
@@ -593,18 +594,13 @@ def tdvf_contents(header: LogHeader, image: OvmfImage) -> ContentProvider:
         LogFormatError: the header's ``order`` or ``profile`` (``qemu``) is not one this
             plan builder knows; (when called) a record the rebuilt plan does not have.
     """
-    from cvmlaunch.image.tdvf import tdvf_layout
-
     _order_from_header(header)
     profile = header.settings.get("profile")
     if profile != "qemu":
         raise LogFormatError(
             f"TDX log header profile is {profile!r}: only the 'qemu' TDVF plan can be rebuilt"
         )
-    regions = tdvf_layout(image).regions
-    hob_memory = header.settings.get("td_hob_memory")
-    if hob_memory is not None:  # a launch's log: the TD_HOB section held QEMU's TD HOB
-        regions = _with_td_hob(image, regions, hob_memory)
+    regions = tdvf_log_regions(header, image)
 
     def contents(entry: LogEntry) -> Buffer:
         if entry.seq >= len(regions):
@@ -620,6 +616,24 @@ def tdvf_contents(header: LogHeader, image: OvmfImage) -> ContentProvider:
         return r.data
 
     return contents
+
+
+def tdvf_log_regions(header: LogHeader, image: OvmfImage) -> tuple[Region, ...]:
+    """QEMU's TDVF plan for the log ``header`` describes: the firmware's sections, and in a
+    launch's log (setting ``td_hob_memory``) the TD HOB QEMU builds for that much RAM in the
+    TD_HOB section (a pure function of the TDVF metadata and the memory size).
+
+    Raises:
+        ImageError: the firmware is not a TDVF image QEMU accepts.
+        LogFormatError: ``td_hob_memory`` is not a size in bytes.
+    """
+    from cvmlaunch.image.tdvf import tdvf_layout
+
+    regions = tdvf_layout(image).regions
+    hob_memory = header.settings.get(TD_HOB_MEMORY_SETTING)
+    if hob_memory is not None:  # a launch's log: the TD_HOB section held QEMU's TD HOB
+        regions = _with_td_hob(image, regions, hob_memory)
+    return regions
 
 
 #: The log header setting of a TD launch's log: the RAM size the TD HOB in its TD_HOB
