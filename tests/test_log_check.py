@@ -191,10 +191,9 @@ def features_once(monkeypatch: pytest.MonkeyPatch) -> dict[bytes, int]:
     the image's LZMA volumes (most of the check's time). The detection is a pure function of
     the image's bytes: the first check computes it for real, the others reuse it (the count
     of real computations is returned, for the test to assert that the reuse happened)."""
-    from cvmlaunch.image.tdvf_features import TdvfFeatures
-    from cvmlaunch.measure import tdx_rtmr
+    from cvmlaunch.image.tdvf_features import TdvfFeatures, detect_tdvf_features
 
-    real = tdx_rtmr.detect_tdvf_features
+    real = detect_tdvf_features
     seen: dict[bytes, TdvfFeatures] = {}
     computed: dict[bytes, int] = {}
 
@@ -205,7 +204,7 @@ def features_once(monkeypatch: pytest.MonkeyPatch) -> dict[bytes, int]:
             computed[key] = computed.get(key, 0) + 1
         return seen[key]
 
-    monkeypatch.setattr(tdx_rtmr, "detect_tdvf_features", once)
+    monkeypatch.setattr("cvmlaunch.measure.tdx_rtmr.detect_tdvf_features", once)
     return computed
 
 
