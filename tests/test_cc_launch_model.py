@@ -320,7 +320,8 @@ def test_the_matrix_covers_every_axis() -> None:
     assert {c.faults for c in tdx} == {False, True}
     # the model firmware is anchored to independent values, not only to our prediction
     plain = {(c.firmware, c.vcpus, c.cpu) for c in snp if not c.hashes}
-    assert len(_PEER_SNP) == 3 and set(_PEER_SNP) <= plain
+    assert len(_PEER_SNP) == 3
+    assert set(_PEER_SNP) <= plain
     assert len(_TD_SHIM) == 3
 
 
