@@ -21,6 +21,7 @@ import dataclasses
 import errno
 import hashlib
 import itertools
+import json
 import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -197,8 +198,34 @@ def run_snp(case: SnpCase, **launch: Any) -> SnpRun:
     return SnpRun(kernel, kernel.snp_digest(), predicted, launched.log.digest)
 
 
+def _peer_snp() -> dict[tuple[str, int, str], tuple[str, str]]:
+    """sev-snp-measure's digests (tests/vectors/snp/README.md) for the matrix's plain cases:
+    SNP, no kernel hashes, a --vcpu-type the model host has, the default guest features."""
+    doc = json.loads((Path(__file__).parent / "vectors" / "snp" / "peer.json").read_text())
+    out: dict[tuple[str, int, str], tuple[str, str]] = {}
+    for case in doc["cases"]:
+        args = case["args"]
+        opts = dict(zip(args[::2], args[1::2], strict=True)) if len(args) % 2 == 0 else {}
+        if "expected" not in case or case.get("group") == "divergent":
+            continue
+        if set(opts) != {"--mode", "--vcpus", "--ovmf", "--vcpu-type"} or opts["--mode"] != "snp":
+            continue
+        fw = opts["--ovmf"].removeprefix("@")
+        if opts["--vcpu-type"] in CPU_TYPES:
+            key = (fw, int(opts["--vcpus"]), opts["--vcpu-type"])
+            out[key] = (doc["inputs_sha256"][fw], case["expected"])  # (firmware, digest)
+    return out
+
+
+_PEER_SNP = _peer_snp()
+
+
 def check_snp(case: SnpCase) -> SnpRun:
     run = run_snp(case)
+    peer = _PEER_SNP.get((case.firmware, case.vcpus, case.cpu)) if not case.hashes else None
+    firmware_sha256 = hashlib.sha256(_image(case.firmware).data).hexdigest()
+    if peer is not None and peer[0] == firmware_sha256:  # the model PSP against the peer
+        assert run.model.hex() == peer[1], "model PSP's launch digest != sev-snp-measure's"
     assert run.kernel.violations == []
     assert run.model.hex() == run.predicted.hex(), "model PSP's launch digest != measure snp's"
     assert run.logged.hex() == run.predicted.hex(), "launch log's digest != measure snp's"
@@ -236,8 +263,20 @@ def run_tdx(case: TdxCase) -> TdxRun:
     return TdxRun(kernel, kernel.mrtd(), predicted, launched.log.digest)
 
 
+#: td-shim's MRTDs of the real firmware (tests/vectors/tdx/README.md), by file SHA-256.
+_TD_SHIM = {
+    f["sha256"]: {TdxOrder.PER_PAGE: f["mrtd_per_page"], TdxOrder.TWO_PASS: f["mrtd_two_pass"]}
+    for f in json.loads((Path(__file__).parent / "vectors" / "tdx" / "mrtd.json").read_text())[
+        "firmware"
+    ]
+}
+
+
 def check_tdx(case: TdxCase) -> TdxRun:
     run = run_tdx(case)
+    known = _TD_SHIM.get(hashlib.sha256(_image(case.firmware).data).hexdigest())
+    if known is not None:  # the model module against an independent implementation
+        assert run.model.hex() == known[case.order], "model TDX module's MRTD != td-shim's"
     assert run.kernel.violations == []
     assert run.model.hex() == run.predicted.hex(), "model TDX module's MRTD != measure tdx's"
     assert run.logged.hex() == run.predicted.hex(), "launch log's MRTD != measure tdx's"
@@ -279,6 +318,11 @@ def test_the_matrix_covers_every_axis() -> None:
     assert len(tdx) == 4 * 4 * 2
     assert {c.order for c in tdx} == set(TdxOrder)
     assert {c.faults for c in tdx} == {False, True}
+    # the model firmware is anchored to independent values, not only to our prediction
+    plain = {(c.firmware, c.vcpus, c.cpu) for c in snp if not c.hashes}
+    assert len(_PEER_SNP) == 3
+    assert set(_PEER_SNP) <= plain
+    assert len(_TD_SHIM) == 3
 
 
 # ---------------------------------------------------------------- wrong engines fail

@@ -13,6 +13,7 @@ import pytest
 
 from tests.acpi_blobs import qemu_like_acpi, write_by_name
 from tests.cli_runner import run_cli
+from tests.test_tdx_rtmr import KERNEL, fold, real
 
 
 def replay_cel(path: Path) -> dict[str, str]:
@@ -70,6 +71,32 @@ def test_done_when_command(firmware: Callable[[str], Path], guest: dict[str, str
     replayed = replay_cel(Path(guest["event_log"]))
     assert replayed["rtmr0"] == "00" * 48  # no RTMR0 events in the log
     assert (doc["rtmr1"], doc["rtmr2"]) == (replayed["rtmr1"], replayed["rtmr2"])
+    # independent of cvmlaunch: the spec's fold of the stub's two tagged events (the UTF-16
+    # load options, the initrd) and, for the vector kernel, of RTMR1's events (its
+    # osslsigncode Authenticode digest and the real TD's EV_EFI_ACTION/separator digests)
+    initrd = Path(guest["initrd"]).read_bytes()
+    assert (
+        doc["rtmr2"]
+        == fold(
+            [
+                hashlib.sha384("initrd=initrd console=ttyS0\0".encode("utf-16-le")).digest(),
+                hashlib.sha384(initrd).digest(),
+            ]
+        ).hex()
+    )
+    if hashlib.sha256(Path(guest["kernel"]).read_bytes()).hexdigest() == KERNEL["vmlinuz_sha256"]:
+        assert (
+            doc["rtmr1"]
+            == fold(
+                [
+                    bytes.fromhex(KERNEL["sha384"]),
+                    real("Calling EFI Application from Boot Option")[0],
+                    real("separator")[0],
+                    real("Exit Boot Services Invocation")[0],
+                    real("Exit Boot Services Returned with Success")[0],
+                ]
+            ).hex()
+        )
     verified = run_cli(["log", "verify", guest["event_log"]])
     assert verified.exit_code == 0
     assert verified.stdout.splitlines() == [

@@ -148,11 +148,15 @@ def test_progress_bar_appears_only_after_a_moment(
 ) -> None:
     from cvmlaunch.cli import _launch
 
+    assert _launch._PROGRESS_DELAY == 0.5
+    # a populate that ends within the delay draws no bar; the delay is made an hour so that
+    # a loaded machine (a descheduled test process) cannot make the check flaky
+    monkeypatch.setattr(_launch, "_PROGRESS_DELAY", 3600.0)
     quick = _launch._LazyProgress(100, "populating guest memory")
     quick(50)
     quick(100)
     quick.close()
-    assert capsys.readouterr().err == ""  # under half a second: no bar
+    assert capsys.readouterr().err == ""
     monkeypatch.setattr(_launch, "_PROGRESS_DELAY", 0.0)
     slow = _launch._LazyProgress(100, "populating guest memory")
     slow(50)

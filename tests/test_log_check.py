@@ -185,6 +185,29 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
+@pytest.fixture
+def features_once(monkeypatch: pytest.MonkeyPatch) -> dict[bytes, int]:
+    """Every edit is checked against the same firmware, and telling its edk2 release inflates
+    the image's LZMA volumes (most of the check's time). The detection is a pure function of
+    the image's bytes: the first check computes it for real, the others reuse it (the count
+    of real computations is returned, for the test to assert that the reuse happened)."""
+    from cvmlaunch.image.tdvf_features import TdvfFeatures, detect_tdvf_features
+
+    real = detect_tdvf_features
+    seen: dict[bytes, TdvfFeatures] = {}
+    computed: dict[bytes, int] = {}
+
+    def once(data: Any, *, name: str = "firmware") -> TdvfFeatures:
+        key = bytes(data)
+        if key not in seen:
+            seen[key] = real(data, name=name)
+            computed[key] = computed.get(key, 0) + 1
+        return seen[key]
+
+    monkeypatch.setattr("cvmlaunch.measure.tdx_rtmr.detect_tdvf_features", once)
+    return computed
+
+
 def _firmware(firmware: Any, name: str) -> Path:
     path: Path = firmware(name)
     return path
@@ -330,12 +353,13 @@ def test_every_field_of_a_tdx_log(work: Path, firmware: Any) -> None:
 
 
 def test_every_field_of_a_tdx_log_with_rtmr_events(
-    work: Path, firmware: Any, debian_kernel: tuple[Path, Any]
+    work: Path, firmware: Any, debian_kernel: tuple[Path, Any], features_once: dict[bytes, int]
 ) -> None:
     text, inputs = tdx_rtmr_case(work, _firmware(firmware, "OVMF.2022.fd"), debian_kernel[0])
     assert text.count('"record":"rtmr_event"') > 10
     outcome = _run_edits(text, "tdx", inputs)
     _assert_outcome(outcome)
+    assert list(features_once.values()) == [1]  # one firmware, inflated once
     edited = {label.split(" ", 2)[2] for label in outcome["found"]}
     for field in ("rtmr", "event_type", "description", "digest", "event_data"):
         assert any(f"rtmr_event.{field}" == e for e in edited), field
@@ -475,6 +499,7 @@ def test_log_verify_exits_1_naming_every_edited_field(
     """The same edits through ``cvmlaunch log verify`` with the inputs: exit 1 naming the
     field, 0 for the signature-only fields, 2 (one line) for the format errors."""
     if tech == "tdx-rtmr":
+        request.getfixturevalue("features_once")
         kernel = request.getfixturevalue("debian_kernel")[0]
         fw = _firmware(firmware, "OVMF.2022.fd")
         text, _ = tdx_rtmr_case(work, fw, kernel)

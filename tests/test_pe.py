@@ -109,6 +109,45 @@ def test_tiny_pe_against_the_spec_recipe(pe32_plus: bool, trailing: bytes) -> No
     assert authenticode_digest(parse_pe(bytes(other))) == authenticode_digest(image)
 
 
+def test_sections_are_hashed_in_file_order_not_table_order() -> None:
+    """Authenticode hashes the sections sorted by PointerToRawData and skips those without
+    raw data: a table listing .data (file offset 0x400) before .text (0x200), with an
+    empty .bss between them, hashes .text first."""
+    opt_size = 240
+    coff = struct.pack("<HHIIIHH", 0x8664, 3, 0, 0, 0, opt_size, 0x22)
+    opt = bytearray(opt_size)
+    struct.pack_into("<H", opt, 0, 0x20B)
+    struct.pack_into("<I", opt, 60, 0x200)  # SizeOfHeaders
+    struct.pack_into("<I", opt, 108, 16)  # NumberOfRvaAndSizes
+    sect = struct.Struct("<8sIIIIIIHHI")
+    table = (
+        sect.pack(b".data", 0x200, 0x2000, 0x200, 0x400, 0, 0, 0, 0, 0)
+        + sect.pack(b".bss", 0x1000, 0x3000, 0, 0, 0, 0, 0, 0, 0)
+        + sect.pack(b".text", 0x200, 0x1000, 0x200, 0x200, 0, 0, 0, 0, 0)
+    )
+    head = bytearray(0x200)
+    head[:2] = b"MZ"
+    struct.pack_into("<I", head, 0x3C, 0x40)
+    body = b"PE\x00\x00" + coff + bytes(opt) + table
+    head[0x40 : 0x40 + len(body)] = body
+    text, data_ = b"T" * 0x200, bytes(range(256)) * 2
+    image = bytes(head) + text + data_ + b"tail!"
+    parsed = parse_pe(image)
+    assert [s.name for s in parsed.sections] == [".data", ".bss", ".text"]
+    checksum = 0x40 + 24 + 64
+    cert_dir = 0x40 + 24 + 112 + 4 * 8
+    want = hashlib.sha384()
+    for part in (image[:checksum], image[checksum + 4 : cert_dir], image[cert_dir + 8 : 0x200],
+                 text, data_, b"tail!", bytes(-len(image) % 8)):  # fmt: skip
+        want.update(part)
+    assert authenticode_digest(parsed) == want.digest()
+    # in table order the digest would differ: the test tells the two apart
+    wrong = hashlib.sha384(image[:checksum] + image[checksum + 4 : cert_dir]
+                           + image[cert_dir + 8 : 0x200] + data_ + text + b"tail!"
+                           + bytes(-len(image) % 8))  # fmt: skip
+    assert wrong.digest() != want.digest()
+
+
 def test_bad_input() -> None:
     good = tiny_pe()
     with pytest.raises(ImageError, match="MZ"):
