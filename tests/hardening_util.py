@@ -57,7 +57,7 @@ def deadline(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, old)
 
 
-def dev_twin(directory: Path, name: str) -> Path:
+def dev_twin(directory: Path, name: str, filename: str | None = None) -> Path:
     """A character device node in ``directory`` with the same device number as ``/dev/<name>``
     (``null``, ``zero``, ``full``): it behaves as the real device, but a defect that replaced
     the output path would replace this node, never the machine's ``/dev/<name>``. Without the
@@ -65,7 +65,7 @@ def dev_twin(directory: Path, name: str) -> Path:
     the real path is returned; a process that could write ``/dev`` but not make nodes fails."""
     real = os.stat(f"/dev/{name}")
     assert stat.S_ISCHR(real.st_mode), f"/dev/{name} is not a character device"
-    twin = directory / f"dev-{name}"
+    twin = directory / (filename or f"dev-{name}")
     try:
         os.mknod(twin, stat.S_IFCHR | 0o666, real.st_rdev)
     except PermissionError:
