@@ -111,8 +111,10 @@ def test_1_broken_symlink_refused(tmp_path: Path) -> None:
     assert snapshot(tmp_path) == before
 
 
-def test_1_dash_is_stdout(capfdbinary: pytest.CaptureFixture[bytes], tmp_path: Path) -> None:
-    os.chdir(tmp_path)
+def test_1_dash_is_stdout(
+    capfdbinary: pytest.CaptureFixture[bytes], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # undone after the test: the cwd is process-global
     write_output("-", b'{"log": 1}\n')
     assert capfdbinary.readouterr().out == b'{"log": 1}\n'
     assert os.listdir(tmp_path) == []  # no file named '-'
