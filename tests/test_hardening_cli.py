@@ -340,7 +340,7 @@ def test_7_non_utf8_append_is_measured_as_bytes(tmp_path: Path, fws: dict[str, s
 
 
 def test_9_stdout_full_closed_and_strict(tmp_path: Path, fws: dict[str, str]) -> None:
-    with open("/dev/full", "wb") as full:
+    with open(dev_twin(tmp_path, "full"), "wb") as full:  # never the machine's /dev/full
         r = cli("measure", "tdx", "--firmware", fws["fw_tdx"], stdout=full.fileno())
     assert r.returncode == 2
     assert r.stderr.decode().splitlines() == [
