@@ -19,10 +19,10 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from bench.common import Context, child_env, find_firmware
+from bench.common import Context
 from bench.harness import MIB, ProcessRun, Row, interleaved_processes, mib
 from bench.inputs import write_input
-from bench.venvs import Command, find_ours, find_peer
+from bench.venvs import Command, find_peer_run
 
 __all__ = ["rows"]
 
@@ -146,18 +146,10 @@ def _in_process_row(
 
 def rows(ctx: Context) -> list[Row]:
     """The rows of benchmark 1 (empty, with a note, when the peer or firmware is missing)."""
-    firmware = find_firmware(FIRMWARE)
-    if firmware is None:
-        ctx.notes.append(f"snp-cli: skipped: {FIRMWARE} not found (shared/firmware)")
+    run = find_peer_run(ctx, "snp-cli", FIRMWARE)
+    if run is None:
         return []
-    peer = find_peer(install=not ctx.quick)
-    if not peer.argv:
-        ctx.notes.append(f"snp-cli: skipped: {peer.note}")
-        return []
-    ours = find_ours(install=not ctx.quick)
-    if ours.note:
-        ctx.notes.append(f"snp-cli: {ours.note}")
-    env = child_env(ours.env)  # PYTHONPATH for ours; the peer imports nothing from there
+    firmware, ours, peer, env = run.firmware, run.ours, run.peer, run.env
     common = ["--mode", "snp", "--vcpus", "4", "--vcpu-type", "EPYC-v4", "--ovmf", str(firmware)]
     ours_argv = [*ours.argv, "measure", "snp", *common, "--output-format", "hex"]
     peer_argv = [*peer.argv, *common, "--output-format", "hex"]

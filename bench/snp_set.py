@@ -15,9 +15,9 @@ from __future__ import annotations
 import json
 import statistics
 
-from bench.common import Context, child_env, find_firmware
+from bench.common import Context
 from bench.harness import ProcessRun, Row, run_process
-from bench.venvs import find_ours, find_peer
+from bench.venvs import find_peer_run
 
 __all__ = ["rows"]
 
@@ -37,18 +37,10 @@ def _sweep(argvs: list[list[str]], env: dict[str, str]) -> tuple[float, float, l
 
 def rows(ctx: Context) -> list[Row]:
     """The rows of this benchmark (empty, with a note, when the peer or firmware is missing)."""
-    firmware = find_firmware(FIRMWARE)
-    if firmware is None:
-        ctx.notes.append(f"snp-set: skipped: {FIRMWARE} not found (shared/firmware)")
+    run = find_peer_run(ctx, "snp-set", FIRMWARE)
+    if run is None:
         return []
-    peer = find_peer(install=not ctx.quick)
-    if not peer.argv:
-        ctx.notes.append(f"snp-set: skipped: {peer.note}")
-        return []
-    ours = find_ours(install=not ctx.quick)
-    if ours.note:
-        ctx.notes.append(f"snp-set: {ours.note}")
-    env = child_env(ours.env)
+    firmware, ours, peer, env = run.firmware, run.ours, run.peer, run.env
     top = 4 if ctx.quick else 64
     types = TYPES[:1] if ctx.quick else TYPES
     n = top * len(types)

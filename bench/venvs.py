@@ -23,6 +23,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.common import Context, child_env, find_firmware
+
 __all__ = ["PEER_PACKAGE", "PEER_VERSION", "Command", "cache_dir", "find_ours", "find_peer"]
 
 PEER_PACKAGE = "sev-snp-measure"
@@ -137,3 +139,32 @@ def find_ours(install: bool, venv: Path | None = None) -> Command:
     return Command(
         (str(venv / "bin" / "python"), str(script)), env={"PYTHONPATH": str(SOURCE_ROOT)}
     )
+
+
+@dataclass(frozen=True)
+class PeerRun:
+    """What a benchmark against the peer runs with: the firmware, both commands and the
+    environment of the timed child processes."""
+
+    firmware: Path
+    ours: Command
+    peer: Command
+    env: dict[str, str]
+
+
+def find_peer_run(ctx: Context, bench: str, firmware: str) -> PeerRun | None:
+    """Firmware ``firmware``, the peer and ours for benchmark ``bench``; None, with a note in
+    ``ctx``, when the firmware or the peer is missing (a note too when ours is a fallback)."""
+    path = find_firmware(firmware)
+    if path is None:
+        ctx.notes.append(f"{bench}: skipped: {firmware} not found (shared/firmware)")
+        return None
+    peer = find_peer(install=not ctx.quick)
+    if not peer.argv:
+        ctx.notes.append(f"{bench}: skipped: {peer.note}")
+        return None
+    ours = find_ours(install=not ctx.quick)
+    if ours.note:
+        ctx.notes.append(f"{bench}: {ours.note}")
+    # PYTHONPATH for ours; the peer imports nothing from there
+    return PeerRun(path, ours, peer, child_env(ours.env))

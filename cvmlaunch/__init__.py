@@ -12,10 +12,15 @@ Layers (each imports only those below it):
 * :mod:`cvmlaunch.cli`: the ``cvmlaunch`` command; composes the above.
 """
 
+from __future__ import annotations
+
 __all__ = ["__version__"]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any
+
     __version__: str
 
 
@@ -31,3 +36,33 @@ def __getattr__(name: str) -> str:
         value = "0+unknown"
     globals()["__version__"] = value
     return value
+
+
+def _lazy_exports(
+    namespace: dict[str, Any], exports: Mapping[str, str]
+) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """The ``__getattr__`` and ``__dir__`` (PEP 562) of a subpackage that re-exports names
+    from its submodules but imports each submodule only on first use (start-up time).
+
+    ``namespace`` is the subpackage's ``globals()``, ``exports`` maps a name to the submodule
+    that defines it. ``__getattr__(name)`` imports ``<package>.<exports[name]>``, stores the
+    value in the subpackage and returns it; another name raises :class:`AttributeError`.
+    ``__dir__()`` lists the subpackage's globals and its ``__all__``. It lives here, in the
+    module every import of cvmlaunch loads anyway, so that it costs no module of its own.
+    """
+    package = namespace["__name__"]
+
+    def getattr_(name: str) -> Any:
+        module = exports.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        import importlib
+
+        value = getattr(importlib.import_module(f"{package}.{module}"), name)
+        namespace[name] = value
+        return value
+
+    def dir_() -> list[str]:
+        return sorted(set(namespace) | set(namespace["__all__"]))
+
+    return getattr_, dir_

@@ -20,12 +20,10 @@ Typical use::
 
 from __future__ import annotations
 
-import importlib
+from cvmlaunch import _lazy_exports
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
-
     from cvmlaunch.attest.compare import (
         Comparison,
         Difference,
@@ -142,14 +140,4 @@ def _from_text(data: Buffer) -> bytes:
         return raw
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'cvmlaunch.attest' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"cvmlaunch.attest.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = _lazy_exports(globals(), _EXPORTS)

@@ -15,12 +15,10 @@ Typical use::
 
 from __future__ import annotations
 
-import importlib
+from cvmlaunch import _lazy_exports
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
-
     from cvmlaunch.measure.cpu import VCPU_TYPES, cpu_signature, vcpu_type_signature
     from cvmlaunch.measure.log import (
         LOG_FORMAT,
@@ -229,14 +227,4 @@ _EXPORTS: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'cvmlaunch.measure' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"cvmlaunch.measure.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = _lazy_exports(globals(), _EXPORTS)
