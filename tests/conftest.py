@@ -79,7 +79,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         pytest.skip(f"no /dev/kvm ({reason})")
     for tech in ("snp", "tdx"):
         if tech in names and not getattr(caps, tech):
-            pytest.skip(f"this host's KVM does not offer {tech.upper()} VMs")
+            pytest.skip(
+                f"this host's KVM does not offer KVM_X86_{tech.upper()}_VM "
+                f"(KVM_CAP_VM_TYPES is {int(getattr(caps, 'vm_types', 0)):#x})"
+            )
     marker = item.get_closest_marker("guest_memfd")
     if marker is not None:
         if not getattr(caps, "guest_memfd", False):

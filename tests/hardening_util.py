@@ -1,4 +1,5 @@
-"""Helpers of the hardening tests: directory snapshots and a deadline for calls that hang."""
+"""Helpers of the hardening tests: directory snapshots, a deadline for calls that hang, and
+twins of /dev devices made inside a test's own directory."""
 
 from __future__ import annotations
 
@@ -54,6 +55,23 @@ def deadline(seconds: float) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
+
+
+def dev_twin(directory: Path, name: str, filename: str | None = None) -> Path:
+    """A character device node in ``directory`` with the same device number as ``/dev/<name>``
+    (``null``, ``zero``, ``full``): it behaves as the real device, but a defect that replaced
+    the output path would replace this node, never the machine's ``/dev/<name>``. Without the
+    right to make device nodes (no CAP_MKNOD) nothing can replace a node in ``/dev`` either, so
+    the real path is returned; a process that could write ``/dev`` but not make nodes fails."""
+    real = os.stat(f"/dev/{name}")
+    assert stat.S_ISCHR(real.st_mode), f"/dev/{name} is not a character device"
+    twin = directory / (filename or f"dev-{name}")
+    try:
+        os.mknod(twin, stat.S_IFCHR | 0o666, real.st_rdev)
+    except PermissionError:
+        assert not os.access("/dev", os.W_OK), "cannot make a device twin, yet /dev is writable"
+        return Path(f"/dev/{name}")
+    return twin
 
 
 def within(seconds: float, call: Callable[[], T]) -> T:

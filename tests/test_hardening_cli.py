@@ -23,7 +23,7 @@ import pytest
 from cvmlaunch.layout import FOUR_GIB
 from tests.builders import build_bzimage
 from tests.cli_runner import run_cli
-from tests.hardening_util import snapshot, within
+from tests.hardening_util import dev_twin, snapshot, within
 from tests.ovmf_builder import build_ovmf
 
 Firmware = Callable[[str], Path]
@@ -261,9 +261,12 @@ def test_1_log_through_dev_null_symlink_and_dash(tmp_path: Path, fws: dict[str, 
     base = ["measure", "tdx", "--firmware", fws["fw_tdx"]]
     plain = run_cli(base)
     assert plain.exit_code == 0
-    null = os.stat("/dev/null")
-    assert run_cli([*base, "--log", "/dev/null"]).exit_code == 0
-    assert os.lstat("/dev/null").st_ino == null.st_ino
+    dev_null = dev_twin(tmp_path, "null")  # never the machine's /dev/null
+    null = os.stat(dev_null)
+    assert run_cli([*base, "--log", str(dev_null)]).exit_code == 0
+    after = os.lstat(dev_null)
+    assert stat.S_ISCHR(after.st_mode)
+    assert (after.st_ino, after.st_rdev) == (null.st_ino, null.st_rdev)
     (tmp_path / "real.jsonl").write_text("old")
     (tmp_path / "link.jsonl").symlink_to(tmp_path / "real.jsonl")
     assert run_cli([*base, "--log", str(tmp_path / "link.jsonl")]).exit_code == 0
@@ -337,7 +340,7 @@ def test_7_non_utf8_append_is_measured_as_bytes(tmp_path: Path, fws: dict[str, s
 
 
 def test_9_stdout_full_closed_and_strict(tmp_path: Path, fws: dict[str, str]) -> None:
-    with open("/dev/full", "wb") as full:
+    with open(dev_twin(tmp_path, "full"), "wb") as full:  # never the machine's /dev/full
         r = cli("measure", "tdx", "--firmware", fws["fw_tdx"], stdout=full.fileno())
     assert r.returncode == 2
     assert r.stderr.decode().splitlines() == [
@@ -464,7 +467,7 @@ def _path(d: Path, kind: str, fw: str, tag: str) -> str:
     elif kind == "fifo":
         os.mkfifo(p)
     elif kind in ("dev-null", "dev-zero"):
-        return f"/dev/{kind[4:]}"
+        return str(dev_twin(d, kind[4:], f"{tag}-{kind}"))  # never the machine's /dev
     elif kind == "symlink":
         (d / f"{tag}-target").write_bytes(b"old target")
         p.symlink_to(d / f"{tag}-target")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -28,7 +29,7 @@ from cvmlaunch.files import (
     write_output,
     write_outputs,
 )
-from tests.hardening_util import snapshot, within
+from tests.hardening_util import dev_twin, snapshot, within
 
 
 def _open_writer_soon(fifo: Path, data: bytes) -> threading.Thread:
@@ -75,13 +76,14 @@ def test_1_fifo_without_reader_refused_not_hung(tmp_path: Path) -> None:
     assert snapshot(tmp_path) == before
 
 
-def test_1_dev_null_stays_a_device() -> None:
-    before = os.stat("/dev/null")
-    write_output("/dev/null", b"discarded")
-    after = os.lstat("/dev/null")
+def test_1_dev_null_stays_a_device(tmp_path: Path) -> None:
+    null = dev_twin(tmp_path, "null")  # never the machine's /dev/null
+    before = os.stat(null)
+    write_output(null, b"discarded")
+    after = os.lstat(null)
     assert stat.S_ISCHR(after.st_mode)
     assert (after.st_ino, after.st_rdev) == (before.st_ino, before.st_rdev)
-    assert not [n for n in os.listdir("/dev") if n.startswith(".cvmlaunch-")]
+    assert not [n for n in os.listdir(null.parent) if n.startswith(".cvmlaunch-")]
 
 
 def test_1_symlink_followed_link_kept(tmp_path: Path) -> None:
@@ -109,8 +111,10 @@ def test_1_broken_symlink_refused(tmp_path: Path) -> None:
     assert snapshot(tmp_path) == before
 
 
-def test_1_dash_is_stdout(capfdbinary: pytest.CaptureFixture[bytes], tmp_path: Path) -> None:
-    os.chdir(tmp_path)
+def test_1_dash_is_stdout(
+    capfdbinary: pytest.CaptureFixture[bytes], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # undone after the test: the cwd is process-global
     write_output("-", b'{"log": 1}\n')
     assert capfdbinary.readouterr().out == b'{"log": 1}\n'
     assert os.listdir(tmp_path) == []  # no file named '-'
@@ -118,18 +122,23 @@ def test_1_dash_is_stdout(capfdbinary: pytest.CaptureFixture[bytes], tmp_path: P
 
 def test_1_dev_stdout_written_through(tmp_path: Path) -> None:
     """``--log /dev/stdout`` with stdout redirected to a file: the file gets the text, the
-    symlink /dev/stdout and the file's inode stay (a subprocess: its stdout is the file)."""
+    symlink and the file's inode stay (a subprocess: its stdout is the file). The link is
+    made in tmp_path as /dev/stdout is (-> /proc/self/fd/1), so a defect cannot replace the
+    machine's /dev/stdout."""
     out = tmp_path / "captured"
+    link = tmp_path / "stdout"
+    link.symlink_to("/proc/self/fd/1")
     code = (
         "import sys; from cvmlaunch.files import write_output;"
-        "print('first', flush=True); write_output('/dev/stdout', b'log\\n')"
+        f"print('first', flush=True); write_output({str(link)!r}, b'log\\n')"
     )
     with open(out, "wb") as f:
         ino = os.fstat(f.fileno()).st_ino
         subprocess.run([sys.executable, "-c", code], stdout=f, check=True, timeout=60)
     assert out.read_bytes() == b"first\nlog\n"
     assert out.stat().st_ino == ino
-    assert os.path.islink("/dev/stdout")
+    assert os.readlink(link) == "/proc/self/fd/1"
+    assert sorted(os.listdir(tmp_path)) == ["captured", "stdout"]
 
 
 def test_1_directory_refused(tmp_path: Path) -> None:
@@ -155,10 +164,15 @@ def test_1_long_names_written(tmp_path: Path, length: int) -> None:
     assert os.listdir(tmp_path) == [p.name]
 
 
-def test_9_dev_full_is_one_error_no_file_changed() -> None:
-    with pytest.raises(ImageError, match=r"^/dev/full: cannot write: No space left on device$"):
-        write_output("/dev/full", b"x" * 10)
-    assert stat.S_ISCHR(os.lstat("/dev/full").st_mode)
+def test_9_dev_full_is_one_error_no_file_changed(tmp_path: Path) -> None:
+    full = dev_twin(tmp_path, "full")  # never the machine's /dev/full
+    before = os.lstat(full)
+    with pytest.raises(ImageError) as e:
+        write_output(full, b"x" * 10)
+    assert str(e.value) == f"{full}: cannot write: No space left on device"
+    after = os.lstat(full)
+    assert stat.S_ISCHR(after.st_mode)
+    assert (after.st_ino, after.st_rdev) == (before.st_ino, before.st_rdev)
 
 
 # --------------------------------------------------------------- items 2 and 3: groups
@@ -187,10 +201,11 @@ def test_3_second_output_unwritable_first_unchanged(tmp_path: Path) -> None:
 def test_2_failed_write_through_changes_no_file(tmp_path: Path) -> None:
     """A key file and a log to /dev/full: the device fails, the key is not written."""
     key = tmp_path / "key.pem"
+    full = dev_twin(tmp_path, "full")  # never the machine's /dev/full
     before = snapshot(tmp_path)
-    with pytest.raises(ImageError, match="/dev/full"):
+    with pytest.raises(ImageError, match=f"^{re.escape(str(full))}: cannot write"):
         write_outputs(
-            [Output(str(key), b"KEY", mode=0o600, replace=False), Output("/dev/full", b"x")]
+            [Output(str(key), b"KEY", mode=0o600, replace=False), Output(str(full), b"x")]
         )
     assert snapshot(tmp_path) == before
 

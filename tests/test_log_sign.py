@@ -4,6 +4,7 @@ fails verification."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from pathlib import Path
 
@@ -54,7 +55,11 @@ def test_any_byte_edited_fails(signed_log: bytes, kind: str) -> None:
     doc = json.loads(envelope)
     assert doc["payloadType"] == PAYLOAD_TYPE
     assert base64.b64decode(doc["payload"]) == signed_log
-    assert doc["signatures"][0]["keyid"] == key_id(key.public_key())
+    # docs/log-format.md: keyid is the hex SHA-256 of the DER SubjectPublicKeyInfo
+    spki = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    assert doc["signatures"][0]["keyid"] == hashlib.sha256(spki).hexdigest()
     # the signature is over PAE(type, payload), checked here with cryptography directly
     sig = base64.b64decode(doc["signatures"][0]["sig"])
     message = b"DSSEv1 %d %b %d %b" % (
@@ -68,7 +73,7 @@ def test_any_byte_edited_fails(signed_log: bytes, kind: str) -> None:
         public.verify(sig, message, ec.ECDSA(hashes.SHA384()))
     else:
         public.verify(sig, message)
-    assert verify_signed_log(signed_log, envelope, public) == key_id(public)
+    assert verify_signed_log(signed_log, envelope, public) == hashlib.sha256(spki).hexdigest()
     # every byte of the log, changed: the signature no longer covers it
     for i in range(len(signed_log)):
         edited = bytearray(signed_log)
@@ -107,7 +112,10 @@ def test_keys_and_envelopes_are_checked(tmp_path: Path) -> None:
     public_pem = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    assert key_id(load_public_key(public_pem, "k.pub")) == key_id(key.public_key())
+    spki = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    assert key_id(load_public_key(public_pem, "k.pub")) == hashlib.sha256(spki).hexdigest()
     for bad in (b"[" * 100_000, b"{}", b'{"payloadType":"x"}'):
         with pytest.raises((LogFormatError, CheckFailed)):
             verify_signed_log(b"", bad, key.public_key())
