@@ -10,7 +10,6 @@ the KVM layer recorded into the launch log (replayed by :mod:`cvmlaunch.measure.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from cvmlaunch.layout import Layout
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, TextIO
+    from typing import TextIO
 
     from cvmlaunch.cc_plan import SnpPlan, TdxPlan
     from cvmlaunch.cpuid import CpuidEntry, TdInitParams
@@ -70,17 +69,6 @@ class TdxLaunched:
     params: TdInitParams
     vm: Vm
     notes: tuple[str, ...]
-
-
-def _close_on_error(vm: Vm, kvm: Any) -> None:
-    """Close ``/dev/kvm`` now (the ``with`` does it again, idempotently), closing ``vm`` if
-    that fails: the VM must not leak when the system handle's close reports an error."""
-    try:
-        kvm.close()
-    except BaseException:
-        with contextlib.suppress(CvmLaunchError):
-            vm.close()
-        raise
 
 
 def host_smt_active() -> bool:
@@ -181,7 +169,7 @@ def launch_snp_firmware(
         if finish.id_block is not None and finish.id_auth is not None:
             _check_pair(finish.id_block, finish.id_auth, plan, policy)
         vm = kvm.create_vm(kvm_map.VmType.SNP)
-        _close_on_error(vm, kvm)
+        kvm.hand_over(vm)
     try:
         done = kvm_map.launch_snp(
             vm,
@@ -250,7 +238,7 @@ def launch_tdx_firmware(
         host_cpuid = kvm.supported_cpuid()
         plan = tdx_plan(image, memory, vcpus)
         vm = kvm.create_vm(kvm_map.VmType.TDX)
-        _close_on_error(vm, kvm)
+        kvm.hand_over(vm)
     try:
         done, params = kvm_map.launch_tdx(
             vm,

@@ -92,6 +92,21 @@ class Kvm:
             except OSError as exc:
                 raise KvmError("close", errno=exc.errno) from exc
 
+    def hand_over(self, vm: Vm) -> Vm:
+        """Close ``/dev/kvm`` now, leaving ``vm`` (made by this handle) the only open handle;
+        if that close fails, ``vm`` is closed too, so that it does not leak. Returns ``vm``.
+
+        Raises:
+            KvmError: closing ``/dev/kvm`` failed (``vm`` is closed).
+        """
+        try:
+            self.close()
+        except BaseException:
+            with contextlib.suppress(CvmLaunchError):
+                vm.close()
+            raise
+        return vm
+
     def __enter__(self) -> Self:
         return self
 
@@ -325,14 +340,7 @@ class Vm:
             KvmError: a call failed.
         """
         with Kvm.open(kernel, path) as kvm:
-            vm = kvm.create_vm(vm_type, memory_backend)
-            try:
-                kvm.close()
-            except BaseException:
-                with contextlib.suppress(CvmLaunchError):
-                    vm.close()
-                raise
-        return vm
+            return kvm.hand_over(kvm.create_vm(vm_type, memory_backend))
 
     def close(self) -> None:
         """Close vCPUs, memslot mappings, guest_memfds and the VM fd (idempotent)."""
