@@ -286,3 +286,37 @@ def test_inputs_unrelated() -> None:
     """LogInput is untouched by the marker: inputs always carry their hashes."""
     item = LogInput("kernel", "k", 1, sha256=bytes(32))
     assert item.sha256 == bytes(32)
+
+
+def test_plain_populate_hashes_no_range_the_plan_gives_no_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The engine copies a dataless range (its record carries the marker) without hashing
+    it: only the range with bytes reaches the content hasher."""
+    from cvmlaunch.kvm_map import Vm, plain
+    from cvmlaunch.kvm_map._engine import _content_sha384 as real
+    from cvmlaunch.memory_map import MemoryMap, Memslot, MemslotKind
+    from tests.fakekvm import FakeKernel
+
+    bss = Region(0x10_0000, 256 * PAGE_SIZE, PageType.NORMAL, True,
+                 Provenance(SourceKind.BSS, "k"))  # fmt: skip
+    data = Region(0x1000, PAGE_SIZE, PageType.NORMAL, True,
+                  Provenance(SourceKind.FILE, "k", offset=0), b"\x01")  # fmt: skip
+    memory = MemoryMap((Memslot(0, 0, 1024 * PAGE_SIZE, MemslotKind.RAM_LOW),))
+    layout = Layout.of([data, bss], memory)
+    hashed_regions: list[Region] = []
+
+    def counting(region: Region, gpa: int, size: int) -> bytes:
+        hashed_regions.append(region)
+        return real(region, gpa, size)
+
+    monkeypatch.setattr(plain, "_content_sha384", counting)
+    with Vm.open(kernel=FakeKernel(guest_memfd=False)) as vm:
+        vm.map_memory(memory)
+        log = plain.populate_plain(vm, layout)
+        assert vm.read(bss.gpa, bss.size) == bytes(bss.size)
+    assert hashed_regions == [data]
+    assert [e.content_sha384 for e in log.entries[:2]] == [
+        hashlib.sha384(b"\x01" + bytes(PAGE_SIZE - 1)).digest(),
+        None,
+    ]

@@ -25,7 +25,7 @@ from cvmlaunch.kvm_map._engine import (
 from cvmlaunch.kvm_map.vcpu import Vcpu
 from cvmlaunch.kvm_map.vm import Vm
 from cvmlaunch.layout import Layout, Region
-from cvmlaunch.log_entry import LogEntry, LogOp
+from cvmlaunch.log_entry import LogEntry, LogOp, zero_by_construction
 
 
 def populate_plain(
@@ -50,13 +50,18 @@ def populate_plain(
     if layout.vmsa_regions:
         raise ConfigError("a plain VM has no VMSA regions to populate")
     rec = _Recorder(on_record)
-    digests: dict[int, bytes] = {}
+    digests: dict[int, bytes | None] = {}
     # The log's SHA-384 of a large region runs on a second thread while this one copies:
-    # hashlib releases the GIL for large buffers, so the two overlap on two cores.
+    # hashlib releases the GIL for large buffers, so the two overlap on two cores. A region
+    # the plan gives no bytes is not hashed at all: its record carries the zero marker.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cvmlaunch-hash") as pool:
         for index, region in enumerate(layout.memory_regions):
             mem = vm.memory_at(region.gpa, region.size)
-            if region.size >= HASH_OFFLOAD_MIN:
+            digest: bytes | None
+            if zero_by_construction(memoryview(region.data).nbytes):
+                _copy_region(mem, region)
+                digest = None
+            elif region.size >= HASH_OFFLOAD_MIN:
                 pending = pool.submit(_content_sha384, region, region.gpa, region.size)
                 _copy_region(mem, region)
                 digest = pending.result()
@@ -85,7 +90,7 @@ def populate_plain(
             req = _PreFault(vcpu, region.gpa, region.size)
 
             def prefaulted(
-                gpa: int, size: int, region: Region = region, whole: bytes = digests[index]
+                gpa: int, size: int, region: Region = region, whole: bytes | None = digests[index]
             ) -> None:
                 # A call that covered the whole region reuses the copy record's hash.
                 known = whole if (gpa, size) == (region.gpa, region.size) else None
