@@ -31,7 +31,6 @@ from typing import Any
 import pytest
 
 from cvmlaunch import kvm_map
-from cvmlaunch.cli._cc_launch import launch_snp_firmware, launch_tdx_firmware
 from cvmlaunch.cpuid import CpuidEntry
 from cvmlaunch.errors import ConfigError, KvmError, KvmUnsupported
 from cvmlaunch.image.ovmf import OvmfImage, parse_ovmf
@@ -39,6 +38,7 @@ from cvmlaunch.image.tdvf import tdvf_layout
 from cvmlaunch.kvm_map import _engine
 from cvmlaunch.kvm_map import snp as kvm_snp
 from cvmlaunch.kvm_map import vcpu as kvm_vcpu
+from cvmlaunch.launcher import launch_snp_firmware, launch_tdx_firmware
 from cvmlaunch.measure.log import dumps_log, parse_log, verify_log
 from cvmlaunch.measure.sev_hashes import KernelHashes, cmdline_sha256
 from cvmlaunch.measure.snp import SnpSettings, snp_digest
@@ -579,8 +579,8 @@ def test_an_id_block_must_carry_the_digest_and_policy(
 ) -> None:
     """The launcher refuses a pair the firmware would refuse before anything is created;
     without that check, the model firmware refuses it at LAUNCH_FINISH."""
-    from cvmlaunch.cli import _cc_launch
     from cvmlaunch.errors import CvmLaunchError
+    from cvmlaunch.launcher import firmware
     from cvmlaunch.measure.identity import GuestPolicy, IdBlock, generate_key, sign_id_block
 
     image = _image("OVMF.amdsev.fd")
@@ -606,7 +606,7 @@ def test_an_id_block_must_carry_the_digest_and_policy(
         launch(kernel)
     assert refused.value.exit_code == 1
     assert not any(j[0] == "CREATE_VM" for j in kernel.journal)
-    monkeypatch.setattr(_cc_launch, "_check_pair", lambda *args: None)
+    monkeypatch.setattr(firmware, "_check_pair", lambda *args: None)
     kernel = ModelKernel()
     with pytest.raises(KvmError, match=f"SNP_LAUNCH_FINISH.*firmware error {error}"):
         launch(kernel)

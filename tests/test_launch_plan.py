@@ -15,16 +15,13 @@ from cvmlaunch.launch import (
     CMDLINE_GPA,
     RANGE_TABLE_GPA,
     START_INFO_GPA,
-    GuestDigest,
-    GuestReport,
     LaunchSettings,
     Tech,
     build_plan,
-    check_report,
-    parse_report,
     parse_size,
     settings_from_toml,
 )
+from cvmlaunch.launcher import GuestDigest, GuestReport, check_report, parse_report
 from cvmlaunch.layout import (
     FOUR_GIB,
     PageType,
