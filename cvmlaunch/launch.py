@@ -3,7 +3,7 @@
 Rule 1: pure. This module takes settings and buffers (kernel regions, initrd bytes) and returns
 values: a :class:`LaunchPlan` whose :class:`~cvmlaunch.layout.Layout` the KVM layer executes,
 and the vCPU start state it needs. It does no I/O and never imports the KVM layer; the CLI
-(:mod:`cvmlaunch.cli._launch`) reads the files and drives :mod:`cvmlaunch.kvm_map`.
+(:mod:`cvmlaunch.launcher`) reads the files and drives :mod:`cvmlaunch.kvm_map`.
 
 Rule 2: the guest contract lives here (and in examples/guest/guest.h, its C side):
 

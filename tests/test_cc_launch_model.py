@@ -1,6 +1,6 @@
 """The proof of the SNP and TDX launch engines: real firmware launched against model firmware.
 
-Each case launches a Debian OVMF build through the engine (:mod:`cvmlaunch.cli._cc_launch` ->
+Each case launches a Debian OVMF build through the engine (:mod:`cvmlaunch.launcher` ->
 :mod:`cvmlaunch.kvm_map`) against :class:`tests.model_firmware.ModelKernel`, whose model PSP /
 TDX module measures what the engine actually submitted, and asserts, bit for bit:
 
