@@ -10,6 +10,7 @@ on stdout, the log line, notes and the progress bar on stderr. A dry run prints 
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from importlib import resources
 from pathlib import Path
@@ -39,31 +40,6 @@ def _relay(data: bytes) -> None:
     """The guest's serial output, to stdout as it comes."""
     sys.stdout.write(data.decode("ascii", "replace"))
     sys.stdout.flush()
-
-
-_OPTIONS = (
-    "memory",
-    "vcpus",
-    "firmware",
-    "kernel",
-    "initrd",
-    "append",
-    "tech",
-    "timeout",
-    "memory_backend",
-    "policy",
-    "host_data",
-    "id_block",
-    "id_auth",
-    "mrconfigid",
-    "mrowner",
-    "mrownerconfig",
-    "vcpu_type",
-    "vcpu_sig",
-    "guest_features",
-    "td_attributes",
-    "xfam",
-)
 
 
 def _read_config(path: str) -> str:
@@ -101,7 +77,7 @@ def launch(
         CvmLaunchError: bad settings or inputs, an unusable host, a guest that fails
             (exit 2), or guest digests that differ from the log (exit 1).
     """
-    unknown = set(overrides) - set(_OPTIONS)
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(LaunchSettings)}
     if unknown:  # pragma: no cover - a flag without a setting is a bug of this module
         raise TypeError(f"launch: unknown settings {sorted(unknown)}")
     if example and config is not None:
