@@ -1,10 +1,10 @@
 """``cvmlaunch launch``: boot a PVH guest on KVM and check its own digests against the log.
 
-Rule 1: the command maps its inputs (flags or a TOML file, :func:`cvmlaunch.launch.\
-settings_from_toml`; the files through :mod:`cvmlaunch.files`), calls one launcher function
-(:func:`cvmlaunch.launcher.launch_pvh`, or for ``--tech snp|tdx``
+Rule 1: the command maps its inputs (flags or a TOML file through
+:func:`~cvmlaunch.launch.settings_from_toml`; files through :mod:`cvmlaunch.files`), calls
+one launcher function (:func:`cvmlaunch.launcher.launch_pvh`; ``--tech snp|tdx``:
 :func:`cvmlaunch.cli._cc_launch.launch_confidential`) and renders: the guest's serial output
-on stdout, the log line, notes and the progress bar on stderr. A dry run prints the plan
+on stdout; the log line, notes and the progress bar on stderr. A dry run prints the plan
 (:mod:`cvmlaunch.cli._launch_text`).
 """
 
