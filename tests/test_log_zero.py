@@ -2,7 +2,7 @@
 to check, however large they are declared; flipping the marker is a finding naming the field.
 
 The cost is asserted structurally: every content hash of a range goes through
-:func:`cvmlaunch.measure.pages.range_sha384` (the one range hasher), which these tests wrap
+:func:`cvmlaunch.digests.range_sha384` (the one range hasher), which these tests wrap
 with a counter of the bytes it is asked to hash. No timing assertions.
 """
 
@@ -17,10 +17,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cvmlaunch import digests
 from cvmlaunch.errors import LogFormatError
 from cvmlaunch.layout import PAGE_SIZE, Buffer, Layout, PageType, Provenance, Region, SourceKind
 from cvmlaunch.measure import log as log_module
-from cvmlaunch.measure import pages, tdx
 from cvmlaunch.measure.log import (
     LOG_VERSION,
     MAX_COVERED_BYTES,
@@ -46,17 +46,16 @@ class Counter:
 
 @pytest.fixture
 def hashed(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter]:
-    """Count what :func:`pages.range_sha384` hashes, wherever it is called from."""
+    """Count what :func:`digests.range_sha384` hashes, wherever it is called from."""
     counter = Counter()
-    real = pages.range_sha384
+    real = digests.range_sha384
 
     def counting(data: Buffer, size: int) -> bytes:
         counter.calls += 1
         counter.bytes += size
         return real(data, size)
 
-    monkeypatch.setattr(pages, "range_sha384", counting)
-    monkeypatch.setattr(tdx, "range_sha384", counting)
+    monkeypatch.setattr(digests, "range_sha384", counting)
     log_module._zero_range_sha384.cache_clear()
     yield counter
     log_module._zero_range_sha384.cache_clear()
@@ -134,7 +133,7 @@ def test_snp_writer_hashes_only_the_bytes_given(
     from cvmlaunch.measure.snp_chain import SNP_ALGORITHM, log_layout
 
     counter = Counter()
-    real = pages.range_sha384
+    real = digests.range_sha384
 
     def counting(data: Buffer, size: int) -> bytes:
         counter.bytes += size
@@ -152,7 +151,7 @@ def test_snp_writer_hashes_only_the_bytes_given(
         gpa += count * PAGE_SIZE
     header = LogHeader(Technology.SEV_SNP, SNP_ALGORITHM, {}, (), "t", bytes(48))
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(pages, "range_sha384", counting)
+        mp.setattr(digests, "range_sha384", counting)
         log = log_layout(Layout.of(regions), header)
         assert verify_log(parse_log(dumps_log(log))) == log.digest
     assert counter.bytes == sum(r.size for r in regions if r.data)
