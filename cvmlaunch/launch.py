@@ -36,12 +36,12 @@ re-exports them, so ``from cvmlaunch.launch import LaunchSettings`` keeps workin
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from cvmlaunch.digests import range_sha384
 from cvmlaunch.errors import ConfigError
 from cvmlaunch.launch_identity import SnpLaunchIdentity, TdxLaunchIdentity
 from cvmlaunch.launch_settings import (
@@ -173,13 +173,7 @@ class LaunchPlan:
 
     def predicted(self) -> tuple[bytes, ...]:
         """SHA-384 of each hashed range as the plan fills it: what the guest should report."""
-        out = []
-        for region in self.hashed:
-            h = hashlib.sha384()
-            for _, page in region.pages():
-                h.update(page)
-            out.append(h.digest())
-        return tuple(out)
+        return tuple(range_sha384(region.data, region.size) for region in self.hashed)
 
 
 def _generated(name: str, gpa: int, data: bytes, detail: str = "") -> Region:
