@@ -90,6 +90,21 @@ def snp_inputs_sha256() -> dict[str, str]:
     return dict(_json("snp/peer.json")["inputs_sha256"])
 
 
+@dataclass(frozen=True)
+class TracePoint:
+    """A checkpoint of the worked SNP trace (snp/README.md), known by its two ends only."""
+
+    id: str
+    what: str
+    head: str  # the first hex digits
+    tail: str  # the last hex digits ("" when only the head is recorded)
+
+
+def snp_trace(point: str) -> TracePoint:
+    p = _by("snp/trace.json", _json("snp/trace.json")["checkpoints"], "id", point)
+    return TracePoint(p["id"], p["what"], p["head"], p["tail"])
+
+
 # ------------------------------------------------------------------ TDX MRTD (tdx/mrtd.json)
 
 
