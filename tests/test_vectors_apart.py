@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import vectors
+
 TESTS = Path(__file__).resolve().parent
 VECTORS = TESTS / "vectors"
 HEX_RUN = re.compile(r"[0-9a-fA-F]{64,}")
@@ -141,3 +143,19 @@ def test_the_vectors_directory_is_left_out_and_scanned_files_are_real() -> None:
     assert not any(VECTORS in p.parents for p in modules)
     # the vectors package itself does hold known answers: JSON, read by tests/vectors/__init__
     assert any(HEX_RUN.search(p.read_text()) for p in VECTORS.rglob("*.json"))
+
+
+def test_the_accessors_name_an_unknown_id() -> None:
+    peer = re.escape("'no-such-case': no such id in tests/vectors/snp/peer.json")
+    with pytest.raises(KeyError, match=peer):
+        vectors.snp_case("no-such-case")
+    with pytest.raises(KeyError, match=re.escape("no such file in tests/vectors/tdx/mrtd.json")):
+        vectors.tdx_firmware("OVMF.fd")
+    with pytest.raises(KeyError, match="no such vector file in tests/vectors/identity"):
+        vectors.identity_file("../attest/vcek_milan.der")
+    with pytest.raises(KeyError, match="'rtmr9': no such field"):
+        vectors.attest_field("tdx_prod_quote_SPR_E4.dat", "rtmr9")
+    with pytest.raises(LookupError, match="the peer refused this case"):
+        _ = next(c for c in vectors.snp_cases() if c.peer_error is not None).expected
+    assert len(vectors.snp_cases()) == 59
+    assert vectors.identity_file("id_key.pem").read_bytes().startswith(b"-----BEGIN PRIVATE KEY")

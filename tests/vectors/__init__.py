@@ -4,9 +4,11 @@ Rule 1: a known answer (a value obtained outside cvmlaunch: a peer tool's output
 vector, a field of a real report) lives in a file under tests/vectors/, and README.md next to
 it says where it came from. Test modules never embed one as a literal
 (tests/test_vectors_apart.py fails on any SHA-256/SHA-384-length hex string outside this
-directory) and never open a vector file themselves: they call a function here, by id.
-Rule 2: the functions return frozen values (hex digests as lowercase ``str``, as the files
-have them); an unknown id raises KeyError naming the id and the file.
+directory), never build a path into this directory and never parse its JSON: they call a
+function here, by id (a data file such as a key or a report by its name: ``identity_file``,
+``attest_file``).
+Rule 2: the functions return frozen values or fresh copies (hex digests as ``str``, as the
+files have them); an unknown id raises KeyError naming the id and the file.
 Rule 3: this module only reads files below its own directory; it computes nothing.
 """
 
@@ -36,7 +38,7 @@ def _by(rel: str, items: list[dict[str, Any]], key: str, value: str) -> dict[str
 
 def _file(directory: str, name: str) -> Path:
     path = ROOT / directory / name
-    if not path.is_file() or path.suffix == ".md":
+    if "/" in name or name.startswith(".") or not path.is_file() or path.suffix == ".md":
         raise KeyError(f"{name!r}: no such vector file in tests/vectors/{directory}")
     return path
 
