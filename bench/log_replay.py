@@ -41,15 +41,15 @@ def rows(ctx: Context) -> list[Row]:
 
 def _tdx_temp_mem_row(ctx: Context) -> Row:
     from cvmlaunch.image.ovmf import parse_ovmf
-    from cvmlaunch.image.tdvf import tdvf_layout
     from cvmlaunch.measure.tdx import measure_tdx, tdx_log
+    from cvmlaunch.plan.tdvf import tdvf_plan
     from tests.ovmf_builder import build_ovmf
 
     temp = ctx.size(1 << 30, 16 << 20)
     bfv = (0x20000, 0x20000, 0xFFFE0000, 0x20000, 0, 1)
     hob = (0, 0, 0x809000, 0x2000, 2, 0)
     firmware = build_ovmf(0x40000, tdx=[bfv, hob, (0, 0, 0x1000_0000, temp, 3, 0)])
-    layout = tdvf_layout(parse_ovmf(firmware, name="fw.fd"))
+    layout = tdvf_plan(parse_ovmf(firmware, name="fw.fd"))
     source = LogInput("firmware", "fw.fd", len(firmware), hashlib.sha256(firmware).digest(),
                       hashlib.sha384(firmware).digest())  # fmt: skip
     owner = {k: "00" * 48 for k in ("mrconfigid", "mrowner", "mrownerconfig")}

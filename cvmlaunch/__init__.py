@@ -45,7 +45,8 @@ def _lazy_exports(
     from its submodules but imports each submodule only on first use (start-up time).
 
     ``namespace`` is the subpackage's ``globals()``, ``exports`` maps a name to the submodule
-    that defines it. ``__getattr__(name)`` imports ``<package>.<exports[name]>``, stores the
+    that defines it (or a full ``cvmlaunch.…`` module name for a name re-exported from
+    elsewhere). ``__getattr__(name)`` imports ``<package>.<exports[name]>``, stores the
     value in the subpackage and returns it; another name raises :class:`AttributeError`.
     ``__dir__()`` lists the subpackage's globals and its ``__all__``. It lives here, in the
     module every import of cvmlaunch loads anyway, so that it costs no module of its own.
@@ -58,7 +59,8 @@ def _lazy_exports(
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
         import importlib
 
-        value = getattr(importlib.import_module(f"{package}.{module}"), name)
+        where = module if module.startswith("cvmlaunch.") else f"{package}.{module}"
+        value = getattr(importlib.import_module(where), name)
         namespace[name] = value
         return value
 

@@ -25,7 +25,6 @@ from cvmlaunch.errors import (
 )
 from cvmlaunch.files import map_file
 from cvmlaunch.image.ovmf import parse_ovmf
-from cvmlaunch.image.tdvf import tdvf_layout
 from cvmlaunch.layout import (
     PAGE_SIZE,
     Layout,
@@ -46,6 +45,7 @@ from cvmlaunch.measure.tdx import (
     tdvf_contents,
     tdx_log,
 )
+from cvmlaunch.plan.tdvf import tdvf_plan
 from tests.gce_fake_ovmf import CLEAN_TDX_EXAMPLE_MRTD, clean_example
 from tests.ovmf_builder import build_ovmf
 
@@ -110,7 +110,7 @@ def region(gpa: int, size: int, data: bytes = b"", measured: bool = True) -> Reg
 
 def test_gce_clean_example_published_mrtd() -> None:
     image = clean_example(2 * 1024 * 1024)
-    layout = tdvf_layout(parse_ovmf(image, name="CleanExample"))
+    layout = tdvf_plan(parse_ovmf(image, name="CleanExample"))
     assert [r.gpa for r in layout.regions] == [
         0xFFE20000,
         0xFFE00000,
@@ -128,7 +128,7 @@ def test_gce_clean_example_published_mrtd() -> None:
 
 
 def test_clean_example_two_pass_differs_and_matches_reference() -> None:
-    layout = tdvf_layout(parse_ovmf(clean_example(), name="CleanExample"))
+    layout = tdvf_plan(parse_ovmf(clean_example(), name="CleanExample"))
     two = mrtd(layout, order=PageOrder.TWO_PASS)
     assert two.hex() != CLEAN_TDX_EXAMPLE_MRTD
     assert two == reference_mrtd(as_ranges(layout.regions), PageOrder.TWO_PASS)
@@ -154,7 +154,7 @@ def test_real_firmware_plan_and_log(firmware: FirmwareFn) -> None:
     path = firmware("OVMF.inteltdx.ms.fd")
     with map_file(path) as data:
         image = parse_ovmf(data, name="OVMF.inteltdx.ms.fd")
-        layout = tdvf_layout(image)
+        layout = tdvf_plan(image)
         result = measure_tdx(layout)
         # The BFV is the only measured section; sections stay in metadata order.
         assert [(r.gpa, r.size, r.measured) for r in layout.regions] == [
@@ -322,7 +322,7 @@ TEMP = (0, 0, 0x800000, 0x6000, 3, 0)
 
 
 def plan(sections: list[tuple[int, int, int, int, int, int]], **kw: Any) -> Layout:
-    return tdvf_layout(parse_ovmf(build_ovmf(SIZE, tdx=sections, **kw), name="fw.fd"))
+    return tdvf_plan(parse_ovmf(build_ovmf(SIZE, tdx=sections, **kw), name="fw.fd"))
 
 
 def test_tdvf_plan_synthetic() -> None:
@@ -396,7 +396,7 @@ def test_bad_descriptor_length_and_count() -> None:
 
 
 def test_tdvf_section_types_match_qemu() -> None:
-    from cvmlaunch.image.tdvf import QEMU_SECTION_TYPES
+    from cvmlaunch.plan.tdvf import QEMU_SECTION_TYPES
 
     assert {int(t) for t in QEMU_SECTION_TYPES} == {0, 1, 2, 3}
     assert TdvfSectionType.TEMP_MEM in QEMU_SECTION_TYPES
@@ -454,7 +454,7 @@ def test_log_verify_names_the_first_bad_record() -> None:
         verify_log(forged, tdvf_contents(forged.header, image))
     # Without the firmware, the changed GPA shows as the running MRTD of record 2.
     contents_from_log = {
-        e.seq: r.data for e, r in zip(result.log, tdvf_layout(image).regions, strict=True)
+        e.seq: r.data for e, r in zip(result.log, tdvf_plan(image).regions, strict=True)
     }
     with pytest.raises(MeasurementMismatch, match="record 2"):
         verify_log(forged, lambda e: contents_from_log[e.seq])

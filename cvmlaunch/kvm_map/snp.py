@@ -51,7 +51,8 @@ class _SnpLaunchUpdate:
         self.advances_source = page_type is not PageType.ZERO
         self.buf, self.req = _struct_buf(_uapi.KvmSevSnpLaunchUpdate)
         self.req.gfn_start, self.req.uaddr, self.req.len = gpa // PAGE_SIZE, source, size
-        self.req.type = page_type
+        # the raw boundary: the plan's page type becomes the kernel's (equal members, tested)
+        self.req.type = _uapi.SnpPageType(page_type.value)
 
     def issue(self) -> None:
         self.vm.snp_launch_update(self.buf)

@@ -471,7 +471,7 @@ def measure_tdvf(
     """MRTD (and log) of a TDVF firmware image launched by upstream QEMU.
 
     Parses the image (:func:`cvmlaunch.image.ovmf.parse_ovmf`), builds QEMU's plan
-    (:func:`cvmlaunch.image.tdvf.tdvf_layout`) and folds it.
+    (:func:`cvmlaunch.plan.tdvf.tdvf_plan`) and folds it.
 
     Args:
         data: the whole flat image (bytes or an mmap'd memoryview; not copied).
@@ -482,9 +482,9 @@ def measure_tdvf(
         ImageError: the image is not a TDVF image or has metadata QEMU rejects.
     """
     from cvmlaunch.image.ovmf import parse_ovmf
-    from cvmlaunch.image.tdvf import tdvf_layout
+    from cvmlaunch.plan.tdvf import tdvf_plan
 
-    return measure_tdx(tdvf_layout(parse_ovmf(data, name=name)), order=order)
+    return measure_tdx(tdvf_plan(parse_ovmf(data, name=name)), order=order)
 
 
 # ------------------------------------------------------------------ the launch log
@@ -627,9 +627,9 @@ def tdvf_log_regions(header: LogHeader, image: OvmfImage) -> tuple[Region, ...]:
         ImageError: the firmware is not a TDVF image QEMU accepts.
         LogFormatError: ``td_hob_memory`` is not a size in bytes.
     """
-    from cvmlaunch.image.tdvf import tdvf_layout
+    from cvmlaunch.plan.tdvf import tdvf_plan
 
-    regions = tdvf_layout(image).regions
+    regions = tdvf_plan(image).regions
     hob_memory = header.settings.get(TD_HOB_MEMORY_SETTING)
     if hob_memory is not None:  # a launch's log: the TD_HOB section held QEMU's TD HOB
         regions = _with_td_hob(image, regions, hob_memory)
