@@ -25,7 +25,7 @@ import hashlib
 
 from bench.common import Context
 from bench.harness import Row, interleaved_times
-from cvmlaunch.layout import PAGE_SIZE, VMSA_GPA, Layout, PageType, Provenance, Region, SourceKind
+from cvmlaunch.layout import PAGE_SIZE, VMSA_GPA, PageType, Plan, Provenance, Region, SourceKind
 from cvmlaunch.measure.log import LogHeader, LogInput, Technology
 from cvmlaunch.measure.log_check import check_log
 from cvmlaunch.measure.log_json import dumps_log, parse_log
@@ -99,7 +99,7 @@ def _snp_zero_row(ctx: Context) -> Row:
     vmsa = Region(VMSA_GPA, PAGE_SIZE, PageType.VMSA, True,
                   Provenance(SourceKind.VMSA, index=0, detail="BSP"), b"\x01")  # fmt: skip
     header = LogHeader(Technology.SEV_SNP, SNP_ALGORITHM, {}, (), "bench", bytes(48))
-    log = parse_log(dumps_log(log_layout(Layout.of([zero, vmsa]), header)))
+    log = parse_log(dumps_log(log_layout(Plan.of([zero, vmsa]), header)))
     floor = bytes(256 * pages)
     digests: list[bytes | None] = []
 

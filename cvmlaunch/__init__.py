@@ -7,8 +7,9 @@ Layers (each imports only those below it):
   :mod:`cvmlaunch.memory_map`, :mod:`cvmlaunch.log_entry` and :mod:`cvmlaunch.launch_identity`
   (memory map, log entry, launch identity), kept apart for start-up time.
 * :mod:`cvmlaunch.image`: bytes -> typed images (OVMF/TDVF, ELF, bzImage) -> regions.
+* :mod:`cvmlaunch.plan`: images and settings -> launch plans (SNP, TDVF, PVH).
 * :mod:`cvmlaunch.measure`: launch plan -> SNP launch digest, TDX MRTD, measurement log.
-* :mod:`cvmlaunch.kvm_map`: the only module that talks to the kernel.
+* :mod:`cvmlaunch.kvm_map`: the only module that talks to the kernel; executes plans.
 * :mod:`cvmlaunch.cli`: the ``cvmlaunch`` command; composes the above.
 """
 

@@ -10,8 +10,8 @@ from pathlib import Path
 from cvmlaunch.launch_identity import SnpLaunchIdentity, TdxLaunchIdentity
 from cvmlaunch.layout import (
     VMSA_GPA,
-    Layout,
     PageType,
+    Plan,
     Provenance,
     Region,
     SourceKind,
@@ -32,7 +32,7 @@ from tests.cli_runner import run_cli
 from tests.test_identity import DATA, ID_KEY
 
 FW = Provenance(SourceKind.FILE, "fw.fd", offset=0)
-LAYOUT = Layout.of(
+LAYOUT = Plan.of(
     [
         Region(0xFFFF_E000, 0x2000, PageType.NORMAL, True, FW, b"\x90" * 0x1800),
         Region(0x80_0000, 0x1000, PageType.ZERO, False, Provenance(SourceKind.ZERO, "z")),

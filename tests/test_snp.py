@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from cvmlaunch.errors import ConfigError, ImageError
 from cvmlaunch.image.ovmf import OvmfImage, parse_ovmf
-from cvmlaunch.layout import PAGE_SIZE, Layout, PageType, Region
+from cvmlaunch.layout import PAGE_SIZE, PageType, Plan, Region
 from cvmlaunch.measure import snp_chain
 from cvmlaunch.measure.cpu import VCPU_TYPES, cpu_signature, vcpu_type_signature
 from cvmlaunch.measure.sev import SevSettings, sev_digest, sev_updates
@@ -264,7 +264,7 @@ def test_svsm_fcw_follows_kvm(inputs: dict[str, Path]) -> None:
     assert vmsa[0x410:0x412] == (0x37F).to_bytes(2, "little")
     vmsa[0x410:0x412] = bytes(2)  # the peer's defect
     peerish = [dataclasses.replace(r, data=bytes(vmsa)) for r in layout.vmsa_regions]
-    peer_layout = Layout.of([*layout.memory_regions, *peerish])
+    peer_layout = Plan.of([*layout.memory_regions, *peerish])
     assert snp_chain.fold_layout(peer_layout).hex() == case["expected"]
     # legacy (pre-6.10 SNP hosts, the Jan 2024 hardware value's era): both fields 0
     legacy = svsm_vmsa_page(eip=svsm_gpa + 0x1000, vcpu_sig=EPYC_V4, fpu=FpuInit.LEGACY)
@@ -289,7 +289,7 @@ def test_multi_page_secrets_and_cpuid_measure_every_page(inputs: dict[str, Path]
         else r
         for r in layout.regions
     ]
-    assert snp_chain.fold_layout(Layout.of(cut)).hex() == case["expected"]
+    assert snp_chain.fold_layout(Plan.of(cut)).hex() == case["expected"]
 
 
 def test_firmware_without_sev_metadata_is_refused(inputs: dict[str, Path]) -> None:

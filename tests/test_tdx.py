@@ -27,8 +27,8 @@ from cvmlaunch.files import map_file
 from cvmlaunch.image.ovmf import parse_ovmf
 from cvmlaunch.layout import (
     PAGE_SIZE,
-    Layout,
     PageType,
+    Plan,
     Provenance,
     Region,
     SourceKind,
@@ -202,7 +202,7 @@ def layouts(draw: st.DrawFn, max_regions: int = 4) -> list[Region]:
 @settings(max_examples=40, deadline=None)
 @given(layouts(), st.sampled_from(PageOrder))
 def test_fast_fold_matches_reference(regions: list[Region], order: PageOrder) -> None:
-    assert mrtd(Layout.of(regions), order=order) == reference_mrtd(as_ranges(regions), order)
+    assert mrtd(Plan.of(regions), order=order) == reference_mrtd(as_ranges(regions), order)
 
 
 @settings(max_examples=40, deadline=None)
@@ -321,7 +321,7 @@ HOB = (0, 0, 0x809000, 0x2000, 2, 0)
 TEMP = (0, 0, 0x800000, 0x6000, 3, 0)
 
 
-def plan(sections: list[tuple[int, int, int, int, int, int]], **kw: Any) -> Layout:
+def plan(sections: list[tuple[int, int, int, int, int, int]], **kw: Any) -> Plan:
     return tdvf_plan(parse_ovmf(build_ovmf(SIZE, tdx=sections, **kw), name="fw.fd"))
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from cvmlaunch.errors import ConfigError, CvmLaunchError
-from cvmlaunch.layout import Layout
+from cvmlaunch.layout import Plan
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ def host_smt_active() -> bool:
         return False
 
 
-def plan_contents(layout: Layout) -> Callable[[LogEntry], Buffer]:
+def plan_contents(layout: Plan) -> Callable[[LogEntry], Buffer]:
     """The bytes of each record of a launch of ``layout`` (one record per region, as the TDX
     engine logs), for :func:`cvmlaunch.measure.log.verify_log` and ``complete_log``.
 
@@ -281,7 +281,7 @@ def _mib(size: int) -> str:
     return f"{size / (1 << 20):g} MiB" if size >= 1 << 20 else f"{size / 1024:g} KiB"
 
 
-def _ranges(layout: Layout) -> Iterator[str]:
+def _ranges(layout: Plan) -> Iterator[str]:
     memory = layout.memory
     if memory is not None:
         yield "memslots (guest_memfd, set PRIVATE before anything is populated):"

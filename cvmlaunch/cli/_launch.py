@@ -2,7 +2,7 @@
 
 The command composes: settings (flags or TOML, :mod:`cvmlaunch.launch`), the input files
 (:mod:`cvmlaunch.files`), the ELF loader (:mod:`cvmlaunch.image.elf`), the plan
-(:func:`cvmlaunch.launch.pvh_launch`) and the KVM layer (:mod:`cvmlaunch.kvm_map`), which does
+(:func:`cvmlaunch.plan.pvh.pvh_launch`) and the KVM layer (:mod:`cvmlaunch.kvm_map`), which does
 every system call. Every KVM step is in :func:`execute`, which tests call directly.
 """
 
@@ -28,7 +28,7 @@ from cvmlaunch.image.elf import elf_regions, parse_elf
 from cvmlaunch.launch import check_report, parse_report
 from cvmlaunch.launch_identity import SnpLaunchIdentity, TdxLaunchIdentity
 from cvmlaunch.launch_settings import LaunchSettings, settings_from_toml
-from cvmlaunch.layout import SNP_ID_AUTH_SIZE, SNP_ID_BLOCK_SIZE, Layout
+from cvmlaunch.layout import SNP_ID_AUTH_SIZE, SNP_ID_BLOCK_SIZE, Plan
 from cvmlaunch.log_entry import LogEntry, LogOp
 from cvmlaunch.memory_map import MemoryMap
 from cvmlaunch.plan.pvh import DEBUG_EXIT_PORT, SERIAL_PORT, PvhLaunch, pvh_launch
@@ -326,7 +326,7 @@ def check_host(tech: Technology, memory_backend: str = "auto") -> None:
 
 
 def _populate(
-    vm: Any, layout: Layout, snp_finish: SnpFinish | None = None
+    vm: Any, layout: Plan, snp_finish: SnpFinish | None = None
 ) -> tuple[tuple[LogEntry, ...], tuple[str, ...]]:
     """Populate the whole ``layout`` in one call, with a progress bar once it takes a moment.
 

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["MEASURE_SNP", "measure_snp"]
 
 
-# The values of cvmlaunch.measure.snp.SevMode, vmsa.VmmType and vmsa.FpuInit, spelled out so
+# The values of cvmlaunch.measure.snp.SevMode, plan.vmsa.VmmType and FpuInit, spelled out so
 # that building the command does not import the measurement code (tests check they agree).
 MODES = ["snp", "snp:ovmf-hash", "snp:svsm", "seves", "sev"]
 VMMS = ["QEMU", "ec2", "gce"]

@@ -28,7 +28,7 @@ from cvmlaunch.kvm_map._engine import (
 )
 from cvmlaunch.kvm_map._kernel import _address, _struct_buf
 from cvmlaunch.kvm_map.vm import SnpFinish, Vm
-from cvmlaunch.layout import PAGE_SIZE, Layout, PageType, Region
+from cvmlaunch.layout import PAGE_SIZE, PageType, Plan, Region
 from cvmlaunch.log_entry import LogEntry, LogOp
 from cvmlaunch.vcpu_state import VcpuState
 
@@ -113,7 +113,7 @@ class _RegionProgress:
 
 def populate_snp(
     vm: Vm,
-    layout: Layout,
+    layout: Plan,
     finish: SnpFinish | None = None,
     *,
     on_record: Callable[[LogEntry], None] | None = None,
@@ -224,19 +224,19 @@ class SnpStart:
             raise ConfigError(f"SNP GOSVW is {len(self.gosvw)} bytes, not 16")
 
 
-def _with_page(layout: Layout, page_type: PageType, data: bytes) -> Layout:
+def _with_page(layout: Plan, page_type: PageType, data: bytes) -> Plan:
     """``layout`` with the data of its one region of ``page_type`` replaced."""
     regions = list(layout.regions)
     found = [i for i, r in enumerate(regions) if r.page_type is page_type]
     if len(found) != 1:
         raise ConfigError(f"the plan has {len(found)} {page_type.name} regions, not one")
     regions[found[0]] = dataclasses.replace(regions[found[0]], data=data)
-    return Layout.of(regions, layout.memory)
+    return Plan.of(regions, layout.memory)
 
 
 def launch_snp(
     vm: Vm,
-    layout: Layout,
+    layout: Plan,
     *,
     states: Sequence[VcpuState],
     cpuid: Sequence[CpuidEntry],

@@ -17,7 +17,7 @@ from dataclasses import replace
 
 from cvmlaunch.errors import ConfigError
 from cvmlaunch.image.ovmf import OvmfImage
-from cvmlaunch.layout import Layout
+from cvmlaunch.layout import Plan
 from cvmlaunch.measure.snp_chain import (
     SNP_ALGORITHM,
     ZERO_DIGEST,
@@ -134,7 +134,7 @@ def snp_digest(image: OvmfImage, settings: SnpSettings) -> bytes:
 
 
 def snp_log(
-    layout: Layout,
+    layout: Plan,
     settings: SnpSettings,
     *,
     mode: SevMode,

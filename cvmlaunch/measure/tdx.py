@@ -43,7 +43,7 @@ from cvmlaunch.errors import (
     LogFormatError,
     MeasurementMismatch,
 )
-from cvmlaunch.layout import PAGE_SIZE, Buffer, Layout, PageType, Region
+from cvmlaunch.layout import PAGE_SIZE, Buffer, PageType, Plan, Region
 from cvmlaunch.log_entry import LogEntry, LogOp, zero_by_construction
 from cvmlaunch.measure.pages import range_sha384
 
@@ -323,7 +323,7 @@ def _check_tdx_region(region: Region) -> None:
         )
 
 
-def mrtd(layout: Layout | Iterable[Region], *, order: PageOrder = PageOrder.PER_PAGE) -> bytes:
+def mrtd(layout: Plan | Iterable[Region], *, order: PageOrder = PageOrder.PER_PAGE) -> bytes:
     """MRTD of a plan: its regions in order, each added, measured ones also extended.
 
     Args:
@@ -336,7 +336,7 @@ def mrtd(layout: Layout | Iterable[Region], *, order: PageOrder = PageOrder.PER_
     Raises:
         LayoutError: a region with an SNP-only page type.
     """
-    regions = layout.regions if isinstance(layout, Layout) else layout
+    regions = layout.regions if isinstance(layout, Plan) else layout
     fold = MrtdFold(order)
     for region in regions:
         fold.add_region(region)
@@ -385,7 +385,7 @@ def _log_entry(seq: int, region: Region, digest_after: bytes) -> LogEntry:
 
 
 def measure_tdx(
-    layout: Layout | Iterable[Region], *, order: PageOrder = PageOrder.PER_PAGE
+    layout: Plan | Iterable[Region], *, order: PageOrder = PageOrder.PER_PAGE
 ) -> TdxMeasurement:
     """MRTD of a plan plus its launch log (one record per region).
 
@@ -395,7 +395,7 @@ def measure_tdx(
     Raises:
         LayoutError: a region with an SNP-only page type.
     """
-    regions = layout.regions if isinstance(layout, Layout) else tuple(layout)
+    regions = layout.regions if isinstance(layout, Plan) else tuple(layout)
     fold = MrtdFold(order)
     entries: list[LogEntry] = []
     for seq, region in enumerate(regions):
@@ -406,7 +406,7 @@ def measure_tdx(
 
 def replay_tdx(
     entries: Sequence[LogEntry],
-    layout: Layout | Iterable[Region],
+    layout: Plan | Iterable[Region],
     *,
     order: PageOrder = PageOrder.PER_PAGE,
 ) -> bytes:
@@ -431,7 +431,7 @@ def replay_tdx(
         LogFormatError: the records do not describe the plan (count, range, op, content).
         MeasurementMismatch: a record's MRTD-after differs from the replayed one.
     """
-    regions = layout.regions if isinstance(layout, Layout) else tuple(layout)
+    regions = layout.regions if isinstance(layout, Plan) else tuple(layout)
     if len(entries) != len(regions):
         raise LogFormatError(
             f"TDX log has {len(entries)} records but the rebuilt plan has {len(regions)} ranges"

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from cvmlaunch.errors import ConfigError
 from cvmlaunch.image.ovmf import OvmfImage
-from cvmlaunch.layout import Layout
+from cvmlaunch.layout import Plan
 from cvmlaunch.memory_map import MemoryMap
 
 __all__ = ["in_memory"]
 
 
-def in_memory(layout: Layout, image: OvmfImage, memory: int) -> Layout:
+def in_memory(layout: Plan, image: OvmfImage, memory: int) -> Plan:
     """``layout`` in ``memory`` bytes of RAM with the firmware ending at 4 GiB.
 
     Raises:
@@ -29,4 +29,4 @@ def in_memory(layout: Layout, image: OvmfImage, memory: int) -> Layout:
                 f"{r.provenance.describe()} [{r.gpa:#x}-{r.end:#x}) is outside the guest's "
                 f"memory ({memory >> 20} MiB): give more --memory"
             )
-    return Layout.of(layout.regions, memmap)
+    return Plan.of(layout.regions, memmap)

@@ -45,8 +45,8 @@ from cvmlaunch.layout import (
     PAGE_SIZE,
     SNP_HOST_DATA_SIZE,
     Buffer,
-    Layout,
     PageType,
+    Plan,
     Provenance,
     Region,
     SourceKind,
@@ -115,7 +115,7 @@ class PvhLaunch:
         tdx: (tdx) MRCONFIGID / MROWNER / MROWNERCONFIG for KVM_TDX_INIT_VM.
     """
 
-    layout: Layout
+    layout: Plan
     entry: int
     start_info_gpa: int
     vcpus: int
@@ -284,7 +284,7 @@ def pvh_launch(
                 f"{r.provenance.describe()} overlaps the guest stack {GUEST_STACK[0]:#x}-"
                 f"{GUEST_STACK[1]:#x}"
             )
-    layout = Layout.of(regions, memory)
+    layout = Plan.of(regions, memory)
     return PvhLaunch(
         layout=layout,
         entry=entry,

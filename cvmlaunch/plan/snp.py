@@ -35,8 +35,8 @@ from cvmlaunch.layout import (
     FOUR_GIB,
     PAGE_SIZE,
     VMSA_GPA,
-    Layout,
     PageType,
+    Plan,
     Provenance,
     Region,
     SevSectionType,
@@ -283,7 +283,7 @@ def snp_vmsa_pages(image: OvmfImage, settings: SnpSettings) -> tuple[bytes, byte
     return bsp, ap
 
 
-def snp_plan(image: OvmfImage, settings: SnpSettings) -> Layout:
+def snp_plan(image: OvmfImage, settings: SnpSettings) -> Plan:
     """The SNP launch plan of an OVMF guest under QEMU/EC2/GCE + KVM.
 
     With ``settings.ovmf_hash`` the firmware region is left out (its digest is the seed).
@@ -303,10 +303,10 @@ def snp_plan(image: OvmfImage, settings: SnpSettings) -> Layout:
     regions = _prefix_regions(image, settings)
     bsp, ap = snp_vmsa_pages(image, settings)
     regions += _vmsa_regions(bsp, ap, settings.vcpus)
-    return Layout.of(regions)
+    return Plan.of(regions)
 
 
-def snp_prefix_plan(image: OvmfImage, settings: SnpSettings) -> Layout:
+def snp_prefix_plan(image: OvmfImage, settings: SnpSettings) -> Plan:
     """The part of :func:`snp_plan` that does not depend on the vCPUs: the firmware pages
     (unless ``settings.ovmf_hash`` seeds the fold), then the metadata sections with the
     kernel-hashes page. Its regions are the first regions of every :func:`snp_plan` with
@@ -316,10 +316,10 @@ def snp_prefix_plan(image: OvmfImage, settings: SnpSettings) -> Layout:
     Raises:
         ImageError, LayoutError: see :func:`snp_plan`.
     """
-    return Layout.of(_prefix_regions(image, settings))
+    return Plan.of(_prefix_regions(image, settings))
 
 
-def svsm_plan(ovmf: OvmfImage, svsm: OvmfImage, settings: SnpSettings, *, vars_size: int) -> Layout:
+def svsm_plan(ovmf: OvmfImage, svsm: OvmfImage, settings: SnpSettings, *, vars_size: int) -> Plan:
     """The SNP launch plan of QEMU with a Coconut SVSM image below OVMF.
 
     OVMF pages at 4 GiB - size; the SVSM image pages ending at ``ovmf.gpa - vars_size``; the
@@ -360,12 +360,12 @@ def svsm_plan(ovmf: OvmfImage, svsm: OvmfImage, settings: SnpSettings, *, vars_s
         eip=svsm_gpa + svsm.svsm_entry_offset, vcpu_sig=settings.vcpu_sig, fpu=settings.fpu
     )
     regions += _vmsa_regions(page, page, settings.vcpus)
-    return Layout.of(regions)
+    return Plan.of(regions)
 
 
-def firmware_plan(image: OvmfImage) -> Layout:
+def firmware_plan(image: OvmfImage) -> Plan:
     """The plan of ``snp:ovmf-hash``: the firmware pages alone."""
-    return Layout.of([_firmware_region(image)])
+    return Plan.of([_firmware_region(image)])
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,7 +379,7 @@ class SnpLaunch:
         settings: the measurement settings the plan was built with.
     """
 
-    layout: Layout
+    layout: Plan
     states: tuple[VcpuState, ...]
     settings: SnpSettings
 

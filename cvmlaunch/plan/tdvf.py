@@ -44,8 +44,8 @@ from cvmlaunch.errors import ConfigError, ImageError, UnsupportedSection
 from cvmlaunch.image.ovmf import TDX_METADATA_OFFSET_GUID, OvmfImage, TdvfSection
 from cvmlaunch.layout import (
     FOUR_GIB,
-    Layout,
     PageType,
+    Plan,
     Provenance,
     Region,
     SourceKind,
@@ -122,7 +122,7 @@ def _section_region(image: OvmfImage, s: TdvfSection) -> Region:
     )
 
 
-def tdvf_plan(image: OvmfImage) -> Layout:
+def tdvf_plan(image: OvmfImage) -> Plan:
     """The TDX launch plan of a TDVF image, as upstream QEMU populates it.
 
     Args:
@@ -152,7 +152,7 @@ def tdvf_plan(image: OvmfImage) -> Layout:
         raise ImageError(
             "TDVF metadata has no TD_HOB section (QEMU requires one)", source=image.name
         )
-    return Layout.of(regions)
+    return Plan.of(regions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +168,7 @@ class TdxLaunch:
         ram: the RAM entries the HOB describes (accepted by the VMM, or not).
     """
 
-    layout: Layout
+    layout: Plan
     hob_gpa: int
     vcpus: int
     hob: bytes
@@ -201,7 +201,7 @@ def tdx_launch(image: OvmfImage, memory: int, vcpus: int) -> TdxLaunch:
         for r in layout.regions
     ]
     return TdxLaunch(
-        Layout.of(regions, layout.memory),
+        Plan.of(regions, layout.memory),
         section.gpa,
         vcpus,
         hob,
