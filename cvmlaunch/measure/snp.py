@@ -71,10 +71,10 @@ def snp_digest_set(
 ) -> dict[tuple[int, int], bytes]:
     """The launch digest of every (vCPU signature, vCPU count) combination.
 
-    The shared prefix (:func:`snp_prefix_plan`) is folded once (or taken from ``prefix``, a
-    state saved from an earlier fold of it); then, per signature, the VMSAs of every count
-    come out of one pass (:func:`cvmlaunch.measure.snp_chain.fold_vmsas`). Each digest equals
-    ``snp_digest(image, replace(settings, vcpu_sig=sig, vcpus=count))``.
+    The shared prefix (:func:`~cvmlaunch.plan.snp.snp_prefix_plan`) is folded once (or taken
+    from ``prefix``, a state saved from an earlier fold of it); then, per signature, the VMSAs
+    of every count come out of one pass (:func:`cvmlaunch.measure.snp_chain.fold_vmsas`). Each
+    digest equals ``snp_digest(image, replace(settings, vcpu_sig=sig, vcpus=count))``.
 
     Args:
         image: the parsed firmware.
@@ -91,7 +91,7 @@ def snp_digest_set(
 
     Raises:
         ConfigError: a count or signature out of range, or a ``prefix`` of another length.
-        ImageError, LayoutError: see :func:`snp_plan`.
+        ImageError, LayoutError: see :func:`~cvmlaunch.plan.snp.snp_plan`.
     """
     counts = sorted(set(vcpu_counts))
     if not counts:
@@ -128,7 +128,7 @@ def snp_digest(image: OvmfImage, settings: SnpSettings) -> bytes:
     """The SNP launch digest (attestation report MEASUREMENT) of an OVMF guest.
 
     Raises:
-        ImageError, LayoutError: see :func:`snp_plan`.
+        ImageError, LayoutError: see :func:`~cvmlaunch.plan.snp.snp_plan`.
     """
     return fold_layout(snp_plan(image, settings), settings.ovmf_hash or ZERO_DIGEST)
 
@@ -145,7 +145,8 @@ def snp_log(
     """Fold a plan into a launch log (one record per range, with per-page hashes).
 
     Args:
-        layout: the plan from :func:`snp_plan` or :func:`svsm_plan` (or any SNP plan).
+        layout: the plan from :func:`~cvmlaunch.plan.snp.snp_plan` or
+            :func:`~cvmlaunch.plan.snp.svsm_plan` (or any SNP plan).
         settings: the settings the plan was built with (written into the header).
         mode: the mode (written into the header).
         inputs: the inputs with their sizes and digests.

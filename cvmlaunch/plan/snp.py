@@ -1,6 +1,6 @@
 """The SEV-SNP launch plan of an OVMF guest, and its launch with memory and vCPU states.
 
-Rule 1: one source of truth. :func:`snp_launch` builds the ordered launch plan (the
+Rule 1: one source of truth. :func:`snp_plan` builds the ordered launch plan (the
 LAUNCH_UPDATE ranges, then one VMSA per vCPU) that the KVM layer executes; the digest and
 the log (:mod:`cvmlaunch.measure.snp`) are folds over that same plan, and :func:`snp_launch`
 only attaches the guest's memory map and the vCPU states whose VMSAs the plan predicts. The
