@@ -3,8 +3,15 @@ plan's page types against the kernel's, and the old names kept for external user
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 
+import cvmlaunch
 from cvmlaunch import _uapi, kvm_map, layout
 from cvmlaunch.errors import ConfigError
 from cvmlaunch.launch_settings import LaunchSettings, settings_from_toml
@@ -95,3 +102,57 @@ def test_layout_is_the_old_name_of_plan() -> None:
     assert layout.Layout is Plan
     assert "Layout" in layout.__all__
     assert "Plan" in layout.__all__
+
+
+_PLAN_PROBE = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+before = set(sys.modules)
+from cvmlaunch.image.ovmf import parse_ovmf
+from cvmlaunch.plan.snp import SnpSettings, snp_launch
+from cvmlaunch.plan.tdvf import tdx_launch
+
+snp = snp_launch(
+    parse_ovmf(open(sys.argv[2], "rb").read(), name="snp.fd"),
+    SnpSettings(vcpus=2, vcpu_sig=0xA00F11),
+    1 << 30,
+)
+tdx = tdx_launch(parse_ovmf(open(sys.argv[3], "rb").read(), name="tdx.fd"), 1 << 30, 2)
+assert len(snp.states) == 2 and tdx.vcpus == 2
+print(json.dumps(sorted(set(sys.modules) - before)))
+"""
+
+
+def test_a_confidential_launch_gets_its_plan_without_the_measurement(
+    firmware: Callable[[str], Path],
+) -> None:
+    """``snp_launch`` and ``tdx_launch`` build their plans from cvmlaunch.plan alone: no
+    module of cvmlaunch.measure (nor the KVM edge, nor the CLI) is loaded."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            "-S",
+            "-c",
+            _PLAN_PROBE,
+            str(Path(cvmlaunch.__file__).resolve().parent.parent),
+            str(firmware("OVMF.amdsev.fd")),
+            str(firmware("OVMF.inteltdx.ms.fd")),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    imported = set(json.loads(out))
+    assert "cvmlaunch.plan.snp" in imported
+    assert "cvmlaunch.plan.tdvf" in imported
+    assert (
+        sorted(
+            m
+            for m in imported
+            if m.split(".")[:2] in (["cvmlaunch", "measure"], ["cvmlaunch", "kvm_map"])
+            or m.split(".")[:2] == ["cvmlaunch", "cli"]
+        )
+        == []
+    )
