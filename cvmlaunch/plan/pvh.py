@@ -32,11 +32,11 @@ The settings a plan is built from (:class:`~cvmlaunch.launch_settings.LaunchSett
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from cvmlaunch.digests import range_sha384
 from cvmlaunch.errors import ConfigError
 from cvmlaunch.launch_identity import SnpLaunchIdentity, TdxLaunchIdentity
 from cvmlaunch.launch_settings import LaunchSettings
@@ -131,13 +131,7 @@ class PvhLaunch:
 
     def predicted(self) -> tuple[bytes, ...]:
         """SHA-384 of each hashed range as the plan fills it: what the guest should report."""
-        out = []
-        for region in self.hashed:
-            h = hashlib.sha384()
-            for _, page in region.pages():
-                h.update(page)
-            out.append(h.digest())
-        return tuple(out)
+        return tuple(range_sha384(region.data, region.size) for region in self.hashed)
 
 
 def _generated(name: str, gpa: int, data: bytes, detail: str = "") -> Region:
