@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from typing import TextIO
 
     from cvmlaunch.kvm_map import Kernel
-    from cvmlaunch.launch import LaunchSettings
+    from cvmlaunch.launch_settings import LaunchSettings
     from cvmlaunch.measure.log import LogInput, MeasurementLog, SettingValue
 
 __all__ = ["FirmwareLaunch", "launch_confidential", "run_firmware_launch"]

@@ -1,7 +1,7 @@
 """``cvmlaunch launch``: boot a PVH guest on KVM and check its own digests against the log.
 
 Rule 1: the command maps its inputs (flags or a TOML file through
-:func:`~cvmlaunch.launch.settings_from_toml`; files through :mod:`cvmlaunch.files`), calls
+:func:`~cvmlaunch.launch_settings.settings_from_toml`; files through :mod:`cvmlaunch.files`), calls
 one launcher function (:func:`cvmlaunch.launcher.launch_pvh`; ``--tech snp|tdx``:
 :func:`cvmlaunch.cli._cc_launch.launch_confidential`) and renders: the guest's serial output
 on stdout; the log line, notes and the progress bar on stderr. A dry run prints the plan
@@ -21,7 +21,8 @@ import click
 from cvmlaunch.cli._params import FILE
 from cvmlaunch.errors import ConfigError, ImageError
 from cvmlaunch.files import Output, check_outputs, read_small, write_output
-from cvmlaunch.launch import LaunchSettings, Tech, settings_from_toml
+from cvmlaunch.launch_settings import LaunchSettings, settings_from_toml
+from cvmlaunch.technology import Technology
 from cvmlaunch.text import printable
 
 TYPE_CHECKING = False
@@ -70,7 +71,7 @@ def launch(
     overrides: dict[str, Any],
 ) -> None:
     """Run ``launch`` (see :data:`LAUNCH`): settings from ``config`` or the bundled example,
-    then ``overrides`` (the flags by :class:`~cvmlaunch.launch.LaunchSettings` field name,
+    then ``overrides`` (the flags by :class:`~cvmlaunch.launch_settings.LaunchSettings` field name,
     None = not given).
 
     Raises:
@@ -95,7 +96,7 @@ def launch(
     read = _inputs(settings, source)
     if log_file is not None:  # refused before the guest runs: the log is written after
         check_outputs([Output(log_file, b"", what="the launch log")], inputs=read)
-    if settings.tech is not Tech.NONE:
+    if settings.tech is not Technology.PLAIN:
         from cvmlaunch.cli._cc_launch import launch_confidential
 
         if not dry_run:

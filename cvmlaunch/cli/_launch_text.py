@@ -10,14 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from cvmlaunch.launch import LaunchPlan, Tech
 from cvmlaunch.launch_identity import SnpLaunchIdentity, TdxLaunchIdentity
-from cvmlaunch.layout import Layout
+from cvmlaunch.layout import Plan
+from cvmlaunch.plan.pvh import PvhLaunch
+from cvmlaunch.technology import Technology
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from cvmlaunch.cc_plan import SnpPlan, TdxPlan
     from cvmlaunch.measure.tdx import PageOrder
+    from cvmlaunch.plan.snp import SnpLaunch
+    from cvmlaunch.plan.tdvf import TdxLaunch
 
 __all__ = [
     "describe_firmware_plan",
@@ -43,7 +45,7 @@ def _table(rows: list[tuple[str, ...]], right: frozenset[int]) -> Iterator[str]:
         yield ("  " + "  ".join(cells)).rstrip()
 
 
-def describe_plan(plan: LaunchPlan) -> Iterator[str]:
+def describe_plan(plan: PvhLaunch) -> Iterator[str]:
     """The plan and the predicted measurement, as text lines (``--dry-run``).
 
     For ``--tech none`` the prediction is the transcript digest of the plain launch log
@@ -87,7 +89,7 @@ def describe_plan(plan: LaunchPlan) -> Iterator[str]:
     yield from _prediction(plan)
 
 
-def _identity_lines(plan: LaunchPlan) -> Iterator[str]:
+def _identity_lines(plan: PvhLaunch) -> Iterator[str]:
     """The launch identity the VM is started with (reported beside the digest, not in it)."""
     yield from identity_lines(plan.settings.snp_policy, plan.snp, plan.tdx)
 
@@ -119,8 +121,8 @@ def identity_lines(
             yield f"  {key:<14} {value}"
 
 
-def _prediction(plan: LaunchPlan) -> Iterator[str]:
-    if plan.tech is Tech.NONE:
+def _prediction(plan: PvhLaunch) -> Iterator[str]:
+    if plan.tech is Technology.PLAIN:
         from cvmlaunch.measure.plain import PLAIN_ALGORITHM, plain_header, plain_log
 
         log = plain_log(plan.layout, plain_header({}, tool_version=""))
@@ -128,7 +130,7 @@ def _prediction(plan: LaunchPlan) -> Iterator[str]:
             f"predicted launch log digest (plain, {PLAIN_ALGORITHM}; informational, no hardware "
             f"measures a plain launch): {log.digest.hex()}"
         )
-    elif plan.tech is Tech.SNP:
+    elif plan.tech is Technology.SEV_SNP:
         yield (
             "predicted SNP launch digest: not predicted. It covers one VMSA per vCPU, and "
             "cvmlaunch defines no SNP VMSA for a PVH entry (SNP launches of this plan are not "
@@ -158,7 +160,7 @@ def _prediction(plan: LaunchPlan) -> Iterator[str]:
             )
 
 
-def _ranges(layout: Layout) -> Iterator[str]:
+def _ranges(layout: Plan) -> Iterator[str]:
     memory = layout.memory
     if memory is not None:
         yield "memslots (guest_memfd, set PRIVATE before anything is populated):"
@@ -176,7 +178,7 @@ def _ranges(layout: Layout) -> Iterator[str]:
         )
 
 
-def describe_snp(plan: SnpPlan, policy: int) -> Iterator[str]:
+def describe_snp(plan: SnpLaunch, policy: int) -> Iterator[str]:
     """The SNP plan and the launch digest to expect, as text lines (``launch --dry-run``).
 
     The digest is the fold of the plan (:func:`cvmlaunch.measure.snp_chain.fold_layout`): the
@@ -204,7 +206,7 @@ def describe_snp(plan: SnpPlan, policy: int) -> Iterator[str]:
     yield f"predicted SNP launch digest: {fold_layout(plan.layout).hex()}"
 
 
-def describe_tdx(plan: TdxPlan, order: PageOrder) -> Iterator[str]:
+def describe_tdx(plan: TdxLaunch, order: PageOrder) -> Iterator[str]:
     """The TDX plan, its TD HOB and the MRTD to expect, as text lines (``launch --dry-run``).
 
     The MRTD is the fold of the plan (:func:`cvmlaunch.measure.tdx.mrtd`): the value
@@ -221,7 +223,7 @@ def describe_tdx(plan: TdxPlan, order: PageOrder) -> Iterator[str]:
     yield f"predicted MRTD: {mrtd(plan.layout, order=order).hex()}"
 
 
-def td_hob_lines(plan: TdxPlan) -> Iterator[str]:
+def td_hob_lines(plan: TdxLaunch) -> Iterator[str]:
     """The TD HOB as text: where it is, its size, what TDVF hashes into RTMR0, its RAM."""
     import hashlib
 
@@ -238,12 +240,12 @@ def td_hob_lines(plan: TdxPlan) -> Iterator[str]:
         yield f"  [{e.address:#014x}-{e.end:#014x})  {_mib(e.length):>10}  {kind}"
 
 
-def describe_firmware_plan(plan: SnpPlan | TdxPlan, policy: int) -> Iterator[str]:
+def describe_firmware_plan(plan: SnpLaunch | TdxLaunch, policy: int) -> Iterator[str]:
     """A firmware launch's plan (:func:`cvmlaunch.launcher.firmware_plan`) as text lines:
     :func:`describe_snp` with ``policy``, or :func:`describe_tdx` in the per-page order."""
-    from cvmlaunch.cc_plan import SnpPlan
     from cvmlaunch.measure.tdx import PageOrder
+    from cvmlaunch.plan.snp import SnpLaunch
 
-    if isinstance(plan, SnpPlan):
+    if isinstance(plan, SnpLaunch):
         return describe_snp(plan, policy)
     return describe_tdx(plan, PageOrder.PER_PAGE)

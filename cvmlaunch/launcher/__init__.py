@@ -1,10 +1,10 @@
 """The launcher: the library the ``launch`` command composes.
 
 Rule 1: this package drives a launch from settings to a halted guest: it maps the inputs
-(through :mod:`cvmlaunch.files`), builds the plan (:mod:`cvmlaunch.launch`,
-:mod:`cvmlaunch.cc_plan`), checks the host, creates and populates the VM and runs its vCPUs
-(through :mod:`cvmlaunch.kvm_map`, which makes every system call), and completes, replays and
-checks the launch log, headers included (:mod:`cvmlaunch.measure.log`).
+(through :mod:`cvmlaunch.files`), builds the plan (:mod:`cvmlaunch.plan`), checks the host,
+creates and populates the VM and runs its vCPUs (through :mod:`cvmlaunch.kvm_map`, which
+makes every system call), and completes, replays and checks the launch log, headers included
+(:mod:`cvmlaunch.measure.log`).
 
 Rule 2: it prints nothing. What a caller shows (the guest's serial output, the log once it
 exists, notes of skipped steps, populate progress) reaches it through callbacks, and the
@@ -16,7 +16,7 @@ KVM layer inside its functions, so a dry run does not load it.
 The parts, each a module of this package (their public names are this package's):
 
 ====================  =====================================================================
-``_common``           the technology's VM type (one mapping), the host check, input digests
+``_common``           the host check, the log's input digests, the progress callback
 ``report``            the guest's own report of a PVH launch, checked against the log
 ``pvh``               the PVH launch: plan from files, VM, populate, vCPUs, log, report
 ``firmware``          SEV-SNP / TDX launches of a firmware image, up to the guest's stop
@@ -30,7 +30,6 @@ from cvmlaunch.launcher._common import (
     ProgressFactory,
     check_host,
     input_digests,
-    vm_type,
 )
 from cvmlaunch.launcher.firmware import (
     FirmwareLaunch,
@@ -87,5 +86,4 @@ __all__ = [
     "plan_contents",
     "populate_plan",
     "run_guest",
-    "vm_type",
 ]

@@ -1,9 +1,8 @@
-"""What the PVH and the firmware launches share: the VM type of a technology, the host check,
-the log's input digests, and the progress callback's shape.
+"""What the PVH and the firmware launches share: the host check, the log's input digests, and
+the progress callback's shape.
 
-Rule 1: the technology -> VM type mapping exists here once (:func:`vm_type`); every caller
-asks it. It imports :mod:`cvmlaunch.kvm_map` only when called, so a dry run never loads the
-KVM layer.
+Rule 1: the VM type of a technology is :data:`cvmlaunch.kvm_map.VM_TYPE` (the one mapping);
+the KVM layer is imported only when a function here is called, so a dry run never loads it.
 """
 
 from __future__ import annotations
@@ -11,14 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
-from cvmlaunch.launch import LaunchSettings, Tech
+from cvmlaunch.launch_settings import LaunchSettings
+from cvmlaunch.technology import Technology
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from cvmlaunch.kvm_map import VmType
     from cvmlaunch.measure.log import LogInput
 
-__all__ = ["Progress", "ProgressFactory", "check_host", "input_digests", "vm_type"]
+__all__ = ["Progress", "ProgressFactory", "check_host", "input_digests"]
 
 
 class Progress(Protocol):
@@ -35,14 +34,7 @@ class ProgressFactory(Protocol):
     def __call__(self, total: int, label: str) -> Progress: ...
 
 
-def vm_type(tech: Tech) -> VmType:
-    """The ``KVM_CREATE_VM`` type a launch of ``tech`` creates."""
-    from cvmlaunch.kvm_map import VmType
-
-    return {Tech.NONE: VmType.DEFAULT, Tech.SNP: VmType.SNP, Tech.TDX: VmType.TDX}[tech]
-
-
-def check_host(tech: Tech, memory_backend: str = "auto") -> None:
+def check_host(tech: Technology, memory_backend: str = "auto") -> None:
     """Stop before creating anything when the host cannot run ``tech`` with
     ``memory_backend`` (``auto``, ``guest-memfd``, ``anonymous``).
 
@@ -54,7 +46,7 @@ def check_host(tech: Tech, memory_backend: str = "auto") -> None:
     from cvmlaunch import kvm_map
 
     with kvm_map.Kvm.open() as kvm:
-        kvm.caps().require(vm_type(tech), memory_backend)
+        kvm.caps().require(kvm_map.VM_TYPE[tech], memory_backend)
 
 
 def input_digests(settings: LaunchSettings) -> tuple[LogInput, ...]:

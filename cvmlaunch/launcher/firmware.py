@@ -2,7 +2,7 @@
 
 :func:`launch_snp_firmware` and :func:`launch_tdx_firmware` take a parsed firmware image and
 the launch settings, check the host before anything is created, build the plan
-(:mod:`cvmlaunch.cc_plan`, the plan ``measure snp|tdx`` folds), execute it
+(:mod:`cvmlaunch.plan`, the plan ``measure snp|tdx`` folds), execute it
 (:func:`cvmlaunch.kvm_map.launch_snp` / :func:`~cvmlaunch.kvm_map.launch_tdx`) and turn what
 the KVM layer recorded into the launch log, whose header is built here (replayed by
 :mod:`cvmlaunch.measure.log`). :func:`launch_firmware` is the whole launch of a
@@ -23,21 +23,22 @@ from dataclasses import dataclass
 
 from cvmlaunch.errors import ConfigError, CvmLaunchError
 from cvmlaunch.launch_identity import SnpLaunchIdentity, TdxLaunchIdentity
-from cvmlaunch.layout import Layout
+from cvmlaunch.layout import Plan
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from cvmlaunch.cc_plan import SnpPlan, TdxPlan
     from cvmlaunch.cpuid import CpuidEntry, TdInitParams
     from cvmlaunch.image.ovmf import OvmfImage
     from cvmlaunch.kvm_map import Kernel, SnpFinish, Vm
-    from cvmlaunch.launch import LaunchSettings
+    from cvmlaunch.launch_settings import LaunchSettings
     from cvmlaunch.layout import Buffer
     from cvmlaunch.log_entry import LogEntry
     from cvmlaunch.measure.identity import GuestPolicy
     from cvmlaunch.measure.log import LogInput, MeasurementLog, SettingValue
-    from cvmlaunch.measure.sev_hashes import KernelHashes
     from cvmlaunch.measure.tdx import PageOrder
+    from cvmlaunch.plan.sev_hashes import KernelHashes
+    from cvmlaunch.plan.snp import SnpLaunch
+    from cvmlaunch.plan.tdvf import TdxLaunch
 
 __all__ = [
     "FirmwareLaunch",
@@ -60,7 +61,7 @@ class SnpLaunched:
     """A finished SNP launch: the plan, the log (footer = the launch digest), the VM (open:
     the caller runs and closes it) and the notes of skipped steps."""
 
-    plan: SnpPlan
+    plan: SnpLaunch
     log: MeasurementLog
     vm: Vm
     notes: tuple[str, ...]
@@ -70,14 +71,14 @@ class SnpLaunched:
 class TdxLaunched:
     """A finalized TD: the plan, the log (footer = MRTD), the INIT_VM values, the VM (open)."""
 
-    plan: TdxPlan
+    plan: TdxLaunch
     log: MeasurementLog
     params: TdInitParams
     vm: Vm
     notes: tuple[str, ...]
 
 
-def plan_contents(layout: Layout) -> Callable[[LogEntry], Buffer]:
+def plan_contents(layout: Plan) -> Callable[[LogEntry], Buffer]:
     """The bytes of each record of a launch of ``layout`` (one record per region, as the TDX
     engine logs), for :func:`cvmlaunch.measure.log.verify_log` and ``complete_log``.
 
@@ -134,12 +135,12 @@ def launch_snp_firmware(
         ConfigError, ImageError: settings or firmware the launch cannot take.
     """
     from cvmlaunch import kvm_map
-    from cvmlaunch.cc_plan import snp_plan
     from cvmlaunch.cpuid import snp_guest_cpuid
     from cvmlaunch.files import host_smt_active
     from cvmlaunch.measure.log import LogHeader, Technology, complete_log
-    from cvmlaunch.measure.snp import SevMode, SnpSettings
+    from cvmlaunch.measure.snp import SevMode
     from cvmlaunch.measure.snp_chain import SNP_ALGORITHM, ZERO_DIGEST
+    from cvmlaunch.plan.snp import SnpSettings, snp_launch
 
     smt = host_smt_active() if host_smt is None else host_smt
     if smt and not policy & kvm_map.SNP_POLICY_SMT:
@@ -162,7 +163,7 @@ def launch_snp_firmware(
             guest_features=guest_features,
             kernel_hashes=kernel_hashes,
         )
-        plan = snp_plan(image, settings, memory)
+        plan = snp_launch(image, settings, memory)
         if finish.id_block is not None and finish.id_auth is not None:
             _check_pair(finish.id_block, finish.id_auth, plan, policy)
         vm = kvm.create_vm(kvm_map.VmType.SNP)
@@ -225,15 +226,15 @@ def launch_tdx_firmware(
         ConfigError, ImageError: settings or firmware the launch cannot take.
     """
     from cvmlaunch import kvm_map
-    from cvmlaunch.cc_plan import tdx_plan
     from cvmlaunch.measure.log import LogHeader, Technology, complete_log
     from cvmlaunch.measure.tdx import TD_HOB_MEMORY_SETTING, TDX_ALGORITHM, PageOrder
+    from cvmlaunch.plan.tdvf import tdx_launch
 
     page_order = order or PageOrder.PER_PAGE
     with kvm_map.Kvm.open(kernel) as kvm:
         kvm.caps().require(kvm_map.VmType.TDX)
         host_cpuid = kvm.supported_cpuid()
-        plan = tdx_plan(image, memory, vcpus)
+        plan = tdx_launch(image, memory, vcpus)
         vm = kvm.create_vm(kvm_map.VmType.TDX)
         kvm.hand_over(vm)
     try:
@@ -347,17 +348,17 @@ def firmware_request(settings: LaunchSettings) -> FirmwareLaunch:
         ImageError: an ID block or ID auth file that cannot be read.
     """
     from cvmlaunch.files import read_blob
-    from cvmlaunch.launch import Tech
     from cvmlaunch.layout import SNP_HOST_DATA_SIZE, SNP_ID_AUTH_SIZE, SNP_ID_BLOCK_SIZE
+    from cvmlaunch.technology import Technology
 
     snp: SnpLaunchIdentity | None = None
     id_block = id_auth = None
-    if settings.tech is Tech.SNP:
+    if settings.tech is Technology.SEV_SNP:
         if settings.id_block is not None and settings.id_auth is not None:
             id_block = read_blob(settings.id_block, SNP_ID_BLOCK_SIZE, "ID block")
             id_auth = read_blob(settings.id_auth, SNP_ID_AUTH_SIZE, "ID auth")
         snp = SnpLaunchIdentity(settings.host_data or bytes(SNP_HOST_DATA_SIZE), id_block, id_auth)
-    tdx = settings.tdx_identity if settings.tech is Tech.TDX else None
+    tdx = settings.tdx_identity if settings.tech is Technology.TDX else None
     tech = settings.tech.label
     if settings.firmware is None:
         raise ConfigError(
@@ -365,7 +366,7 @@ def firmware_request(settings: LaunchSettings) -> FirmwareLaunch:
             + (
                 "(an OVMF build with SEV metadata, e.g. OVMF.amdsev.fd; --kernel then boots "
                 "through its kernel-hashes page)"
-                if settings.tech is Tech.SNP
+                if settings.tech is Technology.SEV_SNP
                 else "(a TDVF build, e.g. OVMF.inteltdx.fd)"
             )
         )
@@ -416,7 +417,7 @@ def _kernel_hashes(req: FirmwareLaunch) -> KernelHashes | None:
     import hashlib
 
     from cvmlaunch.files import file_digest
-    from cvmlaunch.measure.sev_hashes import KernelHashes, cmdline_sha256
+    from cvmlaunch.plan.sev_hashes import KernelHashes, cmdline_sha256
 
     initrd = file_digest(req.initrd) if req.initrd else hashlib.sha256(b"").digest()
     cmdline = req.append.encode() if req.append is not None else None
@@ -426,7 +427,7 @@ def _kernel_hashes(req: FirmwareLaunch) -> KernelHashes | None:
 
 
 @contextlib.contextmanager
-def firmware_plan(req: FirmwareLaunch) -> Iterator[SnpPlan | TdxPlan]:
+def firmware_plan(req: FirmwareLaunch) -> Iterator[SnpLaunch | TdxLaunch]:
     """The plan a launch of ``req`` executes, for a dry run (no host is asked: an SNP plan
     takes ``req.vcpu_sig``); the firmware stays mapped while the plan is used. An ID block
     is checked against the plan's digest and the policy.
@@ -436,17 +437,18 @@ def firmware_plan(req: FirmwareLaunch) -> Iterator[SnpPlan | TdxPlan]:
         ImageError: a firmware that cannot be read or parsed.
         CheckFailed, MeasurementMismatch: an ID block the firmware would refuse (exit 1).
     """
-    from cvmlaunch.cc_plan import snp_plan, tdx_plan
     from cvmlaunch.files import map_file
     from cvmlaunch.image.ovmf import parse_ovmf
+    from cvmlaunch.plan.snp import snp_launch
+    from cvmlaunch.plan.tdvf import tdx_launch
 
     hashes = _kernel_hashes(req)
     with map_file(req.firmware) as data:
         image = parse_ovmf(data, name=os.path.basename(req.firmware))
         if req.tech != "snp":
-            yield tdx_plan(image, req.memory, req.vcpus)
+            yield tdx_launch(image, req.memory, req.vcpus)
             return
-        from cvmlaunch.measure.snp import SnpSettings
+        from cvmlaunch.plan.snp import SnpSettings
 
         if req.vcpu_sig is None:
             raise ConfigError(
@@ -458,7 +460,7 @@ def firmware_plan(req: FirmwareLaunch) -> Iterator[SnpPlan | TdxPlan]:
             guest_features=req.guest_features,
             kernel_hashes=hashes,
         )
-        plan = snp_plan(image, settings, req.memory)
+        plan = snp_launch(image, settings, req.memory)
         if req.id_block is not None and req.id_auth is not None:
             _check_pair(req.id_block, req.id_auth, plan, req.policy)
         yield plan
@@ -563,7 +565,7 @@ def launch_firmware(
     return FirmwareResult(written, launched.notes, ended)
 
 
-def _check_pair(block: bytes, auth: bytes, plan: SnpPlan, policy: int) -> None:
+def _check_pair(block: bytes, auth: bytes, plan: SnpLaunch, policy: int) -> None:
     """Refuse an ID block pair the firmware would refuse: bad signatures, another launch
     digest than the plan's, another policy (CheckFailed / MeasurementMismatch: exit 1)."""
     from cvmlaunch.measure.identity import check_launch_id_pair

@@ -21,19 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cvmlaunch.errors import ConfigError, GuestError
-from cvmlaunch.launch import (
-    DEBUG_EXIT_PORT,
-    SERIAL_PORT,
-    LaunchPlan,
-    LaunchSettings,
-    Tech,
-    build_plan,
-)
-from cvmlaunch.launcher._common import ProgressFactory, check_host, input_digests, vm_type
+from cvmlaunch.launch_settings import LaunchSettings
+from cvmlaunch.launcher._common import ProgressFactory, check_host, input_digests
 from cvmlaunch.launcher.report import check_report, parse_report
-from cvmlaunch.layout import SNP_ID_AUTH_SIZE, SNP_ID_BLOCK_SIZE, Layout
+from cvmlaunch.layout import SNP_ID_AUTH_SIZE, SNP_ID_BLOCK_SIZE, Plan
 from cvmlaunch.log_entry import LogEntry, LogOp
 from cvmlaunch.memory_map import MemoryMap
+from cvmlaunch.plan.pvh import DEBUG_EXIT_PORT, SERIAL_PORT, PvhLaunch, pvh_launch
+from cvmlaunch.technology import Technology
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -53,7 +48,7 @@ __all__ = [
 
 
 @contextlib.contextmanager
-def load_plan(settings: LaunchSettings) -> Iterator[LaunchPlan]:
+def load_plan(settings: LaunchSettings) -> Iterator[PvhLaunch]:
     """Map the input files and build the plan; the files stay mapped while the plan is used.
 
     Raises:
@@ -85,7 +80,7 @@ def load_plan(settings: LaunchSettings) -> Iterator[LaunchPlan]:
         if settings.id_block is not None and settings.id_auth is not None:
             id_block = read_blob(settings.id_block, SNP_ID_BLOCK_SIZE, "ID block")
             id_auth = read_blob(settings.id_auth, SNP_ID_AUTH_SIZE, "ID auth")
-        yield build_plan(
+        yield pvh_launch(
             settings,
             regions,
             image.pvh_entry,
@@ -120,7 +115,7 @@ class LaunchResult:
 
 def populate_plan(
     vm: Vm,
-    layout: Layout,
+    layout: Plan,
     snp_finish: SnpFinish | None = None,
     *,
     progress: ProgressFactory | None = None,
@@ -151,20 +146,22 @@ def populate_plan(
     return done.entries, done.notes
 
 
-def header_settings(plan: LaunchPlan) -> dict[str, SettingValue]:
+def header_settings(plan: PvhLaunch) -> dict[str, SettingValue]:
     """The launch log header's settings for ``plan``: the memory size, the number of vCPUs,
     the PVH entry point (informational), and the launch identity of an SNP or TDX plan
-    (:meth:`cvmlaunch.launch.LaunchPlan.identity_settings`: policy, host data, ID block pair;
+    (:func:`cvmlaunch.measure.reference.launch_identity_settings`: policy, host data, ID block pair;
     MRCONFIGID, MROWNER, MROWNERCONFIG), which no digest covers."""
     settings: dict[str, SettingValue] = {
         "memory": plan.settings.memory,
         "vcpus": plan.vcpus,
         "pvh_entry": plan.entry,
     }
-    return settings | plan.identity_settings()
+    from cvmlaunch.measure.reference import launch_identity_settings
+
+    return settings | launch_identity_settings(plan)
 
 
-def log_header(plan: LaunchPlan, inputs: tuple[LogInput, ...] = ()) -> LogHeader:
+def log_header(plan: PvhLaunch, inputs: tuple[LogInput, ...] = ()) -> LogHeader:
     """The launch log's header for ``plan`` (``--tech none``: technology ``plain``).
 
     Its settings are informational (the transcript covers only the records): the memory size,
@@ -173,7 +170,7 @@ def log_header(plan: LaunchPlan, inputs: tuple[LogInput, ...] = ()) -> LogHeader
     from cvmlaunch import __version__
     from cvmlaunch.measure.plain import plain_header
 
-    if plan.tech is not Tech.NONE:  # pragma: no cover - no SNP/TDX host to run on here
+    if plan.tech is not Technology.PLAIN:  # pragma: no cover - no SNP/TDX host to run on here
         raise ConfigError(f"no launch log for {plan.tech.label} launches yet")
     return plain_header(header_settings(plan), inputs=inputs, tool_version=__version__)
 
@@ -206,7 +203,7 @@ def _run_vcpu(
         raise GuestError(f"vCPU {index}: the guest stopped unexpectedly: {exit_}")
 
 
-def open_vm(plan: LaunchPlan, *, kernel: Kernel | None = None) -> tuple[Vm, SnpFinish | None]:
+def open_vm(plan: PvhLaunch, *, kernel: Kernel | None = None) -> tuple[Vm, SnpFinish | None]:
     """Create the VM of a PVH plan: a default VM whose memory backend is the plan's
     ``memory_backend`` setting as :func:`cvmlaunch.kvm_map.choose_memory_backend` resolves it
     on this host (``vm.memory_backend``).
@@ -229,21 +226,21 @@ def open_vm(plan: LaunchPlan, *, kernel: Kernel | None = None) -> tuple[Vm, SnpF
     """
     from cvmlaunch import kvm_map
 
-    if plan.tech is not Tech.NONE:
+    if plan.tech is not Technology.PLAIN:
         with kvm_map.Kvm.open(kernel) as kvm:
-            kvm.caps().require(vm_type(plan.tech), plan.settings.memory_backend)
+            kvm.caps().require(kvm_map.VM_TYPE[plan.tech], plan.settings.memory_backend)
         raise ConfigError(
             f"a {plan.tech.label} guest starts in its firmware, not at a PVH entry: launch it "
             f"with --tech {plan.tech.label} --firmware"
         )
     vm = kvm_map.Vm.open(
-        vm_type(plan.tech), kernel=kernel, memory_backend=plan.settings.memory_backend
+        kvm_map.VM_TYPE[plan.tech], kernel=kernel, memory_backend=plan.settings.memory_backend
     )
     return vm, None
 
 
 def execute(
-    plan: LaunchPlan,
+    plan: PvhLaunch,
     *,
     timeout: float,
     header: LogHeader | None = None,
@@ -296,7 +293,7 @@ def execute(
     from cvmlaunch.measure.log import complete_log, dumps_log, parse_log, verify_log
 
     check_host(plan.tech, plan.settings.memory_backend)
-    if plan.tech is not Tech.NONE:  # pragma: no cover - no SNP/TDX host to run on here
+    if plan.tech is not Technology.PLAIN:  # pragma: no cover - no SNP/TDX host to run on here
         raise ConfigError(f"launching {plan.tech.label} guests is not implemented yet")
     header = header or log_header(plan)
     serial = bytearray()
@@ -311,7 +308,7 @@ def execute(
             status.append(data[0])
 
     memory = plan.layout.memory
-    if memory is None:  # build_plan always sets it
+    if memory is None:  # pvh_launch always sets it
         raise ConfigError("the plan has no memory map")
     vm, finish = open_vm(plan)
     with vm:

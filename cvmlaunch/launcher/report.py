@@ -1,12 +1,14 @@
-"""The guest's own report of a PVH launch, checked against the launch log.
+"""The check of a PVH guest's own report against the launch log.
 
-Rule 1: pure. This module parses the text the guest wrote on COM1 and compares it with the
-log's records; it does no I/O. The guest contract (the range table, the report lines) is
-stated in :mod:`cvmlaunch.launch` Rule 2 and examples/guest/guest.h.
+Rule 1: pure. This module parses the guest's serial output and compares its digests with the
+log's records; it does no I/O and never imports the KVM layer. The plan the guest reports on
+is built by :func:`cvmlaunch.plan.pvh.pvh_launch` (where the guest contract is written down).
 
-Rule 2: a launch succeeds only when, for every range of the table, the SHA-384 the guest
-computed over guest memory equals the ``content_sha384`` of the launch-log record for that
-range (:mod:`cvmlaunch.launch` Rule 3).
+Rule 2: the report on COM1, one line per range: ``range <i> 0x<gpa>+0x<size> sha384 <hex>``
+(or ``... unreachable`` for a range the guest cannot address), then ``end <count>``.
+
+Rule 3: the launch succeeds only when, for every listed range, the SHA-384 the guest computed
+over guest memory equals the ``content_sha384`` of the launch-log record for that range.
 """
 
 from __future__ import annotations
