@@ -135,9 +135,7 @@ class ConfigError(CvmLaunchError):
                 raise ValueError(f"ConfigError message {message!r} does not name {name!r}")
         super().__init__(f"{source}: {message}" if source else message)
 
-    def spelled(
-        self, spell: Callable[[str], str], *, source: str | None = None
-    ) -> ConfigError:
+    def spelled(self, spell: Callable[[str], str], *, source: str | None = None) -> ConfigError:
         """This error with its settings named as ``spell`` names them (the first mention of
         each), and ``source`` prefixed: how a boundary (the CLI, a settings file) says it.
         An error already spelled is returned as it is (the first boundary knows best)."""
@@ -145,7 +143,8 @@ class ConfigError(CvmLaunchError):
             return self
         message = self.message
         for name in (self.setting, *self.also) if self.setting is not None else self.also:
-            message = _mention(name).sub(lambda _m, n=name: spell(n), message, count=1)
+            spelling = spell(name).replace("\\", "\\\\")  # literal in re.sub
+            message = _mention(name).sub(spelling, message, count=1)
         error = ConfigError(message, source=source or self.source)
         error.setting, error.also, error.spelled_out = self.setting, self.also, True
         return error
