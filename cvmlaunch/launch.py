@@ -53,7 +53,6 @@ from cvmlaunch.launch_settings import (
     LaunchSettings,
     Tech,
     parse_size,
-    setting_name,
     settings_from_toml,
 )
 from cvmlaunch.layout import (
@@ -97,7 +96,6 @@ __all__ = [
     "check_report",
     "parse_report",
     "parse_size",
-    "setting_name",
     "settings_from_toml",
 ]
 

@@ -160,9 +160,13 @@ class ReferenceSet:
         if fmt == "trustee":
             return json.dumps(self._trustee(), indent=2, sort_keys=True)
         if fmt in ("snpguest", "go-sev-guest") and not snp:
-            raise ConfigError(f"--format {fmt} is for SEV-SNP sets, this is {self.technology}")
+            raise ConfigError(
+                f"format {fmt} is for SEV-SNP sets, this is {self.technology}", setting="format"
+            )
         if fmt == "go-tdx-guest" and snp:
-            raise ConfigError(f"--format {fmt} is for TDX sets, this is {self.technology}")
+            raise ConfigError(
+                f"format {fmt} is for TDX sets, this is {self.technology}", setting="format"
+            )
         if fmt == "snpguest":
             return "\n".join(
                 f"# {c.describe()}\n--measurement {c.measurement.hex()}"

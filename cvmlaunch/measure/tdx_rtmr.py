@@ -139,7 +139,9 @@ class KernelLoading(enum.Enum):
         try:
             return cls(text.lower())
         except ValueError:
-            raise ConfigError(f"--kernel-loading {text!r}: expected patched or raw") from None
+            raise ConfigError(
+                f"kernel_loading {text!r}: expected patched or raw", setting="kernel_loading"
+            ) from None
 
 
 @dataclass(frozen=True, slots=True)
