@@ -1,10 +1,13 @@
 """The settings of a launch: what ``cvmlaunch launch`` takes from its flags or a TOML file.
 
 Pure: :class:`LaunchSettings` and its parts (:class:`Tech`, :func:`parse_size`, the TOML
-reader :func:`settings_from_toml`). Errors name a setting by its field (``ConfigError.setting``,
-rule 5 of :mod:`cvmlaunch.errors`); :func:`settings_from_toml` spells those from its file
-``FILE: key``, the CLI spells the others as flags. It does no I/O and never imports the KVM layer. :mod:`cvmlaunch.launch` builds the PVH launch
-plan from these settings and re-exports every public name here.
+reader :func:`settings_from_toml`). It does no I/O and never imports the KVM layer.
+:mod:`cvmlaunch.launch` builds the PVH launch plan from these settings and re-exports every
+public name here.
+
+Errors name a setting by its field (``ConfigError.setting``, rule 5 of
+:mod:`cvmlaunch.errors`): :func:`settings_from_toml` spells those from its file
+``FILE: key``, the CLI spells the others as flags.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import math
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
 
