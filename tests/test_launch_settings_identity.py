@@ -60,7 +60,7 @@ def test_toml_keys_follow_qemu_and_paths_resolve() -> None:
     [
         (
             'host-data = "' + "00" * 32 + '"',
-            "config: host-data is a snp launch setting (--tech snp)",
+            "config: host-data is a snp launch setting (tech snp)",
         ),
         ('tech = "snp"\nmrowner = "' + "00" * 48 + '"', "config: mrowner is a tdx launch setting"),
         ('tech = "tdx"\npolicy = "0x30000"', "config: policy is a snp launch setting"),

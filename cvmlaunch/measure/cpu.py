@@ -81,5 +81,6 @@ def vcpu_type_signature(name: str) -> int:
         return VCPU_TYPES[name]
     except KeyError:
         raise ConfigError(
-            f"unknown vcpu_type {name!r} (known: {', '.join(VCPU_TYPES)})", setting="vcpu_type"
+            f"vcpu_type: unknown vCPU type {name!r} (known: {', '.join(VCPU_TYPES)})",
+            setting="vcpu_type",
         ) from None
