@@ -108,7 +108,7 @@ def test_flag_for_reads_the_click_params() -> None:
         ("timeout", "-1", "--timeout", "-1", "timeout -1.0: expected a positive number"),
         ("vcpu-sig", '"0x10000000000000000"', "--vcpu-sig", "0x10000000000000000", "vcpu-sig"),
         ("memory", '"lots"', "--memory", "lots", "memory 'lots': expected e.g. 512M"),
-        ("mrowner", '"00"', "--mrowner", "00", "mrowner is a tdx launch setting (tech tdx)"),
+        ("mrowner", '"00"', "--mrowner", "00", "mrowner: 1 bytes given, exactly 48 needed"),
     ],
 )
 def test_the_same_bad_value_names_the_file_key_or_the_flag(
