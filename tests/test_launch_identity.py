@@ -75,7 +75,8 @@ def test_tdx_values() -> None:
 def test_snp_identity_fits_launch_finish() -> None:
     """The settings go through kvm_map's LAUNCH_FINISH wrapper unchanged (fake kernel)."""
     s = SnpLaunchIdentity(b"\x5a" * 32, GOOD_BLOCK, GOOD_AUTH)
-    finish = SnpFinish(
+    finish = SnpFinish.of(s)
+    assert finish == SnpFinish(
         id_block=s.id_block, id_auth=s.id_auth, auth_key_en=s.auth_key_en, host_data=s.host_data
     )
     kernel = FakeKernel()
@@ -93,18 +94,21 @@ def test_snp_identity_fits_launch_finish() -> None:
     }
 
 
+def test_launch_finish_checks_sizes_as_the_identity_does() -> None:
+    """One rule, one message: SnpFinish's values are checked by SnpLaunchIdentity."""
+    with raises_cvm(ConfigError, setting="host_data", match="host_data must be exactly 32"):
+        SnpFinish(host_data=bytes(31))
+    with raises_cvm(ConfigError, setting="id_block", match="together"):
+        SnpFinish(id_block=GOOD_BLOCK)
+    with pytest.raises(ValueError, match="auth_key_en without an ID block"):
+        SnpFinish(auth_key_en=True)
+
+
 def test_tdx_identity_fits_init_vm() -> None:
     t = TdxLaunchIdentity.from_hex("11" * 48, "22" * 48, "33" * 48)
     kernel = FakeKernel()
     with Vm.open(VmType.TDX, kernel=kernel) as vm:
-        vm.tdx_init_vm(
-            attributes=0,
-            xfam=0x3,
-            cpuid=(),
-            mrconfigid=t.mrconfigid,
-            mrowner=t.mrowner,
-            mrownerconfig=t.mrownerconfig,
-        )
+        vm.tdx_init_vm(attributes=0, xfam=0x3, cpuid=(), identity=t)
     assert ("TDX_INIT_VM",) in kernel.journal
     assert kernel.launch_params == {
         "attributes": 0,
