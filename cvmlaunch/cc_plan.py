@@ -74,7 +74,8 @@ def _memory(layout: Layout, image: OvmfImage, memory: int) -> Layout:
         if memmap.slot_for(r.gpa, r.size) is None:
             raise ConfigError(
                 f"{r.provenance.describe()} [{r.gpa:#x}-{r.end:#x}) is outside the guest's "
-                f"memory ({memory >> 20} MiB): give more --memory"
+                f"RAM ({memory >> 20} MiB): give more memory",
+                setting="memory",
             )
     return Layout.of(layout.regions, memmap)
 
@@ -120,7 +121,7 @@ def tdx_plan(image: OvmfImage, memory: int, vcpus: int) -> TdxPlan:
     from cvmlaunch.image.tdvf import tdvf_layout
 
     if not 1 <= vcpus <= 4096:
-        raise ConfigError(f"vCPU count {vcpus} is out of range (1..4096)")
+        raise ConfigError(f"vcpus: vCPU count {vcpus} is out of range (1..4096)", setting="vcpus")
     sections = image.tdx_sections or ()
     layout = _memory(tdvf_layout(image), image, memory)
     section = td_hob_section(sections)

@@ -19,6 +19,7 @@ from cvmlaunch.launch import (
 from cvmlaunch.launch_identity import SnpLaunchIdentity, TdxLaunchIdentity
 from cvmlaunch.measure import identity as ident
 from cvmlaunch.measure.reference import ReferenceValues
+from tests.errors_util import raises_cvm
 from tests.test_identity import AUTHOR_KEY, ID_KEY
 from tests.test_launch_plan import kernel
 
@@ -139,5 +140,5 @@ def test_an_id_pair_the_firmware_would_refuse_stops_the_plan() -> None:
         CheckFailed, match="its policy 0x30000 differs from the launch policy 0x20000"
     ):
         build_plan(other, kernel(), 0x100000, id_block=BLOCK_RAW, id_auth=AUTH_RAW)
-    with pytest.raises(ConfigError, match="must come with --id-block/--id-auth"):
+    with raises_cvm(ConfigError, setting="id_block", match="must come with id_block/id_auth"):
         build_plan(settings, kernel(), 0x100000)

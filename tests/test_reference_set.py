@@ -31,6 +31,7 @@ from cvmlaunch.measure.reference_set import (
 from cvmlaunch.measure.sev_hashes import KernelHashes, cmdline_sha256
 from cvmlaunch.measure.tdx import PageOrder, measure_tdvf
 from tests.cli_runner import run_cli
+from tests.errors_util import raises_cvm
 from tests.test_identity import AUTHOR_KEY, ID_KEY
 
 TYPES = ["EPYC-Milan", "EPYC-Genoa", "EPYC-Turin", "EPYC-v4"]
@@ -50,7 +51,7 @@ def test_parse_vcpu_ranges() -> None:
         ("1-4097", "out of range"),
         ("a", "is not N or N-M"),
     ]:
-        with pytest.raises(ConfigError, match=why):
+        with raises_cvm(ConfigError, setting="vcpus", match=why):
             parse_vcpu_ranges(bad)
 
 
@@ -414,11 +415,11 @@ def test_trustee_matches_the_sample_extractor() -> None:
 
 def test_formats_refuse_the_other_technology() -> None:
     snp_set, tdx_set = _sets()
-    with pytest.raises(ConfigError, match="for TDX sets"):
+    with raises_cvm(ConfigError, setting="format", match="^format go-tdx-guest is for TDX sets"):
         snp_set.render("go-tdx-guest")
-    with pytest.raises(ConfigError, match="for SEV-SNP sets"):
+    with raises_cvm(ConfigError, setting="format", match="^format snpguest is for SEV-SNP sets"):
         tdx_set.render("snpguest")
-    with pytest.raises(ConfigError, match="unknown reference-value format"):
+    with raises_cvm(ConfigError, setting="format", match="unknown reference-value format"):
         tdx_set.render("yaml")
 
 

@@ -270,11 +270,11 @@ def test_rtmr0_old_firmware_against_independent_digests(
     kernel = _debian(debian_kernel)
     raw = firmware("OVMF.2022.fd").read_bytes()
     image = parse_ovmf(raw, name="OVMF.2022.fd")
-    with pytest.raises(ConfigError, match="--edk2"):
+    with raises_cvm(ConfigError, setting="edk2", match="^edk2: OVMF.2022.fd matches"):
         predict_tdx_rtmrs(
             image, memory_size=2 * GIB, kernel=kernel, initrd=None, cmdline="", acpi=None
         )
-    with pytest.raises(ConfigError, match="--kernel-loading"):
+    with raises_cvm(ConfigError, setting="kernel_loading", match="patched or raw"):
         predict_tdx_rtmrs(
             image,
             memory_size=2 * GIB,
