@@ -143,3 +143,24 @@ def test_kvm_unsupported_is_a_kvm_error_of_the_capability_check() -> None:
     )
     assert str(error) == "this host's KVM does not offer KVM_CAP_GUEST_MEMFD (flags 0)"
     assert error.exit_code == 2
+
+
+def test_programming_errors_are_not_cvmlaunch_errors() -> None:
+    """A call no input can cause is a bug: a plain exception, not a one-line exit 2."""
+    from cvmlaunch.kvm_map import Vm, VmType, populate
+    from cvmlaunch.layout import Layout
+    from cvmlaunch.memory_map import MemoryMap
+    from tests.fakekvm import FakeKernel
+
+    kernel = FakeKernel()
+    with Vm.open(VmType.DEFAULT, kernel=kernel) as vm:
+        vm.map_memory(MemoryMap.for_size(2 << 20))
+        with pytest.raises(ValueError, match=r"is outside memslot 0"):
+            vm.memory[0].write(vm.memory[0].end - 1, b"ab")
+        with pytest.raises(ValueError, match="no general register called 'rzz'"):
+            vm.create_vcpu()._set_regs(rzz=1)
+    with (
+        Vm.open(VmType.TDX, kernel=FakeKernel()) as vm,
+        pytest.raises(ValueError, match="TDX populate needs a vCPU"),
+    ):
+        populate(vm, Layout.of((), MemoryMap.for_size(2 << 20)))
