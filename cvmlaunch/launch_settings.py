@@ -1,9 +1,9 @@
 """The settings of a launch: what ``cvmlaunch launch`` takes from its flags or a TOML file.
 
-Pure: :class:`LaunchSettings` and its parts (:class:`Tech`, :func:`parse_size`, the TOML
-reader :func:`settings_from_toml`). It does no I/O and never imports the KVM layer.
-:mod:`cvmlaunch.launch` builds the PVH launch plan from these settings and re-exports every
-public name here.
+Pure: :class:`LaunchSettings` and its parts (:func:`parse_size`, the TOML reader
+:func:`settings_from_toml`). It does no I/O and never imports the KVM layer.
+:func:`cvmlaunch.plan.pvh.pvh_launch` builds the PVH launch plan from these settings; the
+technology is :class:`cvmlaunch.technology.Technology`.
 
 Errors name a setting by its field (``ConfigError.setting``, rule 5 of
 :mod:`cvmlaunch.errors`): :func:`settings_from_toml` spells those from its file
@@ -13,7 +13,6 @@ Errors name a setting by its field (``ConfigError.setting``, rule 5 of
 from __future__ import annotations
 
 import datetime
-import enum
 import math
 import re
 import tomllib
@@ -33,6 +32,7 @@ from cvmlaunch.layout import (
     TDX_MR_SIZE,
     parse_hex_bytes,
 )
+from cvmlaunch.technology import Technology
 
 __all__ = [
     "DEFAULT_SNP_POLICY",
@@ -41,7 +41,6 @@ __all__ = [
     "MAX_TIMEOUT",
     "MEMORY_BACKENDS",
     "LaunchSettings",
-    "Tech",
     "parse_size",
     "settings_from_toml",
 ]
@@ -63,33 +62,6 @@ MAX_MEMORY = MAX_GPA - (FOUR_GIB - LOW_RAM_SPLIT)
 #: The longest ``--timeout``: the longest wait Python's timers take (``threading.TIMEOUT_MAX``
 #: on Linux, 2**63 ns rounded down to whole seconds); ``inf`` is not a timeout.
 MAX_TIMEOUT = 9223372036.0
-
-
-class Tech(enum.IntEnum):
-    """The confidential-computing technology of a launch (``--tech``)."""
-
-    NONE = 0
-    SNP = 1
-    TDX = 2
-
-    @classmethod
-    def parse(cls, text: str, *, setting: str = "tech") -> Tech:
-        """``none``, ``snp`` or ``tdx`` (any case); ``setting`` names it in errors.
-
-        Raises:
-            ConfigError: anything else.
-        """
-        try:
-            return cls[text.strip().upper()]
-        except KeyError:
-            raise ConfigError(
-                f"{setting} {text!r}: expected none, snp or tdx", setting=setting
-            ) from None
-
-    @property
-    def label(self) -> str:
-        """The name users type."""
-        return self.name.lower()
 
 
 def parse_size(text: str | int, *, setting: str = "memory") -> int:
@@ -160,7 +132,7 @@ class LaunchSettings:
 
     The launch identity (policy ... mrownerconfig) never enters a launch digest; it is
     reported beside it, so it is recorded in the launch log header
-    (:meth:`LaunchPlan.identity_settings`).
+    (:func:`cvmlaunch.measure.reference.launch_identity_settings`).
 
     Errors name the bad field (``ConfigError.setting``); :func:`settings_from_toml` and the
     CLI spell it as the user wrote it.
@@ -175,7 +147,7 @@ class LaunchSettings:
     initrd: str | None = None
     append: str = ""
     firmware: str | None = None
-    tech: Tech = Tech.NONE
+    tech: Technology = Technology.PLAIN
     timeout: float = 60.0
     memory_backend: str = "auto"
     policy: int | None = None
@@ -210,7 +182,7 @@ class LaunchSettings:
                 f"memory_backend {self.memory_backend!r}: expected auto, guest-memfd or anonymous",
                 setting="memory_backend",
             )
-        if self.memory_backend == "anonymous" and self.tech is not Tech.NONE:
+        if self.memory_backend == "anonymous" and self.tech is not Technology.PLAIN:
             raise ConfigError(
                 f"memory_backend anonymous: {self.tech.label} guests need "
                 "guest_memfd (their private memory lives only there)",
@@ -237,7 +209,7 @@ class LaunchSettings:
             value = getattr(self, name)
             if value is not None and not 0 <= value < 1 << 64:
                 raise ConfigError(f"{name} {value:#x} is not a 64-bit value", setting=name)
-        for tech, names in ((Tech.SNP, _SNP_ONLY), (Tech.TDX, _TDX_ONLY)):
+        for tech, names in ((Technology.SEV_SNP, _SNP_ONLY), (Technology.TDX, _TDX_ONLY)):
             given = [n for n in names if getattr(self, n) is not None]
             if given and self.tech is not tech:
                 raise ConfigError(
@@ -266,12 +238,12 @@ class LaunchSettings:
     @property
     def cmdline(self) -> bytes:
         """The command line's bytes (no NUL): UTF-8, and a non-UTF-8 byte given on the
-        command line is that byte (see :func:`cvmlaunch.measure.sev_hashes.cmdline_bytes`).
+        command line is that byte (see :func:`cvmlaunch.plan.sev_hashes.cmdline_bytes`).
 
         Raises:
             ConfigError: a surrogate that is not an escaped byte.
         """
-        from cvmlaunch.measure.sev_hashes import cmdline_bytes
+        from cvmlaunch.plan.sev_hashes import cmdline_bytes
 
         return cmdline_bytes(self.append)
 
@@ -423,7 +395,11 @@ def _settings(values: Mapping[str, Any]) -> LaunchSettings:
                 )
             kwargs[key] = parse_size(value, setting=key)
         elif key == "tech":
-            kwargs[key] = value if isinstance(value, Tech) else Tech.parse(str(value), setting=key)
+            kwargs[key] = (
+                value
+                if isinstance(value, Technology)
+                else Technology.parse_launch(str(value), setting=key)
+            )
         elif key == "vcpus":
             if not isinstance(value, int) or isinstance(value, bool):
                 raise ConfigError(

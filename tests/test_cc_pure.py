@@ -27,7 +27,7 @@ from cvmlaunch.cpuid import (
     tdx_init_params,
 )
 from cvmlaunch.errors import ConfigError
-from cvmlaunch.measure.vmsa import BSP_RESET_EIP as MEASURE_BSP_EIP
+from cvmlaunch.plan.vmsa import BSP_RESET_EIP as MEASURE_BSP_EIP
 from cvmlaunch.vcpu_state import BSP_RESET_EIP, snp_reset_state
 from tests.errors_util import raises_cvm
 

@@ -11,7 +11,8 @@ import pytest
 from cvmlaunch.cli import flag_for
 from cvmlaunch.cli._launch import example_config
 from cvmlaunch.errors import ConfigError, KvmError, KvmUnsupported
-from cvmlaunch.launch import LaunchSettings, Tech, settings_from_toml
+from cvmlaunch.launch_settings import LaunchSettings, settings_from_toml
+from cvmlaunch.technology import Technology
 from tests.cli_runner import run_cli
 from tests.errors_util import raises_cvm
 
@@ -63,13 +64,13 @@ def test_raises_cvm_checks_the_setting() -> None:
         ({"memory_backend": "hugetlb"}, "memory_backend"),
         ({"kernel": ""}, "kernel"),
         ({"append": "a\0b"}, "append"),
-        ({"tech": Tech.SNP, "vcpu_type": "EPYC", "vcpu_sig": 1}, "vcpu_type"),
-        ({"tech": Tech.SNP, "vcpu_sig": 1 << 64}, "vcpu_sig"),
+        ({"tech": Technology.SEV_SNP, "vcpu_type": "EPYC", "vcpu_sig": 1}, "vcpu_type"),
+        ({"tech": Technology.SEV_SNP, "vcpu_sig": 1 << 64}, "vcpu_sig"),
         ({"mrowner": bytes(48)}, "mrowner"),
-        ({"tech": Tech.SNP, "id_auth": "a"}, "id_auth"),
-        ({"tech": Tech.SNP, "policy": 0x10000}, "policy"),
-        ({"tech": Tech.SNP, "host_data": bytes(31)}, "host_data"),
-        ({"tech": Tech.TDX, "mrconfigid": bytes(47)}, "mrconfigid"),
+        ({"tech": Technology.SEV_SNP, "id_auth": "a"}, "id_auth"),
+        ({"tech": Technology.SEV_SNP, "policy": 0x10000}, "policy"),
+        ({"tech": Technology.SEV_SNP, "host_data": bytes(31)}, "host_data"),
+        ({"tech": Technology.TDX, "mrconfigid": bytes(47)}, "mrconfigid"),
     ],
 )
 def test_launch_settings_name_the_field_not_a_flag(kwargs: dict[str, object], setting: str) -> None:
@@ -148,7 +149,7 @@ def test_kvm_unsupported_is_a_kvm_error_of_the_capability_check() -> None:
 def test_programming_errors_are_not_cvmlaunch_errors() -> None:
     """A call no input can cause is a bug: a plain exception, not a one-line exit 2."""
     from cvmlaunch.kvm_map import Vm, VmType, populate
-    from cvmlaunch.layout import Layout
+    from cvmlaunch.layout import Plan
     from cvmlaunch.memory_map import MemoryMap
     from tests.fakekvm import FakeKernel
 
@@ -163,4 +164,4 @@ def test_programming_errors_are_not_cvmlaunch_errors() -> None:
         Vm.open(VmType.TDX, kernel=FakeKernel()) as vm,
         pytest.raises(ValueError, match="TDX populate needs a vCPU"),
     ):
-        populate(vm, Layout.of((), MemoryMap.for_size(2 << 20)))
+        populate(vm, Plan.of((), MemoryMap.for_size(2 << 20)))
