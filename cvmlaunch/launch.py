@@ -17,7 +17,6 @@ from cvmlaunch.launch_settings import (
     MEMORY_BACKENDS,
     LaunchSettings,
     parse_size,
-    setting_name,
     settings_from_toml,
 )
 
@@ -29,6 +28,5 @@ __all__ = [
     "MEMORY_BACKENDS",
     "LaunchSettings",
     "parse_size",
-    "setting_name",
     "settings_from_toml",
 ]
