@@ -1,0 +1,144 @@
+"""Every struct layout declared as a :class:`~cvmlaunch._struct.StructTable`: contiguous from
+the spec's first offset to the spec's end, with unique names, and read into its record by name.
+
+The spec bounds below are written down here from the spec tables each layout cites, apart
+from the tables themselves, so that a row slipped in or dropped shows up as a wrong end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import struct
+from pathlib import Path
+
+import pytest
+
+import cvmlaunch
+from cvmlaunch._struct import StructTable
+from cvmlaunch.image import bzimage
+
+#: ``(module, table name)``: (first offset, end) as the spec gives them, the spec.
+_SPEC_BOUNDS: dict[tuple[str, str], tuple[int, int, str]] = {
+    ("cvmlaunch.image.bzimage", "SETUP_HEADER_FIELDS"): (
+        0x1F1,
+        0x26C,
+        "asm/bootparam.h struct setup_header; boot.rst 'The Real-Mode Kernel Header'",
+    ),
+}
+
+#: A table and the record type it is read into field for field (same names, same order).
+_RECORDS: list[tuple[StructTable, type]] = [
+    (bzimage.SETUP_HEADER_FIELDS, bzimage.SetupHeader),
+]
+
+
+def _declared_tables() -> dict[tuple[str, str], StructTable]:
+    """Every module-level StructTable in the package, found from the sources."""
+    root = Path(cvmlaunch.__file__).parent
+    found: dict[tuple[str, str], StructTable] = {}
+    for path in sorted(root.rglob("*.py")):
+        if path.name == "_struct.py" or "StructTable(" not in path.read_text():
+            continue
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        module_name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        module = importlib.import_module(module_name)
+        for name, value in vars(module).items():
+            if isinstance(value, StructTable):
+                found.setdefault((module_name, name), value)
+    return found
+
+
+_TABLES = _declared_tables()
+
+
+def test_every_table_has_its_spec_bounds_here() -> None:
+    assert sorted(_TABLES) == sorted(_SPEC_BOUNDS)
+
+
+@pytest.mark.parametrize("key", sorted(_SPEC_BOUNDS), ids=lambda key: key[1])
+def test_table_is_contiguous_from_the_spec_start_to_the_spec_end(key: tuple[str, str]) -> None:
+    table = _TABLES[key]
+    start, end, _spec = _SPEC_BOUNDS[key]
+    assert table.rows[0][1] == start
+    at = start
+    for name, offset, fmt in table.rows:
+        assert offset == at, f"{name} at {offset:#x}, previous field ends at {at:#x}"
+        at += struct.calcsize("<" + fmt)
+    assert at == end
+    assert (table.start, table.end, table.size) == (start, end, end - start)
+    assert table.struct.size == end - start
+    assert table.struct.format == "<" + "".join(fmt for _, _, fmt in table.rows)
+
+
+@pytest.mark.parametrize("key", sorted(_SPEC_BOUNDS), ids=lambda key: key[1])
+def test_table_field_names_are_unique(key: tuple[str, str]) -> None:
+    names = [name for name, _, _ in _TABLES[key].rows]
+    assert len(names) == len(set(names))
+    assert all(name.isidentifier() for name in names)
+
+
+@pytest.mark.parametrize(("table", "record"), _RECORDS, ids=lambda x: getattr(x, "name", ""))
+def test_record_has_the_table_fields_in_order(table: StructTable, record: type) -> None:
+    if dataclasses.is_dataclass(record):
+        fields = tuple(f.name for f in dataclasses.fields(record))
+    else:
+        fields = record._fields  # type: ignore[attr-defined]
+    assert fields == table.names
+
+
+@pytest.mark.parametrize("key", sorted(_SPEC_BOUNDS), ids=lambda key: key[1])
+def test_unpack_reads_each_field_at_its_offset(key: tuple[str, str]) -> None:
+    """A buffer whose every byte is its own offset (mod 251): each field's value starts with
+    the byte of its declared offset."""
+    table = _TABLES[key]
+    data = bytes(i % 251 for i in range(table.end + 16))
+    values = table.unpack(data)
+    for name, offset, fmt in table.rows:
+        if fmt.endswith("x"):
+            assert name not in values
+            continue
+        value = values[name]
+        raw = value if isinstance(value, bytes) else struct.pack("<" + fmt, value)
+        assert raw == data[offset : offset + len(raw)]
+    expected = bytearray(data[table.start : table.end])
+    for _, offset, fmt in table.rows:
+        if fmt.endswith("x"):  # struct packs padding as zeros
+            size = struct.calcsize(fmt)
+            expected[offset - table.start : offset - table.start + size] = bytes(size)
+    assert table.pack(**values) == expected
+
+
+def test_unpack_at_a_base() -> None:
+    table = StructTable("t", (("a", 2, "H"), ("pad", 4, "2x"), ("b", 6, "4s")), end=10)
+    data = b"\xff" * 3 + bytes(range(10))
+    assert table.unpack(data, base=3) == {"a": 0x0302, "b": b"\x06\x07\x08\x09"}
+    assert table.names == ("a", "b")
+    assert table.offsets == {"a": 2, "pad": 4, "b": 6}
+    assert table.pack(a=0x0302, b=b"\x06\x07\x08\x09") == bytes([2, 3, 0, 0, 6, 7, 8, 9])
+
+
+@pytest.mark.parametrize(
+    ("rows", "end", "message"),
+    [
+        ((("a", 0, "B"), ("b", 2, "B")), 3, "field 'b' at 0x2, but the previous field ends at 0x1"),
+        ((("a", 0, "H"), ("b", 1, "B")), 2, "field 'b' at 0x1, but the previous field ends at 0x2"),
+        ((("a", 0, "B"), ("a", 1, "B")), 2, "field 'a' declared twice"),
+        ((("a", 0, "2I"),), 8, "field 'a' format '2I' is not one item"),
+        ((("a", 0, "<I"),), 4, "field 'a' format '<I' is not one item"),
+        ((("a", 0, "s"),), 1, "field 'a' format 's' is not one item"),
+        ((("a", 0, "I"),), 8, "the fields end at 0x4, the record at 0x8"),
+        ((), 0, "no rows"),
+    ],
+)
+def test_a_bad_table_is_refused(
+    rows: tuple[tuple[str, int, str], ...], end: int, message: str
+) -> None:
+    with pytest.raises(ValueError, match="^t: " + message.replace("(", r"\(").replace(")", r"\)")):
+        StructTable("t", rows, end=end)
+
+
+def test_pack_wants_every_field_by_name() -> None:
+    table = StructTable("t", (("a", 0, "B"), ("b", 1, "B")), end=2)
+    with pytest.raises(TypeError, match=r"missing fields \['b'\], unknown fields \['c'\]"):
+        table.pack(a=1, c=2)
