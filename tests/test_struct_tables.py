@@ -25,6 +25,27 @@ _SPEC_BOUNDS: dict[tuple[str, str], tuple[int, int, str]] = {
         0x26C,
         "asm/bootparam.h struct setup_header; boot.rst 'The Real-Mode Kernel Header'",
     ),
+    ("cvmlaunch.attest.snp_report", "REPORT_FIELDS"): (
+        0,
+        0x4A0,
+        "SEV-SNP Firmware ABI, 'ATTESTATION_REPORT Structure'",
+    ),
+    ("cvmlaunch.attest.tdx_quote", "HEADER_FIELDS"): (0, 48, "DCAP 'Quote Format': header"),
+    ("cvmlaunch.attest.tdx_quote", "_V5_DESCRIPTOR"): (
+        0,
+        6,
+        "DCAP 'Quote Format' v5: body type u16, body size u32",
+    ),
+    ("cvmlaunch.attest.tdx_quote", "TDX10_BODY_FIELDS"): (
+        0,
+        584,
+        "DCAP 'Quote Format': TD report body, TDX 1.0",
+    ),
+    ("cvmlaunch.attest.tdx_quote", "TDX15_BODY_FIELDS"): (
+        0,
+        648,
+        "DCAP 'Quote Format': TD report body, TDX 1.5",
+    ),
 }
 
 #: A table and the record type it is read into field for field (same names, same order).
