@@ -67,6 +67,9 @@ _SPEC_BOUNDS: dict[tuple[str, str], tuple[int, int, str]] = {
         0x404,
         "SNP ABI, 'ECDSA Public Key Format'",
     ),
+    ("cvmlaunch.image.td_hob", "_END"): (0, 8, "UEFI PI vol. 3 EFI_HOB_GENERIC_HEADER"),
+    ("cvmlaunch.image.td_hob", "_PHIT"): (0, 56, "UEFI PI vol. 3 EFI_HOB_HANDOFF_INFO_TABLE"),
+    ("cvmlaunch.image.td_hob", "_RESOURCE"): (0, 48, "UEFI PI vol. 3 EFI_HOB_RESOURCE_DESCRIPTOR"),
 }
 
 #: A table and the record type it is read into field for field, by name.
