@@ -70,6 +70,18 @@ _SPEC_BOUNDS: dict[tuple[str, str], tuple[int, int, str]] = {
     ("cvmlaunch.image.td_hob", "_END"): (0, 8, "UEFI PI vol. 3 EFI_HOB_GENERIC_HEADER"),
     ("cvmlaunch.image.td_hob", "_PHIT"): (0, 56, "UEFI PI vol. 3 EFI_HOB_HANDOFF_INFO_TABLE"),
     ("cvmlaunch.image.td_hob", "_RESOURCE"): (0, 48, "UEFI PI vol. 3 EFI_HOB_RESOURCE_DESCRIPTOR"),
+    ("cvmlaunch.image.pe", "_COFF"): (0, 20, "PE/COFF spec 'COFF File Header'"),
+    ("cvmlaunch.image.pe", "_SECTION"): (0, 40, "PE/COFF spec 'Section Table'"),
+    ("cvmlaunch.image.varstore", "_STORE_HEADER"): (
+        0,
+        28,
+        "edk2 VariableFormat.h VARIABLE_STORE_HEADER",
+    ),
+    ("cvmlaunch.image.varstore", "_VAR_HEADER"): (
+        0,
+        60,
+        "edk2 VariableFormat.h AUTHENTICATED_VARIABLE_HEADER",
+    ),
 }
 
 #: A table and the record type it is read into field for field, by name.
