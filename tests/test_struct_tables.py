@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import cvmlaunch
+from cvmlaunch import cpuid
 from cvmlaunch._struct import StructTable
 from cvmlaunch.image import bzimage
 from cvmlaunch.measure import identity
@@ -82,12 +83,15 @@ _SPEC_BOUNDS: dict[tuple[str, str], tuple[int, int, str]] = {
         60,
         "edk2 VariableFormat.h AUTHENTICATED_VARIABLE_HEADER",
     ),
+    ("cvmlaunch.cpuid", "_HEADER"): (0, 16, "SNP firmware ABI, CPUID page header"),
+    ("cvmlaunch.cpuid", "_FUNCTION"): (0, 48, "SNP firmware ABI, SNP_CPUID_FUNCTION"),
 }
 
 #: A table and the record type it is read into field for field, by name.
 _RECORDS: list[tuple[StructTable, type]] = [
     (bzimage.SETUP_HEADER_FIELDS, bzimage.SetupHeader),
     (identity.ID_BLOCK_FIELDS, identity.IdBlock),
+    (cpuid._FUNCTION, cpuid.SnpCpuidFunction),
 ]
 
 
