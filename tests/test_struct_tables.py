@@ -85,6 +85,13 @@ _SPEC_BOUNDS: dict[tuple[str, str], tuple[int, int, str]] = {
     ),
     ("cvmlaunch.cpuid", "_HEADER"): (0, 16, "SNP firmware ABI, CPUID page header"),
     ("cvmlaunch.cpuid", "_FUNCTION"): (0, 48, "SNP firmware ABI, SNP_CPUID_FUNCTION"),
+    ("cvmlaunch.image.ovmf", "_METADATA_HEADER"): (
+        0,
+        16,
+        "OvmfSevMetadata.asm OVMF_SEV_METADATA; TDVF design guide TDVF_DESCRIPTOR",
+    ),
+    ("cvmlaunch.image.ovmf", "_SEV_DESC"): (0, 12, "OvmfSevMetadata.asm section descriptor"),
+    ("cvmlaunch.image.ovmf", "_TDVF_SECTION"): (0, 32, "TDVF design guide TDVF_SECTION"),
 }
 
 #: A table and the record type it is read into field for field, by name.
