@@ -49,7 +49,7 @@ class StructTable:
             item, or a last row that does not end at ``end``.
     """
 
-    __slots__ = ("end", "name", "names", "offsets", "rows", "start", "struct")
+    __slots__ = ("_name_set", "end", "name", "names", "offsets", "rows", "start", "struct")
 
     def __init__(self, name: str, rows: tuple[tuple[str, int, str], ...], *, end: int) -> None:
         if not rows:
@@ -81,6 +81,7 @@ class StructTable:
         self.end = end
         #: The names of the fields that carry a value (pad rows carry none), in order.
         self.names = tuple(names)
+        self._name_set = frozenset(names)
         #: Each row's offset, by name.
         self.offsets = offsets
         self.struct = struct.Struct("<" + "".join(fmt for _, _, fmt in rows))
@@ -96,9 +97,9 @@ class StructTable:
 
     def pack(self, **values: Any) -> bytes:
         """The record's bytes (from ``start`` to ``end``) with every field given by name."""
-        if values.keys() != set(self.names):
-            missing = sorted(set(self.names) - values.keys())
-            extra = sorted(values.keys() - set(self.names))
+        if values.keys() != self._name_set:
+            missing = sorted(self._name_set - values.keys())
+            extra = sorted(values.keys() - self._name_set)
             raise TypeError(f"{self.name}: missing fields {missing}, unknown fields {extra}")
         return self.struct.pack(*(values[field] for field in self.names))
 

@@ -92,6 +92,7 @@ _SPEC_BOUNDS: dict[tuple[str, str], tuple[int, int, str]] = {
     ),
     ("cvmlaunch.image.ovmf", "_SEV_DESC"): (0, 12, "OvmfSevMetadata.asm section descriptor"),
     ("cvmlaunch.image.ovmf", "_TDVF_SECTION"): (0, 32, "TDVF design guide TDVF_SECTION"),
+    ("cvmlaunch.measure.plain", "_STEP"): (0, 98, "docs/log-format.md, the plain transcript step"),
 }
 
 #: A table and the record type it is read into field for field, by name.
