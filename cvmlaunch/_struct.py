@@ -67,7 +67,10 @@ class StructTable:
                 )
             code = fmt.lstrip("0123456789")
             count = fmt[: len(fmt) - len(code)]
-            if not ((code in _SCALARS and not count) or (code in _RUNS and count.isdigit())):
+            if not (
+                (code in _SCALARS and not count)
+                or (code in _RUNS and count.isdigit() and int(count) > 0)
+            ):
                 raise ValueError(f"{name}: field {field!r} format {fmt!r} is not one item")
             offsets[field] = offset
             if not fmt.endswith("x"):

@@ -197,6 +197,7 @@ def test_unpack_at_a_base() -> None:
         ((("a", 0, "2I"),), 8, "field 'a' format '2I' is not one item"),
         ((("a", 0, "<I"),), 4, "field 'a' format '<I' is not one item"),
         ((("a", 0, "s"),), 1, "field 'a' format 's' is not one item"),
+        ((("a", 0, "0s"), ("b", 0, "B")), 1, "field 'a' format '0s' is not one item"),
         ((("a", 0, "I"),), 8, "the fields end at 0x4, the record at 0x8"),
         ((), 0, "no rows"),
     ],
