@@ -49,7 +49,9 @@ _EXPECTED_CVMLAUNCH = {
     "cvmlaunch.measure",
     "cvmlaunch.measure.snp",
     "cvmlaunch.measure.snp_chain",
-    "cvmlaunch.measure.vmsa",
+    "cvmlaunch.plan",
+    "cvmlaunch.plan.snp",
+    "cvmlaunch.plan.vmsa",
     "cvmlaunch.text",
 }
 
@@ -125,6 +127,8 @@ _OTHER_COMMANDS = (
     "cvmlaunch.cli._reference",
     "cvmlaunch.launch",
     "cvmlaunch.launch_settings",
+    "cvmlaunch.plan.pvh",
+    "cvmlaunch.plan.tdvf",
     "cvmlaunch.kvm_map",
     "cvmlaunch._uapi",
     "cvmlaunch.image.elf",
