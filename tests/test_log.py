@@ -802,3 +802,20 @@ def test_show_lines_escape_before_aligning() -> None:
     assert entry.digest_after.hex() not in table[1]
     assert lines[-1] == f"final digest {log.footer.digest.hex()}"
     assert entry.digest_after.hex() in show_lines(log, full=True)[-2]
+
+
+def test_log_check_lines_name_the_log_on_every_line() -> None:
+    from cvmlaunch.measure.log_checker import Finding, LogCheck
+
+    digest = bytes(range(48))
+    ok = LogCheck((), ("the firmware pages: give --firmware",), digest, ("record 3 CPUID",))
+    assert list(ok.lines("l.jsonl", records=9, events=2)) == [
+        "l.jsonl: unchecked: the firmware pages: give --firmware",
+        "l.jsonl: host-decided (a signature protects it): record 3 CPUID",
+        f"l.jsonl: OK 9 records, 2 RTMR events, digest {digest.hex()} (1 part(s) unchecked)",
+    ]
+    assert list(LogCheck((), (), None).lines("l", records=1)) == [
+        "l: OK 1 records, digest not replayed"
+    ]
+    bad = LogCheck((Finding("record 0", "gpa", "0x0 vs 0x1000"),), (), digest)
+    assert list(bad.lines("l", records=1)) == ["l: record 0: gpa: 0x0 vs 0x1000"]  # no OK line

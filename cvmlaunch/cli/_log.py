@@ -102,21 +102,8 @@ def verify(
         # names and values come from the log and the command line: escaped
         if signer is not None:
             print(printable(f"{log_file}: signature OK (key {signer})"))
-        for finding in result.findings:
-            print(printable(f"{log_file}: {finding.describe()}"))
-        for item in result.unchecked:
-            print(printable(f"{log_file}: unchecked: {item}"))
-        for item in result.host_decided:
-            print(printable(f"{log_file}: host-decided (a signature protects it): {item}"))
-        if result.ok:
-            digest = result.digest.hex() if result.digest is not None else "not replayed"
-            rest = f" ({len(result.unchecked)} part(s) unchecked)" if result.unchecked else ""
-            events = f", {len(log.events)} RTMR events" if log.events else ""
-            print(
-                printable(
-                    f"{log_file}: OK {len(log.entries)} records{events}, digest {digest}{rest}"
-                )
-            )
+        for line in result.lines(log_file, records=len(log.entries), events=len(log.events)):
+            print(printable(line))
     if not result.ok:
         raise CheckFailed(f"{len(result.findings)} field(s) of {log_file} differ")
     if require_inputs and not result.complete:
