@@ -32,13 +32,13 @@ if TYPE_CHECKING:
     from cvmlaunch.image.ovmf import OvmfImage
     from cvmlaunch.measure.identity import GuestPolicy
     from cvmlaunch.measure.log import LogInput, MeasurementLog, SettingValue
-    from cvmlaunch.measure.sev_hashes import KernelHashes
     from cvmlaunch.measure.snp import SevMode
+    from cvmlaunch.plan.sev_hashes import KernelHashes
 
 __all__ = ["MEASURE_SNP", "measure_snp"]
 
 
-# The values of cvmlaunch.measure.snp.SevMode, vmsa.VmmType and vmsa.FpuInit, spelled out so
+# The values of cvmlaunch.measure.snp.SevMode, plan.vmsa.VmmType and FpuInit, spelled out so
 # that building the command does not import the measurement code (tests check they agree).
 MODES = ["snp", "snp:ovmf-hash", "snp:svsm", "seves", "sev"]
 VMMS = ["QEMU", "ec2", "gce"]
@@ -246,16 +246,10 @@ def measure_snp(
         raise ConfigError("--kernel and --initrd cannot both be standard input ('-')")
     streams = _FileDigests(kernel, initrd)
     from cvmlaunch.layout import parse_hex_bytes
-    from cvmlaunch.measure.snp import (
-        SevMode,
-        SnpSettings,
-        firmware_layout,
-        snp_layout,
-        snp_log,
-        svsm_layout,
-    )
+    from cvmlaunch.measure.snp import SevMode, snp_log
     from cvmlaunch.measure.snp_chain import ZERO_DIGEST, fold_layout
-    from cvmlaunch.measure.vmsa import FpuInit, VmmType
+    from cvmlaunch.plan.snp import SnpSettings, firmware_plan, snp_plan, svsm_plan
+    from cvmlaunch.plan.vmsa import FpuInit, VmmType
 
     sev_mode = SevMode(mode)
     vmm = VmmType(vmm_type)
@@ -355,18 +349,18 @@ def measure_snp(
             )
             extra: dict[str, SettingValue] = {}
             if sev_mode is SevMode.SNP_OVMF_HASH:
-                layout = firmware_layout(image)
+                layout = firmware_plan(image)
                 settings_out = {}
             elif sev_mode is SevMode.SNP_SVSM:
                 svsm_image = stack.enter_context(_firmware(svsm or ""))
                 size = _vars_size(vars_size, vars_file)
-                layout = svsm_layout(image, svsm_image, settings, vars_size=size)
+                layout = svsm_plan(image, svsm_image, settings, vars_size=size)
                 if want_log:
                     inputs.append(_input("svsm", svsm or "", svsm_image.data))
                 extra = {"vars_size": size}
                 settings_out = {**settings.log_settings(), **extra}
             else:
-                layout = snp_layout(image, settings)
+                layout = snp_plan(image, settings)
                 extra = {"ap_reset_address": image.sev_es_reset_eip}
                 settings_out = settings.log_settings()
             if launch_id is not None:
@@ -516,7 +510,7 @@ def _kernel_hashes(
     settings either way)."""
     if kernel is None and kernel_sha is None:
         return None
-    from cvmlaunch.measure.sev_hashes import KernelHashes, cmdline_bytes, cmdline_sha256
+    from cvmlaunch.plan.sev_hashes import KernelHashes, cmdline_bytes, cmdline_sha256
 
     (kernel_size, kernel_digest), (initrd_size, initrd_digest) = streams.result()
     kernel_sha = kernel_digest or kernel_sha

@@ -7,7 +7,7 @@ The LOG command is imported from :mod:`cvmlaunch.cli._reference` only when it ru
 
 No network access is made. The library does the work
 (:mod:`cvmlaunch.measure.reference_set`: the ranges, the page orders, the set and its
-renderings; :meth:`cvmlaunch.measure.sev_hashes.KernelHashes.for_boot`); this module maps the
+renderings; :meth:`cvmlaunch.plan.sev_hashes.KernelHashes.for_boot`); this module maps the
 files and prints.
 """
 
@@ -133,8 +133,8 @@ def REFERENCE_VALUES_SNP(  # noqa: N802
     from cvmlaunch.files import file_digest
     from cvmlaunch.measure.identity import GuestPolicy
     from cvmlaunch.measure.reference_set import parse_vcpu_ranges, snp_reference_set
-    from cvmlaunch.measure.sev_hashes import KernelHashes
-    from cvmlaunch.measure.vmsa import VmmType
+    from cvmlaunch.plan.sev_hashes import KernelHashes
+    from cvmlaunch.plan.vmsa import VmmType
 
     if (initrd is not None or append is not None) and kernel is None:
         raise ConfigError("--initrd and --append need --kernel")

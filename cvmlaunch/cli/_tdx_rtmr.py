@@ -81,7 +81,7 @@ def predict_rtmrs(
     from cvmlaunch.files import map_file
     from cvmlaunch.fw_cfg_files import read_fw_cfg_dir, read_uefi_variables
     from cvmlaunch.image.tdvf_features import Edk2Release
-    from cvmlaunch.launch import parse_size
+    from cvmlaunch.launch_settings import parse_size
     from cvmlaunch.measure.tdx_rtmr import (
         ACPI_BLOB_NAMES,
         SECURE_BOOT_VARIABLES,
@@ -141,11 +141,11 @@ def rtmr_log_parts(
 
     from cvmlaunch.files import map_file
     from cvmlaunch.fw_cfg_files import read_fw_cfg_dir
-    from cvmlaunch.launch import parse_size
+    from cvmlaunch.launch_settings import parse_size
     from cvmlaunch.measure.log import LogInput, cmdline_input
     from cvmlaunch.measure.log_rtmr import ACPI_ROLES
-    from cvmlaunch.measure.sev_hashes import cmdline_bytes
     from cvmlaunch.measure.tdx_rtmr import ACPI_BLOB_NAMES, stub_uses_cc_measurement
+    from cvmlaunch.plan.sev_hashes import cmdline_bytes
 
     def item(role: str, name: str, data: Any) -> LogInput:
         return LogInput(

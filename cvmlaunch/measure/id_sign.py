@@ -28,8 +28,9 @@ from cvmlaunch.measure.identity import (
     parse_hex_bytes,
     sign_id_block,
 )
-from cvmlaunch.measure.log import MeasurementLog, Technology, replay_if_possible
+from cvmlaunch.measure.log import MeasurementLog, replay_if_possible
 from cvmlaunch.measure.reference import ReferenceValues
+from cvmlaunch.technology import Technology
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
