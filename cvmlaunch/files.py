@@ -394,7 +394,8 @@ def find_by_digest(
     size are hashed. A file that cannot be examined is passed over.
 
     Raises:
-        ConfigError: a directory cannot be listed (``setting DIR: reason``).
+        ConfigError: a directory cannot be listed (naming ``setting``, the caller's name of
+            the directories, and the directory).
         ImageError: a file of a wanted size cannot be read.
     """
     found: dict[str, str] = {}
@@ -403,7 +404,7 @@ def find_by_digest(
         try:
             names = sorted(os.listdir(directory))
         except OSError as exc:
-            raise ConfigError(f"{setting} {directory}: {exc.strerror}") from exc
+            raise ConfigError(f"{setting} {directory}: {exc.strerror}", setting=setting) from exc
         for name in names:
             path = os.path.join(directory, name)
             try:

@@ -29,6 +29,7 @@ from cvmlaunch.files import (
     write_output,
     write_outputs,
 )
+from tests.errors_util import raises_cvm
 from tests.hardening_util import dev_twin, snapshot, within
 
 
@@ -399,7 +400,6 @@ def test_5_file_digests_across_mmap_windows(tmp_path: Path) -> None:
 
 
 def test_find_by_digest_finds_renamed_inputs_and_hashes_only_wanted_sizes(tmp_path: Path) -> None:
-    from cvmlaunch.errors import ConfigError
     from cvmlaunch.files import find_by_digest
 
     a, b = tmp_path / "a", tmp_path / "b"
@@ -416,12 +416,13 @@ def test_find_by_digest_finds_renamed_inputs_and_hashes_only_wanted_sizes(tmp_pa
         (7, hashlib.sha256(b"kernel!").digest()): "kernel",
         (6, hashlib.sha256(b"initrd").digest()): "initrd",
     }
-    found = find_by_digest([str(a), str(b)], wanted, "--inputs")
+    found = find_by_digest([str(a), str(b)], wanted, "inputs")
     assert found == {"firmware": str(a / "renamed.fd"), "kernel": str(b / "vmlinuz")}
-    assert find_by_digest([str(b)], wanted, "--inputs")["firmware"] == str(b / "a-copy")
-    assert find_by_digest([], wanted, "--inputs") == {}
-    with pytest.raises(ConfigError, match=f"^--inputs {re.escape(str(tmp_path / 'c'))}: No such"):
-        find_by_digest([str(tmp_path / "c")], wanted, "--inputs")
+    assert find_by_digest([str(b)], wanted, "inputs")["firmware"] == str(b / "a-copy")
+    assert find_by_digest([], wanted, "inputs") == {}
+    missing = re.escape(str(tmp_path / "c"))
+    with raises_cvm(setting="inputs", match=f"^inputs {missing}: No such"):
+        find_by_digest([str(tmp_path / "c")], wanted, "inputs")
 
 
 def test_created_directory_is_removed_again_when_the_block_fails(tmp_path: Path) -> None:

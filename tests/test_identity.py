@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from cvmlaunch.errors import ConfigError, ImageError
 from cvmlaunch.measure import identity as ident
 from tests.cli_runner import run_cli
+from tests.errors_util import raises_cvm
 from tests.vectors import ecdsa_vector, identity_file
 
 ID_KEY_FILE = identity_file("id_key.pem")
@@ -531,7 +532,7 @@ def test_launch_from_text_takes_hex_or_base64_of_48_bytes() -> None:
     assert launch_from_text(" " + ld.hex()[:40] + "\n" + ld.hex()[40:]) == Launch(ld)
     assert launch_from_text(base64.b64encode(ld).decode()) == Launch(ld)
     for bad in (ld.hex()[:-2], base64.b64encode(ld[:47]).decode(), "zz"):
-        with pytest.raises(ConfigError, match="neither 48 bytes of hex nor of base64"):
+        with raises_cvm(setting="measurement", match="neither 48 bytes of hex nor of base64"):
             launch_from_text(bad)
 
 
@@ -579,8 +580,8 @@ def test_sign_launch_fills_the_block_and_reconciles_the_policy() -> None:
     )
     assert (block.guest_svn, auth.has_author_key) == (7, True)
     assert sign_launch(recorded, ID_KEY, policy="30001")[0].policy == ident.GuestPolicy(0x30001)
-    differs = "--policy 0x30000 differs from the policy 0x30001 recorded in l.jsonl: the firmware"
-    with pytest.raises(ConfigError, match=re.escape(differs + " would refuse the launch")):
+    differs = "policy 0x30000 differs from the policy 0x30001 recorded in l.jsonl: the firmware"
+    with raises_cvm(setting="policy", match=re.escape(differs + " would refuse the launch")):
         sign_launch(recorded, ID_KEY, policy="0x30000")
-    with pytest.raises(ConfigError, match="--family-id"):
+    with raises_cvm(setting="family_id", match="^family_id: 15 bytes given, exactly 16"):
         sign_launch(recorded, ID_KEY, family_id="11" * 15)

@@ -32,6 +32,7 @@ from cvmlaunch.measure.tdx import PageOrder, measure_tdvf
 from cvmlaunch.plan.sev_hashes import KernelHashes, cmdline_sha256
 from cvmlaunch.plan.snp import snp_plan
 from tests.cli_runner import run_cli
+from tests.errors_util import raises_cvm
 from tests.test_identity import AUTHOR_KEY, ID_KEY
 from tests.vectors import snp_case
 
@@ -52,7 +53,7 @@ def test_parse_vcpu_ranges() -> None:
         ("1-4097", "out of range"),
         ("a", "is not N or N-M"),
     ]:
-        with pytest.raises(ConfigError, match=why):
+        with raises_cvm(ConfigError, setting="vcpus", match=why):
             parse_vcpu_ranges(bad)
 
 
@@ -412,11 +413,11 @@ def test_trustee_matches_the_sample_extractor() -> None:
 
 def test_formats_refuse_the_other_technology() -> None:
     snp_set, tdx_set = _sets()
-    with pytest.raises(ConfigError, match="for TDX sets"):
+    with raises_cvm(ConfigError, setting="format", match="^format go-tdx-guest is for TDX sets"):
         snp_set.render("go-tdx-guest")
-    with pytest.raises(ConfigError, match="for SEV-SNP sets"):
+    with raises_cvm(ConfigError, setting="format", match="^format snpguest is for SEV-SNP sets"):
         tdx_set.render("snpguest")
-    with pytest.raises(ConfigError, match="unknown reference-value format"):
+    with raises_cvm(ConfigError, setting="format", match="unknown reference-value format"):
         tdx_set.render("yaml")
 
 
@@ -454,7 +455,7 @@ def test_parse_page_orders_defaults_to_every_order() -> None:
 
     assert parse_page_orders([]) == [PageOrder.PER_PAGE, PageOrder.TWO_PASS]
     assert parse_page_orders(["two-pass"]) == [PageOrder.TWO_PASS]
-    with pytest.raises(ConfigError, match=r"^--order two-pass,3-pass: each must be one of per"):
+    with raises_cvm(setting="order", match=r"^order two-pass,3-pass: each must be one of per"):
         parse_page_orders(["two-pass", "3-pass"])
 
 
@@ -468,5 +469,5 @@ def test_kernel_hashes_for_a_direct_boot() -> None:
     )
     escaped = KernelHashes.for_boot(kernel, None, "a\udcffb")  # the byte 0xff, as argv has it
     assert escaped.cmdline == hashlib.sha256(b"a\xffb\0").digest()
-    with pytest.raises(ConfigError, match=r"--append: character U\+D800 at 1"):
+    with raises_cvm(setting="append", match=r"^append: character U\+D800 at 1"):
         KernelHashes.for_boot(kernel, None, "a\ud800b")  # no escaped byte: no text

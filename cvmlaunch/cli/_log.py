@@ -82,7 +82,7 @@ def verify(
         )
         if path is not None
     }
-    files = given | find_by_digest(inputs, inputs_to_find(log.header, given), "--inputs")
+    files = given | find_by_digest(inputs, inputs_to_find(log.header, given), "inputs")
     with contextlib.ExitStack() as stack:
         buffers: dict[str, Buffer] = {
             role: stack.enter_context(map_file(path)) for role, path in files.items()

@@ -255,20 +255,20 @@ def measure_snp(
     vmm = VmmType(vmm_type)
     is_sev = sev_mode in (SevMode.SEV, SevMode.SEV_ES)
     expected = (
-        parse_hex_bytes(expect, 32 if is_sev else 48, "--expect") if expect is not None else None
+        parse_hex_bytes(expect, 32 if is_sev else 48, "expect") if expect is not None else None
     )
     seed = (
-        parse_hex_bytes(snp_ovmf_hash, 48, "--snp-ovmf-hash") if snp_ovmf_hash is not None else None
+        parse_hex_bytes(snp_ovmf_hash, 48, "snp_ovmf_hash") if snp_ovmf_hash is not None else None
     )
     if kernel is not None and kernel_sha256 is not None:
         raise ConfigError("give --kernel or --kernel-sha256, not both")
     if initrd is not None and initrd_sha256 is not None:
         raise ConfigError("give --initrd or --initrd-sha256, not both")
     given_kernel = (
-        parse_hex_bytes(kernel_sha256, 32, "--kernel-sha256") if kernel_sha256 is not None else None
+        parse_hex_bytes(kernel_sha256, 32, "kernel_sha256") if kernel_sha256 is not None else None
     )
     given_initrd = (
-        parse_hex_bytes(initrd_sha256, 32, "--initrd-sha256") if initrd_sha256 is not None else None
+        parse_hex_bytes(initrd_sha256, 32, "initrd_sha256") if initrd_sha256 is not None else None
     )
     _check_combination(
         sev_mode,
@@ -455,7 +455,7 @@ def _launch_identity(
     guest_policy = GuestPolicy.parse(policy) if policy is not None else DEFAULT_POLICY
     snp = SnpLaunchIdentity()
     if host_data is not None:
-        snp = SnpLaunchIdentity(parse_hex_bytes(host_data, SNP_HOST_DATA_SIZE, "--host-data"))
+        snp = SnpLaunchIdentity(parse_hex_bytes(host_data, SNP_HOST_DATA_SIZE, "host_data"))
     pair: tuple[str, bytes, bytes] | None = None
     if id_block is not None and id_auth is not None:
         block = read_blob(id_block, SNP_ID_BLOCK_SIZE, "ID block")

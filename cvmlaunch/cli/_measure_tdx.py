@@ -78,7 +78,7 @@ def _owner_settings(
     from cvmlaunch.measure.reference import identity_settings
 
     values = [
-        bytes(TDX_MR_SIZE) if v is None else parse_hex_bytes(v, TDX_MR_SIZE, f"--{name}")
+        bytes(TDX_MR_SIZE) if v is None else parse_hex_bytes(v, TDX_MR_SIZE, name)
         for name, v in (
             ("mrconfigid", mrconfigid),
             ("mrowner", mrowner),
@@ -106,7 +106,7 @@ def measure_tdx(
     **guest: Any,
 ) -> None:
     """Run ``measure tdx`` (arguments as the options; see :data:`MEASURE_TDX`)."""
-    expected = parse_hex_bytes(expect, MRTD_SIZE, "--expect") if expect is not None else None
+    expected = parse_hex_bytes(expect, MRTD_SIZE, "expect") if expect is not None else None
     event_log = guest.pop("event_log", None)
     if guest.get("kernel") is None and (_guest_given(guest) or event_log is not None):
         raise ConfigError("--memory, --initrd, --append, --acpi, … describe a guest: give --kernel")

@@ -9,8 +9,9 @@ DEFAULT_POLICY`; FAMILY_ID and IMAGE_ID are 16 bytes of hex (:func:`sign_launch`
 
 Rule 2: pure. Parsed logs, texts and key objects in; an :class:`~cvmlaunch.measure.identity.
 IdBlock` and its :class:`~cvmlaunch.measure.identity.IdAuth` out. Keys are read and the
-blobs written by the caller (:mod:`cvmlaunch.files`). Error messages name the options of
-``id-block snp`` the values come from.
+blobs written by the caller (:mod:`cvmlaunch.files`). Errors name the setting
+(``ConfigError.setting``: ``measurement``, ``policy``, ``family_id``, ``image_id``), which the
+CLI spells as its flag.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def launch_from_text(text: str) -> Launch:
     """
     s = "".join(text.split())
     try:
-        return Launch(parse_hex_bytes(s, _LD_SIZE, "--measurement"))
+        return Launch(parse_hex_bytes(s, _LD_SIZE, "measurement"))
     except ConfigError:
         pass
     try:
@@ -74,7 +75,9 @@ def launch_from_text(text: str) -> Launch:
     except (binascii.Error, ValueError):
         raw = b""
     if len(raw) != _LD_SIZE:
-        raise ConfigError(f"--measurement: {text!r} is neither 48 bytes of hex nor of base64")
+        raise ConfigError(
+            f"measurement: {text!r} is neither 48 bytes of hex nor of base64", setting="measurement"
+        )
     return Launch(raw)
 
 
@@ -118,13 +121,14 @@ def sign_launch(
     asked = GuestPolicy.parse(policy) if policy is not None else None
     if asked and launch.policy and asked != launch.policy:
         raise ConfigError(
-            f"--policy {asked.value:#x} differs from the policy {launch.policy.value:#x} "
-            f"recorded in {launch.source}: the firmware would refuse the launch"
+            f"policy {asked.value:#x} differs from the policy {launch.policy.value:#x} "
+            f"recorded in {launch.source}: the firmware would refuse the launch",
+            setting="policy",
         )
     block = IdBlock(
         ld=launch.digest,
-        family_id=parse_hex_bytes(family_id, 16, "--family-id"),
-        image_id=parse_hex_bytes(image_id, 16, "--image-id"),
+        family_id=parse_hex_bytes(family_id, 16, "family_id"),
+        image_id=parse_hex_bytes(image_id, 16, "image_id"),
         guest_svn=svn,
         policy=asked or launch.policy or DEFAULT_POLICY,
         version=version,
