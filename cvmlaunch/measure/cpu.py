@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from cvmlaunch.errors import ConfigError
 
-__all__ = ["VCPU_TYPES", "cpu_signature", "vcpu_type_signature"]
+__all__ = ["VCPU_TYPES", "cpu_signature", "resolve_vcpu_signature", "vcpu_type_signature"]
 
 _MAX_FAMILY = 0xF + 0xFF
 _MAX_MODEL = 0xFF
@@ -79,3 +79,37 @@ def vcpu_type_signature(name: str) -> int:
         return VCPU_TYPES[name]
     except KeyError:
         raise ConfigError(f"unknown vCPU type {name!r} (known: {', '.join(VCPU_TYPES)})") from None
+
+
+def resolve_vcpu_signature(
+    vcpu_type: str | None = None,
+    vcpu_sig: int | None = None,
+    family: int | None = None,
+    model: int | None = None,
+    stepping: int | None = None,
+) -> int | None:
+    """The signature from exactly one of a QEMU CPU model name, an explicit value or
+    family/model/stepping (``measure snp``'s ``--vcpu-type``, ``--vcpu-sig`` and
+    ``--vcpu-family/-model/-stepping``); None when none is given.
+
+    Raises:
+        ConfigError: more than one given, a partial family/model/stepping, an unknown name or
+            a value out of range.
+    """
+    fms = (family, model, stepping)
+    given = [vcpu_type is not None, vcpu_sig is not None, any(v is not None for v in fms)]
+    if sum(given) > 1:
+        raise ConfigError(
+            "give only one of --vcpu-type, --vcpu-sig or --vcpu-family/--vcpu-model/--vcpu-stepping"
+        )
+    if vcpu_type is not None:
+        return vcpu_type_signature(vcpu_type)
+    if vcpu_sig is not None:
+        if not 0 <= vcpu_sig <= 0xFFFF_FFFF:
+            raise ConfigError(f"--vcpu-sig {vcpu_sig:#x} is not a 32-bit value")
+        return vcpu_sig
+    if any(v is not None for v in fms):
+        if family is None or model is None or stepping is None:
+            raise ConfigError("--vcpu-family, --vcpu-model and --vcpu-stepping go together")
+        return cpu_signature(family, model, stepping)
+    return None
