@@ -49,6 +49,7 @@ def digest_size(mode: SevMode) -> int:
     """The size of ``mode``'s digest: 32 (SEV and SEV-ES: SHA-256 GCTX.LD) or 48 (SNP)."""
     return 32 if mode in (SevMode.SEV, SevMode.SEV_ES) else 48
 
+
 #: The vCPU signature in the VMSAs of EC2 and GCE guests: those VMMs configure no CPUID leaf 1
 #: for the vCPUs, so KVM leaves RDX at its reset value 0x600 (sev-snp-measure 0.0.13
 #: ``vmsa.py``, ``VMSA.build_save_area``; vectors ``amdsev-4-ec2``, ``amdsev-4-gce``).
