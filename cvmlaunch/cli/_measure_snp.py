@@ -304,7 +304,7 @@ def _basename(path: str) -> str:
 
 def _print(result: SnpPrediction, output_format: str, mode: Any) -> None:
     digest = result.digest
-    if output_format == "hex":  # not via _output.format_digest: it imports tempfile (speed)
+    if output_format == "hex":  # not via _output.format_digest: it imports base64 (start-up)
         print(digest.hex())
         return
     if output_format == "base64":
