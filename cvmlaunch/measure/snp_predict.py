@@ -59,7 +59,7 @@ _SNP_MODES = (SevMode.SNP, SevMode.SNP_SVSM)  # the modes with a launch identity
 _VMSA_MODES = (SevMode.SNP, SevMode.SNP_SVSM, SevMode.SEV_ES)  # the modes that measure VMSAs
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)  # eq: not a value to compare (start-up time)
 class SnpRequest:
     """What to predict: the mode and the settings as given, None meaning "the default".
 
@@ -258,9 +258,9 @@ class SnpRequest:
         )
 
 
-@dataclass(frozen=True, slots=True)
 class SnpPrediction:
-    """The result of :func:`predict`.
+    """The result of :func:`predict` (a plain class: a dataclass's generated methods would
+    cost ``measure snp`` start-up time, tests/test_startup.py).
 
     Args:
         digest: the launch digest (48 bytes; 32 for SEV and SEV-ES).
@@ -269,9 +269,20 @@ class SnpPrediction:
         log: the launch log, when the request asked for one.
     """
 
-    digest: bytes
-    settings: dict[str, SettingValue]
-    log: MeasurementLog | None = None
+    __slots__ = ("digest", "log", "settings")
+
+    def __init__(
+        self,
+        digest: bytes,
+        settings: dict[str, SettingValue],
+        log: MeasurementLog | None = None,
+    ) -> None:
+        self.digest = digest
+        self.settings = settings
+        self.log = log
+
+    def __repr__(self) -> str:
+        return f"SnpPrediction(digest={self.digest.hex()}, settings={self.settings!r})"
 
 
 def _image_input(role: str, image: OvmfImage) -> LogInput:
