@@ -58,7 +58,7 @@ def test_ec2_and_gce_vmsas_carry_the_reset_signature(amdsev: OvmfImage) -> None:
         request = SnpRequest(vcpus=4, vcpu_sig=sig, vmm=vmm)
         assert request.settings().vcpu_sig == 0x600
         assert predict(amdsev, request).digest.hex() == _expected(case)
-    # the same with an explicit 0x600 under QEMU differs only by the page types of the VMM
+    # under QEMU the given signature is kept
     assert SnpRequest(vcpus=1, vcpu_sig=EPYC_V4, vmm=VmmType.QEMU).settings().vcpu_sig == EPYC_V4
 
 
