@@ -35,13 +35,13 @@ re-exports them, so ``from cvmlaunch.launch import LaunchSettings`` keeps workin
 
 from __future__ import annotations
 
-import hashlib
 import re
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from cvmlaunch.digests import range_sha384
 from cvmlaunch.errors import CheckFailed, ConfigError, GuestError, MeasurementMismatch
 from cvmlaunch.launch_identity import SnpLaunchIdentity, TdxLaunchIdentity
 from cvmlaunch.launch_settings import (
@@ -178,13 +178,7 @@ class LaunchPlan:
 
     def predicted(self) -> tuple[bytes, ...]:
         """SHA-384 of each hashed range as the plan fills it: what the guest should report."""
-        out = []
-        for region in self.hashed:
-            h = hashlib.sha384()
-            for _, page in region.pages():
-                h.update(page)
-            out.append(h.digest())
-        return tuple(out)
+        return tuple(range_sha384(region.data, region.size) for region in self.hashed)
 
 
 def _generated(name: str, gpa: int, data: bytes, detail: str = "") -> Region:

@@ -2,7 +2,8 @@
 
 A core value module like :mod:`cvmlaunch.layout` (pure, frozen, validated), kept apart so that
 computing a digest does not pay for creating these types: only the log producers and readers
-(:mod:`cvmlaunch.measure.log`, :mod:`cvmlaunch.kvm_map`) import it. It builds on
+(:mod:`cvmlaunch.measure.log`, :mod:`cvmlaunch.kvm_map`, and the record builder
+:func:`cvmlaunch.digests.entry_for_range` when it builds one) import it. It builds on
 :mod:`cvmlaunch.layout` (page types, provenance), which does not import it.
 """
 

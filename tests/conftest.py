@@ -171,16 +171,17 @@ def snp_fold_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatc
     """Run the test once per way the SNP fold can hash pages: the native batch hasher or
     hashlib page by page, each serial as small regions are folded and on two threads in
     small batches (every region of two pages or more)."""
-    from cvmlaunch.measure import pages, snp_chain
+    from cvmlaunch import digests
+    from cvmlaunch.measure import snp_chain
 
     name = str(request.param)
     if name.startswith("native"):
         load_native_pagehash()
-        assert pages._sha384_pages is not None
-        assert pages._sha384 is not None
+        assert digests._sha384_pages is not None
+        assert digests._sha384 is not None
     else:
-        monkeypatch.setattr(pages, "_sha384_pages", None)
-        monkeypatch.setattr(pages, "_sha384", None)
+        monkeypatch.setattr(digests, "_sha384_pages", None)
+        monkeypatch.setattr(digests, "_sha384", None)
     if name.endswith("2-workers"):
         monkeypatch.setattr(snp_chain, "PARALLEL_MIN_PAGES", 2)
         monkeypatch.setattr(snp_chain, "BATCH_PAGES", 100)

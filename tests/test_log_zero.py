@@ -2,7 +2,7 @@
 to check, however large they are declared; flipping the marker is a finding naming the field.
 
 The cost is asserted structurally: every content hash of a range goes through
-:func:`cvmlaunch.measure.pages.range_sha384` (the one range hasher), which these tests wrap
+:func:`cvmlaunch.digests.range_sha384` (the one range hasher), which these tests wrap
 with a counter of the bytes it is asked to hash. No timing assertions.
 """
 
@@ -17,10 +17,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cvmlaunch import digests
 from cvmlaunch.errors import LogFormatError
 from cvmlaunch.layout import PAGE_SIZE, Buffer, Layout, PageType, Provenance, Region, SourceKind
 from cvmlaunch.measure import log as log_module
-from cvmlaunch.measure import pages, tdx
 from cvmlaunch.measure.log import (
     LOG_VERSION,
     MAX_COVERED_BYTES,
@@ -46,17 +46,16 @@ class Counter:
 
 @pytest.fixture
 def hashed(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter]:
-    """Count what :func:`pages.range_sha384` hashes, wherever it is called from."""
+    """Count what :func:`digests.range_sha384` hashes, wherever it is called from."""
     counter = Counter()
-    real = pages.range_sha384
+    real = digests.range_sha384
 
     def counting(data: Buffer, size: int) -> bytes:
         counter.calls += 1
         counter.bytes += size
         return real(data, size)
 
-    monkeypatch.setattr(pages, "range_sha384", counting)
-    monkeypatch.setattr(tdx, "range_sha384", counting)
+    monkeypatch.setattr(digests, "range_sha384", counting)
     log_module._zero_range_sha384.cache_clear()
     yield counter
     log_module._zero_range_sha384.cache_clear()
@@ -134,7 +133,7 @@ def test_snp_writer_hashes_only_the_bytes_given(
     from cvmlaunch.measure.snp_chain import SNP_ALGORITHM, log_layout
 
     counter = Counter()
-    real = pages.range_sha384
+    real = digests.range_sha384
 
     def counting(data: Buffer, size: int) -> bytes:
         counter.bytes += size
@@ -152,7 +151,7 @@ def test_snp_writer_hashes_only_the_bytes_given(
         gpa += count * PAGE_SIZE
     header = LogHeader(Technology.SEV_SNP, SNP_ALGORITHM, {}, (), "t", bytes(48))
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(pages, "range_sha384", counting)
+        mp.setattr(digests, "range_sha384", counting)
         log = log_layout(Layout.of(regions), header)
         assert verify_log(parse_log(dumps_log(log))) == log.digest
     assert counter.bytes == sum(r.size for r in regions if r.data)
@@ -255,10 +254,10 @@ def test_verify_log_checks_the_marker_against_the_contents_given() -> None:
         verify_log(log, lambda e: b"\x00\x01")
 
 
-def test_kvm_recorder_marks_what_the_prediction_marks() -> None:
+def test_kvm_recorder_marks_what_the_prediction_marks(hashed: Counter) -> None:
     """The KVM layer's records (one shared builder) carry the marker exactly where the
     prediction's do: a range with no bytes."""
-    from cvmlaunch.kvm_map._engine import _Recorder, _region_bytes
+    from cvmlaunch.kvm_map._engine import _Recorder
     from cvmlaunch.log_entry import LogOp
 
     rec = _Recorder()
@@ -266,13 +265,9 @@ def test_kvm_recorder_marks_what_the_prediction_marks() -> None:
     data = Region(0x1000, PAGE_SIZE, PageType.NORMAL, False,
                   Provenance(SourceKind.FILE, "k", offset=0), b"\x01")  # fmt: skip
 
-    def unread() -> Iterator[bytes]:
-        raise AssertionError("the contents of a zero range were read")
-        yield b""  # pragma: no cover
-
-    rec.add(LogOp.TDX_PAGE_ADD, zero, zero.gpa, zero.size, unread(), per_page=False)
-    rec.add(LogOp.TDX_PAGE_ADD, data, data.gpa, data.size,
-            _region_bytes(data, data.gpa, data.size), per_page=False)  # fmt: skip
+    rec.add(LogOp.TDX_PAGE_ADD, zero, zero.gpa, zero.size, per_page=False)
+    assert hashed.bytes == 0, "the contents of a zero range were hashed"
+    rec.add(LogOp.TDX_PAGE_ADD, data, data.gpa, data.size, per_page=False)
     assert rec.entries[0].content_sha384 is None
     assert rec.entries[1].content_sha384 == hashlib.sha384(b"\x01" + bytes(4095)).digest()
     predicted = plain_log(Layout.of([data, zero]), plain_header({}, tool_version="t"))
@@ -294,7 +289,6 @@ def test_plain_populate_hashes_no_range_the_plan_gives_no_bytes(
     """The engine copies a dataless range (its record carries the marker) without hashing
     it: only the range with bytes reaches the content hasher."""
     from cvmlaunch.kvm_map import Vm, plain
-    from cvmlaunch.kvm_map._engine import _content_sha384 as real
     from cvmlaunch.memory_map import MemoryMap, Memslot, MemslotKind
     from tests.fakekvm import FakeKernel
 
@@ -304,18 +298,19 @@ def test_plain_populate_hashes_no_range_the_plan_gives_no_bytes(
                   Provenance(SourceKind.FILE, "k", offset=0), b"\x01")  # fmt: skip
     memory = MemoryMap((Memslot(0, 0, 1024 * PAGE_SIZE, MemslotKind.RAM_LOW),))
     layout = Layout.of([data, bss], memory)
-    hashed_regions: list[Region] = []
+    hashed_regions: list[tuple[bytes, int]] = []
+    real = digests.range_sha384
 
-    def counting(region: Region, gpa: int, size: int) -> bytes:
-        hashed_regions.append(region)
-        return real(region, gpa, size)
+    def counting(contents: Buffer, size: int) -> bytes:
+        hashed_regions.append((bytes(contents), size))
+        return real(contents, size)
 
-    monkeypatch.setattr(plain, "_content_sha384", counting)
+    monkeypatch.setattr(digests, "range_sha384", counting)
     with Vm.open(kernel=FakeKernel(guest_memfd=False)) as vm:
         vm.map_memory(memory)
         log = plain.populate_plain(vm, layout)
         assert vm.read(bss.gpa, bss.size) == bytes(bss.size)
-    assert hashed_regions == [data]
+    assert hashed_regions == [(data.data, data.size)]
     assert [e.content_sha384 for e in log.entries[:2]] == [
         hashlib.sha384(b"\x01" + bytes(PAGE_SIZE - 1)).digest(),
         None,

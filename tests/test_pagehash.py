@@ -20,8 +20,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cvmlaunch import digests
 from cvmlaunch.layout import PAGE_SIZE, Layout, PageType, Provenance, Region, SourceKind
-from cvmlaunch.measure import pages, snp_chain
+from cvmlaunch.measure import snp_chain
 from tests.conftest import load_native_pagehash
 
 #: FIPS 180-2, appendix D.1.
@@ -52,8 +53,8 @@ def test_present_and_used_by_the_fold(native: ModuleType) -> None:
     assert native.PAGE_SIZE == PAGE_SIZE
     assert native.DIGEST_SIZE == snp_chain.DIGEST_SIZE
     assert native.BACKEND in ("SHA384_Init/Update/Final", "SHA384")
-    assert pages._sha384_pages is native.sha384_pages
-    assert pages._sha384 is native.sha384
+    assert digests._sha384_pages is native.sha384_pages
+    assert digests._sha384 is native.sha384
 
 
 def test_known_answers(native: ModuleType) -> None:
@@ -217,5 +218,5 @@ def test_page_hashes_both_ways() -> None:
 @given(data=st.binary(max_size=3 * PAGE_SIZE), fill=st.integers(0, 40 * PAGE_SIZE))
 def test_range_sha384_is_the_hash_of_the_zero_filled_range(data: bytes, fill: int) -> None:
     size = len(data) + fill
-    assert pages.range_sha384(data, size) == hashlib.sha384(data + bytes(fill)).digest()
-    assert pages.range_sha384(memoryview(data), size) == pages.range_sha384(data, size)
+    assert digests.range_sha384(data, size) == hashlib.sha384(data + bytes(fill)).digest()
+    assert digests.range_sha384(memoryview(data), size) == digests.range_sha384(data, size)

@@ -1,14 +1,16 @@
 """What every populate engine shares: the resume loop (:func:`_drive`), the log recorder,
 staging buffers, and private memory for confidential VMs.
 
-Part of :mod:`cvmlaunch.kvm_map` (see its rules).
+Part of :mod:`cvmlaunch.kvm_map` (see its rules). The recorder builds every record with
+:func:`cvmlaunch.digests.entry_for_range`, the function that builds the prediction's records
+(and hashes with the native batch page hasher where the install has it): it hashes nothing
+itself.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno as errno_codes
-import hashlib
 import mmap
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ from typing import Protocol
 
 from cvmlaunch import _uapi
 from cvmlaunch._uapi import Cap, MemoryAttribute
+from cvmlaunch.digests import entry_for_range
 from cvmlaunch.errors import KvmError
 from cvmlaunch.kvm_map._kernel import _struct_buf
 from cvmlaunch.kvm_map.vcpu import Vcpu
@@ -167,49 +170,34 @@ class _Recorder:
         region: Region,
         gpa: int,
         size: int,
-        content: Iterator[bytes | memoryview],
+        *,
         per_page: bool,
         content_sha384: bytes | None = None,
-        page_sha384: tuple[bytes, ...] | None = None,
     ) -> None:
-        """Append one record; ``content_sha384``, when given, is the already known SHA-384
-        of ``content`` (which is then not read unless ``per_page`` needs it and
-        ``page_sha384``, the already known per-page hashes, is not given). A region the
-        plan gives no bytes gets the zero marker instead (:func:`zero_by_construction`, as
-        the prediction's records do) and its content is read only for ``per_page``."""
-        whole = hashlib.sha384()
-        pages: list[bytes] = []
-        zero = zero_by_construction(memoryview(region.data).nbytes)
-        known = content_sha384 is not None and (not per_page or page_sha384 is not None)
-        if known:
-            pages = list(page_sha384 or ()) if per_page else []
-        elif (content_sha384 is None and not zero) or per_page:
-            for chunk in content:
-                whole.update(chunk)
-                if per_page:
-                    view = memoryview(chunk)
-                    pages += [
-                        hashlib.sha384(view[i : i + PAGE_SIZE]).digest()
-                        for i in range(0, len(view), PAGE_SIZE)
-                    ]
-            content_sha384 = whole.digest()
-        if zero:
-            content_sha384 = None
-        self.entries.append(
-            LogEntry(
-                seq=len(self.entries),
-                op=op,
-                gpa=gpa,
-                size=size,
-                page_type=region.page_type,
-                measured=region.measured,
-                provenance=region.provenance,
-                content_sha384=content_sha384,
-                page_sha384=tuple(pages),
-            )
+        """Append the record of ``[gpa, gpa+size)`` of ``region`` (its data, then zero fill),
+        built by :func:`~cvmlaunch.digests.entry_for_range` as the prediction builds it, with
+        the SHA-384 of every page when ``per_page``. ``content_sha384``, when given, is the
+        already known SHA-384 of the range's bytes (not computed again). A region the plan
+        gives no bytes gets the zero marker (:func:`zero_by_construction`, as the
+        prediction's records do), also for a piece of it; a piece of a region with bytes
+        gets the hash of its bytes even where they are all zero fill."""
+        off = gpa - region.gpa
+        entry = entry_for_range(
+            seq=len(self.entries),
+            op=op,
+            gpa=gpa,
+            size=size,
+            page_type=region.page_type,
+            measured=region.measured,
+            provenance=region.provenance,
+            data=memoryview(region.data)[off : off + size],
+            with_pages=per_page,
+            zero=zero_by_construction(memoryview(region.data).nbytes),
+            known_sha384=content_sha384,
         )
+        self.entries.append(entry)
         if self.on_record is not None:
-            self.on_record(self.entries[-1])
+            self.on_record(entry)
 
     def log(self) -> LaunchLog:
         return LaunchLog(tuple(self.entries), tuple(self.notes))
@@ -258,14 +246,6 @@ def _fill(staging: mmap.mmap, region: Region, gpa: int, size: int) -> None:
     for piece in _region_bytes(region, gpa, size):
         staging[pos : pos + len(piece)] = piece
         pos += len(piece)
-
-
-def _content_sha384(region: Region, gpa: int, size: int) -> bytes:
-    """SHA-384 of ``[gpa, gpa+size)`` of ``region`` (data, then zero fill), streamed."""
-    whole = hashlib.sha384()
-    for piece in _region_bytes(region, gpa, size):
-        whole.update(piece)
-    return whole.digest()
 
 
 def _copy_region(mem: GuestMemory, region: Region) -> None:

@@ -9,17 +9,16 @@ import dataclasses
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from cvmlaunch import digests
 from cvmlaunch._uapi import Cap
 from cvmlaunch.errors import ConfigError
 from cvmlaunch.kvm_map._engine import (
     HASH_OFFLOAD_MIN,
     LaunchLog,
-    _content_sha384,
     _copy_region,
     _drive,
     _PreFault,
     _Recorder,
-    _region_bytes,
     _where,
 )
 from cvmlaunch.kvm_map.vcpu import Vcpu
@@ -50,34 +49,32 @@ def populate_plain(
     if layout.vmsa_regions:
         raise ConfigError("a plain VM has no VMSA regions to populate")
     rec = _Recorder(on_record)
-    digests: dict[int, bytes | None] = {}
-    # The log's SHA-384 of a large region runs on a second thread while this one copies:
-    # hashlib releases the GIL for large buffers, so the two overlap on two cores. A region
-    # the plan gives no bytes is not hashed at all: its record carries the zero marker.
+    hashes: dict[int, bytes | None] = {}
+    # The log's SHA-384 of a large region (digests.range_sha384, what the record builder
+    # computes) runs on a second thread while this one copies: hashlib releases the GIL for
+    # large buffers, so the two overlap on two cores. A region the plan gives no bytes is not
+    # hashed at all: its record carries the zero marker.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cvmlaunch-hash") as pool:
         for index, region in enumerate(layout.memory_regions):
             mem = vm.memory_at(region.gpa, region.size)
-            digest: bytes | None
-            if zero_by_construction(memoryview(region.data).nbytes):
+            known: bytes | None = None
+            if region.size >= HASH_OFFLOAD_MIN and not zero_by_construction(
+                memoryview(region.data).nbytes
+            ):
+                pending = pool.submit(digests.range_sha384, region.data, region.size)
                 _copy_region(mem, region)
-                digest = None
-            elif region.size >= HASH_OFFLOAD_MIN:
-                pending = pool.submit(_content_sha384, region, region.gpa, region.size)
-                _copy_region(mem, region)
-                digest = pending.result()
+                known = pending.result()
             else:
                 _copy_region(mem, region)
-                digest = _content_sha384(region, region.gpa, region.size)
-            digests[index] = digest
             rec.add(
                 LogOp.PLAIN_COPY,
                 region,
                 region.gpa,
                 region.size,
-                iter(()),
                 per_page=False,
-                content_sha384=digest,
+                content_sha384=known,
             )
+            hashes[index] = rec.entries[-1].content_sha384
     if not vm.check_extension(Cap.PRE_FAULT_MEMORY):
         rec.notes.append(
             "KVM_PRE_FAULT_MEMORY: not offered by this host (KVM_CAP_PRE_FAULT_MEMORY is 0); "
@@ -90,7 +87,7 @@ def populate_plain(
             req = _PreFault(vcpu, region.gpa, region.size)
 
             def prefaulted(
-                gpa: int, size: int, region: Region = region, whole: bytes | None = digests[index]
+                gpa: int, size: int, region: Region = region, whole: bytes | None = hashes[index]
             ) -> None:
                 # A call that covered the whole region reuses the copy record's hash.
                 known = whole if (gpa, size) == (region.gpa, region.size) else None
@@ -99,7 +96,6 @@ def populate_plain(
                     dataclasses.replace(region, measured=False),
                     gpa,
                     size,
-                    _region_bytes(region, gpa, size),
                     per_page=False,
                     content_sha384=known,
                 )

@@ -6,7 +6,6 @@ Part of :mod:`cvmlaunch.kvm_map` (see its rules).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -61,35 +60,26 @@ class _SnpLaunchUpdate:
 
 
 class _RegionProgress:
-    """What ``SNP_LAUNCH_UPDATE`` has taken of one plan region so far, in order: the SHA-384
-    of the bytes submitted and, for pages whose contents SNP hashes, one SHA-384 per page.
+    """How far ``SNP_LAUNCH_UPDATE`` has taken one plan region, in order.
 
     The 2 MiB staging chunks and the partial progress the kernel reports are how the region
-    goes in, not record boundaries: the region's one record (what ``measure snp``'s log has)
-    is made once every byte of it is in, and the per-page digest chain does not depend on
-    how the calls were split.
+    goes in, not record boundaries: the region's one record (what ``measure snp``'s log has,
+    built by the same function from the region's bytes, which the staging copies hold) is
+    made once every byte of it is in, and the per-page digest chain does not depend on how
+    the calls were split.
     """
 
     def __init__(self, region: Region) -> None:
         self.region = region
         self.next_gpa = region.gpa
-        self.whole = hashlib.sha384()
-        self.pages: list[bytes] = []
 
-    def add(self, gpa: int, data: bytes) -> None:
+    def add(self, gpa: int, size: int) -> None:
         if gpa != self.next_gpa:
             raise KvmError(
                 "KVM_SEV_SNP_LAUNCH_UPDATE",
                 detail=f"{_where(self.region)}: progress at {gpa:#x}, expected {self.next_gpa:#x}",
             )
-        self.whole.update(data)
-        if self.region.page_type.hashes_contents:
-            view = memoryview(data)
-            self.pages += [
-                hashlib.sha384(view[i : i + PAGE_SIZE]).digest()
-                for i in range(0, len(view), PAGE_SIZE)
-            ]
-        self.next_gpa += len(data)
+        self.next_gpa += size
 
     def record(self, rec: _Recorder) -> None:
         region = self.region
@@ -103,10 +93,7 @@ class _RegionProgress:
             region,
             region.gpa,
             region.size,
-            iter(()),
             per_page=region.page_type.hashes_contents,
-            content_sha384=self.whole.digest(),
-            page_sha384=tuple(self.pages),
         )
 
 
@@ -149,17 +136,8 @@ def populate_snp(
                 source = 0 if region.page_type is PageType.ZERO else base_addr
                 req = _SnpLaunchUpdate(vm, gpa, size, source, region.page_type)
 
-                def updated(
-                    done_gpa: int,
-                    done: int,
-                    base: int = gpa,
-                    progress: _RegionProgress = progress,
-                ) -> None:
-                    off = done_gpa - base
-                    progress.add(done_gpa, staging[off : off + done])
-
                 try:
-                    _drive(req, updated, _where(region, gpa, size))
+                    _drive(req, progress.add, _where(region, gpa, size))
                 except KvmError as exc:
                     if (
                         region.page_type is PageType.CPUID
@@ -188,7 +166,6 @@ def populate_snp(
             region,
             region.gpa,
             region.size,
-            _region_bytes(region, region.gpa, region.size),
             per_page=True,
         )
     return rec.log()

@@ -85,7 +85,7 @@ def populate_tdx(
             _drive(req, lambda gpa, done: None, _where(region))
             # One record per request: the kernel measures per request (a two-pass kernel's
             # MRTD depends on the request, not on how often a signal split the call).
-            rec.add(op, region, region.gpa, region.size, iter((staging[: region.size],)), False)
+            rec.add(op, region, region.gpa, region.size, per_page=False)
     vm.tdx_finalize_vm()
     return rec.log()
 

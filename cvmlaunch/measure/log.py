@@ -33,15 +33,9 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Protocol
 
-from cvmlaunch.errors import ConfigError, LayoutError, LogFormatError, MeasurementMismatch
-from cvmlaunch.layout import (
-    MAX_GPA,
-    PAGE_SIZE,
-    Buffer,
-    PageType,
-    Provenance,
-)
-from cvmlaunch.log_entry import LogEntry, LogOp, zero_by_construction
+from cvmlaunch.errors import LayoutError, LogFormatError, MeasurementMismatch
+from cvmlaunch.layout import MAX_GPA, Buffer
+from cvmlaunch.log_entry import LogEntry
 from cvmlaunch.measure.rtmr import RTMR_COUNT, RtmrEvent
 
 TYPE_CHECKING = False
@@ -80,7 +74,6 @@ __all__ = [
     "diff_logs",
     "dump_log",
     "dumps_log",
-    "entry_for_range",
     "get_replayer",
     "host_differences",
     "parse_log",
@@ -360,61 +353,6 @@ def check_limits(log: MeasurementLog) -> None:
         )
 
 
-# ------------------------------------------------------------------ building records
-
-
-def entry_for_range(
-    *,
-    seq: int,
-    op: LogOp,
-    gpa: int,
-    size: int,
-    page_type: PageType,
-    measured: bool,
-    provenance: Provenance,
-    data: Buffer,
-    with_pages: bool,
-    digest_after: bytes | None,
-) -> LogEntry:
-    """Build a record for a populated range, hashing its contents.
-
-    A range with no ``data`` is zero by construction: its record carries the zero marker
-    (``content_sha384`` None, :func:`~cvmlaunch.log_entry.zero_by_construction`) and costs
-    O(1), or O(pages) with ``with_pages`` (every page hash is the known zero page's).
-
-    Args:
-        seq, op, gpa, size, page_type, measured, provenance, digest_after: as in
-            :class:`~cvmlaunch.log_entry.LogEntry`.
-        data: the first bytes of the range; the rest (up to ``size``) is zero.
-        with_pages: also record the SHA-384 of every 4 KiB page (SNP needs them to replay).
-
-    Returns:
-        The record.
-
-    Raises:
-        ConfigError: more data than the range holds.
-    """
-    view = memoryview(data)
-    content = None if zero_by_construction(view.nbytes) else _content_hash(view, size)
-    pages: tuple[bytes, ...] = ()
-    if with_pages:
-        from cvmlaunch.measure.pages import page_hashes
-
-        pages = tuple(page_hashes(view, 0, size // PAGE_SIZE))
-    return LogEntry(
-        seq=seq,
-        op=op,
-        gpa=gpa,
-        size=size,
-        page_type=page_type,
-        measured=measured,
-        provenance=provenance,
-        content_sha384=content,
-        page_sha384=pages,
-        digest_after=digest_after,
-    )
-
-
 # ------------------------------------------------------------------ replay
 
 
@@ -573,7 +511,9 @@ def verify_log(log: MeasurementLog, contents: ContentProvider | None = None) -> 
                         actual=bytes(data[:64]),
                     )
                 continue
-            actual = _content_hash(data, entry.size)
+            from cvmlaunch.digests import range_sha384
+
+            actual = range_sha384(data, entry.size)
             if actual != entry.content_sha384:
                 raise MeasurementMismatch(
                     f"{_describe(entry)} contents SHA-384",
@@ -604,17 +544,9 @@ def zero_range_sha384(size: int) -> bytes:
 
 @functools.lru_cache(maxsize=64)
 def _zero_range_sha384(size: int) -> bytes:
-    from cvmlaunch.measure.pages import range_sha384
+    from cvmlaunch.digests import range_sha384
 
     return range_sha384(b"", size)
-
-
-def _content_hash(data: memoryview, size: int) -> bytes:
-    if len(data) > size:
-        raise ConfigError(f"contents of {len(data):#x} bytes for a range of {size:#x}")
-    from cvmlaunch.measure.pages import range_sha384
-
-    return range_sha384(data, size)
 
 
 #: Names that live in the sibling modules (the log's seams), importable from here too.

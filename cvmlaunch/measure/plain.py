@@ -170,7 +170,8 @@ def plain_log(layout: Layout, header: LogHeader) -> MeasurementLog:
     Raises:
         LogFormatError: the layout has VMSA regions (a plain VM has none).
     """
-    from cvmlaunch.measure.log import complete_log, entry_for_range
+    from cvmlaunch.digests import entry_for_range
+    from cvmlaunch.measure.log import complete_log
 
     if layout.vmsa_regions:
         raise LogFormatError("a plain launch has no VMSA regions")

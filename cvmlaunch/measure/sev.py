@@ -233,13 +233,8 @@ def sev_log(
     tool_version: str,
 ) -> MeasurementLog:
     """The launch log of an SEV/SEV-ES launch: one record per update, running SHA-256."""
-    from cvmlaunch.measure.log import (
-        LogFooter,
-        LogHeader,
-        MeasurementLog,
-        Technology,
-        entry_for_range,
-    )
+    from cvmlaunch.digests import entry_for_range
+    from cvmlaunch.measure.log import LogFooter, LogHeader, MeasurementLog, Technology
 
     values = settings.log_settings()
     values["mode"] = "seves" if settings.es else "sev"

@@ -7,8 +7,8 @@ cannot disagree; :func:`page_info` spells the same bytes out for one page (the t
 the loop against it).
 
 Rule 2: pure computation; buffers in, digests out. Pages and PAGE_INFOs are hashed by
-:mod:`cvmlaunch.measure.pages` (the optional native batch hasher, else hashlib; the digests
-are the same). Nothing about PAGE_INFO is in that module.
+:mod:`cvmlaunch.digests` (the optional native batch hasher, else hashlib; the digests are the
+same). Nothing about PAGE_INFO is in that module.
 
 Spec: AMD SEV-SNP Firmware ABI, SNP_LAUNCH_UPDATE, "PAGE_INFO" (Table: 112 bytes). Running
 value GCTX.LD starts as 48 zero bytes; for every page LD = SHA-384(PAGE_INFO) where PAGE_INFO
@@ -26,6 +26,7 @@ import os
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 
+from cvmlaunch import digests as _digests
 from cvmlaunch.errors import ConfigError, LogFormatError
 from cvmlaunch.layout import (
     PAGE_SIZE,
@@ -35,7 +36,6 @@ from cvmlaunch.layout import (
     PageType,
     Region,
 )
-from cvmlaunch.measure import pages as _pages
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # the log model is imported only when a log is made (start-up time)
@@ -115,8 +115,8 @@ def default_workers() -> int:
 
 def page_hashes(region: Region, first: int, count: int) -> list[bytes]:
     """SHA-384 of pages ``first`` .. ``first + count - 1`` of ``region``'s contents (see
-    :func:`cvmlaunch.measure.pages.page_hashes`)."""
-    return _pages.page_hashes(region.data, first, count)
+    :func:`cvmlaunch.digests.page_hashes`)."""
+    return _digests.page_hashes(region.data, first, count)
 
 
 #: PAGE_INFO's GPA field, bytes 0x68..0x6F (the rest of the tail is the same for every page).
@@ -128,7 +128,7 @@ def _chain(digest: bytes, contents: Iterable[bytes], page_type: PageType, gpa: i
     ``contents`` (each page's CONTENTS field): the bytes of :func:`page_info`, with the part
     of the tail that is the same for every page packed once (the chain runs under the GIL
     while the page hashes run beside it: every Python operation per page counts)."""
-    sha384 = _pages.sha384()
+    sha384 = _digests.sha384()
     pack_gpa = _GPA_FIELD.pack
     fixed = _PAGE_INFO_TAIL.pack(_PAGE_INFO_SIZE, page_type, 0, 0, 0, 0, 0, 0)[:-8]
     for page_sha384 in contents:
@@ -360,7 +360,7 @@ def fold_vmsas(digest: bytes, bsp: Buffer, ap: Buffer, counts: Iterable[int]) ->
     out: dict[int, bytes] = {}
     if not wanted:
         return out
-    sha384 = _pages.sha384()
+    sha384 = _digests.sha384()
     digest = _chain(digest, (sha384(bsp),), PageType.VMSA, VMSA_GPA)
     done = 1
     ap_sha384 = sha384(ap) if wanted[-1] > 1 else ZERO_DIGEST
@@ -438,8 +438,9 @@ def log_layout(layout: Layout, header: LogHeader) -> MeasurementLog:
     Raises:
         ConfigError: the header is not an SNP header with a 48-byte initial digest.
     """
+    from cvmlaunch.digests import entry_for_range
     from cvmlaunch.log_entry import LogOp
-    from cvmlaunch.measure.log import LogFooter, MeasurementLog, Technology, entry_for_range
+    from cvmlaunch.measure.log import LogFooter, MeasurementLog, Technology
 
     if header.technology is not Technology.SEV_SNP or header.algorithm != SNP_ALGORITHM:
         raise ConfigError("log_layout needs an SNP page-info-chain header")

@@ -36,6 +36,7 @@ from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
+from cvmlaunch.digests import content_sha384, entry_for_range
 from cvmlaunch.errors import (
     CheckFailed,
     ConfigError,
@@ -44,8 +45,7 @@ from cvmlaunch.errors import (
     MeasurementMismatch,
 )
 from cvmlaunch.layout import PAGE_SIZE, Buffer, Layout, PageType, Region
-from cvmlaunch.log_entry import LogEntry, LogOp, zero_by_construction
-from cvmlaunch.measure.pages import range_sha384
+from cvmlaunch.log_entry import LogEntry, LogOp
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # the log model is imported only when a log is made or read
@@ -362,16 +362,10 @@ class TdxMeasurement:
     mr_extends: int
 
 
-def _content_sha384(region: Region) -> bytes | None:
-    """SHA-384 of the region's bytes as populated (data, then zero fill), streamed; None (the
-    zero marker) for a region the plan gives no bytes (e.g. TEMP_MEM), which costs O(1)."""
-    if zero_by_construction(memoryview(region.data).nbytes):
-        return None
-    return range_sha384(region.data, region.size)
-
-
 def _log_entry(seq: int, region: Region, digest_after: bytes) -> LogEntry:
-    return LogEntry(
+    """The region's record: the SHA-384 of its bytes as populated (data, then zero fill), or
+    the zero marker for a region the plan gives no bytes (e.g. TEMP_MEM), which costs O(1)."""
+    return entry_for_range(
         seq=seq,
         op=LogOp.TDX_PAGE_ADD_EXTEND if region.measured else LogOp.TDX_PAGE_ADD,
         gpa=region.gpa,
@@ -379,7 +373,8 @@ def _log_entry(seq: int, region: Region, digest_after: bytes) -> LogEntry:
         page_type=region.page_type,
         measured=region.measured,
         provenance=region.provenance,
-        content_sha384=_content_sha384(region),
+        data=region.data,
+        with_pages=False,
         digest_after=digest_after,
     )
 
@@ -448,7 +443,7 @@ def replay_tdx(
             )
         if entry.op is not want_op or entry.measured != region.measured:
             raise LogFormatError(f"{where}: op {entry.op.value}, the plan does {want_op.value}")
-        want = _content_sha384(region)
+        want = content_sha384(region.data, region.size)
         if entry.content_sha384 != want:
             if want is None or entry.content_sha384 is None:
                 raise LogFormatError(
