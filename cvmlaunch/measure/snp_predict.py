@@ -50,9 +50,11 @@ def digest_size(mode: SevMode) -> int:
     return 32 if mode in (SevMode.SEV, SevMode.SEV_ES) else 48
 
 
-#: The vCPU signature in the VMSAs of EC2 and GCE guests: those VMMs configure no CPUID leaf 1
-#: for the vCPUs, so KVM leaves RDX at its reset value 0x600 (sev-snp-measure 0.0.13
-#: ``vmsa.py``, ``VMSA.build_save_area``; vectors ``amdsev-4-ec2``, ``amdsev-4-gce``).
+#: The vCPU signature of EC2 and GCE guests: those VMMs configure no CPUID leaf 1, so KVM
+#: leaves RDX at its reset value 0x600 (research snp-measure.md, "VMM differences";
+#: sev-snp-measure 0.0.13 agrees: vectors ``amdsev-4-ec2``, ``amdsev-4-gce``). The VMSA builder
+#: (:func:`cvmlaunch.measure.vmsa.vmsa_page`) writes it for these VMMs; this is the value the
+#: settings record.
 VMM_RESET_VCPU_SIG = 0x600
 
 _SNP_MODES = (SevMode.SNP, SevMode.SNP_SVSM)  # the modes with a launch identity
@@ -65,11 +67,11 @@ class SnpRequest:
 
     The defaults, resolved here and nowhere else:
 
-    * ``vcpus``: none for snp, snp:svsm and seves, whose VMSAs are measured (one per vCPU); 1
-      for sev and snp:ovmf-hash, which measure no VMSA.
-    * ``vcpu_sig``: none with QEMU in those modes (QEMU puts its CPU model's signature in RDX);
-      with EC2 and GCE always :data:`VMM_RESET_VCPU_SIG` (0x600), whatever is given; 0 where no
-      VMSA is measured.
+    * ``vcpus``: required (no default) in snp, snp:svsm and seves, whose VMSAs are measured
+      (one per vCPU); 1 in sev and snp:ovmf-hash, which measure no VMSA.
+    * ``vcpu_sig``: required with QEMU in those modes (QEMU puts its CPU model's signature in
+      RDX); with EC2 and GCE always :data:`VMM_RESET_VCPU_SIG` (0x600), whatever is given; 0
+      where no VMSA is measured.
     * ``guest_features``: 0x1 (SNPActive, which KVM sets for every SNP guest) in the SNP modes;
       0 for SEV-ES (KVM_SEV_ES_INIT VMs have SEV_FEATURES 0).
     * ``fpu``: INIT2 in the SNP modes (KVM_SEV_INIT2: every SNP VM on Linux >= 6.10); LEGACY
