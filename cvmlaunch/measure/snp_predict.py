@@ -288,15 +288,15 @@ class SnpPrediction:
 
 
 def _image_input(role: str, image: OvmfImage) -> LogInput:
-    """The log header input of a parsed image: its file name, size and digests."""
+    """The log header input of a parsed image: its name (cut to the file name by LogInput),
+    size and digests."""
     import hashlib
-    import os
 
     from cvmlaunch.measure.log import LogInput
 
     return LogInput(
         role=role,
-        name=os.path.basename(image.name),
+        name=image.name,
         size=len(image.data),
         sha256=hashlib.sha256(image.data).digest(),
         sha384=hashlib.sha384(image.data).digest(),
