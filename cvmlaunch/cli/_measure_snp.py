@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 from typing import Any
 
 import click
@@ -276,9 +275,9 @@ def measure_snp(
         from cvmlaunch.measure.log import LogInput
 
         if kernel is not None and k_file is not None:
-            inputs.append(LogInput("kernel", _basename(kernel), k_size, k_file))
+            inputs.append(LogInput("kernel", kernel, k_size, k_file))
         if initrd is not None and i_file is not None:
-            inputs.append(LogInput("initrd", _basename(initrd), i_size, i_file))
+            inputs.append(LogInput("initrd", initrd, i_size, i_file))
     with contextlib.ExitStack() as stack:
         from cvmlaunch.image.ovmf import parse_ovmf
 
@@ -295,11 +294,6 @@ def measure_snp(
         _print(result, output_format, sev_mode)
     if expected is not None and expected != result.digest:
         raise MeasurementMismatch("launch digest", expected=expected, actual=result.digest)
-
-
-def _basename(path: str) -> str:
-    """The name a log records for an input: its file name (``-`` for standard input)."""
-    return os.path.basename(path) or path
 
 
 def _print(result: SnpPrediction, output_format: str, mode: Any) -> None:
