@@ -22,6 +22,8 @@ from __future__ import annotations
 import struct
 import uuid
 
+from tests.vectors import tdx_published
+
 FOOTER = uuid.UUID("96b582de-1fb2-45f7-baea-a366c55a082d")
 SEV_ES_RESET_BLOCK = uuid.UUID("00f771de-1a7e-4fcb-890e-68c77e2fb44e")
 SEV_METADATA_OFFSET = uuid.UUID("dc886566-984a-4798-a75e-5585a7bf67cc")
@@ -30,10 +32,7 @@ TDX_METADATA = uuid.UUID("e9eaf9f3-168e-44d5-a8eb-7f4d8738f6ae")
 
 #: google/gce-tcb-verifier verify/verifytest CleanTdxExampleMeasurement (the version pinned
 #: in tdx-measure.md section 7): MRTD of CleanExample(2 MiB) under the QEMU model.
-CLEAN_TDX_EXAMPLE_MRTD = (
-    "6e540be4917f24f74cc3292b59803d06dc7c38eb4a3c1fd6be9c735ba74bb7a2"
-    "3e25f98da94779d17508b243e4fb582b"
-)
+CLEAN_TDX_EXAMPLE_MRTD = tdx_published("gce-clean-example-2mib").mrtd_per_page
 
 _TDX_SECTIONS = [  # data_offset, raw_size, gpa, memory_size, type, attributes
     (0x20000, 0x1E0000, 0xFFE20000, 0x1E0000, 0, 1),

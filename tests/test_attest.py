@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -27,6 +26,7 @@ from cvmlaunch.measure.reference import ReferenceValues, identity_settings
 from cvmlaunch.measure.reference_set import Configuration, ReferenceSet
 from tests import attest_builders as b
 from tests.test_identity import AUTHOR_KEY, ID_KEY, _amd_pubkey
+from tests.vectors import attest_field, attest_file
 
 LD = hashlib.sha384(b"attest launch").digest()
 POLICY = ident.GuestPolicy(0x30000)
@@ -437,15 +437,13 @@ def test_damaged_quotes_give_a_quote_or_one_error(
 
 # ---------------------------------------------------------------- a real report (known answer)
 
-REAL = Path(__file__).resolve().parent / "data" / "attest"
-
 
 def _real() -> tuple[bytes, bytes, bytes]:
-    report = bytes.fromhex(REAL.joinpath("report_milan.hex").read_text().strip())
+    report = bytes.fromhex(attest_file("report_milan.hex").read_text().strip())
     return (
         report,
-        REAL.joinpath("vcek_milan.der").read_bytes(),
-        REAL.joinpath("cert_chain_milan.pem").read_bytes(),
+        attest_file("vcek_milan.der").read_bytes(),
+        attest_file("cert_chain_milan.pem").read_bytes(),
     )
 
 
@@ -454,10 +452,7 @@ def test_a_real_milan_report_verifies_with_amds_chain() -> None:
     report, vcek_der, chain_pem = _real()
     r = attest.parse_snp_report(report, name="report_milan")
     assert (r.version, r.guest_svn, r.policy, r.vmpl, r.signature_algo) == (2, 0, 0x30000, 0, 1)
-    assert r.measurement.hex() == (
-        "7a1e5c266c0108dbc9bb94fa926951320940915d0aafb42464bd88b579ea158d"
-        "3e1a0dc39b2c60bd95b9c480cd81841f"
-    )
+    assert r.measurement.hex() == attest_field("report_milan.hex", "measurement")
     assert r.cpuid_fam_id is None
     vcek = attest.load_certificate(vcek_der, name="vcek_milan.der")
     attest.verify_snp_signature(r, vcek)
@@ -492,27 +487,21 @@ def test_hex_and_base64_text_forms_are_the_same_report() -> None:
         attest.parse_report(report[:-1].hex().encode())
 
 
+SPR_E4 = "tdx_prod_quote_SPR_E4.dat"
+
+
 def test_a_real_tdx_quote_v4_has_the_fields_go_tdx_guest_expects() -> None:
     """google/go-tdx-guest validate_test.go (TestTdxQuote) on tdx_prod_quote_SPR_E4.dat."""
-    q = attest.parse_report(REAL.joinpath("tdx_prod_quote_SPR_E4.dat").read_bytes())
+    q = attest.parse_report(attest_file(SPR_E4).read_bytes())
     assert isinstance(q, attest.TdxQuote)
     assert (q.version, q.body_type, q.qe_svn, q.pce_svn) == (4, 2, 0, 0)
     assert q.qe_vendor_id.hex() == "939a7233f79c4ca9940a0db3957f0607"
     assert q.tee_tcb_svn.hex() == "03000400000000000000000000000000"
-    assert q.mr_seam.hex() == (
-        "2fd279c16164a93dd5bf373d834328d46008c2b693af9ebb"
-        "865b08b2ced320c9a89b4869a9fab60fbe9d0c5a5363c656"
-    )
+    assert q.mr_seam.hex() == attest_field(SPR_E4, "mr_seam")
     assert (q.td_attributes.hex(), q.xfam.hex()) == ("0000004000000000", "e71a060000000000")
-    assert q.mr_td.hex() == (
-        "6363b8043668a3ad953278e10389574d326c6749fb78aa81"
-        "0ecd9336923db86f22fc00b8dcd404bc10d5e119d7215cbb"
-    )
+    assert q.mr_td.hex() == attest_field(SPR_E4, "mr_td")
     assert q.mr_config_id == q.mr_owner == q.mr_owner_config == bytes(48)
-    assert q.rtmr0.hex() == (
-        "2927da70461cd63266f43230cc1849c03ef25ebe490062a8"
-        "01d8fcc80af42976823adf08f833c1e50b51779c6593f32a"
-    )
+    assert q.rtmr0.hex() == attest_field(SPR_E4, "rtmr0")
     assert q.rtmr1.hex().startswith("2c700b8ba9b85783f8be9fb9443647bd")
     assert q.rtmr2.hex().startswith("8652f0caaba7e215ea442dc36a4499d8")
     assert q.rtmr3 == bytes(48)
@@ -520,7 +509,7 @@ def test_a_real_tdx_quote_v4_has_the_fields_go_tdx_guest_expects() -> None:
 
 
 def test_a_tdx_quote_v5_with_a_tdx15_body() -> None:
-    q = attest.parse_report(REAL.joinpath("quote_v5_sample.dat").read_bytes())
+    q = attest.parse_report(attest_file("quote_v5_sample.dat").read_bytes())
     assert isinstance(q, attest.TdxQuote)
     assert (q.version, q.body_type, q.extra_bytes) == (5, 3, b"")
     assert q.qe_vendor_id.hex() == "939a7233f79c4ca9940a0db3957f0607"  # Intel's QE

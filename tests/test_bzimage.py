@@ -20,10 +20,11 @@ from cvmlaunch.image.bzimage import (
     parse_bzimage,
 )
 from tests.builders import build_bzimage
+from tests.vectors import debian_kernel
 
 # linux-image-6.1.0-50-cloud-amd64 6.1.176-1 (Debian bookworm), /boot/vmlinuz-6.1.0-50-cloud-amd64.
 # Values read by hand with `od -A x -t x1 -j 0x1f1 -N 0x7b vmlinuz` (see tests/fixtures/README.md).
-DEBIAN_6_1_176_SHA256 = "3d616aa853fe11b1c0ea99a1cdb4fb6ddc9010ba7c4562de700ad94264989654"
+DEBIAN_6_1_176_SHA256 = debian_kernel().vmlinuz_sha256
 DEBIAN_6_1_176 = {
     "size": 14149568,
     "setup_sects": 0x27,

@@ -21,7 +21,6 @@ import dataclasses
 import errno
 import hashlib
 import itertools
-import json
 import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ from cvmlaunch.vcpu_state import VcpuState
 from tests.conftest import find_firmware
 from tests.fakekvm import Fault, _Vm
 from tests.model_firmware import CPU_TYPES, ModelFault, ModelKernel, TdxOrder
+from tests.vectors import snp_cases, snp_inputs_sha256, tdx_firmwares
 
 MEMORY = 64 << 20
 VCPU_COUNTS = (1, 2, 4, 64)
@@ -201,19 +201,19 @@ def run_snp(case: SnpCase, **launch: Any) -> SnpRun:
 def _peer_snp() -> dict[tuple[str, int, str], tuple[str, str]]:
     """sev-snp-measure's digests (tests/vectors/snp/README.md) for the matrix's plain cases:
     SNP, no kernel hashes, a --vcpu-type the model host has, the default guest features."""
-    doc = json.loads((Path(__file__).parent / "vectors" / "snp" / "peer.json").read_text())
+    inputs = snp_inputs_sha256()
     out: dict[tuple[str, int, str], tuple[str, str]] = {}
-    for case in doc["cases"]:
-        args = case["args"]
+    for case in snp_cases():
+        args = case.args
         opts = dict(zip(args[::2], args[1::2], strict=True)) if len(args) % 2 == 0 else {}
-        if "expected" not in case or case.get("group") == "divergent":
+        if case.digest is None or case.group == "divergent":
             continue
         if set(opts) != {"--mode", "--vcpus", "--ovmf", "--vcpu-type"} or opts["--mode"] != "snp":
             continue
         fw = opts["--ovmf"].removeprefix("@")
         if opts["--vcpu-type"] in CPU_TYPES:
             key = (fw, int(opts["--vcpus"]), opts["--vcpu-type"])
-            out[key] = (doc["inputs_sha256"][fw], case["expected"])  # (firmware, digest)
+            out[key] = (inputs[fw], case.expected)  # (firmware, digest)
     return out
 
 
@@ -265,10 +265,8 @@ def run_tdx(case: TdxCase) -> TdxRun:
 
 #: td-shim's MRTDs of the real firmware (tests/vectors/tdx/README.md), by file SHA-256.
 _TD_SHIM = {
-    f["sha256"]: {TdxOrder.PER_PAGE: f["mrtd_per_page"], TdxOrder.TWO_PASS: f["mrtd_two_pass"]}
-    for f in json.loads((Path(__file__).parent / "vectors" / "tdx" / "mrtd.json").read_text())[
-        "firmware"
-    ]
+    f.sha256: {TdxOrder.PER_PAGE: f.mrtd_per_page, TdxOrder.TWO_PASS: f.mrtd_two_pass}
+    for f in tdx_firmwares()
 }
 
 

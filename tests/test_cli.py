@@ -15,6 +15,7 @@ from cvmlaunch import __version__
 from cvmlaunch.cli import COMMANDS, Registry, load_command
 from tests.cli_runner import run_cli
 from tests.gce_fake_ovmf import clean_example
+from tests.vectors import snp_case
 
 
 def test_version() -> None:
@@ -249,10 +250,8 @@ def test_console_script_version_and_help() -> None:
 
 def test_console_script_exit_codes(firmware: Callable[[str], Path]) -> None:
     ovmf = str(firmware("OVMF.amdsev.fd"))
-    digest = (  # snp-measure.md's worked trace (1 vCPU, EPYC-v4, OVMF.amdsev.fd)
-        "d74bd3ea40b240c3228edc5177ce6193561ebff633dbd0be"
-        "76d6c143b876d65102425c0e2e8a930857c48daa5eacda58"
-    )
+    # snp-measure.md's worked trace (1 vCPU, EPYC-v4, OVMF.amdsev.fd)
+    digest = snp_case("amdsev-1-epyc-v4").expected
     base = ["measure", "snp", "--ovmf", ovmf, "--vcpus", "1", "--vcpu-type", "EPYC-v4"]
     ok = _script(*base, "--expect", digest)
     assert (ok.returncode, ok.stdout, ok.stderr) == (0, digest + "\n", "")

@@ -84,12 +84,12 @@ def test_done_when_command(firmware: Callable[[str], Path], guest: dict[str, str
             ]
         ).hex()
     )
-    if hashlib.sha256(Path(guest["kernel"]).read_bytes()).hexdigest() == KERNEL["vmlinuz_sha256"]:
+    if hashlib.sha256(Path(guest["kernel"]).read_bytes()).hexdigest() == KERNEL.vmlinuz_sha256:
         assert (
             doc["rtmr1"]
             == fold(
                 [
-                    bytes.fromhex(KERNEL["sha384"]),
+                    bytes.fromhex(KERNEL.sha384),
                     real("Calling EFI Application from Boot Option")[0],
                     real("separator")[0],
                     real("Exit Boot Services Invocation")[0],

@@ -18,10 +18,11 @@ from hypothesis import strategies as st
 from cvmlaunch.errors import ConfigError, ImageError
 from cvmlaunch.measure import identity as ident
 from tests.cli_runner import run_cli
+from tests.vectors import ecdsa_vector, identity_file
 
-DATA = Path(__file__).resolve().parent / "data" / "identity"
-ID_PEM = (DATA / "id_key.pem").read_bytes()
-AUTHOR_PEM = (DATA / "author_key.pem").read_bytes()
+ID_KEY_FILE = identity_file("id_key.pem")
+ID_PEM = ID_KEY_FILE.read_bytes()
+AUTHOR_PEM = identity_file("author_key.pem").read_bytes()
 ID_KEY = ident.load_private_key(ID_PEM, "id_key.pem")
 AUTHOR_KEY = ident.load_private_key(AUTHOR_PEM, "author_key.pem")
 PEER_LD = hashlib.sha384(b"cvmlaunch identity test vector").digest()
@@ -112,23 +113,12 @@ def test_id_auth_layout_matches_the_abi_table() -> None:
 
 def test_rfc6979_p384_sha384_known_answer() -> None:
     """RFC 6979 appendix A.2.6 (ECDSA, P-384), SHA-384, message "sample"."""
-    x = int(
-        "6B9D3DAD2E1B8C1C05B19875B6659F4DE23C3B667BF297BA9AA47740787137D8"
-        "96D5724E4C70A825F872C9EA60D2EDF5",
-        16,
-    )
+    rfc = ecdsa_vector("rfc6979-a.2.6-sha384-sample")
+    x = rfc.private_key
     key = ec.derive_private_key(x, ec.SECP384R1())
     sig = ident.sign_message(key, b"sample")
-    assert sig.r == int(
-        "94EDBB92A5ECB8AAD4736E56C691916B3F88140666CE9FA73D64C4EA95AD133C"
-        "81A648152E44ACF96E36DD1E80FABE46",
-        16,
-    )
-    assert sig.s == int(
-        "99EF4AEB15F178CEA1FE40DB2603138F130E740A19624526203B6351D0A3A94F"
-        "A329C145786E679E7B82C71A38628AC8",
-        16,
-    )
+    assert sig.r == rfc.r
+    assert sig.s == rfc.s
     assert sig.pack()[0:72] == sig.r.to_bytes(72, "little")
 
 
@@ -189,7 +179,7 @@ def test_sign_then_verify_roundtrip(ld: bytes, fam: bytes, svn: int, flags: int,
 
 
 def _peer() -> tuple[bytes, bytes, list[str]]:
-    lines = (DATA / "peer-snp-create-id-block.txt").read_text().splitlines()
+    lines = identity_file("peer-snp-create-id-block.txt").read_text().splitlines()
     props = dict(p.split("=", 1) for p in lines[0].split(","))
     return base64.b64decode(props["id-block"]), base64.b64decode(props["id-auth"]), lines[1:]
 
@@ -383,9 +373,9 @@ def test_cli_sign_write_and_verify(tmp_path: Path) -> None:
             "--measurement",
             LD.hex(),
             "--id-key",
-            str(DATA / "id_key.pem"),
+            str(ID_KEY_FILE),
             "--author-key",
-            str(DATA / "author_key.pem"),
+            str(identity_file("author_key.pem")),
             "--policy",
             "0x31f05",
             "--family-id",
@@ -428,7 +418,7 @@ def test_cli_peer_measurement_base64_and_json(tmp_path: Path) -> None:
             "--measurement",
             base64.b64encode(PEER_LD).decode(),
             "--id-key",
-            str(DATA / "id_key.pem"),
+            str(ID_KEY_FILE),
             "--output-format",
             "json",
         ],
@@ -448,9 +438,7 @@ def test_cli_bad_input_exit_2(tmp_path: Path) -> None:
     r = run_cli(["id-block", "snp", "--measurement", LD.hex(), "--id-key", str(p256)])
     assert r.exit_code == 2
     assert "secp256r1 key; SEV-SNP ID and author keys must be ECDSA P-384" in r.output
-    r = run_cli(
-        ["id-block", "snp", "--measurement", "ab" * 47, "--id-key", str(DATA / "id_key.pem")]
-    )
+    r = run_cli(["id-block", "snp", "--measurement", "ab" * 47, "--id-key", str(ID_KEY_FILE)])
     assert r.exit_code == 2
     assert "neither 48 bytes" in r.output
 
@@ -486,7 +474,7 @@ def test_generate_key_mode_0600_and_no_overwrite(tmp_path: Path) -> None:
 
 
 def test_cli_svn_is_a_u32_in_any_base(tmp_path: Path) -> None:
-    base = ["id-block", "snp", "--measurement", LD.hex(), "--id-key", str(DATA / "id_key.pem")]
+    base = ["id-block", "snp", "--measurement", LD.hex(), "--id-key", str(ID_KEY_FILE)]
     for text, value in (("0xffffffff", 0xFFFFFFFF), ("4294967295", 0xFFFFFFFF), ("7", 7)):
         out = tmp_path / text
         r = run_cli([*base, "--svn", text, "--out-dir", str(out)])
@@ -524,7 +512,7 @@ def test_cli_option_conflicts_are_one_line_exit_2(
     """What click reported as usage errors (or a traceback) is one line and exit 2."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "file").write_bytes(b"")
-    r = run_cli(["id-block", "snp", "--id-key", str(DATA / "id_key.pem"), *extra])
+    r = run_cli(["id-block", "snp", "--id-key", str(ID_KEY_FILE), *extra])
     assert r.exit_code == 2
     assert r.stdout == ""
     assert r.stderr.splitlines() == [f"cvmlaunch: error: {message}"]

@@ -14,20 +14,18 @@ import pytest
 from cvmlaunch.measure import identity as ident
 from cvmlaunch.measure.log import parse_log
 from tests.cli_runner import CliResult, run_cli
-from tests.test_identity import AUTHOR_KEY, DATA, ID_KEY
+from tests.test_identity import AUTHOR_KEY, ID_KEY
+from tests.vectors import identity_file, snp_case, tdx_firmware
 
 #: OVMF.amdsev.fd, 2 x EPYC-v4, QEMU: sev-snp-measure 0.0.13 prints this digest (see
 #: tests/test_reference_cli.py).
-REAL_DIGEST = bytes.fromhex(
-    "a3c946257b3cef8f1e25dd03cb84f9f01313ae9135c32acc7e01f4204aa447aa"
-    "a196530d5999be0f114462d2546cd02d"
-)
+REAL_DIGEST = bytes.fromhex(snp_case("amdsev-2-epyc").expected)
 HOST_DATA = bytes(range(0xA0, 0xC0))
 
 
 def _peer_key_digests() -> tuple[bytes, bytes]:
     """ID and author key digests as virtee/sev-snp-measure printed them (base64 SHA-384)."""
-    lines = (DATA / "peer-snp-create-id-block.txt").read_text().splitlines()
+    lines = identity_file("peer-snp-create-id-block.txt").read_text().splitlines()
     return (
         base64.b64decode(lines[1].split(": ", 1)[1]),
         base64.b64decode(lines[2].split(": ", 1)[1]),
@@ -235,10 +233,7 @@ def test_an_id_block_file_of_the_wrong_size_exits_2(tmp_path: Path, amdsev: Path
 
 #: OVMF.inteltdx.ms.fd's MRTD (per-page order) as td-shim's td_shim_tee_info_hash.py
 #: computed it (tests/vectors/tdx/mrtd.json).
-TDX_MRTD = bytes.fromhex(
-    "a7a1f751abc454f9cbab198ca8d2edb2821935df525c74182b5e776cb0929e8c"
-    "59aefecce725b0d08a5e9d3d3183bd08"
-)
+TDX_MRTD = bytes.fromhex(tdx_firmware("OVMF.inteltdx.ms.fd").mrtd_per_page)
 MRS = {"mrconfigid": b"\x11" * 48, "mrowner": bytes(range(48)), "mrownerconfig": b"\xee" * 48}
 
 

@@ -24,12 +24,10 @@ from cvmlaunch import digests
 from cvmlaunch.layout import PAGE_SIZE, Layout, PageType, Provenance, Region, SourceKind
 from cvmlaunch.measure import snp_chain
 from tests.conftest import load_native_pagehash
+from tests.vectors import sha384_vector
 
 #: FIPS 180-2, appendix D.1.
-ABC_SHA384 = (
-    "cb00753f45a35e8bb5a03d699ac65007272c32ab0eded1631a8b605a43ff5bed"
-    "8086072ba1e7cc2358baeca134c825a7"
-)
+ABC_SHA384 = sha384_vector("abc").digest
 #: SHA-384 of one all-zero 4 KiB page (as published for empty SEV-SNP pages, e.g. the
 #: CONTENTS of a zero-filled NORMAL page).
 ZERO_PAGE_SHA384 = hashlib.sha384(bytes(PAGE_SIZE)).hexdigest()
@@ -74,14 +72,8 @@ def test_one_shot_known_answers(native: ModuleType) -> None:
         b"abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmno"
         b"ijklmnopjklmnopqklmnopqrlmnopqrsmnopqrstnopqrstu"
     )
-    assert native.sha384(two_blocks).hex() == (
-        "09330c33f71147e83d192fc782cd1b4753111b173b3b05d22fa08086e3b0f712"
-        "fcc7c71a557e2db966c3e9fa91746039"
-    )
-    assert native.sha384(b"").hex() == (
-        "38b060a751ac96384cd9327eb1b1e36a21fdb71114be07434c0cc7bf63f6e1da"
-        "274edebfe76f65fbd51ad2f14898b95b"
-    )
+    assert native.sha384(two_blocks).hex() == sha384_vector("two-blocks").digest
+    assert native.sha384(b"").hex() == sha384_vector("empty").digest
     with pytest.raises(TypeError):
         native.sha384("text")
 

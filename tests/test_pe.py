@@ -5,7 +5,6 @@ input that must raise ImageError only."""
 from __future__ import annotations
 
 import hashlib
-import json
 import struct
 from pathlib import Path
 
@@ -15,16 +14,15 @@ from hypothesis import strategies as st
 
 from cvmlaunch.errors import ImageError
 from cvmlaunch.image.pe import authenticode_digest, is_pe, parse_pe
+from tests.vectors import debian_kernel
 
-VECTORS = json.loads((Path(__file__).parent / "vectors" / "tdx" / "rtmr.json").read_text())[
-    "debian_kernel_authenticode"
-]
+VECTORS = debian_kernel()
 
 
 def _debian(debian_kernel: tuple[Path, dict[str, str]]) -> bytes:
     path, record = debian_kernel
     data = path.read_bytes()
-    if hashlib.sha256(data).hexdigest() != VECTORS["vmlinuz_sha256"]:
+    if hashlib.sha256(data).hexdigest() != VECTORS.vmlinuz_sha256:
         pytest.skip(
             f"apt served another kernel ({record.get('version')}); vectors are for 6.1.176-1"
         )
@@ -38,9 +36,9 @@ def test_signed_debian_kernel_matches_osslsigncode(
     image = parse_pe(data, name="vmlinuz")
     assert image.signed
     assert image.magic == 0x20B
-    assert authenticode_digest(image).hex() == VECTORS["sha384"]
+    assert authenticode_digest(image).hex() == VECTORS.sha384
     # SHA-256 is also the digest Debian's signer put in the kernel's own signature.
-    assert authenticode_digest(image, "sha256").hex() == VECTORS["sha256"]
+    assert authenticode_digest(image, "sha256").hex() == VECTORS.sha256
 
 
 def test_padding_to_8_bytes_matches_osslsigncode(
@@ -55,9 +53,9 @@ def test_padding_to_8_bytes_matches_osslsigncode(
     unsigned = bytearray(data[:offset])
     unsigned[image.cert_directory_offset : image.cert_directory_offset + 8] = bytes(8)
     odd = bytes(unsigned) + b"abc"
-    assert authenticode_digest(parse_pe(odd)).hex() == VECTORS["unsigned_plus_abc_sha384"]
+    assert authenticode_digest(parse_pe(odd)).hex() == VECTORS.unsigned_plus_abc_sha384
     # Unsigned, 8-aligned: the same digest as the signed file (the certificate is excluded).
-    assert authenticode_digest(parse_pe(bytes(unsigned))).hex() == VECTORS["sha384"]
+    assert authenticode_digest(parse_pe(bytes(unsigned))).hex() == VECTORS.sha384
 
 
 def tiny_pe(*, pe32_plus: bool = True, trailing: bytes = b"") -> bytes:

@@ -29,7 +29,8 @@ from cvmlaunch.measure.log import (
 )
 from cvmlaunch.measure.reference import identity_settings
 from tests.cli_runner import run_cli
-from tests.test_identity import DATA, ID_KEY
+from tests.test_identity import ID_KEY, ID_KEY_FILE
+from tests.vectors import snp_case
 
 FW = Provenance(SourceKind.FILE, "fw.fd", offset=0)
 LAYOUT = Layout.of(
@@ -119,7 +120,7 @@ def test_reference_values_of_a_tdx_log(tmp_path: Path) -> None:
 def test_id_block_from_log(tmp_path: Path) -> None:
     path, ld = _snp_log(tmp_path, {"policy": "0x70000"})
     out = tmp_path / "out"
-    args = ["id-block", "snp", "--from-log", str(path), "--id-key", str(DATA / "id_key.pem")]
+    args = ["id-block", "snp", "--from-log", str(path), "--id-key", str(ID_KEY_FILE)]
     result = run_cli([*args, "--out-dir", str(out)])
     assert result.exit_code == 0, result.output
     block = ident.IdBlock.unpack((out / "id-block.bin").read_bytes())
@@ -136,10 +137,7 @@ def test_real_firmware_log_to_id_block_and_reference_values(
     tmp_path: Path, firmware: Callable[[str], Path]
 ) -> None:
     """OVMF.amdsev.fd, 2 x EPYC-v4, QEMU: sev-snp-measure 0.0.13 prints the same digest."""
-    expected = (
-        "a3c946257b3cef8f1e25dd03cb84f9f01313ae9135c32acc7e01f4204aa447aa"
-        "a196530d5999be0f114462d2546cd02d"
-    )
+    expected = snp_case("amdsev-2-epyc").expected
     log = tmp_path / "launch.jsonl"
     measured = run_cli(
         [
@@ -164,7 +162,7 @@ def test_real_firmware_log_to_id_block_and_reference_values(
             "--from-log",
             str(log),
             "--id-key",
-            str(DATA / "id_key.pem"),
+            str(ID_KEY_FILE),
             "--output-format",
             "json",
         ],

@@ -32,6 +32,7 @@ from cvmlaunch.measure.sev_hashes import KernelHashes, cmdline_sha256
 from cvmlaunch.measure.tdx import PageOrder, measure_tdvf
 from tests.cli_runner import run_cli
 from tests.test_identity import AUTHOR_KEY, ID_KEY
+from tests.vectors import snp_case
 
 TYPES = ["EPYC-Milan", "EPYC-Genoa", "EPYC-Turin", "EPYC-v4"]
 Firmware = Callable[[str], Path]
@@ -104,12 +105,7 @@ def test_a_set_of_256_equals_256_single_digests(firmware: Firmware) -> None:
     assert order == [(t, n) for t in TYPES for n in range(1, 65)]  # stable order
     # snp-measure.md's worked trace: 1 vCPU, EPYC-v4 (sev-snp-measure's value)
     assert (
-        s.matching(
-            bytes.fromhex(
-                "d74bd3ea40b240c3228edc5177ce6193561ebff633dbd0be"
-                "76d6c143b876d65102425c0e2e8a930857c48daa5eacda58"
-            )
-        )[0].settings
+        s.matching(bytes.fromhex(snp_case("amdsev-1-epyc-v4").expected))[0].settings
         == s.configurations[192].settings
     )
 

@@ -21,6 +21,7 @@ from cvmlaunch.measure.log import parse_log
 from tests import attest_builders as b
 from tests.cli_runner import run_cli
 from tests.test_identity import AUTHOR_KEY, ID_KEY
+from tests.vectors import attest_field, attest_file
 
 Firmware = Callable[[str], Path]
 
@@ -338,17 +339,13 @@ def test_the_log_form_through_the_root_command(launch: Launch) -> None:
 
 def test_a_real_milan_report_with_amds_certificates(tmp_path: Path) -> None:
     """virtee/sev's Milan report (hex text), its VCEK (DER) and AMD's chain, end to end."""
-    data = Path(__file__).resolve().parent / "data" / "attest"
-    measurement = (
-        "7a1e5c266c0108dbc9bb94fa926951320940915d0aafb42464bd88b579ea158d"
-        "3e1a0dc39b2c60bd95b9c480cd81841f"
-    )
+    measurement = attest_field("report_milan.hex", "measurement")
     values = {"technology": "sev-snp", "measurement": measurement, "policy": "0x30000"}
     (tmp_path / "rv.json").write_text(json.dumps(values))
-    args = ["report", "check", str(data / "report_milan.hex")]
+    args = ["report", "check", str(attest_file("report_milan.hex"))]
     args += ["--reference-values", str(tmp_path / "rv.json")]
-    args += ["--vcek", str(data / "vcek_milan.der")]
-    args += ["--cert-chain", str(data / "cert_chain_milan.pem"), "--json"]
+    args += ["--vcek", str(attest_file("vcek_milan.der"))]
+    args += ["--cert-chain", str(attest_file("cert_chain_milan.pem")), "--json"]
     out = cli(args)
     assert out.exit_code == 0, out
     doc = json.loads(out.stdout)

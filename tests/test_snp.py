@@ -31,9 +31,8 @@ from cvmlaunch.measure.snp import (
 from cvmlaunch.measure.vmsa import BSP_RESET_EIP, FpuInit, VmmType, svsm_vmsa_page, vmsa_page
 from tests.cli_runner import CliResult, run_cli
 from tests.snp_inputs import materialize, synthetic_images
+from tests.vectors import SnpCase, snp_case, snp_cases, snp_inputs_sha256, snp_trace
 
-VECTORS = json.loads((Path(__file__).parent / "vectors" / "snp" / "peer.json").read_text())
-CASES: dict[str, dict[str, Any]] = {c["id"]: c for c in VECTORS["cases"]}
 EPYC_V4 = 0x800F12
 
 
@@ -42,9 +41,9 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return materialize(tmp_path_factory.mktemp("snp-inputs"))
 
 
-def _args(case: dict[str, Any], inputs: dict[str, Path]) -> list[str]:
+def _args(case: SnpCase, inputs: dict[str, Path]) -> list[str]:
     out: list[str] = []
-    for a in case["args"]:
+    for a in case.args:
         if a.startswith("@"):
             if a[1:] not in inputs:
                 pytest.skip(f"input {a[1:]} not available")
@@ -68,28 +67,28 @@ def _image(inputs: dict[str, Path], name: str) -> OvmfImage:
 
 
 def test_inputs_are_the_ones_the_vectors_were_made_with(inputs: dict[str, Path]) -> None:
-    assert len(VECTORS["cases"]) >= 40
-    for name, digest in VECTORS["inputs_sha256"].items():
+    assert len(snp_cases()) >= 40
+    for name, digest in snp_inputs_sha256().items():
         if name in inputs:
             assert hashlib.sha256(inputs[name].read_bytes()).hexdigest() == digest, name
 
 
-AGREE = [c["id"] for c in VECTORS["cases"] if c["group"] == "agree" and "expected" in c]
-FAIL = [c["id"] for c in VECTORS["cases"] if c["group"] == "agree" and "peer_error" in c]
+AGREE = [c.id for c in snp_cases() if c.group == "agree" and c.digest is not None]
+FAIL = [c.id for c in snp_cases() if c.group == "agree" and c.peer_error is not None]
 
 
 @pytest.mark.usefixtures("snp_fold_path")  # native and hashlib page hashes, 1 and 2 threads
 @pytest.mark.parametrize("case_id", AGREE)
 def test_agrees_with_peer(case_id: str, inputs: dict[str, Path]) -> None:
-    case = CASES[case_id]
+    case = snp_case(case_id)
     result = run(["measure", "snp", *_args(case, inputs)])
     assert result.exit_code == 0, result.output
-    assert result.output == case["expected"] + "\n"
+    assert result.output == case.expected + "\n"
 
 
 @pytest.mark.parametrize("case_id", FAIL)
 def test_fails_where_peer_fails(case_id: str, inputs: dict[str, Path]) -> None:
-    case = CASES[case_id]
+    case = snp_case(case_id)
     result = run(["measure", "snp", *_args(case, inputs)])
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
@@ -100,29 +99,29 @@ def test_fails_where_peer_fails(case_id: str, inputs: dict[str, Path]) -> None:
 
 def test_equal_signatures_give_equal_digests() -> None:
     same = ("amdsev-4-milan", "amdsev-4-milan-v2", "amdsev-4-sig")
-    assert len({CASES[c]["expected"] for c in same}) == 1
-    assert CASES["amdsev-4-ibpb"]["expected"] != CASES["amdsev-4-milan"]["expected"]
+    assert len({snp_case(c).expected for c in same}) == 1
+    assert snp_case("amdsev-4-ibpb").expected != snp_case("amdsev-4-milan").expected
     # the 2026 AmdSev and generic builds differ in their firmware pages only
-    assert CASES["ovmfhash-amdsev"]["expected"] != CASES["ovmfhash-generic"]["expected"]
+    assert snp_case("ovmfhash-amdsev").expected != snp_case("ovmfhash-generic").expected
 
 
 def test_ovmf_hash_seed_reuse(inputs: dict[str, Path]) -> None:
     """--snp-ovmf-hash replaces the firmware pages; the metadata still comes from --ovmf."""
-    seed = CASES["ovmfhash-amdsev"]["expected"]
+    seed = snp_case("ovmfhash-amdsev").expected
     args = ["--vcpus", "4", "--vcpu-type", "EPYC-Milan"]
     # the generic build has the same metadata, so a seed of the AmdSev build + the generic
     # file's layout gives the AmdSev digest
     for fw in ("OVMF.amdsev.fd", "OVMF.generic.fd"):
         result = run(["measure", "snp", "--ovmf", str(inputs[fw]), *args, "--snp-ovmf-hash", seed])
         assert result.exit_code == 0, result.output
-        assert result.output.strip() == CASES["amdsev-4-milan"]["expected"]
-    seed_c = CASES["ovmfhash-codeonly"]["expected"]
+        assert result.output.strip() == snp_case("amdsev-4-milan").expected
+    seed_c = snp_case("ovmfhash-codeonly").expected
     result = run(
         ["measure", "snp", "--ovmf", str(inputs["OVMF.code-only.fd"]), *args, "--kernel",
          str(inputs["kernel.bin"]), "--initrd", str(inputs["initrd.bin"]), "--append",
          "console=ttyS0 root=/dev/vda1 ro", "--snp-ovmf-hash", seed_c]
     )  # fmt: skip
-    assert result.output.strip() == CASES["codeonly-4-milan-kia"]["expected"]
+    assert result.output.strip() == snp_case("codeonly-4-milan-kia").expected
 
 
 # ------------------------------------------------------------------ worked trace (1.9)
@@ -134,29 +133,29 @@ def test_worked_trace(inputs: dict[str, Path]) -> None:
     layout = snp_layout(image, settings_)
     page0 = bytes(image.data[:PAGE_SIZE])
     contents0 = hashlib.sha384(page0).digest()
-    assert contents0.hex().startswith("006fc96344f85e1e")
-    assert contents0.hex().endswith("26b1821ae")
+    page0_t, info_tail = snp_trace("page0-contents"), snp_trace("page0-info-tail")
+    assert contents0.hex().startswith(page0_t.head)
+    assert contents0.hex().endswith(page0_t.tail)
     info = snp_chain.page_info(bytes(48), contents0, PageType.NORMAL, image.gpa)
-    assert info[96:].hex() == "70000100000000000000c0ff00000000"
+    assert info[96:].hex() == info_tail.head
     after_fw = snp_chain.fold_region(bytes(48), layout.regions[0])
-    assert after_fw.hex().startswith("9d0dd8be18c86e3f")
-    assert after_fw.hex().endswith("1e4806")
+    assert after_fw.hex().startswith(snp_trace("after-firmware").head)
+    assert after_fw.hex().endswith(snp_trace("after-firmware").tail)
     digest = after_fw
     for region in layout.memory_regions[1:]:
         digest = snp_chain.fold_region(digest, region)
     assert len(layout.memory_regions) == 8
-    assert digest.hex().startswith("8e15fd173d3dc8f2")
-    assert digest.hex().endswith("f29b523")
+    assert digest.hex().startswith(snp_trace("after-metadata").head)
+    assert digest.hex().endswith(snp_trace("after-metadata").tail)
     bsp, ap = layout.vmsa_regions
-    assert hashlib.sha384(bsp.data).hexdigest().startswith("77920c4c629ff47e")
-    assert hashlib.sha384(bsp.data).hexdigest().endswith("d51c553a")
-    assert hashlib.sha384(ap.data).hexdigest().startswith("8413b852790765a3")
-    assert hashlib.sha384(ap.data).hexdigest().endswith("385bf7b4")
+    bsp_t, ap_t = snp_trace("bsp-vmsa"), snp_trace("ap-vmsa")
+    assert hashlib.sha384(bsp.data).hexdigest().startswith(bsp_t.head)
+    assert hashlib.sha384(bsp.data).hexdigest().endswith(bsp_t.tail)
+    assert hashlib.sha384(ap.data).hexdigest().startswith(ap_t.head)
+    assert hashlib.sha384(ap.data).hexdigest().endswith(ap_t.tail)
     final = snp_chain.fold_region(digest, bsp)
-    assert final.hex() == (
-        "d74bd3ea40b240c3228edc5177ce6193561ebff633dbd0be76d6c143b876d65102425c0e2e8a930857c48daa5eacda58"
-    )
-    assert snp_chain.fold_region(final, ap).hex() == CASES["amdsev-2-epyc"]["expected"]
+    assert final.hex() == snp_case("amdsev-1-epyc-v4").expected
+    assert snp_chain.fold_region(final, ap).hex() == snp_case("amdsev-2-epyc").expected
 
 
 def test_plan_matches_the_measured_range_table(inputs: dict[str, Path]) -> None:
@@ -229,12 +228,12 @@ def test_sev_es_legacy_fpu_follows_qemu_default(inputs: dict[str, Path]) -> None
     """Peer wrong (snp-measure.md 2.2): it writes MXCSR/FCW 0x1F80/0x37F into SEV-ES VMSAs, but
     QEMU 9.1+ creates SEV-ES VMs through legacy KVM_SEV_ES_INIT, where KVM leaves them 0.
     cvmlaunch defaults to legacy and reproduces the peer with --fpu-init init2."""
-    case = CASES["div-seves-legacy-fpu"]
+    case = snp_case("div-seves-legacy-fpu")
     ours = run(["measure", "snp", *_args(case, inputs)])
     assert ours.exit_code == 0
-    assert ours.output.strip() != case["expected"]
+    assert ours.output.strip() != case.expected
     init2 = run(["measure", "snp", *_args(case, inputs), "--fpu-init", "init2"])
-    assert init2.output.strip() == case["expected"]
+    assert init2.output.strip() == case.expected
     # the only difference is the FPU fields: rebuild the peer's VMSAs, zero those two fields
     image = _image(inputs, "OVMF.amdsev.fd")
     plan = sev_plan(image, SevSettings(es=True, vcpus=2, vcpu_sig=EPYC_V4, fpu=FpuInit.INIT2))
@@ -254,10 +253,10 @@ def test_svsm_fcw_follows_kvm(inputs: dict[str, Path]) -> None:
     """Peer wrong (snp-measure.md 2.2): in snp:svsm it sets MXCSR 0x1F80 but misspells the FCW
     field, leaving FCW 0 - a state no KVM produces (SNP is always KVM_SEV_INIT2: 0x1F80/0x37F).
     Proof: the peer's value is our plan with exactly that FCW zeroed."""
-    case = CASES["div-svsm-fcw"]
+    case = snp_case("div-svsm-fcw")
     ours = run(["measure", "snp", *_args(case, inputs)])
     assert ours.exit_code == 0, ours.output
-    assert ours.output.strip() != case["expected"]
+    assert ours.output.strip() != case.expected
     ovmf = _image(inputs, "OVMF.amdsev.fd")
     svsm = parse_ovmf(synthetic_images()["synthetic-svsm.bin"], name="svsm")
     settings_ = SnpSettings(vcpus=2, vcpu_sig=EPYC_V4)
@@ -271,7 +270,7 @@ def test_svsm_fcw_follows_kvm(inputs: dict[str, Path]) -> None:
     vmsa[0x410:0x412] = bytes(2)  # the peer's defect
     peerish = [dataclasses.replace(r, data=bytes(vmsa)) for r in layout.vmsa_regions]
     peer_layout = Layout.of([*layout.memory_regions, *peerish])
-    assert snp_chain.fold_layout(peer_layout).hex() == case["expected"]
+    assert snp_chain.fold_layout(peer_layout).hex() == case.expected
     # legacy (pre-6.10 SNP hosts, the Jan 2024 hardware value's era): both fields 0
     legacy = svsm_vmsa_page(eip=svsm_gpa + 0x1000, vcpu_sig=EPYC_V4, fpu=FpuInit.LEGACY)
     assert legacy[0x408:0x40C] == bytes(4)
@@ -282,10 +281,10 @@ def test_multi_page_secrets_and_cpuid_measure_every_page(inputs: dict[str, Path]
     """Peer wrong (snp-measure.md 2.2, 4.11): it measures one SECRETS and one CPUID page
     whatever the section size; QEMU hands KVM the whole section and KVM measures every page.
     Proof: the peer's value is our plan with those two sections cut to one page."""
-    case = CASES["div-2page-secrets-cpuid"]
+    case = snp_case("div-2page-secrets-cpuid")
     ours = run(["measure", "snp", *_args(case, inputs)])
     assert ours.exit_code == 0, ours.output
-    assert ours.output.strip() != case["expected"]
+    assert ours.output.strip() != case.expected
     image = parse_ovmf(synthetic_images()["synthetic-2page.fd"], name="2page")
     layout = snp_layout(image, SnpSettings(vcpus=1, vcpu_sig=EPYC_V4))
     assert [r.npages for r in layout.regions[1:4]] == [2, 2, 2]
@@ -295,13 +294,13 @@ def test_multi_page_secrets_and_cpuid_measure_every_page(inputs: dict[str, Path]
         else r
         for r in layout.regions
     ]
-    assert snp_chain.fold_layout(Layout.of(cut)).hex() == case["expected"]
+    assert snp_chain.fold_layout(Layout.of(cut)).hex() == case.expected
 
 
 def test_firmware_without_sev_metadata_is_refused(inputs: dict[str, Path]) -> None:
     """Peer wrong: it measures an image without SEV metadata as if it had no sections; QEMU
     refuses to launch such a firmware as SNP. The peer's value is just firmware + VMSAs."""
-    case = CASES["div-no-asev"]
+    case = snp_case("div-no-asev")
     result = run(["measure", "snp", *_args(case, inputs)])
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
@@ -311,7 +310,7 @@ def test_firmware_without_sev_metadata_is_refused(inputs: dict[str, Path]) -> No
     image = parse_ovmf(synthetic_images()["synthetic-no-asev.fd"], name="x")
     vmsa = vmsa_page(eip=BSP_RESET_EIP, vcpu_sig=EPYC_V4, sev_features=1)
     digest = snp_chain.fold_region(snp_ovmf_hash(image), _vmsa_region(vmsa))
-    assert digest.hex() == case["expected"]
+    assert digest.hex() == case.expected
 
 
 def _vmsa_region(page: bytes) -> Region:
@@ -328,7 +327,7 @@ def test_vcpu_sig_zero_is_legal(inputs: dict[str, Path]) -> None:
     ):
         result = run(["measure", "snp", "--ovmf", str(inputs["OVMF.amdsev.fd"]), "--vcpus", "4",
                       *args])  # fmt: skip
-        assert result.output.strip() == CASES["amdsev-4-sig0"]["expected"]
+        assert result.output.strip() == snp_case("amdsev-4-sig0").expected
 
 
 # ------------------------------------------------------------------ properties
@@ -499,7 +498,7 @@ def test_unreadable_firmware(tmp_path: Path) -> None:
 def test_output_formats_and_expect(inputs: dict[str, Path]) -> None:
     base = ["measure", "snp", "--ovmf", str(inputs["OVMF.amdsev.fd"]), "--vcpus", "1",
             "--vcpu-type", "EPYC-v4"]  # fmt: skip
-    want = CASES["amdsev-1-epyc-v4"]["expected"]
+    want = snp_case("amdsev-1-epyc-v4").expected
     import base64
 
     b64 = run([*base, "--output-format", "base64"])
@@ -523,10 +522,10 @@ def test_log_verify_show_diff(inputs: dict[str, Path], tmp_path: Path) -> None:
     kia = ["--kernel", str(inputs["kernel.bin"]), "--initrd", str(inputs["initrd.bin"]),
            "--append", "console=ttyS0 root=/dev/vda1 ro"]  # fmt: skip
     r = run([*common, *kia, "--log", str(a)])
-    assert r.output.strip() == CASES["amdsev-4-milan-kia"]["expected"]
+    assert r.output.strip() == snp_case("amdsev-4-milan-kia").expected
     v = run(["log", "verify", str(a), "--ovmf", fw, "--require-inputs"])
     assert v.exit_code == 0, v.output
-    assert v.output.strip().endswith(CASES["amdsev-4-milan-kia"]["expected"])
+    assert v.output.strip().endswith(snp_case("amdsev-4-milan-kia").expected)
     text = a.read_text()
     head = json.loads(text.splitlines()[0])
     assert (
@@ -564,7 +563,7 @@ def test_log_verify_show_diff(inputs: dict[str, Path], tmp_path: Path) -> None:
     assert show.exit_code == 0
     assert "0x810000" in show.output
     assert "SNP_KERNEL_HASHES, table at +0xc00" in show.output
-    assert show.output.strip().endswith(CASES["amdsev-4-milan-kia"]["expected"])
+    assert show.output.strip().endswith(snp_case("amdsev-4-milan-kia").expected)
     trunc = tmp_path / "t.jsonl"
     trunc.write_text("\n".join(text.splitlines()[:-1]) + "\n")
     _one_error_line(run(["log", "verify", str(trunc)]), "missing footer")
@@ -575,9 +574,9 @@ def test_sev_log_verify_needs_and_uses_the_firmware(
 ) -> None:
     fw = str(inputs["OVMF.amdsev.fd"])
     log = tmp_path / "es.jsonl"
-    case = CASES["seves-amdsev-4-milan-kia"]
+    case = snp_case("seves-amdsev-4-milan-kia")
     r = run(["measure", "snp", *_args(case, inputs), "--log", str(log)])
-    assert r.output.strip() == case["expected"]
+    assert r.output.strip() == case.expected
     # without the firmware: nothing differs, but the replay is listed as unchecked ...
     alone = run(["log", "verify", str(log)])
     assert alone.exit_code == 0, alone.output
@@ -589,7 +588,7 @@ def test_sev_log_verify_needs_and_uses_the_firmware(
     assert "could not be checked without inputs" in strict.stderr
     ok = run(["log", "verify", str(log), "--ovmf", fw, "--require-inputs"])
     assert ok.exit_code == 0, ok.output
-    assert ok.output.strip().endswith(f"digest {case['expected']}")
+    assert ok.output.strip().endswith(f"digest {case.expected}")
     wrong = run(["log", "verify", str(log), "--ovmf", str(inputs["OVMF.generic.fd"])])
     assert wrong.exit_code == 1
     assert "input firmware: sha256: " in wrong.output
@@ -607,11 +606,11 @@ def test_library_entry_points_without_cli(inputs: dict[str, Path]) -> None:
     )
     s = measure.SnpSettings(vcpus=4, vcpu_sig=measure.vcpu_type_signature("EPYC-Milan"),
                             kernel_hashes=kh)  # fmt: skip
-    assert measure.snp_digest(image, s).hex() == CASES["codeonly-4-milan-kia"]["expected"]
-    assert measure.snp_ovmf_hash(image).hex() == CASES["ovmfhash-codeonly"]["expected"]
+    assert measure.snp_digest(image, s).hex() == snp_case("codeonly-4-milan-kia").expected
+    assert measure.snp_ovmf_hash(image).hex() == snp_case("ovmfhash-codeonly").expected
     assert (
         measure.sev_digest(image, measure.SevSettings(es=False, kernel_hashes=kh)).hex()
-        != CASES["sev-codeonly-k"]["expected"]  # that vector has no initrd/append
+        != snp_case("sev-codeonly-k").expected  # that vector has no initrd/append
     )
 
 
@@ -691,7 +690,7 @@ def test_file_sha256_through_mmap_windows(tmp_path: Path) -> None:
 
 def test_precomputed_kernel_and_initrd_hashes(inputs: dict[str, Path]) -> None:
     """--kernel-sha256/--initrd-sha256 stand in for the files (virtee/sev#277)."""
-    case = CASES["amdsev-4-milan-kia"]
+    case = snp_case("amdsev-4-milan-kia")
     k = hashlib.sha256(inputs["kernel.bin"].read_bytes()).hexdigest()
     i = hashlib.sha256(inputs["initrd.bin"].read_bytes()).hexdigest()
     base = ["measure", "snp", "--ovmf", str(inputs["OVMF.amdsev.fd"]), "--vcpus", "4",
@@ -702,7 +701,7 @@ def test_precomputed_kernel_and_initrd_hashes(inputs: dict[str, Path]) -> None:
         ["--kernel", str(inputs["kernel.bin"]), "--initrd-sha256", i.upper()],
     ):
         result = run([*base, *extra])
-        assert result.output.strip() == case["expected"], extra
+        assert result.output.strip() == case.expected, extra
     _one_error_line(
         run([*base, "--kernel-sha256", k[:-2]]),
         "--kernel-sha256: 31 bytes given, exactly 32 needed",

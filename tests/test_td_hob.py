@@ -24,6 +24,7 @@ from cvmlaunch.image.td_hob import (
     td_ram_entries,
 )
 from cvmlaunch.layout import TdvfAttribute, TdvfSectionType
+from tests.vectors import ccel_event
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -50,10 +51,7 @@ INTELTDX_SECTIONS = (
 # A real TD's CCEL (confidential-containers/trustee deps/eventlog/test_data/
 # CCEL_data_ovmf_out.json, first event, EV_EFI_HANDOFF_TABLES2 "TdxTable", MR index 1 = RTMR0):
 # the digest TDVF measured for the HOB QEMU gave a 2 GiB TD with this section layout.
-REAL_TD_2GIB = (
-    "0b8772e5b0b41b83e6044a68397e02f49fb47066b4fbe4917ea2c45c64f323fd"
-    "acbb37948f821ebaf8bc9c938ba8a749"
-)
+REAL_TD_2GIB = ccel_event("TD HOB, 2 GiB, inteltdx section layout").digest
 # Derived for 4 GiB in research launch.md section 2.4 (a re-implementation cross-checked with
 # dstack-mr's measure_td_hob); only the ends of the digest are recorded there.
 DERIVED_4GIB_HEAD, DERIVED_4GIB_TAIL = "5b684faf", "b83689de"

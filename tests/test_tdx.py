@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import struct
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -48,8 +47,8 @@ from cvmlaunch.measure.tdx import (
 )
 from tests.gce_fake_ovmf import CLEAN_TDX_EXAMPLE_MRTD, clean_example
 from tests.ovmf_builder import build_ovmf
+from tests.vectors import TdxVector, tdx_firmwares
 
-VECTORS = json.loads((Path(__file__).parent / "vectors" / "tdx" / "mrtd.json").read_text())
 FirmwareFn = Callable[[str], Path]
 
 # -- an independent reference: the spec text, one hashlib.update per 128-byte buffer ---------
@@ -124,7 +123,6 @@ def test_gce_clean_example_published_mrtd() -> None:
     assert reference_mrtd(as_ranges(layout.regions), PageOrder.PER_PAGE).hex() == (
         CLEAN_TDX_EXAMPLE_MRTD
     )
-    assert VECTORS["published"][0]["mrtd_per_page"] == CLEAN_TDX_EXAMPLE_MRTD
 
 
 def test_clean_example_two_pass_differs_and_matches_reference() -> None:
@@ -137,16 +135,16 @@ def test_clean_example_two_pass_differs_and_matches_reference() -> None:
 # -- real firmware, cross-checked with td-shim's script (tests/vectors/tdx/README.md) ----------
 
 
-@pytest.mark.parametrize("vector", VECTORS["firmware"], ids=lambda v: v["file"])
-def test_real_firmware_vectors(firmware: FirmwareFn, vector: dict[str, Any]) -> None:
-    path = firmware(vector["file"])
+@pytest.mark.parametrize("vector", tdx_firmwares(), ids=lambda v: v.file)
+def test_real_firmware_vectors(firmware: FirmwareFn, vector: TdxVector) -> None:
+    path = firmware(vector.file)
     with map_file(path) as data:
-        assert hashlib.sha256(data).hexdigest() == vector["sha256"], "not the recorded build"
-        per_page = measure_tdvf(data, name=vector["file"])
-        two_pass = measure_tdvf(data, name=vector["file"], order=PageOrder.TWO_PASS)
-    assert per_page.mrtd.hex() == vector["mrtd_per_page"]
-    assert two_pass.mrtd.hex() == vector["mrtd_two_pass"]
-    assert (per_page.page_adds, per_page.mr_extends) == (vector["page_add"], vector["mr_extend"])
+        assert hashlib.sha256(data).hexdigest() == vector.sha256, "not the recorded build"
+        per_page = measure_tdvf(data, name=vector.file)
+        two_pass = measure_tdvf(data, name=vector.file, order=PageOrder.TWO_PASS)
+    assert per_page.mrtd.hex() == vector.mrtd_per_page
+    assert two_pass.mrtd.hex() == vector.mrtd_two_pass
+    assert (per_page.page_adds, per_page.mr_extends) == (vector.page_add, vector.mr_extend)
     assert per_page.log[-1].digest_after == per_page.mrtd
 
 

@@ -5,7 +5,6 @@ round trip through the event log."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import struct
@@ -57,17 +56,16 @@ from cvmlaunch.measure.tdx_rtmr import (
 )
 from tests.acpi_blobs import qemu_like_acpi, write_by_name
 from tests.test_td_hob import INTELTDX_SECTIONS
+from tests.vectors import ccel_event, ccel_events, debian_kernel
 
 GIB = 1 << 30
-VECTORS = json.loads((Path(__file__).parent / "vectors" / "tdx" / "rtmr.json").read_text())
-REAL = {e["what"]: e for e in VECTORS["real_td_ccel"]["events"]}
-KERNEL = VECTORS["debian_kernel_authenticode"]
+KERNEL = debian_kernel()
 
 
 def real(what: str) -> tuple[bytes, bytes]:
     """(digest, event data) of a real TD's CCEL event."""
-    e = REAL[what]
-    return bytes.fromhex(e["digest"]), base64.b64decode(e["event"])
+    e = ccel_event(what)
+    return bytes.fromhex(e.digest), e.event
 
 
 def fold(digests: list[bytes]) -> bytes:
@@ -82,9 +80,7 @@ def fold(digests: list[bytes]) -> bytes:
 
 
 def test_known_constants() -> None:
-    assert hashlib.sha384(bytes(4)).hexdigest() == (
-        "394341b7182cd227c5c6b07ef8000cdfd86136c4292b8e576573ad7ed9ae41019f5818b4b971c9effc60e1ad9f1289f0"
-    )
+    assert hashlib.sha384(bytes(4)).hexdigest() == ccel_event("separator").digest
     assert real("separator")[0] == hashlib.sha384(bytes(4)).digest()
     assert hashlib.sha384(BOOT_ORDER_DIRECT).digest() == real("BootOrder")[0]
     assert hashlib.sha384(BOOT0000_UIAPP).digest() == real("Boot0000")[0]
@@ -222,7 +218,7 @@ def test_release_markers_of_the_real_firmware(firmware: Callable[[str], Path]) -
 
 def _debian(debian_kernel: tuple[Path, dict[str, str]]) -> bytes:
     data = debian_kernel[0].read_bytes()
-    if hashlib.sha256(data).hexdigest() != KERNEL["vmlinuz_sha256"]:
+    if hashlib.sha256(data).hexdigest() != KERNEL.vmlinuz_sha256:
         pytest.skip("apt served another kernel; the vectors are for 6.1.176-1")
     return data
 
@@ -248,7 +244,7 @@ def test_rtmr1_rtmr2_raw_against_independent_digests(
     assert any("SMBIOS" in n for n in p.notes)
     assert p.rtmrs[1] == fold(
         [
-            bytes.fromhex(KERNEL["sha384"]),
+            bytes.fromhex(KERNEL.sha384),
             real("Calling EFI Application from Boot Option")[0],
             real("separator")[0],
             real("Exit Boot Services Invocation")[0],
@@ -311,7 +307,7 @@ def test_rtmr0_old_firmware_against_independent_digests(
     assert p.rtmrs[0] == fold(expected)
     assert p.rtmrs[1] == fold(
         [
-            bytes.fromhex(KERNEL["sha384"]),
+            bytes.fromhex(KERNEL.sha384),
             real("Calling EFI Application from Boot Option")[0],
             real("Exit Boot Services Invocation")[0],
             real("Exit Boot Services Returned with Success")[0],
@@ -585,13 +581,13 @@ def test_real_td_events_are_self_consistent_and_named() -> None:
     types = {t.name: t.value for t in EventType}
     events = [
         RtmrEvent(
-            e["index"] - 1,
-            types[e["type"]],
-            bytes.fromhex(e["digest"]),
-            base64.b64decode(e["event"]),
+            e.index - 1,
+            types[e.type],
+            bytes.fromhex(e.digest),
+            e.event,
             "from the real log",
         )
-        for e in VECTORS["real_td_ccel"]["events"]
+        for e in ccel_events()
     ]
     assert inconsistent_events(events) == []
     names = [describe_event(e.rtmr, e.event_type, e.event_data) for e in events]
