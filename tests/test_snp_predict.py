@@ -1,12 +1,10 @@
 """measure.snp_predict: every default of SnpRequest checked against its source, mostly the
-sev-snp-measure 0.0.13 known answers of tests/vectors/snp/peer.json (by case id)."""
+sev-snp-measure 0.0.13 known answers (tests.vectors.snp_case, by case id)."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -24,9 +22,8 @@ from cvmlaunch.measure.snp_predict import (
 )
 from cvmlaunch.measure.vmsa import FpuInit, VmmType
 from tests.snp_inputs import materialize
+from tests.vectors import snp_case
 
-VECTORS = json.loads((Path(__file__).parent / "vectors" / "snp" / "peer.json").read_text())
-CASES: dict[str, dict[str, Any]] = {c["id"]: c for c in VECTORS["cases"]}
 MILAN = vcpu_type_signature("EPYC-Milan")
 EPYC_V4 = vcpu_type_signature("EPYC-v4")
 
@@ -44,7 +41,7 @@ def amdsev(inputs: dict[str, Path]) -> OvmfImage:
 
 
 def _expected(case_id: str) -> str:
-    return str(CASES[case_id]["expected"])
+    return snp_case(case_id).expected
 
 
 def test_ec2_and_gce_vmsas_carry_the_reset_signature(amdsev: OvmfImage) -> None:

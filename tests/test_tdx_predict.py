@@ -1,23 +1,16 @@
 """measure.tdx_predict: TdxRequest's defaults checked against their sources (the td-shim MRTDs
-of tests/vectors/tdx/mrtd.json by firmware; QEMU's zero owner values) and the log it builds."""
+(tests.vectors.tdx_firmware); QEMU's zero owner values) and the log it builds."""
 
 from __future__ import annotations
 
 import hashlib
-import json
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from cvmlaunch.launch_identity import TdxLaunchIdentity
 from cvmlaunch.measure.tdx import PageOrder
 from cvmlaunch.measure.tdx_predict import PROFILE, TdxRequest, predict
-
-VECTORS: dict[str, Any] = json.loads(
-    (Path(__file__).parent / "vectors" / "tdx" / "mrtd.json").read_text()
-)
-BY_FILE = {f["file"]: f for f in VECTORS["firmware"]}
+from tests.vectors import tdx_firmware
 
 
 @pytest.fixture(scope="module")
@@ -33,17 +26,17 @@ def inteltdx() -> bytes:
 def test_the_default_order_is_per_page(inteltdx: bytes) -> None:
     """PER_PAGE (Linux >= 6.16, QEMU >= 10.1) by default, TWO_PASS on request: td-shim's
     values for both orders."""
-    vector = BY_FILE["OVMF.inteltdx.ms.fd"]
+    vector = tdx_firmware("OVMF.inteltdx.ms.fd")
     default = predict(inteltdx, TdxRequest(), name="OVMF.inteltdx.ms.fd")
     assert TdxRequest().order is PageOrder.PER_PAGE
-    assert default.measurement.mrtd.hex() == vector["mrtd_per_page"]
+    assert default.measurement.mrtd.hex() == vector.mrtd_per_page
     assert (default.measurement.page_adds, default.measurement.mr_extends) == (
-        vector["page_add"],
-        vector["mr_extend"],
+        vector.page_add,
+        vector.mr_extend,
     )
     two_pass = predict(inteltdx, TdxRequest(order=PageOrder.TWO_PASS))
-    assert two_pass.measurement.mrtd.hex() == vector["mrtd_two_pass"]
-    assert default.firmware_sha256.hex() == vector["sha256"]
+    assert two_pass.measurement.mrtd.hex() == vector.mrtd_two_pass
+    assert default.firmware_sha256.hex() == vector.sha256
     assert default.rtmrs is None
     assert default.log is None
 
