@@ -1,5 +1,5 @@
-"""measure.tdx_predict: TdxRequest's defaults checked against their sources (the td-shim MRTDs
-(tests.vectors.tdx_firmware); QEMU's zero owner values) and the log it builds."""
+"""measure.tdx_predict: TdxRequest's defaults checked against their sources (td-shim's MRTDs,
+read through tests.vectors.tdx_firmware; QEMU's zero owner values) and the log it builds."""
 
 from __future__ import annotations
 
