@@ -25,7 +25,7 @@ import hashlib
 
 from bench.common import Context
 from bench.harness import Row, interleaved_times
-from cvmlaunch.layout import PAGE_SIZE, VMSA_GPA, Layout, PageType, Provenance, Region, SourceKind
+from cvmlaunch.layout import PAGE_SIZE, VMSA_GPA, PageType, Plan, Provenance, Region, SourceKind
 from cvmlaunch.measure.log import LogHeader, LogInput, Technology
 from cvmlaunch.measure.log_check import check_log
 from cvmlaunch.measure.log_json import dumps_log, parse_log
@@ -41,15 +41,15 @@ def rows(ctx: Context) -> list[Row]:
 
 def _tdx_temp_mem_row(ctx: Context) -> Row:
     from cvmlaunch.image.ovmf import parse_ovmf
-    from cvmlaunch.image.tdvf import tdvf_layout
     from cvmlaunch.measure.tdx import measure_tdx, tdx_log
+    from cvmlaunch.plan.tdvf import tdvf_plan
     from tests.ovmf_builder import build_ovmf
 
     temp = ctx.size(1 << 30, 16 << 20)
     bfv = (0x20000, 0x20000, 0xFFFE0000, 0x20000, 0, 1)
     hob = (0, 0, 0x809000, 0x2000, 2, 0)
     firmware = build_ovmf(0x40000, tdx=[bfv, hob, (0, 0, 0x1000_0000, temp, 3, 0)])
-    layout = tdvf_layout(parse_ovmf(firmware, name="fw.fd"))
+    layout = tdvf_plan(parse_ovmf(firmware, name="fw.fd"))
     source = LogInput("firmware", "fw.fd", len(firmware), hashlib.sha256(firmware).digest(),
                       hashlib.sha384(firmware).digest())  # fmt: skip
     owner = {k: "00" * 48 for k in ("mrconfigid", "mrowner", "mrownerconfig")}
@@ -99,7 +99,7 @@ def _snp_zero_row(ctx: Context) -> Row:
     vmsa = Region(VMSA_GPA, PAGE_SIZE, PageType.VMSA, True,
                   Provenance(SourceKind.VMSA, index=0, detail="BSP"), b"\x01")  # fmt: skip
     header = LogHeader(Technology.SEV_SNP, SNP_ALGORITHM, {}, (), "bench", bytes(48))
-    log = parse_log(dumps_log(log_layout(Layout.of([zero, vmsa]), header)))
+    log = parse_log(dumps_log(log_layout(Plan.of([zero, vmsa]), header)))
     floor = bytes(256 * pages)
     digests: list[bytes | None] = []
 

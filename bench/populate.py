@@ -25,7 +25,7 @@ from bench.common import Context
 from bench.harness import MIB, Row, gib_per_s, interleaved_self_timed
 from cvmlaunch.kvm_map import Vm, populate_plain
 from cvmlaunch.kvm_map._engine import _copy_region
-from cvmlaunch.layout import Layout, PageType, Provenance, Region, SourceKind
+from cvmlaunch.layout import PageType, Plan, Provenance, Region, SourceKind
 from cvmlaunch.memory_map import MemoryMap
 
 __all__ = ["rows"]
@@ -45,7 +45,7 @@ def rows(ctx: Context) -> list[Row]:
     region = Region(
         _GPA, size, PageType.NORMAL, True, Provenance(SourceKind.GENERATED, "bench"), data
     )
-    layout = Layout.of([region], memory)
+    layout = Plan.of([region], memory)
     notes: list[str] = []
     with Vm.open() as probe:
         backend = probe.memory_backend

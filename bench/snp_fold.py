@@ -19,7 +19,7 @@ import threading
 
 from bench.common import Context
 from bench.harness import MIB, Row, gib_per_s, interleaved_times
-from cvmlaunch.layout import Layout, PageType, Provenance, Region, SourceKind
+from cvmlaunch.layout import PageType, Plan, Provenance, Region, SourceKind
 from cvmlaunch.measure.snp_chain import fold_layout
 
 __all__ = ["rows"]
@@ -34,7 +34,7 @@ def rows(ctx: Context) -> list[Row]:
     region = Region(
         1 << 20, size, PageType.NORMAL, True, Provenance(SourceKind.GENERATED, "bench"), data
     )
-    layout = Layout.of([region])
+    layout = Plan.of([region])
     workers = len(os.sched_getaffinity(0))
     digests: dict[str, bytes] = {}
 

@@ -7,8 +7,9 @@ Layers (each imports only those below it):
   :mod:`cvmlaunch.memory_map`, :mod:`cvmlaunch.log_entry` and :mod:`cvmlaunch.launch_identity`
   (memory map, log entry, launch identity), kept apart for start-up time.
 * :mod:`cvmlaunch.image`: bytes -> typed images (OVMF/TDVF, ELF, bzImage) -> regions.
+* :mod:`cvmlaunch.plan`: images and settings -> launch plans (SNP, TDVF, PVH).
 * :mod:`cvmlaunch.measure`: launch plan -> SNP launch digest, TDX MRTD, measurement log.
-* :mod:`cvmlaunch.kvm_map`: the only module that talks to the kernel.
+* :mod:`cvmlaunch.kvm_map`: the only module that talks to the kernel; executes plans.
 * :mod:`cvmlaunch.cli`: the ``cvmlaunch`` command; composes the above.
 """
 
@@ -45,7 +46,8 @@ def _lazy_exports(
     from its submodules but imports each submodule only on first use (start-up time).
 
     ``namespace`` is the subpackage's ``globals()``, ``exports`` maps a name to the submodule
-    that defines it. ``__getattr__(name)`` imports ``<package>.<exports[name]>``, stores the
+    that defines it (or a full ``cvmlaunch.…`` module name for a name re-exported from
+    elsewhere). ``__getattr__(name)`` imports ``<package>.<exports[name]>``, stores the
     value in the subpackage and returns it; another name raises :class:`AttributeError`.
     ``__dir__()`` lists the subpackage's globals and its ``__all__``. It lives here, in the
     module every import of cvmlaunch loads anyway, so that it costs no module of its own.
@@ -58,7 +60,8 @@ def _lazy_exports(
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
         import importlib
 
-        value = getattr(importlib.import_module(f"{package}.{module}"), name)
+        where = module if module.startswith("cvmlaunch.") else f"{package}.{module}"
+        value = getattr(importlib.import_module(where), name)
         namespace[name] = value
         return value
 

@@ -1,15 +1,14 @@
 """The settings of a launch: what ``cvmlaunch launch`` takes from its flags or a TOML file.
 
-Pure: :class:`LaunchSettings` and its parts (:class:`Tech`, :func:`parse_size`, the TOML
-reader :func:`settings_from_toml`, :func:`setting_name` for how errors name a setting). It
-does no I/O and never imports the KVM layer. :mod:`cvmlaunch.launch` builds the PVH launch
-plan from these settings and re-exports every public name here.
+Pure: :class:`LaunchSettings` and its parts (:func:`parse_size`, the TOML reader
+:func:`settings_from_toml`, :func:`setting_name` for how errors name a setting). It does no
+I/O and never imports the KVM layer. :func:`cvmlaunch.plan.pvh.pvh_launch` builds the PVH
+launch plan from these settings; the technology is :class:`cvmlaunch.technology.Technology`.
 """
 
 from __future__ import annotations
 
 import datetime
-import enum
 import math
 import re
 import tomllib
@@ -29,6 +28,7 @@ from cvmlaunch.layout import (
     TDX_MR_SIZE,
     parse_hex_bytes,
 )
+from cvmlaunch.technology import Technology
 
 __all__ = [
     "DEFAULT_SNP_POLICY",
@@ -37,7 +37,6 @@ __all__ = [
     "MAX_TIMEOUT",
     "MEMORY_BACKENDS",
     "LaunchSettings",
-    "Tech",
     "parse_size",
     "setting_name",
     "settings_from_toml",
@@ -60,31 +59,6 @@ MAX_MEMORY = MAX_GPA - (FOUR_GIB - LOW_RAM_SPLIT)
 #: The longest ``--timeout``: the longest wait Python's timers take (``threading.TIMEOUT_MAX``
 #: on Linux, 2**63 ns rounded down to whole seconds); ``inf`` is not a timeout.
 MAX_TIMEOUT = 9223372036.0
-
-
-class Tech(enum.IntEnum):
-    """The confidential-computing technology of a launch (``--tech``)."""
-
-    NONE = 0
-    SNP = 1
-    TDX = 2
-
-    @classmethod
-    def parse(cls, text: str, *, name: str = "--tech") -> Tech:
-        """``none``, ``snp`` or ``tdx`` (any case); ``name`` says where it was given.
-
-        Raises:
-            ConfigError: anything else.
-        """
-        try:
-            return cls[text.strip().upper()]
-        except KeyError:
-            raise ConfigError(f"{name} {text!r}: expected none, snp or tdx") from None
-
-    @property
-    def label(self) -> str:
-        """The name users type."""
-        return self.name.lower()
 
 
 def parse_size(text: str | int, *, name: str = "memory size") -> int:
@@ -150,7 +124,7 @@ class LaunchSettings:
 
     The launch identity (policy ... mrownerconfig) never enters a launch digest; it is
     reported beside it, so it is recorded in the launch log header
-    (:meth:`LaunchPlan.identity_settings`).
+    (:func:`cvmlaunch.measure.reference.launch_identity_settings`).
 
     ``origins`` names, by field, the settings file a value came from (not compared): errors
     name such a value ``FILE: key``, any other by its flag (``--vcpus``).
@@ -165,7 +139,7 @@ class LaunchSettings:
     initrd: str | None = None
     append: str = ""
     firmware: str | None = None
-    tech: Tech = Tech.NONE
+    tech: Technology = Technology.PLAIN
     timeout: float = 60.0
     memory_backend: str = "auto"
     policy: int | None = None
@@ -205,7 +179,7 @@ class LaunchSettings:
                 f"{self.name('memory_backend')} {self.memory_backend!r}: "
                 "expected auto, guest-memfd or anonymous"
             )
-        if self.memory_backend == "anonymous" and self.tech is not Tech.NONE:
+        if self.memory_backend == "anonymous" and self.tech is not Technology.PLAIN:
             raise ConfigError(
                 f"{self.name('memory_backend')} anonymous: {self.tech.label} guests need "
                 "guest_memfd (their private memory lives only there)"
@@ -229,7 +203,7 @@ class LaunchSettings:
             value = getattr(self, name)
             if value is not None and not 0 <= value < 1 << 64:
                 raise ConfigError(f"{self.name(name)} {value:#x} is not a 64-bit value")
-        for tech, names in ((Tech.SNP, _SNP_ONLY), (Tech.TDX, _TDX_ONLY)):
+        for tech, names in ((Technology.SEV_SNP, _SNP_ONLY), (Technology.TDX, _TDX_ONLY)):
             given = [n for n in names if getattr(self, n) is not None]
             if given and self.tech is not tech:
                 raise ConfigError(
@@ -255,12 +229,12 @@ class LaunchSettings:
     @property
     def cmdline(self) -> bytes:
         """The command line's bytes (no NUL): UTF-8, and a non-UTF-8 byte given on the
-        command line is that byte (see :func:`cvmlaunch.measure.sev_hashes.cmdline_bytes`).
+        command line is that byte (see :func:`cvmlaunch.plan.sev_hashes.cmdline_bytes`).
 
         Raises:
             ConfigError: a surrogate that is not an escaped byte.
         """
-        from cvmlaunch.measure.sev_hashes import cmdline_bytes
+        from cvmlaunch.plan.sev_hashes import cmdline_bytes
 
         return cmdline_bytes(self.append, self.name("append"))
 
@@ -410,7 +384,11 @@ def _settings(values: Mapping[str, Any], origins: Mapping[str, str]) -> LaunchSe
                 )
             kwargs[key] = parse_size(value, name=name)
         elif key == "tech":
-            kwargs[key] = value if isinstance(value, Tech) else Tech.parse(str(value), name=name)
+            kwargs[key] = (
+                value
+                if isinstance(value, Technology)
+                else Technology.parse_launch(str(value), name=name)
+            )
         elif key == "vcpus":
             if not isinstance(value, int) or isinstance(value, bool):
                 raise ConfigError(f"{name} must be an integer, not a TOML {_toml_type(value)}")

@@ -4,9 +4,11 @@ Rule 1: pure values. This module does no I/O and imports only the standard libra
 :mod:`cvmlaunch.errors`. Parsers (:mod:`cvmlaunch.image`), measurement (:mod:`cvmlaunch.measure`)
 and the KVM edge (:mod:`cvmlaunch.kvm_map`) all speak it, so none of them needs the others.
 
-Rule 2: a :class:`Layout` is a *plan*: its regions are in the order they will be populated
-(which is the order of the measurement: SNP and TDX digests depend on it), validated when it
-is built. The measurement is a fold over the plan; the KVM engine executes the same plan.
+Rule 2: a :class:`Plan` is the launch plan: its regions are in the order they will be
+populated (which is the order of the measurement: SNP and TDX digests depend on it), validated
+when it is built. The measurement is a fold over the plan; the KVM engine executes the same
+plan; every builder of one lives in :mod:`cvmlaunch.plan`. :data:`Layout` is its old name,
+kept as an alias for external users for one release.
 
 Rule 3: every value is validated in ``__post_init__`` and raises :class:`LayoutError` (never
 ``assert``); bad input raises only :class:`~cvmlaunch.errors.CvmLaunchError` subclasses.
@@ -67,6 +69,7 @@ __all__ = [
     "Memslot",
     "MemslotKind",
     "PageType",
+    "Plan",
     "Provenance",
     "Region",
     "SevSectionType",
@@ -293,7 +296,7 @@ _ZERO_PAGE = bytes(PAGE_SIZE)
 
 
 @dataclass(frozen=True, slots=True)
-class Layout:
+class Plan:
     """A launch plan: regions in populate order, and the memory they go into.
 
     Regions keep the order given (measurement order matters: OVMF's metadata sections are
@@ -332,7 +335,7 @@ class Layout:
                     )
 
     @classmethod
-    def of(cls, regions: Iterable[Region], memory: MemoryMap | None = None) -> Layout:
+    def of(cls, regions: Iterable[Region], memory: MemoryMap | None = None) -> Plan:
         """Build and validate a plan from regions in populate order."""
         return cls(tuple(regions), memory)
 
@@ -354,6 +357,10 @@ class Layout:
         for region in self.regions:
             for gpa, page in region.pages():
                 yield region, gpa, page
+
+
+#: :class:`Plan`'s old name, kept for external users for one release (use ``Plan``).
+Layout = Plan
 
 
 def parse_hex_bytes(text: str, size: int, what: str) -> bytes:

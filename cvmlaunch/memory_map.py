@@ -2,7 +2,7 @@
 
 A core value module like :mod:`cvmlaunch.layout` (same rules: pure, frozen, validated, raising
 :class:`~cvmlaunch.errors.LayoutError`), kept apart so that measuring a launch plan does not
-pay for creating these types: only launching (:mod:`cvmlaunch.launch`,
+pay for creating these types: only launching (:mod:`cvmlaunch.plan`,
 :mod:`cvmlaunch.kvm_map`) and ELF/raw placement use them. :mod:`cvmlaunch.layout` re-exports
 them.
 """

@@ -5,7 +5,7 @@ Rule 1: pure values. :func:`snp_reset_state` says what QEMU puts in ``KVM_SET_SR
 ``x86_cpu_reset_hold``; for the APs of an SEV-ES/SNP guest, ``sev_es_set_reset_vector`` moves
 CS:IP to the firmware's AP reset address). :mod:`cvmlaunch.kvm_map` applies it; KVM folds it
 into each vCPU's VMSA at ``SNP_LAUNCH_FINISH`` (``sev_es_sync_vmsa``), which the launch digest
-covers. The expected VMSA page of the same state is :func:`cvmlaunch.measure.vmsa.vmsa_page`.
+covers. The expected VMSA page of the same state is :func:`cvmlaunch.plan.vmsa.vmsa_page`.
 
 Rule 2: TD vCPUs take no register state from the VMM (the TDX module resets them; only RCX is
 passed, by ``KVM_TDX_INIT_VCPU``), so there is nothing here for TDX.

@@ -14,11 +14,12 @@ from cvmlaunch.cli._cc_launch import FirmwareLaunch, run_firmware_launch
 from cvmlaunch.errors import ConfigError, KvmUnsupported
 from cvmlaunch.image.ovmf import parse_ovmf
 from cvmlaunch.image.td_hob import build_td_hob, td_hob_measured_bytes, td_ram_entries
-from cvmlaunch.image.tdvf import tdvf_layout
 from cvmlaunch.measure.log import parse_log, verify_log
-from cvmlaunch.measure.sev_hashes import KernelHashes, cmdline_sha256
-from cvmlaunch.measure.snp import SnpSettings, snp_digest
+from cvmlaunch.measure.snp import snp_digest
 from cvmlaunch.measure.tdx import mrtd, tdvf_contents
+from cvmlaunch.plan.sev_hashes import KernelHashes, cmdline_sha256
+from cvmlaunch.plan.snp import SnpSettings
+from cvmlaunch.plan.tdvf import tdvf_plan
 from tests.conftest import find_firmware
 from tests.model_firmware import CPU_TYPES, ModelKernel
 
@@ -58,7 +59,7 @@ def test_snp_dry_run_needs_a_signature() -> None:
 def test_tdx_dry_run_prints_measure_tdxs_mrtd() -> None:
     fw = _fw("OVMF.inteltdx.ms.fd")
     text, _ = _run(FirmwareLaunch("tdx", fw, MEMORY, 2), dry_run=True)
-    want = mrtd(tdvf_layout(parse_ovmf(Path(fw).read_bytes(), name="x")))
+    want = mrtd(tdvf_plan(parse_ovmf(Path(fw).read_bytes(), name="x")))
     assert f"predicted MRTD: {want.hex()}" in text
     assert "TD HOB at 0x809000" in text
     image = parse_ovmf(Path(fw).read_bytes(), name="x")
@@ -108,7 +109,7 @@ def test_tdx_launch_writes_the_log_the_model_measured(tmp_path: Path) -> None:
     req = FirmwareLaunch("tdx", fw, MEMORY, 4, mrowner=b"o" * 48)
     _, err = _run(req, dry_run=False, log_file=str(log_file), kernel=model)
     assert model.violations == []
-    want = mrtd(tdvf_layout(parse_ovmf(Path(fw).read_bytes(), name="x")))
+    want = mrtd(tdvf_plan(parse_ovmf(Path(fw).read_bytes(), name="x")))
     assert model.mrtd() == want
     assert f"MRTD {want.hex()}" in err
     log = parse_log(log_file.read_text())

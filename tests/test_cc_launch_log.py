@@ -23,12 +23,13 @@ from cvmlaunch.cli._cc_launch import launch_confidential
 from cvmlaunch.errors import LogFormatError
 from cvmlaunch.image.ovmf import parse_ovmf
 from cvmlaunch.image.td_hob import build_td_hob
-from cvmlaunch.launch import LaunchSettings, Tech
+from cvmlaunch.launch_settings import LaunchSettings
 from cvmlaunch.layout import PageType
 from cvmlaunch.log_entry import LogEntry
 from cvmlaunch.measure.log import MeasurementLog
 from cvmlaunch.measure.log_check import check_log
 from cvmlaunch.measure.log_json import parse_log
+from cvmlaunch.technology import Technology
 from tests.cli_runner import run_cli
 from tests.conftest import find_firmware
 from tests.model_firmware import CPU_TYPES, ModelKernel
@@ -75,7 +76,7 @@ def _launch(tmp: Path, tech: str, fw: Path, *, kernel: bool = False) -> Launched
         firmware=str(fw),
         kernel=str(kernel_file) if kernel else None,
         append=APPEND if kernel else "",
-        tech=Tech.SNP if tech == "snp" else Tech.TDX,
+        tech=Technology.SEV_SNP if tech == "snp" else Technology.TDX,
     )
     model = ModelKernel(signature=SIG) if tech == "snp" else ModelKernel()
     log_file = tmp / f"{tech}-launch.jsonl"

@@ -34,14 +34,15 @@ from cvmlaunch.cli._cc_launch import launch_snp_firmware, launch_tdx_firmware
 from cvmlaunch.cpuid import CpuidEntry
 from cvmlaunch.errors import ConfigError, KvmError, KvmUnsupported
 from cvmlaunch.image.ovmf import OvmfImage, parse_ovmf
-from cvmlaunch.image.tdvf import tdvf_layout
 from cvmlaunch.kvm_map import _engine
 from cvmlaunch.kvm_map import snp as kvm_snp
 from cvmlaunch.kvm_map import vcpu as kvm_vcpu
 from cvmlaunch.measure.log import dumps_log, parse_log, verify_log
-from cvmlaunch.measure.sev_hashes import KernelHashes, cmdline_sha256
-from cvmlaunch.measure.snp import SnpSettings, snp_digest
+from cvmlaunch.measure.snp import snp_digest
 from cvmlaunch.measure.tdx import PageOrder, mrtd
+from cvmlaunch.plan.sev_hashes import KernelHashes, cmdline_sha256
+from cvmlaunch.plan.snp import SnpSettings
+from cvmlaunch.plan.tdvf import tdvf_plan
 from cvmlaunch.vcpu_state import VcpuState
 from tests.conftest import find_firmware
 from tests.fakekvm import Fault, _Vm
@@ -259,7 +260,7 @@ def run_tdx(case: TdxCase) -> TdxRun:
         hob_gpa, hob = launched.plan.hob_gpa, launched.plan.hob
         assert low_ram[hob_gpa : hob_gpa + len(hob)] == hob
         assert isinstance(vm.vcpus[0].run(), kvm_map.HltExit)
-    predicted = mrtd(tdvf_layout(image), order=ORDERS[case.order])
+    predicted = mrtd(tdvf_plan(image), order=ORDERS[case.order])
     return TdxRun(kernel, kernel.mrtd(), predicted, launched.log.digest)
 
 
@@ -279,7 +280,7 @@ def check_tdx(case: TdxCase) -> TdxRun:
     assert run.model.hex() == run.predicted.hex(), "model TDX module's MRTD != measure tdx's"
     assert run.logged.hex() == run.predicted.hex(), "launch log's MRTD != measure tdx's"
     hob = next(
-        r for r in tdvf_layout(_image(case.firmware)).regions if "TD_HOB" in r.provenance.detail
+        r for r in tdvf_plan(_image(case.firmware)).regions if "TD_HOB" in r.provenance.detail
     )
     rcx = [j[2] for j in run.kernel.journal if j[0] == "TDX_INIT_VCPU"]
     assert rcx == [hob.gpa] * case.vcpus

@@ -27,7 +27,7 @@ from cvmlaunch.cpuid import (
     tdx_init_params,
 )
 from cvmlaunch.errors import ConfigError
-from cvmlaunch.measure.vmsa import BSP_RESET_EIP as MEASURE_BSP_EIP
+from cvmlaunch.plan.vmsa import BSP_RESET_EIP as MEASURE_BSP_EIP
 from cvmlaunch.vcpu_state import BSP_RESET_EIP, snp_reset_state
 
 LEAF0 = CpuidEntry(0, 0, 0, 0x10, 0x68747541, 0x444D4163, 0x69746E65)

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from cvmlaunch import digests
 from cvmlaunch.kvm_map import SnpFinish, Vm, VmType, _engine, populate_snp
 from cvmlaunch.kvm_map._engine import _Recorder
-from cvmlaunch.layout import PAGE_SIZE, Buffer, Layout, PageType, Provenance, Region, SourceKind
+from cvmlaunch.layout import PAGE_SIZE, Buffer, PageType, Plan, Provenance, Region, SourceKind
 from cvmlaunch.log_entry import LogEntry, LogOp
 from cvmlaunch.measure.log import LogHeader, Technology
 from cvmlaunch.measure.plain import plain_header, plain_log
@@ -142,7 +142,7 @@ def test_engine_records_equal_the_predicted_logs(drawn: list[Region]) -> None:
     for region in drawn:
         placed.append(dataclasses.replace(region, gpa=gpa))
         gpa += region.size
-    layout = Layout.of(placed)
+    layout = Plan.of(placed)
 
     def engine(
         op_of: Callable[[Region], LogOp], per_page: Callable[[Region], bool]
@@ -195,7 +195,7 @@ def test_the_snp_engine_hashes_pages_with_the_native_hasher(
         vm.sev_init2()
         vm.map_memory(memory)
         vm.snp_launch_start(1 << 17 | 1 << 16)
-        log = populate_snp(vm, Layout.of([region], memory), SnpFinish())
+        log = populate_snp(vm, Plan.of([region], memory), SnpFinish())
     assert calls == [(0, 3)]
     (entry,) = log.entries
     assert entry.page_sha384 == tuple(

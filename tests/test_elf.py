@@ -15,7 +15,7 @@ from cvmlaunch.image.elf import (
     elf_regions,
     parse_elf,
 )
-from cvmlaunch.layout import PAGE_SIZE, Layout, PageType, SourceKind
+from cvmlaunch.layout import PAGE_SIZE, PageType, Plan, SourceKind
 from cvmlaunch.memory_map import MemoryMap
 from tests.builders import (
     EM_386,
@@ -76,7 +76,7 @@ def test_real_elf_regions(real_elf: RealElf) -> None:
     img = parse_elf(data, name="pvh.elf")
     text, data_seg = img.segments
     regions = elf_regions(img, measured=True, memory=MemoryMap.for_size(64 * MIB))
-    layout = Layout.of(regions, MemoryMap.for_size(64 * MIB))
+    layout = Plan.of(regions, MemoryMap.for_size(64 * MIB))
     assert [(r.gpa, r.size, r.provenance.kind) for r in layout.regions] == [
         (0x100000, PAGE_SIZE, SourceKind.ELF_SEGMENT),  # text + note + data + start of .bss
         (0x101000, 0x2000, SourceKind.BSS),
@@ -267,7 +267,7 @@ def segment_sets(draw: st.DrawFn) -> list[Seg]:
 def test_regions_rebuild_the_memory_image(segs: list[Seg]) -> None:
     img = parse_elf(build_elf(ElfSpec(segs)))
     regions = elf_regions(img)
-    Layout.of(regions)  # aligned, no overlaps
+    Plan.of(regions)  # aligned, no overlaps
     assert [r.gpa for r in regions] == sorted(r.gpa for r in regions)
     pages = memory_image(regions)
     expected: dict[int, bytearray] = {}

@@ -25,7 +25,7 @@ from cvmlaunch.image.detect import detect_format
 from cvmlaunch.image.elf import elf_regions, parse_elf
 from cvmlaunch.image.ovmf import FOOTER_GUID, guid_bytes_le, parse_ovmf
 from cvmlaunch.image.raw import initrd_gpa, kernel_cmdline
-from cvmlaunch.layout import FOUR_GIB, Buffer, Layout
+from cvmlaunch.layout import FOUR_GIB, Buffer, Plan
 from cvmlaunch.memory_map import MemoryMap
 from tests.builders import PT_NOTE, ElfSpec, Seg, build_bzimage, build_elf, pvh_note
 from tests.conftest import find_firmware
@@ -65,7 +65,7 @@ def check_elf(data: Buffer) -> None:
         regions = elf_regions(img, memory=MEMORY)
     except CvmLaunchError:
         regions = elf_regions(img)
-    layout = Layout.of(regions)  # page aligned, no page twice
+    layout = Plan.of(regions)  # page aligned, no page twice
     covered = sum(r.size for r in layout.regions)
     assert covered >= sum(s.memsz for s in img.segments)
 

@@ -21,10 +21,10 @@ from hypothesis import strategies as st
 from cvmlaunch.errors import CvmLaunchError, ImageError
 from cvmlaunch.files import Output, file_digest, map_file, read_small, write_outputs
 from cvmlaunch.image.ovmf import parse_ovmf
-from cvmlaunch.image.tdvf import tdvf_layout
-from cvmlaunch.launch import MAX_MEMORY, LaunchSettings, parse_size, settings_from_toml
+from cvmlaunch.launch_settings import MAX_MEMORY, LaunchSettings, parse_size, settings_from_toml
 from cvmlaunch.layout import FOUR_GIB
 from cvmlaunch.measure.tdx import mrtd
+from cvmlaunch.plan.tdvf import tdvf_plan
 from cvmlaunch.text import printable
 from tests.hardening_util import deadline, dev_twin, snapshot
 from tests.ovmf_builder import build_ovmf
@@ -77,7 +77,7 @@ def test_fuzz_6_any_tdvf_section_measures_quickly_or_is_refused(
     image = build_ovmf(0x200000, tdx=sections)
     try:
         with deadline(PER_EXAMPLE):
-            digest = mrtd(tdvf_layout(parse_ovmf(image, name="fuzz.fd")))
+            digest = mrtd(tdvf_plan(parse_ovmf(image, name="fuzz.fd")))
     except CvmLaunchError as exc:
         one_line(exc)
         return

@@ -11,10 +11,10 @@ import pytest
 
 from cvmlaunch.errors import ConfigError, ImageError
 from cvmlaunch.image.ovmf import SVSM_INFO_GUID, parse_ovmf
-from cvmlaunch.image.tdvf import tdvf_layout
-from cvmlaunch.launch import LaunchSettings, parse_size, settings_from_toml
+from cvmlaunch.launch_settings import LaunchSettings, parse_size, settings_from_toml
 from cvmlaunch.layout import FOUR_GIB, MAX_GPA
 from cvmlaunch.measure.tdx import measure_tdvf, mrtd
+from cvmlaunch.plan.tdvf import tdvf_plan
 from tests.hardening_util import within
 from tests.ovmf_builder import build_ovmf
 
@@ -33,7 +33,7 @@ def test_6_huge_temp_mem_refused_up_front() -> None:
     image = _tdvf((0, 0, FOUR_GIB, 0xF00000000000, 3, 0))
 
     def run() -> bytes:
-        return mrtd(tdvf_layout(parse_ovmf(image, name="fw.fd")))
+        return mrtd(tdvf_plan(parse_ovmf(image, name="fw.fd")))
 
     with pytest.raises(ImageError) as e:
         within(10, run)
@@ -48,16 +48,16 @@ def test_6_huge_temp_mem_refused_up_front() -> None:
 def test_6_section_ending_exactly_at_4_gib_accepted() -> None:
     """The boundary: a TEMP_MEM that ends at 4 GiB less the firmware is a TD's to have."""
     image = _tdvf((0, 0, 0x800000, 0x6000, 3, 0))
-    layout = tdvf_layout(parse_ovmf(image, name="fw.fd"))
+    layout = tdvf_plan(parse_ovmf(image, name="fw.fd"))
     assert max(r.gpa + r.size for r in layout.regions) == FOUR_GIB
     image = _tdvf((0, 0, FOUR_GIB - 0x101000, 0x1000, 3, 0))
-    tdvf_layout(parse_ovmf(image, name="fw.fd"))
+    tdvf_plan(parse_ovmf(image, name="fw.fd"))
 
 
 def test_6_section_just_past_4_gib_refused() -> None:
     image = _tdvf((0, 0, FOUR_GIB, 0x1000, 3, 0))
     with pytest.raises(ImageError, match=r"0x100000000\+0x1000 ends above 4 GiB"):
-        tdvf_layout(parse_ovmf(image, name="fw.fd"))
+        tdvf_plan(parse_ovmf(image, name="fw.fd"))
 
 
 # ---------------------------------------------------------------- item 8: memory sizes
@@ -133,8 +133,8 @@ def test_12_svsm_entry_offset_outside_the_image_refused() -> None:
 
 
 def _snp_with_hash_table(size: int) -> Any:
-    from cvmlaunch.measure.sev_hashes import KernelHashes
-    from cvmlaunch.measure.snp import SnpSettings, snp_layout
+    from cvmlaunch.plan.sev_hashes import KernelHashes
+    from cvmlaunch.plan.snp import SnpSettings, snp_plan
 
     sections = [(0x800000, 0x1000, 1), (0x801000, 0x1000, 2), (0x802000, 0x1000, 3)]
     image = build_ovmf(
@@ -142,7 +142,7 @@ def _snp_with_hash_table(size: int) -> Any:
     )
     img = parse_ovmf(image, name="amdsev.fd")
     hashes = KernelHashes(kernel=bytes(32))
-    return snp_layout(img, SnpSettings(vcpus=1, vcpu_sig=0, kernel_hashes=hashes))
+    return snp_plan(img, SnpSettings(vcpus=1, vcpu_sig=0, kernel_hashes=hashes))
 
 
 def test_12_sev_hash_table_smaller_than_176_bytes_refused() -> None:
@@ -159,9 +159,9 @@ def test_7_non_utf8_append_is_the_bytes_typed() -> None:
     we: the SEV hashes table and the PVH command line page hold 0xff 0xfe."""
     import hashlib
 
-    from cvmlaunch.launch import CMDLINE_GPA, build_plan
     from cvmlaunch.layout import PageType, Provenance, Region, SourceKind
-    from cvmlaunch.measure.sev_hashes import cmdline_bytes, cmdline_sha256
+    from cvmlaunch.plan.pvh import CMDLINE_GPA, pvh_launch
+    from cvmlaunch.plan.sev_hashes import cmdline_bytes, cmdline_sha256
 
     typed = b"console=\xff\xfe".decode("utf-8", "surrogateescape")
     assert cmdline_bytes(typed) == b"console=\xff\xfe"
@@ -169,13 +169,13 @@ def test_7_non_utf8_append_is_the_bytes_typed() -> None:
     settings = LaunchSettings(append=typed)
     prov = Provenance(SourceKind.ELF_SEGMENT, "k.elf", offset=0x1000, index=0)
     kernel = [Region(0x100000, 0x1000, PageType.NORMAL, True, prov, b"\xf4" * 0x1000)]
-    plan = build_plan(settings, kernel, 0x100000)
+    plan = pvh_launch(settings, kernel, 0x100000)
     (page,) = [r for r in plan.layout.regions if r.gpa == CMDLINE_GPA]
     assert bytes(page.data).startswith(b"console=\xff\xfe\0")
 
 
 def test_7_surrogate_that_is_no_byte_refused_in_one_line() -> None:
-    from cvmlaunch.measure.sev_hashes import cmdline_bytes
+    from cvmlaunch.plan.sev_hashes import cmdline_bytes
 
     with pytest.raises(ConfigError, match=r"^--append: character U\+D800 at 2 is neither"):
         cmdline_bytes("a=\ud800")

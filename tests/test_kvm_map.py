@@ -33,8 +33,8 @@ from cvmlaunch.kvm_map._engine import _drive
 from cvmlaunch.layout import (
     FOUR_GIB,
     VMSA_GPA,
-    Layout,
     PageType,
+    Plan,
     Provenance,
     Region,
     SourceKind,
@@ -73,8 +73,8 @@ def _region(gpa: int, pages: int, ptype: PageType, measured: bool, n: int, data:
     )
 
 
-PLANS: dict[str, Layout] = {
-    "plain": Layout.of(
+PLANS: dict[str, Plan] = {
+    "plain": Plan.of(
         [
             _region(0x2000, 3, PageType.NORMAL, True, 1, 2 * PAGE + 5),
             _region(0x10000, 5, PageType.NORMAL, True, 2, 5 * PAGE),
@@ -82,7 +82,7 @@ PLANS: dict[str, Layout] = {
         ],
         MEMORY,
     ),
-    "tdx": Layout.of(
+    "tdx": Plan.of(
         [
             _region(0x20000, 4, PageType.NORMAL, True, 4, 4 * PAGE),
             _region(0x8000, 3, PageType.NORMAL, False, 5, PAGE + 7),
@@ -90,7 +90,7 @@ PLANS: dict[str, Layout] = {
         ],
         MEMORY,
     ),
-    "snp": Layout.of(
+    "snp": Plan.of(
         [
             _region(0x4000, 3, PageType.NORMAL, True, 7, 3 * PAGE - 9),
             _region(0x8000, 4, PageType.ZERO, False, 8, 0),
@@ -169,20 +169,20 @@ def launch(
 BASELINES = {path: launch(_kernel(path), path) for path in PLANS}
 
 
-def _plan_region(layout: Layout, entry: LogEntry) -> Region:
+def _plan_region(layout: Plan, entry: LogEntry) -> Region:
     for r in layout.regions:
         if r.provenance == entry.provenance and r.gpa <= entry.gpa < r.end:
             return r
     raise AssertionError(f"no region for {entry}")
 
 
-def _plan_bytes(layout: Layout, entry: LogEntry) -> bytes:
+def _plan_bytes(layout: Plan, entry: LogEntry) -> bytes:
     r = _plan_region(layout, entry)
     off = entry.gpa - r.gpa
     return r.contents()[off : off + entry.size]
 
 
-def _check_entries(layout: Layout, log: LaunchLog) -> None:
+def _check_entries(layout: Plan, log: LaunchLog) -> None:
     """Each record hashes exactly the plan's bytes for its range (and per page for SNP)."""
     assert [e.seq for e in log.entries] == list(range(len(log.entries)))
     for e in log.entries:
@@ -525,7 +525,7 @@ def test_tdx_issues_one_request_per_region() -> None:
     all extends) must see the same grouping the two-pass MRTD prediction assumes."""
     pages = 600  # more than one 2 MiB staging chunk
     memory = MemoryMap((Memslot(0, 0, 1024 * PAGE, MemslotKind.RAM_LOW),))
-    layout = Layout.of([_region(0, pages, PageType.NORMAL, True, 0, 3 * PAGE)], memory)
+    layout = Plan.of([_region(0, pages, PageType.NORMAL, True, 0, 3 * PAGE)], memory)
     kernel = FakeKernel()
     requests: list[int] = []
     real_ioctl = kernel.ioctl

@@ -40,8 +40,8 @@ from cvmlaunch.kvm_map import (
 )
 from cvmlaunch.layout import (
     FOUR_GIB,
-    Layout,
     PageType,
+    Plan,
     Provenance,
     Region,
     SourceKind,
@@ -132,7 +132,7 @@ LOOP_CODE = bytes.fromhex("ebfe")  # jmp $
 HLT_CODE = bytes.fromhex("f4")
 
 
-def _plan() -> tuple[Layout, bytes, bytes]:
+def _plan() -> tuple[Plan, bytes, bytes]:
     memory = MemoryMap.for_size(0xC000_0000)  # 2 GiB below 4 GiB, 1 GiB above
     low_data = os.urandom(3 * 4096 + 100)
     high_data = os.urandom(2 * 4096)
@@ -153,7 +153,7 @@ def _plan() -> tuple[Layout, bytes, bytes]:
             high_data,
         ),
     ]
-    return Layout.of(regions, memory), low_data, high_data
+    return Plan.of(regions, memory), low_data, high_data
 
 
 def test_plain_populate_runs_the_guest_it_placed(memory_backend: str) -> None:
@@ -504,7 +504,7 @@ def test_run_serial_relays_the_uart_and_stops_on_hlt() -> None:
     message = b"hello, serial\n"
     assert len(SERIAL_CODE) == 23
     memory = MemoryMap.for_size(1 << 20)
-    layout = Layout.of([_code_region(0x1000, SERIAL_CODE + message + b"\0", "serial")], memory)
+    layout = Plan.of([_code_region(0x1000, SERIAL_CODE + message + b"\0", "serial")], memory)
     with Vm.open() as vm:
         vm.map_memory(memory)
         vcpu = vm.create_vcpu()
@@ -532,7 +532,7 @@ def test_run_with_timeout_from_a_worker_thread() -> None:
 
     install_kick_handler()  # main thread
     memory = MemoryMap.for_size(1 << 20)
-    layout = Layout.of([_code_region(0x3000, LOOP_CODE, "jmp $")], memory)
+    layout = Plan.of([_code_region(0x3000, LOOP_CODE, "jmp $")], memory)
     results: list[object] = []
     with Vm.open() as vm:
         vm.map_memory(memory)

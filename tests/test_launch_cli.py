@@ -14,8 +14,8 @@ import pytest
 from cvmlaunch import kvm_map
 from cvmlaunch.cli._launch import example_config, load_plan
 from cvmlaunch.image.ovmf import parse_ovmf
-from cvmlaunch.image.tdvf import tdvf_layout
-from cvmlaunch.launch import settings_from_toml
+from cvmlaunch.launch_settings import settings_from_toml
+from cvmlaunch.plan.tdvf import tdvf_plan
 from tests.cli_runner import run_cli
 from tests.test_plain_log import reference_step
 
@@ -306,6 +306,6 @@ def test_tdx_dry_run_prints_the_mrtd_measure_tdx_prints(firmware: Any, name: str
     assert f"predicted MRTD: {predicted.stdout.strip()}" in result.stdout.splitlines()
     assert "TD HOB at 0x809000 (every vCPU's RCX)" in result.stdout
     image = parse_ovmf(fd.read_bytes(), name=name)
-    regions = tdvf_layout(image).regions
+    regions = tdvf_plan(image).regions
     expected = reference_mrtd([(r.gpa, r.contents(), r.measured) for r in regions])
     assert predicted.stdout.strip() == expected.hex()

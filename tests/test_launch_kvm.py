@@ -15,7 +15,7 @@ import pytest
 from cvmlaunch.cli._launch import example_config, execute, load_plan
 from cvmlaunch.errors import MeasurementMismatch
 from cvmlaunch.kvm_map import Kvm, KvmCaps
-from cvmlaunch.launch import LaunchSettings, settings_from_toml
+from cvmlaunch.launch_settings import LaunchSettings, settings_from_toml
 from cvmlaunch.log_entry import LogOp
 from cvmlaunch.measure.log import Technology, parse_log, verify_log
 from tests.cli_runner import run_cli

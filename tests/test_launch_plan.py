@@ -11,20 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cvmlaunch.errors import CheckFailed, ConfigError, GuestError, MeasurementMismatch
-from cvmlaunch.launch import (
-    CMDLINE_GPA,
-    RANGE_TABLE_GPA,
-    START_INFO_GPA,
-    GuestDigest,
-    GuestReport,
-    LaunchSettings,
-    Tech,
-    build_plan,
-    check_report,
-    parse_report,
-    parse_size,
-    settings_from_toml,
-)
+from cvmlaunch.launch import GuestDigest, GuestReport, check_report, parse_report
+from cvmlaunch.launch_settings import LaunchSettings, parse_size, settings_from_toml
 from cvmlaunch.layout import (
     FOUR_GIB,
     PageType,
@@ -33,6 +21,8 @@ from cvmlaunch.layout import (
     SourceKind,
 )
 from cvmlaunch.log_entry import LogEntry, LogOp
+from cvmlaunch.plan.pvh import CMDLINE_GPA, RANGE_TABLE_GPA, START_INFO_GPA, pvh_launch
+from cvmlaunch.technology import Technology
 
 GIB = 1 << 30
 
@@ -80,7 +70,7 @@ def test_settings_from_toml_resolves_paths_and_flags_override() -> None:
     doc = 'memory = "5G"\nvcpus = 2\nkernel = "k.elf"\ninitrd = "/abs/i.img"\ntech = "SNP"\n'
     s = settings_from_toml(doc, base="/cfg", overrides={"vcpus": 3, "append": None})
     assert s == LaunchSettings(
-        memory=5 << 30, vcpus=3, kernel="/cfg/k.elf", initrd="/abs/i.img", tech=Tech.SNP
+        memory=5 << 30, vcpus=3, kernel="/cfg/k.elf", initrd="/abs/i.img", tech=Technology.SEV_SNP
     )
 
 
@@ -106,7 +96,7 @@ def test_settings_errors_name_the_key(doc: str, message: str) -> None:
 def test_plan_layout_order_and_table() -> None:
     settings = LaunchSettings(memory=512 << 20, append="console=ttyS0")
     initrd = b"initrd!" * 100
-    plan = build_plan(settings, kernel(), 0x100000, initrd=initrd, initrd_name="i.img")
+    plan = pvh_launch(settings, kernel(), 0x100000, initrd=initrd, initrd_name="i.img")
     names = [r.provenance.describe() for r in plan.hashed]
     assert names[-3:] == [
         "cmdline (kernel command line)",
@@ -140,7 +130,7 @@ def test_plan_layout_order_and_table() -> None:
 
 
 def test_plan_above_4g_splits_ram_and_keeps_ranges_low() -> None:
-    plan = build_plan(LaunchSettings(memory=5 * GIB, vcpus=2), kernel(), 0x100000, initrd=b"x")
+    plan = pvh_launch(LaunchSettings(memory=5 * GIB, vcpus=2), kernel(), 0x100000, initrd=b"x")
     assert plan.layout.memory is not None
     slots = [(s.gpa, s.size) for s in plan.layout.memory.memslots]
     assert slots == [(0, 2 * GIB), (FOUR_GIB, 3 * GIB)]
@@ -157,21 +147,21 @@ def test_plan_above_4g_splits_ram_and_keeps_ranges_low() -> None:
 
 def test_plan_rejects_a_kernel_over_the_launcher_pages() -> None:
     with pytest.raises(ConfigError, match="below 0x80000"):
-        build_plan(LaunchSettings(), kernel(gpa=0x2000), 0x2000)
+        pvh_launch(LaunchSettings(), kernel(gpa=0x2000), 0x2000)
 
 
 def test_plan_rejects_entry_outside_kernel() -> None:
     with pytest.raises(ConfigError, match="PVH entry 0x500000"):
-        build_plan(LaunchSettings(), kernel(), 0x500000)
+        pvh_launch(LaunchSettings(), kernel(), 0x500000)
 
 
 def test_plan_rejects_initrd_that_does_not_fit() -> None:
     with pytest.raises(ConfigError, match="do not fit in low RAM"):
-        build_plan(LaunchSettings(memory=4 << 20), kernel(), 0x100000, initrd=bytes(3 << 20))
+        pvh_launch(LaunchSettings(memory=4 << 20), kernel(), 0x100000, initrd=bytes(3 << 20))
 
 
 def test_predicted_digests_are_sha384_of_contents() -> None:
-    plan = build_plan(LaunchSettings(append="a b c"), kernel(), 0x100000)
+    plan = pvh_launch(LaunchSettings(append="a b c"), kernel(), 0x100000)
     assert plan.predicted() == tuple(hashlib.sha384(r.contents()).digest() for r in plan.hashed)
 
 
@@ -187,21 +177,21 @@ def report_text(plan_regions: tuple[Region, ...], flip: int | None = None) -> st
 
 
 def test_report_matches_log() -> None:
-    plan = build_plan(LaunchSettings(), kernel(), 0x100000, initrd=b"abc")
+    plan = pvh_launch(LaunchSettings(), kernel(), 0x100000, initrd=b"abc")
     report = parse_report(report_text(plan.hashed))
     assert report.end == len(plan.hashed)
     assert check_report(report, plan.hashed, log_of(plan.hashed)) == len(plan.hashed)
 
 
 def test_report_mismatch_names_the_range() -> None:
-    plan = build_plan(LaunchSettings(), kernel(), 0x100000, initrd=b"abc")
+    plan = pvh_launch(LaunchSettings(), kernel(), 0x100000, initrd=b"abc")
     report = parse_report(report_text(plan.hashed, flip=2))
     with pytest.raises(MeasurementMismatch, match=r"range \[0x1fe00000-0x1fe01000\) \(initrd"):
         check_report(report, plan.hashed, log_of(plan.hashed))
 
 
 def test_incomplete_and_unreachable_reports_fail() -> None:
-    plan = build_plan(LaunchSettings(), kernel(), 0x100000)
+    plan = pvh_launch(LaunchSettings(), kernel(), 0x100000)
     log = log_of(plan.hashed)
     text = report_text(plan.hashed)
     cut = parse_report(text.rsplit("end", 1)[0])

@@ -8,17 +8,12 @@ import base64
 import pytest
 
 from cvmlaunch.errors import CheckFailed, ConfigError
-from cvmlaunch.launch import (
-    DEFAULT_SNP_POLICY,
-    LaunchPlan,
-    LaunchSettings,
-    Tech,
-    build_plan,
-    settings_from_toml,
-)
 from cvmlaunch.launch_identity import SnpLaunchIdentity, TdxLaunchIdentity
+from cvmlaunch.launch_settings import DEFAULT_SNP_POLICY, LaunchSettings, settings_from_toml
 from cvmlaunch.measure import identity as ident
-from cvmlaunch.measure.reference import ReferenceValues
+from cvmlaunch.measure.reference import ReferenceValues, launch_identity_settings
+from cvmlaunch.plan.pvh import PvhLaunch, pvh_launch
+from cvmlaunch.technology import Technology
 from tests.test_identity import AUTHOR_KEY, ID_KEY
 from tests.test_launch_plan import kernel
 
@@ -40,7 +35,7 @@ def test_toml_keys_follow_qemu_and_paths_resolve() -> None:
     )
     s = settings_from_toml(doc, base="/cfg", overrides={"host_data": None, "policy": "0x70000"})
     assert s == LaunchSettings(
-        tech=Tech.SNP,
+        tech=Technology.SEV_SNP,
         policy=0x70000,  # the flag overrides the file
         host_data=b"\xab" * 32,
         id_block="/cfg/id/block.bin",
@@ -52,7 +47,7 @@ def test_toml_keys_follow_qemu_and_paths_resolve() -> None:
     )
     assert t.tdx_identity == TdxLaunchIdentity(b"\x11" * 48, b"\x22" * 48, b"\x33" * 48)
     assert settings_from_toml('tech = "snp"\npolicy = 196608').snp_policy == 0x30000
-    assert LaunchSettings(tech=Tech.SNP).snp_policy == DEFAULT_SNP_POLICY == 0x30000
+    assert LaunchSettings(tech=Technology.SEV_SNP).snp_policy == DEFAULT_SNP_POLICY == 0x30000
 
 
 @pytest.mark.parametrize(
@@ -86,13 +81,13 @@ def test_identity_settings_errors(doc: str, message: str) -> None:
 
 def test_the_snp_plan_carries_the_identity_and_records_it() -> None:
     settings = LaunchSettings(
-        tech=Tech.SNP, host_data=b"\x5a" * 32, id_block="b.bin", id_auth="a.bin"
+        tech=Technology.SEV_SNP, host_data=b"\x5a" * 32, id_block="b.bin", id_auth="a.bin"
     )
-    plan = build_plan(settings, kernel(), 0x100000, id_block=BLOCK_RAW, id_auth=AUTH_RAW)
+    plan = pvh_launch(settings, kernel(), 0x100000, id_block=BLOCK_RAW, id_auth=AUTH_RAW)
     assert plan.snp == SnpLaunchIdentity(b"\x5a" * 32, BLOCK_RAW, AUTH_RAW)
     assert plan.snp.auth_key_en
     assert plan.tdx is None
-    recorded = plan.identity_settings()
+    recorded = launch_identity_settings(plan)
     assert recorded == {
         "policy": "0x30000",
         "host_data": "5a" * 32,
@@ -104,40 +99,40 @@ def test_the_snp_plan_carries_the_identity_and_records_it() -> None:
     assert values.id_key_digest == ident.key_digest(ID_KEY)
     assert values.author_key_digest == ident.key_digest(AUTHOR_KEY)
     # the identity changes nothing the guest or a measurement sees
-    bare = build_plan(LaunchSettings(tech=Tech.SNP), kernel(), 0x100000)
+    bare = pvh_launch(LaunchSettings(tech=Technology.SEV_SNP), kernel(), 0x100000)
 
-    def shape(p: LaunchPlan) -> list[tuple[object, ...]]:
+    def shape(p: PvhLaunch) -> list[tuple[object, ...]]:
         return [(r.gpa, r.size, r.page_type, r.provenance) for r in p.layout.regions]
 
     assert shape(bare) == shape(plan)
     assert bare.predicted() == plan.predicted()
     assert bare.snp == SnpLaunchIdentity()
-    assert bare.identity_settings()["host_data"] == "00" * 32
+    assert launch_identity_settings(bare)["host_data"] == "00" * 32
 
 
 def test_the_tdx_plan_carries_the_mr_values() -> None:
-    settings = LaunchSettings(tech=Tech.TDX, mrowner=b"\x22" * 48)
-    plan = build_plan(settings, kernel(), 0x100000)
+    settings = LaunchSettings(tech=Technology.TDX, mrowner=b"\x22" * 48)
+    plan = pvh_launch(settings, kernel(), 0x100000)
     assert plan.tdx == TdxLaunchIdentity(mrowner=b"\x22" * 48)
     assert plan.snp is None
-    assert plan.identity_settings() == {
+    assert launch_identity_settings(plan) == {
         "mrconfigid": "00" * 48,
         "mrowner": "22" * 48,
         "mrownerconfig": "00" * 48,
     }
-    assert build_plan(LaunchSettings(), kernel(), 0x100000).identity_settings() == {}
+    assert launch_identity_settings(pvh_launch(LaunchSettings(), kernel(), 0x100000)) == {}
 
 
 def test_an_id_pair_the_firmware_would_refuse_stops_the_plan() -> None:
-    settings = LaunchSettings(tech=Tech.SNP, id_block="b", id_auth="a")
+    settings = LaunchSettings(tech=Technology.SEV_SNP, id_block="b", id_auth="a")
     tampered = bytearray(AUTH_RAW)
     tampered[ident.ID_BLOCK_OFFSET_SIG] ^= 1
     with pytest.raises(CheckFailed, match=r"b / a: 1 check\(s\) failed: ID_BLOCK_SIG by ID_KEY"):
-        build_plan(settings, kernel(), 0x100000, id_block=BLOCK_RAW, id_auth=bytes(tampered))
-    other = LaunchSettings(tech=Tech.SNP, policy=0x20000, id_block="b", id_auth="a")
+        pvh_launch(settings, kernel(), 0x100000, id_block=BLOCK_RAW, id_auth=bytes(tampered))
+    other = LaunchSettings(tech=Technology.SEV_SNP, policy=0x20000, id_block="b", id_auth="a")
     with pytest.raises(
         CheckFailed, match="its policy 0x30000 differs from the launch policy 0x20000"
     ):
-        build_plan(other, kernel(), 0x100000, id_block=BLOCK_RAW, id_auth=AUTH_RAW)
+        pvh_launch(other, kernel(), 0x100000, id_block=BLOCK_RAW, id_auth=AUTH_RAW)
     with pytest.raises(ConfigError, match="must come with --id-block/--id-auth"):
-        build_plan(settings, kernel(), 0x100000)
+        pvh_launch(settings, kernel(), 0x100000)

@@ -15,12 +15,14 @@ from cvmlaunch.cli._cc_launch import launch_confidential
 from cvmlaunch.cli._launch import example_config, load_plan, open_vm
 from cvmlaunch.errors import ConfigError, CvmLaunchError
 from cvmlaunch.image.ovmf import parse_ovmf
-from cvmlaunch.launch import LaunchSettings, Tech, settings_from_toml
+from cvmlaunch.launch_settings import LaunchSettings, settings_from_toml
 from cvmlaunch.measure import identity as ident
 from cvmlaunch.measure.cpu import vcpu_type_signature
 from cvmlaunch.measure.log import MeasurementLog, parse_log
 from cvmlaunch.measure.reference import ReferenceValues
-from cvmlaunch.measure.snp import SnpSettings, snp_digest
+from cvmlaunch.measure.snp import snp_digest
+from cvmlaunch.plan.snp import SnpSettings
+from cvmlaunch.technology import Technology
 from tests.cli_runner import run_cli
 from tests.fakekvm import FakeKernel
 from tests.model_firmware import ModelKernel
@@ -65,7 +67,7 @@ def test_snp_identity_reaches_launch_start_and_finish(
     for byte, and the log header records them for a verifier."""
     fd, block, auth = fw_id_files
     settings = LaunchSettings(
-        tech=Tech.SNP,
+        tech=Technology.SEV_SNP,
         firmware=str(fd),
         policy=0x30000,
         host_data=HOST_DATA,
@@ -94,7 +96,7 @@ def test_snp_identity_reaches_launch_start_and_finish(
 
 def test_snp_defaults_reach_the_firmware(firmware: Any, tmp_path: Path) -> None:
     kernel = ModelKernel()
-    settings = LaunchSettings(tech=Tech.SNP, firmware=str(firmware("OVMF.amdsev.fd")))
+    settings = LaunchSettings(tech=Technology.SEV_SNP, firmware=str(firmware("OVMF.amdsev.fd")))
     _firmware_launch(settings, kernel, tmp_path / "snp.jsonl")
     assert kernel.launch_params["policy"] == 0x30000
     assert kernel.launch_params["host_data"] == bytes(32)
@@ -106,7 +108,7 @@ def test_tdx_mr_values_reach_init_vm(firmware: Any, tmp_path: Path) -> None:
     kernel = ModelKernel()
     fd = firmware("OVMF.inteltdx.ms.fd")
     settings = LaunchSettings(
-        tech=Tech.TDX,
+        tech=Technology.TDX,
         firmware=str(fd),
         mrconfigid=mrs["mrconfigid"],
         mrowner=mrs["mrowner"],
@@ -120,15 +122,15 @@ def test_tdx_mr_values_reach_init_vm(firmware: Any, tmp_path: Path) -> None:
     assert kernel.open_fds() == []
 
 
-@pytest.mark.parametrize("tech", [Tech.SNP, Tech.TDX])
+@pytest.mark.parametrize("tech", [Technology.SEV_SNP, Technology.TDX])
 def test_a_failed_system_call_anywhere_in_a_confidential_launch_leaks_nothing(
-    tech: Tech, firmware: Any, tmp_path: Path
+    tech: Technology, firmware: Any, tmp_path: Path
 ) -> None:
     """Every system call of a firmware launch failing in turn (INIT2, LAUNCH_START, INIT_VM,
     every populate call, FINISH/FINALIZE, the guest's run, the closes) is an error that leaves
     no fd or mapping open; the log exists only if the launch was sealed before the failure
     (it is written then, before the guest runs)."""
-    name = "OVMF.amdsev.fd" if tech is Tech.SNP else "OVMF.inteltdx.ms.fd"
+    name = "OVMF.amdsev.fd" if tech is Technology.SEV_SNP else "OVMF.inteltdx.ms.fd"
     settings = LaunchSettings(tech=tech, firmware=str(firmware(name)), vcpus=2)
     log = tmp_path / "launch.jsonl"
     total = ModelKernel()

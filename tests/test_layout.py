@@ -13,8 +13,8 @@ from cvmlaunch.layout import (
     FOUR_GIB,
     PAGE_SIZE,
     VMSA_GPA,
-    Layout,
     PageType,
+    Plan,
     Provenance,
     Region,
     SourceKind,
@@ -89,9 +89,9 @@ def test_layout_keeps_order_and_checks_bounds() -> None:
     mem = MemoryMap.for_size(16 << 20)
     a = region(0x800000, PAGE_SIZE)
     b = region(0x1000, PAGE_SIZE)
-    assert Layout.of([a, b], mem).regions == (a, b)
+    assert Plan.of([a, b], mem).regions == (a, b)
     with pytest.raises(LayoutError, match="not inside one memslot"):
-        Layout.of([region(16 << 20, PAGE_SIZE)], mem)
+        Plan.of([region(16 << 20, PAGE_SIZE)], mem)
 
 
 def test_layout_vmsa_rules() -> None:
@@ -101,11 +101,11 @@ def test_layout_vmsa_rules() -> None:
         page_type=PageType.VMSA,
         provenance=Provenance(SourceKind.VMSA, index=0),
     )
-    plan = Layout.of([region(0, PAGE_SIZE), v, v])
+    plan = Plan.of([region(0, PAGE_SIZE), v, v])
     assert plan.vmsa_regions == (v, v)
     assert len(plan.memory_regions) == 1
     with pytest.raises(LayoutError, match="after all memory"):
-        Layout.of([v, region(0, PAGE_SIZE)])
+        Plan.of([v, region(0, PAGE_SIZE)])
 
 
 @given(
@@ -121,9 +121,9 @@ def test_layout_rejects_every_overlap(spans: list[tuple[int, int]]) -> None:
     overlap = any(pages[i] & pages[j] for i in range(len(pages)) for j in range(i + 1, len(pages)))
     if overlap:
         with pytest.raises(LayoutError, match="overlaps"):
-            Layout.of(regions)
+            Plan.of(regions)
     else:
-        assert len(Layout.of(regions).regions) == len(regions)
+        assert len(Plan.of(regions).regions) == len(regions)
 
 
 @given(st.binary(max_size=3 * PAGE_SIZE), st.integers(3, 5))

@@ -15,8 +15,8 @@ from cvmlaunch.errors import ConfigError, LayoutError, LogFormatError, Measureme
 from cvmlaunch.layout import (
     PAGE_SIZE,
     VMSA_GPA,
-    Layout,
     PageType,
+    Plan,
     Provenance,
     Region,
     SourceKind,
@@ -42,7 +42,7 @@ from cvmlaunch.measure.log import (
 FW = Provenance(SourceKind.FILE, "fw.fd", offset=0)
 
 
-def small_layout(data: bytes = bytes(range(256)) * 40, vcpus: int = 2) -> Layout:
+def small_layout(data: bytes = bytes(range(256)) * 40, vcpus: int = 2) -> Plan:
     """Two firmware pages + zero fill, a ZERO range, a SECRETS page, a partially filled
     NORMAL page, and VMSAs."""
     regions = [
@@ -70,7 +70,7 @@ def small_layout(data: bytes = bytes(range(256)) * 40, vcpus: int = 2) -> Layout
                 bytes([i + 1]) * 64,
             )
         )
-    return Layout.of(regions)
+    return Plan.of(regions)
 
 
 def header(initial: bytes = bytes(48), **settings_: object) -> LogHeader:
@@ -95,7 +95,7 @@ def header(initial: bytes = bytes(48), **settings_: object) -> LogHeader:
     )
 
 
-def make_log(layout: Layout | None = None, **kw: object) -> MeasurementLog:
+def make_log(layout: Plan | None = None, **kw: object) -> MeasurementLog:
     return snp_chain.log_layout(layout or small_layout(), header(**kw))  # type: ignore[arg-type]
 
 
@@ -389,7 +389,7 @@ def test_diff_names_first_range_and_field() -> None:
     la = small_layout()
     regions = list(la.regions)
     regions[1] = dataclasses.replace(regions[1], gpa=0x81_0000)
-    result = diff_logs(a, make_log(Layout.of(regions)))
+    result = diff_logs(a, make_log(Plan.of(regions)))
     assert result.first_range is not None
     assert result.first_range.describe() == "record 1: gpa differs: 0x800000 vs 0x810000"
     assert not result.same_digest
@@ -398,7 +398,7 @@ def test_diff_names_first_range_and_field() -> None:
     )
     regions = list(la.regions)
     regions[2] = dataclasses.replace(regions[2], page_type=PageType.ZERO)
-    d = diff_logs(a, make_log(Layout.of(regions))).first_range
+    d = diff_logs(a, make_log(Plan.of(regions))).first_range
     assert d is not None
     assert d.describe() == "record 2: page_type differs: SECRETS vs ZERO"
     d = diff_logs(a, make_log(small_layout(vcpus=3))).first_range
@@ -480,7 +480,7 @@ _types = st.sampled_from(
 
 
 @st.composite
-def layouts(draw: st.DrawFn) -> Layout:
+def layouts(draw: st.DrawFn) -> Plan:
     regions: list[Region] = []
     gpa = 0x10_0000
     for i in range(draw(st.integers(1, 5))):
@@ -511,12 +511,12 @@ def layouts(draw: st.DrawFn) -> Layout:
                 draw(st.binary(max_size=64)),
             )
         )
-    return Layout.of(regions)
+    return Plan.of(regions)
 
 
 @settings(max_examples=40, deadline=None)
 @given(layouts())
-def test_page_by_page_fold_equals_range_fold(layout: Layout) -> None:
+def test_page_by_page_fold_equals_range_fold(layout: Plan) -> None:
     digest = bytes(48)
     for region, gpa, page in layout.pages():
         contents = hashlib.sha384(page).digest() if region.page_type.hashes_contents else bytes(48)
@@ -528,7 +528,7 @@ def test_page_by_page_fold_equals_range_fold(layout: Layout) -> None:
 
 @settings(max_examples=40, deadline=None)
 @given(layouts())
-def test_log_replays_to_direct_digest(layout: Layout) -> None:
+def test_log_replays_to_direct_digest(layout: Plan) -> None:
     log = make_log(layout)
     assert log.digest == snp_chain.fold_layout(layout)
     back = parse_log(dumps_log(log))

@@ -298,7 +298,7 @@ def plain_log_text() -> tuple[str, dict[str, bytes]]:
     (pre-fault records; this host need not run KVM): the plan's log with the launch's
     header."""
     from cvmlaunch.cli._launch import input_digests, load_plan, log_header
-    from cvmlaunch.launch import LaunchSettings
+    from cvmlaunch.launch_settings import LaunchSettings
     from cvmlaunch.measure.plain import plain_log
 
     settings = LaunchSettings(

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from cvmlaunch import digests
 from cvmlaunch.errors import LogFormatError
-from cvmlaunch.layout import PAGE_SIZE, Buffer, Layout, PageType, Provenance, Region, SourceKind
+from cvmlaunch.layout import PAGE_SIZE, Buffer, PageType, Plan, Provenance, Region, SourceKind
 from cvmlaunch.measure import log as log_module
 from cvmlaunch.measure.log import (
     LOG_VERSION,
@@ -86,7 +86,7 @@ def test_a_1_tib_zero_range_is_written_and_verified_without_hashing_it(hashed: C
     page = Region(0x1000, PAGE_SIZE, PageType.NORMAL, False,
                   Provenance(SourceKind.FILE, "kernel", offset=0), b"\x90" * 100)  # fmt: skip
     settings_ = {"memory": 1 << 41, "vcpus": 1, "pvh_entry": 0x1000}
-    log = plain_log(Layout.of([page, big]), plain_header(settings_, tool_version="t"))
+    log = plain_log(Plan.of([page, big]), plain_header(settings_, tool_version="t"))
     assert log.entries[1].content_sha384 is None
     text = dumps_log(log)
     record = json.loads(text.splitlines()[2])
@@ -107,7 +107,7 @@ def test_plain_transcript_step_of_a_zero_range_is_48_zero_bytes() -> None:
     import struct
 
     zero = Region(0x10_0000, 0x20_0000, PageType.NORMAL, False, Provenance(SourceKind.BSS, "k"))
-    log = plain_log(Layout.of([zero]), plain_header({}, tool_version="t"))
+    log = plain_log(Plan.of([zero]), plain_header({}, tool_version="t"))
     step = struct.pack("<32sQQBB48s", b"plain.copy", 0x10_0000, 0x20_0000, 1, 0, bytes(48))
     assert log.digest == hashlib.sha384(bytes(48) + step).digest()
 
@@ -152,7 +152,7 @@ def test_snp_writer_hashes_only_the_bytes_given(
     header = LogHeader(Technology.SEV_SNP, SNP_ALGORITHM, {}, (), "t", bytes(48))
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(digests, "range_sha384", counting)
-        log = log_layout(Layout.of(regions), header)
+        log = log_layout(Plan.of(regions), header)
         assert verify_log(parse_log(dumps_log(log))) == log.digest
     assert counter.bytes == sum(r.size for r in regions if r.data)
     for entry, region in zip(log.entries, regions, strict=True):
@@ -247,7 +247,7 @@ def test_verify_log_checks_the_marker_against_the_contents_given() -> None:
     from cvmlaunch.errors import MeasurementMismatch
 
     zero = Region(0x10_0000, 0x4000, PageType.NORMAL, False, Provenance(SourceKind.BSS, "k"))
-    log = plain_log(Layout.of([zero]), plain_header({}, tool_version="t"))
+    log = plain_log(Plan.of([zero]), plain_header({}, tool_version="t"))
     assert verify_log(log, lambda e: b"") == log.digest
     assert verify_log(log, lambda e: bytes(0x4000)) == log.digest
     with pytest.raises(MeasurementMismatch, match="marks the range zero"):
@@ -270,7 +270,7 @@ def test_kvm_recorder_marks_what_the_prediction_marks(hashed: Counter) -> None:
     rec.add(LogOp.TDX_PAGE_ADD, data, data.gpa, data.size, per_page=False)
     assert rec.entries[0].content_sha384 is None
     assert rec.entries[1].content_sha384 == hashlib.sha384(b"\x01" + bytes(4095)).digest()
-    predicted = plain_log(Layout.of([data, zero]), plain_header({}, tool_version="t"))
+    predicted = plain_log(Plan.of([data, zero]), plain_header({}, tool_version="t"))
     assert [e.content_sha384 for e in predicted.entries] == [
         rec.entries[1].content_sha384,
         None,
@@ -297,7 +297,7 @@ def test_plain_populate_hashes_no_range_the_plan_gives_no_bytes(
     data = Region(0x1000, PAGE_SIZE, PageType.NORMAL, True,
                   Provenance(SourceKind.FILE, "k", offset=0), b"\x01")  # fmt: skip
     memory = MemoryMap((Memslot(0, 0, 1024 * PAGE_SIZE, MemslotKind.RAM_LOW),))
-    layout = Layout.of([data, bss], memory)
+    layout = Plan.of([data, bss], memory)
     hashed_regions: list[tuple[bytes, int]] = []
     real = digests.range_sha384
 

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cvmlaunch import digests
-from cvmlaunch.layout import PAGE_SIZE, Layout, PageType, Provenance, Region, SourceKind
+from cvmlaunch.layout import PAGE_SIZE, PageType, Plan, Provenance, Region, SourceKind
 from cvmlaunch.measure import snp_chain
 from tests.conftest import load_native_pagehash
 from tests.vectors import sha384_vector
@@ -192,9 +192,9 @@ def test_fold_with_and_without_the_native_hasher(monkeypatch: pytest.MonkeyPatch
     expected = snp_chain.ZERO_DIGEST
     for region in regions:
         expected = _by_definition(expected, region)
-    assert snp_chain.fold_layout(Layout.of(regions)) == expected
-    assert snp_chain.fold_layout(Layout.of(regions), workers=1) == expected
-    assert snp_chain.fold_layout(Layout.of(regions), workers=2) == expected
+    assert snp_chain.fold_layout(Plan.of(regions)) == expected
+    assert snp_chain.fold_layout(Plan.of(regions), workers=1) == expected
+    assert snp_chain.fold_layout(Plan.of(regions), workers=2) == expected
 
 
 @pytest.mark.usefixtures("snp_fold_path")

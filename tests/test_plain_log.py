@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from cvmlaunch.errors import LogFormatError, MeasurementMismatch
 from cvmlaunch.layout import (
     PAGE_SIZE,
-    Layout,
     PageType,
+    Plan,
     Provenance,
     Region,
     SourceKind,
@@ -54,9 +54,9 @@ def reference_step(
     return hashlib.sha384(digest + step).digest()
 
 
-def layout() -> Layout:
+def layout() -> Plan:
     gen = Provenance(SourceKind.GENERATED, "table", detail="a table")
-    return Layout.of(
+    return Plan.of(
         [
             Region(
                 0x10_0000, 0x3000, PageType.NORMAL, True, Provenance(SourceKind.FILE, "k"), b"k"
@@ -85,7 +85,7 @@ def test_plan_digest_matches_the_documented_chain() -> None:
 
 
 def test_empty_plan_digest_is_the_initial_value() -> None:
-    log = plain_log(Layout.of([]), plain_header({}, tool_version="t"))
+    log = plain_log(Plan.of([]), plain_header({}, tool_version="t"))
     assert log.digest == bytes(48)
     assert log.entries == ()
 

@@ -11,8 +11,8 @@ import pytest
 from cvmlaunch.kvm_map import HASH_OFFLOAD_MIN, STAGING_PAGES, Vm, populate_plain
 from cvmlaunch.layout import (
     PAGE_SIZE,
-    Layout,
     PageType,
+    Plan,
     Provenance,
     Region,
     SourceKind,
@@ -51,7 +51,7 @@ def test_large_and_small_regions_are_copied_and_logged_with_their_contents_hash(
         ),
     ]
     assert big_size >= HASH_OFFLOAD_MIN
-    layout = Layout.of(regions, MemoryMap.for_size(64 << 20))
+    layout = Plan.of(regions, MemoryMap.for_size(64 << 20))
     assert layout.memory is not None
     with Vm.open(memory_backend=memory_backend) as vm:
         vm.map_memory(layout.memory)

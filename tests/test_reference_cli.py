@@ -10,8 +10,8 @@ from pathlib import Path
 from cvmlaunch.launch_identity import SnpLaunchIdentity, TdxLaunchIdentity
 from cvmlaunch.layout import (
     VMSA_GPA,
-    Layout,
     PageType,
+    Plan,
     Provenance,
     Region,
     SourceKind,
@@ -33,7 +33,7 @@ from tests.test_identity import ID_KEY, ID_KEY_FILE
 from tests.vectors import snp_case
 
 FW = Provenance(SourceKind.FILE, "fw.fd", offset=0)
-LAYOUT = Layout.of(
+LAYOUT = Plan.of(
     [
         Region(0xFFFF_E000, 0x2000, PageType.NORMAL, True, FW, b"\x90" * 0x1800),
         Region(0x80_0000, 0x1000, PageType.ZERO, False, Provenance(SourceKind.ZERO, "z")),

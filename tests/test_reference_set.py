@@ -28,8 +28,9 @@ from cvmlaunch.measure.reference_set import (
     snp_reference_set,
     tdx_reference_set,
 )
-from cvmlaunch.measure.sev_hashes import KernelHashes, cmdline_sha256
 from cvmlaunch.measure.tdx import PageOrder, measure_tdvf
+from cvmlaunch.plan.sev_hashes import KernelHashes, cmdline_sha256
+from cvmlaunch.plan.snp import snp_plan
 from tests.cli_runner import run_cli
 from tests.test_identity import AUTHOR_KEY, ID_KEY
 from tests.vectors import snp_case
@@ -57,7 +58,7 @@ def test_parse_vcpu_ranges() -> None:
 
 def test_fold_state_resumes_anywhere(firmware: Firmware) -> None:
     image = parse_ovmf(firmware("OVMF.amdsev.fd").read_bytes(), name="OVMF.amdsev.fd")
-    plan = measure.snp_layout(image, measure.SnpSettings(vcpus=3, vcpu_sig=0xA00F11))
+    plan = snp_plan(image, measure.SnpSettings(vcpus=3, vcpu_sig=0xA00F11))
     whole = measure.fold_layout(plan)
     for k in range(len(plan.regions) + 1):
         state = snp_chain.fold_from(plan, stop=k, workers=1)
@@ -166,9 +167,10 @@ def test_two_firmwares_and_a_saved_prefix(firmware: Firmware) -> None:
     image = parse_ovmf(g, name="g")
     settings = measure.SnpSettings(vcpus=2, vcpu_sig=measure.vcpu_type_signature("EPYC"))
     assert s.configurations[1].measurement == measure.snp_digest(image, settings)
-    from cvmlaunch.measure.snp import snp_digest_set, snp_prefix_layout
+    from cvmlaunch.measure.snp import snp_digest_set
+    from cvmlaunch.plan.snp import snp_prefix_plan
 
-    prefix = snp_chain.fold_from(snp_prefix_layout(image, settings))
+    prefix = snp_chain.fold_from(snp_prefix_plan(image, settings))
     again = snp_digest_set(image, settings, [settings.vcpu_sig], [2], prefix=prefix)
     assert again[(settings.vcpu_sig, 2)] == s.configurations[1].measurement
     with pytest.raises(ConfigError, match="covers 0 regions"):

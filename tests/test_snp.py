@@ -15,20 +15,14 @@ from hypothesis import strategies as st
 
 from cvmlaunch.errors import ConfigError, ImageError
 from cvmlaunch.image.ovmf import OvmfImage, parse_ovmf
-from cvmlaunch.layout import PAGE_SIZE, Layout, PageType, Region
+from cvmlaunch.layout import PAGE_SIZE, PageType, Plan, Region
 from cvmlaunch.measure import snp_chain
 from cvmlaunch.measure.cpu import VCPU_TYPES, cpu_signature, vcpu_type_signature
-from cvmlaunch.measure.sev import SevSettings, sev_digest, sev_plan
-from cvmlaunch.measure.sev_hashes import HASH_TABLE_SIZE, KernelHashes, cmdline_sha256
-from cvmlaunch.measure.snp import (
-    MAX_VCPUS,
-    SnpSettings,
-    snp_digest,
-    snp_layout,
-    snp_ovmf_hash,
-    svsm_layout,
-)
-from cvmlaunch.measure.vmsa import BSP_RESET_EIP, FpuInit, VmmType, svsm_vmsa_page, vmsa_page
+from cvmlaunch.measure.sev import SevSettings, sev_digest, sev_updates
+from cvmlaunch.measure.snp import snp_digest, snp_ovmf_hash
+from cvmlaunch.plan.sev_hashes import HASH_TABLE_SIZE, KernelHashes, cmdline_sha256
+from cvmlaunch.plan.snp import MAX_VCPUS, SnpSettings, snp_plan, svsm_plan
+from cvmlaunch.plan.vmsa import BSP_RESET_EIP, FpuInit, VmmType, svsm_vmsa_page, vmsa_page
 from tests.cli_runner import CliResult, run_cli
 from tests.snp_inputs import materialize, synthetic_images
 from tests.vectors import SnpCase, snp_case, snp_cases, snp_inputs_sha256, snp_trace
@@ -130,7 +124,7 @@ def test_ovmf_hash_seed_reuse(inputs: dict[str, Path]) -> None:
 def test_worked_trace(inputs: dict[str, Path]) -> None:
     image = _image(inputs, "OVMF.amdsev.fd")
     settings_ = SnpSettings(vcpus=2, vcpu_sig=vcpu_type_signature("EPYC-v4"))
-    layout = snp_layout(image, settings_)
+    layout = snp_plan(image, settings_)
     page0 = bytes(image.data[:PAGE_SIZE])
     contents0 = hashlib.sha384(page0).digest()
     page0_t, info_tail = snp_trace("page0-contents"), snp_trace("page0-info-tail")
@@ -161,7 +155,7 @@ def test_worked_trace(inputs: dict[str, Path]) -> None:
 def test_plan_matches_the_measured_range_table(inputs: dict[str, Path]) -> None:
     """snp-measure.md 1.3: the AmdSev build's ranges, page types and order."""
     image = _image(inputs, "OVMF.amdsev.fd")
-    layout = snp_layout(image, SnpSettings(vcpus=3, vcpu_sig=EPYC_V4))
+    layout = snp_plan(image, SnpSettings(vcpus=3, vcpu_sig=EPYC_V4))
     got = [(r.gpa, r.npages, r.page_type) for r in layout.regions]
     t = PageType
     assert got == [
@@ -178,15 +172,15 @@ def test_plan_matches_the_measured_range_table(inputs: dict[str, Path]) -> None:
         (0xFFFFFFFFF000, 1, t.VMSA),
     ]
     hashes = KernelHashes(kernel=bytes(32))
-    with_k = snp_layout(image, SnpSettings(vcpus=1, vcpu_sig=EPYC_V4, kernel_hashes=hashes))
+    with_k = snp_plan(image, SnpSettings(vcpus=1, vcpu_sig=EPYC_V4, kernel_hashes=hashes))
     page = with_k.regions[7]
     assert page.page_type is PageType.NORMAL
     assert page.measured
     assert page.contents()[0xC00 : 0xC00 + HASH_TABLE_SIZE] == hashes.table()
     assert page.contents()[:0xC00] == bytes(0xC00)
-    gce = snp_layout(image, SnpSettings(vcpus=1, vcpu_sig=0, vmm=VmmType.GCE))
+    gce = snp_plan(image, SnpSettings(vcpus=1, vcpu_sig=0, vmm=VmmType.GCE))
     assert [r.page_type for r in gce.regions[1:4]] == [t.UNMEASURED, t.UNMEASURED, t.SECRETS]
-    ec2 = snp_layout(image, SnpSettings(vcpus=1, vcpu_sig=0, vmm=VmmType.EC2))
+    ec2 = snp_plan(image, SnpSettings(vcpus=1, vcpu_sig=0, vmm=VmmType.EC2))
     assert [r.page_type for r in ec2.memory_regions][-1] is t.CPUID  # moved last
 
 
@@ -236,7 +230,7 @@ def test_sev_es_legacy_fpu_follows_qemu_default(inputs: dict[str, Path]) -> None
     assert init2.output.strip() == case.expected
     # the only difference is the FPU fields: rebuild the peer's VMSAs, zero those two fields
     image = _image(inputs, "OVMF.amdsev.fd")
-    plan = sev_plan(image, SevSettings(es=True, vcpus=2, vcpu_sig=EPYC_V4, fpu=FpuInit.INIT2))
+    plan = sev_updates(image, SevSettings(es=True, vcpus=2, vcpu_sig=EPYC_V4, fpu=FpuInit.INIT2))
     h = hashlib.sha256()
     for update in plan:
         data = bytearray(update.data)
@@ -260,7 +254,7 @@ def test_svsm_fcw_follows_kvm(inputs: dict[str, Path]) -> None:
     ovmf = _image(inputs, "OVMF.amdsev.fd")
     svsm = parse_ovmf(synthetic_images()["synthetic-svsm.bin"], name="svsm")
     settings_ = SnpSettings(vcpus=2, vcpu_sig=EPYC_V4)
-    layout = svsm_layout(ovmf, svsm, settings_, vars_size=0x84000)
+    layout = svsm_plan(ovmf, svsm, settings_, vars_size=0x84000)
     assert snp_chain.fold_layout(layout).hex() == ours.output.strip()
     svsm_gpa = 0xFFC00000 - 0x84000 - svsm.size
     assert layout.regions[1].gpa == svsm_gpa
@@ -269,7 +263,7 @@ def test_svsm_fcw_follows_kvm(inputs: dict[str, Path]) -> None:
     assert vmsa[0x410:0x412] == (0x37F).to_bytes(2, "little")
     vmsa[0x410:0x412] = bytes(2)  # the peer's defect
     peerish = [dataclasses.replace(r, data=bytes(vmsa)) for r in layout.vmsa_regions]
-    peer_layout = Layout.of([*layout.memory_regions, *peerish])
+    peer_layout = Plan.of([*layout.memory_regions, *peerish])
     assert snp_chain.fold_layout(peer_layout).hex() == case.expected
     # legacy (pre-6.10 SNP hosts, the Jan 2024 hardware value's era): both fields 0
     legacy = svsm_vmsa_page(eip=svsm_gpa + 0x1000, vcpu_sig=EPYC_V4, fpu=FpuInit.LEGACY)
@@ -286,7 +280,7 @@ def test_multi_page_secrets_and_cpuid_measure_every_page(inputs: dict[str, Path]
     assert ours.exit_code == 0, ours.output
     assert ours.output.strip() != case.expected
     image = parse_ovmf(synthetic_images()["synthetic-2page.fd"], name="2page")
-    layout = snp_layout(image, SnpSettings(vcpus=1, vcpu_sig=EPYC_V4))
+    layout = snp_plan(image, SnpSettings(vcpus=1, vcpu_sig=EPYC_V4))
     assert [r.npages for r in layout.regions[1:4]] == [2, 2, 2]
     cut = [
         dataclasses.replace(r, size=PAGE_SIZE)
@@ -294,7 +288,7 @@ def test_multi_page_secrets_and_cpuid_measure_every_page(inputs: dict[str, Path]
         else r
         for r in layout.regions
     ]
-    assert snp_chain.fold_layout(Layout.of(cut)).hex() == case.expected
+    assert snp_chain.fold_layout(Plan.of(cut)).hex() == case.expected
 
 
 def test_firmware_without_sev_metadata_is_refused(inputs: dict[str, Path]) -> None:
@@ -389,7 +383,7 @@ def test_page_fold_equals_range_fold_and_log_replays(
     image = parse_ovmf(_small_firmware(), name="fw")
     hashes = KernelHashes(kernel=bytes(32)) if with_kernel else None
     s = SnpSettings(vcpus=vcpus, vcpu_sig=EPYC_V4, vmm=vmm, kernel_hashes=hashes)
-    layout = snp_layout(image, s)
+    layout = snp_plan(image, s)
     digest = bytes(48)
     for region, gpa, page in layout.pages():
         contents = hashlib.sha384(page).digest() if region.measured else bytes(48)

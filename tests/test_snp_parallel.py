@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cvmlaunch.layout import PAGE_SIZE, Layout, PageType, Provenance, Region, SourceKind
+from cvmlaunch.layout import PAGE_SIZE, PageType, Plan, Provenance, Region, SourceKind
 from cvmlaunch.measure import snp_chain
 from cvmlaunch.measure.snp_chain import (
     BATCH_PAGES,
@@ -117,7 +117,7 @@ def test_large_layout_known_answer_and_worker_counts_agree() -> None:
         _region(1024, 3 << 20, seed=1),
         Region(0x80_0000, 16 * PAGE_SIZE, PageType.ZERO, False, Provenance(SourceKind.ZERO)),
     ]
-    layout = Layout.of(regions)
+    layout = Plan.of(regions)
     expected = ZERO_DIGEST
     for region in regions:
         expected = _page_by_page(expected, region)

@@ -13,14 +13,15 @@ from cvmlaunch.image.ovmf import OvmfImage, parse_ovmf
 from cvmlaunch.measure.cpu import vcpu_type_signature
 from cvmlaunch.measure.identity import DEFAULT_POLICY, GuestPolicy
 from cvmlaunch.measure.sev import SevSettings
-from cvmlaunch.measure.snp import SevMode, SnpSettings
+from cvmlaunch.measure.snp import SevMode
 from cvmlaunch.measure.snp_predict import (
     VMM_RESET_VCPU_SIG,
     SnpRequest,
     digest_size,
     predict,
 )
-from cvmlaunch.measure.vmsa import FpuInit, VmmType
+from cvmlaunch.plan.snp import SnpSettings
+from cvmlaunch.plan.vmsa import FpuInit, VmmType
 from tests.snp_inputs import materialize
 from tests.vectors import snp_case
 

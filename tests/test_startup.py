@@ -48,7 +48,9 @@ _EXPECTED_CVMLAUNCH = {
     "cvmlaunch.measure",
     "cvmlaunch.measure.snp",
     "cvmlaunch.measure.snp_chain",
-    "cvmlaunch.measure.vmsa",
+    "cvmlaunch.plan",
+    "cvmlaunch.plan.snp",
+    "cvmlaunch.plan.vmsa",
     "cvmlaunch.text",
 }
 
@@ -124,6 +126,8 @@ _OTHER_COMMANDS = (
     "cvmlaunch.cli._reference",
     "cvmlaunch.launch",
     "cvmlaunch.launch_settings",
+    "cvmlaunch.plan.pvh",
+    "cvmlaunch.plan.tdvf",
     "cvmlaunch.kvm_map",
     "cvmlaunch._uapi",
     "cvmlaunch.image.elf",

@@ -24,11 +24,10 @@ from cvmlaunch.errors import (
 )
 from cvmlaunch.files import map_file
 from cvmlaunch.image.ovmf import parse_ovmf
-from cvmlaunch.image.tdvf import tdvf_layout
 from cvmlaunch.layout import (
     PAGE_SIZE,
-    Layout,
     PageType,
+    Plan,
     Provenance,
     Region,
     SourceKind,
@@ -45,6 +44,7 @@ from cvmlaunch.measure.tdx import (
     tdvf_contents,
     tdx_log,
 )
+from cvmlaunch.plan.tdvf import tdvf_plan
 from tests.gce_fake_ovmf import CLEAN_TDX_EXAMPLE_MRTD, clean_example
 from tests.ovmf_builder import build_ovmf
 from tests.vectors import TdxVector, tdx_firmwares
@@ -109,7 +109,7 @@ def region(gpa: int, size: int, data: bytes = b"", measured: bool = True) -> Reg
 
 def test_gce_clean_example_published_mrtd() -> None:
     image = clean_example(2 * 1024 * 1024)
-    layout = tdvf_layout(parse_ovmf(image, name="CleanExample"))
+    layout = tdvf_plan(parse_ovmf(image, name="CleanExample"))
     assert [r.gpa for r in layout.regions] == [
         0xFFE20000,
         0xFFE00000,
@@ -126,7 +126,7 @@ def test_gce_clean_example_published_mrtd() -> None:
 
 
 def test_clean_example_two_pass_differs_and_matches_reference() -> None:
-    layout = tdvf_layout(parse_ovmf(clean_example(), name="CleanExample"))
+    layout = tdvf_plan(parse_ovmf(clean_example(), name="CleanExample"))
     two = mrtd(layout, order=PageOrder.TWO_PASS)
     assert two.hex() != CLEAN_TDX_EXAMPLE_MRTD
     assert two == reference_mrtd(as_ranges(layout.regions), PageOrder.TWO_PASS)
@@ -152,7 +152,7 @@ def test_real_firmware_plan_and_log(firmware: FirmwareFn) -> None:
     path = firmware("OVMF.inteltdx.ms.fd")
     with map_file(path) as data:
         image = parse_ovmf(data, name="OVMF.inteltdx.ms.fd")
-        layout = tdvf_layout(image)
+        layout = tdvf_plan(image)
         result = measure_tdx(layout)
         # The BFV is the only measured section; sections stay in metadata order.
         assert [(r.gpa, r.size, r.measured) for r in layout.regions] == [
@@ -200,7 +200,7 @@ def layouts(draw: st.DrawFn, max_regions: int = 4) -> list[Region]:
 @settings(max_examples=40, deadline=None)
 @given(layouts(), st.sampled_from(PageOrder))
 def test_fast_fold_matches_reference(regions: list[Region], order: PageOrder) -> None:
-    assert mrtd(Layout.of(regions), order=order) == reference_mrtd(as_ranges(regions), order)
+    assert mrtd(Plan.of(regions), order=order) == reference_mrtd(as_ranges(regions), order)
 
 
 @settings(max_examples=40, deadline=None)
@@ -319,8 +319,8 @@ HOB = (0, 0, 0x809000, 0x2000, 2, 0)
 TEMP = (0, 0, 0x800000, 0x6000, 3, 0)
 
 
-def plan(sections: list[tuple[int, int, int, int, int, int]], **kw: Any) -> Layout:
-    return tdvf_layout(parse_ovmf(build_ovmf(SIZE, tdx=sections, **kw), name="fw.fd"))
+def plan(sections: list[tuple[int, int, int, int, int, int]], **kw: Any) -> Plan:
+    return tdvf_plan(parse_ovmf(build_ovmf(SIZE, tdx=sections, **kw), name="fw.fd"))
 
 
 def test_tdvf_plan_synthetic() -> None:
@@ -394,7 +394,7 @@ def test_bad_descriptor_length_and_count() -> None:
 
 
 def test_tdvf_section_types_match_qemu() -> None:
-    from cvmlaunch.image.tdvf import QEMU_SECTION_TYPES
+    from cvmlaunch.plan.tdvf import QEMU_SECTION_TYPES
 
     assert {int(t) for t in QEMU_SECTION_TYPES} == {0, 1, 2, 3}
     assert TdvfSectionType.TEMP_MEM in QEMU_SECTION_TYPES
@@ -452,7 +452,7 @@ def test_log_verify_names_the_first_bad_record() -> None:
         verify_log(forged, tdvf_contents(forged.header, image))
     # Without the firmware, the changed GPA shows as the running MRTD of record 2.
     contents_from_log = {
-        e.seq: r.data for e, r in zip(result.log, tdvf_layout(image).regions, strict=True)
+        e.seq: r.data for e, r in zip(result.log, tdvf_plan(image).regions, strict=True)
     }
     with pytest.raises(MeasurementMismatch, match="record 2"):
         verify_log(forged, lambda e: contents_from_log[e.seq])

@@ -2,7 +2,7 @@
 
 :func:`launch_snp_firmware` and :func:`launch_tdx_firmware` take a parsed firmware image and
 the launch settings, check the host before anything is created, build the plan
-(:mod:`cvmlaunch.cc_plan`, the plan ``measure snp|tdx`` folds), execute it
+(:mod:`cvmlaunch.plan`, the plan ``measure snp|tdx`` folds), execute it
 (:func:`cvmlaunch.kvm_map.launch_snp` / :func:`~cvmlaunch.kvm_map.launch_tdx`) and turn what
 the KVM layer recorded into the launch log (replayed by :mod:`cvmlaunch.measure.log`). The
 ``launch`` command calls them; tests call them with a fake kernel.
@@ -15,23 +15,24 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from cvmlaunch.errors import ConfigError, CvmLaunchError
-from cvmlaunch.layout import Layout
+from cvmlaunch.layout import Plan
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import TextIO
 
-    from cvmlaunch.cc_plan import SnpPlan, TdxPlan
     from cvmlaunch.cpuid import CpuidEntry, TdInitParams
     from cvmlaunch.image.ovmf import OvmfImage
     from cvmlaunch.kvm_map import Kernel, SnpFinish, Vm
-    from cvmlaunch.launch import LaunchSettings
+    from cvmlaunch.launch_settings import LaunchSettings
     from cvmlaunch.layout import Buffer
     from cvmlaunch.log_entry import LogEntry
     from cvmlaunch.measure.identity import GuestPolicy
     from cvmlaunch.measure.log import LogInput, MeasurementLog, SettingValue
-    from cvmlaunch.measure.sev_hashes import KernelHashes
     from cvmlaunch.measure.tdx import PageOrder
+    from cvmlaunch.plan.sev_hashes import KernelHashes
+    from cvmlaunch.plan.snp import SnpLaunch
+    from cvmlaunch.plan.tdvf import TdxLaunch
 
 __all__ = [
     "FirmwareLaunch",
@@ -54,7 +55,7 @@ class SnpLaunched:
     """A finished SNP launch: the plan, the log (footer = the launch digest), the VM (open:
     the caller runs and closes it) and the notes of skipped steps."""
 
-    plan: SnpPlan
+    plan: SnpLaunch
     log: MeasurementLog
     vm: Vm
     notes: tuple[str, ...]
@@ -64,7 +65,7 @@ class SnpLaunched:
 class TdxLaunched:
     """A finalized TD: the plan, the log (footer = MRTD), the INIT_VM values, the VM (open)."""
 
-    plan: TdxPlan
+    plan: TdxLaunch
     log: MeasurementLog
     params: TdInitParams
     vm: Vm
@@ -81,7 +82,7 @@ def host_smt_active() -> bool:
         return False
 
 
-def plan_contents(layout: Layout) -> Callable[[LogEntry], Buffer]:
+def plan_contents(layout: Plan) -> Callable[[LogEntry], Buffer]:
     """The bytes of each record of a launch of ``layout`` (one record per region, as the TDX
     engine logs), for :func:`cvmlaunch.measure.log.verify_log` and ``complete_log``.
 
@@ -138,11 +139,11 @@ def launch_snp_firmware(
         ConfigError, ImageError: settings or firmware the launch cannot take.
     """
     from cvmlaunch import kvm_map
-    from cvmlaunch.cc_plan import snp_plan
     from cvmlaunch.cpuid import snp_guest_cpuid
     from cvmlaunch.measure.log import LogHeader, Technology, complete_log
-    from cvmlaunch.measure.snp import SevMode, SnpSettings
+    from cvmlaunch.measure.snp import SevMode
     from cvmlaunch.measure.snp_chain import SNP_ALGORITHM, ZERO_DIGEST
+    from cvmlaunch.plan.snp import SnpSettings, snp_launch
 
     smt = host_smt_active() if host_smt is None else host_smt
     if smt and not policy & kvm_map.SNP_POLICY_SMT:
@@ -165,7 +166,7 @@ def launch_snp_firmware(
             guest_features=guest_features,
             kernel_hashes=kernel_hashes,
         )
-        plan = snp_plan(image, settings, memory)
+        plan = snp_launch(image, settings, memory)
         if finish.id_block is not None and finish.id_auth is not None:
             _check_pair(finish.id_block, finish.id_auth, plan, policy)
         vm = kvm.create_vm(kvm_map.VmType.SNP)
@@ -228,15 +229,15 @@ def launch_tdx_firmware(
         ConfigError, ImageError: settings or firmware the launch cannot take.
     """
     from cvmlaunch import kvm_map
-    from cvmlaunch.cc_plan import tdx_plan
     from cvmlaunch.measure.log import LogHeader, Technology, complete_log
     from cvmlaunch.measure.tdx import TD_HOB_MEMORY_SETTING, TDX_ALGORITHM, PageOrder
+    from cvmlaunch.plan.tdvf import tdx_launch
 
     page_order = order or PageOrder.PER_PAGE
     with kvm_map.Kvm.open(kernel) as kvm:
         kvm.caps().require(kvm_map.VmType.TDX)
         host_cpuid = kvm.supported_cpuid()
-        plan = tdx_plan(image, memory, vcpus)
+        plan = tdx_launch(image, memory, vcpus)
         vm = kvm.create_vm(kvm_map.VmType.TDX)
         kvm.hand_over(vm)
     try:
@@ -280,7 +281,7 @@ def _mib(size: int) -> str:
     return f"{size / (1 << 20):g} MiB" if size >= 1 << 20 else f"{size / 1024:g} KiB"
 
 
-def _ranges(layout: Layout) -> Iterator[str]:
+def _ranges(layout: Plan) -> Iterator[str]:
     memory = layout.memory
     if memory is not None:
         yield "memslots (guest_memfd, set PRIVATE before anything is populated):"
@@ -298,7 +299,7 @@ def _ranges(layout: Layout) -> Iterator[str]:
         )
 
 
-def describe_snp(plan: SnpPlan, policy: int) -> Iterator[str]:
+def describe_snp(plan: SnpLaunch, policy: int) -> Iterator[str]:
     """The SNP plan and the launch digest to expect, as text lines (``launch --dry-run``).
 
     The digest is the fold of the plan (:func:`cvmlaunch.measure.snp_chain.fold_layout`): the
@@ -326,7 +327,7 @@ def describe_snp(plan: SnpPlan, policy: int) -> Iterator[str]:
     yield f"predicted SNP launch digest: {fold_layout(plan.layout).hex()}"
 
 
-def describe_tdx(plan: TdxPlan, order: PageOrder) -> Iterator[str]:
+def describe_tdx(plan: TdxLaunch, order: PageOrder) -> Iterator[str]:
     """The TDX plan, its TD HOB and the MRTD to expect, as text lines (``launch --dry-run``).
 
     The MRTD is the fold of the plan (:func:`cvmlaunch.measure.tdx.mrtd`): the value
@@ -343,7 +344,7 @@ def describe_tdx(plan: TdxPlan, order: PageOrder) -> Iterator[str]:
     yield f"predicted MRTD: {mrtd(plan.layout, order=order).hex()}"
 
 
-def td_hob_lines(plan: TdxPlan) -> Iterator[str]:
+def td_hob_lines(plan: TdxLaunch) -> Iterator[str]:
     """The TD HOB as text: where it is, its size, what TDVF hashes into RTMR0, its RAM."""
     import hashlib
 
@@ -415,7 +416,7 @@ def _kernel_hashes(req: FirmwareLaunch) -> KernelHashes | None:
     import hashlib
 
     from cvmlaunch.files import file_digest
-    from cvmlaunch.measure.sev_hashes import KernelHashes, cmdline_sha256
+    from cvmlaunch.plan.sev_hashes import KernelHashes, cmdline_sha256
 
     initrd = file_digest(req.initrd) if req.initrd else hashlib.sha256(b"").digest()
     cmdline = req.append.encode() if req.append is not None else None
@@ -525,7 +526,7 @@ def run_firmware_launch(
             print(f"cvmlaunch: the guest {ended}", file=err)
 
 
-def _check_pair(block: bytes, auth: bytes, plan: SnpPlan, policy: int) -> None:
+def _check_pair(block: bytes, auth: bytes, plan: SnpLaunch, policy: int) -> None:
     """Refuse an ID block pair the firmware would refuse: bad signatures, another launch
     digest than the plan's, another policy (CheckFailed / MeasurementMismatch: exit 1)."""
     from cvmlaunch.measure.identity import check_launch_id_pair
@@ -540,7 +541,7 @@ def _check_pair(block: bytes, auth: bytes, plan: SnpPlan, policy: int) -> None:
     )
 
 
-def _check_id_block(req: FirmwareLaunch, plan: SnpPlan) -> None:
+def _check_id_block(req: FirmwareLaunch, plan: SnpLaunch) -> None:
     if req.id_block is not None and req.id_auth is not None:
         _check_pair(req.id_block, req.id_auth, plan, req.policy)
 
@@ -551,11 +552,12 @@ def _relay(out: TextIO, data: bytes) -> None:
 
 
 def _dry_run(req: FirmwareLaunch, image: OvmfImage, hashes: KernelHashes | None) -> Iterator[str]:
-    from cvmlaunch.cc_plan import snp_plan, tdx_plan
     from cvmlaunch.measure.tdx import PageOrder
+    from cvmlaunch.plan.snp import snp_launch
+    from cvmlaunch.plan.tdvf import tdx_launch
 
     if req.tech == "snp":
-        from cvmlaunch.measure.snp import SnpSettings
+        from cvmlaunch.plan.snp import SnpSettings
 
         if req.vcpu_sig is None:
             raise ConfigError(
@@ -567,11 +569,11 @@ def _dry_run(req: FirmwareLaunch, image: OvmfImage, hashes: KernelHashes | None)
             guest_features=req.guest_features,
             kernel_hashes=hashes,
         )
-        plan = snp_plan(image, settings, req.memory)
+        plan = snp_launch(image, settings, req.memory)
         _check_id_block(req, plan)
         yield from describe_snp(plan, req.policy)
     else:
-        yield from describe_tdx(tdx_plan(image, req.memory, req.vcpus), PageOrder.PER_PAGE)
+        yield from describe_tdx(tdx_launch(image, req.memory, req.vcpus), PageOrder.PER_PAGE)
 
 
 #: What the guest's serial port reads: line status "transmitter empty" (port + 5).
@@ -663,19 +665,19 @@ def launch_confidential(
     """
     from cvmlaunch.cli._launch import identity_lines, input_digests
     from cvmlaunch.files import read_blob
-    from cvmlaunch.launch import Tech
     from cvmlaunch.launch_identity import SnpLaunchIdentity
     from cvmlaunch.layout import SNP_HOST_DATA_SIZE, SNP_ID_AUTH_SIZE, SNP_ID_BLOCK_SIZE
     from cvmlaunch.measure.reference import identity_settings
+    from cvmlaunch.technology import Technology
 
     snp: SnpLaunchIdentity | None = None
     id_block = id_auth = None
-    if settings.tech is Tech.SNP:
+    if settings.tech is Technology.SEV_SNP:
         if settings.id_block is not None and settings.id_auth is not None:
             id_block = read_blob(settings.id_block, SNP_ID_BLOCK_SIZE, "ID block")
             id_auth = read_blob(settings.id_auth, SNP_ID_AUTH_SIZE, "ID auth")
         snp = SnpLaunchIdentity(settings.host_data or bytes(SNP_HOST_DATA_SIZE), id_block, id_auth)
-    tdx = settings.tdx_identity if settings.tech is Tech.TDX else None
+    tdx = settings.tdx_identity if settings.tech is Technology.TDX else None
     tech = settings.tech.label
     if settings.firmware is None:
         raise ConfigError(
@@ -683,7 +685,7 @@ def launch_confidential(
             + (
                 "(an OVMF build with SEV metadata, e.g. OVMF.amdsev.fd; --kernel then boots "
                 "through its kernel-hashes page)"
-                if settings.tech is Tech.SNP
+                if settings.tech is Technology.SEV_SNP
                 else "(a TDVF build, e.g. OVMF.inteltdx.fd)"
             )
         )

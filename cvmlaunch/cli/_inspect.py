@@ -53,7 +53,7 @@ a Linux bzImage. Numbers are hexadecimal in the table and integers in --json."""
     help="TDVF: the TD's RAM, for the TD HOB QEMU would build (512M, 4G, or MiB)",
 )
 def INSPECT(file: str, as_json: bool, memory: str) -> None:  # noqa: N802
-    from cvmlaunch.launch import parse_size
+    from cvmlaunch.launch_settings import parse_size
 
     size = parse_size(memory, name="--memory")
     with map_file(file) as data:

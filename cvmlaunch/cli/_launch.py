@@ -2,7 +2,7 @@
 
 The command composes: settings (flags or TOML, :mod:`cvmlaunch.launch`), the input files
 (:mod:`cvmlaunch.files`), the ELF loader (:mod:`cvmlaunch.image.elf`), the plan
-(:func:`cvmlaunch.launch.build_plan`) and the KVM layer (:mod:`cvmlaunch.kvm_map`), which does
+(:func:`cvmlaunch.plan.pvh.pvh_launch`) and the KVM layer (:mod:`cvmlaunch.kvm_map`), which does
 every system call. Every KVM step is in :func:`execute`, which tests call directly.
 """
 
@@ -25,21 +25,14 @@ from cvmlaunch.cli._params import FILE
 from cvmlaunch.errors import ConfigError, GuestError, ImageError
 from cvmlaunch.files import Output, check_outputs, map_file, read_blob, read_small, write_output
 from cvmlaunch.image.elf import elf_regions, parse_elf
-from cvmlaunch.launch import (
-    DEBUG_EXIT_PORT,
-    SERIAL_PORT,
-    LaunchPlan,
-    LaunchSettings,
-    Tech,
-    build_plan,
-    check_report,
-    parse_report,
-    settings_from_toml,
-)
+from cvmlaunch.launch import check_report, parse_report
 from cvmlaunch.launch_identity import SnpLaunchIdentity, TdxLaunchIdentity
-from cvmlaunch.layout import SNP_ID_AUTH_SIZE, SNP_ID_BLOCK_SIZE, Layout
+from cvmlaunch.launch_settings import LaunchSettings, settings_from_toml
+from cvmlaunch.layout import SNP_ID_AUTH_SIZE, SNP_ID_BLOCK_SIZE, Plan
 from cvmlaunch.log_entry import LogEntry, LogOp
 from cvmlaunch.memory_map import MemoryMap
+from cvmlaunch.plan.pvh import DEBUG_EXIT_PORT, SERIAL_PORT, PvhLaunch, pvh_launch
+from cvmlaunch.technology import Technology
 from cvmlaunch.text import printable
 
 TYPE_CHECKING = False
@@ -74,7 +67,7 @@ def example_config() -> Path:
 
 
 @contextlib.contextmanager
-def load_plan(settings: LaunchSettings) -> Iterator[LaunchPlan]:
+def load_plan(settings: LaunchSettings) -> Iterator[PvhLaunch]:
     """Map the input files and build the plan; the files stay mapped while the plan is used.
 
     Raises:
@@ -103,7 +96,7 @@ def load_plan(settings: LaunchSettings) -> Iterator[LaunchPlan]:
         if settings.id_block is not None and settings.id_auth is not None:
             id_block = read_blob(settings.id_block, SNP_ID_BLOCK_SIZE, "ID block")
             id_auth = read_blob(settings.id_auth, SNP_ID_AUTH_SIZE, "ID auth")
-        yield build_plan(
+        yield pvh_launch(
             settings,
             regions,
             image.pvh_entry,
@@ -130,7 +123,7 @@ def _table(rows: list[tuple[str, ...]], right: frozenset[int]) -> Iterator[str]:
         yield ("  " + "  ".join(cells)).rstrip()
 
 
-def describe_plan(plan: LaunchPlan) -> Iterator[str]:
+def describe_plan(plan: PvhLaunch) -> Iterator[str]:
     """The plan and the predicted measurement, as text lines (``--dry-run``).
 
     For ``--tech none`` the prediction is the transcript digest of the plain launch log
@@ -174,7 +167,7 @@ def describe_plan(plan: LaunchPlan) -> Iterator[str]:
     yield from _prediction(plan)
 
 
-def _identity_lines(plan: LaunchPlan) -> Iterator[str]:
+def _identity_lines(plan: PvhLaunch) -> Iterator[str]:
     """The launch identity the VM is started with (reported beside the digest, not in it)."""
     yield from identity_lines(plan.settings.snp_policy, plan.snp, plan.tdx)
 
@@ -206,8 +199,8 @@ def identity_lines(
             yield f"  {key:<14} {value}"
 
 
-def _prediction(plan: LaunchPlan) -> Iterator[str]:
-    if plan.tech is Tech.NONE:
+def _prediction(plan: PvhLaunch) -> Iterator[str]:
+    if plan.tech is Technology.PLAIN:
         from cvmlaunch.measure.plain import PLAIN_ALGORITHM, plain_header, plain_log
 
         log = plain_log(plan.layout, plain_header({}, tool_version=""))
@@ -215,7 +208,7 @@ def _prediction(plan: LaunchPlan) -> Iterator[str]:
             f"predicted launch log digest (plain, {PLAIN_ALGORITHM}; informational, no hardware "
             f"measures a plain launch): {log.digest.hex()}"
         )
-    elif plan.tech is Tech.SNP:
+    elif plan.tech is Technology.SEV_SNP:
         yield (
             "predicted SNP launch digest: not predicted. It covers one VMSA per vCPU, and "
             "cvmlaunch defines no SNP VMSA for a PVH entry (SNP launches of this plan are not "
@@ -316,7 +309,7 @@ class _LazyProgress:
             self.stream.flush()
 
 
-def check_host(tech: Tech, memory_backend: str = "auto") -> None:
+def check_host(tech: Technology, memory_backend: str = "auto") -> None:
     """Stop before creating anything when the host cannot run ``tech`` with
     ``memory_backend`` (``auto``, ``guest-memfd``, ``anonymous``).
 
@@ -327,17 +320,13 @@ def check_host(tech: Tech, memory_backend: str = "auto") -> None:
     """
     from cvmlaunch import kvm_map
 
-    vm_type = {
-        Tech.NONE: kvm_map.VmType.DEFAULT,
-        Tech.SNP: kvm_map.VmType.SNP,
-        Tech.TDX: kvm_map.VmType.TDX,
-    }[tech]
+    vm_type = kvm_map.VM_TYPE[tech]
     with kvm_map.Kvm.open() as kvm:
         kvm.caps().require(vm_type, memory_backend)
 
 
 def _populate(
-    vm: Any, layout: Layout, snp_finish: SnpFinish | None = None
+    vm: Any, layout: Plan, snp_finish: SnpFinish | None = None
 ) -> tuple[tuple[LogEntry, ...], tuple[str, ...]]:
     """Populate the whole ``layout`` in one call, with a progress bar once it takes a moment.
 
@@ -363,20 +352,22 @@ def _populate(
     return done.entries, done.notes
 
 
-def header_settings(plan: LaunchPlan) -> dict[str, SettingValue]:
+def header_settings(plan: PvhLaunch) -> dict[str, SettingValue]:
     """The launch log header's settings for ``plan``: the memory size, the number of vCPUs,
     the PVH entry point (informational), and the launch identity of an SNP or TDX plan
-    (:meth:`cvmlaunch.launch.LaunchPlan.identity_settings`: policy, host data, ID block pair;
+    (:func:`cvmlaunch.measure.reference.launch_identity_settings`: policy, host data, ID block pair;
     MRCONFIGID, MROWNER, MROWNERCONFIG), which no digest covers."""
     settings: dict[str, SettingValue] = {
         "memory": plan.settings.memory,
         "vcpus": plan.vcpus,
         "pvh_entry": plan.entry,
     }
-    return settings | plan.identity_settings()
+    from cvmlaunch.measure.reference import launch_identity_settings
+
+    return settings | launch_identity_settings(plan)
 
 
-def log_header(plan: LaunchPlan, inputs: tuple[LogInput, ...] = ()) -> LogHeader:
+def log_header(plan: PvhLaunch, inputs: tuple[LogInput, ...] = ()) -> LogHeader:
     """The launch log's header for ``plan`` (``--tech none``: technology ``plain``).
 
     Its settings are informational (the transcript covers only the records): the memory size,
@@ -385,7 +376,7 @@ def log_header(plan: LaunchPlan, inputs: tuple[LogInput, ...] = ()) -> LogHeader
     from cvmlaunch import __version__
     from cvmlaunch.measure.plain import plain_header
 
-    if plan.tech is not Tech.NONE:  # pragma: no cover - no SNP/TDX host to run on here
+    if plan.tech is not Technology.PLAIN:  # pragma: no cover - no SNP/TDX host to run on here
         raise ConfigError(f"no launch log for {plan.tech.label} launches yet")
     return plain_header(header_settings(plan), inputs=inputs, tool_version=__version__)
 
@@ -435,7 +426,7 @@ def _run_vcpu(
         raise GuestError(f"vCPU {index}: the guest stopped unexpectedly: {exit_}")
 
 
-def open_vm(plan: LaunchPlan, *, kernel: Kernel | None = None) -> tuple[Vm, SnpFinish | None]:
+def open_vm(plan: PvhLaunch, *, kernel: Kernel | None = None) -> tuple[Vm, SnpFinish | None]:
     """Create the VM of a PVH plan: a default VM whose memory backend is the plan's
     ``memory_backend`` setting as :func:`cvmlaunch.kvm_map.choose_memory_backend` resolves it
     on this host (``vm.memory_backend``).
@@ -458,8 +449,8 @@ def open_vm(plan: LaunchPlan, *, kernel: Kernel | None = None) -> tuple[Vm, SnpF
     """
     from cvmlaunch import kvm_map
 
-    if plan.tech is not Tech.NONE:
-        vm_type = kvm_map.VmType.SNP if plan.tech is Tech.SNP else kvm_map.VmType.TDX
+    if plan.tech is not Technology.PLAIN:
+        vm_type = kvm_map.VM_TYPE[plan.tech]
         with kvm_map.Kvm.open(kernel) as kvm:
             kvm.caps().require(vm_type, plan.settings.memory_backend)
         raise ConfigError(
@@ -473,7 +464,7 @@ def open_vm(plan: LaunchPlan, *, kernel: Kernel | None = None) -> tuple[Vm, SnpF
 
 
 def execute(
-    plan: LaunchPlan,
+    plan: PvhLaunch,
     *,
     timeout: float,
     header: LogHeader | None = None,
@@ -524,7 +515,7 @@ def execute(
     from cvmlaunch.measure.log import complete_log, dumps_log, parse_log, verify_log
 
     check_host(plan.tech, plan.settings.memory_backend)
-    if plan.tech is not Tech.NONE:  # pragma: no cover - no SNP/TDX host to run on here
+    if plan.tech is not Technology.PLAIN:  # pragma: no cover - no SNP/TDX host to run on here
         raise ConfigError(f"launching {plan.tech.label} guests is not implemented yet")
     header = header or log_header(plan)
     serial = bytearray()
@@ -540,7 +531,7 @@ def execute(
             status.append(data[0])
 
     memory = plan.layout.memory
-    if memory is None:  # build_plan always sets it
+    if memory is None:  # pvh_launch always sets it
         raise ConfigError("the plan has no memory map")
     vm, finish = open_vm(plan)
     with vm:
@@ -655,9 +646,9 @@ def launch(
     read = _inputs(settings, source)
     if log_file is not None:  # refused before the guest runs: the log is written after
         check_outputs([Output(log_file, b"", what="the launch log")], inputs=read)
-    if settings.tech is not Tech.NONE and not dry_run:
+    if settings.tech is not Technology.PLAIN and not dry_run:
         check_host(settings.tech, settings.memory_backend)
-    if settings.tech is not Tech.NONE:
+    if settings.tech is not Technology.PLAIN:
         from cvmlaunch.cli._cc_launch import launch_confidential
 
         launch_confidential(settings, dry_run=dry_run, log_file=log_file, protect=tuple(read))

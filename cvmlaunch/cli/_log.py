@@ -155,7 +155,7 @@ def verify(
             role: stack.enter_context(map_file(path)) for role, path in files.items()
         }
         if append is not None:
-            from cvmlaunch.measure.sev_hashes import cmdline_bytes
+            from cvmlaunch.plan.sev_hashes import cmdline_bytes
 
             raw = cmdline_bytes(append)
             buffers["cmdline"] = raw + b"\0" if log.header.format_version >= 2 else raw

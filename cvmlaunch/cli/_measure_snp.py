@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 __all__ = ["MEASURE_SNP", "measure_snp"]
 
 
-# The values of cvmlaunch.measure.snp.SevMode, vmsa.VmmType and vmsa.FpuInit, spelled out so
+# The values of cvmlaunch.measure.snp.SevMode, plan.vmsa.VmmType and FpuInit, spelled out so
 # that building the command does not import the measurement code (tests check they agree).
 MODES = ["snp", "snp:ovmf-hash", "snp:svsm", "seves", "sev"]
 VMMS = ["QEMU", "ec2", "gce"]
@@ -204,7 +204,7 @@ def measure_snp(
     from cvmlaunch.layout import parse_hex_bytes as hex_
     from cvmlaunch.measure.snp import SevMode
     from cvmlaunch.measure.snp_predict import SnpRequest, digest_size, predict
-    from cvmlaunch.measure.vmsa import FpuInit, VmmType
+    from cvmlaunch.plan.vmsa import FpuInit, VmmType
 
     sev_mode = SevMode(mode)
     expected = None if expect is None else hex_(expect, digest_size(sev_mode), "--expect")
@@ -217,7 +217,7 @@ def measure_snp(
     i_sha = None if initrd_sha256 is None else hex_(initrd_sha256, 32, "--initrd-sha256")
     cmdline = None
     if append is not None:
-        from cvmlaunch.measure.sev_hashes import cmdline_bytes
+        from cvmlaunch.plan.sev_hashes import cmdline_bytes
 
         cmdline = cmdline_bytes(append)
     guest_policy = None

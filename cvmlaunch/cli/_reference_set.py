@@ -116,7 +116,7 @@ def REFERENCE_VALUES_SNP(  # noqa: N802
     from cvmlaunch.files import file_digest, map_file
     from cvmlaunch.measure.identity import GuestPolicy
     from cvmlaunch.measure.reference_set import parse_vcpu_ranges, snp_reference_set
-    from cvmlaunch.measure.vmsa import VmmType
+    from cvmlaunch.plan.vmsa import VmmType
 
     if (initrd is not None or append is not None) and kernel is None:
         raise ConfigError("--initrd and --append need --kernel")
@@ -125,7 +125,7 @@ def REFERENCE_VALUES_SNP(  # noqa: N802
     if kernel is not None:
         import hashlib
 
-        from cvmlaunch.measure.sev_hashes import KernelHashes, cmdline_bytes, cmdline_sha256
+        from cvmlaunch.plan.sev_hashes import KernelHashes, cmdline_bytes, cmdline_sha256
 
         hashes = KernelHashes(
             kernel=file_digest(kernel),

@@ -65,7 +65,7 @@ def guest_of(
     from cvmlaunch.files import map_file
     from cvmlaunch.fw_cfg_files import read_fw_cfg_dir, read_uefi_variables
     from cvmlaunch.image.tdvf_features import Edk2Release
-    from cvmlaunch.launch import parse_size
+    from cvmlaunch.launch_settings import parse_size
     from cvmlaunch.measure.tdx_predict import TdxGuest
     from cvmlaunch.measure.tdx_rtmr import (
         ACPI_BLOB_NAMES,

@@ -47,6 +47,7 @@ from cvmlaunch.kvm_map._engine import HASH_OFFLOAD_MIN, MAX_STALLS, STAGING_PAGE
 from cvmlaunch.kvm_map._kernel import Kernel, LinuxKernel
 from cvmlaunch.kvm_map.caps import (
     PLAIN_GUEST_MEMFD_FLAGS,
+    VM_TYPE,
     KvmCaps,
     MemoryBackend,
     MemoryBackendChoice,
@@ -119,6 +120,7 @@ __all__ = [
     "STAGING_PAGES",
     "TDX_APIC_BUS_CYCLES_NS",
     "TDX_INIT_VM_RETRIES",
+    "VM_TYPE",
     "Cap",
     "CpuidEntry",
     "ExitReason",

@@ -1,4 +1,5 @@
-"""What the host's KVM offers (:class:`KvmCaps`) and the memory backend a VM gets from it.
+"""What the host's KVM offers (:class:`KvmCaps`), the memory backend a VM gets from it, and the
+VM type of each technology (:data:`VM_TYPE`, the one place that mapping lives).
 
 Part of :mod:`cvmlaunch.kvm_map` (see its rules).
 """
@@ -7,10 +8,22 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from cvmlaunch._uapi import GuestMemfdFlag, MemoryAttribute, VmType
 from cvmlaunch.errors import ConfigError, KvmUnsupported
+from cvmlaunch.technology import Technology
+
+#: The KVM VM type a launch of each technology creates (the technologies cvmlaunch launches).
+VM_TYPE: Mapping[Technology, VmType] = MappingProxyType(
+    {
+        Technology.PLAIN: VmType.DEFAULT,
+        Technology.SEV_SNP: VmType.SNP,
+        Technology.TDX: VmType.TDX,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)

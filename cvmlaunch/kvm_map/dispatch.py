@@ -15,13 +15,13 @@ from cvmlaunch.kvm_map.snp import populate_snp
 from cvmlaunch.kvm_map.tdx import populate_tdx
 from cvmlaunch.kvm_map.vcpu import Vcpu
 from cvmlaunch.kvm_map.vm import SnpFinish, Vm
-from cvmlaunch.layout import Layout
+from cvmlaunch.layout import Plan
 from cvmlaunch.log_entry import LogEntry
 
 
 def populate(
     vm: Vm,
-    layout: Layout,
+    layout: Plan,
     *,
     vcpu: Vcpu | None = None,
     snp_finish: SnpFinish | None = None,

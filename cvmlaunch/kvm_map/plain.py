@@ -23,13 +23,13 @@ from cvmlaunch.kvm_map._engine import (
 )
 from cvmlaunch.kvm_map.vcpu import Vcpu
 from cvmlaunch.kvm_map.vm import Vm
-from cvmlaunch.layout import Layout, Region
+from cvmlaunch.layout import Plan, Region
 from cvmlaunch.log_entry import LogEntry, LogOp, zero_by_construction
 
 
 def populate_plain(
     vm: Vm,
-    layout: Layout,
+    layout: Plan,
     vcpu: Vcpu | None = None,
     *,
     on_record: Callable[[LogEntry], None] | None = None,

@@ -27,7 +27,7 @@ from cvmlaunch.kvm_map._engine import (
 )
 from cvmlaunch.kvm_map._kernel import _address, _struct_buf
 from cvmlaunch.kvm_map.vm import SnpFinish, Vm
-from cvmlaunch.layout import PAGE_SIZE, Layout, PageType, Region
+from cvmlaunch.layout import PAGE_SIZE, PageType, Plan, Region
 from cvmlaunch.log_entry import LogEntry, LogOp
 from cvmlaunch.vcpu_state import VcpuState
 
@@ -50,7 +50,8 @@ class _SnpLaunchUpdate:
         self.advances_source = page_type is not PageType.ZERO
         self.buf, self.req = _struct_buf(_uapi.KvmSevSnpLaunchUpdate)
         self.req.gfn_start, self.req.uaddr, self.req.len = gpa // PAGE_SIZE, source, size
-        self.req.type = page_type
+        # the raw boundary: the plan's page type becomes the kernel's (equal members, tested)
+        self.req.type = _uapi.SnpPageType(page_type.value)
 
     def issue(self) -> None:
         self.vm.snp_launch_update(self.buf)
@@ -99,7 +100,7 @@ class _RegionProgress:
 
 def populate_snp(
     vm: Vm,
-    layout: Layout,
+    layout: Plan,
     finish: SnpFinish | None = None,
     *,
     on_record: Callable[[LogEntry], None] | None = None,
@@ -200,19 +201,19 @@ class SnpStart:
             raise ConfigError(f"SNP GOSVW is {len(self.gosvw)} bytes, not 16")
 
 
-def _with_page(layout: Layout, page_type: PageType, data: bytes) -> Layout:
+def _with_page(layout: Plan, page_type: PageType, data: bytes) -> Plan:
     """``layout`` with the data of its one region of ``page_type`` replaced."""
     regions = list(layout.regions)
     found = [i for i, r in enumerate(regions) if r.page_type is page_type]
     if len(found) != 1:
         raise ConfigError(f"the plan has {len(found)} {page_type.name} regions, not one")
     regions[found[0]] = dataclasses.replace(regions[found[0]], data=data)
-    return Layout.of(regions, layout.memory)
+    return Plan.of(regions, layout.memory)
 
 
 def launch_snp(
     vm: Vm,
-    layout: Layout,
+    layout: Plan,
     *,
     states: Sequence[VcpuState],
     cpuid: Sequence[CpuidEntry],

@@ -24,7 +24,7 @@ from cvmlaunch.kvm_map._engine import (
 from cvmlaunch.kvm_map._kernel import _address, _struct_buf
 from cvmlaunch.kvm_map.vcpu import Vcpu
 from cvmlaunch.kvm_map.vm import Vm
-from cvmlaunch.layout import PAGE_SIZE, Layout
+from cvmlaunch.layout import PAGE_SIZE, Plan
 from cvmlaunch.log_entry import LogEntry, LogOp
 
 #: ``KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)``: IOAPIC pins routed to userspace (QEMU's 24).
@@ -51,7 +51,7 @@ class _TdxInitMemRegion:
 
 def populate_tdx(
     vm: Vm,
-    layout: Layout,
+    layout: Plan,
     vcpu: Vcpu,
     *,
     on_record: Callable[[LogEntry], None] | None = None,
@@ -92,7 +92,7 @@ def populate_tdx(
 
 def launch_tdx(
     vm: Vm,
-    layout: Layout,
+    layout: Plan,
     *,
     vcpus: int,
     host_cpuid: Sequence[CpuidEntry],

@@ -46,22 +46,8 @@ if TYPE_CHECKING:
         snp_reference_set,
         tdx_reference_set,
     )
-    from cvmlaunch.measure.sev import SevSettings, sev_digest, sev_log, sev_plan
-    from cvmlaunch.measure.sev_hashes import KernelHashes, cmdline_sha256
-    from cvmlaunch.measure.snp import (
-        MAX_VCPUS,
-        SevMode,
-        SnpSettings,
-        firmware_layout,
-        snp_digest,
-        snp_digest_set,
-        snp_layout,
-        snp_log,
-        snp_ovmf_hash,
-        snp_prefix_layout,
-        snp_vmsa_pages,
-        svsm_layout,
-    )
+    from cvmlaunch.measure.sev import SevSettings, sev_digest, sev_log, sev_updates
+    from cvmlaunch.measure.snp import SevMode, snp_digest, snp_digest_set, snp_log, snp_ovmf_hash
     from cvmlaunch.measure.snp_chain import FoldState, fold_from, fold_layout, fold_vmsas
     from cvmlaunch.measure.tdx import (
         TDX_ALGORITHM,
@@ -76,7 +62,9 @@ if TYPE_CHECKING:
         tdvf_contents,
         tdx_log,
     )
-    from cvmlaunch.measure.vmsa import FpuInit, VmmType, svsm_vmsa_page, vmsa_page
+    from cvmlaunch.plan.sev_hashes import KernelHashes, cmdline_sha256
+    from cvmlaunch.plan.snp import MAX_VCPUS, SnpSettings
+    from cvmlaunch.plan.vmsa import FpuInit, VmmType
 
 __all__ = [
     "LOG_FORMAT",
@@ -115,7 +103,6 @@ __all__ = [
     "diff_logs",
     "dump_log",
     "dumps_log",
-    "firmware_layout",
     "fold_from",
     "fold_layout",
     "fold_vmsas",
@@ -130,29 +117,24 @@ __all__ = [
     "replay_tdx_log",
     "sev_digest",
     "sev_log",
-    "sev_plan",
+    "sev_updates",
     "sign_log",
     "snp_digest",
     "snp_digest_set",
-    "snp_layout",
     "snp_log",
     "snp_ovmf_hash",
-    "snp_prefix_layout",
     "snp_reference_set",
-    "snp_vmsa_pages",
-    "svsm_layout",
-    "svsm_vmsa_page",
     "tdvf_contents",
     "tdx_log",
     "tdx_reference_set",
     "vcpu_type_signature",
     "verify_log",
     "verify_signed_log",
-    "vmsa_page",
 ]
 
-#: Where each public name lives; imported on first use, so that importing one submodule
-#: (e.g. the CLI's ``cvmlaunch.measure.cpu``) does not import every technology.
+#: Where each public name lives (a submodule, or a module of :mod:`cvmlaunch.plan` for the
+#: settings a digest takes); imported on first use, so that importing one submodule (e.g. the
+#: CLI's ``cvmlaunch.measure.cpu``) does not import every technology.
 _EXPORTS: dict[str, str] = {
     "Finding": "log_check",
     "LogCheck": "log_check",
@@ -163,8 +145,8 @@ _EXPORTS: dict[str, str] = {
     "Configuration": "reference_set",
     "ContentProvider": "log",
     "FoldState": "snp_chain",
-    "FpuInit": "vmsa",
-    "KernelHashes": "sev_hashes",
+    "FpuInit": "cvmlaunch.plan.vmsa",
+    "KernelHashes": "cvmlaunch.plan.sev_hashes",
     "LOG_FORMAT": "log",
     "LOG_VERSION": "log",
     "LogDiff": "log_diff",
@@ -172,7 +154,7 @@ _EXPORTS: dict[str, str] = {
     "LogFooter": "log",
     "LogHeader": "log",
     "LogInput": "log",
-    "MAX_VCPUS": "snp",
+    "MAX_VCPUS": "cvmlaunch.plan.snp",
     "MeasurementLog": "log",
     "MrtdFold": "tdx",
     "PageOrder": "tdx",
@@ -180,19 +162,18 @@ _EXPORTS: dict[str, str] = {
     "Replayer": "log",
     "SevMode": "snp",
     "SevSettings": "sev",
-    "SnpSettings": "snp",
+    "SnpSettings": "cvmlaunch.plan.snp",
     "TDX_ALGORITHM": "tdx",
     "TdxMeasurement": "tdx",
     "Technology": "log",
     "VCPU_TYPES": "cpu",
-    "VmmType": "vmsa",
-    "cmdline_sha256": "sev_hashes",
+    "VmmType": "cvmlaunch.plan.vmsa",
+    "cmdline_sha256": "cvmlaunch.plan.sev_hashes",
     "complete_log": "log",
     "cpu_signature": "cpu",
     "diff_logs": "log_diff",
     "dump_log": "log_json",
     "dumps_log": "log_json",
-    "firmware_layout": "snp",
     "fold_from": "snp_chain",
     "fold_layout": "snp_chain",
     "fold_vmsas": "snp_chain",
@@ -207,23 +188,17 @@ _EXPORTS: dict[str, str] = {
     "replay_tdx_log": "tdx",
     "sev_digest": "sev",
     "sev_log": "sev",
-    "sev_plan": "sev",
+    "sev_updates": "sev",
     "snp_digest": "snp",
     "snp_digest_set": "snp",
-    "snp_layout": "snp",
     "snp_log": "snp",
     "snp_ovmf_hash": "snp",
-    "snp_prefix_layout": "snp",
     "snp_reference_set": "reference_set",
-    "snp_vmsa_pages": "snp",
-    "svsm_layout": "snp",
-    "svsm_vmsa_page": "vmsa",
     "tdvf_contents": "tdx",
     "tdx_log": "tdx",
     "tdx_reference_set": "reference_set",
     "vcpu_type_signature": "cpu",
     "verify_log": "log",
-    "vmsa_page": "vmsa",
 }
 
 

@@ -25,7 +25,6 @@ This module does no I/O.
 from __future__ import annotations
 
 import dataclasses
-import enum
 import functools
 import importlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -37,6 +36,7 @@ from cvmlaunch.errors import LayoutError, LogFormatError, MeasurementMismatch
 from cvmlaunch.layout import MAX_GPA, Buffer
 from cvmlaunch.log_entry import LogEntry
 from cvmlaunch.measure.rtmr import RTMR_COUNT, RtmrEvent
+from cvmlaunch.technology import Technology
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # the sibling modules are imported when their names are first used
@@ -135,16 +135,6 @@ MAX_EVENT_DATA = 1 << 20
 
 #: A header setting: JSON scalars only (no floats).
 SettingValue = str | int | bool | None
-
-
-class Technology(enum.Enum):
-    """The measurement a log describes (the value is what the log file says)."""
-
-    SEV_SNP = "sev-snp"  # SNP launch digest (PAGE_INFO chain, SHA-384)
-    SEV = "sev"  # SEV GCTX.LD (SHA-256 over LAUNCH_UPDATE_DATA)
-    SEV_ES = "sev-es"  # SEV-ES GCTX.LD (SHA-256, plus LAUNCH_UPDATE_VMSA)
-    TDX = "tdx"  # TDX MRTD (SHA-384 over PAGE.ADD / MR.EXTEND)
-    PLAIN = "plain"  # no hardware measurement: cvmlaunch's transcript digest (informational)
 
 
 def base_name(name: str) -> str:

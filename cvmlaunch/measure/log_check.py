@@ -178,7 +178,7 @@ def _check_tdx_launch(s: SettingsView) -> None:
 
 def _kernel_hashes_settings(c: Checker, s: SettingsView) -> Any:
     """KernelHashes from the settings (None without), checked against the listed inputs."""
-    from cvmlaunch.measure.sev_hashes import KernelHashes
+    from cvmlaunch.plan.sev_hashes import KernelHashes
 
     on = s.get("kernel_hashes", bool)
     if not on:
@@ -208,8 +208,8 @@ def _kernel_hashes_settings(c: Checker, s: SettingsView) -> Any:
 
 def _snp_settings(c: Checker, s: SettingsView) -> Any:
     """SnpSettings from the header (None when a setting is bad: a finding says which)."""
-    from cvmlaunch.measure.snp import MAX_VCPUS, SnpSettings
-    from cvmlaunch.measure.vmsa import FpuInit, VmmType
+    from cvmlaunch.plan.snp import MAX_VCPUS, SnpSettings
+    from cvmlaunch.plan.vmsa import FpuInit, VmmType
 
     vcpus = s.get("vcpus", int)
     vmsas = sum(1 for e in c.log.entries if e.page_type is PageType.VMSA)
@@ -264,7 +264,7 @@ def _snp_settings(c: Checker, s: SettingsView) -> Any:
 
 def _snp_vmsas(c: Checker, s: SettingsView, settings: Any, mode: str, *, svsm_given: bool) -> None:
     """The VMSA records against the pages the settings give (no input needed)."""
-    from cvmlaunch.measure.vmsa import BSP_RESET_EIP, vmsa_page
+    from cvmlaunch.plan.vmsa import BSP_RESET_EIP, vmsa_page
 
     if mode != "snp":
         if not svsm_given:  # with it, the rebuilt plan checks them
@@ -367,14 +367,8 @@ def _rebuild_snp(
 ) -> ContentProvider | None:
     """Rebuild the SNP log from the firmware (and SVSM image) and the settings; compare."""
     from cvmlaunch.image.ovmf import parse_ovmf
-    from cvmlaunch.measure.snp import (
-        SevMode,
-        SnpSettings,
-        firmware_layout,
-        snp_layout,
-        snp_log,
-        svsm_layout,
-    )
+    from cvmlaunch.measure.snp import SevMode, snp_log
+    from cvmlaunch.plan.snp import SnpSettings, firmware_plan, snp_plan, svsm_plan
 
     listed = c.header.input("firmware")
     name = listed.name if listed is not None else "firmware"
@@ -383,17 +377,17 @@ def _rebuild_snp(
         extra: dict[str, Any] = {}
         settings: SnpSettings = given if given is not None else SnpSettings(vcpus=1, vcpu_sig=0)
         if mode == "snp:ovmf-hash":
-            layout = firmware_layout(image)
+            layout = firmware_plan(image)
         elif mode == "snp:svsm":
             svsm_name = c.header.input("svsm")
             svsm = parse_ovmf(found["svsm"], name=svsm_name.name if svsm_name else "svsm")
             size = s.get("vars_size", int)
             if size is None:
                 return None
-            layout = svsm_layout(image, svsm, settings, vars_size=size)
+            layout = svsm_plan(image, svsm, settings, vars_size=size)
             extra["vars_size"] = size
         else:
-            layout = snp_layout(image, settings)
+            layout = snp_plan(image, settings)
             extra["ap_reset_address"] = image.sev_es_reset_eip
         for key in ("policy", "host_data", "id_block", "id_auth"):
             if key in c.header.settings:
@@ -574,9 +568,10 @@ def _plain_expected(
 ) -> MeasurementLog:
     """The plain log the plan rebuilt from the inputs gives (copy records only)."""
     from cvmlaunch.image.elf import elf_regions, parse_elf
-    from cvmlaunch.launch import LaunchSettings, build_plan
+    from cvmlaunch.launch_settings import LaunchSettings
     from cvmlaunch.measure.plain import plain_header, plain_log
     from cvmlaunch.memory_map import MemoryMap
+    from cvmlaunch.plan.pvh import pvh_launch
 
     def name(role: str) -> str:
         item = header.input(role)
@@ -595,7 +590,7 @@ def _plain_expected(
     regions = elf_regions(
         dataclasses.replace(image, name=name("kernel")), memory=MemoryMap.for_size(memory)
     )
-    plan = build_plan(
+    plan = pvh_launch(
         settings,
         regions,
         image.pvh_entry,

@@ -36,7 +36,7 @@ import struct
 from collections.abc import Iterator, Mapping, Sequence
 
 from cvmlaunch.errors import LogFormatError
-from cvmlaunch.layout import Layout
+from cvmlaunch.layout import Plan
 from cvmlaunch.log_entry import LogEntry, LogOp
 
 TYPE_CHECKING = False
@@ -153,7 +153,7 @@ def plain_header(
     )
 
 
-def plain_log(layout: Layout, header: LogHeader) -> MeasurementLog:
+def plain_log(layout: Plan, header: LogHeader) -> MeasurementLog:
     """The log a plain launch of ``layout`` must produce, predicted from the plan alone.
 
     One ``plain.copy`` record per memory region, in populate order, as

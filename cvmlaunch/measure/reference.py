@@ -35,6 +35,8 @@ from cvmlaunch.launch_identity import SnpLaunchIdentity, TdxLaunchIdentity
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # the ID block model is imported when a log's identity is read (start-up)
     from cvmlaunch.measure.identity import GuestPolicy, IdAuth, IdBlock
+    from cvmlaunch.measure.log import SettingValue
+    from cvmlaunch.plan.pvh import PvhLaunch
 
 __all__ = [
     "FORMATS",
@@ -42,6 +44,7 @@ __all__ = [
     "TDX_SETTINGS",
     "ReferenceValues",
     "identity_settings",
+    "launch_identity_settings",
     "textproto_bytes",
 ]
 
@@ -77,6 +80,20 @@ def identity_settings(
     if tdx is not None:
         out |= tdx.to_record()
     return out
+
+
+def launch_identity_settings(launch: PvhLaunch) -> dict[str, SettingValue]:
+    """The launch identity of a PVH launch as launch log header settings (docs/log-format.md,
+    "Launch identity settings"): the SNP policy, host data and ID block pair, or the TDX MR
+    values; empty for a plain launch."""
+    if launch.snp is None and launch.tdx is None:
+        return {}
+    from cvmlaunch.measure.identity import GuestPolicy
+
+    if launch.snp is not None:
+        policy = GuestPolicy(launch.settings.snp_policy)
+        return dict(identity_settings(snp=launch.snp, policy=policy))
+    return dict(identity_settings(tdx=launch.tdx))
 
 
 def _hex_setting(settings: Mapping[str, object], key: str, size: int) -> bytes | None:

@@ -37,9 +37,9 @@ if TYPE_CHECKING:
 
     from cvmlaunch.layout import Buffer
     from cvmlaunch.measure.identity import GuestPolicy
-    from cvmlaunch.measure.sev_hashes import KernelHashes
     from cvmlaunch.measure.tdx import PageOrder
-    from cvmlaunch.measure.vmsa import VmmType
+    from cvmlaunch.plan.sev_hashes import KernelHashes
+    from cvmlaunch.plan.vmsa import VmmType
 
 __all__ = [
     "SET_FORMAT",
@@ -67,7 +67,7 @@ def parse_vcpu_ranges(text: str) -> tuple[int, ...]:
     Raises:
         ConfigError: an empty item, a reversed range or a count outside 1..MAX_VCPUS (4096).
     """
-    from cvmlaunch.measure.snp import MAX_VCPUS
+    from cvmlaunch.plan.snp import MAX_VCPUS
 
     counts: set[int] = set()
     for item in text.split(","):
@@ -281,8 +281,9 @@ def snp_reference_set(
     """
     from cvmlaunch.image.ovmf import parse_ovmf
     from cvmlaunch.measure.cpu import vcpu_type_signature
-    from cvmlaunch.measure.snp import SnpSettings, snp_digest_set
-    from cvmlaunch.measure.vmsa import VmmType
+    from cvmlaunch.measure.snp import snp_digest_set
+    from cvmlaunch.plan.snp import SnpSettings
+    from cvmlaunch.plan.vmsa import VmmType
 
     if not firmwares or not vcpus or not vcpu_types:
         raise ConfigError("a reference set needs at least one firmware, vCPU count and vCPU type")
@@ -338,14 +339,14 @@ def tdx_reference_set(
         ImageError: a firmware that is not a TDVF image QEMU accepts.
     """
     from cvmlaunch.image.ovmf import parse_ovmf
-    from cvmlaunch.image.tdvf import tdvf_layout
     from cvmlaunch.measure.tdx import mrtd
+    from cvmlaunch.plan.tdvf import tdvf_plan
 
     if not firmwares or not orders:
         raise ConfigError("a reference set needs at least one firmware and page order")
     configurations: list[Configuration] = []
     for fw_name, data in firmwares:
-        plan = tdvf_layout(parse_ovmf(data, name=fw_name))
+        plan = tdvf_plan(parse_ovmf(data, name=fw_name))
         fw = {"firmware": fw_name, "firmware_sha256": _sha256(data)}
         for order in dict.fromkeys(orders):
             configurations.append(

@@ -1,6 +1,6 @@
 """SEV and SEV-ES launch digests (GCTX.LD, SHA-256) of an OVMF guest, and their log.
 
-Rule: one plan, folded. :func:`sev_plan` lists the LAUNCH_UPDATE_DATA / LAUNCH_UPDATE_VMSA
+Rule: one plan, folded. :func:`sev_updates` lists the LAUNCH_UPDATE_DATA / LAUNCH_UPDATE_VMSA
 calls in order; the digest is SHA-256 over their bytes, in order, with no addresses or types
 (AMD SEV API, LAUNCH_UPDATE_DATA: "the PSP updates the launch digest with the plaintext";
 LAUNCH_UPDATE_VMSA likewise for each VMSA page).
@@ -31,8 +31,8 @@ from cvmlaunch.layout import (
     SourceKind,
 )
 from cvmlaunch.log_entry import LogEntry, LogOp
-from cvmlaunch.measure.sev_hashes import KernelHashes
-from cvmlaunch.measure.vmsa import BSP_RESET_EIP, FpuInit, VmmType, vmsa_page
+from cvmlaunch.plan.sev_hashes import KernelHashes
+from cvmlaunch.plan.vmsa import BSP_RESET_EIP, FpuInit, VmmType, vmsa_page
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # the log model is imported only when a log is made or read
@@ -53,8 +53,8 @@ __all__ = [
     "sev_contents",
     "sev_digest",
     "sev_log",
-    "sev_plan",
     "sev_settings_from_header",
+    "sev_updates",
 ]
 
 #: The ``algorithm`` of SEV and SEV-ES launch logs.
@@ -128,7 +128,7 @@ class SevUpdate:
     provenance: Provenance
 
 
-def sev_plan(image: OvmfImage, settings: SevSettings) -> tuple[SevUpdate, ...]:
+def sev_updates(image: OvmfImage, settings: SevSettings) -> tuple[SevUpdate, ...]:
     """The SEV/SEV-ES launch updates, in order.
 
     Raises:
@@ -191,7 +191,7 @@ def sev_plan(image: OvmfImage, settings: SevSettings) -> tuple[SevUpdate, ...]:
 def sev_digest(image: OvmfImage, settings: SevSettings) -> bytes:
     """The SEV / SEV-ES launch digest (32 bytes): SHA-256 over the plan's bytes in order."""
     h = hashlib.sha256()
-    for update in sev_plan(image, settings):
+    for update in sev_updates(image, settings):
         h.update(update.data)
     return h.digest()
 
@@ -248,7 +248,7 @@ def sev_log(
     )
     h = hashlib.sha256()
     entries: list[LogEntry] = []
-    for seq, update in enumerate(sev_plan(image, settings)):
+    for seq, update in enumerate(sev_updates(image, settings)):
         h.update(update.data)
         is_vmsa = update.op is LogOp.SEV_LAUNCH_UPDATE_VMSA
         entries.append(
@@ -320,9 +320,9 @@ def sev_contents(header: LogHeader, image: OvmfImage) -> ContentProvider:
 
     Raises:
         LogFormatError, ConfigError: see :func:`sev_settings_from_header`.
-        ImageError: see :func:`sev_plan`.
+        ImageError: see :func:`sev_updates`.
     """
-    plan = sev_plan(image, sev_settings_from_header(header))
+    plan = sev_updates(image, sev_settings_from_header(header))
 
     def contents(entry: LogEntry) -> Buffer:
         if entry.seq >= len(plan):

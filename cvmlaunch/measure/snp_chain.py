@@ -32,8 +32,8 @@ from cvmlaunch.layout import (
     PAGE_SIZE,
     VMSA_GPA,
     Buffer,
-    Layout,
     PageType,
+    Plan,
     Region,
 )
 
@@ -232,9 +232,7 @@ def fold_region(digest: bytes, region: Region, *, workers: int | None = None) ->
     return digest
 
 
-def fold_layout(
-    layout: Layout, initial: bytes = ZERO_DIGEST, *, workers: int | None = None
-) -> bytes:
+def fold_layout(layout: Plan, initial: bytes = ZERO_DIGEST, *, workers: int | None = None) -> bytes:
     """The SNP launch digest of a launch plan: every region, in plan order.
 
     Args:
@@ -301,7 +299,7 @@ class FoldState:
 
 
 def fold_from(
-    layout: Layout,
+    layout: Plan,
     state: FoldState = FoldState(),
     *,
     stop: int | None = None,
@@ -422,7 +420,7 @@ def replay_snp(
 REPLAYERS = {("sev-snp", SNP_ALGORITHM): replay_snp}
 
 
-def log_layout(layout: Layout, header: LogHeader) -> MeasurementLog:
+def log_layout(layout: Plan, header: LogHeader) -> MeasurementLog:
     """Fold ``layout`` and record one log entry per region (with per-page hashes).
 
     The digest is computed from the recorded page hashes by the same step the replayer uses,

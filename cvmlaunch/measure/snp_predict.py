@@ -2,12 +2,13 @@
 
 Rule 1: one place resolves what a user may leave out. :class:`SnpRequest` holds the mode and
 the settings as given (None: the default) and turns them into
-:class:`~cvmlaunch.measure.snp.SnpSettings` (or SEV's
+:class:`~cvmlaunch.plan.snp.SnpSettings` (or SEV's
 :class:`~cvmlaunch.measure.sev.SevSettings`); its docstring lists every default with its
 source. Callers (the CLI) map their inputs to a request and render the result.
 
-Rule 2: :func:`predict` only picks the plan of the mode and folds it (:mod:`cvmlaunch.measure.snp`,
-:mod:`cvmlaunch.measure.sev`): no measurement logic of its own. Images come parsed, file
+Rule 2: :func:`predict` only picks the plan of the mode (:mod:`cvmlaunch.plan.snp`) and
+folds it (:mod:`cvmlaunch.measure.snp_chain`, :mod:`cvmlaunch.measure.sev`): no measurement
+logic of its own. Images come parsed, file
 digests computed (:mod:`cvmlaunch.files`); nothing here touches the OS.
 
 Start-up time: the log model, the SEV code, the kernel hashes and the launch identity are
@@ -19,16 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cvmlaunch.errors import ConfigError
-from cvmlaunch.measure.snp import (
-    SevMode,
-    SnpSettings,
-    firmware_layout,
-    snp_layout,
-    snp_log,
-    svsm_layout,
-)
+from cvmlaunch.measure.snp import SevMode, snp_log
 from cvmlaunch.measure.snp_chain import ZERO_DIGEST, fold_layout
-from cvmlaunch.measure.vmsa import FpuInit, VmmType
+from cvmlaunch.plan.snp import SnpSettings, firmware_plan, snp_plan, svsm_plan
+from cvmlaunch.plan.vmsa import FpuInit, VmmType
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -38,7 +33,7 @@ if TYPE_CHECKING:
     from cvmlaunch.measure.identity import GuestPolicy
     from cvmlaunch.measure.log import LogInput, MeasurementLog, SettingValue
     from cvmlaunch.measure.sev import SevSettings
-    from cvmlaunch.measure.sev_hashes import KernelHashes
+    from cvmlaunch.plan.sev_hashes import KernelHashes
 
 __all__ = ["VMM_RESET_VCPU_SIG", "SnpPrediction", "SnpRequest", "digest_size", "predict"]
 
@@ -53,7 +48,7 @@ def digest_size(mode: SevMode) -> int:
 #: The vCPU signature of EC2 and GCE guests: those VMMs configure no CPUID leaf 1, so KVM
 #: leaves RDX at its reset value 0x600 (research snp-measure.md, "VMM differences";
 #: sev-snp-measure 0.0.13 agrees: vectors ``amdsev-4-ec2``, ``amdsev-4-gce``). The VMSA builder
-#: (:func:`cvmlaunch.measure.vmsa.vmsa_page`) writes it for these VMMs; this is the value the
+#: (:func:`cvmlaunch.plan.vmsa.vmsa_page`) writes it for these VMMs; this is the value the
 #: settings record.
 VMM_RESET_VCPU_SIG = 0x600
 
@@ -179,7 +174,7 @@ class SnpRequest:
             return None
         import hashlib
 
-        from cvmlaunch.measure.sev_hashes import KernelHashes, cmdline_sha256
+        from cvmlaunch.plan.sev_hashes import KernelHashes, cmdline_sha256
 
         initrd = self.initrd_sha256
         return KernelHashes(
@@ -318,8 +313,8 @@ def predict(
 ) -> SnpPrediction:
     """The launch digest (and, if asked, the log) of ``request`` for the firmware ``image``.
 
-    Picks the plan of the mode (:func:`snp_layout`, :func:`svsm_layout`,
-    :func:`firmware_layout`, or SEV's :func:`~cvmlaunch.measure.sev.sev_plan`), folds it (or
+    Picks the plan of the mode (:func:`~cvmlaunch.plan.snp.snp_plan`, ``svsm_plan``,
+    ``firmware_plan``, or SEV's :func:`~cvmlaunch.measure.sev.sev_updates`), folds it (or
     logs it: the log's footer digest is the same fold), then checks an ID block against the
     digest.
 
@@ -332,7 +327,7 @@ def predict(
 
     Raises:
         ConfigError: settings out of range or that the mode cannot honour.
-        ImageError, LayoutError: see :func:`snp_layout` and :func:`svsm_layout`.
+        ImageError, LayoutError: see :func:`~cvmlaunch.plan.snp.snp_plan` and ``svsm_plan``.
         CheckFailed: an ID block that does not fit this launch.
     """
     settings = request.settings()
@@ -356,19 +351,19 @@ def predict(
     extra: dict[str, SettingValue] = {}
     shown: dict[str, SettingValue] = settings.log_settings()
     if request.mode is SevMode.SNP_OVMF_HASH:
-        layout = firmware_layout(image)
+        layout = firmware_plan(image)
         shown = {}
     elif request.mode is SevMode.SNP_SVSM:
         if svsm is None:
             raise ConfigError("--mode snp:svsm needs --svsm")
         size = request.vars_size or 0
-        layout = svsm_layout(image, svsm, settings, vars_size=size)
+        layout = svsm_plan(image, svsm, settings, vars_size=size)
         if request.log:
             header_inputs.append(_image_input("svsm", svsm))
         extra = {"vars_size": size}
         shown |= extra
     else:
-        layout = snp_layout(image, settings)
+        layout = snp_plan(image, settings)
         extra = {"ap_reset_address": image.sev_es_reset_eip}
     identity = request.identity_settings()
     if identity is not None:

@@ -44,7 +44,7 @@ from cvmlaunch.errors import (
     LogFormatError,
     MeasurementMismatch,
 )
-from cvmlaunch.layout import PAGE_SIZE, Buffer, Layout, PageType, Region
+from cvmlaunch.layout import PAGE_SIZE, Buffer, PageType, Plan, Region
 from cvmlaunch.log_entry import LogEntry, LogOp
 
 TYPE_CHECKING = False
@@ -323,7 +323,7 @@ def _check_tdx_region(region: Region) -> None:
         )
 
 
-def mrtd(layout: Layout | Iterable[Region], *, order: PageOrder = PageOrder.PER_PAGE) -> bytes:
+def mrtd(layout: Plan | Iterable[Region], *, order: PageOrder = PageOrder.PER_PAGE) -> bytes:
     """MRTD of a plan: its regions in order, each added, measured ones also extended.
 
     Args:
@@ -336,7 +336,7 @@ def mrtd(layout: Layout | Iterable[Region], *, order: PageOrder = PageOrder.PER_
     Raises:
         LayoutError: a region with an SNP-only page type.
     """
-    regions = layout.regions if isinstance(layout, Layout) else layout
+    regions = layout.regions if isinstance(layout, Plan) else layout
     fold = MrtdFold(order)
     for region in regions:
         fold.add_region(region)
@@ -380,7 +380,7 @@ def _log_entry(seq: int, region: Region, digest_after: bytes) -> LogEntry:
 
 
 def measure_tdx(
-    layout: Layout | Iterable[Region], *, order: PageOrder = PageOrder.PER_PAGE
+    layout: Plan | Iterable[Region], *, order: PageOrder = PageOrder.PER_PAGE
 ) -> TdxMeasurement:
     """MRTD of a plan plus its launch log (one record per region).
 
@@ -390,7 +390,7 @@ def measure_tdx(
     Raises:
         LayoutError: a region with an SNP-only page type.
     """
-    regions = layout.regions if isinstance(layout, Layout) else tuple(layout)
+    regions = layout.regions if isinstance(layout, Plan) else tuple(layout)
     fold = MrtdFold(order)
     entries: list[LogEntry] = []
     for seq, region in enumerate(regions):
@@ -401,7 +401,7 @@ def measure_tdx(
 
 def replay_tdx(
     entries: Sequence[LogEntry],
-    layout: Layout | Iterable[Region],
+    layout: Plan | Iterable[Region],
     *,
     order: PageOrder = PageOrder.PER_PAGE,
 ) -> bytes:
@@ -426,7 +426,7 @@ def replay_tdx(
         LogFormatError: the records do not describe the plan (count, range, op, content).
         MeasurementMismatch: a record's MRTD-after differs from the replayed one.
     """
-    regions = layout.regions if isinstance(layout, Layout) else tuple(layout)
+    regions = layout.regions if isinstance(layout, Plan) else tuple(layout)
     if len(entries) != len(regions):
         raise LogFormatError(
             f"TDX log has {len(entries)} records but the rebuilt plan has {len(regions)} ranges"
@@ -466,7 +466,7 @@ def measure_tdvf(
     """MRTD (and log) of a TDVF firmware image launched by upstream QEMU.
 
     Parses the image (:func:`cvmlaunch.image.ovmf.parse_ovmf`), builds QEMU's plan
-    (:func:`cvmlaunch.image.tdvf.tdvf_layout`) and folds it.
+    (:func:`cvmlaunch.plan.tdvf.tdvf_plan`) and folds it.
 
     Args:
         data: the whole flat image (bytes or an mmap'd memoryview; not copied).
@@ -477,9 +477,9 @@ def measure_tdvf(
         ImageError: the image is not a TDVF image or has metadata QEMU rejects.
     """
     from cvmlaunch.image.ovmf import parse_ovmf
-    from cvmlaunch.image.tdvf import tdvf_layout
+    from cvmlaunch.plan.tdvf import tdvf_plan
 
-    return measure_tdx(tdvf_layout(parse_ovmf(data, name=name)), order=order)
+    return measure_tdx(tdvf_plan(parse_ovmf(data, name=name)), order=order)
 
 
 # ------------------------------------------------------------------ the launch log
@@ -622,9 +622,9 @@ def tdvf_log_regions(header: LogHeader, image: OvmfImage) -> tuple[Region, ...]:
         ImageError: the firmware is not a TDVF image QEMU accepts.
         LogFormatError: ``td_hob_memory`` is not a size in bytes.
     """
-    from cvmlaunch.image.tdvf import tdvf_layout
+    from cvmlaunch.plan.tdvf import tdvf_plan
 
-    regions = tdvf_layout(image).regions
+    regions = tdvf_plan(image).regions
     hob_memory = header.settings.get(TD_HOB_MEMORY_SETTING)
     if hob_memory is not None:  # a launch's log: the TD_HOB section held QEMU's TD HOB
         regions = _with_td_hob(image, regions, hob_memory)

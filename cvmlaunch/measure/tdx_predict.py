@@ -131,8 +131,8 @@ def _guest_log_parts(
     (docs/log-format.md, "RTMR events")."""
     from cvmlaunch.measure.log import cmdline_input
     from cvmlaunch.measure.log_rtmr import ACPI_ROLES
-    from cvmlaunch.measure.sev_hashes import cmdline_bytes
     from cvmlaunch.measure.tdx_rtmr import ACPI_BLOB_NAMES, stub_uses_cc_measurement
+    from cvmlaunch.plan.sev_hashes import cmdline_bytes
 
     inputs = [_input("kernel", guest.kernel_name, guest.kernel)]
     if guest.initrd is not None:

@@ -1,4 +1,6 @@
-"""TDVF firmware -> TDX launch plan, as upstream QEMU builds it (the "QEMU profile").
+"""TDVF firmware -> TDX launch plan, as upstream QEMU builds it (the "QEMU profile"), and the
+TDX launch of that plan (:func:`tdx_launch`: the plan in the guest's memory, the TD HOB
+written into its TD_HOB section).
 
 Rule 1: the plan is what QEMU's ``tdx_finalize_vm`` (target/i386/kvm/tdx.c) hands to
 ``KVM_TDX_INIT_MEM_REGION``: one range per TDVF metadata section, in metadata order (never
@@ -36,12 +38,14 @@ profile is not implemented.
 
 from __future__ import annotations
 
-from cvmlaunch.errors import ImageError, UnsupportedSection
+from dataclasses import dataclass, replace
+
+from cvmlaunch.errors import ConfigError, ImageError, UnsupportedSection
 from cvmlaunch.image.ovmf import TDX_METADATA_OFFSET_GUID, OvmfImage, TdvfSection
 from cvmlaunch.layout import (
     FOUR_GIB,
-    Layout,
     PageType,
+    Plan,
     Provenance,
     Region,
     SourceKind,
@@ -49,7 +53,11 @@ from cvmlaunch.layout import (
     TdvfSectionType,
 )
 
-__all__ = ["QEMU_SECTION_TYPES", "TDVF_SECTION_LIMIT", "tdvf_layout"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from cvmlaunch.image.td_hob import TdRamEntry
+
+__all__ = ["QEMU_SECTION_TYPES", "TDVF_SECTION_LIMIT", "TdxLaunch", "tdvf_plan", "tdx_launch"]
 
 #: The section types upstream QEMU accepts (hw/i386/tdvf.c).
 QEMU_SECTION_TYPES = frozenset(
@@ -114,7 +122,7 @@ def _section_region(image: OvmfImage, s: TdvfSection) -> Region:
     )
 
 
-def tdvf_layout(image: OvmfImage) -> Layout:
+def tdvf_plan(image: OvmfImage) -> Plan:
     """The TDX launch plan of a TDVF image, as upstream QEMU populates it.
 
     Args:
@@ -144,4 +152,58 @@ def tdvf_layout(image: OvmfImage) -> Layout:
         raise ImageError(
             "TDVF metadata has no TD_HOB section (QEMU requires one)", source=image.name
         )
-    return Layout.of(regions)
+    return Plan.of(regions)
+
+
+@dataclass(frozen=True, slots=True)
+class TdxLaunch:
+    """A TDX launch of a TDVF image.
+
+    Args:
+        layout: :func:`tdvf_plan`'s plan with the memory map, the TD
+            HOB in its TD_HOB section.
+        hob_gpa: the TD_HOB section's GPA (each vCPU's initial RCX).
+        vcpus: the number of vCPUs.
+        hob: the TD HOB's bytes.
+        ram: the RAM entries the HOB describes (accepted by the VMM, or not).
+    """
+
+    layout: Plan
+    hob_gpa: int
+    vcpus: int
+    hob: bytes
+    ram: tuple[TdRamEntry, ...]
+
+
+def tdx_launch(image: OvmfImage, memory: int, vcpus: int) -> TdxLaunch:
+    """The TDX launch of ``image`` with ``vcpus`` vCPUs in ``memory`` bytes of RAM, the TD HOB
+    (:func:`cvmlaunch.image.td_hob.build_td_hob`, QEMU's) written into the TD_HOB section.
+
+    The HOB is PAGE.ADDed without MR.EXTEND, so it does not change MRTD: the plan folds to
+    the MRTD of :func:`tdvf_plan` (TDVF hashes it into RTMR0).
+
+    Raises:
+        ConfigError: too little memory, a vCPU count out of range.
+        ImageError: see :func:`tdvf_plan`.
+        LayoutError: RAM that cannot hold the TDVF sections, a HOB larger than its section.
+    """
+    from cvmlaunch.image.td_hob import build_td_hob, td_hob_section, td_ram_entries
+    from cvmlaunch.plan._memory import in_memory
+
+    if not 1 <= vcpus <= 4096:
+        raise ConfigError(f"vCPU count {vcpus} is out of range (1..4096)")
+    sections = image.tdx_sections or ()
+    layout = in_memory(tdvf_plan(image), image, memory)
+    section = td_hob_section(sections)
+    hob = build_td_hob(sections, memory)
+    regions = [
+        replace(r, data=hob) if r.provenance.index == section.index and r.gpa == section.gpa else r
+        for r in layout.regions
+    ]
+    return TdxLaunch(
+        Plan.of(regions, layout.memory),
+        section.gpa,
+        vcpus,
+        hob,
+        td_ram_entries(sections, memory),
+    )
