@@ -270,21 +270,24 @@ def tdx_init_params(
             attributes |= TD_ATTR_PKS
     elif attributes & ~_QEMU_TD_ATTRS:
         raise ConfigError(
-            f"--td-attributes {attributes:#x}: only DEBUG (bit 0), SEPT_VE_DISABLE (28), PKS "
-            f"(30) and PERFMON (63) can be set (bits {attributes & ~_QEMU_TD_ATTRS:#x} given)"
+            f"td_attributes {attributes:#x}: only DEBUG (bit 0), SEPT_VE_DISABLE (28), PKS "
+            f"(30) and PERFMON (63) can be set (bits {attributes & ~_QEMU_TD_ATTRS:#x} given)",
+            setting="td_attributes",
         )
     if attributes & ~supported_attrs:
         raise ConfigError(
-            f"TD attributes {attributes:#x}: this host's TDX supports only "
+            f"td_attributes {attributes:#x}: this host's TDX supports only "
             f"{supported_attrs:#x} (KVM_TDX_CAPABILITIES); unsupported bits "
-            f"{attributes & ~supported_attrs:#x}"
+            f"{attributes & ~supported_attrs:#x}",
+            setting="td_attributes",
         )
     if xfam is None:
         xfam = _xfam_of(guest_cpuid) & supported_xfam
     elif xfam & ~supported_xfam:
         raise ConfigError(
-            f"--xfam {xfam:#x}: this host's TDX supports only {supported_xfam:#x}; "
-            f"unsupported bits {xfam & ~supported_xfam:#x}"
+            f"xfam {xfam:#x}: this host's TDX supports only {supported_xfam:#x}; "
+            f"unsupported bits {xfam & ~supported_xfam:#x}",
+            setting="xfam",
         )
     filtered: list[CpuidEntry] = []
     for mask in configurable:

@@ -30,7 +30,6 @@ from cvmlaunch.launch_settings import (
     MEMORY_BACKENDS,
     LaunchSettings,
     parse_size,
-    setting_name,
     settings_from_toml,
 )
 from cvmlaunch.layout import Region
@@ -48,7 +47,6 @@ __all__ = [
     "check_report",
     "parse_report",
     "parse_size",
-    "setting_name",
     "settings_from_toml",
 ]
 

@@ -29,10 +29,10 @@ __all__ = ["SnpLaunchIdentity", "TdxLaunchIdentity"]
 _SNP_AUTHOR_AREA = slice(0x680, 0x880 + 0x404)
 
 
-def _exact(value: object, size: int, what: str) -> bytes:
+def _exact(value: object, size: int, setting: str) -> bytes:
     if not isinstance(value, bytes) or len(value) != size:
         got = len(value) if isinstance(value, bytes | bytearray | memoryview) else type(value)
-        raise ConfigError(f"{what} must be exactly {size} bytes (got {got})")
+        raise ConfigError(f"{setting} must be exactly {size} bytes (got {got})", setting=setting)
     return value
 
 
@@ -61,13 +61,17 @@ class SnpLaunchIdentity:
     id_auth: bytes | None = None
 
     def __post_init__(self) -> None:
-        _exact(self.host_data, SNP_HOST_DATA_SIZE, "SNP host data")
+        _exact(self.host_data, SNP_HOST_DATA_SIZE, "host_data")
         if (self.id_block is None) != (self.id_auth is None):
-            raise ConfigError("an SNP ID block and its ID auth must be given together")
+            raise ConfigError(
+                "an SNP id_block and its id_auth must be given together",
+                setting="id_block" if self.id_block is not None else "id_auth",
+                also=("id_auth" if self.id_block is not None else "id_block",),
+            )
         if self.id_block is not None:
-            _exact(self.id_block, SNP_ID_BLOCK_SIZE, "SNP ID block")
+            _exact(self.id_block, SNP_ID_BLOCK_SIZE, "id_block")
         if self.id_auth is not None:
-            _exact(self.id_auth, SNP_ID_AUTH_SIZE, "SNP ID auth")
+            _exact(self.id_auth, SNP_ID_AUTH_SIZE, "id_auth")
 
     @classmethod
     def from_hex(cls, host_data: str) -> SnpLaunchIdentity:
@@ -76,7 +80,7 @@ class SnpLaunchIdentity:
         Raises:
             ConfigError: not hex, or not 32 bytes.
         """
-        return cls(parse_hex_bytes(host_data, SNP_HOST_DATA_SIZE, "SNP host data"))
+        return cls(parse_hex_bytes(host_data, SNP_HOST_DATA_SIZE, "host_data"))
 
     @property
     def id_block_en(self) -> bool:
@@ -119,8 +123,8 @@ class SnpLaunchIdentity:
         except ValueError as exc:
             raise ConfigError("SNP launch identity: id_auth is not base64") from exc
         return cls(
-            parse_hex_bytes(host, SNP_HOST_DATA_SIZE, "SNP host data"),
-            None if block is None else parse_hex_bytes(block, SNP_ID_BLOCK_SIZE, "SNP ID block"),
+            parse_hex_bytes(host, SNP_HOST_DATA_SIZE, "host_data"),
+            None if block is None else parse_hex_bytes(block, SNP_ID_BLOCK_SIZE, "id_block"),
             auth_raw,
         )
 
@@ -140,9 +144,9 @@ class TdxLaunchIdentity:
     mrownerconfig: bytes = bytes(TDX_MR_SIZE)
 
     def __post_init__(self) -> None:
-        _exact(self.mrconfigid, TDX_MR_SIZE, "TDX MRCONFIGID")
-        _exact(self.mrowner, TDX_MR_SIZE, "TDX MROWNER")
-        _exact(self.mrownerconfig, TDX_MR_SIZE, "TDX MROWNERCONFIG")
+        _exact(self.mrconfigid, TDX_MR_SIZE, "mrconfigid")
+        _exact(self.mrowner, TDX_MR_SIZE, "mrowner")
+        _exact(self.mrownerconfig, TDX_MR_SIZE, "mrownerconfig")
 
     @classmethod
     def from_hex(
@@ -158,13 +162,11 @@ class TdxLaunchIdentity:
         """
         zero = bytes(TDX_MR_SIZE)
         return cls(
-            zero
-            if mrconfigid is None
-            else parse_hex_bytes(mrconfigid, TDX_MR_SIZE, "TDX MRCONFIGID"),
-            zero if mrowner is None else parse_hex_bytes(mrowner, TDX_MR_SIZE, "TDX MROWNER"),
+            zero if mrconfigid is None else parse_hex_bytes(mrconfigid, TDX_MR_SIZE, "mrconfigid"),
+            zero if mrowner is None else parse_hex_bytes(mrowner, TDX_MR_SIZE, "mrowner"),
             zero
             if mrownerconfig is None
-            else parse_hex_bytes(mrownerconfig, TDX_MR_SIZE, "TDX MROWNERCONFIG"),
+            else parse_hex_bytes(mrownerconfig, TDX_MR_SIZE, "mrownerconfig"),
         )
 
     def to_record(self) -> dict[str, str]:

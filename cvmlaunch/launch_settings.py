@@ -1,9 +1,13 @@
 """The settings of a launch: what ``cvmlaunch launch`` takes from its flags or a TOML file.
 
 Pure: :class:`LaunchSettings` and its parts (:func:`parse_size`, the TOML reader
-:func:`settings_from_toml`, :func:`setting_name` for how errors name a setting). It does no
-I/O and never imports the KVM layer. :func:`cvmlaunch.plan.pvh.pvh_launch` builds the PVH
-launch plan from these settings; the technology is :class:`cvmlaunch.technology.Technology`.
+:func:`settings_from_toml`). It does no I/O and never imports the KVM layer.
+:func:`cvmlaunch.plan.pvh.pvh_launch` builds the PVH launch plan from these settings; the
+technology is :class:`cvmlaunch.technology.Technology`.
+
+Errors name a setting by its field (``ConfigError.setting``, rule 5 of
+:mod:`cvmlaunch.errors`): :func:`settings_from_toml` spells those from its file
+``FILE: key``, the CLI spells the others as flags.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import math
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
 
@@ -38,7 +42,6 @@ __all__ = [
     "MEMORY_BACKENDS",
     "LaunchSettings",
     "parse_size",
-    "setting_name",
     "settings_from_toml",
 ]
 
@@ -61,34 +64,39 @@ MAX_MEMORY = MAX_GPA - (FOUR_GIB - LOW_RAM_SPLIT)
 MAX_TIMEOUT = 9223372036.0
 
 
-def parse_size(text: str | int, *, name: str = "memory size") -> int:
+def parse_size(text: str | int, *, setting: str = "memory") -> int:
     """A memory size as QEMU's ``-m`` reads it: a number in MiB, or with a K/M/G/T suffix.
-    ``name`` says where it was given (a flag, or a file and key) in errors.
+    ``setting`` names it in errors (:attr:`ConfigError.setting`).
 
     Raises:
         ConfigError: not a size, or not a positive multiple of 4 KiB.
     """
     if isinstance(text, bool):
-        raise ConfigError(f"{name} {text!r} is not a size")
+        raise ConfigError(f"{setting} {text!r} is not a size", setting=setting)
     if isinstance(text, int):
         value = text << 20
     else:
         m = _SIZE_RE.match(text)
         if m is None:
-            raise ConfigError(f"{name} {text!r}: expected e.g. 512M, 5G or 1024 (MiB)")
+            raise ConfigError(
+                f"{setting} {text!r}: expected e.g. 512M, 5G or 1024 (MiB)", setting=setting
+            )
         value = int(m.group(1)) << _SIZE_SHIFT[m.group(2).upper()]
     if value <= 0 or value % PAGE_SIZE:
-        raise ConfigError(f"{name} {text!r} is not a positive multiple of 4 KiB")
-    _check_memory(value, f"{name} {text!r}")
+        raise ConfigError(
+            f"{setting} {text!r} is not a positive multiple of 4 KiB", setting=setting
+        )
+    _check_memory(value, setting, f"{setting} {text!r}")
     return value
 
 
-def _check_memory(value: int, what: str) -> None:
+def _check_memory(value: int, setting: str, what: str) -> None:
     if value > MAX_MEMORY:
         raise ConfigError(
             f"{what} is {value:#x} bytes; guest RAM is at most {MAX_MEMORY:#x} bytes "
             "(4 PiB less 2 GiB: it ends 2 GiB higher, within the 52-bit guest physical "
-            "address space)"
+            "address space)",
+            setting=setting,
         )
 
 
@@ -126,8 +134,8 @@ class LaunchSettings:
     reported beside it, so it is recorded in the launch log header
     (:func:`cvmlaunch.measure.reference.launch_identity_settings`).
 
-    ``origins`` names, by field, the settings file a value came from (not compared): errors
-    name such a value ``FILE: key``, any other by its flag (``--vcpus``).
+    Errors name the bad field (``ConfigError.setting``); :func:`settings_from_toml` and the
+    CLI spell it as the user wrote it.
 
     Raises:
         ConfigError: a value out of range, or an identity setting of another technology.
@@ -154,47 +162,45 @@ class LaunchSettings:
     guest_features: int | None = None
     td_attributes: int | None = None
     xfam: int | None = None
-    origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
-
-    def name(self, setting: str) -> str:
-        """How errors name ``setting`` (a field): ``FILE: key`` if it came from a settings
-        file (:attr:`origins`), else its flag ``--key``."""
-        return setting_name(setting, self.origins.get(setting))
 
     def __post_init__(self) -> None:
         if self.memory <= 0 or self.memory % PAGE_SIZE:
             raise ConfigError(
-                f"{self.name('memory')} {self.memory:#x} is not a positive multiple of 4 KiB"
+                f"memory {self.memory:#x} is not a positive multiple of 4 KiB", setting="memory"
             )
-        _check_memory(self.memory, self.name("memory"))
+        _check_memory(self.memory, "memory", "memory")
         if not 1 <= self.vcpus <= 255:
-            raise ConfigError(f"{self.name('vcpus')} {self.vcpus}: expected 1 to 255")
+            raise ConfigError(f"vcpus {self.vcpus}: expected 1 to 255", setting="vcpus")
         if not (math.isfinite(self.timeout) and 0 < self.timeout <= MAX_TIMEOUT):
             raise ConfigError(
-                f"{self.name('timeout')} {self.timeout}: expected a positive number of seconds "
-                f"(finite, at most {MAX_TIMEOUT:.0f})"
+                f"timeout {self.timeout}: expected a positive number of seconds "
+                f"(finite, at most {MAX_TIMEOUT:.0f})",
+                setting="timeout",
             )
         if self.memory_backend not in MEMORY_BACKENDS:
             raise ConfigError(
-                f"{self.name('memory_backend')} {self.memory_backend!r}: "
-                "expected auto, guest-memfd or anonymous"
+                f"memory_backend {self.memory_backend!r}: expected auto, guest-memfd or anonymous",
+                setting="memory_backend",
             )
         if self.memory_backend == "anonymous" and self.tech is not Technology.PLAIN:
             raise ConfigError(
-                f"{self.name('memory_backend')} anonymous: {self.tech.label} guests need "
-                "guest_memfd (their private memory lives only there)"
+                f"memory_backend anonymous: {self.tech.label} guests need "
+                "guest_memfd (their private memory lives only there)",
+                setting="memory_backend",
             )
         for path in ("kernel", "initrd", "firmware", "id_block", "id_auth"):
             if getattr(self, path) == "":  # not "none given": a CI variable left unset
-                raise ConfigError(f"{self.name(path)}: empty file name")
+                raise ConfigError(f"{path}: empty file name", setting=path)
         if len(self.cmdline) > MAX_CMDLINE:
             raise ConfigError(
-                f"{self.name('append')}: {len(self.cmdline)} bytes is longer than {MAX_CMDLINE}"
+                f"append: {len(self.cmdline)} bytes is longer than {MAX_CMDLINE}", setting="append"
             )
         if "\0" in self.append:
-            raise ConfigError(f"{self.name('append')}: the command line contains a NUL byte")
+            raise ConfigError("append: the command line contains a NUL byte", setting="append")
         if self.vcpu_type is not None and self.vcpu_sig is not None:
-            raise ConfigError(f"give {self.name('vcpu_type')} or {self.name('vcpu_sig')}, not both")
+            raise ConfigError(
+                "give vcpu_type or vcpu_sig, not both", setting="vcpu_type", also=("vcpu_sig",)
+            )
         if self.vcpu_type is not None:
             from cvmlaunch.measure.cpu import vcpu_type_signature
 
@@ -202,18 +208,21 @@ class LaunchSettings:
         for name in ("vcpu_sig", "guest_features", "td_attributes", "xfam"):
             value = getattr(self, name)
             if value is not None and not 0 <= value < 1 << 64:
-                raise ConfigError(f"{self.name(name)} {value:#x} is not a 64-bit value")
+                raise ConfigError(f"{name} {value:#x} is not a 64-bit value", setting=name)
         for tech, names in ((Technology.SEV_SNP, _SNP_ONLY), (Technology.TDX, _TDX_ONLY)):
             given = [n for n in names if getattr(self, n) is not None]
             if given and self.tech is not tech:
                 raise ConfigError(
-                    f"{self.name(given[0])} is a {tech.label} launch setting (--tech {tech.label})"
+                    f"{given[0]} is a {tech.label} launch setting (tech {tech.label})",
+                    setting=given[0],
+                    also=("tech",),
                 )
         if (self.id_block is None) != (self.id_auth is None):
-            origin = self.origins.get("id_block" if self.id_block is not None else "id_auth")
+            given_one = "id_block" if self.id_block is not None else "id_auth"
             raise ConfigError(
-                f"{setting_name('id_block', origin)} and "
-                f"{setting_name('id_auth', origin, bare=True)} go together"
+                "id_block and id_auth go together",
+                setting=given_one,
+                also=("id_auth" if given_one == "id_block" else "id_block",),
             )
         if self.policy is not None:
             from cvmlaunch.measure.identity import GuestPolicy
@@ -221,7 +230,7 @@ class LaunchSettings:
             try:
                 GuestPolicy(self.policy)
             except ConfigError as exc:
-                raise ConfigError(f"{self.name('policy')}: {exc}") from exc
+                raise ConfigError(f"policy: {exc}", setting="policy") from exc
         # the identity types check the sizes (ConfigError)
         SnpLaunchIdentity(self.host_data or bytes(SNP_HOST_DATA_SIZE))
         TdxLaunchIdentity(*(v or bytes(TDX_MR_SIZE) for v in self._tdx_values()))
@@ -236,7 +245,7 @@ class LaunchSettings:
         """
         from cvmlaunch.plan.sev_hashes import cmdline_bytes
 
-        return cmdline_bytes(self.append, self.name("append"))
+        return cmdline_bytes(self.append)
 
     def _tdx_values(self) -> tuple[bytes | None, bytes | None, bytes | None]:
         return self.mrconfigid, self.mrowner, self.mrownerconfig
@@ -259,16 +268,6 @@ class LaunchSettings:
     def tdx_identity(self) -> TdxLaunchIdentity:
         """MRCONFIGID / MROWNER / MROWNERCONFIG (zero where not given)."""
         return TdxLaunchIdentity(*(v or bytes(TDX_MR_SIZE) for v in self._tdx_values()))
-
-
-def setting_name(setting: str, origin: str | None, *, bare: bool = False) -> str:
-    """How errors name the launch setting ``setting`` (a :class:`LaunchSettings` field):
-    ``FILE: key`` when ``origin`` is the settings file it came from, else its flag
-    (``--key``). ``bare``: the key without the file (a second key in the same message)."""
-    key = setting.replace("_", "-")
-    if origin is None:
-        return f"--{key}"
-    return key if bare else f"{origin}: {key}"
 
 
 #: The values of ``--memory-backend`` / the TOML key ``memory-backend``.
@@ -322,8 +321,9 @@ def settings_from_toml(
     directory); paths in ``overrides`` (keyed by field name: ``host_data``) are taken as
     given. An override of ``None`` means "not given".
 
-    Errors name where the bad value came from: ``SOURCE: key`` for the file's, the flag
-    (``--host-data``) for an override's (:attr:`LaunchSettings.origins`).
+    Errors name the bad value where it was given: ``SOURCE: key`` for the file's (the error
+    spelled so, :meth:`ConfigError.spelled`), by field for an override's (the CLI spells
+    that ``--host-data``).
 
     Raises:
         ConfigError: TOML syntax, an unknown key, or a value of the wrong type.
@@ -343,9 +343,19 @@ def settings_from_toml(
             value = str(PurePath(base) / value)
         merged[key.replace("-", "_")] = value
     given = {k: v for k, v in overrides.items() if v is not None}
-    origins = {k: source for k in merged if k not in given}
+    from_file = {k for k in merged if k not in given}
     merged.update(given)
-    return _settings(merged, origins)
+    try:
+        return _settings(merged)
+    except ConfigError as exc:
+        if exc.setting not in from_file:
+            raise  # a flag's: the CLI spells it
+        raise exc.spelled(_toml_key, source=source) from exc
+
+
+def _toml_key(setting: str) -> str:
+    """The TOML key of the setting (the field) ``setting``: ``host_data`` is ``host-data``."""
+    return setting.replace("_", "-")
 
 
 def _toml_type(value: object) -> str:
@@ -367,64 +377,70 @@ def _toml_type(value: object) -> str:
     return type(value).__name__
 
 
-def _settings(values: Mapping[str, Any], origins: Mapping[str, str]) -> LaunchSettings:
+def _settings(values: Mapping[str, Any]) -> LaunchSettings:
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
-        name = setting_name(key, origins.get(key))
         if key == "memory":
             if isinstance(value, bool) or not isinstance(value, int | str):
                 raise ConfigError(
-                    f'{name} must be a size ("512M", "5G") or an integer (MiB), not a TOML '
-                    f"{_toml_type(value)}"
+                    f'{key} must be a size ("512M", "5G") or an integer (MiB), not a TOML '
+                    f"{_toml_type(value)}",
+                    setting=key,
                 )
             if isinstance(value, int) and value > MAX_MEMORY >> 20:
                 raise ConfigError(
-                    f"{name} {value} MiB; guest RAM is at most {MAX_MEMORY:#x} bytes "
-                    f"({MAX_MEMORY >> 20} MiB)"
+                    f"{key} {value} MiB; guest RAM is at most {MAX_MEMORY:#x} bytes "
+                    f"({MAX_MEMORY >> 20} MiB)",
+                    setting=key,
                 )
-            kwargs[key] = parse_size(value, name=name)
+            kwargs[key] = parse_size(value, setting=key)
         elif key == "tech":
             kwargs[key] = (
                 value
                 if isinstance(value, Technology)
-                else Technology.parse_launch(str(value), name=name)
+                else Technology.parse_launch(str(value), setting=key)
             )
         elif key == "vcpus":
             if not isinstance(value, int) or isinstance(value, bool):
-                raise ConfigError(f"{name} must be an integer, not a TOML {_toml_type(value)}")
+                raise ConfigError(
+                    f"{key} must be an integer, not a TOML {_toml_type(value)}", setting=key
+                )
             kwargs[key] = value
         elif key == "timeout":
             if not isinstance(value, int | float) or isinstance(value, bool):
                 raise ConfigError(
-                    f"{name} must be a number of seconds, not a TOML {_toml_type(value)}"
+                    f"{key} must be a number of seconds, not a TOML {_toml_type(value)}",
+                    setting=key,
                 )
             kwargs[key] = float(value)
         elif key == "memory_backend" or key == "append":
             if not isinstance(value, str):
-                raise ConfigError(f"{name} must be a string, not a TOML {_toml_type(value)}")
+                raise ConfigError(
+                    f"{key} must be a string, not a TOML {_toml_type(value)}", setting=key
+                )
             kwargs[key] = value
         elif key == "policy":
-            kwargs[key] = _policy(value, name)
+            kwargs[key] = _policy(value)
         elif key in ("host_data", *_TDX_IDENTITY):
             size = SNP_HOST_DATA_SIZE if key == "host_data" else TDX_MR_SIZE
             if isinstance(value, bytes):
                 kwargs[key] = value
             elif isinstance(value, str):
-                kwargs[key] = parse_hex_bytes(value, size, name)
+                kwargs[key] = parse_hex_bytes(value, size, key)
             else:
-                raise ConfigError(f"{name} must be a hex string")
+                raise ConfigError(f"{key} must be a hex string", setting=key)
         elif key in ("id_block", "id_auth", "vcpu_type"):
             if not isinstance(value, str):
-                raise ConfigError(f"{name} must be a string")
+                raise ConfigError(f"{key} must be a string", setting=key)
             kwargs[key] = value
         elif key in ("vcpu_sig", "guest_features", "td_attributes", "xfam"):
-            kwargs[key] = _number(value, name)
+            kwargs[key] = _number(value, key)
         else:
             kwargs[key] = value
-    return LaunchSettings(**kwargs, origins=dict(origins))
+    return LaunchSettings(**kwargs)
 
 
-def _number(value: object, name: str) -> int:
+def _number(value: object, setting: str) -> int:
     """An integer setting: a TOML integer, or a string in any base Python reads ("0x21").
 
     Raises:
@@ -437,15 +453,14 @@ def _number(value: object, name: str) -> int:
             return int(value, 0)
         except ValueError:
             pass
-    raise ConfigError(f'{name} must be an integer ("0x21" or 33)')
+    raise ConfigError(f'{setting} must be an integer ("0x21" or 33)', setting=setting)
 
 
-def _policy(value: object, name: str) -> int:
-    """An SNP policy as a TOML string ("0x30000") or integer, or the CLI's string; ``name``
-    says where it was given.
+def _policy(value: object) -> int:
+    """An SNP policy as a TOML string ("0x30000") or integer, or the CLI's string.
 
     Raises:
-        ConfigError: not a policy, or an invalid one (naming ``name``).
+        ConfigError: not a policy, or an invalid one (its setting ``policy``).
     """
     from cvmlaunch.measure.identity import GuestPolicy
 
@@ -455,5 +470,5 @@ def _policy(value: object, name: str) -> int:
         if isinstance(value, int) and not isinstance(value, bool):
             return GuestPolicy(value).value
     except ConfigError as exc:
-        raise ConfigError(f"{name}: {exc}") from exc
-    raise ConfigError(f'{name} must be hex ("0x30000") or an integer')
+        raise ConfigError(f"policy: {exc}", setting="policy") from exc
+    raise ConfigError('policy must be hex ("0x30000") or an integer', setting="policy")

@@ -363,7 +363,7 @@ class Plan:
 Layout = Plan
 
 
-def parse_hex_bytes(text: str, size: int, what: str) -> bytes:
+def parse_hex_bytes(text: str, size: int, setting: str) -> bytes:
     """Decode hex of exactly ``size`` bytes (``0x`` prefix, ``:`` and whitespace allowed).
 
     The one hex parser for byte-string settings (host data, TDX MR values, IDs, digests).
@@ -371,7 +371,7 @@ def parse_hex_bytes(text: str, size: int, what: str) -> bytes:
     Args:
         text: the hex text as the user typed it.
         size: the exact number of bytes wanted.
-        what: the setting's name, for the error message.
+        setting: the setting's field name (``"host_data"``), the error's ``setting``.
 
     Returns:
         The bytes.
@@ -384,9 +384,11 @@ def parse_hex_bytes(text: str, size: int, what: str) -> bytes:
     try:
         raw = bytes.fromhex(s)
     except ValueError as exc:
-        raise ConfigError(f"{what}: {text!r} is not hexadecimal") from exc
+        raise ConfigError(f"{setting}: {text!r} is not hexadecimal", setting=setting) from exc
     if len(raw) != size:
-        raise ConfigError(f"{what}: {len(raw)} bytes given, exactly {size} needed")
+        raise ConfigError(
+            f"{setting}: {len(raw)} bytes given, exactly {size} needed", setting=setting
+        )
     return raw
 
 

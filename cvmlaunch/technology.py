@@ -32,16 +32,16 @@ class Technology(enum.Enum):
     PLAIN = "plain"  # no hardware measurement: cvmlaunch's transcript digest (informational)
 
     @classmethod
-    def parse_launch(cls, text: str, *, name: str = "--tech") -> Technology:
+    def parse_launch(cls, text: str, *, setting: str = "tech") -> Technology:
         """A launch's technology as ``--tech`` spells it: ``none``, ``snp`` or ``tdx`` (any
-        case); ``name`` says where it was given.
+        case); ``setting`` names it in errors (:attr:`ConfigError.setting`).
 
         Raises:
             ConfigError: anything else.
         """
         tech = _BY_LABEL.get(text.strip().lower())
         if tech is None:
-            raise ConfigError(f"{name} {text!r}: expected none, snp or tdx")
+            raise ConfigError(f"{setting} {text!r}: expected none, snp or tdx", setting=setting)
         return tech
 
     @property

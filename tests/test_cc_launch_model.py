@@ -45,6 +45,7 @@ from cvmlaunch.plan.snp import SnpSettings
 from cvmlaunch.plan.tdvf import tdvf_plan
 from cvmlaunch.vcpu_state import VcpuState
 from tests.conftest import find_firmware
+from tests.errors_util import raises_cvm
 from tests.fakekvm import Fault, _Vm
 from tests.model_firmware import CPU_TYPES, ModelFault, ModelKernel, TdxOrder
 from tests.vectors import snp_cases, snp_inputs_sha256, tdx_firmwares
@@ -467,18 +468,18 @@ def test_no_tdx_host_refuses_before_creating_anything() -> None:
 
 
 @pytest.mark.parametrize(
-    ("attributes", "xfam", "message"),
+    ("attributes", "xfam", "setting", "message"),
     [
-        (1 << 30, None, "supports only 0x10000000"),
-        (1 << 5, None, "only DEBUG"),
-        (None, 1 << 40, "--xfam 0x10000000000"),
+        (1 << 30, None, "td_attributes", "supports only 0x10000000"),
+        (1 << 5, None, "td_attributes", "only DEBUG"),
+        (None, 1 << 40, "xfam", "^xfam 0x10000000000"),
     ],
 )
 def test_td_attributes_and_xfam_outside_the_host_are_refused(
-    attributes: int | None, xfam: int | None, message: str
+    attributes: int | None, xfam: int | None, setting: str, message: str
 ) -> None:
     kernel = ModelKernel()
-    with pytest.raises(ConfigError, match=message):
+    with raises_cvm(ConfigError, setting=setting, match=message):
         launch_tdx_firmware(
             _image("OVMF.inteltdx.ms.fd"),
             memory=MEMORY,

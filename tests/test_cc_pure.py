@@ -29,6 +29,7 @@ from cvmlaunch.cpuid import (
 from cvmlaunch.errors import ConfigError
 from cvmlaunch.plan.vmsa import BSP_RESET_EIP as MEASURE_BSP_EIP
 from cvmlaunch.vcpu_state import BSP_RESET_EIP, snp_reset_state
+from tests.errors_util import raises_cvm
 
 LEAF0 = CpuidEntry(0, 0, 0, 0x10, 0x68747541, 0x444D4163, 0x69746E65)
 LEAF7 = CpuidEntry(7, 0, 1, 0, 0xFFFF_FFFF, 0x1234, 0xFFFF_FFFF)
@@ -157,15 +158,17 @@ def test_tdx_init_params_follow_qemu() -> None:
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "message"),
+    ("kwargs", "setting", "message"),
     [
-        ({"attributes": 1 << 2}, "only DEBUG"),
-        ({"attributes": TD_ATTR_PKS}, "supports only 0x10000000"),
-        ({"xfam": 0x7}, "unsupported bits 0x4"),
+        ({"attributes": 1 << 2}, "td_attributes", "only DEBUG"),
+        ({"attributes": TD_ATTR_PKS}, "td_attributes", "supports only 0x10000000"),
+        ({"xfam": 0x7}, "xfam", "unsupported bits 0x4"),
     ],
 )
-def test_tdx_values_the_host_lacks_are_refused(kwargs: dict[str, int], message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
+def test_tdx_values_the_host_lacks_are_refused(
+    kwargs: dict[str, int], setting: str, message: str
+) -> None:
+    with raises_cvm(ConfigError, setting=setting, match=message):
         tdx_init_params(
             supported_attrs=TD_ATTR_SEPT_VE_DISABLE,
             supported_xfam=0x3,

@@ -152,7 +152,7 @@ def test_old_firmware_predicts_rtmr0_and_hex_lines(
     [
         (["--memory", "4G", "--acpi", "/nonexistent"], "not a directory"),
         (["--kernel-loading", "both", "--memory", "4G"], "--kernel-loading"),
-        (["--memory", "lots"], "memory size"),
+        (["--memory", "lots"], "--memory 'lots': expected e.g. 512M"),
         ([], "--memory"),
     ],
 )

@@ -15,6 +15,7 @@ from cvmlaunch.launch_settings import LaunchSettings, parse_size, settings_from_
 from cvmlaunch.layout import FOUR_GIB, MAX_GPA
 from cvmlaunch.measure.tdx import measure_tdvf, mrtd
 from cvmlaunch.plan.tdvf import tdvf_plan
+from tests.errors_util import raises_cvm
 from tests.hardening_util import within
 from tests.ovmf_builder import build_ovmf
 
@@ -115,7 +116,7 @@ def test_8_toml_types_one_line_naming_the_key(toml: str, kind: str | None) -> No
 
 @pytest.mark.parametrize("timeout", [math.inf, math.nan, -1.0, 0.0, 1e300])
 def test_12_timeout_must_be_finite_positive(timeout: float) -> None:
-    with pytest.raises(ConfigError, match="--timeout"):
+    with raises_cvm(ConfigError, setting="timeout", match="^timeout "):
         LaunchSettings(timeout=timeout)
 
 
@@ -177,9 +178,11 @@ def test_7_non_utf8_append_is_the_bytes_typed() -> None:
 def test_7_surrogate_that_is_no_byte_refused_in_one_line() -> None:
     from cvmlaunch.plan.sev_hashes import cmdline_bytes
 
-    with pytest.raises(ConfigError, match=r"^--append: character U\+D800 at 2 is neither"):
+    with raises_cvm(
+        ConfigError, setting="append", match=r"^append: character U\+D800 at 2 is neither"
+    ):
         cmdline_bytes("a=\ud800")
-    with pytest.raises(ConfigError, match="U\\+D800"):
+    with raises_cvm(ConfigError, setting="append", match="U\\+D800"):
         LaunchSettings(append="\ud800")
 
 
@@ -188,7 +191,6 @@ def test_7_surrogate_that_is_no_byte_refused_in_one_line() -> None:
 
 @pytest.mark.parametrize("field", ["kernel", "initrd", "firmware", "id_block", "id_auth"])
 def test_11_empty_path_is_an_error_not_none(field: str) -> None:
-    flag = "--" + field.replace("_", "-")
     given: dict[str, Any] = {field: ""}
-    with pytest.raises(ConfigError, match=f"^{flag}: empty file name$"):
+    with raises_cvm(ConfigError, setting=field, match=f"^{field}: empty file name$"):
         LaunchSettings(**given)

@@ -31,6 +31,7 @@ from cvmlaunch.measure.log import (
 )
 from cvmlaunch.measure.plain import plain_header, plain_log
 from tests.cli_runner import run_cli
+from tests.errors_util import raises_cvm
 from tests.fakekvm import FakeKernel
 from tests.fds import leaked_fds, open_fds
 
@@ -114,8 +115,10 @@ def test_private_memory_types_take_only_guest_memfd(vm_type: VmType) -> None:
     # guest_memfd without the mmap flag is fine for them (their memory is private)
     choice = choose_memory_backend(caps(guest_memfd_flags=0), vm_type, "auto")
     assert (choice.backend, choice.missing) == (GMEM, ())
-    with pytest.raises(
-        ConfigError, match=r"--memory-backend anonymous: \w+ guests need guest_memfd"
+    with raises_cvm(
+        ConfigError,
+        setting="memory_backend",
+        match=r"^memory_backend anonymous: \w+ guests need guest_memfd",
     ):
         choose_memory_backend(caps(), vm_type, "anonymous")
     with pytest.raises(KvmUnsupported) as info:
@@ -127,7 +130,9 @@ def test_private_memory_types_take_only_guest_memfd(vm_type: VmType) -> None:
 
 
 def test_unknown_backend_name_is_refused() -> None:
-    with pytest.raises(ConfigError, match="expected auto, guest-memfd or anonymous"):
+    with raises_cvm(
+        ConfigError, setting="memory_backend", match="expected auto, guest-memfd or anonymous"
+    ):
         choose_memory_backend(caps(), VmType.DEFAULT, "hugetlb")
 
 
@@ -313,7 +318,9 @@ def test_a_failure_at_any_system_call_leaks_nothing_on_either_backend(host: str)
 
 
 def test_anonymous_for_snp_is_refused_before_any_call() -> None:
-    with pytest.raises(ConfigError, match="--memory-backend anonymous: snp guests need"):
+    with raises_cvm(
+        ConfigError, setting="memory_backend", match="^memory_backend anonymous: snp guests need"
+    ):
         _example(tech="snp", memory_backend="anonymous")
     kernel = FakeKernel(guest_memfd=False)
     with (
@@ -336,14 +343,29 @@ def test_memory_backend_setting_from_toml_and_flags() -> None:
         'memory-backend = "anonymous"', overrides={"memory_backend": "guest-memfd"}
     )
     assert flag.memory_backend == "guest-memfd"  # a flag overrides the file
-    with pytest.raises(ConfigError, match=r"^t\.toml: memory-backend must be a string"):
+    with raises_cvm(
+        ConfigError, setting="memory_backend", match=r"^t\.toml: memory-backend must be a string"
+    ):
         settings_from_toml("memory-backend = 1", source="t.toml")
-    with pytest.raises(ConfigError, match=r"^config: memory-backend 'hugetlb': expected auto, g"):
+    with raises_cvm(
+        ConfigError,
+        setting="memory_backend",
+        match=r"^config: memory-backend 'hugetlb': expected auto, g",
+    ):
         settings_from_toml('memory-backend = "hugetlb"')
-    # a bad value is named where it was given: the file and key, or the flag
-    with pytest.raises(ConfigError, match=r"^config: memory-backend anonymous: tdx guests need"):
+    # a bad value is named where it was given: the file and key, or by its field for the
+    # CLI to spell as the flag (tests/test_launch_cli.py)
+    with raises_cvm(
+        ConfigError,
+        setting="memory_backend",
+        match=r"^config: memory-backend anonymous: tdx guests need",
+    ):
         settings_from_toml('tech = "tdx"\nmemory-backend = "anonymous"')
-    with pytest.raises(ConfigError, match=r"^--memory-backend anonymous: snp guests need"):
+    with raises_cvm(
+        ConfigError,
+        setting="memory_backend",
+        match=r"^memory_backend anonymous: snp guests need",
+    ):
         settings_from_toml('tech = "snp"', overrides={"memory_backend": "anonymous"})
 
 

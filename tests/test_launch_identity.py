@@ -8,6 +8,7 @@ from cvmlaunch.errors import ConfigError
 from cvmlaunch.kvm_map import SnpFinish, Vm, VmType
 from cvmlaunch.launch_identity import SnpLaunchIdentity, TdxLaunchIdentity
 from cvmlaunch.measure import identity as ident
+from tests.errors_util import raises_cvm
 from tests.fakekvm import FakeKernel
 from tests.test_identity import GOOD_AUTH, GOOD_BLOCK, ID_KEY, _block
 
@@ -23,7 +24,7 @@ def test_snp_host_data_hex_exact_length() -> None:
     s = SnpLaunchIdentity.from_hex("0x" + "5a" * 32)
     assert s.host_data == b"\x5a" * 32
     for bad in ("5a" * 31, "5a" * 33, "zz" * 32):
-        with pytest.raises(ConfigError, match="SNP host data"):
+        with raises_cvm(ConfigError, setting="host_data", match="^host_data: "):
             SnpLaunchIdentity.from_hex(bad)
 
 
@@ -37,11 +38,11 @@ def test_snp_auth_key_en_follows_the_id_auth() -> None:
 
 
 def test_snp_invalid_combinations() -> None:
-    with pytest.raises(ConfigError, match="together"):
+    with raises_cvm(ConfigError, setting="id_block", match="together"):
         SnpLaunchIdentity(bytes(32), GOOD_BLOCK, None)
-    with pytest.raises(ConfigError, match="ID auth must be exactly 4096"):
+    with raises_cvm(ConfigError, setting="id_auth", match="id_auth must be exactly 4096"):
         SnpLaunchIdentity(bytes(32), GOOD_BLOCK, GOOD_AUTH[:-1])
-    with pytest.raises(ConfigError, match="host data must be exactly 32"):
+    with raises_cvm(ConfigError, setting="host_data", match="host_data must be exactly 32"):
         SnpLaunchIdentity(bytes(31))
 
 
@@ -63,16 +64,19 @@ def test_tdx_values() -> None:
     assert t.mrowner == bytes(48)
     assert TdxLaunchIdentity.from_record(t.to_record()) == t
     assert TdxLaunchIdentity.from_record({}) == TdxLaunchIdentity()
-    with pytest.raises(ConfigError, match="TDX MROWNER: 47 bytes given, exactly 48 needed"):
+    with raises_cvm(
+        ConfigError, setting="mrowner", match="^mrowner: 47 bytes given, exactly 48 needed"
+    ):
         TdxLaunchIdentity.from_hex(mrowner="22" * 47)
-    with pytest.raises(ConfigError, match="MRCONFIGID must be exactly 48"):
+    with raises_cvm(ConfigError, setting="mrconfigid", match="mrconfigid must be exactly 48"):
         TdxLaunchIdentity(mrconfigid=bytes(32))
 
 
 def test_snp_identity_fits_launch_finish() -> None:
     """The settings go through kvm_map's LAUNCH_FINISH wrapper unchanged (fake kernel)."""
     s = SnpLaunchIdentity(b"\x5a" * 32, GOOD_BLOCK, GOOD_AUTH)
-    finish = SnpFinish(
+    finish = SnpFinish.of(s)
+    assert finish == SnpFinish(
         id_block=s.id_block, id_auth=s.id_auth, auth_key_en=s.auth_key_en, host_data=s.host_data
     )
     kernel = FakeKernel()
@@ -90,18 +94,21 @@ def test_snp_identity_fits_launch_finish() -> None:
     }
 
 
+def test_launch_finish_checks_sizes_as_the_identity_does() -> None:
+    """One rule, one message: SnpFinish's values are checked by SnpLaunchIdentity."""
+    with raises_cvm(ConfigError, setting="host_data", match="host_data must be exactly 32"):
+        SnpFinish(host_data=bytes(31))
+    with raises_cvm(ConfigError, setting="id_block", match="together"):
+        SnpFinish(id_block=GOOD_BLOCK)
+    with pytest.raises(ValueError, match="auth_key_en without an ID block"):
+        SnpFinish(auth_key_en=True)
+
+
 def test_tdx_identity_fits_init_vm() -> None:
     t = TdxLaunchIdentity.from_hex("11" * 48, "22" * 48, "33" * 48)
     kernel = FakeKernel()
     with Vm.open(VmType.TDX, kernel=kernel) as vm:
-        vm.tdx_init_vm(
-            attributes=0,
-            xfam=0x3,
-            cpuid=(),
-            mrconfigid=t.mrconfigid,
-            mrowner=t.mrowner,
-            mrownerconfig=t.mrownerconfig,
-        )
+        vm.tdx_init_vm(attributes=0, xfam=0x3, cpuid=(), identity=t)
     assert ("TDX_INIT_VM",) in kernel.journal
     assert kernel.launch_params == {
         "attributes": 0,
@@ -120,5 +127,7 @@ def test_one_hex_parser_serves_layout_and_identity() -> None:
     assert identity.parse_hex_bytes is layout.parse_hex_bytes
     assert layout.parse_hex_bytes("0xAB:cd 01", 3, "x") == b"\xab\xcd\x01"
     assert TdxLaunchIdentity.from_hex(mrowner=":".join(["5a"] * 48)).mrowner == b"\x5a" * 48
-    with pytest.raises(ConfigError, match=r"^--expect: 2 bytes given, exactly 3 needed$"):
-        layout.parse_hex_bytes("abcd", 3, "--expect")
+    with raises_cvm(
+        ConfigError, setting="expect", match=r"^expect: 2 bytes given, exactly 3 needed$"
+    ):
+        layout.parse_hex_bytes("abcd", 3, "expect")

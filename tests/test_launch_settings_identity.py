@@ -14,6 +14,7 @@ from cvmlaunch.measure import identity as ident
 from cvmlaunch.measure.reference import ReferenceValues, launch_identity_settings
 from cvmlaunch.plan.pvh import PvhLaunch, pvh_launch
 from cvmlaunch.technology import Technology
+from tests.errors_util import raises_cvm
 from tests.test_identity import AUTHOR_KEY, ID_KEY
 from tests.test_launch_plan import kernel
 
@@ -55,7 +56,7 @@ def test_toml_keys_follow_qemu_and_paths_resolve() -> None:
     [
         (
             'host-data = "' + "00" * 32 + '"',
-            "config: host-data is a snp launch setting (--tech snp)",
+            "config: host-data is a snp launch setting (tech snp)",
         ),
         ('tech = "snp"\nmrowner = "' + "00" * 48 + '"', "config: mrowner is a tdx launch setting"),
         ('tech = "tdx"\npolicy = "0x30000"', "config: policy is a snp launch setting"),
@@ -134,5 +135,5 @@ def test_an_id_pair_the_firmware_would_refuse_stops_the_plan() -> None:
         CheckFailed, match="its policy 0x30000 differs from the launch policy 0x20000"
     ):
         pvh_launch(other, kernel(), 0x100000, id_block=BLOCK_RAW, id_auth=AUTH_RAW)
-    with pytest.raises(ConfigError, match="must come with --id-block/--id-auth"):
+    with raises_cvm(ConfigError, setting="id_block", match="must come with id_block/id_auth"):
         pvh_launch(settings, kernel(), 0x100000)

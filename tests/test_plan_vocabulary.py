@@ -18,6 +18,7 @@ from cvmlaunch.launch_settings import LaunchSettings, settings_from_toml
 from cvmlaunch.layout import PageType, Plan
 from cvmlaunch.measure import log as measure_log
 from cvmlaunch.technology import Technology
+from tests.errors_util import raises_cvm
 
 
 def test_plan_package_exports_resolve() -> None:
@@ -79,7 +80,7 @@ def test_tech_flag_spelling(text: str, tech: Technology) -> None:
 
 @pytest.mark.parametrize("text", ["sev-snp", "plain", "sev", "sev-es", "SEV_SNP", ""])
 def test_tech_flag_takes_only_the_launch_words(text: str) -> None:
-    with pytest.raises(ConfigError, match=r"^--tech .*: expected none, snp or tdx$"):
+    with raises_cvm(ConfigError, setting="tech", match=r"^tech .*: expected none, snp or tdx$"):
         Technology.parse_launch(text)
 
 

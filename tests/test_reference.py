@@ -12,6 +12,7 @@ from cvmlaunch.errors import ConfigError, LogFormatError, MeasurementMismatch
 from cvmlaunch.launch_identity import SnpLaunchIdentity, TdxLaunchIdentity
 from cvmlaunch.measure import identity as ident
 from cvmlaunch.measure.reference import ReferenceValues, identity_settings
+from tests.errors_util import raises_cvm
 from tests.test_identity import AUTHOR_KEY, ID_KEY, _amd_pubkey
 
 LD = hashlib.sha384(b"reference").digest()
@@ -86,7 +87,7 @@ def test_snp_verifier_spellings() -> None:
         f"  trusted_id_key_hashes: {_tp(bytes.fromhex(ID_DIGEST))}",
         "}",
     ]
-    with pytest.raises(ConfigError, match="for TDX logs"):
+    with raises_cvm(ConfigError, setting="format", match="^format go-tdx-guest is for TDX logs"):
         v.render("go-tdx-guest")
 
 
@@ -128,5 +129,5 @@ def test_tdx_values() -> None:
         "}",
     ]
     assert json.loads(v.render("trustee"))["mr_td"] == [mrtd.hex()]
-    with pytest.raises(ConfigError, match="for SEV-SNP logs"):
+    with raises_cvm(ConfigError, setting="format", match="^format snpguest is for SEV-SNP logs"):
         v.render("snpguest")

@@ -32,6 +32,7 @@ from cvmlaunch.measure.tdx import PageOrder, measure_tdvf
 from cvmlaunch.plan.sev_hashes import KernelHashes, cmdline_sha256
 from cvmlaunch.plan.snp import snp_plan
 from tests.cli_runner import run_cli
+from tests.errors_util import raises_cvm
 from tests.test_identity import AUTHOR_KEY, ID_KEY
 from tests.vectors import snp_case
 
@@ -52,7 +53,7 @@ def test_parse_vcpu_ranges() -> None:
         ("1-4097", "out of range"),
         ("a", "is not N or N-M"),
     ]:
-        with pytest.raises(ConfigError, match=why):
+        with raises_cvm(ConfigError, setting="vcpus", match=why):
             parse_vcpu_ranges(bad)
 
 
@@ -412,11 +413,11 @@ def test_trustee_matches_the_sample_extractor() -> None:
 
 def test_formats_refuse_the_other_technology() -> None:
     snp_set, tdx_set = _sets()
-    with pytest.raises(ConfigError, match="for TDX sets"):
+    with raises_cvm(ConfigError, setting="format", match="^format go-tdx-guest is for TDX sets"):
         snp_set.render("go-tdx-guest")
-    with pytest.raises(ConfigError, match="for SEV-SNP sets"):
+    with raises_cvm(ConfigError, setting="format", match="^format snpguest is for SEV-SNP sets"):
         tdx_set.render("snpguest")
-    with pytest.raises(ConfigError, match="unknown reference-value format"):
+    with raises_cvm(ConfigError, setting="format", match="unknown reference-value format"):
         tdx_set.render("yaml")
 
 

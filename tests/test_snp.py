@@ -24,6 +24,7 @@ from cvmlaunch.plan.sev_hashes import HASH_TABLE_SIZE, KernelHashes, cmdline_sha
 from cvmlaunch.plan.snp import MAX_VCPUS, SnpSettings, snp_plan, svsm_plan
 from cvmlaunch.plan.vmsa import BSP_RESET_EIP, FpuInit, VmmType, svsm_vmsa_page, vmsa_page
 from tests.cli_runner import CliResult, run_cli
+from tests.errors_util import raises_cvm
 from tests.snp_inputs import materialize, synthetic_images
 from tests.vectors import SnpCase, snp_case, snp_cases, snp_inputs_sha256, snp_trace
 
@@ -209,9 +210,9 @@ def test_cpu_signatures() -> None:
     assert cpu_signature(0, 0, 0) == 0
     assert cpu_signature(0x10E, 0xFF, 0xF) == 0xFFF0FFF
     assert len(VCPU_TYPES) == 22
-    with pytest.raises(ConfigError, match="unknown vCPU type 'EPYC-Zen9'"):
+    with raises_cvm(ConfigError, setting="vcpu_type", match="unknown vCPU type 'EPYC-Zen9'"):
         vcpu_type_signature("EPYC-Zen9")
-    with pytest.raises(ConfigError, match="family 400 is out of range"):
+    with raises_cvm(ConfigError, setting="vcpu_family", match="family 400 is out of range"):
         cpu_signature(400, 0, 0)
 
 
@@ -397,18 +398,20 @@ def test_page_fold_equals_range_fold_and_log_replays(
 
 
 def test_settings_validation() -> None:
-    with pytest.raises(ConfigError, match=r"vCPU count 0 is out of range \(1..4096\)"):
+    with raises_cvm(
+        ConfigError, setting="vcpus", match=r"vCPU count 0 is out of range \(1..4096\)"
+    ):
         SnpSettings(vcpus=0, vcpu_sig=0)
-    with pytest.raises(ConfigError, match="out of range"):
+    with raises_cvm(ConfigError, setting="vcpus", match="out of range"):
         SnpSettings(vcpus=MAX_VCPUS + 1, vcpu_sig=0)
     SnpSettings(vcpus=MAX_VCPUS, vcpu_sig=0)
-    with pytest.raises(ConfigError, match="lack SNPActive"):
+    with raises_cvm(ConfigError, setting="guest_features", match="lack SNPActive"):
         SnpSettings(vcpus=1, vcpu_sig=0, guest_features=0x20)
-    with pytest.raises(ConfigError, match="48 bytes"):
+    with raises_cvm(ConfigError, setting="ovmf_hash", match="48 bytes"):
         SnpSettings(vcpus=1, vcpu_sig=0, ovmf_hash=bytes(32))
-    with pytest.raises(ConfigError, match="32-bit"):
+    with raises_cvm(ConfigError, setting="vcpu_sig", match="32-bit"):
         SnpSettings(vcpus=1, vcpu_sig=1 << 32)
-    with pytest.raises(ConfigError, match="guest features 0"):
+    with raises_cvm(ConfigError, setting="guest_features", match="guest_features 0"):
         SevSettings(es=True, guest_features=0x20, fpu=FpuInit.LEGACY)
 
 

@@ -55,6 +55,7 @@ from cvmlaunch.measure.tdx_rtmr import (
     uefi_variable_data,
 )
 from tests.acpi_blobs import qemu_like_acpi, write_by_name
+from tests.errors_util import raises_cvm
 from tests.test_td_hob import INTELTDX_SECTIONS
 from tests.vectors import ccel_event, ccel_events, debian_kernel
 
@@ -266,11 +267,11 @@ def test_rtmr0_old_firmware_against_independent_digests(
     kernel = _debian(debian_kernel)
     raw = firmware("OVMF.2022.fd").read_bytes()
     image = parse_ovmf(raw, name="OVMF.2022.fd")
-    with pytest.raises(ConfigError, match="--edk2"):
+    with raises_cvm(ConfigError, setting="edk2", match="^edk2: OVMF.2022.fd matches"):
         predict_tdx_rtmrs(
             image, memory_size=2 * GIB, kernel=kernel, initrd=None, cmdline="", acpi=None
         )
-    with pytest.raises(ConfigError, match="--kernel-loading"):
+    with raises_cvm(ConfigError, setting="kernel_loading", match="patched or raw"):
         predict_tdx_rtmrs(
             image,
             memory_size=2 * GIB,
@@ -538,15 +539,15 @@ def test_command_helpers_round_trip(
             ]
         ).hex()
     )
-    for key, value, message in (
-        ("memory", None, "--memory"),
-        ("memory", "4X", "memory size"),
-        ("kernel_loading", "both", "--kernel-loading"),
-        ("edk2", "soon", "--edk2"),
-        ("stub_measures", "maybe", "--stub-measures"),
-        ("acpi", str(tmp_path), "no etc/table-loader"),
+    for key, value, setting, message in (
+        ("memory", None, None, "--memory"),
+        ("memory", "4X", "memory", "^memory '4X': expected"),
+        ("kernel_loading", "both", "kernel_loading", "^kernel_loading 'both'"),
+        ("edk2", "soon", None, "--edk2"),
+        ("stub_measures", "maybe", None, "--stub-measures"),
+        ("acpi", str(tmp_path), None, "no etc/table-loader"),
     ):
-        with pytest.raises(ConfigError, match=message):
+        with raises_cvm(ConfigError, setting=setting, match=message):
             predict_rtmrs(image, **{**args, key: value})
     override = predict_rtmrs(image, **{**args, "edk2": "2025.02"})
     assert override.notes == ("--edk2 2025.02 overrides what the image shows (2024.08, 2024.11)",)

@@ -7,9 +7,11 @@ Rule 2: exit codes: 0 success; 1 the tool ran but a check failed (``--expect`` m
 guest report that disagrees with the log: :class:`~cvmlaunch.errors.CheckFailed`); 2 bad
 input or an unusable host, click's usage errors included. Every error prints one line
 ``cvmlaunch: error: ...`` on stderr; ``--debug`` (or ``CVMLAUNCH_DEBUG=1``) prints the
-traceback first and exits with the same code. Ctrl-C prints ``cvmlaunch: interrupted`` and
-exits 130; a reader that closes the pipe early (``cvmlaunch log show LOG | head``) ends the
-command quietly with exit 1. :meth:`CvmLaunchGroup.main` is where all of this happens.
+traceback first and exits with the same code. A :class:`~cvmlaunch.errors.ConfigError`
+names its setting by the command's flag (:func:`flag_for`: ``vcpus`` is ``--vcpus``).
+Ctrl-C prints ``cvmlaunch: interrupted`` and exits 130; a reader that closes the pipe early
+(``cvmlaunch log show LOG | head``) ends the command quietly with exit 1.
+:meth:`CvmLaunchGroup.main` is where all of this happens.
 
 Rule 3: commands are imported only when they run (or their help is shown), so that
 ``cvmlaunch measure snp`` loads neither the launcher, cryptography nor pyelftools. Every
@@ -43,9 +45,18 @@ from typing import Any, NoReturn
 
 import click
 
-from cvmlaunch.errors import CvmLaunchError
+from cvmlaunch.errors import ConfigError, CvmLaunchError
 
-__all__ = ["CLI", "COMMANDS", "CONTEXT_SETTINGS", "CvmLaunchGroup", "LazyGroup", "main"]
+__all__ = [
+    "CLI",
+    "COMMANDS",
+    "CONTEXT_SETTINGS",
+    "SETTING_FLAGS",
+    "CvmLaunchGroup",
+    "LazyGroup",
+    "flag_for",
+    "main",
+]
 
 #: A registry: command names to ``"module:attribute"``, or to a group's help and registry.
 Registry = Mapping[str, "str | tuple[str, Registry]"]
@@ -108,6 +119,27 @@ def load_command(target: str) -> click.Command:
     return command
 
 
+#: Library settings (:attr:`ConfigError.setting`) whose flag is not a parameter of that name;
+#: any other setting is the command's option of that name, else ``--`` and its name with dashes.
+SETTING_FLAGS: Mapping[str, str] = {"ovmf_hash": "--snp-ovmf-hash"}
+
+#: Where :meth:`LazyGroup.resolve_command` leaves the command being run (``ctx.meta`` is
+#: shared by a context and its children).
+_RUNNING = "cvmlaunch.command"
+
+
+def flag_for(command: click.Command | None, setting: str) -> str:
+    """How the CLI spells the library setting ``setting`` when ``command`` runs: the long
+    flag of its option named ``setting``, else :data:`SETTING_FLAGS`, else ``--setting``
+    with dashes (``host_data`` is ``--host-data``)."""
+    for param in command.params if command is not None else ():
+        if param.name == setting and isinstance(param, click.Option):
+            longs = [opt for opt in param.opts if opt.startswith("--")]
+            if longs:
+                return longs[0]
+    return SETTING_FLAGS.get(setting, "--" + setting.replace("_", "-"))
+
+
 class LazyGroup(click.Group):
     """A :class:`click.Group` whose commands are a :data:`Registry`: listed by name, imported
     (or, for a nested group, made) on first :meth:`get_command`."""
@@ -131,6 +163,13 @@ class LazyGroup(click.Group):
                 command = LazyGroup(cmd_name, lazy=registry, help=summary, short_help=summary)
             self.add_command(command, cmd_name)
         return super().get_command(ctx, cmd_name)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        ctx.meta[_RUNNING] = command  # the innermost wins: the command whose flags these are
+        return name, command, rest
 
 
 class CvmLaunchGroup(LazyGroup):
@@ -160,6 +199,7 @@ class CvmLaunchGroup(LazyGroup):
 
             sys.exit(shell_complete(self, extra, prog, var, instruction))
         debug = False
+        ctx: click.Context | None = None
         if sys.stdout is None:  # started with stdout closed (`cvmlaunch ... >&-`)
             _error("standard output is closed")
             sys.exit(2)
@@ -180,6 +220,9 @@ class CvmLaunchGroup(LazyGroup):
                 if debug:
                     _print_traceback()
                 code = exc.exit_code
+                if isinstance(exc, ConfigError):
+                    command = ctx.meta.get(_RUNNING) if ctx is not None else None
+                    exc = exc.spelled(lambda setting: flag_for(command, setting))
                 _error(str(exc))
             sys.stdout.flush()  # inside the try: a closed pipe shows here, not at exit
         except BrokenPipeError:

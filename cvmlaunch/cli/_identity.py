@@ -38,7 +38,7 @@ def _parse_measurement(text: str) -> bytes:
     """48 bytes as hex (sev-snp-measure's default output) or base64 (its --output-format)."""
     s = "".join(text.split())
     try:
-        return identity.parse_hex_bytes(s, 48, "--measurement")
+        return identity.parse_hex_bytes(s, 48, "measurement")
     except ConfigError:
         pass
     try:
@@ -165,8 +165,8 @@ def id_block_snp(
         )
     block = identity.IdBlock(
         ld=ld,
-        family_id=identity.parse_hex_bytes(family_id, 16, "--family-id"),
-        image_id=identity.parse_hex_bytes(image_id, 16, "--image-id"),
+        family_id=identity.parse_hex_bytes(family_id, 16, "family_id"),
+        image_id=identity.parse_hex_bytes(image_id, 16, "image_id"),
         guest_svn=svn,
         policy=guest_policy or log_policy or identity.DEFAULT_POLICY,
         version=block_version,

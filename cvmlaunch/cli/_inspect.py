@@ -55,7 +55,7 @@ a Linux bzImage. Numbers are hexadecimal in the table and integers in --json."""
 def INSPECT(file: str, as_json: bool, memory: str) -> None:  # noqa: N802
     from cvmlaunch.launch_settings import parse_size
 
-    size = parse_size(memory, name="--memory")
+    size = parse_size(memory)
     with map_file(file) as data:
         report = build_report(data, name=file, memory=size)
     if as_json:

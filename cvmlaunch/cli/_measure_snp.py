@@ -207,14 +207,14 @@ def measure_snp(
     from cvmlaunch.plan.vmsa import FpuInit, VmmType
 
     sev_mode = SevMode(mode)
-    expected = None if expect is None else hex_(expect, digest_size(sev_mode), "--expect")
-    seed = None if snp_ovmf_hash is None else hex_(snp_ovmf_hash, 48, "--snp-ovmf-hash")
+    expected = None if expect is None else hex_(expect, digest_size(sev_mode), "expect")
+    seed = None if snp_ovmf_hash is None else hex_(snp_ovmf_hash, 48, "snp_ovmf_hash")
     if kernel is not None and kernel_sha256 is not None:
         raise ConfigError("give --kernel or --kernel-sha256, not both")
     if initrd is not None and initrd_sha256 is not None:
         raise ConfigError("give --initrd or --initrd-sha256, not both")
-    k_sha = None if kernel_sha256 is None else hex_(kernel_sha256, 32, "--kernel-sha256")
-    i_sha = None if initrd_sha256 is None else hex_(initrd_sha256, 32, "--initrd-sha256")
+    k_sha = None if kernel_sha256 is None else hex_(kernel_sha256, 32, "kernel_sha256")
+    i_sha = None if initrd_sha256 is None else hex_(initrd_sha256, 32, "initrd_sha256")
     cmdline = None
     if append is not None:
         from cvmlaunch.plan.sev_hashes import cmdline_bytes
@@ -247,7 +247,7 @@ def measure_snp(
         svsm=svsm is not None,
         vars_size=vars_given,
         policy=guest_policy,
-        host_data=None if host_data is None else hex_(host_data, HOST_DATA, "--host-data"),
+        host_data=None if host_data is None else hex_(host_data, HOST_DATA, "host_data"),
         id_block=None if id_block is None else bytes(ID_BLOCK),
         id_auth=None if id_auth is None else bytes(ID_AUTH),
         id_source=f"{id_block} / {id_auth}",

@@ -82,12 +82,12 @@ def measure_tdx(
     from cvmlaunch.layout import TDX_MR_SIZE
     from cvmlaunch.measure.tdx_predict import TdxRequest, predict
 
-    expected = parse_hex_bytes(expect, MRTD_SIZE, "--expect") if expect is not None else None
+    expected = parse_hex_bytes(expect, MRTD_SIZE, "expect") if expect is not None else None
     if guest.get("kernel") is None and (_guest_given(guest) or event_log is not None):
         raise ConfigError("--memory, --initrd, --append, --acpi, … describe a guest: give --kernel")
     owner = TdxLaunchIdentity(
         *(
-            bytes(TDX_MR_SIZE) if v is None else parse_hex_bytes(v, TDX_MR_SIZE, f"--{name}")
+            bytes(TDX_MR_SIZE) if v is None else parse_hex_bytes(v, TDX_MR_SIZE, name)
             for name, v in (
                 ("mrconfigid", mrconfigid),
                 ("mrowner", mrowner),

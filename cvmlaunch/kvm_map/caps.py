@@ -217,14 +217,18 @@ def choose_memory_backend(
     """
     text = str(requested.value if isinstance(requested, MemoryBackend) else requested)
     if text not in ("auto", *(b.value for b in MemoryBackend)):
-        raise ConfigError(f"--memory-backend {text!r}: expected auto, guest-memfd or anonymous")
+        raise ConfigError(
+            f"memory_backend {text!r}: expected auto, guest-memfd or anonymous",
+            setting="memory_backend",
+        )
     private = vm_type is not VmType.DEFAULT
     missing = _guest_memfd_missing(caps, vm_type)
     if text == MemoryBackend.ANONYMOUS:
         if private:
             raise ConfigError(
-                f"--memory-backend anonymous: {vm_type.name} guests need guest_memfd "
-                "(their private memory lives only there)"
+                f"memory_backend anonymous: {vm_type.name} guests need guest_memfd "
+                "(their private memory lives only there)",
+                setting="memory_backend",
             )
         if not (caps.user_memory2 or caps.user_memory):
             raise KvmUnsupported("KVM_CAP_USER_MEMORY")

@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from cvmlaunch._uapi import VmType
-from cvmlaunch.errors import ConfigError
 from cvmlaunch.kvm_map._engine import LaunchLog
 from cvmlaunch.kvm_map.plain import populate_plain
 from cvmlaunch.kvm_map.snp import populate_snp
@@ -34,7 +33,7 @@ def populate(
     log record as soon as it exists (e.g. to drive a progress bar).
 
     Raises:
-        ConfigError: a type with no populate path (SEV, SEV-ES) or a missing vCPU.
+        ValueError: a type with no populate path (SEV, SEV-ES) or a missing vCPU (a bug).
         KvmError: a call failed.
     """
     if vm.vm_type in (VmType.DEFAULT, VmType.SW_PROTECTED):
@@ -42,8 +41,8 @@ def populate(
     if vm.vm_type is VmType.TDX:
         chosen = vcpu or (vm.vcpus[0] if vm.vcpus else None)
         if chosen is None:
-            raise ConfigError("TDX populate needs a vCPU that has had KVM_TDX_INIT_VCPU")
+            raise ValueError("TDX populate needs a vCPU that has had KVM_TDX_INIT_VCPU")
         return populate_tdx(vm, layout, chosen, on_record=on_record)
     if vm.vm_type is VmType.SNP:
         return populate_snp(vm, layout, snp_finish, on_record=on_record)
-    raise ConfigError(f"no populate path for {vm.vm_type.name} VMs")
+    raise ValueError(f"no populate path for {vm.vm_type.name} VMs")

@@ -11,7 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 from cvmlaunch import digests
 from cvmlaunch._uapi import Cap
-from cvmlaunch.errors import ConfigError
 from cvmlaunch.kvm_map._engine import (
     HASH_OFFLOAD_MIN,
     LaunchLog,
@@ -43,11 +42,12 @@ def populate_plain(
     never copies or measures). Where it is not offered, a note says so.
 
     Raises:
-        ConfigError: the plan has VMSA regions, or a region lies outside the VM's memslots.
+        ValueError: the plan has VMSA regions, or a region lies outside the VM's memslots
+            (plans are built for their VM: a bug).
         KvmError: a pre-fault call failed.
     """
     if layout.vmsa_regions:
-        raise ConfigError("a plain VM has no VMSA regions to populate")
+        raise ValueError("a plain VM has no VMSA regions to populate")
     rec = _Recorder(on_record)
     hashes: dict[int, bytes | None] = {}
     # The log's SHA-384 of a large region (digests.range_sha384, what the record builder

@@ -117,13 +117,13 @@ def populate_snp(
     logged (``snp.vmsa``) after a successful finish, and their count must equal the vCPUs'.
 
     Raises:
-        ConfigError: the number of VMSA regions differs from the number of vCPUs.
+        ValueError: the number of VMSA regions differs from the number of vCPUs (a bug).
         KvmError: a call failed; the error names the range, errno, the firmware error and
             what was left. A CPUID page the firmware rejected says so.
     """
     vmsas = layout.vmsa_regions
     if vmsas and len(vmsas) != len(vm.vcpus):
-        raise ConfigError(
+        raise ValueError(
             f"the plan has {len(vmsas)} VMSA pages but the VM has {len(vm.vcpus)} vCPUs"
         )
     rec = _Recorder(on_record)
@@ -198,7 +198,7 @@ class SnpStart:
                 "SNP VMSA has"
             )
         if len(self.gosvw) != 16:
-            raise ConfigError(f"SNP GOSVW is {len(self.gosvw)} bytes, not 16")
+            raise ValueError(f"SNP GOSVW is {len(self.gosvw)} bytes, not 16")
 
 
 def _with_page(layout: Plan, page_type: PageType, data: bytes) -> Plan:
@@ -206,7 +206,7 @@ def _with_page(layout: Plan, page_type: PageType, data: bytes) -> Plan:
     regions = list(layout.regions)
     found = [i for i, r in enumerate(regions) if r.page_type is page_type]
     if len(found) != 1:
-        raise ConfigError(f"the plan has {len(found)} {page_type.name} regions, not one")
+        raise ValueError(f"the plan has {len(found)} {page_type.name} regions, not one")
     regions[found[0]] = dataclasses.replace(regions[found[0]], data=data)
     return Plan.of(regions, layout.memory)
 
@@ -241,15 +241,16 @@ def launch_snp(
         on_record: called with each log record as it is made.
 
     Raises:
-        ConfigError: not an SNP VM, no memory map, or a state count other than the plan's VMSAs.
+        ValueError: not an SNP VM, no memory map, or a state count other than the plan's VMSAs
+            (a bug).
         KvmError: a call failed (a rejected CPUID page is reported leaf by leaf).
     """
     if vm.vm_type is not VmType.SNP:
-        raise ConfigError(f"launch_snp needs an SNP VM, not {vm.vm_type.name}")
+        raise ValueError(f"launch_snp needs an SNP VM, not {vm.vm_type.name}")
     if layout.memory is None:
-        raise ConfigError("the plan has no memory map")
+        raise ValueError("the plan has no memory map")
     if len(states) != len(layout.vmsa_regions):
-        raise ConfigError(
+        raise ValueError(
             f"{len(states)} vCPU states for a plan with {len(layout.vmsa_regions)} VMSAs"
         )
     vm.sev_init2(vmsa_features=start.guest_features & ~SNP_ACTIVE, ghcb_version=GHCB_VERSION)

@@ -10,7 +10,6 @@ from collections.abc import Callable, Sequence
 from cvmlaunch import _uapi
 from cvmlaunch._uapi import Cap, MemoryAttribute, VmType
 from cvmlaunch.cpuid import CpuidEntry, TdInitParams, tdx_guest_cpuid, tdx_init_params
-from cvmlaunch.errors import ConfigError
 from cvmlaunch.kvm_map._engine import (
     LaunchLog,
     _drive,
@@ -24,6 +23,7 @@ from cvmlaunch.kvm_map._engine import (
 from cvmlaunch.kvm_map._kernel import _address, _struct_buf
 from cvmlaunch.kvm_map.vcpu import Vcpu
 from cvmlaunch.kvm_map.vm import Vm
+from cvmlaunch.launch_identity import TdxLaunchIdentity
 from cvmlaunch.layout import PAGE_SIZE, Plan
 from cvmlaunch.log_entry import LogEntry, LogOp
 
@@ -64,11 +64,11 @@ def populate_tdx(
     pages are only added (``tdx.page_add``). One record per range, once it is done.
 
     Raises:
-        ConfigError: the plan has VMSA regions (TDX has none).
+        ValueError: the plan has VMSA regions (TDX has none; a bug).
         KvmError: a call failed; the error names the range, errno and what was left.
     """
     if layout.vmsa_regions:
-        raise ConfigError("a TD has no VMSA regions to populate")
+        raise ValueError("a TD has no VMSA regions to populate")
     rec = _Recorder(on_record)
     for region in layout.memory_regions:
         vm.set_memory_attributes(region.gpa, region.size, MemoryAttribute.PRIVATE)
@@ -129,13 +129,15 @@ def launch_tdx(
         The log and the INIT_VM values used.
 
     Raises:
-        ConfigError: not a TDX VM, no memory map, attributes/XFAM the host does not support.
+        ConfigError: attributes/XFAM the host does not support, owner values of a wrong size.
+        ValueError: not a TDX VM, or no memory map (a bug).
         KvmError: a call failed.
     """
     if vm.vm_type is not VmType.TDX:
-        raise ConfigError(f"launch_tdx needs a TDX VM, not {vm.vm_type.name}")
+        raise ValueError(f"launch_tdx needs a TDX VM, not {vm.vm_type.name}")
     if layout.memory is None:
-        raise ConfigError("the plan has no memory map")
+        raise ValueError("the plan has no memory map")
+    identity = TdxLaunchIdentity(mrconfigid, mrowner, mrownerconfig)  # ConfigError: sizes
     caps = vm.tdx_capabilities()
     guest = tdx_guest_cpuid(host_cpuid)
     params = tdx_init_params(
@@ -154,9 +156,7 @@ def launch_tdx(
         attributes=params.attributes,
         xfam=params.xfam,
         cpuid=params.cpuid,
-        mrconfigid=mrconfigid,
-        mrowner=mrowner,
-        mrownerconfig=mrownerconfig,
+        identity=identity,
     )
     _map_private(vm, layout.memory)
     for i in range(vcpus):

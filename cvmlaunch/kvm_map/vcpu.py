@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from cvmlaunch import _uapi
 from cvmlaunch._uapi import ExitReason, TdxCmd
 from cvmlaunch.cpuid import CpuidEntry
-from cvmlaunch.errors import ConfigError, KvmError
+from cvmlaunch.errors import KvmError
 from cvmlaunch.kvm_map._kernel import (
     Kernel,
     _address,
@@ -212,14 +212,15 @@ def install_kick_handler() -> None:
     ignored disposition would kill the process or not interrupt the call.
 
     Raises:
-        ConfigError: called outside the main thread while no handler is installed.
+        RuntimeError: called outside the main thread while no handler is installed (a bug
+            of the caller: install it first).
     """
     current = signal.getsignal(KICK_SIGNAL)
     if current in (signal.SIG_DFL, signal.SIG_IGN, None):
         try:
             signal.signal(KICK_SIGNAL, lambda signum, frame: None)
         except ValueError as exc:
-            raise ConfigError(
+            raise RuntimeError(
                 f"a vCPU run with a timeout needs a handler for {KICK_SIGNAL.name}: call "
                 "cvmlaunch.kvm_map.install_kick_handler() from the main thread first"
             ) from exc
@@ -328,7 +329,7 @@ class Vcpu:
         regs.rflags = 0x2
         for name, value in values.items():
             if name not in Regs.__annotations__:
-                raise ConfigError(f"no general register called {name!r}")
+                raise ValueError(f"no general register called {name!r}")
             setattr(regs, name, value)
         self.set_regs(regs)
 
@@ -373,7 +374,7 @@ class Vcpu:
         regs = Regs()
         for name, value in state.regs.items():
             if name not in Regs.__annotations__:
-                raise ConfigError(f"no general register called {name!r}")
+                raise ValueError(f"no general register called {name!r}")
             setattr(regs, name, value)
         self.set_regs(regs)
         self.set_fpu(fcw=state.fcw, mxcsr=state.mxcsr)
@@ -394,7 +395,7 @@ class Vcpu:
 
         Raises:
             KvmError: ``KVM_RUN`` failed.
-            ConfigError: a timeout was asked off the main thread with no kick handler.
+            RuntimeError: a timeout was asked off the main thread with no kick handler.
         """
         if self.run_map is None:
             raise KvmError("KVM_RUN", detail=f"vCPU {self.vcpu_id} has no kvm_run mapping")

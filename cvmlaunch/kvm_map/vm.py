@@ -18,7 +18,7 @@ from typing import Self
 from cvmlaunch import _uapi
 from cvmlaunch._uapi import Cap, GuestMemfdFlag, MemFlag, MemoryAttribute, SevCmd, TdxCmd, VmType
 from cvmlaunch.cpuid import CpuidEntry
-from cvmlaunch.errors import ConfigError, CvmLaunchError, KvmError, KvmUnsupported
+from cvmlaunch.errors import CvmLaunchError, KvmError, KvmUnsupported, LayoutError
 from cvmlaunch.kvm_map._kernel import (
     _MAX_CPUID_ENTRIES,
     Kernel,
@@ -40,6 +40,7 @@ from cvmlaunch.kvm_map.caps import (
     MemoryBackendChoice,
 )
 from cvmlaunch.kvm_map.vcpu import HypercallExit, MemoryFaultExit, Vcpu, VcpuExit
+from cvmlaunch.launch_identity import SnpLaunchIdentity, TdxLaunchIdentity
 from cvmlaunch.layout import PAGE_SIZE
 from cvmlaunch.memory_map import MemoryMap
 
@@ -235,7 +236,7 @@ class GuestMemory:
 
     def _offset(self, gpa: int, size: int) -> int:
         if not (self.gpa <= gpa and gpa + size <= self.end):
-            raise ConfigError(
+            raise ValueError(
                 f"[{gpa:#x}-{gpa + size:#x}) is outside memslot {self.slot} "
                 f"[{self.gpa:#x}-{self.end:#x})"
             )
@@ -253,7 +254,10 @@ class TdxCapabilities:
 
 @dataclass(frozen=True, slots=True)
 class SnpFinish:
-    """The arguments of ``KVM_SEV_SNP_LAUNCH_FINISH``.
+    """The arguments of ``KVM_SEV_SNP_LAUNCH_FINISH``: a launch identity and the VCEK switch.
+
+    The identity's values are checked by :class:`~cvmlaunch.launch_identity.SnpLaunchIdentity`
+    (one rule, one message); :meth:`of` builds this from one.
 
     Args:
         id_block: the 96-byte ID block, or None (not enabled).
@@ -270,15 +274,20 @@ class SnpFinish:
     host_data: bytes = bytes(32)
 
     def __post_init__(self) -> None:
-        if len(self.host_data) != _uapi.KVM_SEV_SNP_FINISH_DATA_SIZE:
-            raise ConfigError(f"SNP host data is {len(self.host_data)} bytes, not 32")
-        if self.id_block is not None:
-            if len(self.id_block) != _uapi.KVM_SEV_SNP_ID_BLOCK_SIZE:
-                raise ConfigError(f"SNP ID block is {len(self.id_block)} bytes, not 96")
-            if self.id_auth is None or len(self.id_auth) != _uapi.KVM_SEV_SNP_ID_AUTH_SIZE:
-                raise ConfigError("an SNP ID block needs a 4096-byte ID auth structure")
-        elif self.id_auth is not None or self.auth_key_en:
-            raise ConfigError("an SNP ID auth structure or author key needs an ID block")
+        SnpLaunchIdentity(self.host_data, self.id_block, self.id_auth)  # ConfigError
+        if self.auth_key_en and self.id_block is None:  # no identity makes this: a bug
+            raise ValueError("SnpFinish: auth_key_en without an ID block")
+
+    @classmethod
+    def of(cls, identity: SnpLaunchIdentity, *, vcek_disabled: bool = False) -> SnpFinish:
+        """The LAUNCH_FINISH arguments of ``identity``."""
+        return cls(
+            identity.id_block,
+            identity.id_auth,
+            identity.auth_key_en,
+            vcek_disabled,
+            identity.host_data,
+        )
 
 
 # ---------------------------------------------------------------- VM
@@ -468,7 +477,7 @@ class Vm:
         """
         if self.memory_backend.backend is MemoryBackend.ANONYMOUS:
             if gmem_flags is not None:
-                raise ConfigError("guest_memfd flags given for a VM with anonymous memory")
+                raise ValueError("guest_memfd flags given for a VM with anonymous memory")
             return self.add_anonymous_memslot(slot, gpa, size)
         flags = self.default_guest_memfd_flags() if gmem_flags is None else gmem_flags
         gmem = self.create_guest_memfd(size, flags)
@@ -524,12 +533,12 @@ class Vm:
         """The memslot holding ``[gpa, gpa+size)``.
 
         Raises:
-            ConfigError: no single memslot holds it.
+            LayoutError: no single memslot holds it (the plan was laid out for other memory).
         """
         for mem in self.memory:
             if mem.gpa <= gpa and gpa + size <= mem.end:
                 return mem
-        raise ConfigError(f"[{gpa:#x}-{gpa + size:#x}) is not inside one memslot of this VM")
+        raise LayoutError(f"[{gpa:#x}-{gpa + size:#x}) is not inside one memslot of this VM")
 
     def write(self, gpa: int, data: bytes | memoryview) -> None:
         """Copy ``data`` into guest memory through the memslot mapping."""
@@ -568,26 +577,19 @@ class Vm:
         attributes: int,
         xfam: int,
         cpuid: Sequence[CpuidEntry],
-        mrconfigid: bytes = bytes(48),
-        mrowner: bytes = bytes(48),
-        mrownerconfig: bytes = bytes(48),
+        identity: TdxLaunchIdentity | None = None,
     ) -> None:
-        """``KVM_TDX_INIT_VM`` (before any vCPU exists)."""
-        for name, value in (
-            ("MRCONFIGID", mrconfigid),
-            ("MROWNER", mrowner),
-            ("MROWNERCONFIG", mrownerconfig),
-        ):
-            if len(value) != 48:
-                raise ConfigError(f"TDX {name} is {len(value)} bytes, not 48")
+        """``KVM_TDX_INIT_VM`` (before any vCPU exists), with the TD's owner values
+        (``identity``, whose sizes its type has checked; None: zero)."""
+        identity = identity or TdxLaunchIdentity()
         head = ctypes.sizeof(_uapi.KvmTdxInitVm)
         entries = _cpuid_array(cpuid)
         buf = bytearray(head) + bytearray(entries)
         init = _uapi.KvmTdxInitVm.from_buffer(buf)
         init.attributes, init.xfam, init.cpuid.nent = attributes, xfam, len(cpuid)
-        ctypes.memmove(init.mrconfigid, mrconfigid, 48)
-        ctypes.memmove(init.mrowner, mrowner, 48)
-        ctypes.memmove(init.mrownerconfig, mrownerconfig, 48)
+        ctypes.memmove(init.mrconfigid, identity.mrconfigid, 48)
+        ctypes.memmove(init.mrowner, identity.mrowner, 48)
+        ctypes.memmove(init.mrownerconfig, identity.mrownerconfig, 48)
         for attempt in range(TDX_INIT_VM_RETRIES):
             try:
                 _tdx_op(self.kernel, self.fd, TdxCmd.INIT_VM, 0, _address(buf))
@@ -621,7 +623,7 @@ class Vm:
     def snp_launch_start(self, policy: int, gosvw: bytes = bytes(16)) -> None:
         """``KVM_SEV_SNP_LAUNCH_START`` (policy bit 17 must be set)."""
         if len(gosvw) != 16:
-            raise ConfigError(f"SNP GOSVW is {len(gosvw)} bytes, not 16")
+            raise ValueError(f"SNP GOSVW is {len(gosvw)} bytes, not 16")
         buf, start = _struct_buf(_uapi.KvmSevSnpLaunchStart)
         start.policy = policy
         ctypes.memmove(start.gosvw, gosvw, 16)

@@ -42,7 +42,9 @@ def cpu_signature(family: int, model: int, stepping: int) -> int:
         ("stepping", stepping, _MAX_STEPPING),
     ):
         if not 0 <= value <= top:
-            raise ConfigError(f"vCPU {what} {value} is out of range (0..{top})")
+            raise ConfigError(
+                f"vcpu_{what} {value} is out of range (0..{top})", setting=f"vcpu_{what}"
+            )
     base_family = min(family, 0xF)
     ext_family = max(family - 0xF, 0)
     return stepping | (model & 0xF) << 4 | base_family << 8 | (model >> 4) << 16 | ext_family << 20
@@ -78,7 +80,10 @@ def vcpu_type_signature(name: str) -> int:
     try:
         return VCPU_TYPES[name]
     except KeyError:
-        raise ConfigError(f"unknown vCPU type {name!r} (known: {', '.join(VCPU_TYPES)})") from None
+        raise ConfigError(
+            f"vcpu_type: unknown vCPU type {name!r} (known: {', '.join(VCPU_TYPES)})",
+            setting="vcpu_type",
+        ) from None
 
 
 def resolve_vcpu_signature(

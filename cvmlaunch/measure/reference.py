@@ -277,15 +277,22 @@ class ReferenceValues:
             return json.dumps(self._trustee(), indent=2)
         if fmt in ("snpguest", "go-sev-guest"):
             if not self.is_snp:
-                raise ConfigError(f"--format {fmt} is for SEV-SNP logs, this is {self.technology}")
+                raise ConfigError(
+                    f"format {fmt} is for SEV-SNP logs, this is {self.technology}", setting="format"
+                )
             if fmt == "snpguest":
                 return " ".join(self._snpguest())
             return go_sev_guest_config(self._go_sev_guest_policy())
         if fmt == "go-tdx-guest":
             if self.technology not in _TDX_TECHNOLOGIES:
-                raise ConfigError(f"--format {fmt} is for TDX logs, this is {self.technology}")
+                raise ConfigError(
+                    f"format {fmt} is for TDX logs, this is {self.technology}", setting="format"
+                )
             return go_tdx_guest_config(self._go_tdx_guest_policy())
-        raise ConfigError(f"unknown reference-value format {fmt!r} (one of {', '.join(FORMATS)})")
+        raise ConfigError(
+            f"unknown reference-value format {fmt!r} (one of {', '.join(FORMATS)})",
+            setting="format",
+        )
 
     def _trustee(self) -> dict[str, list[str]]:
         """Trustee RVPS "sample" reference values: name -> list of accepted hex values.
@@ -311,7 +318,9 @@ class ReferenceValues:
             out["mr_owner"] = [tdx.mrowner.hex()]
             out["mr_owner_config"] = [tdx.mrownerconfig.hex()]
         else:
-            raise ConfigError(f"--format trustee has no names for {self.technology} logs")
+            raise ConfigError(
+                f"format trustee has no names for {self.technology} logs", setting="format"
+            )
         return out
 
     def _snpguest(self) -> list[str]:

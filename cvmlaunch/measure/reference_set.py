@@ -77,12 +77,16 @@ def parse_vcpu_ranges(text: str) -> tuple[int, ...]:
             last = int(high, 10) if sep else first
         except ValueError:
             raise ConfigError(
-                f"vCPU range {item.strip()!r} is not N or N-M (e.g. 1-16,32,64)"
+                f"vcpus: vCPU range {item.strip()!r} is not N or N-M (e.g. 1-16,32,64)",
+                setting="vcpus",
             ) from None
         if first > last:
-            raise ConfigError(f"vCPU range {item.strip()!r} runs backwards")
+            raise ConfigError(f"vcpus: vCPU range {item.strip()!r} runs backwards", setting="vcpus")
         if first < 1 or last > MAX_VCPUS:
-            raise ConfigError(f"vCPU range {item.strip()!r} is out of range (1..{MAX_VCPUS})")
+            raise ConfigError(
+                f"vcpus: vCPU range {item.strip()!r} is out of range (1..{MAX_VCPUS})",
+                setting="vcpus",
+            )
         counts.update(range(first, last + 1))
     return tuple(sorted(counts))
 
@@ -160,9 +164,13 @@ class ReferenceSet:
         if fmt == "trustee":
             return json.dumps(self._trustee(), indent=2, sort_keys=True)
         if fmt in ("snpguest", "go-sev-guest") and not snp:
-            raise ConfigError(f"--format {fmt} is for SEV-SNP sets, this is {self.technology}")
+            raise ConfigError(
+                f"format {fmt} is for SEV-SNP sets, this is {self.technology}", setting="format"
+            )
         if fmt == "go-tdx-guest" and snp:
-            raise ConfigError(f"--format {fmt} is for TDX sets, this is {self.technology}")
+            raise ConfigError(
+                f"format {fmt} is for TDX sets, this is {self.technology}", setting="format"
+            )
         if fmt == "snpguest":
             return "\n".join(
                 f"# {c.describe()}\n--measurement {c.measurement.hex()}"
@@ -179,7 +187,10 @@ class ReferenceSet:
             )
         if fmt == "go-tdx-guest":
             return go_tdx_guest_config([("any_mr_td", m) for m in self.measurements])
-        raise ConfigError(f"unknown reference-value format {fmt!r} (one of {', '.join(FORMATS)})")
+        raise ConfigError(
+            f"unknown reference-value format {fmt!r} (one of {', '.join(FORMATS)})",
+            setting="format",
+        )
 
     def _trustee(self) -> dict[str, list[str]]:
         if self.technology == "sev-snp":

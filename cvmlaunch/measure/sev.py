@@ -90,14 +90,22 @@ class SevSettings:
 
     def __post_init__(self) -> None:
         if isinstance(self.vcpus, bool) or not 1 <= self.vcpus <= _MAX_VCPUS:
-            raise ConfigError(f"vCPU count {self.vcpus} is out of range (1..{_MAX_VCPUS})")
+            raise ConfigError(
+                f"vcpus: vCPU count {self.vcpus} is out of range (1..{_MAX_VCPUS})", setting="vcpus"
+            )
         if not 0 <= self.vcpu_sig <= 0xFFFF_FFFF:
-            raise ConfigError(f"vCPU signature {self.vcpu_sig:#x} is not a 32-bit value")
+            raise ConfigError(
+                f"vcpu_sig {self.vcpu_sig:#x} is not a 32-bit value", setting="vcpu_sig"
+            )
         if not 0 <= self.guest_features < 1 << 64:
-            raise ConfigError(f"guest features {self.guest_features:#x} is not a 64-bit value")
+            raise ConfigError(
+                f"guest_features {self.guest_features:#x} is not a 64-bit value",
+                setting="guest_features",
+            )
         if self.fpu is FpuInit.LEGACY and self.guest_features:
             raise ConfigError(
-                "legacy (KVM_SEV_ES_INIT) SEV-ES VMs have guest features 0; use INIT2 for others"
+                "legacy (KVM_SEV_ES_INIT) SEV-ES VMs have guest_features 0; use INIT2 for others",
+                setting="guest_features",
             )
 
     def log_settings(self) -> dict[str, SettingValue]:

@@ -139,7 +139,9 @@ class KernelLoading(enum.Enum):
         try:
             return cls(text.lower())
         except ValueError:
-            raise ConfigError(f"--kernel-loading {text!r}: expected patched or raw") from None
+            raise ConfigError(
+                f"kernel_loading {text!r}: expected patched or raw", setting="kernel_loading"
+            ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -509,8 +511,9 @@ def _release(image: OvmfImage, release: Edk2Release | None) -> tuple[Edk2Release
         return candidates[0], None
     shown = ", ".join(r.value for r in candidates) or "none of the known ones"
     raise ConfigError(
-        f"{image.name}: the image matches edk2 releases {shown}; say which with --edk2 "
-        "(the RTMR event set differs between them)"
+        f"edk2: {image.name} matches edk2 releases {shown}; say which "
+        "(the RTMR event set differs between them)",
+        setting="edk2",
     )
 
 
@@ -560,9 +563,10 @@ def predict_tdx_rtmrs(
     if kernel_loading is None:
         if not chosen.named_blobs:
             raise ConfigError(
-                f"{image.name}: this firmware (edk2 {chosen.value}) measures the kernel as QEMU "
-                "serves it, patched by QEMU < 10.2 and raw by QEMU >= 10.2; say which with "
-                "--kernel-loading patched|raw"
+                f"kernel_loading: {image.name} (edk2 {chosen.value}) measures the kernel as QEMU "
+                "serves it, patched by QEMU < 10.2 and raw by QEMU >= 10.2; say which "
+                "(patched or raw)",
+                setting="kernel_loading",
             )
         kernel_loading = KernelLoading.RAW
     loaded = kernel_image(

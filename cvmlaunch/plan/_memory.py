@@ -27,6 +27,7 @@ def in_memory(layout: Plan, image: OvmfImage, memory: int) -> Plan:
         if memmap.slot_for(r.gpa, r.size) is None:
             raise ConfigError(
                 f"{r.provenance.describe()} [{r.gpa:#x}-{r.end:#x}) is outside the guest's "
-                f"memory ({memory >> 20} MiB): give more --memory"
+                f"RAM ({memory >> 20} MiB): give more memory",
+                setting="memory",
             )
     return Plan.of(layout.regions, memmap)

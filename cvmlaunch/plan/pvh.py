@@ -299,7 +299,11 @@ def _snp_identity(
     if (id_block is None) != (settings.id_block is None) or (id_auth is None) != (
         settings.id_auth is None
     ):
-        raise ConfigError("the ID block and ID auth contents must come with --id-block/--id-auth")
+        raise ConfigError(
+            "the ID block and ID auth contents must come with id_block/id_auth",
+            setting="id_block",
+            also=("id_auth",),
+        )
     if settings.tech is not Technology.SEV_SNP:
         return None
     host_data = settings.host_data or bytes(SNP_HOST_DATA_SIZE)

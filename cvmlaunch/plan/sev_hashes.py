@@ -39,7 +39,7 @@ _TABLE_LENGTH = _HEADER.size + 3 * _ENTRY.size  # 168
 HASH_TABLE_SIZE = (_TABLE_LENGTH + 15) & ~15  # 176
 
 
-def cmdline_bytes(text: str, what: str = "--append") -> bytes:
+def cmdline_bytes(text: str, setting: str = "append") -> bytes:
     """The bytes of a kernel command line given as text, as QEMU's ``-append`` takes them.
 
     A command line is bytes in the end (QEMU copies ``-append`` as given; the kernel parses
@@ -56,7 +56,8 @@ def cmdline_bytes(text: str, what: str = "--append") -> bytes:
     except UnicodeEncodeError as exc:
         bad = ord(text[exc.start])
         raise ConfigError(
-            f"{what}: character U+{bad:04X} at {exc.start} is neither text nor an escaped byte"
+            f"{setting}: character U+{bad:04X} at {exc.start} is neither text nor an escaped byte",
+            setting=setting,
         ) from None
 
 

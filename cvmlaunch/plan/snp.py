@@ -96,19 +96,29 @@ class SnpSettings:
 
     def __post_init__(self) -> None:
         if isinstance(self.vcpus, bool) or not 1 <= self.vcpus <= MAX_VCPUS:
-            raise ConfigError(f"vCPU count {self.vcpus} is out of range (1..{MAX_VCPUS})")
+            raise ConfigError(
+                f"vcpus: vCPU count {self.vcpus} is out of range (1..{MAX_VCPUS})", setting="vcpus"
+            )
         if not 0 <= self.vcpu_sig <= 0xFFFF_FFFF:
-            raise ConfigError(f"vCPU signature {self.vcpu_sig:#x} is not a 32-bit value")
+            raise ConfigError(
+                f"vcpu_sig {self.vcpu_sig:#x} is not a 32-bit value", setting="vcpu_sig"
+            )
         if not 0 <= self.guest_features < 1 << 64:
-            raise ConfigError(f"guest features {self.guest_features:#x} is not a 64-bit value")
+            raise ConfigError(
+                f"guest_features {self.guest_features:#x} is not a 64-bit value",
+                setting="guest_features",
+            )
         if not self.guest_features & _SNP_ACTIVE:
             raise ConfigError(
-                f"guest features {self.guest_features:#x} lack SNPActive (bit 0), which KVM "
-                "always sets for SNP guests"
+                f"guest_features {self.guest_features:#x} lack SNPActive (bit 0), which KVM "
+                "always sets for SNP guests",
+                setting="guest_features",
             )
         if self.ovmf_hash is not None and len(self.ovmf_hash) != 48:
             raise ConfigError(
-                f"the firmware digest must be 48 bytes (96 hex digits), not {len(self.ovmf_hash)}"
+                f"ovmf_hash: the firmware digest must be 48 bytes (96 hex digits), not "
+                f"{len(self.ovmf_hash)}",
+                setting="ovmf_hash",
             )
 
     def log_settings(self) -> dict[str, SettingValue]:

@@ -191,7 +191,7 @@ def tdx_launch(image: OvmfImage, memory: int, vcpus: int) -> TdxLaunch:
     from cvmlaunch.plan._memory import in_memory
 
     if not 1 <= vcpus <= 4096:
-        raise ConfigError(f"vCPU count {vcpus} is out of range (1..4096)")
+        raise ConfigError(f"vcpus: vCPU count {vcpus} is out of range (1..4096)", setting="vcpus")
     sections = image.tdx_sections or ()
     layout = in_memory(tdvf_plan(image), image, memory)
     section = td_hob_section(sections)

@@ -1,0 +1,167 @@
+"""Errors that name settings: the library names a setting by its field, the boundary spells it
+(the CLI as the flag, the TOML reader as ``FILE: key``), and the exception tree's contracts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import pytest
+
+from cvmlaunch.cli import flag_for
+from cvmlaunch.cli._launch import example_config
+from cvmlaunch.errors import ConfigError, KvmError, KvmUnsupported
+from cvmlaunch.launch_settings import LaunchSettings, settings_from_toml
+from cvmlaunch.technology import Technology
+from tests.cli_runner import run_cli
+from tests.errors_util import raises_cvm
+
+
+def test_a_config_error_names_its_setting_and_is_spelled_once() -> None:
+    error = ConfigError("vcpus 300: expected 1 to 255", setting="vcpus")
+    assert (error.setting, str(error)) == ("vcpus", "vcpus 300: expected 1 to 255")
+    flag = error.spelled(lambda s: "--" + s)
+    assert str(flag) == "--vcpus 300: expected 1 to 255"
+    assert (flag.setting, flag.message, flag.spelled_out) == ("vcpus", str(flag), True)
+    toml = error.spelled(str, source="vm.toml")
+    assert str(toml) == "vm.toml: vcpus 300: expected 1 to 255"
+    # the first boundary to spell it wins: the CLI does not respell a file's key
+    assert toml.spelled(lambda s: "--" + s) is toml
+    # only whole mentions are spelled: "memory" is not inside "memory_backend"
+    both = ConfigError(
+        "give vcpu_type or vcpu_sig, not both", setting="vcpu_type", also=("vcpu_sig",)
+    )
+    assert str(both.spelled(lambda s: "--" + s.replace("_", "-"))) == (
+        "give --vcpu-type or --vcpu-sig, not both"
+    )
+    backend = ConfigError("memory_backend 'x' (memory 1)", setting="memory_backend")
+    assert str(backend.spelled(lambda s: "<" + s + ">")) == "<memory_backend> 'x' (memory 1)"
+
+
+def test_a_message_that_does_not_name_its_setting_is_a_bug() -> None:
+    with pytest.raises(ValueError, match="does not name 'vcpus'"):
+        ConfigError("300: expected 1 to 255", setting="vcpus")
+    with pytest.raises(ValueError, match="does not name 'vcpu_sig'"):
+        ConfigError("vcpu_type: give one", setting="vcpu_type", also=("vcpu_sig",))
+
+
+def test_raises_cvm_checks_the_setting() -> None:
+    with raises_cvm(ConfigError, setting="vcpus"):
+        LaunchSettings(vcpus=300)
+    with (
+        pytest.raises(AssertionError, match="names setting 'vcpus', not 'memory'"),
+        raises_cvm(ConfigError, setting="memory"),
+    ):
+        LaunchSettings(vcpus=300)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "setting"),
+    [
+        ({"vcpus": 0}, "vcpus"),
+        ({"memory": 4095}, "memory"),
+        ({"timeout": 0.0}, "timeout"),
+        ({"memory_backend": "hugetlb"}, "memory_backend"),
+        ({"kernel": ""}, "kernel"),
+        ({"append": "a\0b"}, "append"),
+        ({"tech": Technology.SEV_SNP, "vcpu_type": "EPYC", "vcpu_sig": 1}, "vcpu_type"),
+        ({"tech": Technology.SEV_SNP, "vcpu_sig": 1 << 64}, "vcpu_sig"),
+        ({"mrowner": bytes(48)}, "mrowner"),
+        ({"tech": Technology.SEV_SNP, "id_auth": "a"}, "id_auth"),
+        ({"tech": Technology.SEV_SNP, "policy": 0x10000}, "policy"),
+        ({"tech": Technology.SEV_SNP, "host_data": bytes(31)}, "host_data"),
+        ({"tech": Technology.TDX, "mrconfigid": bytes(47)}, "mrconfigid"),
+    ],
+)
+def test_launch_settings_name_the_field_not_a_flag(kwargs: dict[str, object], setting: str) -> None:
+    with raises_cvm(ConfigError, setting=setting) as info:
+        LaunchSettings(**kwargs)  # type: ignore[arg-type]
+    assert "--" not in str(info.value)
+
+
+def test_the_toml_reader_spells_its_keys_and_leaves_flags_to_the_cli() -> None:
+    with raises_cvm(ConfigError, setting="vcpu_sig", match=r"^vm\.toml: vcpu-sig 0x1"):
+        settings_from_toml('tech = "snp"\nvcpu-sig = "0x10000000000000000"', source="vm.toml")
+    with raises_cvm(ConfigError, setting="vcpu_sig", match=r"^vcpu_sig 0x1") as info:
+        settings_from_toml('tech = "snp"', overrides={"vcpu_sig": 1 << 64}, source="vm.toml")
+    assert not info.value.spelled_out
+
+
+def test_flag_for_reads_the_click_params() -> None:
+    @click.command()
+    @click.option("-m", "--memory", "memory")
+    @click.option("--format", "fmt")
+    @click.option("--snp-ovmf-hash")
+    def command(memory: str, fmt: str, snp_ovmf_hash: str) -> None:
+        """A command."""
+
+    assert flag_for(command, "memory") == "--memory"
+    assert flag_for(command, "snp_ovmf_hash") == "--snp-ovmf-hash"
+    assert flag_for(command, "format") == "--format"  # the param is "fmt": by its name
+    assert flag_for(command, "ovmf_hash") == "--snp-ovmf-hash"  # SETTING_FLAGS
+    assert flag_for(None, "host_data") == "--host-data"
+
+
+@pytest.mark.parametrize(
+    ("key", "toml_value", "flag", "flag_value", "message"),
+    [
+        ("vcpus", "0", "--vcpus", "0", "vcpus 0: expected 1 to 255"),
+        ("timeout", "-1", "--timeout", "-1", "timeout -1.0: expected a positive number"),
+        ("vcpu-sig", '"0x10000000000000000"', "--vcpu-sig", "0x10000000000000000", "vcpu-sig"),
+        ("memory", '"lots"', "--memory", "lots", "memory 'lots': expected e.g. 512M"),
+        ("mrowner", '"00"', "--mrowner", "00", "mrowner: 1 bytes given, exactly 48 needed"),
+    ],
+)
+def test_the_same_bad_value_names_the_file_key_or_the_flag(
+    tmp_path: Path, key: str, toml_value: str, flag: str, flag_value: str, message: str
+) -> None:
+    guest = example_config().parent / "example-guest.elf"
+    cfg = tmp_path / "vm.toml"
+    cfg.write_text(f'kernel = "{guest}"\ntech = "snp"\n{key} = {toml_value}\n')
+    in_file = run_cli(["launch", "--config", str(cfg), "--dry-run"])
+    assert in_file.exit_code == 2, in_file.output
+    assert in_file.stderr.startswith(f"cvmlaunch: error: {cfg}: {message}")
+    good = tmp_path / "good.toml"
+    good.write_text(f'kernel = "{guest}"\ntech = "snp"\n')
+    on_cli = run_cli(["launch", "--config", str(good), "--dry-run", flag, flag_value])
+    assert on_cli.exit_code == 2, on_cli.output
+    spelled = message.replace(key, flag, 1) if message.startswith(key) else f"{flag} "
+    assert on_cli.stderr.startswith(f"cvmlaunch: error: {spelled}")
+    for result in (in_file, on_cli):
+        assert len(result.stderr.splitlines()) == 1
+        assert "Traceback" not in result.stderr
+
+
+def test_kvm_unsupported_is_a_kvm_error_of_the_capability_check() -> None:
+    error = KvmUnsupported("KVM_CAP_GUEST_MEMFD", detail="flags 0")
+    assert isinstance(error, KvmError)
+    assert (error.op, error.errno, error.fw_error, error.remaining, error.cap) == (
+        "capability check",
+        None,
+        None,
+        None,
+        "KVM_CAP_GUEST_MEMFD",
+    )
+    assert str(error) == "this host's KVM does not offer KVM_CAP_GUEST_MEMFD (flags 0)"
+    assert error.exit_code == 2
+
+
+def test_programming_errors_are_not_cvmlaunch_errors() -> None:
+    """A call no input can cause is a bug: a plain exception, not a one-line exit 2."""
+    from cvmlaunch.kvm_map import Vm, VmType, populate
+    from cvmlaunch.layout import Plan
+    from cvmlaunch.memory_map import MemoryMap
+    from tests.fakekvm import FakeKernel
+
+    kernel = FakeKernel()
+    with Vm.open(VmType.DEFAULT, kernel=kernel) as vm:
+        vm.map_memory(MemoryMap.for_size(2 << 20))
+        with pytest.raises(ValueError, match=r"is outside memslot 0"):
+            vm.memory[0].write(vm.memory[0].end - 1, b"ab")
+        with pytest.raises(ValueError, match="no general register called 'rzz'"):
+            vm.create_vcpu()._set_regs(rzz=1)
+    with (
+        Vm.open(VmType.TDX, kernel=FakeKernel()) as vm,
+        pytest.raises(ValueError, match="TDX populate needs a vCPU"),
+    ):
+        populate(vm, Plan.of((), MemoryMap.for_size(2 << 20)))
