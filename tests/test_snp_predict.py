@@ -196,3 +196,23 @@ def test_mode_rules() -> None:
         SnpRequest(vcpus=1, vcpu_sig=0, vars_size=0)
     assert isinstance(SnpRequest(mode=SevMode.SNP_SVSM, vcpus=1, vcpu_sig=0, svsm=True,
                                  vars_size=0).settings(), SnpSettings)  # fmt: skip
+
+
+def test_the_signature_comes_from_exactly_one_source() -> None:
+    """measure.cpu.resolve_vcpu_signature: a name, a value or family/model/stepping; errors
+    name the settings (the CLI spells them as its flags)."""
+    from cvmlaunch.measure.cpu import cpu_signature, resolve_vcpu_signature
+
+    assert resolve_vcpu_signature() is None
+    assert resolve_vcpu_signature(vcpu_type="EPYC-Milan") == MILAN
+    assert resolve_vcpu_signature(vcpu_sig=0) == 0
+    assert resolve_vcpu_signature(family=25, model=1, stepping=1) == cpu_signature(25, 1, 1)
+    for kwargs, setting in (
+        ({"vcpu_type": "EPYC", "vcpu_sig": 1}, "vcpu_type"),
+        ({"family": 25}, "vcpu_family"),
+        ({"vcpu_sig": 1 << 32}, "vcpu_sig"),
+    ):
+        with pytest.raises(ConfigError) as info:
+            resolve_vcpu_signature(**kwargs)
+        assert info.value.setting == setting
+        assert "--" not in str(info.value)

@@ -94,8 +94,8 @@ def resolve_vcpu_signature(
     stepping: int | None = None,
 ) -> int | None:
     """The signature from exactly one of a QEMU CPU model name, an explicit value or
-    family/model/stepping (``measure snp``'s ``--vcpu-type``, ``--vcpu-sig`` and
-    ``--vcpu-family/-model/-stepping``); None when none is given.
+    family/model/stepping (the settings ``vcpu_type``, ``vcpu_sig`` and
+    ``vcpu_family``/``vcpu_model``/``vcpu_stepping``); None when none is given.
 
     Raises:
         ConfigError: more than one given, a partial family/model/stepping, an unknown name or
@@ -105,16 +105,22 @@ def resolve_vcpu_signature(
     given = [vcpu_type is not None, vcpu_sig is not None, any(v is not None for v in fms)]
     if sum(given) > 1:
         raise ConfigError(
-            "give only one of --vcpu-type, --vcpu-sig or --vcpu-family/--vcpu-model/--vcpu-stepping"
+            "give only one of vcpu_type, vcpu_sig or vcpu_family/vcpu_model/vcpu_stepping",
+            setting="vcpu_type",
+            also=("vcpu_sig", "vcpu_family", "vcpu_model", "vcpu_stepping"),
         )
     if vcpu_type is not None:
         return vcpu_type_signature(vcpu_type)
     if vcpu_sig is not None:
         if not 0 <= vcpu_sig <= 0xFFFF_FFFF:
-            raise ConfigError(f"--vcpu-sig {vcpu_sig:#x} is not a 32-bit value")
+            raise ConfigError(f"vcpu_sig {vcpu_sig:#x} is not a 32-bit value", setting="vcpu_sig")
         return vcpu_sig
     if any(v is not None for v in fms):
         if family is None or model is None or stepping is None:
-            raise ConfigError("--vcpu-family, --vcpu-model and --vcpu-stepping go together")
+            raise ConfigError(
+                "vcpu_family, vcpu_model and vcpu_stepping go together",
+                setting="vcpu_family",
+                also=("vcpu_model", "vcpu_stepping"),
+            )
         return cpu_signature(family, model, stepping)
     return None
