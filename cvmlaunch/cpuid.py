@@ -19,10 +19,10 @@ Rule 2: QEMU is the reference for every choice (launch.md §1.4 step 5, §3.5):
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
+from cvmlaunch._struct import StructTable
 from cvmlaunch.errors import ConfigError
 
 __all__ = [
@@ -49,8 +49,28 @@ KVM_CPUID_FLAG_SIGNIFCANT_INDEX = 1
 #: The SNP CPUID page holds at most 64 functions (SNP firmware ABI, CPUID page).
 SNP_CPUID_MAX = 64
 _PAGE = 4096
-_HEADER = struct.Struct("<IIQ")  # count, reserved1, reserved2
-_FUNCTION = struct.Struct("<IIQQIIIIQ")  # eax_in, ecx_in, xcr0_in, xss_in, eax..edx, reserved
+#: SNP firmware ABI, the CPUID page: its header ...
+_HEADER = StructTable(
+    "CPUID page header",
+    (("count", 0, "I"), ("reserved1", 4, "4x"), ("reserved2", 8, "8x")),
+    end=16,
+)
+#: ... then up to 64 of ``SNP_CPUID_FUNCTION``.
+_FUNCTION = StructTable(
+    "SNP_CPUID_FUNCTION",
+    (
+        ("eax_in", 0, "I"),
+        ("ecx_in", 4, "I"),
+        ("xcr0_in", 8, "Q"),
+        ("xss_in", 16, "Q"),
+        ("eax", 24, "I"),
+        ("ebx", 28, "I"),
+        ("ecx", 32, "I"),
+        ("edx", 36, "I"),
+        ("reserved", 40, "8x"),
+    ),
+    end=48,
+)
 #: XSAVE area size of the initial XCR0=1 state (legacy area + header), QEMU's leaf 0xD EBX.
 _XSAVE_BASE_SIZE = 0x240
 
@@ -134,35 +154,32 @@ def snp_cpuid_page(entries: Sequence[CpuidEntry]) -> bytes:
             f"the guest CPUID has {len(entries)} entries; the SNP CPUID page holds {SNP_CPUID_MAX}"
         )
     page = bytearray(_PAGE)
-    _HEADER.pack_into(page, 0, len(entries), 0, 0)
+    page[: _HEADER.size] = _HEADER.pack(count=len(entries))
     for i, e in enumerate(entries):
         ecx_in = e.index if e.flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX else 0
         ebx, xcr0_in = e.ebx, 0
         if e.function == 0xD and ecx_in in (0, 1):
             ebx, xcr0_in = _XSAVE_BASE_SIZE, 1
-        _FUNCTION.pack_into(
-            page,
-            _HEADER.size + i * _FUNCTION.size,
-            e.function,
-            ecx_in,
-            xcr0_in,
-            0,
-            e.eax,
-            ebx,
-            e.ecx,
-            e.edx,
-            0,
+        at = _HEADER.size + i * _FUNCTION.size
+        page[at : at + _FUNCTION.size] = _FUNCTION.pack(
+            eax_in=e.function,
+            ecx_in=ecx_in,
+            xcr0_in=xcr0_in,
+            xss_in=0,
+            eax=e.eax,
+            ebx=ebx,
+            ecx=e.ecx,
+            edx=e.edx,
         )
     return bytes(page)
 
 
 def parse_snp_cpuid_page(page: bytes) -> tuple[SnpCpuidFunction, ...]:
     """The entries of an SNP CPUID page (at most :data:`SNP_CPUID_MAX` are read)."""
-    count = min(_HEADER.unpack_from(page)[0], SNP_CPUID_MAX)
+    count = min(_HEADER.unpack(page)["count"], SNP_CPUID_MAX)
     out = []
     for i in range(count):
-        f = _FUNCTION.unpack_from(page, _HEADER.size + i * _FUNCTION.size)
-        out.append(SnpCpuidFunction(*f[:8]))
+        out.append(SnpCpuidFunction(**_FUNCTION.unpack(page, _HEADER.size + i * _FUNCTION.size)))
     return tuple(out)
 
 

@@ -38,6 +38,7 @@ _FORBIDDEN = (
 #: map, log entries, launch identities, kernel hashes, the log model) are not among them.
 _EXPECTED_CVMLAUNCH = {
     "cvmlaunch",
+    "cvmlaunch._struct",
     "cvmlaunch.constants",
     "cvmlaunch.digests",
     "cvmlaunch.errors",

@@ -10,24 +10,18 @@ writes it (binary, 0x4A0 bytes). Shorter or longer input is refused with its siz
 followed by a certificate table, or a MSG_REPORT_RSP with its 0x20-byte header, is not a
 report.
 
-Layout (SEV-SNP Firmware ABI, "ATTESTATION_REPORT Structure"; little endian): VERSION u32
-0x000, GUEST_SVN u32 0x004, POLICY u64 0x008, FAMILY_ID 16 0x010, IMAGE_ID 16 0x020, VMPL u32
-0x030, SIGNATURE_ALGO u32 0x034, CURRENT_TCB u64 0x038, PLATFORM_INFO u64 0x040, key info u32
-0x048 (AUTHOR_KEY_EN bit 0, MASK_CHIP_KEY bit 1, SIGNING_KEY bits 4:2), REPORT_DATA 64 0x050,
-MEASUREMENT 48 0x090, HOST_DATA 32 0x0C0, ID_KEY_DIGEST 48 0x0E0, AUTHOR_KEY_DIGEST 48 0x110,
-REPORT_ID 32 0x140, REPORT_ID_MA 32 0x160, REPORTED_TCB u64 0x180, CHIP_ID 64 0x1A0,
-COMMITTED_TCB u64 0x1E0, CURRENT build/minor/major u8 0x1E8..0x1EA, COMMITTED build/minor/major
-u8 0x1EC..0x1EE, LAUNCH_TCB u64 0x1F0, SIGNATURE 512 0x2A0 (R 72 bytes then S 72 bytes, each a
-little-endian integer). The signature covers bytes 0x000..0x29F.
+Layout: :data:`REPORT_FIELDS` (SEV-SNP Firmware ABI, "ATTESTATION_REPORT Structure"; little
+endian), every field at its offset. The signature covers bytes 0x000..0x29F; its R and S are
+72-byte little-endian integers.
 
 Pure: bytes in, a frozen dataclass out.
 """
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 
+from cvmlaunch._struct import StructTable
 from cvmlaunch.attest.errors import ReportFormatError, UnknownReportVersion
 
 TYPE_CHECKING = False
@@ -35,6 +29,7 @@ if TYPE_CHECKING:
     from cvmlaunch.layout import Buffer
 
 __all__ = [
+    "REPORT_FIELDS",
     "REPORT_SIZE",
     "SIGNATURE_ALGO_ECDSA_P384_SHA384",
     "SIGNED_SIZE",
@@ -51,11 +46,55 @@ SIGNED_SIZE = 0x2A0
 VERSIONS = (2, 3, 4, 5)
 #: SIGNATURE_ALGO of ECDSA P-384 with SHA-384 (the only one the ABI defines).
 SIGNATURE_ALGO_ECDSA_P384_SHA384 = 1
-#: Size of each of R and S in the SIGNATURE field (little endian, zero padded).
-_SIG_COMPONENT = 72
-
-_HEAD = struct.Struct("<IIQ16s16sIIQQI")  # 0x000 .. 0x04B
-_U64 = struct.Struct("<Q")
+#: SEV-SNP Firmware ABI, Table "ATTESTATION_REPORT Structure" (little endian), 0x000..0x4A0.
+#: Reserved ranges are padding; the fields of later versions are read whatever the version
+#: (the parser keeps them only where the version defines them).
+REPORT_FIELDS = StructTable(
+    "ATTESTATION_REPORT",
+    (
+        ("version", 0x000, "I"),
+        ("guest_svn", 0x004, "I"),
+        ("policy", 0x008, "Q"),
+        ("family_id", 0x010, "16s"),
+        ("image_id", 0x020, "16s"),
+        ("vmpl", 0x030, "I"),
+        ("signature_algo", 0x034, "I"),
+        ("current_tcb", 0x038, "Q"),
+        ("platform_info", 0x040, "Q"),
+        ("key_info", 0x048, "I"),  # AUTHOR_KEY_EN bit 0, MASK_CHIP_KEY bit 1, SIGNING_KEY 4:2
+        ("reserved_04c", 0x04C, "4x"),
+        ("report_data", 0x050, "64s"),
+        ("measurement", 0x090, "48s"),
+        ("host_data", 0x0C0, "32s"),
+        ("id_key_digest", 0x0E0, "48s"),
+        ("author_key_digest", 0x110, "48s"),
+        ("report_id", 0x140, "32s"),
+        ("report_id_ma", 0x160, "32s"),
+        ("reported_tcb", 0x180, "Q"),
+        ("cpuid_fam_id", 0x188, "B"),  # version 3+
+        ("cpuid_mod_id", 0x189, "B"),  # version 3+
+        ("cpuid_step", 0x18A, "B"),  # version 3+
+        ("reserved_18b", 0x18B, "21x"),
+        ("chip_id", 0x1A0, "64s"),
+        ("committed_tcb", 0x1E0, "Q"),
+        ("current_build", 0x1E8, "B"),
+        ("current_minor", 0x1E9, "B"),
+        ("current_major", 0x1EA, "B"),
+        ("reserved_1eb", 0x1EB, "1x"),
+        ("committed_build", 0x1EC, "B"),
+        ("committed_minor", 0x1ED, "B"),
+        ("committed_major", 0x1EE, "B"),
+        ("reserved_1ef", 0x1EF, "1x"),
+        ("launch_tcb", 0x1F0, "Q"),
+        ("launch_mit_vector", 0x1F8, "Q"),  # version 5+
+        ("current_mit_vector", 0x200, "Q"),  # version 5+
+        ("reserved_208", 0x208, "152x"),
+        ("signature_r", 0x2A0, "72s"),  # SIGNATURE: R, a little-endian integer
+        ("signature_s", 0x2E8, "72s"),  # ... then S
+        ("reserved_330", 0x330, "368x"),  # the rest of the 512-byte SIGNATURE
+    ),
+    end=REPORT_SIZE,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,18 +178,8 @@ def parse_snp_report(data: Buffer, *, name: str = "report") -> SnpReport:
             f"{REPORT_SIZE} (0x{REPORT_SIZE:X})",
             source=name,
         )
-    (
-        version,
-        guest_svn,
-        policy,
-        family_id,
-        image_id,
-        vmpl,
-        signature_algo,
-        current_tcb,
-        platform_info,
-        key_info,
-    ) = _HEAD.unpack_from(raw, 0)
+    f = REPORT_FIELDS.unpack(raw)
+    version = f["version"]
     if version not in VERSIONS:
         raise UnknownReportVersion(
             f"SEV-SNP attestation report version {version} is not one the SNP firmware ABI "
@@ -159,45 +188,41 @@ def parse_snp_report(data: Buffer, *, name: str = "report") -> SnpReport:
             offset=0,
         )
 
-    def u64(offset: int) -> int:
-        value: int = _U64.unpack_from(raw, offset)[0]
-        return value
-
     has_cpuid = version >= 3
     has_mit = version >= 5
-    signature = raw[SIGNED_SIZE:]
+    key_info = f["key_info"]
     return SnpReport(
         version=version,
-        guest_svn=guest_svn,
-        policy=policy,
-        family_id=family_id,
-        image_id=image_id,
-        vmpl=vmpl,
-        signature_algo=signature_algo,
-        current_tcb=current_tcb,
-        platform_info=platform_info,
+        guest_svn=f["guest_svn"],
+        policy=f["policy"],
+        family_id=f["family_id"],
+        image_id=f["image_id"],
+        vmpl=f["vmpl"],
+        signature_algo=f["signature_algo"],
+        current_tcb=f["current_tcb"],
+        platform_info=f["platform_info"],
         author_key_en=bool(key_info & 1),
         mask_chip_key=bool(key_info >> 1 & 1),
         signing_key=key_info >> 2 & 7,
-        report_data=raw[0x050:0x090],
-        measurement=raw[0x090:0x0C0],
-        host_data=raw[0x0C0:0x0E0],
-        id_key_digest=raw[0x0E0:0x110],
-        author_key_digest=raw[0x110:0x140],
-        report_id=raw[0x140:0x160],
-        report_id_ma=raw[0x160:0x180],
-        reported_tcb=u64(0x180),
-        cpuid_fam_id=raw[0x188] if has_cpuid else None,
-        cpuid_mod_id=raw[0x189] if has_cpuid else None,
-        cpuid_step=raw[0x18A] if has_cpuid else None,
-        chip_id=raw[0x1A0:0x1E0],
-        committed_tcb=u64(0x1E0),
-        current_version=(raw[0x1E8], raw[0x1E9], raw[0x1EA]),
-        committed_version=(raw[0x1EC], raw[0x1ED], raw[0x1EE]),
-        launch_tcb=u64(0x1F0),
-        launch_mit_vector=u64(0x1F8) if has_mit else None,
-        current_mit_vector=u64(0x200) if has_mit else None,
-        signature_r=int.from_bytes(signature[:_SIG_COMPONENT], "little"),
-        signature_s=int.from_bytes(signature[_SIG_COMPONENT : 2 * _SIG_COMPONENT], "little"),
+        report_data=f["report_data"],
+        measurement=f["measurement"],
+        host_data=f["host_data"],
+        id_key_digest=f["id_key_digest"],
+        author_key_digest=f["author_key_digest"],
+        report_id=f["report_id"],
+        report_id_ma=f["report_id_ma"],
+        reported_tcb=f["reported_tcb"],
+        cpuid_fam_id=f["cpuid_fam_id"] if has_cpuid else None,
+        cpuid_mod_id=f["cpuid_mod_id"] if has_cpuid else None,
+        cpuid_step=f["cpuid_step"] if has_cpuid else None,
+        chip_id=f["chip_id"],
+        committed_tcb=f["committed_tcb"],
+        current_version=(f["current_build"], f["current_minor"], f["current_major"]),
+        committed_version=(f["committed_build"], f["committed_minor"], f["committed_major"]),
+        launch_tcb=f["launch_tcb"],
+        launch_mit_vector=f["launch_mit_vector"] if has_mit else None,
+        current_mit_vector=f["current_mit_vector"] if has_mit else None,
+        signature_r=int.from_bytes(f["signature_r"], "little"),
+        signature_s=int.from_bytes(f["signature_s"], "little"),
         raw=raw,
     )

@@ -13,12 +13,9 @@ quote. Either way the body is followed by the signature data's length (u32) and 
 bytes. Bytes after that (quote buffers handed out padded) are kept as ``extra_bytes`` and
 take no part in any check, as go-tdx-guest keeps them.
 
-Layout (Intel TDX DCAP Quoting Library API, "Quote Format"; little endian). Header: version
-u16 0, attestation key type u16 2 (2 = ECDSA P-256, 3 = ECDSA P-384), TEE type u32 4 (0x81 =
-TDX), QE SVN u16 8, PCE SVN u16 10, QE vendor ID 16 12, user data 20 28. TD report body:
-TEE_TCB_SVN 16 0, MRSEAM 48 16, MRSIGNERSEAM 48 64, SEAMATTRIBUTES 8 112, TDATTRIBUTES 8 120,
-XFAM 8 128, MRTD 48 136, MRCONFIGID 48 184, MROWNER 48 232, MROWNERCONFIG 48 280, RTMR0..3 48
-each from 328, REPORTDATA 64 520.
+Layout (Intel TDX DCAP Quoting Library API, "Quote Format"; little endian): the header
+:data:`HEADER_FIELDS`, the TD report body :data:`TDX10_BODY_FIELDS` or
+:data:`TDX15_BODY_FIELDS`, each field at its offset.
 
 Pure: bytes in, a frozen dataclass out.
 """
@@ -28,6 +25,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from cvmlaunch._struct import StructTable
 from cvmlaunch.attest.errors import ReportFormatError, UnknownReportVersion
 
 TYPE_CHECKING = False
@@ -37,7 +35,10 @@ if TYPE_CHECKING:
 __all__ = [
     "BODY_TDX10",
     "BODY_TDX15",
+    "HEADER_FIELDS",
     "HEADER_SIZE",
+    "TDX10_BODY_FIELDS",
+    "TDX15_BODY_FIELDS",
     "TEE_TYPE_TDX",
     "TdxQuote",
     "looks_like_tdx_quote",
@@ -50,10 +51,51 @@ TEE_TYPE_TDX = 0x81
 BODY_SGX = 1
 BODY_TDX10 = 2
 BODY_TDX15 = 3
-_BODY_SIZES = {BODY_TDX10: 584, BODY_TDX15: 648}
 _ATTESTATION_KEY_TYPES = (2, 3)
-_HEADER = struct.Struct("<HHIHH16s20s")
-_V5_DESCRIPTOR = struct.Struct("<HI")
+#: DCAP "Quote Format", the quote header (versions 4 and 5).
+HEADER_FIELDS = StructTable(
+    "TDX quote header",
+    (
+        ("version", 0, "H"),
+        ("attestation_key_type", 2, "H"),  # 2 = ECDSA P-256, 3 = ECDSA P-384
+        ("tee_type", 4, "I"),  # 0x81 = TDX
+        ("qe_svn", 8, "H"),
+        ("pce_svn", 10, "H"),
+        ("qe_vendor_id", 12, "16s"),
+        ("user_data", 28, "20s"),
+    ),
+    end=HEADER_SIZE,
+)
+#: DCAP "Quote Format", version 5: the body descriptor after the header.
+_V5_DESCRIPTOR = StructTable(
+    "TDX quote v5 body descriptor", (("type", 0, "H"), ("size", 2, "I")), end=6
+)
+_TDX10_BODY_ROWS = (
+    ("tee_tcb_svn", 0, "16s"),
+    ("mr_seam", 16, "48s"),
+    ("mr_signer_seam", 64, "48s"),
+    ("seam_attributes", 112, "8s"),
+    ("td_attributes", 120, "8s"),
+    ("xfam", 128, "8s"),
+    ("mr_td", 136, "48s"),
+    ("mr_config_id", 184, "48s"),
+    ("mr_owner", 232, "48s"),
+    ("mr_owner_config", 280, "48s"),
+    ("rtmr0", 328, "48s"),
+    ("rtmr1", 376, "48s"),
+    ("rtmr2", 424, "48s"),
+    ("rtmr3", 472, "48s"),
+    ("report_data", 520, "64s"),
+)
+#: DCAP "Quote Format": the TD report body of TDX 1.0 (v4, and v5 body type 2) ...
+TDX10_BODY_FIELDS = StructTable("TD report body (TDX 1.0)", _TDX10_BODY_ROWS, end=584)
+#: ... and of TDX 1.5 (v5 body type 3): the 1.0 fields, then two more.
+TDX15_BODY_FIELDS = StructTable(
+    "TD report body (TDX 1.5)",
+    (*_TDX10_BODY_ROWS, ("tee_tcb_svn_2", 584, "16s"), ("mr_service_td", 600, "48s")),
+    end=648,
+)
+_BODIES = {BODY_TDX10: TDX10_BODY_FIELDS, BODY_TDX15: TDX15_BODY_FIELDS}
 _U32 = struct.Struct("<I")
 
 
@@ -128,7 +170,12 @@ def parse_tdx_quote(data: Buffer, *, name: str = "quote") -> TdxQuote:
             f"truncated TDX quote: {len(raw)} bytes, the header alone is {HEADER_SIZE}",
             source=name,
         )
-    version, key_type, tee_type, qe_svn, pce_svn, vendor, user_data = _HEADER.unpack_from(raw)
+    header = HEADER_FIELDS.unpack(raw)
+    version, key_type, tee_type = (
+        header["version"],
+        header["attestation_key_type"],
+        header["tee_type"],
+    )
     if version not in (4, 5):
         raise UnknownReportVersion(
             f"TDX quote version {version} is not 4 or 5", source=name, offset=0
@@ -147,63 +194,44 @@ def parse_tdx_quote(data: Buffer, *, name: str = "quote") -> TdxQuote:
     body_type = BODY_TDX10
     if version == 5:
         _need(raw, at + _V5_DESCRIPTOR.size, "the v5 body descriptor", name)
-        body_type, size = _V5_DESCRIPTOR.unpack_from(raw, at)
+        descriptor = _V5_DESCRIPTOR.unpack(raw, at)
+        body_type, size = descriptor["type"], descriptor["size"]
         if body_type == BODY_SGX:
             raise ReportFormatError(
                 "body type 1 is an SGX enclave report: not a TD quote", source=name, offset=at
             )
-        if body_type not in _BODY_SIZES:
+        if body_type not in _BODIES:
             raise UnknownReportVersion(
                 f"TDX quote v5 body type {body_type} is not 2 (TDX 1.0) or 3 (TDX 1.5)",
                 source=name,
                 offset=at,
             )
-        if size != _BODY_SIZES[body_type]:
+        if size != _BODIES[body_type].size:
             raise ReportFormatError(
-                f"body type {body_type} is {_BODY_SIZES[body_type]} bytes, the descriptor "
+                f"body type {body_type} is {_BODIES[body_type].size} bytes, the descriptor "
                 f"says {size}",
                 source=name,
                 offset=at + 2,
             )
         at += _V5_DESCRIPTOR.size
-    body_size = _BODY_SIZES[body_type]
-    _need(raw, at + body_size + _U32.size, "the TD report body and signature length", name)
-    body = raw[at : at + body_size]
-    at += body_size
+    body_fields = _BODIES[body_type]
+    _need(raw, at + body_fields.size + _U32.size, "the TD report body and signature length", name)
+    # a TDX 1.0 body has no TEE_TCB_SVN_2 and MRSERVICETD
+    body = {"tee_tcb_svn_2": None, "mr_service_td": None} | body_fields.unpack(raw, at)
+    at += body_fields.size
     (sig_size,) = _U32.unpack_from(raw, at)
     at += _U32.size
     end = at + sig_size
     _need(raw, end, f"the {sig_size}-byte signature data", name)
-    tdx15 = body_type == BODY_TDX15
-
-    def field(offset: int, size: int) -> bytes:
-        return body[offset : offset + size]
-
     return TdxQuote(
         version=version,
         attestation_key_type=key_type,
-        qe_svn=qe_svn,
-        pce_svn=pce_svn,
-        qe_vendor_id=vendor,
-        user_data=user_data,
+        qe_svn=header["qe_svn"],
+        pce_svn=header["pce_svn"],
+        qe_vendor_id=header["qe_vendor_id"],
+        user_data=header["user_data"],
         body_type=body_type,
-        tee_tcb_svn=field(0, 16),
-        mr_seam=field(16, 48),
-        mr_signer_seam=field(64, 48),
-        seam_attributes=field(112, 8),
-        td_attributes=field(120, 8),
-        xfam=field(128, 8),
-        mr_td=field(136, 48),
-        mr_config_id=field(184, 48),
-        mr_owner=field(232, 48),
-        mr_owner_config=field(280, 48),
-        rtmr0=field(328, 48),
-        rtmr1=field(376, 48),
-        rtmr2=field(424, 48),
-        rtmr3=field(472, 48),
-        report_data=field(520, 64),
-        tee_tcb_svn_2=field(584, 16) if tdx15 else None,
-        mr_service_td=field(600, 48) if tdx15 else None,
+        **body,
         signature_data=raw[at:end],
         extra_bytes=raw[end:],
     )

@@ -23,6 +23,7 @@ import re
 import struct
 from dataclasses import dataclass
 
+from cvmlaunch._struct import StructTable
 from cvmlaunch.errors import ImageError
 from cvmlaunch.layout import Buffer
 
@@ -30,6 +31,7 @@ __all__ = [
     "HDRS_MAGIC",
     "QEMU_ACPI_DATA_SIZE",
     "SETUP_HEADER",
+    "SETUP_HEADER_FIELDS",
     "SETUP_HEADER_OFFSET",
     "BzImage",
     "LoadFlag",
@@ -48,8 +50,56 @@ SETUP_HEADER_OFFSET = 0x1F1
 #: ... and carries the magic "HdrS" at 0x202 (protocol 2.00+).
 HDRS_MAGIC = b"HdrS"
 _MAGIC_OFFSET = 0x202
-#: asm/bootparam.h ``struct setup_header`` (packed, little-endian), 0x1F1..0x26C.
-SETUP_HEADER = struct.Struct("<BHIHHHHHIHIHHBBHIIIIHBBIIIBBHIIQIIQQIII")
+#: asm/bootparam.h ``struct setup_header`` (packed, little-endian), 0x1F1..0x26C: each field's
+#: file offset and, in the comment, the boot protocol version that introduced it (boot.rst,
+#: "The Real-Mode Kernel Header").
+SETUP_HEADER_FIELDS = StructTable(
+    "struct setup_header",
+    (
+        ("setup_sects", 0x1F1, "B"),
+        ("root_flags", 0x1F2, "H"),
+        ("syssize", 0x1F4, "I"),  # 2.04+: protected-mode size in 16-byte paragraphs
+        ("ram_size", 0x1F8, "H"),
+        ("vid_mode", 0x1FA, "H"),
+        ("root_dev", 0x1FC, "H"),
+        ("boot_flag", 0x1FE, "H"),  # 0xAA55
+        ("jump", 0x200, "H"),
+        ("header", 0x202, "I"),  # "HdrS"
+        ("version", 0x206, "H"),  # boot protocol version (major << 8 | minor)
+        ("realmode_swtch", 0x208, "I"),
+        ("start_sys_seg", 0x20C, "H"),
+        ("kernel_version", 0x20E, "H"),  # pointer to the version string, less 0x200
+        ("type_of_loader", 0x210, "B"),
+        ("loadflags", 0x211, "B"),
+        ("setup_move_size", 0x212, "H"),
+        ("code32_start", 0x214, "I"),  # 2.00+: where the protected-mode part is loaded/entered
+        ("ramdisk_image", 0x218, "I"),
+        ("ramdisk_size", 0x21C, "I"),
+        ("bootsect_kludge", 0x220, "I"),
+        ("heap_end_ptr", 0x224, "H"),
+        ("ext_loader_ver", 0x226, "B"),
+        ("ext_loader_type", 0x227, "B"),
+        ("cmd_line_ptr", 0x228, "I"),
+        ("initrd_addr_max", 0x22C, "I"),  # 2.03+
+        ("kernel_alignment", 0x230, "I"),  # 2.05+
+        ("relocatable_kernel", 0x234, "B"),  # 2.05+
+        ("min_alignment", 0x235, "B"),  # 2.10+ (log2)
+        ("xloadflags", 0x236, "H"),  # 2.12+
+        ("cmdline_size", 0x238, "I"),  # 2.06+
+        ("hardware_subarch", 0x23C, "I"),  # 2.07+
+        ("hardware_subarch_data", 0x240, "Q"),  # 2.07+
+        ("payload_offset", 0x248, "I"),  # 2.08+ (from the start of the protected-mode part)
+        ("payload_length", 0x24C, "I"),  # 2.08+
+        ("setup_data", 0x250, "Q"),  # 2.09+
+        ("pref_address", 0x258, "Q"),  # 2.10+
+        ("init_size", 0x260, "I"),  # 2.10+
+        ("handover_offset", 0x264, "I"),  # 2.11+
+        ("kernel_info_offset", 0x268, "I"),  # 2.15+
+    ),
+    end=0x26C,
+)
+SETUP_HEADER = SETUP_HEADER_FIELDS.struct
+_AT = SETUP_HEADER_FIELDS.offsets
 _BOOT_FLAG = 0xAA55
 #: boot.rst: "setup_sects ... If this field is 0, the real value is 4."
 _DEFAULT_SETUP_SECTS = 4
@@ -118,51 +168,52 @@ _PAYLOAD_MAGICS: tuple[tuple[bytes, PayloadFormat], ...] = (
 
 @dataclass(frozen=True, slots=True)
 class SetupHeader:
-    """``struct setup_header`` as stored (asm/bootparam.h), every field raw.
+    """``struct setup_header`` as stored (asm/bootparam.h), every field raw: the fields of
+    :data:`SETUP_HEADER_FIELDS`, by name.
 
     Fields a kernel's protocol version does not define hold whatever bytes are there; use
     :class:`BzImage` for values that honour the version.
     """
 
-    setup_sects: int  # 0x1F1
-    root_flags: int  # 0x1F2
-    syssize: int  # 0x1F4, 2.04+: protected-mode size in 16-byte paragraphs
-    ram_size: int  # 0x1F8
-    vid_mode: int  # 0x1FA
-    root_dev: int  # 0x1FC
-    boot_flag: int  # 0x1FE, 0xAA55
-    jump: int  # 0x200
-    header: int  # 0x202, "HdrS"
-    version: int  # 0x206, boot protocol version (major << 8 | minor)
-    realmode_swtch: int  # 0x208
-    start_sys_seg: int  # 0x20C
-    kernel_version: int  # 0x20E, pointer to the version string, less 0x200
-    type_of_loader: int  # 0x210
-    loadflags: int  # 0x211
-    setup_move_size: int  # 0x212
-    code32_start: int  # 0x214, 2.00+: where the protected-mode part is loaded/entered
-    ramdisk_image: int  # 0x218
-    ramdisk_size: int  # 0x21C
-    bootsect_kludge: int  # 0x220
-    heap_end_ptr: int  # 0x224
-    ext_loader_ver: int  # 0x226
-    ext_loader_type: int  # 0x227
-    cmd_line_ptr: int  # 0x228
-    initrd_addr_max: int  # 0x22C, 2.03+
-    kernel_alignment: int  # 0x230, 2.05+
-    relocatable_kernel: int  # 0x234, 2.05+
-    min_alignment: int  # 0x235, 2.10+ (log2)
-    xloadflags: int  # 0x236, 2.12+
-    cmdline_size: int  # 0x238, 2.06+
-    hardware_subarch: int  # 0x23C, 2.07+
-    hardware_subarch_data: int  # 0x240, 2.07+
-    payload_offset: int  # 0x248, 2.08+ (from the start of the protected-mode part)
-    payload_length: int  # 0x24C, 2.08+
-    setup_data: int  # 0x250, 2.09+
-    pref_address: int  # 0x258, 2.10+
-    init_size: int  # 0x260, 2.10+
-    handover_offset: int  # 0x264, 2.11+
-    kernel_info_offset: int  # 0x268, 2.15+
+    setup_sects: int
+    root_flags: int
+    syssize: int
+    ram_size: int
+    vid_mode: int
+    root_dev: int
+    boot_flag: int
+    jump: int
+    header: int
+    version: int
+    realmode_swtch: int
+    start_sys_seg: int
+    kernel_version: int
+    type_of_loader: int
+    loadflags: int
+    setup_move_size: int
+    code32_start: int
+    ramdisk_image: int
+    ramdisk_size: int
+    bootsect_kludge: int
+    heap_end_ptr: int
+    ext_loader_ver: int
+    ext_loader_type: int
+    cmd_line_ptr: int
+    initrd_addr_max: int
+    kernel_alignment: int
+    relocatable_kernel: int
+    min_alignment: int
+    xloadflags: int
+    cmdline_size: int
+    hardware_subarch: int
+    hardware_subarch_data: int
+    payload_offset: int
+    payload_length: int
+    setup_data: int
+    pref_address: int
+    init_size: int
+    handover_offset: int
+    kernel_info_offset: int
 
     @classmethod
     def from_bytes(cls, data: Buffer) -> SetupHeader:
@@ -172,10 +223,10 @@ class SetupHeader:
             ImageError: the image is too short to hold the header (no source name; the
                 caller adds it).
         """
-        end = SETUP_HEADER_OFFSET + SETUP_HEADER.size
+        end = SETUP_HEADER_FIELDS.end
         if len(data) < end:
             raise ImageError(f"{len(data)} bytes is too small for a Linux setup header")
-        return cls(*SETUP_HEADER.unpack_from(data, SETUP_HEADER_OFFSET))
+        return cls(**SETUP_HEADER_FIELDS.unpack(data))
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -475,26 +526,30 @@ def qemu_setup_header_patches(
         real_addr, cmdline_addr = 0x10000, 0x20000
     patches: dict[int, bytes] = {}
     if protocol >= 0x202:
-        patches[0x228] = struct.pack("<I", cmdline_addr)
+        patches[_AT["cmd_line_ptr"]] = struct.pack("<I", cmdline_addr)
     else:
         patches[0x20] = struct.pack("<HH", 0xA33F, (cmdline_addr - real_addr) & 0xFFFF)
     vga = _vga_mode(cmdline)
     if vga is not None:
-        patches[0x1FA] = struct.pack("<H", vga)
+        patches[_AT["vid_mode"]] = struct.pack("<H", vga)
     loadflags = h.loadflags
     if protocol >= 0x200:
-        patches[0x210] = bytes([QEMU_LOADER_TYPE])
+        patches[_AT["type_of_loader"]] = bytes([QEMU_LOADER_TYPE])
     if protocol >= 0x201:
         loadflags |= LoadFlag.CAN_USE_HEAP
-        patches[0x224] = struct.pack("<H", (cmdline_addr - real_addr - 0x200) & 0xFFFF)
-    patches[0x211] = bytes([loadflags])
+        patches[_AT["heap_end_ptr"]] = struct.pack(
+            "<H", (cmdline_addr - real_addr - 0x200) & 0xFFFF
+        )
+    patches[_AT["loadflags"]] = bytes([loadflags])
     if initrd_size is not None:
         initrd_max = qemu_initrd_max(data, below_4g_mem_size, acpi_data_size)
         if initrd_size >= initrd_max:
             raise ImageError(
                 f"initrd of {initrd_size:#x} bytes is too large: QEMU allows below {initrd_max:#x}"
             )
-        patches[0x218] = struct.pack("<II", (initrd_max - initrd_size) & ~4095, initrd_size)
+        patches[_AT["ramdisk_image"]] = struct.pack(
+            "<II", (initrd_max - initrd_size) & ~4095, initrd_size
+        )
     return patches
 
 

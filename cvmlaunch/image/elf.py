@@ -28,7 +28,7 @@ import itertools
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from elftools.common.exceptions import ELFError
 from elftools.common.utils import struct_parse
@@ -190,6 +190,21 @@ class _ViewStream:
         return chunk
 
 
+class _ProgramHeader(NamedTuple):
+    """One program header as pyelftools decoded it (gABI "Program Header"), with its number in
+    the table; ``p_type`` is pyelftools' name for the type (``"PT_LOAD"``)."""
+
+    number: int  # its index in the table
+    p_type: str
+    p_offset: int
+    p_vaddr: int
+    p_paddr: int
+    p_filesz: int
+    p_memsz: int
+    p_flags: int
+    p_align: int
+
+
 @dataclass(frozen=True, slots=True)
 class _RawHeaders:
     """What pyelftools decoded, as plain ints and strings (nothing of pyelftools inside)."""
@@ -202,8 +217,7 @@ class _RawHeaders:
     phoff: int
     phentsize: int
     phnum: int
-    # (index, p_type, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, p_flags, p_align)
-    program_headers: tuple[tuple[int, str, int, int, int, int, int, int, int], ...]
+    program_headers: tuple[_ProgramHeader, ...]
 
 
 def is_elf(data: Buffer) -> bool:
@@ -254,22 +268,22 @@ def _decode(data: Buffer, name: str) -> _RawHeaders:
             f"{size:#x}-byte file",
             source=name,
         )
-    phdrs = []
+    phdrs: list[_ProgramHeader] = []
     try:
         stream = elf.stream
         for i in range(phnum):
             ph = struct_parse(elf.structs.Elf_Phdr, stream, stream_pos=phoff + i * phentsize)
             phdrs.append(
-                (
-                    i,
-                    str(ph["p_type"]),
-                    int(ph["p_offset"]),
-                    int(ph["p_vaddr"]),
-                    int(ph["p_paddr"]),
-                    int(ph["p_filesz"]),
-                    int(ph["p_memsz"]),
-                    int(ph["p_flags"]),
-                    int(ph["p_align"]),
+                _ProgramHeader(
+                    number=i,
+                    p_type=str(ph["p_type"]),
+                    p_offset=int(ph["p_offset"]),
+                    p_vaddr=int(ph["p_vaddr"]),
+                    p_paddr=int(ph["p_paddr"]),
+                    p_filesz=int(ph["p_filesz"]),
+                    p_memsz=int(ph["p_memsz"]),
+                    p_flags=int(ph["p_flags"]),
+                    p_align=int(ph["p_align"]),
                 )
             )
     except ELFError as exc:
@@ -341,9 +355,16 @@ def parse_elf(data: Buffer, *, name: str = "elf") -> ElfImage:
     size = len(data)
     segments: list[ElfSegment] = []
     pvh_entry: int | None = None
-    for index, p_type, offset, vaddr, paddr, filesz, memsz, flags, align in raw.program_headers:
-        if p_type not in (_PT_LOAD, _PT_NOTE):
+    for ph in raw.program_headers:
+        if ph.p_type not in (_PT_LOAD, _PT_NOTE):
             continue
+        index, offset, filesz, memsz, paddr = (
+            ph.number,
+            ph.p_offset,
+            ph.p_filesz,
+            ph.p_memsz,
+            ph.p_paddr,
+        )
         where = raw.phoff + index * raw.phentsize
         if offset + filesz > size:
             raise ImageError(
@@ -352,7 +373,7 @@ def parse_elf(data: Buffer, *, name: str = "elf") -> ElfImage:
                 source=name,
                 offset=where,
             )
-        if p_type == _PT_NOTE:
+        if ph.p_type == _PT_NOTE:
             for note_name, ntype, desc_at, descsz in _iter_notes(data, offset, filesz, name):
                 if note_name == _XEN_NOTE_NAME and ntype == XEN_ELFNOTE_PHYS32_ENTRY:
                     if descsz < _U32.size:
@@ -381,7 +402,16 @@ def parse_elf(data: Buffer, *, name: str = "elf") -> ElfImage:
                 f"more than {MAX_LOAD_SEGMENTS} PT_LOAD segments", source=name, offset=where
             )
         segments.append(
-            ElfSegment(index, paddr, vaddr, offset, filesz, memsz, SegmentFlag(flags), align)
+            ElfSegment(
+                index=index,
+                paddr=paddr,
+                vaddr=ph.p_vaddr,
+                offset=offset,
+                filesz=filesz,
+                memsz=memsz,
+                flags=SegmentFlag(ph.p_flags),
+                align=ph.p_align,
+            )
         )
     if not any(s.memsz for s in segments):
         raise ImageError("no loadable (PT_LOAD) segment with a non-zero size", source=name)

@@ -29,6 +29,7 @@ import itertools
 import struct
 from dataclasses import dataclass
 
+from cvmlaunch._struct import StructTable
 from cvmlaunch.errors import ImageError, UnsupportedSection
 from cvmlaunch.layout import (
     FOUR_GIB,
@@ -127,9 +128,35 @@ _RESET_AREA = 0x20
 _ENTRY_HEADER = struct.Struct("<H16s")  # u16 length, GUID (entry data precedes it)
 _U32 = struct.Struct("<I")
 _U32_PAIR = struct.Struct("<II")
-_METADATA_HEADER = struct.Struct("<4sIII")  # "ASEV" or "TDVF", length, version, count
-_SEV_DESC = struct.Struct("<III")  # gpa, size, type
-_TDVF_SECTION = struct.Struct("<IIQQII")
+#: The metadata header the SEV list (OvmfSevMetadata.asm ``OVMF_SEV_METADATA``) and the TDVF
+#: descriptor (TDVF design guide, "TDVF_DESCRIPTOR") share.
+_METADATA_HEADER = StructTable(
+    "metadata header",
+    (
+        ("signature", 0, "4s"),  # "ASEV" or "TDVF"
+        ("length", 4, "I"),
+        ("version", 8, "I"),
+        ("count", 12, "I"),
+    ),
+    end=16,
+)
+#: OvmfSevMetadata.asm: one SEV metadata section descriptor.
+_SEV_DESC = StructTable(
+    "SEV metadata section", (("gpa", 0, "I"), ("size", 4, "I"), ("type", 8, "I")), end=12
+)
+#: TDVF design guide, "TDVF_SECTION".
+_TDVF_SECTION = StructTable(
+    "TDVF_SECTION",
+    (
+        ("data_offset", 0, "I"),
+        ("raw_data_size", 4, "I"),
+        ("memory_address", 8, "Q"),
+        ("memory_data_size", 16, "Q"),
+        ("type", 24, "I"),
+        ("attributes", 28, "I"),
+    ),
+    end=32,
+)
 #: Upper bounds that no real image comes near; they keep a corrupt count from making us
 #: allocate or loop absurdly (edk2 emits < 10 entries of each).
 MAX_SEV_SECTIONS = 64
@@ -243,6 +270,11 @@ class _Reader:
             raise self.fail(f"{what} lies outside the image", offset)
         return fmt.unpack_from(self.data, offset)
 
+    def fields(self, table: StructTable, offset: int, what: str) -> dict[str, Any]:
+        if offset < 0 or offset + table.size > len(self.data):
+            raise self.fail(f"{what} lies outside the image", offset)
+        return table.unpack(self.data, offset)
+
 
 def _walk_table(r: _Reader) -> tuple[GuidEntry, ...]:
     size = len(r.data)
@@ -301,7 +333,8 @@ def _metadata_header(
         The file offset of the first entry after the header, and the entry count.
     """
     base = _metadata_offset(r, entry, what)
-    sig, length, version, count = r.unpack(_METADATA_HEADER, base, what)
+    header = r.fields(_METADATA_HEADER, base, what)
+    sig, length, version, count = (header[k] for k in ("signature", "length", "version", "count"))
     if sig != signature:
         raise r.fail(f"{what} signature is {sig!r}, expected {signature!r}", base)
     if version != 1:
@@ -320,7 +353,8 @@ def _parse_sev(r: _Reader, entry: GuidEntry) -> tuple[SevSection, ...]:
     sections: list[SevSection] = []
     for i in range(count):
         off = base + i * _SEV_DESC.size
-        gpa, size, raw_type = r.unpack(_SEV_DESC, off, f"SEV metadata section {i}")
+        desc = r.fields(_SEV_DESC, off, f"SEV metadata section {i}")
+        gpa, size, raw_type = desc["gpa"], desc["size"], desc["type"]
         try:
             kind = SevSectionType(raw_type)
         except ValueError as exc:
@@ -346,8 +380,9 @@ def _parse_tdx(r: _Reader, entry: GuidEntry) -> tuple[TdvfSection, ...]:
     sections: list[TdvfSection] = []
     for i in range(count):
         off = base + i * _TDVF_SECTION.size
-        fields = r.unpack(_TDVF_SECTION, off, f"TDVF section {i}")
-        data_offset, raw_size, gpa, mem_size, raw_type, attrs = fields
+        section = r.fields(_TDVF_SECTION, off, f"TDVF section {i}")
+        raw_size, raw_type = section["raw_data_size"], section["type"]
+        gpa, mem_size = section["memory_address"], section["memory_data_size"]
         try:
             kind = TdvfSectionType(raw_type)
         except ValueError as exc:
@@ -367,7 +402,16 @@ def _parse_tdx(r: _Reader, entry: GuidEntry) -> tuple[TdvfSection, ...]:
         if gpa + mem_size > 1 << 52:
             raise r.fail(f"{what} memory {gpa:#x}+{mem_size:#x} exceeds 52 bits", off)
         sections.append(
-            TdvfSection(i, data_offset, raw_size, gpa, mem_size, kind, TdvfAttribute(attrs), off)
+            TdvfSection(
+                index=i,
+                data_offset=section["data_offset"],
+                raw_size=raw_size,
+                gpa=gpa,
+                memory_size=mem_size,
+                type=kind,
+                attributes=TdvfAttribute(section["attributes"]),
+                offset=off,
+            )
         )
     _check_overlaps(
         r, [(s.gpa, s.memory_size, f"TDVF section {s.index} ({s.type.name})") for s in sections]

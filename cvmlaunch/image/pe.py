@@ -31,6 +31,7 @@ import hashlib
 import struct
 from dataclasses import dataclass
 
+from cvmlaunch._struct import StructTable
 from cvmlaunch.errors import ImageError
 from cvmlaunch.layout import Buffer
 
@@ -49,8 +50,37 @@ PE32_PLUS_MAGIC = 0x20B
 _MZ = b"MZ"
 _PE_SIGNATURE = b"PE\x00\x00"
 _LFANEW_OFFSET = 0x3C
-_COFF = struct.Struct("<HHIIIHH")  # machine, sections, time, symtab, symbols, opt size, chars
-_SECTION = struct.Struct("<8sIIIIIIHHI")
+#: PE/COFF specification, "COFF File Header (Object and Image)" (after the "PE\0\0" signature).
+_COFF = StructTable(
+    "COFF File Header",
+    (
+        ("machine", 0, "H"),
+        ("number_of_sections", 2, "H"),
+        ("time_date_stamp", 4, "I"),
+        ("pointer_to_symbol_table", 8, "I"),
+        ("number_of_symbols", 12, "I"),
+        ("size_of_optional_header", 16, "H"),
+        ("characteristics", 18, "H"),
+    ),
+    end=20,
+)
+#: PE/COFF specification, "Section Table (Section Headers)": one entry.
+_SECTION = StructTable(
+    "Section Header",
+    (
+        ("name", 0, "8s"),
+        ("virtual_size", 8, "I"),
+        ("virtual_address", 12, "I"),
+        ("size_of_raw_data", 16, "I"),
+        ("pointer_to_raw_data", 20, "I"),
+        ("pointer_to_relocations", 24, "I"),
+        ("pointer_to_linenumbers", 28, "I"),
+        ("number_of_relocations", 32, "H"),
+        ("number_of_linenumbers", 34, "H"),
+        ("characteristics", 36, "I"),
+    ),
+    end=40,
+)
 _CERT_DIRECTORY = 4  # IMAGE_DIRECTORY_ENTRY_SECURITY
 #: Bounds no real image comes near; they stop a corrupt header from making us loop absurdly.
 MAX_SECTIONS = 96
@@ -121,7 +151,9 @@ def parse_pe(data: Buffer, *, name: str = "image") -> PeImage:
     need(pe_offset, 4 + _COFF.size, "the PE signature and COFF header")
     if bytes(data[pe_offset : pe_offset + 4]) != _PE_SIGNATURE:
         raise fail("e_lfanew does not point at 'PE\\0\\0'", pe_offset)
-    machine, nsections, _, _, _, opt_size, _ = _COFF.unpack_from(data, pe_offset + 4)
+    coff = _COFF.unpack(data, pe_offset + 4)
+    machine, nsections = coff["machine"], coff["number_of_sections"]
+    opt_size = coff["size_of_optional_header"]
     if nsections > MAX_SECTIONS:
         raise fail(f"{nsections} sections (more than {MAX_SECTIONS})", pe_offset + 6)
     opt = pe_offset + 4 + _COFF.size
@@ -157,16 +189,17 @@ def parse_pe(data: Buffer, *, name: str = "image") -> PeImage:
     sections = []
     for i in range(nsections):
         at = section_table + i * _SECTION.size
-        raw_name, vsize, vaddr, raw_size, raw_offset, *_ = _SECTION.unpack_from(data, at)
+        header = _SECTION.unpack(data, at)
+        raw_size, raw_offset = header["size_of_raw_data"], header["pointer_to_raw_data"]
         if raw_size and raw_offset >= size:
             raise fail(
                 f"section {i} raw data at {raw_offset:#x} starts past the end of the image", at
             )
         sections.append(
             PeSection(
-                raw_name.rstrip(b"\x00").decode("ascii", errors="replace"),
-                vsize,
-                vaddr,
+                header["name"].rstrip(b"\x00").decode("ascii", errors="replace"),
+                header["virtual_size"],
+                header["virtual_address"],
                 raw_size,
                 raw_offset,
             )

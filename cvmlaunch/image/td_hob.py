@@ -34,10 +34,10 @@ TDVF measures ``[PHIT, END)``: the END header is not hashed (:func:`td_hob_measu
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from cvmlaunch._struct import StructTable
 from cvmlaunch.errors import LayoutError
 from cvmlaunch.image.ovmf import TdvfSection
 from cvmlaunch.layout import TdvfSectionType
@@ -72,9 +72,39 @@ HOB_ALIGNMENT = 8
 #: The END HOB's size; TDVF's RTMR0 hash stops before it.
 TD_HOB_END_SIZE = 8
 
-_PHIT = struct.Struct("<HHIII4QQ")  # header, version, boot mode, 4 bounds, end of HOB list
-_RESOURCE = struct.Struct("<HHI16sIIQQ")  # header, owner GUID, type, attribute, start, length
-_END = struct.Struct("<HHI")
+#: UEFI PI spec vol. 3, ``EFI_HOB_GENERIC_HEADER``: the first 8 bytes of every HOB, and the
+#: whole END HOB.
+_HEADER_ROWS = (("hob_type", 0, "H"), ("hob_length", 2, "H"), ("reserved", 4, "I"))
+_END = StructTable("EFI_HOB_GENERIC_HEADER", _HEADER_ROWS, end=8)
+#: UEFI PI spec vol. 3, ``EFI_HOB_HANDOFF_INFO_TABLE`` (the PHIT).
+_PHIT = StructTable(
+    "EFI_HOB_HANDOFF_INFO_TABLE",
+    (
+        *_HEADER_ROWS,
+        ("version", 8, "I"),
+        ("boot_mode", 12, "I"),
+        ("efi_memory_top", 16, "Q"),
+        ("efi_memory_bottom", 24, "Q"),
+        ("efi_free_memory_top", 32, "Q"),
+        ("efi_free_memory_bottom", 40, "Q"),
+        ("efi_end_of_hob_list", 48, "Q"),
+    ),
+    end=56,
+)
+#: UEFI PI spec vol. 3, ``EFI_HOB_RESOURCE_DESCRIPTOR``.
+_RESOURCE = StructTable(
+    "EFI_HOB_RESOURCE_DESCRIPTOR",
+    (
+        *_HEADER_ROWS,
+        ("owner", 8, "16s"),  # a GUID
+        ("resource_type", 24, "I"),
+        ("resource_attribute", 28, "I"),
+        ("physical_start", 32, "Q"),
+        ("resource_length", 40, "Q"),
+    ),
+    end=48,
+)
+_END_OF_HOB_LIST = _END.pack(hob_type=HOB_TYPE_END_OF_HOB_LIST, hob_length=_END.size, reserved=0)
 _ACCEPTED_TYPES = (TdvfSectionType.TD_HOB, TdvfSectionType.TEMP_MEM)
 
 
@@ -176,22 +206,35 @@ def build_td_hob(sections: Iterable[TdvfSection], memory_size: int) -> bytes:
         )
     end_of_hob_list = hob_section.gpa + size
     parts = [
-        _PHIT.pack(HOB_TYPE_HANDOFF, _PHIT.size, 0, PHIT_VERSION, 0, 0, 0, 0, 0, end_of_hob_list)
+        _PHIT.pack(
+            hob_type=HOB_TYPE_HANDOFF,
+            hob_length=_PHIT.size,
+            reserved=0,
+            version=PHIT_VERSION,
+            boot_mode=0,
+            efi_memory_top=0,
+            efi_memory_bottom=0,
+            efi_free_memory_top=0,
+            efi_free_memory_bottom=0,
+            efi_end_of_hob_list=end_of_hob_list,
+        )
     ]
     for e in entries:
         parts.append(
             _RESOURCE.pack(
-                HOB_TYPE_RESOURCE_DESCRIPTOR,
-                _RESOURCE.size,
-                0,
-                bytes(16),
-                RESOURCE_TYPE_SYSTEM_MEMORY if e.accepted else RESOURCE_TYPE_UNACCEPTED,
-                RESOURCE_ATTRIBUTE_RAM,
-                e.address,
-                e.length,
+                hob_type=HOB_TYPE_RESOURCE_DESCRIPTOR,
+                hob_length=_RESOURCE.size,
+                reserved=0,
+                owner=bytes(16),
+                resource_type=RESOURCE_TYPE_SYSTEM_MEMORY
+                if e.accepted
+                else RESOURCE_TYPE_UNACCEPTED,
+                resource_attribute=RESOURCE_ATTRIBUTE_RAM,
+                physical_start=e.address,
+                resource_length=e.length,
             )
         )
-    parts.append(_END.pack(HOB_TYPE_END_OF_HOB_LIST, _END.size, 0))
+    parts.append(_END_OF_HOB_LIST)
     return b"".join(parts)
 
 
@@ -201,8 +244,6 @@ def td_hob_measured_bytes(hob: bytes) -> bytes:
     Raises:
         LayoutError: ``hob`` does not end with an END HOB.
     """
-    if len(hob) < _PHIT.size + _END.size or hob[-_END.size :] != _END.pack(
-        HOB_TYPE_END_OF_HOB_LIST, _END.size, 0
-    ):
+    if len(hob) < _PHIT.size + _END.size or hob[-_END.size :] != _END_OF_HOB_LIST:
         raise LayoutError("not a TD HOB list: it does not end with an END_OF_HOB_LIST header")
     return hob[: -_END.size]

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from cvmlaunch._struct import StructTable
 from cvmlaunch.errors import CheckFailed, ConfigError, ImageError, MeasurementMismatch
 from cvmlaunch.layout import parse_hex_bytes
 
@@ -33,9 +33,13 @@ if TYPE_CHECKING:  # cryptography costs ~20 ms to import: only key and signature
 __all__ = [
     "AUTHOR_KEY_OFFSET",
     "DEFAULT_POLICY",
+    "ECDSA_PUBKEY_FIELDS",
     "ECDSA_PUBKEY_SIZE",
+    "ECDSA_SIG_FIELDS",
     "ECDSA_SIG_SIZE",
+    "ID_AUTH_FIELDS",
     "ID_AUTH_SIZE",
+    "ID_BLOCK_FIELDS",
     "ID_BLOCK_OFFSET_SIG",
     "ID_BLOCK_SIZE",
     "ID_BLOCK_VERSION",
@@ -211,9 +215,19 @@ def _le(value: int) -> bytes:
     return value.to_bytes(_COMPONENT_SIZE, "little")
 
 
-# SNP ABI table "ID Block Structure": LD 0x00 (48), FAMILY_ID 0x30 (16), IMAGE_ID 0x40 (16),
-# VERSION 0x50 (u32), GUEST_SVN 0x54 (u32), POLICY 0x58 (u64).
-_ID_BLOCK = struct.Struct("<48s16s16sIIQ")
+#: SNP ABI, SNP_LAUNCH_FINISH, table "ID Block Structure".
+ID_BLOCK_FIELDS = StructTable(
+    "ID Block Structure",
+    (
+        ("ld", 0x00, "48s"),
+        ("family_id", 0x30, "16s"),
+        ("image_id", 0x40, "16s"),
+        ("version", 0x50, "I"),
+        ("guest_svn", 0x54, "I"),
+        ("policy", 0x58, "Q"),
+    ),
+    end=ID_BLOCK_SIZE,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,8 +272,13 @@ class IdBlock:
 
     def pack(self) -> bytes:
         """The 96 bytes the firmware reads."""
-        return _ID_BLOCK.pack(
-            self.ld, self.family_id, self.image_id, self.version, self.guest_svn, self.policy.value
+        return ID_BLOCK_FIELDS.pack(
+            ld=self.ld,
+            family_id=self.family_id,
+            image_id=self.image_id,
+            version=self.version,
+            guest_svn=self.guest_svn,
+            policy=self.policy.value,
         )
 
     @classmethod
@@ -274,15 +293,23 @@ class IdBlock:
             raise ImageError(
                 f"an ID block is {ID_BLOCK_SIZE} bytes, not {len(data)}", source=source
             )
-        ld, fam, img, version, svn, policy = _ID_BLOCK.unpack(data)
+        fields = ID_BLOCK_FIELDS.unpack(data)
         try:
-            return cls(ld, fam, img, svn, GuestPolicy(policy), version)
+            return cls(**fields | {"policy": GuestPolicy(fields["policy"])})
         except ConfigError as exc:
             raise ConfigError(f"{source}: {exc}") from exc
 
 
-# SNP ABI "ECDSA signature format": R 0x00 (72, LE), S 0x48 (72, LE), reserved 0x90-0x1FF.
-_SIG = struct.Struct(f"<{_COMPONENT_SIZE}s{_COMPONENT_SIZE}s{ECDSA_SIG_SIZE - 144}s")
+#: SNP ABI chapter "ECDSA signature format": R and S are little-endian integers.
+ECDSA_SIG_FIELDS = StructTable(
+    "ECDSA signature",
+    (
+        ("r", 0x00, f"{_COMPONENT_SIZE}s"),
+        ("s", 0x48, f"{_COMPONENT_SIZE}s"),
+        ("reserved", 0x90, f"{ECDSA_SIG_SIZE - 0x90}s"),
+    ),
+    end=ECDSA_SIG_SIZE,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,13 +342,14 @@ class EcdsaSignature:
 
     def pack(self) -> bytes:
         """The 512 bytes."""
-        return _SIG.pack(_le(self.r), _le(self.s), self.reserved)
+        return ECDSA_SIG_FIELDS.pack(r=_le(self.r), s=_le(self.s), reserved=self.reserved)
 
     @classmethod
     def unpack(cls, data: bytes | memoryview) -> EcdsaSignature:
         """Parse 512 bytes (no validation: see :func:`verify_id_pair`)."""
-        r, s, reserved = _SIG.unpack(data)
-        return cls(int.from_bytes(r, "little"), int.from_bytes(s, "little"), reserved)
+        fields = ECDSA_SIG_FIELDS.unpack(data)
+        r, s = (int.from_bytes(fields[name], "little") for name in ("r", "s"))
+        return cls(r, s, fields["reserved"])
 
     @property
     def is_zero(self) -> bool:
@@ -329,9 +357,17 @@ class EcdsaSignature:
         return self.r == 0 and self.s == 0 and not any(self.reserved)
 
 
-# SNP ABI "ECDSA public key format": CURVE 0x00 (u32), QX 0x04 (72, LE), QY 0x4C (72, LE),
-# reserved 0x94-0x403.
-_PUBKEY = struct.Struct(f"<I{_COMPONENT_SIZE}s{_COMPONENT_SIZE}s{ECDSA_PUBKEY_SIZE - 148}s")
+#: SNP ABI chapter "ECDSA public key format": QX and QY are little-endian integers.
+ECDSA_PUBKEY_FIELDS = StructTable(
+    "ECDSA public key",
+    (
+        ("curve", 0x00, "I"),
+        ("qx", 0x04, f"{_COMPONENT_SIZE}s"),
+        ("qy", 0x4C, f"{_COMPONENT_SIZE}s"),
+        ("reserved", 0x94, f"{ECDSA_PUBKEY_SIZE - 0x94}s"),
+    ),
+    end=ECDSA_PUBKEY_SIZE,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,13 +417,16 @@ class EcdsaPublicKey:
 
     def pack(self) -> bytes:
         """The 1028 bytes."""
-        return _PUBKEY.pack(self.curve, _le(self.qx), _le(self.qy), self.reserved)
+        return ECDSA_PUBKEY_FIELDS.pack(
+            curve=self.curve, qx=_le(self.qx), qy=_le(self.qy), reserved=self.reserved
+        )
 
     @classmethod
     def unpack(cls, data: bytes | memoryview) -> EcdsaPublicKey:
         """Parse 1028 bytes (no validation: see :func:`verify_id_pair`)."""
-        curve, qx, qy, reserved = _PUBKEY.unpack(data)
-        return cls(curve, int.from_bytes(qx, "little"), int.from_bytes(qy, "little"), reserved)
+        fields = ECDSA_PUBKEY_FIELDS.unpack(data)
+        qx, qy = (int.from_bytes(fields[name], "little") for name in ("qx", "qy"))
+        return cls(fields["curve"], qx, qy, fields["reserved"])
 
     def digest(self) -> bytes:
         """SHA-384 of the 1028-byte structure: what the attestation report carries."""
@@ -399,14 +438,22 @@ class EcdsaPublicKey:
         return self.curve == 0 and self.qx == 0 and self.qy == 0 and not any(self.reserved)
 
 
-# SNP ABI table "ID Authentication Information Structure":
-#   0x000 ID_KEY_ALGO u32, 0x004 AUTH_KEY_ALGO u32, 0x008-0x03F reserved,
-#   0x040 ID_BLOCK_SIG (512), 0x240 ID_KEY (1028), 0x644-0x67F reserved,
-#   0x680 ID_KEY_SIG (512), 0x880 AUTHOR_KEY (1028), 0xC84-0xFFF reserved.
-_ID_AUTH = struct.Struct(
-    f"<II{ID_BLOCK_OFFSET_SIG - 8}s{ECDSA_SIG_SIZE}s{ECDSA_PUBKEY_SIZE}s"
-    f"{ID_KEY_SIG_OFFSET - ID_KEY_OFFSET - ECDSA_PUBKEY_SIZE}s{ECDSA_SIG_SIZE}s"
-    f"{ECDSA_PUBKEY_SIZE}s{ID_AUTH_SIZE - AUTHOR_KEY_OFFSET - ECDSA_PUBKEY_SIZE}s"
+#: SNP ABI, SNP_LAUNCH_FINISH, table "ID Authentication Information Structure". The reserved
+#: ranges are read as bytes (they must be zero; :class:`IdAuth` keeps them so a check can say so).
+ID_AUTH_FIELDS = StructTable(
+    "ID Authentication Information Structure",
+    (
+        ("id_key_algo", 0x000, "I"),
+        ("author_key_algo", 0x004, "I"),
+        ("reserved1", 0x008, f"{ID_BLOCK_OFFSET_SIG - 0x008}s"),
+        ("id_block_sig", ID_BLOCK_OFFSET_SIG, f"{ECDSA_SIG_SIZE}s"),  # 0x040
+        ("id_key", ID_KEY_OFFSET, f"{ECDSA_PUBKEY_SIZE}s"),  # 0x240
+        ("reserved2", 0x644, f"{ID_KEY_SIG_OFFSET - 0x644}s"),
+        ("id_key_sig", ID_KEY_SIG_OFFSET, f"{ECDSA_SIG_SIZE}s"),  # 0x680
+        ("author_key", AUTHOR_KEY_OFFSET, f"{ECDSA_PUBKEY_SIZE}s"),  # 0x880
+        ("reserved3", 0xC84, f"{ID_AUTH_SIZE - 0xC84}s"),
+    ),
+    end=ID_AUTH_SIZE,
 )
 
 
@@ -454,16 +501,16 @@ class IdAuth:
     def pack(self) -> bytes:
         """The 4096 bytes."""
         r1, r2, r3 = self.reserved
-        return _ID_AUTH.pack(
-            self.id_key_algo,
-            self.author_key_algo,
-            r1,
-            self.id_block_sig.pack(),
-            self.id_key.pack(),
-            r2,
-            self.id_key_sig.pack(),
-            self.author_key.pack(),
-            r3,
+        return ID_AUTH_FIELDS.pack(
+            id_key_algo=self.id_key_algo,
+            author_key_algo=self.author_key_algo,
+            reserved1=r1,
+            id_block_sig=self.id_block_sig.pack(),
+            id_key=self.id_key.pack(),
+            reserved2=r2,
+            id_key_sig=self.id_key_sig.pack(),
+            author_key=self.author_key.pack(),
+            reserved3=r3,
         )
 
     @classmethod
@@ -475,17 +522,15 @@ class IdAuth:
         """
         if len(data) != ID_AUTH_SIZE:
             raise ImageError(f"an ID auth is {ID_AUTH_SIZE} bytes, not {len(data)}", source=source)
-        id_algo, author_algo, r1, block_sig, id_key, r2, key_sig, author_key, r3 = _ID_AUTH.unpack(
-            data
-        )
+        f = ID_AUTH_FIELDS.unpack(data)
         return cls(
-            id_algo,
-            author_algo,
-            EcdsaSignature.unpack(block_sig),
-            EcdsaPublicKey.unpack(id_key),
-            EcdsaSignature.unpack(key_sig),
-            EcdsaPublicKey.unpack(author_key),
-            (r1, r2, r3),
+            id_key_algo=f["id_key_algo"],
+            author_key_algo=f["author_key_algo"],
+            id_block_sig=EcdsaSignature.unpack(f["id_block_sig"]),
+            id_key=EcdsaPublicKey.unpack(f["id_key"]),
+            id_key_sig=EcdsaSignature.unpack(f["id_key_sig"]),
+            author_key=EcdsaPublicKey.unpack(f["author_key"]),
+            reserved=(f["reserved1"], f["reserved2"], f["reserved3"]),
         )
 
 

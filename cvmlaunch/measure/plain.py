@@ -32,9 +32,9 @@ the guest was given, so the digest is the same on every host and predictable fro
 from __future__ import annotations
 
 import hashlib
-import struct
 from collections.abc import Iterator, Mapping, Sequence
 
+from cvmlaunch._struct import StructTable
 from cvmlaunch.errors import LogFormatError
 from cvmlaunch.layout import Plan
 from cvmlaunch.log_entry import LogEntry, LogOp
@@ -67,10 +67,19 @@ ZERO_DIGEST = bytes(DIGEST_SIZE)
 #: The ``algorithm`` of plain launch logs.
 PLAIN_ALGORITHM = "cvmlaunch-transcript-sha384"
 
-#: The transcript step (cvmlaunch's own definition, docs/log-format.md): op name (ASCII,
-#: NUL-padded) [32], gpa u64, size u64, page_type u8, measured u8, content_sha384 [48] (48
-#: zero bytes for the zero marker).
-_STEP = struct.Struct("<32sQQBB48s")
+#: The transcript step (cvmlaunch's own definition, docs/log-format.md), 98 bytes.
+_STEP = StructTable(
+    "plain transcript step",
+    (
+        ("op", 0, "32s"),  # the op name, ASCII, NUL-padded
+        ("gpa", 32, "Q"),
+        ("size", 40, "Q"),
+        ("page_type", 48, "B"),
+        ("measured", 49, "B"),
+        ("content_sha384", 50, "48s"),  # 48 zero bytes for the zero marker
+    ),
+    end=98,
+)
 #: What a record with the zero marker (``content_sha384`` None) puts in the step.
 ZERO_MARKER_STEP = bytes(DIGEST_SIZE)
 
@@ -78,12 +87,12 @@ ZERO_MARKER_STEP = bytes(DIGEST_SIZE)
 def transcript_step(entry: LogEntry) -> bytes:
     """The 98 bytes a ``plain.copy`` record adds to the transcript (:data:`_STEP`)."""
     return _STEP.pack(
-        entry.op.value.encode("ascii"),
-        entry.gpa,
-        entry.size,
-        int(entry.page_type),
-        int(entry.measured),
-        ZERO_MARKER_STEP if entry.content_sha384 is None else entry.content_sha384,
+        op=entry.op.value.encode("ascii"),
+        gpa=entry.gpa,
+        size=entry.size,
+        page_type=int(entry.page_type),
+        measured=int(entry.measured),
+        content_sha384=(ZERO_MARKER_STEP if entry.content_sha384 is None else entry.content_sha384),
     )
 
 
