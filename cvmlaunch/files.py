@@ -34,23 +34,31 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from cvmlaunch.errors import ImageError
+from cvmlaunch.errors import ConfigError, ImageError
 
 TYPE_CHECKING = False  # typing is not imported at run time (start-up time)
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from io import BufferedReader
 
+    from cvmlaunch.measure.log import MeasurementLog
+
 __all__ = [
+    "LOG_STREAM_LIMIT",
     "STDIO",
     "FileDigests",
     "Output",
     "check_outputs",
+    "created_directory",
     "file_digest",
     "file_digests",
     "file_size",
+    "find_by_digest",
     "input_buffer",
     "map_file",
     "read_blob",
+    "read_log",
+    "read_log_bytes",
     "read_small",
     "read_stream",
     "same_file",
@@ -410,6 +418,107 @@ def read_blob(path: str | os.PathLike[str], size: int, what: str) -> bytes:
         f"{what}: {len(data)} bytes; expected {size} raw bytes or their base64",
         source=os.fspath(path),
     )
+
+
+#: The most a launch log read from a pipe or standard input may hold (a file is mapped, any
+#: size): a stream that never ends is refused past this, naming the limit.
+LOG_STREAM_LIMIT = 1 << 30
+
+
+def read_log(path: str) -> MeasurementLog:
+    """Read and parse a launch log: a file (mapped, not copied whole), a pipe, or ``-``
+    (standard input, read whole up to :data:`LOG_STREAM_LIMIT` bytes).
+
+    Raises:
+        ImageError: the log cannot be read, is not a file or a pipe, or is not UTF-8.
+        LogFormatError: the log does not follow the format.
+    """
+    from cvmlaunch.measure.log_json import parse_log_bytes
+
+    with input_buffer(path, "a launch log", LOG_STREAM_LIMIT) as data:
+        return parse_log_bytes(data, name=path)
+
+
+def read_log_bytes(path: str) -> tuple[bytes, MeasurementLog]:
+    """A launch log's bytes (a regular file, at most the largest a DSSE envelope may carry)
+    and the log they parse to: what is signed is what is checked.
+
+    Raises:
+        ImageError: the file cannot be read, is too large or is not UTF-8.
+        LogFormatError: the log does not follow the format.
+    """
+    from cvmlaunch.measure.log_json import parse_log_bytes
+    from cvmlaunch.measure.log_sign import MAX_ENVELOPE_BYTES
+
+    data = read_small(path, "log", MAX_ENVELOPE_BYTES)
+    return data, parse_log_bytes(data, name=path)
+
+
+def find_by_digest(
+    directories: Iterable[str], wanted: Mapping[tuple[int, bytes], str], setting: str
+) -> dict[str, str]:
+    """The regular files in ``directories`` (not recursive, names sorted) whose size and
+    SHA-256 are a key of ``wanted``, by that key's value (a role); the first file found for
+    a role is kept. Names do not matter, so a renamed input is found; only files of a wanted
+    size are hashed. A file that cannot be examined is passed over.
+
+    Raises:
+        ConfigError: a directory cannot be listed (naming ``setting``, the caller's name of
+            the directories, and the directory).
+        ImageError: a file of a wanted size cannot be read.
+    """
+    found: dict[str, str] = {}
+    sizes = {size for size, _ in wanted}
+    for directory in directories:
+        try:
+            names = sorted(os.listdir(directory))
+        except OSError as exc:
+            raise ConfigError(f"{setting} {directory}: {exc.strerror}", setting=setting) from exc
+        for name in names:
+            path = os.path.join(directory, name)
+            try:
+                size = os.stat(path).st_size if os.path.isfile(path) else -1
+            except OSError:
+                continue
+            if size not in sizes:
+                continue
+            role = wanted.get((size, file_digest(path)))
+            if role is not None and role not in found:
+                found[role] = path
+    return found
+
+
+@contextlib.contextmanager
+def created_directory(path: str | None) -> Iterator[None]:
+    """Create the directory ``path`` (and its missing parents) for the outputs written inside
+    the block; if the block raises, remove the directories created (deepest first), so a run
+    that fails leaves no trace. ``None``: nothing to create.
+
+    Raises:
+        ImageError: the directory cannot be created.
+    """
+    if path is None:
+        yield
+        return
+    created: list[str] = []
+    parent = os.path.abspath(path)
+    while not os.path.isdir(parent) and parent not in created:
+        created.append(parent)
+        parent = os.path.dirname(parent)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        for d in created:
+            with contextlib.suppress(OSError):
+                os.rmdir(d)
+        raise ImageError(f"cannot create directory: {exc.strerror}", source=path) from exc
+    try:
+        yield
+    except BaseException:
+        for d in created:  # deepest first
+            with contextlib.suppress(OSError):
+                os.rmdir(d)
+        raise
 
 
 def same_file(a: os.stat_result, b: os.stat_result) -> bool:

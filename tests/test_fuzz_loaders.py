@@ -18,13 +18,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cvmlaunch.cli._inspect import build_report
 from cvmlaunch.errors import CvmLaunchError
 from cvmlaunch.image.bzimage import parse_bzimage
 from cvmlaunch.image.detect import detect_format
 from cvmlaunch.image.elf import elf_regions, parse_elf
 from cvmlaunch.image.ovmf import FOOTER_GUID, guid_bytes_le, parse_ovmf
 from cvmlaunch.image.raw import initrd_gpa, kernel_cmdline
+from cvmlaunch.image.report import build_report
 from cvmlaunch.layout import FOUR_GIB, Buffer, Plan
 from cvmlaunch.memory_map import MemoryMap
 from tests.builders import PT_NOTE, ElfSpec, Seg, build_bzimage, build_elf, pvh_note

@@ -29,6 +29,7 @@ from cvmlaunch.files import (
     write_output,
     write_outputs,
 )
+from tests.errors_util import raises_cvm
 from tests.hardening_util import dev_twin, snapshot, within
 
 
@@ -393,3 +394,61 @@ def test_5_file_digests_across_mmap_windows(tmp_path: Path) -> None:
         got = file_digests(p, ["sha256", "sha384"])
         assert got == (size, [hashlib.sha256(data).digest(), hashlib.sha384(data).digest()])
         assert file_digest(p, "sha384") == hashlib.sha384(data).digest()
+
+
+# ------------------------------------------------------------------ inputs found by digest
+
+
+def test_find_by_digest_finds_renamed_inputs_and_hashes_only_wanted_sizes(tmp_path: Path) -> None:
+    from cvmlaunch.files import find_by_digest
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (a / "renamed.fd").write_bytes(b"firmware")
+    (a / "other").write_bytes(b"firmwarf")  # same size, other digest
+    (b / "a-copy").write_bytes(b"firmware")  # a second match: the first found wins
+    (b / "vmlinuz").write_bytes(b"kernel!")
+    (b / "dangling").symlink_to(tmp_path / "gone")  # cannot be examined: passed over
+    os.mkfifo(b / "pipe")  # not a regular file: never opened (a FIFO would block)
+    wanted = {
+        (8, hashlib.sha256(b"firmware").digest()): "firmware",
+        (7, hashlib.sha256(b"kernel!").digest()): "kernel",
+        (6, hashlib.sha256(b"initrd").digest()): "initrd",
+    }
+    found = find_by_digest([str(a), str(b)], wanted, "inputs")
+    assert found == {"firmware": str(a / "renamed.fd"), "kernel": str(b / "vmlinuz")}
+    assert find_by_digest([str(b)], wanted, "inputs")["firmware"] == str(b / "a-copy")
+    assert find_by_digest([], wanted, "inputs") == {}
+    missing = re.escape(str(tmp_path / "c"))
+    with raises_cvm(setting="inputs", match=f"^inputs {missing}: No such"):
+        find_by_digest([str(tmp_path / "c")], wanted, "inputs")
+
+
+def test_created_directory_is_removed_again_when_the_block_fails(tmp_path: Path) -> None:
+    from cvmlaunch.files import created_directory
+
+    target = tmp_path / "x" / "y" / "z"
+    seen = []
+
+    def fail() -> None:
+        with created_directory(str(target)):
+            seen.append(target.is_dir())
+            raise RuntimeError("a write failed")
+
+    with pytest.raises(RuntimeError):
+        fail()
+    assert seen == [True]
+    assert list(tmp_path.iterdir()) == []  # x, y and z: all created here, all removed
+    (tmp_path / "keep").mkdir()
+    with created_directory(str(tmp_path / "keep" / "new")):
+        (tmp_path / "keep" / "new" / "f").write_bytes(b"1")
+    assert (tmp_path / "keep" / "new" / "f").read_bytes() == b"1"
+    (tmp_path / "file").write_bytes(b"")
+    with (
+        pytest.raises(ImageError, match="cannot create directory"),
+        created_directory(str(tmp_path / "file" / "sub")),
+    ):
+        pass  # pragma: no cover
+    with created_directory(None):
+        pass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import stat
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 from cvmlaunch.errors import ConfigError, ImageError
 from cvmlaunch.measure import identity as ident
 from tests.cli_runner import run_cli
+from tests.errors_util import raises_cvm
 from tests.vectors import ecdsa_vector, identity_file
 
 ID_KEY_FILE = identity_file("id_key.pem")
@@ -517,3 +519,69 @@ def test_cli_option_conflicts_are_one_line_exit_2(
     assert r.stdout == ""
     assert r.stderr.splitlines() == [f"cvmlaunch: error: {message}"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing written
+
+
+# ---------------------------------------------------------------- the launch an ID block is for
+
+
+def test_launch_from_text_takes_hex_or_base64_of_48_bytes() -> None:
+    from cvmlaunch.measure.id_sign import Launch, launch_from_text
+
+    ld = bytes(range(48))
+    assert launch_from_text(ld.hex()) == Launch(ld)
+    assert launch_from_text(" " + ld.hex()[:40] + "\n" + ld.hex()[40:]) == Launch(ld)
+    assert launch_from_text(base64.b64encode(ld).decode()) == Launch(ld)
+    for bad in (ld.hex()[:-2], base64.b64encode(ld[:47]).decode(), "zz"):
+        with raises_cvm(setting="measurement", match="neither 48 bytes of hex nor of base64"):
+            launch_from_text(bad)
+
+
+def test_launch_from_log_replays_and_takes_the_recorded_policy() -> None:
+    import dataclasses
+
+    from cvmlaunch.errors import MeasurementMismatch
+    from cvmlaunch.measure.id_sign import launch_from_log
+    from cvmlaunch.measure.log import Technology
+    from tests.test_log import make_log
+
+    log = make_log(policy="0x30001")
+    launch = launch_from_log(log, "l.jsonl")
+    assert launch.digest == log.footer.digest
+    assert launch.policy == ident.GuestPolicy(0x30001)
+    assert launch.source == "l.jsonl"
+    assert launch_from_log(make_log(), "l.jsonl").policy is None
+    broken = dataclasses.replace(log, footer=dataclasses.replace(log.footer, digest=bytes(48)))
+    with pytest.raises(MeasurementMismatch, match="footer digest"):
+        launch_from_log(broken, "l.jsonl")
+    tdx = dataclasses.replace(
+        log, header=dataclasses.replace(log.header, technology=Technology.TDX)
+    )
+    with pytest.raises(ConfigError, match=r"^l\.jsonl: a tdx log; ID blocks are SEV-SNP$"):
+        launch_from_log(tdx, "l.jsonl")
+
+
+def test_sign_launch_fills_the_block_and_reconciles_the_policy() -> None:
+    from cvmlaunch.measure.id_sign import Launch, sign_launch
+
+    ld = bytes(range(48))
+    block, auth = sign_launch(Launch(ld), ID_KEY)
+    assert block == ident.IdBlock(ld=ld, policy=ident.DEFAULT_POLICY)
+    assert auth == ident.sign_id_block(block, ID_KEY)
+    assert ident.verify_id_pair(block.pack(), auth.pack()).ok
+
+    recorded = Launch(ld, ident.GuestPolicy(0x30001), "l.jsonl")
+    block, auth = sign_launch(
+        recorded, ID_KEY, AUTHOR_KEY, family_id="11" * 16, image_id="0x" + "22" * 16, svn=7
+    )
+    assert (block.policy, block.family_id, block.image_id) == (
+        ident.GuestPolicy(0x30001),
+        b"\x11" * 16,
+        b"\x22" * 16,
+    )
+    assert (block.guest_svn, auth.has_author_key) == (7, True)
+    assert sign_launch(recorded, ID_KEY, policy="30001")[0].policy == ident.GuestPolicy(0x30001)
+    differs = "policy 0x30000 differs from the policy 0x30001 recorded in l.jsonl: the firmware"
+    with raises_cvm(setting="policy", match=re.escape(differs + " would refuse the launch")):
+        sign_launch(recorded, ID_KEY, policy="0x30000")
+    with raises_cvm(setting="family_id", match="^family_id: 15 bytes given, exactly 16"):
+        sign_launch(recorded, ID_KEY, family_id="11" * 15)

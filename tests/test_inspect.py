@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 
+from cvmlaunch.errors import ImageError
 from cvmlaunch.image.detect import ImageFormat, detect_format
+from cvmlaunch.image.report import build_report, render_text
 from tests.builders import ElfSpec, Seg, build_bzimage, build_elf
 from tests.cli_runner import run_cli
 from tests.ovmf_builder import build_ovmf
@@ -211,6 +213,23 @@ def test_synthetic_bzimage_text(tmp_path: Path) -> None:
     assert "cmdline size        255 bytes" in lines  # protocol < 2.06: the old limit
     assert "kernel alignment    0x100000" in lines
     assert "64-bit entry        -" in lines  # no xloadflags before 2.12
+
+
+def test_the_library_report_is_what_inspect_prints(tmp_path: Path) -> None:
+    """build_report/render_text take bytes (no file): the CLI maps the file and prints them."""
+    data = build_bzimage(version=0x020C, kernel_alignment=0x200000)
+    path = tmp_path / "bz"
+    path.write_bytes(data)
+    report = build_report(data, name=str(path))
+    assert report["format"] == "bzimage"
+    assert report["protocol"] == "2.12"
+    assert report["kernel_alignment"] == 0x200000
+    assert json.loads(run_cli(["inspect", "--json", str(path)]).output) == report
+    text = render_text(report)
+    assert "kernel alignment    0x200000" in text.splitlines()
+    assert run_cli(["inspect", str(path)]).output == text + "\n"
+    with pytest.raises(ImageError, match="unrecognised format"):
+        build_report(b"\0" * 4096, name="zeros")
 
 
 def test_json_is_deterministic(tmp_path: Path) -> None:

@@ -731,3 +731,91 @@ def test_the_writer_never_writes_what_the_reader_refuses(ranges: list[tuple[int,
         )
         return
     assert parse_log(text).entries == entries
+
+
+# ------------------------------------------------------------------ what the log commands compose
+
+
+def test_replay_if_possible_replays_snp_logs_only() -> None:
+    from cvmlaunch.measure.log import replay_if_possible
+
+    log = make_log()
+    assert replay_if_possible(log) is True
+    broken = dataclasses.replace(log, footer=dataclasses.replace(log.footer, digest=bytes(48)))
+    with pytest.raises(MeasurementMismatch, match="footer digest"):
+        replay_if_possible(broken)
+    tdx = dataclasses.replace(
+        broken, header=dataclasses.replace(broken.header, technology=Technology.TDX)
+    )
+    assert replay_if_possible(tdx) is False  # not replayed: the wrong footer goes unnoticed
+
+
+def test_parse_log_bytes_is_utf8_then_parse_log() -> None:
+    from cvmlaunch.errors import ImageError
+    from cvmlaunch.measure.log_json import parse_log_bytes
+
+    log = make_log()
+    text = dumps_log(log)
+    assert parse_log_bytes(memoryview(text.encode()), name="a.jsonl") == parse_log(text)
+    bad = text.encode().replace(b'"fw.fd"', b'"fw\xff.fd"', 1)
+    with pytest.raises(ImageError, match=r"not UTF-8 text \(byte \d+\)") as info:
+        parse_log_bytes(bad, name="a.jsonl")
+    assert bad[int(str(info.value).rsplit("byte ", 1)[1].rstrip(")"))] == 0xFF
+
+
+def test_inputs_to_find_lists_the_file_inputs_not_given_by_size_and_sha256() -> None:
+    from cvmlaunch.measure.log_check import inputs_to_find
+
+    h = header()
+    assert inputs_to_find(h, ()) == {
+        (10240, hashlib.sha256(b"x").digest()): "firmware",
+        (1, hashlib.sha256(b"k").digest()): "kernel",
+    }
+    assert inputs_to_find(h, {"firmware"}) == {(1, hashlib.sha256(b"k").digest()): "kernel"}
+    cmdline = dataclasses.replace(h, inputs=(LogInput("cmdline", "cmdline", 3, sha256=bytes(32)),))
+    assert inputs_to_find(cmdline, ()) == {}  # not a file
+
+
+def test_cmdline_input_bytes_follows_the_format_version() -> None:
+    from cvmlaunch.measure.log_check import cmdline_input_bytes
+
+    assert cmdline_input_bytes(header(), "console=ttyS0") == b"console=ttyS0\0"
+    v1 = dataclasses.replace(header(), format_version=1)
+    assert cmdline_input_bytes(v1, "console=ttyS0") == b"console=ttyS0"
+
+
+def test_show_lines_escape_before_aligning() -> None:
+    from cvmlaunch.measure.log_show import show_lines
+
+    fw = Provenance(SourceKind.FILE, "f\x1bw.fd", offset=0)
+    region = Region(0xFFFF_F000, 0x1000, PageType.NORMAL, True, fw, b"\x90" * 16)
+    log = snp_chain.log_layout(Plan.of([region]), header())
+    entry = log.entries[0]
+    assert entry.content_sha384 is not None
+    assert entry.digest_after is not None
+    lines = show_lines(log)
+    table = lines[-3:-1]  # the header row and the one record
+    assert "\x1b" not in "".join(lines)
+    assert "f\\x1bw.fd" in table[1]  # escaped, and the columns measured after escaping:
+    assert table[0].index("contents") == table[1].index(entry.content_sha384.hex()[:16])
+    assert table[0].index("digest after") == table[1].index(entry.digest_after.hex()[:16])
+    assert entry.digest_after.hex() not in table[1]
+    assert lines[-1] == f"final digest {log.footer.digest.hex()}"
+    assert entry.digest_after.hex() in show_lines(log, full=True)[-2]
+
+
+def test_log_check_lines_name_the_log_on_every_line() -> None:
+    from cvmlaunch.measure.log_checker import Finding, LogCheck
+
+    digest = bytes(range(48))
+    ok = LogCheck((), ("the firmware pages: give --firmware",), digest, ("record 3 CPUID",))
+    assert list(ok.lines("l.jsonl", records=9, events=2)) == [
+        "l.jsonl: unchecked: the firmware pages: give --firmware",
+        "l.jsonl: host-decided (a signature protects it): record 3 CPUID",
+        f"l.jsonl: OK 9 records, 2 RTMR events, digest {digest.hex()} (1 part(s) unchecked)",
+    ]
+    assert list(LogCheck((), (), None).lines("l", records=1)) == [
+        "l: OK 1 records, digest not replayed"
+    ]
+    bad = LogCheck((Finding("record 0", "gpa", "0x0 vs 0x1000"),), (), digest)
+    assert list(bad.lines("l", records=1)) == ["l: record 0: gpa: 0x0 vs 0x1000"]  # no OK line

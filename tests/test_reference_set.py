@@ -448,3 +448,26 @@ def test_vcpu_ranges_round_trip(counts: set[int]) -> None:
             runs.append([count])
     items = [str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs]
     assert parse_vcpu_ranges(",".join(items)) == tuple(ordered)
+
+
+def test_parse_page_orders_defaults_to_every_order() -> None:
+    from cvmlaunch.measure.reference_set import parse_page_orders
+
+    assert parse_page_orders([]) == [PageOrder.PER_PAGE, PageOrder.TWO_PASS]
+    assert parse_page_orders(["two-pass"]) == [PageOrder.TWO_PASS]
+    with raises_cvm(setting="order", match=r"^order two-pass,3-pass: each must be one of per"):
+        parse_page_orders(["two-pass", "3-pass"])
+
+
+def test_kernel_hashes_for_a_direct_boot() -> None:
+    kernel, initrd = hashlib.sha256(b"k").digest(), hashlib.sha256(b"i").digest()
+    assert KernelHashes.for_boot(kernel) == KernelHashes(
+        kernel, hashlib.sha256(b"").digest(), hashlib.sha256(b"\0").digest()
+    )
+    assert KernelHashes.for_boot(kernel, initrd, "console=ttyS0") == KernelHashes(
+        kernel, initrd, hashlib.sha256(b"console=ttyS0\0").digest()
+    )
+    escaped = KernelHashes.for_boot(kernel, None, "a\udcffb")  # the byte 0xff, as argv has it
+    assert escaped.cmdline == hashlib.sha256(b"a\xffb\0").digest()
+    with raises_cvm(setting="append", match=r"^append: character U\+D800 at 1"):
+        KernelHashes.for_boot(kernel, None, "a\ud800b")  # no escaped byte: no text

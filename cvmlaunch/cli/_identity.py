@@ -4,27 +4,35 @@
 prints them in base64 as QEMU's ``sev-snp-guest`` ``id-block=``/``id-auth=`` properties, with
 the key digests a verifier will see. ``id-block verify`` checks a pair. Private keys are read,
 used and never printed; ``--generate-key`` writes a new key with mode 0600.
+
+Rule: this module only composes. It reads the keys and the log (:mod:`cvmlaunch.files`), asks
+:func:`cvmlaunch.measure.id_sign.sign_launch` for the block and its auth (the library decides
+the digest, the policy and the fields), writes the files as one group
+(:func:`cvmlaunch.files.write_outputs`, in a directory :func:`cvmlaunch.files.
+created_directory` removes again if they fail) and prints.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
-import contextlib
 import json
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import click
 
 from cvmlaunch.cli._output import format_digest
 from cvmlaunch.cli._params import FILE, U32, DirPath, output_format_option
-from cvmlaunch.cli._reference import read_log, replay_if_possible
-from cvmlaunch.errors import CheckFailed, ConfigError, ImageError
-from cvmlaunch.files import Output, read_blob, read_small, write_outputs
-from cvmlaunch.measure import identity
-from cvmlaunch.measure.reference import ReferenceValues
+from cvmlaunch.errors import CheckFailed, ConfigError
+from cvmlaunch.files import (
+    Output,
+    created_directory,
+    read_blob,
+    read_log,
+    read_small,
+    write_outputs,
+)
+from cvmlaunch.measure import id_sign, identity
 from cvmlaunch.text import printable
 
 TYPE_CHECKING = False
@@ -32,60 +40,6 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ec
 
 __all__ = ["ID_BLOCK_SNP", "ID_BLOCK_VERIFY", "id_block_snp", "id_block_verify"]
-
-
-def _parse_measurement(text: str) -> bytes:
-    """48 bytes as hex (sev-snp-measure's default output) or base64 (its --output-format)."""
-    s = "".join(text.split())
-    try:
-        return identity.parse_hex_bytes(s, 48, "measurement")
-    except ConfigError:
-        pass
-    try:
-        raw = base64.b64decode(s, validate=True)
-    except (binascii.Error, ValueError):
-        raw = b""
-    if len(raw) != 48:
-        raise ConfigError(f"--measurement: {text!r} is neither 48 bytes of hex nor of base64")
-    return raw
-
-
-def _digest_from_log(path: str) -> tuple[bytes, identity.GuestPolicy | None]:
-    """The launch digest of an SNP log (after replaying it) and the policy it records."""
-    log = read_log(path)
-    if log.header.technology.value != "sev-snp":
-        raise ConfigError(f"{path}: a {log.header.technology.value} log; ID blocks are SEV-SNP")
-    replay_if_possible(log)
-    values = ReferenceValues.from_settings("sev-snp", log.footer.digest, log.header.settings)
-    return log.footer.digest, values.policy
-
-
-@contextlib.contextmanager
-def _out_dir(path: str | None) -> Iterator[None]:
-    """Create ``--out-dir`` (and its parents) for the block; remove what was created if the
-    writes fail (a run that fails changes nothing)."""
-    if path is None:
-        yield
-        return
-    created: list[str] = []
-    parent = os.path.abspath(path)
-    while not os.path.isdir(parent) and parent not in created:
-        created.append(parent)
-        parent = os.path.dirname(parent)
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as exc:
-        for d in created:
-            with contextlib.suppress(OSError):
-                os.rmdir(d)
-        raise ImageError(f"cannot create directory: {exc.strerror}", source=path) from exc
-    try:
-        yield
-    except BaseException:
-        for d in created:  # deepest first
-            with contextlib.suppress(OSError):
-                os.rmdir(d)
-        raise
 
 
 def _load_key(path: str, role: str) -> ec.EllipticCurvePrivateKey:
@@ -152,26 +106,20 @@ def id_block_snp(
     if out_dir is not None and (id_block_path is not None or id_auth_path is not None):
         raise ConfigError("give --out-dir or --id-block/--id-auth, not both")
     author = _load_key(author_key, "author") if author_key is not None else None
-
     if from_log is not None:
-        ld, log_policy = _digest_from_log(from_log)
+        launch = id_sign.launch_from_log(read_log(from_log), from_log)
     else:
-        ld, log_policy = _parse_measurement(measurement or ""), None
-    guest_policy = identity.GuestPolicy.parse(policy) if policy is not None else None
-    if guest_policy and log_policy and guest_policy != log_policy:
-        raise ConfigError(
-            f"--policy {guest_policy.value:#x} differs from the policy {log_policy.value:#x} "
-            f"recorded in {from_log}: the firmware would refuse the launch"
-        )
-    block = identity.IdBlock(
-        ld=ld,
-        family_id=identity.parse_hex_bytes(family_id, 16, "family_id"),
-        image_id=identity.parse_hex_bytes(image_id, 16, "image_id"),
-        guest_svn=svn,
-        policy=guest_policy or log_policy or identity.DEFAULT_POLICY,
+        launch = id_sign.launch_from_text(measurement or "")
+    block, auth = id_sign.sign_launch(
+        launch,
+        key,
+        author,
+        policy=policy,
+        family_id=family_id,
+        image_id=image_id,
+        svn=svn,
         version=block_version,
     )
-    auth = identity.sign_id_block(block, key, author)
     block_bytes, auth_bytes = block.pack(), auth.pack()
 
     if out_dir is not None:
@@ -181,7 +129,7 @@ def id_block_snp(
         outputs.append(Output(id_block_path, block_bytes, what="the ID block"))
     if id_auth_path is not None:
         outputs.append(Output(id_auth_path, auth_bytes, what="the ID auth"))
-    with _out_dir(out_dir):
+    with created_directory(out_dir):
         write_outputs(outputs, inputs=read)
 
     b64_block = base64.b64encode(block_bytes).decode()

@@ -6,12 +6,17 @@ DSSE signature (exit 1 naming each record and field that differs); ``sign`` writ
 envelope over a log (:mod:`cvmlaunch.cli._log_sign`); ``diff`` explains how two logs differ
 (exit 1 when their final digests do); ``show`` prints a table. :func:`verify`, :func:`diff`
 and :func:`show` are the commands without their options.
+
+Rule: this module only composes. It reads the log (:func:`cvmlaunch.cli._params.read_log`,
+checking its signature), maps the inputs given or found by digest
+(:func:`cvmlaunch.files.find_by_digest`), calls the library
+(:func:`~cvmlaunch.measure.log_check.check_log`, :func:`~cvmlaunch.measure.log_diff.diff_logs`,
+:func:`~cvmlaunch.measure.log_show.show_lines`) and prints the result, escaped.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Sequence
 
 import click
@@ -20,83 +25,18 @@ from cvmlaunch.cli._params import (
     FILE,
     DirPath,
     firmware_dir_option,
+    read_log,
     resolve_firmware,
     signed_by_options,
 )
-from cvmlaunch.errors import CheckFailed, ConfigError, ImageError
+from cvmlaunch.errors import CheckFailed, ConfigError
 from cvmlaunch.text import printable
 
 TYPE_CHECKING = False  # imports for annotations only
 if TYPE_CHECKING:
     from cvmlaunch.layout import Buffer
-    from cvmlaunch.measure.log import MeasurementLog
 
-__all__ = ["DIFF", "SHOW", "VERIFY", "check_signature", "diff", "read_signed", "show", "verify"]
-
-
-def _read_log(path: str) -> MeasurementLog:
-    """A launch log: a file (mapped), a pipe or ``-`` (standard input, read whole up to
-    :data:`cvmlaunch.cli._reference.LOG_STREAM_LIMIT` bytes)."""
-    from cvmlaunch.cli._reference import LOG_STREAM_LIMIT
-    from cvmlaunch.files import input_buffer
-
-    with input_buffer(path, "a launch log", LOG_STREAM_LIMIT) as data:
-        return _parse(path, data)
-
-
-def _parse(path: str, data: Buffer) -> MeasurementLog:
-    from cvmlaunch.measure.log_json import parse_log
-
-    try:
-        text = str(data, "utf-8")
-    except UnicodeDecodeError as exc:
-        raise ImageError(f"not UTF-8 text (byte {exc.start})", source=path) from exc
-    return parse_log(text, name=path)
-
-
-def read_signed(path: str) -> tuple[bytes, MeasurementLog]:
-    """The log's bytes and the log they parse to: what is signed is what is checked."""
-    from cvmlaunch.files import read_small
-    from cvmlaunch.measure.log_sign import MAX_ENVELOPE_BYTES
-
-    data = read_small(path, "log", MAX_ENVELOPE_BYTES)
-    return data, _parse(path, data)
-
-
-#: The roles of the file inputs a log may list (the ``cmdline`` input is ``--append``).
-_FILE_ROLES = ("firmware", "svsm", "kernel", "initrd")
-
-
-def _find_inputs(log: MeasurementLog, given: dict[str, str], dirs: Sequence[str]) -> dict[str, str]:
-    """The files to check the log with, by role: those given, then the files in ``dirs``
-    (not recursive) whose size and SHA-256 are those of an input the header lists (names do
-    not matter: logs name inputs by base name, and a file may have been renamed)."""
-    from cvmlaunch.files import file_digest
-
-    found = dict(given)
-    wanted = {
-        (i.size, i.sha256): i.role
-        for i in log.header.inputs
-        if i.role in _FILE_ROLES and i.role not in found and i.sha256 is not None
-    }
-    sizes = {size for size, _ in wanted}
-    for directory in dirs:
-        try:
-            names = sorted(os.listdir(directory))
-        except OSError as exc:
-            raise ConfigError(f"--inputs {directory}: {exc.strerror}") from exc
-        for name in names:
-            path = os.path.join(directory, name)
-            try:
-                size = os.stat(path).st_size if os.path.isfile(path) else -1
-            except OSError:
-                continue
-            if size not in sizes:
-                continue
-            role = wanted.get((size, file_digest(path)))
-            if role is not None and role not in found:
-                found[role] = path
-    return found
+__all__ = ["DIFF", "SHOW", "VERIFY", "diff", "show", "verify"]
 
 
 def verify(
@@ -123,22 +63,15 @@ def verify(
             something could not be checked without inputs.
     """
     from cvmlaunch.cli._tdx_rtmr import is_event_log, verify_event_log
-    from cvmlaunch.files import map_file
-    from cvmlaunch.measure.log_check import check_log
+    from cvmlaunch.files import find_by_digest, map_file
+    from cvmlaunch.measure.log_check import check_log, cmdline_input_bytes, inputs_to_find
 
     if is_event_log(log_file):
         if signed_by is not None or ovmf or svsm or kernel or initrd or append or acpi or inputs:
             raise ConfigError(f"{log_file} is an RTMR event log: it is checked without inputs")
         verify_event_log(log_file, as_json=as_json)
         return
-    signer: str | None = None
-    if signature is not None and signed_by is None:  # else it would be silently ignored
-        raise ConfigError("--signature names the envelope that --signed-by checks: give both")
-    if signed_by is not None:
-        log_bytes, log = read_signed(log_file)
-        signer = check_signature(log_file, log_bytes, signed_by, signature)
-    else:
-        log = _read_log(log_file)
+    log, signer = read_log(log_file, signed_by, signature)
     given = {
         role: path
         for role, path in (
@@ -149,16 +82,13 @@ def verify(
         )
         if path is not None
     }
-    files = _find_inputs(log, given, inputs)
+    files = given | find_by_digest(inputs, inputs_to_find(log.header, given), "inputs")
     with contextlib.ExitStack() as stack:
         buffers: dict[str, Buffer] = {
             role: stack.enter_context(map_file(path)) for role, path in files.items()
         }
         if append is not None:
-            from cvmlaunch.plan.sev_hashes import cmdline_bytes
-
-            raw = cmdline_bytes(append)
-            buffers["cmdline"] = raw + b"\0" if log.header.format_version >= 2 else raw
+            buffers["cmdline"] = cmdline_input_bytes(log.header, append)
         if acpi is not None:
             buffers.update(_acpi_inputs(acpi))
         result = check_log(log, buffers)
@@ -172,21 +102,8 @@ def verify(
         # names and values come from the log and the command line: escaped
         if signer is not None:
             print(printable(f"{log_file}: signature OK (key {signer})"))
-        for finding in result.findings:
-            print(printable(f"{log_file}: {finding.describe()}"))
-        for item in result.unchecked:
-            print(printable(f"{log_file}: unchecked: {item}"))
-        for item in result.host_decided:
-            print(printable(f"{log_file}: host-decided (a signature protects it): {item}"))
-        if result.ok:
-            digest = result.digest.hex() if result.digest is not None else "not replayed"
-            rest = f" ({len(result.unchecked)} part(s) unchecked)" if result.unchecked else ""
-            events = f", {len(log.events)} RTMR events" if log.events else ""
-            print(
-                printable(
-                    f"{log_file}: OK {len(log.entries)} records{events}, digest {digest}{rest}"
-                )
-            )
+        for line in result.lines(log_file, records=len(log.entries), events=len(log.events)):
+            print(printable(line))
     if not result.ok:
         raise CheckFailed(f"{len(result.findings)} field(s) of {log_file} differ")
     if require_inputs and not result.complete:
@@ -209,26 +126,6 @@ def _acpi_inputs(directory: str) -> dict[str, bytes]:
             f"--acpi {directory}: no {', '.join(missing)} (as DIR/NAME or DIR/NAME/raw)"
         )
     return {ACPI_ROLES[name]: files[name] for name in ACPI_ROLES}
-
-
-def check_signature(log_file: str, log_bytes: bytes, signed_by: str, signature: str | None) -> str:
-    """Verify the DSSE envelope of ``log_file`` (``signature``, default ``LOG.dsse``) by the
-    PEM public key ``signed_by``; return the key ID that verified.
-
-    Raises:
-        CheckFailed: the envelope is not over these bytes or not signed by that key.
-    """
-    from cvmlaunch.files import read_small
-    from cvmlaunch.measure.log_sign import (
-        MAX_ENVELOPE_BYTES,
-        load_public_key,
-        verify_signed_log,
-    )
-
-    key = load_public_key(read_small(signed_by, "public key"), signed_by)
-    envelope_path = signature if signature is not None else log_file + ".dsse"
-    envelope = read_small(envelope_path, "DSSE envelope", MAX_ENVELOPE_BYTES)
-    return verify_signed_log(log_bytes, envelope, key)
 
 
 @click.command(
@@ -323,7 +220,7 @@ def diff(a: str, b: str, *, as_json: bool = False) -> None:
     if is_event_log(a) and is_event_log(b):
         diff_event_logs(a, b, as_json=as_json)
         return
-    result = diff_logs(_read_log(a), _read_log(b))
+    result = diff_logs(read_log(a)[0], read_log(b)[0])
     if as_json:
         import json
 
@@ -354,50 +251,12 @@ def DIFF(a: str, b: str, as_json: bool) -> None:  # noqa: N802
     diff(a, b, as_json=as_json)
 
 
-def _short(value: bytes | None, width: int = 16) -> str:
-    return "-" if value is None else value.hex()[:width]
-
-
 def show(log_file: str, full: bool) -> None:
     """Run ``log show`` (see :data:`SHOW`)."""
-    log = _read_log(log_file)
-    width = 96 if full else 16
-    h = log.header
-    # Everything a log names came from whoever wrote it: escaped (cvmlaunch.text.printable).
-    out = printable
-    print(out(f"{h.technology.value} ({h.algorithm}), written by {h.tool} {h.tool_version}"))
-    from cvmlaunch.measure.log import HOST_DETAILS
+    from cvmlaunch.measure.log_show import show_lines
 
-    for key, value in h.settings.items():
-        shown: object = value
-        if isinstance(value, int) and not isinstance(value, bool) and key != "vcpus":
-            shown = hex(value) if not key.endswith("size") else value
-        note = "  (host detail, not measured)" if key in HOST_DETAILS else ""
-        print(out(f"  {key} = {shown}{note}"))
-    for item in h.inputs:
-        digest = item.sha256 if item.sha256 is not None else item.sha384
-        print(out(f"  input {item.role}: {item.name} ({item.size} bytes) {_short(digest, width)}"))
-    if h.initial_digest is not None:
-        print(f"  initial digest {_short(h.initial_digest, width)}")
-    rows = [("#", "op", "GPA", "size", "type", "meas", "source", "contents", "digest after")]
-    for e in log.entries:
-        rows.append(
-            (
-                str(e.seq),
-                e.op.value,
-                f"{e.gpa:#x}",
-                f"{e.size:#x}",
-                e.page_type.name,
-                "yes" if e.measured else "no",
-                out(e.provenance.describe()),
-                "zero" if e.content_sha384 is None else _short(e.content_sha384, width),
-                _short(e.digest_after, width),
-            )
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-    print(f"final digest {log.footer.digest.hex()}")
+    log, _ = read_log(log_file)
+    print("\n".join(show_lines(log, full=full)))
 
 
 @click.command(

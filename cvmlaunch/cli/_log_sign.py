@@ -14,12 +14,11 @@ __all__ = ["SIGN", "sign"]
 def sign(log_file: str, key: str, output: str | None = None) -> None:
     """Run ``log sign``: write a DSSE envelope over the log's exact bytes (default
     ``LOG.dsse``). The log is read first (a file that is not a log is refused)."""
-    from cvmlaunch.cli._log import read_signed
-    from cvmlaunch.files import read_small, write_output
+    from cvmlaunch.files import read_log_bytes, read_small, write_output
     from cvmlaunch.measure.log_sign import key_id, load_private_key, sign_log
 
     private = load_private_key(read_small(key, "private key"), key)
-    log_bytes, _ = read_signed(log_file)  # a log, or a one-line error
+    log_bytes, _ = read_log_bytes(log_file)  # a log, or a one-line error
     out = output if output is not None else log_file + ".dsse"
     envelope = sign_log(log_bytes, private)
     write_output(out, envelope, what="the DSSE envelope", inputs=[log_file, key])

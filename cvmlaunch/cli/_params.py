@@ -22,13 +22,17 @@ __all__ = [
     "DirPath",
     "firmware_dir_option",
     "output_format_option",
+    "read_log",
     "resolve_firmware",
+    "signed_by_options",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 if TYPE_CHECKING:
     from click.shell_completion import CompletionItem
+
+    from cvmlaunch.measure.log import MeasurementLog
 
 if TYPE_CHECKING:  # click >= 8.2 types ParamType by what it converts to
     _IntType = click.ParamType[int]
@@ -146,6 +150,35 @@ def signed_by_options(what: str = "also check") -> Callable[[F], F]:
         return signed_by(signature(f))
 
     return apply
+
+
+def read_log(
+    log_file: str, signed_by: str | None = None, signature: str | None = None
+) -> tuple[MeasurementLog, str | None]:
+    """The launch log ``log_file`` (:func:`cvmlaunch.files.read_log`) and, with ``signed_by``
+    (:func:`signed_by_options`), the key ID its DSSE envelope (``signature``, default
+    ``LOG.dsse``) verified with: the bytes checked are the bytes parsed.
+
+    Raises:
+        ConfigError: ``--signature`` without ``--signed-by`` (else it would be silently
+            ignored).
+        CheckFailed: the envelope is not over these bytes or not signed by that key.
+    """
+    from cvmlaunch import files
+
+    if signature is not None and signed_by is None:
+        from cvmlaunch.errors import ConfigError
+
+        raise ConfigError("--signature names the envelope that --signed-by checks: give both")
+    if signed_by is None:
+        return files.read_log(log_file), None
+    from cvmlaunch.measure.log_sign import MAX_ENVELOPE_BYTES, load_public_key, verify_signed_log
+
+    log_bytes, log = files.read_log_bytes(log_file)
+    key = load_public_key(files.read_small(signed_by, "public key"), signed_by)
+    envelope_path = signature if signature is not None else log_file + ".dsse"
+    envelope = files.read_small(envelope_path, "DSSE envelope", MAX_ENVELOPE_BYTES)
+    return log, verify_signed_log(log_bytes, envelope, key)
 
 
 def resolve_firmware(path: str, firmware_dir: str | None) -> str:

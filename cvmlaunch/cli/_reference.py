@@ -1,8 +1,10 @@
 """``cvmlaunch reference-values LOG``: what verifiers compare, from a launch log.
 
-Reads the log (strictly), replays it when its technology can replay from the log alone (SNP),
-and prints the final digest and the launch identity the header records, as JSON or in the
-words of a verifier (``--format``).
+Reads the log (strictly; :func:`cvmlaunch.cli._params.read_log`), replays it when its
+technology can replay from the log alone (SNP: :func:`cvmlaunch.measure.log.replay_if_possible`),
+and prints the final digest and the launch identity the header records
+(:meth:`cvmlaunch.measure.reference.ReferenceValues.from_log`), as JSON or in the words of a
+verifier (``--format``).
 """
 
 from __future__ import annotations
@@ -11,48 +13,13 @@ import sys
 
 import click
 
-from cvmlaunch.cli._params import FILE, signed_by_options
-from cvmlaunch.errors import ConfigError, ImageError
-from cvmlaunch.files import input_buffer
-from cvmlaunch.measure.log import MeasurementLog, Technology, parse_log, verify_log
+from cvmlaunch.cli._params import FILE, read_log, signed_by_options
+from cvmlaunch.errors import ConfigError
+from cvmlaunch.measure.log import Technology, replay_if_possible
 from cvmlaunch.measure.reference import FORMATS, ReferenceValues
 from cvmlaunch.text import printable
 
-__all__ = ["REFERENCE_VALUES", "read_log", "replay_if_possible"]
-
-
-#: The most a launch log read from a pipe or standard input may hold (a file is mapped, any
-#: size): a stream that never ends is refused past this, naming the limit.
-LOG_STREAM_LIMIT = 1 << 30
-
-
-def read_log(path: str) -> MeasurementLog:
-    """Read and parse a launch log: a file (mapped, not copied whole), a pipe, or ``-``
-    (standard input, read whole up to :data:`LOG_STREAM_LIMIT` bytes).
-
-    Raises:
-        ImageError: the log cannot be read, is not a file or a pipe, or is not UTF-8.
-        LogFormatError: the log does not follow the format.
-    """
-    with input_buffer(path, "a launch log", LOG_STREAM_LIMIT) as data:
-        try:
-            text = str(data, "utf-8")
-        except UnicodeDecodeError as exc:
-            raise ImageError(f"not UTF-8 text (byte {exc.start})", source=path) from exc
-    return parse_log(text, name=path)
-
-
-def replay_if_possible(log: MeasurementLog) -> bool:
-    """Replay ``log`` and check its digests when the log alone suffices (SNP); return whether
-    it was replayed.
-
-    Raises:
-        MeasurementMismatch: a running digest or the footer does not replay.
-    """
-    if log.header.technology is not Technology.SEV_SNP:
-        return False
-    verify_log(log)
-    return True
+__all__ = ["REFERENCE_VALUES", "reference_values"]
 
 
 def reference_values(
@@ -65,16 +32,9 @@ def reference_values(
     """Run ``reference-values`` (see :data:`REFERENCE_VALUES`); with ``signed_by``, only from
     a log whose DSSE signature by that key verifies (what no replay proves: policy without an
     ID block, host data, the TDX config IDs)."""
-    if signature is not None and signed_by is None:  # else it would be silently ignored
-        raise ConfigError("--signature names the envelope that --signed-by checks: give both")
-    if signed_by is not None:
-        from cvmlaunch.cli._log import check_signature, read_signed
-
-        log_bytes, parsed = read_signed(log)
-        signer = check_signature(log, log_bytes, signed_by, signature)
+    parsed, signer = read_log(log, signed_by, signature)
+    if signer is not None:
         print(printable(f"cvmlaunch: note: {log}: signature OK (key {signer})"), file=sys.stderr)
-    else:
-        parsed = read_log(log)
     if parsed.header.technology is Technology.PLAIN:
         raise ConfigError(
             f"{log}: a plain launch has no hardware measurement, so no attestation report "
@@ -89,9 +49,7 @@ def reference_values(
             ),
             file=sys.stderr,
         )
-    values = ReferenceValues.from_settings(
-        parsed.header.technology.value, parsed.footer.digest, parsed.header.settings
-    )
+    values = ReferenceValues.from_log(parsed)
     rtmrs = None
     if parsed.events:
         from cvmlaunch.cli._tdx_rtmr import launch_log_rtmrs

@@ -6,7 +6,9 @@ the group; anything else is the LOG form (a log file literally called ``snp`` is
 The LOG command is imported from :mod:`cvmlaunch.cli._reference` only when it runs.
 
 No network access is made. The library does the work
-(:mod:`cvmlaunch.measure.reference_set`); this module reads files and prints.
+(:mod:`cvmlaunch.measure.reference_set`: the ranges, the page orders, the set and its
+renderings; :meth:`cvmlaunch.plan.sev_hashes.KernelHashes.for_boot`); this module maps the
+files and prints.
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ from cvmlaunch.cli._params import (
 from cvmlaunch.errors import ConfigError
 from cvmlaunch.measure.cpu import VCPU_TYPES
 
+TYPE_CHECKING = False  # imports for annotations only
+if TYPE_CHECKING:
+    from cvmlaunch.layout import Buffer
+
 __all__ = ["REFERENCE_VALUES", "REFERENCE_VALUES_SNP", "REFERENCE_VALUES_TDX"]
 
 #: The ``reference-values LOG`` command (``module:attribute``), imported when it runs.
@@ -47,6 +53,17 @@ def _split(values: Sequence[str]) -> list[str]:
     """Repeated and comma-separated values, in order, without repeats."""
     out = [v.strip() for value in values for v in value.split(",") if v.strip()]
     return list(dict.fromkeys(out))
+
+
+def _map_firmwares(
+    stack: ExitStack, paths: Sequence[str], firmware_dir: str | None
+) -> list[tuple[str, Buffer]]:
+    """Each firmware (found in ``firmware_dir`` when relative and not here), mapped until
+    ``stack`` closes, by its base name."""
+    from cvmlaunch.files import map_file
+
+    found = (resolve_firmware(p, firmware_dir) for p in paths)
+    return [(os.path.basename(path), stack.enter_context(map_file(path))) for path in found]
 
 
 @click.command(
@@ -113,9 +130,10 @@ def REFERENCE_VALUES_SNP(  # noqa: N802
     fmt: str,
 ) -> None:
     """Run ``reference-values snp``."""
-    from cvmlaunch.files import file_digest, map_file
+    from cvmlaunch.files import file_digest
     from cvmlaunch.measure.identity import GuestPolicy
     from cvmlaunch.measure.reference_set import parse_vcpu_ranges, snp_reference_set
+    from cvmlaunch.plan.sev_hashes import KernelHashes
     from cvmlaunch.plan.vmsa import VmmType
 
     if (initrd is not None or append is not None) and kernel is None:
@@ -123,22 +141,12 @@ def REFERENCE_VALUES_SNP(  # noqa: N802
     counts = parse_vcpu_ranges(vcpus)
     hashes = None
     if kernel is not None:
-        import hashlib
-
-        from cvmlaunch.plan.sev_hashes import KernelHashes, cmdline_bytes, cmdline_sha256
-
-        hashes = KernelHashes(
-            kernel=file_digest(kernel),
-            initrd=file_digest(initrd) if initrd is not None else hashlib.sha256().digest(),
-            cmdline=cmdline_sha256(None if append is None else cmdline_bytes(append)),
+        hashes = KernelHashes.for_boot(
+            file_digest(kernel), None if initrd is None else file_digest(initrd), append
         )
     with ExitStack() as stack:
-        firmwares = [
-            (os.path.basename(path), stack.enter_context(map_file(path)))
-            for path in (resolve_firmware(p, firmware_dir) for p in ovmf)
-        ]
         result = snp_reference_set(
-            firmwares,
+            _map_firmwares(stack, ovmf, firmware_dir),
             vcpus=counts,
             vcpu_types=_split(vcpu_types),
             vmm=VmmType(vmm_type),
@@ -180,22 +188,11 @@ def REFERENCE_VALUES_TDX(  # noqa: N802
     firmware: tuple[str, ...], firmware_dir: str | None, orders: tuple[str, ...], fmt: str
 ) -> None:
     """Run ``reference-values tdx``."""
-    from cvmlaunch.files import map_file
-    from cvmlaunch.measure.reference_set import tdx_reference_set
-    from cvmlaunch.measure.tdx import PageOrder
+    from cvmlaunch.measure.reference_set import parse_page_orders, tdx_reference_set
 
-    names = _split(orders) or [o.value for o in PageOrder]
-    try:
-        chosen = [PageOrder(n) for n in names]
-    except ValueError:
-        known = ", ".join(o.value for o in PageOrder)
-        raise ConfigError(f"--order {','.join(names)}: each must be one of {known}") from None
+    chosen = parse_page_orders(_split(orders))
     with ExitStack() as stack:
-        firmwares = [
-            (os.path.basename(path), stack.enter_context(map_file(path)))
-            for path in (resolve_firmware(p, firmware_dir) for p in firmware)
-        ]
-        result = tdx_reference_set(firmwares, orders=chosen)
+        result = tdx_reference_set(_map_firmwares(stack, firmware, firmware_dir), orders=chosen)
     click.echo(result.render(fmt))
 
 

@@ -143,15 +143,13 @@ def _expected(log: str | None, reference: str | None) -> Expected:
     from cvmlaunch import attest
 
     if log is not None:
-        from cvmlaunch.cli._reference import read_log, replay_if_possible
+        from cvmlaunch.files import read_log
+        from cvmlaunch.measure.log import replay_if_possible
         from cvmlaunch.measure.reference import ReferenceValues
 
         parsed_log = read_log(log)
         replay_if_possible(parsed_log)
-        values = ReferenceValues.from_settings(
-            parsed_log.header.technology.value, parsed_log.footer.digest, parsed_log.header.settings
-        )
-        return attest.expected_from_values(values)
+        return attest.expected_from_values(ReferenceValues.from_log(parsed_log))
     assert reference is not None
     from cvmlaunch.files import read_small
 

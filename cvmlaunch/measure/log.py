@@ -78,6 +78,7 @@ __all__ = [
     "host_differences",
     "parse_log",
     "register_replayer",
+    "replay_if_possible",
     "replay_log",
     "verify_log",
     "zero_range_sha384",
@@ -523,6 +524,20 @@ def verify_log(log: MeasurementLog, contents: ContentProvider | None = None) -> 
     if digest != log.footer.digest:
         raise MeasurementMismatch("footer digest", expected=log.footer.digest, actual=digest)
     return digest
+
+
+def replay_if_possible(log: MeasurementLog) -> bool:
+    """Replay ``log`` and check its digests when the log alone suffices (SEV-SNP: its records
+    carry every page hash); return whether it was replayed. The other technologies replay
+    only with their inputs (:func:`cvmlaunch.measure.log_check.check_log`).
+
+    Raises:
+        MeasurementMismatch: a running digest or the footer does not replay.
+    """
+    if log.header.technology is not Technology.SEV_SNP:
+        return False
+    verify_log(log)
+    return True
 
 
 def zero_range_sha384(size: int) -> bytes:

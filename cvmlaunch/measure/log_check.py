@@ -29,7 +29,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 from cvmlaunch.errors import ConfigError, CvmLaunchError, LogFormatError
@@ -48,7 +48,19 @@ from cvmlaunch.measure.log_checker import (
     show,
 )
 
-__all__ = ["SIGNATURE_ONLY", "Finding", "LogCheck", "check_log"]
+__all__ = [
+    "FILE_ROLES",
+    "SIGNATURE_ONLY",
+    "Finding",
+    "LogCheck",
+    "check_log",
+    "cmdline_input_bytes",
+    "inputs_to_find",
+]
+
+#: The roles of the file inputs a log may list (the ``cmdline`` input is a string:
+#: :func:`cmdline_input_bytes`).
+FILE_ROLES = ("firmware", "svsm", "kernel", "initrd")
 
 SIGNATURE_ONLY: Mapping[str, tuple[str, ...]] = {
     "all": (
@@ -652,6 +664,33 @@ def check_log(log: MeasurementLog, inputs: Mapping[str, Buffer] | None = None) -
     # plan's are not replayed (they already fail)
     digest = None if c.plan_differs else c.replay(contents)
     return LogCheck(tuple(_unique(c.findings)), tuple(c.unchecked), digest, tuple(c.host_decided))
+
+
+def inputs_to_find(header: LogHeader, given: Collection[str]) -> dict[tuple[int, bytes], str]:
+    """The file inputs ``header`` lists (:data:`FILE_ROLES`) and ``given`` (roles at hand)
+    lacks, by size and SHA-256: what to look for among files whose names may differ (a log
+    names inputs by base name, and a file may have been renamed). Inputs listed without a
+    SHA-256 cannot be found so.
+    """
+    return {
+        (i.size, i.sha256): i.role
+        for i in header.inputs
+        if i.role in FILE_ROLES and i.role not in given and i.sha256 is not None
+    }
+
+
+def cmdline_input_bytes(header: LogHeader, cmdline: str) -> bytes:
+    """The ``cmdline`` input of :func:`check_log` for the command line text ``cmdline``: its
+    bytes, with the NUL that format version 2 and later hash (version 1 hashed the text).
+
+    Raises:
+        ConfigError: a command line QEMU would refuse (:func:`~cvmlaunch.plan.sev_hashes.
+            cmdline_bytes`).
+    """
+    from cvmlaunch.plan.sev_hashes import cmdline_bytes
+
+    raw = cmdline_bytes(cmdline)
+    return raw + b"\0" if header.format_version >= 2 else raw
 
 
 def _unique(findings: Sequence[Finding]) -> Iterator[Finding]:

@@ -117,6 +117,23 @@ class LogCheck:
         """Every field was checked (nothing in :attr:`unchecked`)."""
         return not self.unchecked
 
+    def lines(self, name: str, *, records: int, events: int = 0) -> Iterator[str]:
+        """The result as ``log verify`` prints it, each line starting with the log's ``name``:
+        every finding, what is unchecked, what the host decided, and (when :attr:`ok`) one OK
+        line with the number of ``records`` and RTMR ``events`` and the replayed digest.
+        Text from the log is not escaped here (the printer does)."""
+        for finding in self.findings:
+            yield f"{name}: {finding.describe()}"
+        for item in self.unchecked:
+            yield f"{name}: unchecked: {item}"
+        for item in self.host_decided:
+            yield f"{name}: host-decided (a signature protects it): {item}"
+        if self.ok:
+            digest = self.digest.hex() if self.digest is not None else "not replayed"
+            rest = f" ({len(self.unchecked)} part(s) unchecked)" if self.unchecked else ""
+            shown_events = f", {events} RTMR events" if events else ""
+            yield f"{name}: OK {records} records{shown_events}, digest {digest}{rest}"
+
     def to_json(self) -> dict[str, Any]:
         """The result as a JSON object (``log verify --json``)."""
         return {

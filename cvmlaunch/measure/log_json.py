@@ -16,7 +16,7 @@ nesting of its arrays and objects are checked, and the decoder takes integers of
 writes. A hostile log costs bounded memory and time and ends in ``LogFormatError``, never a
 ``RecursionError``.
 
-Pure: takes and returns ``str``.
+Pure: takes and returns ``str`` (:func:`parse_log_bytes` takes the bytes of a file).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from cvmlaunch.errors import LayoutError, LogFormatError
-from cvmlaunch.layout import PageType, Provenance, SourceKind
+from cvmlaunch.errors import ImageError, LayoutError, LogFormatError
+from cvmlaunch.layout import Buffer, PageType, Provenance, SourceKind
 from cvmlaunch.log_entry import LogEntry, LogOp
 from cvmlaunch.measure.log import (
     LOG_FORMAT,
@@ -51,7 +51,7 @@ from cvmlaunch.measure.log import (
 )
 from cvmlaunch.measure.rtmr import RTMR_COUNT, RtmrEvent, event_from_record, event_record
 
-__all__ = ["dump_log", "dumps_log", "parse_log"]
+__all__ = ["dump_log", "dumps_log", "parse_log", "parse_log_bytes"]
 
 
 # ------------------------------------------------------------------ JSON Lines: writing
@@ -563,3 +563,17 @@ def parse_log(text: str, *, name: str = "log") -> MeasurementLog:
         raise LogFormatError(f"{name}: {exc}") from None
     check_limits(log)
     return log
+
+
+def parse_log_bytes(data: Buffer, *, name: str = "log") -> MeasurementLog:
+    """Parse a launch log from its bytes (a file's contents): UTF-8, then :func:`parse_log`.
+
+    Raises:
+        ImageError: the bytes are not UTF-8 (naming the first bad byte).
+        LogFormatError: as :func:`parse_log`.
+    """
+    try:
+        text = str(data, "utf-8")
+    except UnicodeDecodeError as exc:
+        raise ImageError(f"not UTF-8 text (byte {exc.start})", source=name) from exc
+    return parse_log(text, name=name)

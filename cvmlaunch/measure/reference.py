@@ -35,7 +35,7 @@ from cvmlaunch.launch_identity import SnpLaunchIdentity, TdxLaunchIdentity
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # the ID block model is imported when a log's identity is read (start-up)
     from cvmlaunch.measure.identity import GuestPolicy, IdAuth, IdBlock
-    from cvmlaunch.measure.log import SettingValue
+    from cvmlaunch.measure.log import MeasurementLog, SettingValue
     from cvmlaunch.plan.pvh import PvhLaunch
 
 __all__ = [
@@ -147,6 +147,19 @@ class ReferenceValues:
         if len(rtmrs) != 4 or any(r is not None and len(r) != 48 for r in rtmrs):
             raise ConfigError("RTMR0-3 are four 48-byte values")
         return dataclasses.replace(self, rtmrs=tuple(rtmrs))
+
+    @classmethod
+    def from_log(cls, log: MeasurementLog) -> ReferenceValues:
+        """The values a launch log records: its footer's digest and its header's identity
+        settings (:meth:`from_settings`). The log is taken as it is: replay it first
+        (:func:`cvmlaunch.measure.log.replay_if_possible`) to trust the digest.
+
+        Raises:
+            As :meth:`from_settings`.
+        """
+        return cls.from_settings(
+            log.header.technology.value, log.footer.digest, log.header.settings
+        )
 
     @classmethod
     def from_settings(

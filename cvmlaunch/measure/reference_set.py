@@ -46,6 +46,7 @@ __all__ = [
     "SET_VERSION",
     "Configuration",
     "ReferenceSet",
+    "parse_page_orders",
     "parse_vcpu_ranges",
     "snp_reference_set",
     "tdx_reference_set",
@@ -89,6 +90,26 @@ def parse_vcpu_ranges(text: str) -> tuple[int, ...]:
             )
         counts.update(range(first, last + 1))
     return tuple(sorted(counts))
+
+
+def parse_page_orders(names: Sequence[str]) -> list[PageOrder]:
+    """TDX page orders by name (``per-page``, ``two-pass``), in the order given; none: every
+    order (a fleet mid-upgrade has both).
+
+    Raises:
+        ConfigError: a name that is no page order (setting ``order``).
+    """
+    from cvmlaunch.measure.tdx import PageOrder
+
+    if not names:
+        return list(PageOrder)
+    try:
+        return [PageOrder(n) for n in names]
+    except ValueError:
+        known = ", ".join(o.value for o in PageOrder)
+        raise ConfigError(
+            f"order {','.join(names)}: each must be one of {known}", setting="order"
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,6 +95,23 @@ class KernelHashes:
             if len(getattr(self, what)) != 32:
                 raise ConfigError(f"the {what} SHA-256 must be 32 bytes")
 
+    @classmethod
+    def for_boot(
+        cls, kernel: bytes, initrd: bytes | None = None, cmdline: str | None = None
+    ) -> KernelHashes:
+        """The table of a direct boot: the kernel's SHA-256, the initrd's (None: no initrd,
+        the SHA-256 of empty input) and the command line text (None: no ``-append``), with
+        QEMU's rules for its bytes (:func:`cmdline_bytes`).
+
+        Raises:
+            ConfigError: a command line QEMU would refuse, or a digest that is not 32 bytes.
+        """
+        return cls(
+            kernel=kernel,
+            initrd=_EMPTY_SHA256 if initrd is None else initrd,
+            cmdline=cmdline_sha256(None if cmdline is None else cmdline_bytes(cmdline)),
+        )
+
     def table(self) -> bytes:
         """The padded 176-byte table."""
         out = _HEADER.pack(_TABLE_GUID, _TABLE_LENGTH)
