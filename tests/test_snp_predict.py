@@ -11,7 +11,6 @@ import pytest
 from cvmlaunch.errors import CheckFailed, ConfigError
 from cvmlaunch.image.ovmf import OvmfImage, parse_ovmf
 from cvmlaunch.measure.cpu import vcpu_type_signature
-from cvmlaunch.measure.identity import DEFAULT_POLICY, GuestPolicy
 from cvmlaunch.measure.sev import SevSettings
 from cvmlaunch.measure.snp import SevMode
 from cvmlaunch.measure.snp_predict import (
@@ -22,6 +21,7 @@ from cvmlaunch.measure.snp_predict import (
 )
 from cvmlaunch.plan.snp import SnpSettings
 from cvmlaunch.plan.vmsa import FpuInit, VmmType
+from cvmlaunch.snp_policy import DEFAULT_POLICY, GuestPolicy
 from tests.snp_inputs import materialize
 from tests.vectors import snp_case
 

@@ -222,7 +222,7 @@ def measure_snp(
         cmdline = cmdline_bytes(append)
     guest_policy = None
     if policy is not None:
-        from cvmlaunch.measure.identity import GuestPolicy
+        from cvmlaunch.snp_policy import GuestPolicy
 
         guest_policy = GuestPolicy.parse(policy)
     # What the files give (the kernel's and initrd's digests, the vars size, the ID block and

@@ -30,10 +30,10 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from cvmlaunch.image.ovmf import OvmfImage
-    from cvmlaunch.measure.identity import GuestPolicy
     from cvmlaunch.measure.log import LogInput, MeasurementLog, SettingValue
     from cvmlaunch.measure.sev import SevSettings
     from cvmlaunch.plan.sev_hashes import KernelHashes
+    from cvmlaunch.snp_policy import GuestPolicy
 
 __all__ = ["VMM_RESET_VCPU_SIG", "SnpPrediction", "SnpRequest", "digest_size", "predict"]
 
@@ -75,7 +75,7 @@ class SnpRequest:
     * measured direct boot: no ``initrd_sha256`` is the SHA-256 of no bytes, no ``cmdline``
       that of a lone NUL (what QEMU hashes without ``-initrd`` / ``-append``).
     * launch identity (snp, snp:svsm only; recorded, never measured): ``policy`` 0x30000
-      (:data:`cvmlaunch.measure.identity.DEFAULT_POLICY`, QEMU's), ``host_data`` zero, no ID
+      (:data:`cvmlaunch.snp_policy.DEFAULT_POLICY`, QEMU's), ``host_data`` zero, no ID
       block.
 
     Args:
@@ -225,8 +225,8 @@ class SnpRequest:
         ):
             return None
         from cvmlaunch.launch_identity import SnpLaunchIdentity
-        from cvmlaunch.measure.identity import DEFAULT_POLICY
         from cvmlaunch.measure.reference import identity_settings
+        from cvmlaunch.snp_policy import DEFAULT_POLICY
 
         snp = SnpLaunchIdentity()
         if self.host_data is not None:
@@ -244,7 +244,8 @@ class SnpRequest:
         """
         if self.id_block is None or self.id_auth is None:
             return
-        from cvmlaunch.measure.identity import DEFAULT_POLICY, check_launch_id_pair
+        from cvmlaunch.measure.identity import check_launch_id_pair
+        from cvmlaunch.snp_policy import DEFAULT_POLICY
 
         check_launch_id_pair(
             self.id_block,
