@@ -177,4 +177,5 @@ def test_measure_snp_imports_only_its_own_modules(firmware: Callable[[str], Path
         "cvmlaunch.cli._measure_snp",
         "cvmlaunch.cli._params",
         "cvmlaunch.measure.cpu",
+        "cvmlaunch.measure.snp_predict",  # the request and predict(), moved from the command
     }
