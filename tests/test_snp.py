@@ -17,12 +17,12 @@ from cvmlaunch.errors import ConfigError, ImageError
 from cvmlaunch.image.ovmf import OvmfImage, parse_ovmf
 from cvmlaunch.layout import PAGE_SIZE, PageType, Plan, Region
 from cvmlaunch.measure import snp_chain
-from cvmlaunch.measure.cpu import VCPU_TYPES, cpu_signature, vcpu_type_signature
 from cvmlaunch.measure.sev import SevSettings, sev_digest, sev_updates
 from cvmlaunch.measure.snp import snp_digest, snp_ovmf_hash
 from cvmlaunch.plan.sev_hashes import HASH_TABLE_SIZE, KernelHashes, cmdline_sha256
 from cvmlaunch.plan.snp import MAX_VCPUS, SnpSettings, snp_plan, svsm_plan
 from cvmlaunch.plan.vmsa import BSP_RESET_EIP, FpuInit, VmmType, svsm_vmsa_page, vmsa_page
+from cvmlaunch.vcpu_signature import VCPU_TYPES, cpu_signature, vcpu_type_signature
 from tests.cli_runner import CliResult, run_cli
 from tests.errors_util import raises_cvm
 from tests.snp_inputs import materialize, synthetic_images
@@ -639,8 +639,7 @@ def test_measure_snp_start_up_imports_no_measurement_code() -> None:
                 "cvmlaunch.cli._measure_snp",
                 "cvmlaunch.cli._params",
                 "cvmlaunch.errors",
-                "cvmlaunch.measure",
-                "cvmlaunch.measure.cpu",
+                "cvmlaunch.vcpu_signature",  # the --vcpu-type choices (a core table)
                 "cvmlaunch.text",  # errors' escaping helper (imports nothing)
             ]
         )

@@ -10,7 +10,6 @@ import pytest
 
 from cvmlaunch.errors import CheckFailed, ConfigError
 from cvmlaunch.image.ovmf import OvmfImage, parse_ovmf
-from cvmlaunch.measure.cpu import vcpu_type_signature
 from cvmlaunch.measure.sev import SevSettings
 from cvmlaunch.measure.snp import SevMode
 from cvmlaunch.measure.snp_predict import (
@@ -22,6 +21,7 @@ from cvmlaunch.measure.snp_predict import (
 from cvmlaunch.plan.snp import SnpSettings
 from cvmlaunch.plan.vmsa import FpuInit, VmmType
 from cvmlaunch.snp_policy import DEFAULT_POLICY, GuestPolicy
+from cvmlaunch.vcpu_signature import vcpu_type_signature
 from tests.snp_inputs import materialize
 from tests.vectors import snp_case
 
@@ -199,9 +199,9 @@ def test_mode_rules() -> None:
 
 
 def test_the_signature_comes_from_exactly_one_source() -> None:
-    """measure.cpu.resolve_vcpu_signature: a name, a value or family/model/stepping; errors
+    """vcpu_signature.resolve_vcpu_signature: a name, a value or family/model/stepping; errors
     name the settings (the CLI spells them as its flags)."""
-    from cvmlaunch.measure.cpu import cpu_signature, resolve_vcpu_signature
+    from cvmlaunch.vcpu_signature import cpu_signature, resolve_vcpu_signature
 
     assert resolve_vcpu_signature() is None
     assert resolve_vcpu_signature(vcpu_type="EPYC-Milan") == MILAN

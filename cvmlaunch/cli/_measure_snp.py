@@ -24,7 +24,7 @@ from cvmlaunch.cli._params import (
     resolve_firmware,
 )
 from cvmlaunch.errors import ConfigError, MeasurementMismatch
-from cvmlaunch.measure.cpu import VCPU_TYPES, resolve_vcpu_signature
+from cvmlaunch.vcpu_signature import VCPU_TYPES, resolve_vcpu_signature
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
