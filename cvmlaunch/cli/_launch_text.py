@@ -181,11 +181,11 @@ def _ranges(layout: Plan) -> Iterator[str]:
 def describe_snp(plan: SnpLaunch, policy: int) -> Iterator[str]:
     """The SNP plan and the launch digest to expect, as text lines (``launch --dry-run``).
 
-    The digest is the fold of the plan (:func:`cvmlaunch.measure.snp_chain.fold_layout`): the
+    The digest is the fold of the plan (:func:`cvmlaunch.measure.snp_chain.fold_plan`): the
     value ``measure snp`` prints for the same firmware, vCPUs, signature and kernel hashes.
     """
     from cvmlaunch.measure.identity import GuestPolicy
-    from cvmlaunch.measure.snp_chain import fold_layout
+    from cvmlaunch.measure.snp_chain import fold_plan
 
     s = plan.settings
     yield (
@@ -203,7 +203,7 @@ def describe_snp(plan: SnpLaunch, policy: int) -> Iterator[str]:
         )
         + (" ..." if len(plan.states) > 4 else "")
     )
-    yield f"predicted SNP launch digest: {fold_layout(plan.layout).hex()}"
+    yield f"predicted SNP launch digest: {fold_plan(plan.layout).hex()}"
 
 
 def describe_tdx(plan: TdxLaunch, order: PageOrder) -> Iterator[str]:

@@ -569,12 +569,12 @@ def _check_pair(block: bytes, auth: bytes, plan: SnpLaunch, policy: int) -> None
     """Refuse an ID block pair the firmware would refuse: bad signatures, another launch
     digest than the plan's, another policy (CheckFailed / MeasurementMismatch: exit 1)."""
     from cvmlaunch.measure.identity import check_launch_id_pair
-    from cvmlaunch.measure.snp_chain import fold_layout
+    from cvmlaunch.measure.snp_chain import fold_plan
 
     check_launch_id_pair(
         block,
         auth,
-        measurement=fold_layout(plan.layout),
+        measurement=fold_plan(plan.layout),
         policy=_policy(policy),
         source="--id-block / --id-auth",
     )
