@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LaunchResult",
+    "check_snp_id_pair",
     "execute",
     "header_settings",
     "launch_pvh",
@@ -80,6 +81,7 @@ def load_plan(settings: LaunchSettings) -> Iterator[PvhLaunch]:
         if settings.id_block is not None and settings.id_auth is not None:
             id_block = read_blob(settings.id_block, SNP_ID_BLOCK_SIZE, "ID block")
             id_auth = read_blob(settings.id_auth, SNP_ID_AUTH_SIZE, "ID auth")
+            check_snp_id_pair(settings, id_block, id_auth)
         yield pvh_launch(
             settings,
             regions,
@@ -91,6 +93,27 @@ def load_plan(settings: LaunchSettings) -> Iterator[PvhLaunch]:
             id_block=id_block,
             id_auth=id_auth,
         )
+
+
+def check_snp_id_pair(settings: LaunchSettings, id_block: bytes, id_auth: bytes) -> None:
+    """Check an SNP launch's ID block pair as the firmware will at LAUNCH_FINISH (signatures,
+    policy); the launch digest of a PVH plan is not predicted, so it is not compared. Nothing
+    to check for other technologies.
+
+    Raises:
+        CheckFailed: the firmware would refuse the pair.
+    """
+    if settings.tech is not Technology.SEV_SNP:
+        return
+    from cvmlaunch.measure.identity import GuestPolicy, check_launch_id_pair
+
+    check_launch_id_pair(
+        id_block,
+        id_auth,
+        measurement=None,
+        policy=GuestPolicy(settings.snp_policy),
+        source=f"{settings.id_block} / {settings.id_auth}",
+    )
 
 
 @dataclass(frozen=True, slots=True)
