@@ -288,3 +288,55 @@ def test_measure_snp_spells_the_request_settings_as_its_flags(
     result = run_cli(argv)
     assert result.exit_code == 2, result.output
     assert result.stderr == f"cvmlaunch: error: {line}\n"
+
+
+def test_the_firmware_launcher_names_settings_not_flags(firmware: Any) -> None:
+    from cvmlaunch.launcher import FirmwareLaunch
+    from cvmlaunch.launcher.firmware import firmware_plan
+
+    snp = str(firmware("OVMF.amdsev.fd"))
+    cases = [
+        (FirmwareLaunch("snp", snp, 64 << 20, 1, initrd=snp), "initrd", ("append", "kernel")),
+        (FirmwareLaunch("snp", snp, 64 << 20, 1), "vcpu_type", ("vcpu_sig",)),
+    ]
+    for req, setting, also in cases:
+        with raises_cvm(ConfigError, setting=setting) as info, firmware_plan(req):
+            pass
+        assert info.value.also == also
+        assert "--" not in str(info.value)
+
+
+def test_a_pvh_launch_of_a_confidential_plan_names_tech_and_firmware() -> None:
+    from cvmlaunch.launcher.pvh import load_plan, open_vm
+    from tests.fakekvm import FakeKernel
+
+    cfg = example_config()
+    settings = settings_from_toml(cfg.read_text(), base=str(cfg.parent), overrides={"tech": "snp"})
+    with (
+        load_plan(settings) as plan,
+        raises_cvm(ConfigError, setting="firmware", match="^tech snp needs firmware") as info,
+    ):
+        open_vm(plan, kernel=FakeKernel())
+    assert info.value.also == ("tech",)
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["--tech", "snp", "--firmware", "{snp}", "--initrd", "{snp}"],
+            "--initrd and --append need --kernel",
+        ),
+        (
+            ["--tech", "snp", "--firmware", "{snp}"],
+            "a dry run asks no host CPU: give --vcpu-type or --vcpu-sig",
+        ),
+    ],
+)
+def test_launch_spells_the_firmware_launchers_settings_as_its_flags(
+    firmware: Any, args: list[str], line: str
+) -> None:
+    snp = str(firmware("OVMF.amdsev.fd"))
+    result = run_cli(["launch", "--dry-run", *(a.format(snp=snp) for a in args)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == f"cvmlaunch: error: {line}\n"
