@@ -50,7 +50,7 @@ __all__ = [
 MAX_CMDLINE = PAGE_SIZE - 1
 
 #: The SNP guest policy of a launch that gives none: QEMU's ``sev-snp-guest`` default (SMT
-#: allowed, bit 17 set); cvmlaunch.measure.identity.DEFAULT_POLICY is the same value.
+#: allowed, bit 17 set); cvmlaunch.snp_policy.DEFAULT_POLICY is the same value.
 DEFAULT_SNP_POLICY = 0x30000
 
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGTPE]?)(?:i?B)?\s*$", re.IGNORECASE)
@@ -225,7 +225,7 @@ class LaunchSettings:
                 also=("id_auth" if given_one == "id_block" else "id_block",),
             )
         if self.policy is not None:
-            from cvmlaunch.measure.identity import GuestPolicy
+            from cvmlaunch.snp_policy import GuestPolicy
 
             try:
                 GuestPolicy(self.policy)
@@ -462,7 +462,7 @@ def _policy(value: object) -> int:
     Raises:
         ConfigError: not a policy, or an invalid one (its setting ``policy``).
     """
-    from cvmlaunch.measure.identity import GuestPolicy
+    from cvmlaunch.snp_policy import GuestPolicy
 
     try:
         if isinstance(value, str):
