@@ -57,6 +57,7 @@ __all__ = [
     "DMA_SIGNATURE",
     "FILE_FIRST",
     "SELECTOR_PORT",
+    "Data",
     "DmaControl",
     "FwCfg",
     "GuestRam",
@@ -80,6 +81,8 @@ _DMA_ACCESS = struct.Struct(">IIQ")
 #: The key bits QEMU ignores when it indexes its entries (FW_CFG_WRITE_CHANNEL).
 _WRITE_CHANNEL = 0x4000
 _SECTOR = 512
+#: Item bytes: a memoryview (e.g. of a mapped kernel file) is served without a copy.
+Data = bytes | memoryview
 _SETUP_SECTS_OFFSET = 0x1F1
 _DEFAULT_SETUP_SECTS = 4
 
@@ -127,7 +130,7 @@ class GuestRam(Protocol):
         ...
 
 
-def split_kernel(kernel: bytes, *, name: str = "kernel") -> tuple[bytes, bytes]:
+def split_kernel(kernel: Data, *, name: str = "kernel") -> tuple[Data, Data]:
     """The (setup, kernel) halves QEMU serves of a kernel file for an encrypted guest (Rule 5).
 
     Raises:
@@ -158,8 +161,8 @@ class KernelBoot:
             (QEMU serves the empty command line, i.e. a single NUL).
     """
 
-    kernel: bytes
-    initrd: bytes | None = None
+    kernel: Data
+    initrd: Data | None = None
     cmdline: bytes | None = None
 
 
@@ -167,7 +170,7 @@ def _u32(value: int) -> bytes:
     return value.to_bytes(4, "little")
 
 
-def kernel_items(boot: KernelBoot, *, name: str = "kernel") -> dict[int, bytes]:
+def kernel_items(boot: KernelBoot, *, name: str = "kernel") -> dict[int, Data]:
     """The kernel items QEMU serves an encrypted guest for ``boot`` (Rules 4 and 5).
 
     Raises:
@@ -175,7 +178,7 @@ def kernel_items(boot: KernelBoot, *, name: str = "kernel") -> dict[int, bytes]:
     """
     setup, kernel = split_kernel(boot.kernel, name=name)
     cmdline = (boot.cmdline or b"") + b"\0"
-    items = {
+    items: dict[Item, Data] = {
         Item.SETUP_SIZE: _u32(len(setup)),
         Item.SETUP_DATA: setup,
         Item.KERNEL_SIZE: _u32(len(kernel)),
@@ -189,7 +192,7 @@ def kernel_items(boot: KernelBoot, *, name: str = "kernel") -> dict[int, bytes]:
     return {int(k): v for k, v in items.items()}
 
 
-def file_directory(files: Mapping[str, bytes]) -> tuple[bytes, dict[str, int]]:
+def file_directory(files: Mapping[str, Data]) -> tuple[bytes, dict[str, int]]:
     """The FILE_DIR item for ``files`` and each file's selector (Rule 4).
 
     Raises:
@@ -225,21 +228,21 @@ class FwCfg:
     PORTS = frozenset((SELECTOR_PORT, DATA_PORT, *range(DMA_PORT, DMA_PORT + 8)))
 
     def __init__(
-        self, items: Mapping[int, bytes] | None = None, files: Mapping[str, bytes] | None = None
+        self, items: Mapping[int, Data] | None = None, files: Mapping[str, Data] | None = None
     ) -> None:
         items = dict(items or {})
         for key in items:
             if key in (Item.SIGNATURE, Item.ID, Item.FILE_DIR) or not 0 <= key < FILE_FIRST:
                 raise ValueError(f"fw_cfg item {key:#x} is not a free numbered item")
         directory, selectors = file_directory(files or {})
-        self._items: dict[int, bytes] = {
+        self._items: dict[int, Data] = {
             Item.SIGNATURE: b"QEMU",
             Item.ID: _ID_FEATURES.to_bytes(4, "little"),
             Item.FILE_DIR: directory,
             **items,
         }
         for file_name, selector in selectors.items():
-            self._items[selector] = bytes((files or {})[file_name])
+            self._items[selector] = (files or {})[file_name]
         self.selectors: dict[str, int] = selectors
         self._selected: int | None = None
         self._offset = 0
@@ -247,7 +250,7 @@ class FwCfg:
 
     def item(self, key: int) -> bytes:
         """The bytes of item ``key`` (empty if there is none)."""
-        return self._items.get(key & ~_WRITE_CHANNEL, b"")
+        return bytes(self._items.get(key & ~_WRITE_CHANNEL, b""))
 
     def handles(self, port: int) -> bool:
         """Whether ``port`` is one of the device's."""
@@ -263,7 +266,7 @@ class FwCfg:
     def _read(self, size: int) -> bytes:
         data = self._items.get(self._selected, b"") if self._selected is not None else b""
         start = min(self._offset, len(data))
-        chunk = data[start : start + size]
+        chunk = bytes(data[start : start + size])
         self._offset += len(chunk)
         return chunk + bytes(size - len(chunk))
 
@@ -323,7 +326,7 @@ class FwCfg:
             if mode is DmaControl.WRITE:
                 status = DmaControl.ERROR  # every item is read-only
             elif mode is DmaControl.READ:
-                chunk = data[self._offset : self._offset + n] if left > 0 else bytes(n)
+                chunk = bytes(data[self._offset : self._offset + n]) if left > 0 else bytes(n)
                 try:
                     memory.write(address, chunk)
                 except ValueError:

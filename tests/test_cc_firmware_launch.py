@@ -77,7 +77,9 @@ def test_tdx_dry_run_prints_measure_tdxs_mrtd() -> None:
 def test_snp_launch_with_a_kernel_writes_the_log_the_model_measured(tmp_path: Path) -> None:
     fw = _fw("OVMF.amdsev.fd")
     kernel_file = tmp_path / "vmlinuz"
-    kernel_file.write_bytes(b"MZ a bzImage, as far as the hashes page is concerned" * 100)
+    kernel = bytearray(b"MZ a bzImage, as far as the hashes page is concerned" * 100)
+    kernel[0x1F1] = 0  # setup_sects 0 (means 4): the file holds the setup QEMU serves apart
+    kernel_file.write_bytes(kernel)
     log_file = tmp_path / "launch.log"
     model = ModelKernel(signature=CPU_TYPES["EPYC-Genoa"])
     req = FirmwareLaunch(

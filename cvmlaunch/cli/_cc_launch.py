@@ -10,6 +10,7 @@ the KVM layer recorded into the launch log (replayed by :mod:`cvmlaunch.measure.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -22,8 +23,9 @@ if TYPE_CHECKING:
     from typing import TextIO
 
     from cvmlaunch.cpuid import CpuidEntry, TdInitParams
+    from cvmlaunch.fw_cfg import FwCfg
     from cvmlaunch.image.ovmf import OvmfImage
-    from cvmlaunch.kvm_map import Kernel, SnpFinish, Vm
+    from cvmlaunch.kvm_map import Kernel, PortBus, SnpFinish, Vm
     from cvmlaunch.launch_settings import LaunchSettings
     from cvmlaunch.layout import Buffer
     from cvmlaunch.log_entry import LogEntry
@@ -46,6 +48,7 @@ __all__ = [
     "plan_contents",
     "run_firmware_launch",
     "run_guest",
+    "served_kernel",
     "td_hob_lines",
 ]
 
@@ -416,13 +419,39 @@ def _kernel_hashes(req: FirmwareLaunch) -> KernelHashes | None:
     import hashlib
 
     from cvmlaunch.files import file_digest
-    from cvmlaunch.plan.sev_hashes import KernelHashes, cmdline_sha256
+    from cvmlaunch.plan.sev_hashes import KernelHashes, cmdline_bytes, cmdline_sha256
 
     initrd = file_digest(req.initrd) if req.initrd else hashlib.sha256(b"").digest()
-    cmdline = req.append.encode() if req.append is not None else None
+    cmdline = cmdline_bytes(req.append) if req.append is not None else None
     return KernelHashes(
         kernel=file_digest(req.kernel), initrd=initrd, cmdline=cmdline_sha256(cmdline)
     )
+
+
+@contextlib.contextmanager
+def served_kernel(req: FirmwareLaunch) -> Iterator[FwCfg | None]:
+    """The fw_cfg device serving ``req``'s kernel, initrd and command line to the firmware, as
+    QEMU serves them an SEV guest (:func:`cvmlaunch.fw_cfg.kernel_items`: the files unpatched,
+    so the firmware's SHA-256s are the kernel-hashes table's), or None without ``--kernel``.
+    The files stay mapped while the context is open.
+
+    Raises:
+        ImageError: a file cannot be read, or a kernel QEMU would refuse (its setup header
+            declares more setup than the file has).
+    """
+    if req.kernel is None:
+        yield None
+        return
+    from cvmlaunch.files import map_file
+    from cvmlaunch.fw_cfg import FwCfg, KernelBoot, kernel_items
+    from cvmlaunch.plan.sev_hashes import cmdline_bytes
+
+    with contextlib.ExitStack() as stack:
+        kernel = stack.enter_context(map_file(req.kernel, "the kernel"))
+        initrd = stack.enter_context(map_file(req.initrd, "the initrd")) if req.initrd else None
+        cmdline = cmdline_bytes(req.append) if req.append is not None else None
+        boot = KernelBoot(kernel, initrd, cmdline)
+        yield FwCfg(kernel_items(boot, name=os.path.basename(req.kernel)))
 
 
 def run_firmware_launch(
@@ -459,7 +488,7 @@ def run_firmware_launch(
     out = out or sys.stdout
     err = err or sys.stderr
     hashes = _kernel_hashes(req)
-    with map_file(req.firmware) as data:
+    with map_file(req.firmware) as data, contextlib.ExitStack() as stack:
         image = parse_ovmf(data, name=os.path.basename(req.firmware))
         if dry_run:
             from cvmlaunch.text import printable
@@ -467,6 +496,7 @@ def run_firmware_launch(
             for line in [*_dry_run(req, image, hashes), *identity]:
                 print(printable(line), file=out)  # names come from the inputs
             return
+        fw_cfg = stack.enter_context(served_kernel(req))  # before anything is created
         from cvmlaunch import __version__, kvm_map
 
         finish = kvm_map.SnpFinish(
@@ -522,7 +552,8 @@ def run_firmware_launch(
             print(f"cvmlaunch: {what} {launched.log.digest.hex()}{where}", file=err, flush=True)
             for note in launched.notes:
                 print(f"cvmlaunch: note: {note}", file=err)
-            ended = run_guest(vm, req.timeout, lambda b: _relay(out, b))
+            ports = kvm_map.PortBus(vm, [fw_cfg]) if fw_cfg is not None else None
+            ended = run_guest(vm, req.timeout, lambda b: _relay(out, b), ports=ports)
             print(f"cvmlaunch: the guest {ended}", file=err)
 
 
@@ -580,11 +611,14 @@ def _dry_run(req: FirmwareLaunch, image: OvmfImage, hashes: KernelHashes | None)
 _LSR_EMPTY = b"\x60"
 
 
-def run_guest(vm: Vm, timeout: float, on_serial: Callable[[bytes], None]) -> str:
+def run_guest(
+    vm: Vm, timeout: float, on_serial: Callable[[bytes], None], *, ports: PortBus | None = None
+) -> str:
     """Run every vCPU (the APs on threads) until each stops or ``timeout`` seconds pass.
 
-    Page-state changes are served (:func:`cvmlaunch.kvm_map.serve_private_memory`); OUTs to
-    COM1 go to ``on_serial``; other port I/O reads zeros.
+    Page-state changes are served (:func:`cvmlaunch.kvm_map.serve_private_memory`); port I/O
+    to a device on ``ports`` (e.g. fw_cfg) is that device's; OUTs to COM1 go to
+    ``on_serial``; other port I/O reads zeros.
 
     Returns:
         How the BSP's run ended, for a one-line report.
@@ -612,6 +646,8 @@ def run_guest(vm: Vm, timeout: float, on_serial: Callable[[bytes], None]) -> str
                     return
                 exit_ = vcpu.run(timeout=left)
                 if kvm_map.serve_private_memory(vm, exit_):
+                    continue
+                if ports is not None and ports.serve(vcpu, exit_):
                     continue
                 if isinstance(exit_, kvm_map.IoExit):
                     if exit_.direction is kvm_map.IoDirection.OUT:
