@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = [
     "LOG_STREAM_LIMIT",
     "STDIO",
+    "FileDigests",
     "Output",
     "check_outputs",
     "created_directory",
@@ -61,6 +62,7 @@ __all__ = [
     "read_small",
     "read_stream",
     "same_file",
+    "sha256_of",
     "write_output",
     "write_outputs",
 ]
@@ -236,6 +238,73 @@ def file_digests(
             text = exc.strerror if isinstance(exc, OSError) else str(exc)
             raise ImageError(f"cannot read: {text}", source=name) from exc
     return size, [h.digest() for h in hashes]
+
+
+class FileDigests:
+    """Size and SHA-256 of up to two streamed inputs (either may be None), started now.
+
+    The last input is streamed on a thread of its own from the moment this is made, the first
+    by the caller's thread in :meth:`result`. hashlib releases the GIL, so the two run on two
+    cores, and the longest stream (an initrd's, given last) starts before the caller's other
+    work (imports, checks, the firmware), which then runs beside it with the first input's
+    hash on the other core. A failure is kept and raised by :meth:`result`, so that a file
+    that cannot be read is reported where its digest is needed.
+
+    Args:
+        inputs: ``(path, what)`` pairs (:func:`file_digests`), or None for an absent input.
+    """
+
+    def __init__(self, *inputs: tuple[str, str] | None) -> None:
+        self._inputs = inputs
+        self._digests: list[tuple[int, bytes | None]] = [(0, None)] * len(inputs)
+        self._errors: list[Exception | None] = [None] * len(inputs)
+        self._threads = []
+        if any(item is not None for item in inputs[1:]):
+            import threading  # only then (a firmware-only run does without it)
+
+            self._threads = [
+                threading.Thread(target=self._hash, args=(i, item), name="sha256", daemon=True)
+                for i, item in enumerate(inputs)
+                if i > 0 and item is not None
+            ]
+        for thread in self._threads:
+            thread.start()
+
+    def _hash(self, index: int, item: tuple[str, str]) -> None:
+        try:
+            self._digests[index] = sha256_of(*item)
+        except Exception as exc:  # re-raised in the caller's thread by result()
+            # Exception, not BaseException: the caller's thread hashes the first input here
+            # too, and a Ctrl-C (KeyboardInterrupt) kept for later would leave it waiting in
+            # join() on a stream that may never end.
+            self._errors[index] = exc
+
+    def result(self) -> list[tuple[int, bytes | None]]:
+        """Sizes and digests in the order of the inputs (``(0, None)`` for a None input),
+        once all are done.
+
+        Raises:
+            ImageError: an input cannot be read (the first such input's error).
+        """
+        if self._inputs and self._inputs[0] is not None:
+            self._hash(0, self._inputs[0])
+        for thread in self._threads:
+            thread.join()
+        for error in self._errors:
+            if error is not None:
+                raise error
+        return list(self._digests)
+
+
+def sha256_of(path: str | os.PathLike[str], what: str = "this input") -> tuple[int, bytes]:
+    """Size and SHA-256 of a streamed input: a file (hashed in place through mmap windows), a
+    pipe, or ``-`` (standard input) (:func:`file_digests`).
+
+    Raises:
+        ImageError: the input cannot be read, or is a device, a directory or a socket.
+    """
+    size, (digest,) = file_digests(path, ["sha256"], what)
+    return size, digest
 
 
 def _hash_windows(fd: int, size: int, hashes: list[hashlib._Hash]) -> int:

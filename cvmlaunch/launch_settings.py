@@ -202,7 +202,7 @@ class LaunchSettings:
                 "give vcpu_type or vcpu_sig, not both", setting="vcpu_type", also=("vcpu_sig",)
             )
         if self.vcpu_type is not None:
-            from cvmlaunch.measure.cpu import vcpu_type_signature
+            from cvmlaunch.vcpu_signature import vcpu_type_signature
 
             vcpu_type_signature(self.vcpu_type)  # ConfigError for an unknown model
         for name in ("vcpu_sig", "guest_features", "td_attributes", "xfam"):
@@ -254,7 +254,7 @@ class LaunchSettings:
     def signature(self) -> int | None:
         """(snp) The vCPU signature given (``vcpu_sig``, or ``vcpu_type``'s), or None."""
         if self.vcpu_type is not None:
-            from cvmlaunch.measure.cpu import vcpu_type_signature
+            from cvmlaunch.vcpu_signature import vcpu_type_signature
 
             return vcpu_type_signature(self.vcpu_type)
         return self.vcpu_sig

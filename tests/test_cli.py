@@ -298,7 +298,7 @@ def _complete(words: str, shell: str = "bash") -> list[str]:
 
 
 def test_completion_of_vcpu_types_lists_the_table() -> None:
-    from cvmlaunch.measure.cpu import VCPU_TYPES
+    from cvmlaunch.vcpu_signature import VCPU_TYPES
 
     got = _complete("cvmlaunch measure snp --vcpu-type EPYC-")
     expected = [f"plain,{name}" for name in VCPU_TYPES if name.startswith("EPYC-")]

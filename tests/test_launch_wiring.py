@@ -17,12 +17,12 @@ from cvmlaunch.errors import ConfigError, CvmLaunchError
 from cvmlaunch.image.ovmf import parse_ovmf
 from cvmlaunch.launch_settings import LaunchSettings, settings_from_toml
 from cvmlaunch.measure import identity as ident
-from cvmlaunch.measure.cpu import vcpu_type_signature
 from cvmlaunch.measure.log import MeasurementLog, parse_log
 from cvmlaunch.measure.reference import ReferenceValues
 from cvmlaunch.measure.snp import snp_digest
 from cvmlaunch.plan.snp import SnpSettings
 from cvmlaunch.technology import Technology
+from cvmlaunch.vcpu_signature import vcpu_type_signature
 from tests.cli_runner import run_cli
 from tests.fakekvm import FakeKernel
 from tests.model_firmware import ModelKernel

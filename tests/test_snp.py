@@ -17,12 +17,12 @@ from cvmlaunch.errors import ConfigError, ImageError
 from cvmlaunch.image.ovmf import OvmfImage, parse_ovmf
 from cvmlaunch.layout import PAGE_SIZE, PageType, Plan, Region
 from cvmlaunch.measure import snp_chain
-from cvmlaunch.measure.cpu import VCPU_TYPES, cpu_signature, vcpu_type_signature
 from cvmlaunch.measure.sev import SevSettings, sev_digest, sev_updates
 from cvmlaunch.measure.snp import snp_digest, snp_ovmf_hash
 from cvmlaunch.plan.sev_hashes import HASH_TABLE_SIZE, KernelHashes, cmdline_sha256
 from cvmlaunch.plan.snp import MAX_VCPUS, SnpSettings, snp_plan, svsm_plan
 from cvmlaunch.plan.vmsa import BSP_RESET_EIP, FpuInit, VmmType, svsm_vmsa_page, vmsa_page
+from cvmlaunch.vcpu_signature import VCPU_TYPES, cpu_signature, vcpu_type_signature
 from tests.cli_runner import CliResult, run_cli
 from tests.errors_util import raises_cvm
 from tests.snp_inputs import materialize, synthetic_images
@@ -639,8 +639,7 @@ def test_measure_snp_start_up_imports_no_measurement_code() -> None:
                 "cvmlaunch.cli._measure_snp",
                 "cvmlaunch.cli._params",
                 "cvmlaunch.errors",
-                "cvmlaunch.measure",
-                "cvmlaunch.measure.cpu",
+                "cvmlaunch.vcpu_signature",  # the --vcpu-type choices (a core table)
                 "cvmlaunch.text",  # errors' escaping helper (imports nothing)
             ]
         )
@@ -648,15 +647,16 @@ def test_measure_snp_start_up_imports_no_measurement_code() -> None:
 
 
 def test_kernel_and_initrd_digests_stream_in_parallel(inputs: dict[str, Path]) -> None:
-    from cvmlaunch.cli._measure_snp import _FileDigests
+    from cvmlaunch.files import FileDigests
 
-    k, i = _FileDigests(str(inputs["kernel.bin"]), str(inputs["initrd.bin"])).result()
+    kernel_in, initrd_in = (str(inputs["kernel.bin"]), "k"), (str(inputs["initrd.bin"]), "i")
+    k, i = FileDigests(kernel_in, initrd_in).result()
     kernel, initrd = inputs["kernel.bin"].read_bytes(), inputs["initrd.bin"].read_bytes()
     assert k == (len(kernel), hashlib.sha256(kernel).digest())
     assert i == (len(initrd), hashlib.sha256(initrd).digest())
-    assert _FileDigests(None, str(inputs["initrd.bin"])).result() == [(0, None), i]
+    assert FileDigests(None, initrd_in).result() == [(0, None), i]
     with pytest.raises(ImageError, match="/nonexistent/k: cannot read"):
-        _FileDigests("/nonexistent/k", str(inputs["initrd.bin"])).result()
+        FileDigests(("/nonexistent/k", "k"), initrd_in).result()
 
 
 def test_file_sha256_through_mmap_windows(tmp_path: Path) -> None:
@@ -664,8 +664,8 @@ def test_file_sha256_through_mmap_windows(tmp_path: Path) -> None:
     import os
     import threading
 
-    from cvmlaunch.cli._measure_snp import _sha256_of
     from cvmlaunch.files import _WINDOW
+    from cvmlaunch.files import sha256_of as _sha256_of
 
     big = tmp_path / "big"
     data = bytes(range(256)) * ((2 * _WINDOW + 5) // 256) + b"tail!"

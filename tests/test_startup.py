@@ -176,5 +176,6 @@ def test_measure_snp_imports_only_its_own_modules(firmware: Callable[[str], Path
     assert ours == _EXPECTED_CVMLAUNCH | _CLI_CORE | {
         "cvmlaunch.cli._measure_snp",
         "cvmlaunch.cli._params",
-        "cvmlaunch.measure.cpu",
+        "cvmlaunch.vcpu_signature",
+        "cvmlaunch.measure.snp_predict",  # the request and predict(), moved from the command
     }

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from cvmlaunch.errors import ConfigError, ImageError, LogFormatError
 from cvmlaunch.fw_cfg_files import read_fw_cfg_dir, read_uefi_variables
-from cvmlaunch.image.ovmf import parse_ovmf
+from cvmlaunch.image.ovmf import OvmfImage, parse_ovmf
 from cvmlaunch.image.tdvf_features import Edk2Release, detect_tdvf_features, releases_matching
 from cvmlaunch.measure.rtmr import (
     EventType,
@@ -41,6 +41,7 @@ from cvmlaunch.measure.tdx_rtmr import (
     SECURE_BOOT_VARIABLES,
     AcpiBlobs,
     KernelLoading,
+    TdxRtmrPrediction,
     acpi_events,
     cfv_event,
     kernel_image,
@@ -493,7 +494,15 @@ def test_record_round_trip_and_first_difference() -> None:
 def test_command_helpers_round_trip(
     tmp_path: Path, firmware: Callable[[str], Path], debian_kernel: tuple[Path, dict[str, str]]
 ) -> None:
-    from cvmlaunch.cli._tdx_rtmr import event_log_text, predict_rtmrs, rtmr_fields
+    from cvmlaunch.cli._tdx_rtmr import event_log_text, guest_of, rtmr_fields
+    from cvmlaunch.measure.tdx_predict import TdxRequest, predict
+
+    def predict_rtmrs(image: OvmfImage, **options: Any) -> TdxRtmrPrediction:
+        """The command's path: options mapped to a guest, one library call."""
+        with guest_of(**options) as guest:
+            rtmrs = predict(image.data, TdxRequest(guest=guest), name=image.name).rtmrs
+        assert rtmrs is not None
+        return rtmrs
 
     kernel_path = str(debian_kernel[0])
     write_by_name(tmp_path / "by_name", qemu_like_acpi(cpus=2))

@@ -1,17 +1,16 @@
 """``cvmlaunch measure snp``: the SEV-SNP (and SEV, SEV-ES) launch digest of an OVMF guest.
 
 Flag names follow sev-snp-measure's. The firmware is mmapped, kernel and initrd are streamed
-through SHA-256 (never read whole); with ``--log`` a launch measurement log is written
-atomically. Exit 0 ok, 1 ``--expect`` mismatch, 2 bad input.
+through SHA-256 (never read whole, :class:`cvmlaunch.files.FileDigests`); the options become
+one :class:`cvmlaunch.measure.snp_predict.SnpRequest` (which resolves every default) and one
+:func:`~cvmlaunch.measure.snp_predict.predict` call; with ``--log`` a launch measurement log
+is written atomically. Exit 0 ok, 1 ``--expect`` mismatch, 2 bad input.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import os
-from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -25,15 +24,12 @@ from cvmlaunch.cli._params import (
     resolve_firmware,
 )
 from cvmlaunch.errors import ConfigError, MeasurementMismatch
-from cvmlaunch.measure.cpu import VCPU_TYPES, cpu_signature, vcpu_type_signature
+from cvmlaunch.vcpu_signature import VCPU_TYPES, resolve_vcpu_signature
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from cvmlaunch.image.ovmf import OvmfImage
-    from cvmlaunch.measure.identity import GuestPolicy
-    from cvmlaunch.measure.log import LogInput, MeasurementLog, SettingValue
-    from cvmlaunch.measure.snp import SevMode
-    from cvmlaunch.plan.sev_hashes import KernelHashes
+    from cvmlaunch.measure.log import LogInput
+    from cvmlaunch.measure.snp_predict import SnpPrediction
 
 __all__ = ["MEASURE_SNP", "measure_snp"]
 
@@ -43,54 +39,6 @@ __all__ = ["MEASURE_SNP", "measure_snp"]
 MODES = ["snp", "snp:ovmf-hash", "snp:svsm", "seves", "sev"]
 VMMS = ["QEMU", "ec2", "gce"]
 FPU_INITS = ["init2", "legacy"]
-
-
-def _resolve_sig(
-    vcpu_type: str | None,
-    vcpu_sig: int | None,
-    family: int | None,
-    model: int | None,
-    stepping: int | None,
-) -> int | None:
-    """Exactly one of --vcpu-type, --vcpu-sig or --vcpu-family/-model/-stepping, or None."""
-    fms = (family, model, stepping)
-    given = [vcpu_type is not None, vcpu_sig is not None, any(v is not None for v in fms)]
-    if sum(given) > 1:
-        raise ConfigError(
-            "give only one of --vcpu-type, --vcpu-sig or --vcpu-family/--vcpu-model/--vcpu-stepping"
-        )
-    if vcpu_type is not None:
-        return vcpu_type_signature(vcpu_type)
-    if vcpu_sig is not None:
-        if not 0 <= vcpu_sig <= 0xFFFF_FFFF:
-            raise ConfigError(f"--vcpu-sig {vcpu_sig:#x} is not a 32-bit value")
-        return vcpu_sig
-    if any(v is not None for v in fms):
-        if family is None or model is None or stepping is None:
-            raise ConfigError("--vcpu-family, --vcpu-model and --vcpu-stepping go together")
-        return cpu_signature(family, model, stepping)
-    return None
-
-
-@contextlib.contextmanager
-def _firmware(path: str) -> Iterator[OvmfImage]:
-    from cvmlaunch.files import map_file
-    from cvmlaunch.image.ovmf import parse_ovmf
-
-    with map_file(path) as data:
-        yield parse_ovmf(data, name=path)
-
-
-def _input(role: str, path: str, data: memoryview | bytes) -> LogInput:
-    from cvmlaunch.measure.log import LogInput
-
-    return LogInput(
-        role=role,
-        name=os.path.basename(path),
-        size=len(data),
-        sha256=hashlib.sha256(data).digest(),
-        sha384=hashlib.sha384(data).digest(),
-    )
 
 
 _HELP = """Predict the SEV-SNP launch digest (or SEV / SEV-ES GCTX.LD) of an OVMF guest.
@@ -244,379 +192,113 @@ def measure_snp(
     # that cannot be read is reported where its digest is needed, after the option checks.
     if kernel == "-" and initrd == "-":
         raise ConfigError("--kernel and --initrd cannot both be standard input ('-')")
-    streams = _FileDigests(kernel, initrd)
-    from cvmlaunch.layout import parse_hex_bytes
-    from cvmlaunch.measure.snp import SevMode, snp_log
-    from cvmlaunch.measure.snp_chain import ZERO_DIGEST, fold_layout
-    from cvmlaunch.plan.snp import SnpSettings, firmware_plan, snp_plan, svsm_plan
+    from cvmlaunch import files
+
+    streams = files.FileDigests(
+        None if kernel is None else (kernel, "--kernel"),
+        None if initrd is None else (initrd, "--initrd"),
+    )
+    from cvmlaunch.layout import SNP_HOST_DATA_SIZE as HOST_DATA
+    from cvmlaunch.layout import SNP_ID_AUTH_SIZE as ID_AUTH
+    from cvmlaunch.layout import SNP_ID_BLOCK_SIZE as ID_BLOCK
+    from cvmlaunch.layout import parse_hex_bytes as hex_
+    from cvmlaunch.measure.snp import SevMode
+    from cvmlaunch.measure.snp_predict import SnpRequest, digest_size, predict
     from cvmlaunch.plan.vmsa import FpuInit, VmmType
 
     sev_mode = SevMode(mode)
-    vmm = VmmType(vmm_type)
-    is_sev = sev_mode in (SevMode.SEV, SevMode.SEV_ES)
-    expected = (
-        parse_hex_bytes(expect, 32 if is_sev else 48, "expect") if expect is not None else None
-    )
-    seed = (
-        parse_hex_bytes(snp_ovmf_hash, 48, "snp_ovmf_hash") if snp_ovmf_hash is not None else None
-    )
+    expected = None if expect is None else hex_(expect, digest_size(sev_mode), "expect")
+    seed = None if snp_ovmf_hash is None else hex_(snp_ovmf_hash, 48, "snp_ovmf_hash")
     if kernel is not None and kernel_sha256 is not None:
         raise ConfigError("give --kernel or --kernel-sha256, not both")
     if initrd is not None and initrd_sha256 is not None:
         raise ConfigError("give --initrd or --initrd-sha256, not both")
-    given_kernel = (
-        parse_hex_bytes(kernel_sha256, 32, "kernel_sha256") if kernel_sha256 is not None else None
+    k_sha = None if kernel_sha256 is None else hex_(kernel_sha256, 32, "kernel_sha256")
+    i_sha = None if initrd_sha256 is None else hex_(initrd_sha256, 32, "initrd_sha256")
+    cmdline = None
+    if append is not None:
+        from cvmlaunch.plan.sev_hashes import cmdline_bytes
+
+        cmdline = cmdline_bytes(append)
+    guest_policy = None
+    if policy is not None:
+        from cvmlaunch.snp_policy import GuestPolicy
+
+        guest_policy = GuestPolicy.parse(policy)
+    # What the files give (the kernel's and initrd's digests, the vars size, the ID block and
+    # auth) stands in as zeros for the first check, so that a bad option is reported before
+    # an unreadable file; the files replace the stand-ins below.
+    vars_given = vars_size if vars_file is None else 0
+    if vars_size is not None and vars_file is not None and sev_mode is SevMode.SNP_SVSM:
+        vars_given = None  # "needs exactly one of --vars-size or --vars-file"
+    request = SnpRequest(
+        mode=sev_mode,
+        vcpus=vcpus,
+        vcpu_sig=resolve_vcpu_signature(
+            vcpu_type, vcpu_sig, vcpu_family, vcpu_model, vcpu_stepping
+        ),
+        vmm=VmmType(vmm_type),
+        guest_features=guest_features,
+        fpu=None if fpu_init is None else FpuInit(fpu_init),
+        kernel_sha256=bytes(32) if kernel is not None else k_sha,
+        initrd_sha256=bytes(32) if initrd is not None else i_sha,
+        cmdline=cmdline,
+        ovmf_hash=seed,
+        svsm=svsm is not None,
+        vars_size=vars_given,
+        policy=guest_policy,
+        host_data=None if host_data is None else hex_(host_data, HOST_DATA, "host_data"),
+        id_block=None if id_block is None else bytes(ID_BLOCK),
+        id_auth=None if id_auth is None else bytes(ID_AUTH),
+        id_source=f"{id_block} / {id_auth}",
+        # the identity only shows in the log and JSON: skip it (and its imports) for hex
+        record_identity=log_path is not None or output_format == "json",
+        log=log_path is not None,
     )
-    given_initrd = (
-        parse_hex_bytes(initrd_sha256, 32, "initrd_sha256") if initrd_sha256 is not None else None
-    )
-    _check_combination(
-        sev_mode,
-        kernel if given_kernel is None else "--kernel-sha256",
-        initrd if given_initrd is None else "--initrd-sha256",
-        append,
-        seed,
-        svsm,
-        vars_size,
-        vars_file,
-    )
-    # The identity only shows in the log and JSON (and is checked when given): skip it (and
-    # the identity modules' import cost) for a plain hex digest.
-    identity_given = any(v is not None for v in (policy, host_data, id_block, id_auth))
-    launch_id = (
-        _launch_identity(sev_mode, policy, host_data, id_block, id_auth)
-        if identity_given or log_path is not None or output_format == "json"
-        else None
-    )
-    sig = _resolve_sig(vcpu_type, vcpu_sig, vcpu_family, vcpu_model, vcpu_stepping)
-    if sev_mode in (SevMode.SNP, SevMode.SNP_SVSM, SevMode.SEV_ES):
-        if vcpus is None:
-            raise ConfigError(f"--mode {mode} needs --vcpus")
-        if vmm is VmmType.QEMU and sig is None:
-            raise ConfigError(
-                f"--mode {mode} with QEMU needs --vcpu-type, --vcpu-sig or "
-                "--vcpu-family/--vcpu-model/--vcpu-stepping"
-            )
-    if vmm is not VmmType.QEMU:
-        sig = 0x600  # EC2 and GCE configure no CPUID leaf 1: KVM leaves RDX = 0x600
-    fpu = FpuInit(fpu_init) if fpu_init is not None else None
-    want_log = log_path is not None
     # every file this run reads: an output may be none of them (same device and inode)
     read = [p for p in (ovmf, kernel, initrd, svsm, vars_file, id_block, id_auth) if p]
     if log_path is not None:  # refused before the firmware is measured
-        from cvmlaunch.files import Output, check_outputs
-
-        check_outputs([Output(log_path, b"", what="the launch log")], inputs=read)
+        files.check_outputs([files.Output(log_path, b"", what="the launch log")], inputs=read)
+    (k_size, k_file), (i_size, i_file) = streams.result()
+    request = dataclasses.replace(
+        request,
+        kernel_sha256=k_file or k_sha,
+        initrd_sha256=i_file or i_sha,
+        vars_size=request.vars_size
+        if vars_file is None
+        else files.file_size(vars_file, "--vars-file"),
+        id_block=None if id_block is None else files.read_blob(id_block, ID_BLOCK, "ID block"),
+        id_auth=None if id_auth is None else files.read_blob(id_auth, ID_AUTH, "ID auth"),
+    )
     inputs: list[LogInput] = []
-    hashes = _kernel_hashes(
-        streams, kernel, initrd, append, inputs if want_log else None, given_kernel, given_initrd
-    )
-
-    log: MeasurementLog | None = None
-    settings_out: dict[str, Any]
-    with contextlib.ExitStack() as stack:
-        image = stack.enter_context(_firmware(ovmf))
-        if want_log:
-            inputs.insert(0, _input("firmware", ovmf, image.data))
-        if is_sev:
-            from cvmlaunch.measure.sev import SevSettings, sev_digest, sev_log
-
-            es = sev_mode is SevMode.SEV_ES
-            sev_settings = SevSettings(
-                es=es,
-                vcpus=vcpus if es and vcpus is not None else 1,
-                vcpu_sig=sig or 0,
-                vmm=vmm,
-                guest_features=guest_features or 0,
-                kernel_hashes=hashes,
-                fpu=fpu or FpuInit.LEGACY,
-            )
-            settings_out = sev_settings.log_settings()
-            if want_log:
-                log = sev_log(image, sev_settings, inputs=tuple(inputs), tool_version=_version())
-                digest = log.digest
-            else:
-                digest = sev_digest(image, sev_settings)
-        else:
-            settings = SnpSettings(
-                vcpus=vcpus if vcpus is not None else 1,
-                vcpu_sig=sig or 0,
-                vmm=vmm,
-                guest_features=0x1 if guest_features is None else guest_features,
-                kernel_hashes=hashes,
-                ovmf_hash=seed,
-                fpu=fpu or FpuInit.INIT2,
-            )
-            extra: dict[str, SettingValue] = {}
-            if sev_mode is SevMode.SNP_OVMF_HASH:
-                layout = firmware_plan(image)
-                settings_out = {}
-            elif sev_mode is SevMode.SNP_SVSM:
-                svsm_image = stack.enter_context(_firmware(svsm or ""))
-                size = _vars_size(vars_size, vars_file)
-                layout = svsm_plan(image, svsm_image, settings, vars_size=size)
-                if want_log:
-                    inputs.append(_input("svsm", svsm or "", svsm_image.data))
-                extra = {"vars_size": size}
-                settings_out = {**settings.log_settings(), **extra}
-            else:
-                layout = snp_plan(image, settings)
-                extra = {"ap_reset_address": image.sev_es_reset_eip}
-                settings_out = settings.log_settings()
-            if launch_id is not None:
-                extra |= launch_id.settings
-                settings_out |= launch_id.settings
-            if want_log:
-                log = snp_log(
-                    layout,
-                    settings,
-                    mode=sev_mode,
-                    inputs=tuple(inputs),
-                    tool_version=_version(),
-                    extra_settings=extra,
-                )
-                digest = log.digest
-            else:
-                digest = fold_layout(layout, settings.ovmf_hash or ZERO_DIGEST)
-    if launch_id is not None:
-        launch_id.check(digest)
-    if log is not None and log_path is not None:
-        from cvmlaunch.files import write_output
-        from cvmlaunch.measure.log import dumps_log
-
-        write_output(log_path, dumps_log(log), what="the launch log", inputs=read)
-    if log_path != "-":  # with --log -, stdout is the log alone (its footer has the digest)
-        _print(digest, output_format, sev_mode, settings_out, log)
-    if expected is not None and expected != digest:
-        raise MeasurementMismatch("launch digest", expected=expected, actual=digest)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _LaunchId:
-    """The SNP launch identity given on the command line: its log header settings, the
-    policy, and the ID block pair (``(source, block, auth)``) to check against the digest."""
-
-    settings: dict[str, SettingValue]
-    policy: GuestPolicy
-    pair: tuple[str, bytes, bytes] | None
-
-    def check(self, digest: bytes) -> None:
-        """Raise CheckFailed / MeasurementMismatch unless the ID block fits this launch."""
-        if self.pair is None:
-            return
-        from cvmlaunch.measure.identity import check_launch_id_pair
-
-        source, block, auth = self.pair
-        check_launch_id_pair(block, auth, measurement=digest, policy=self.policy, source=source)
-
-
-def _launch_identity(
-    mode: SevMode,
-    policy: str | None,
-    host_data: str | None,
-    id_block: str | None,
-    id_auth: str | None,
-) -> _LaunchId | None:
-    """Parse and read the launch identity options (None for modes without one).
-
-    Raises:
-        ConfigError: an option the mode does not take, bad hex, a lone --id-block/--id-auth.
-        ImageError: an ID block or ID auth file of the wrong size or unreadable.
-    """
-    from cvmlaunch.measure.snp import SevMode
-
-    given = [
-        o
-        for o, v in (
-            ("--policy", policy),
-            ("--host-data", host_data),
-            ("--id-block", id_block),
-            ("--id-auth", id_auth),
-        )
-        if v is not None
-    ]
-    if mode not in (SevMode.SNP, SevMode.SNP_SVSM):
-        if given:
-            raise ConfigError(f"{given[0]} is an SNP launch setting (--mode snp or snp:svsm)")
-        return None
-    if (id_block is None) != (id_auth is None):
-        raise ConfigError("--id-block and --id-auth go together")
-    from cvmlaunch.files import read_blob
-    from cvmlaunch.launch_identity import SnpLaunchIdentity
-    from cvmlaunch.layout import (
-        SNP_HOST_DATA_SIZE,
-        SNP_ID_AUTH_SIZE,
-        SNP_ID_BLOCK_SIZE,
-        parse_hex_bytes,
-    )
-    from cvmlaunch.measure.identity import DEFAULT_POLICY, GuestPolicy
-    from cvmlaunch.measure.reference import identity_settings
-
-    guest_policy = GuestPolicy.parse(policy) if policy is not None else DEFAULT_POLICY
-    snp = SnpLaunchIdentity()
-    if host_data is not None:
-        snp = SnpLaunchIdentity(parse_hex_bytes(host_data, SNP_HOST_DATA_SIZE, "host_data"))
-    pair: tuple[str, bytes, bytes] | None = None
-    if id_block is not None and id_auth is not None:
-        block = read_blob(id_block, SNP_ID_BLOCK_SIZE, "ID block")
-        auth = read_blob(id_auth, SNP_ID_AUTH_SIZE, "ID auth")
-        pair = (f"{id_block} / {id_auth}", block, auth)
-        snp = SnpLaunchIdentity(snp.host_data, block, auth)
-    settings = identity_settings(snp=snp, policy=guest_policy)
-    return _LaunchId(dict(settings), guest_policy, pair)
-
-
-def _check_combination(
-    mode: SevMode,
-    kernel: str | None,
-    initrd: str | None,
-    append: str | None,
-    seed: bytes | None,
-    svsm: str | None,
-    vars_size: int | None,
-    vars_file: str | None,
-) -> None:
-    """Reject option combinations the mode cannot honour (one clear line each)."""
-    from cvmlaunch.measure.snp import SevMode
-
-    if (initrd is not None or append is not None) and kernel is None:
-        raise ConfigError("--initrd and --append need --kernel")
-    if seed is not None and mode is not SevMode.SNP:
-        raise ConfigError("--snp-ovmf-hash works only with --mode snp")
-    if mode is SevMode.SNP_OVMF_HASH and kernel is not None:
-        raise ConfigError("--mode snp:ovmf-hash measures the firmware only (no --kernel)")
-    if mode is SevMode.SNP_SVSM:
-        if svsm is None:
-            raise ConfigError("--mode snp:svsm needs --svsm")
-        if (vars_size is None) == (vars_file is None):
-            raise ConfigError("--mode snp:svsm needs exactly one of --vars-size or --vars-file")
-        if kernel is not None:
-            raise ConfigError("--mode snp:svsm does not take --kernel")
-    elif svsm is not None or vars_size is not None or vars_file is not None:
-        raise ConfigError("--svsm, --vars-size and --vars-file belong to --mode snp:svsm")
-
-
-def _kernel_hashes(
-    streams: _FileDigests,
-    kernel: str | None,
-    initrd: str | None,
-    append: str | None,
-    inputs: list[LogInput] | None,
-    kernel_sha: bytes | None = None,
-    initrd_sha: bytes | None = None,
-) -> KernelHashes | None:
-    """The kernel hashes: the SHA-256 of kernel and initrd as ``streams`` computes them
-    (unless given); record the files as log inputs if asked (the hashes are in the log's
-    settings either way)."""
-    if kernel is None and kernel_sha is None:
-        return None
-    from cvmlaunch.plan.sev_hashes import KernelHashes, cmdline_bytes, cmdline_sha256
-
-    (kernel_size, kernel_digest), (initrd_size, initrd_digest) = streams.result()
-    kernel_sha = kernel_digest or kernel_sha
-    initrd_sha = initrd_digest or initrd_sha
-    if initrd_sha is None:
-        initrd_sha = hashlib.sha256(b"").digest()
-    if kernel_sha is None:  # pragma: no cover - one of kernel / kernel_sha is set above
-        raise ConfigError("no kernel")
-    cmdline = cmdline_bytes(append) if append is not None else None
-    if inputs is not None:
+    if request.log:
         from cvmlaunch.measure.log import LogInput
 
-        if kernel is not None:
-            inputs.append(LogInput("kernel", _basename(kernel), kernel_size, kernel_sha))
-        if initrd is not None:
-            inputs.append(LogInput("initrd", _basename(initrd), initrd_size, initrd_sha))
-        if cmdline is not None:
-            from cvmlaunch.measure.log import cmdline_input
+        if kernel is not None and k_file is not None:
+            inputs.append(LogInput("kernel", kernel, k_size, k_file))
+        if initrd is not None and i_file is not None:
+            inputs.append(LogInput("initrd", initrd, i_size, i_file))
+    with contextlib.ExitStack() as stack:
+        from cvmlaunch.image.ovmf import parse_ovmf
 
-            inputs.append(cmdline_input(cmdline))
-    return KernelHashes(kernel=kernel_sha, initrd=initrd_sha, cmdline=cmdline_sha256(cmdline))
+        image = parse_ovmf(stack.enter_context(files.map_file(ovmf)), name=ovmf)
+        svsm_image = None
+        if svsm is not None:
+            svsm_image = parse_ovmf(stack.enter_context(files.map_file(svsm)), name=svsm)
+        result = predict(image, request, svsm=svsm_image, inputs=inputs)
+    if result.log is not None and log_path is not None:
+        from cvmlaunch.measure.log import dumps_log
 
-
-class _FileDigests:
-    """SHA-256 of up to two files (either may be None): the last is streamed on a thread of
-    its own from the moment this is made, the first by the caller's thread in
-    :meth:`result`. hashlib releases the GIL, so the two run on two cores, and the longest
-    stream (the initrd's, given last) starts before the caller's other work (imports, checks,
-    the firmware), which then runs beside it with the first file's hash on the other core."""
-
-    def __init__(self, *paths: str | None) -> None:
-        self._paths = paths
-        self._digests: list[tuple[int, bytes | None]] = [(0, None)] * len(paths)
-        self._errors: list[Exception | None] = [None] * len(paths)
-        self._threads = []
-        if any(path is not None for path in paths[1:]):
-            import threading  # only then (a firmware-only run does without it)
-
-            self._threads = [
-                threading.Thread(target=self._hash, args=(i, path), name="sha256", daemon=True)
-                for i, path in enumerate(paths)
-                if i > 0 and path is not None
-            ]
-        for thread in self._threads:
-            thread.start()
-
-    def _hash(self, index: int, path: str) -> None:
-        try:
-            self._digests[index] = _sha256_of(path, ("--kernel", "--initrd")[index])
-        except Exception as exc:  # re-raised in the caller's thread by result()
-            # Exception, not BaseException: the caller's thread hashes the first file here
-            # too, and a Ctrl-C (KeyboardInterrupt) kept for later would leave it waiting in
-            # join() on a stream that may never end.
-            self._errors[index] = exc
-
-    def result(self) -> list[tuple[int, bytes | None]]:
-        """Sizes and digests in the order of the paths (``(0, None)`` for a None path), once
-        all are done.
-
-        Raises:
-            ImageError: a file cannot be read (the first such path's error).
-        """
-        if self._paths and self._paths[0] is not None:
-            self._hash(0, self._paths[0])
-        for thread in self._threads:
-            thread.join()
-        for error in self._errors:
-            if error is not None:
-                raise error
-        return list(self._digests)
+        files.write_output(log_path, dumps_log(result.log), what="the launch log", inputs=read)
+    if log_path != "-":  # with --log -, stdout is the log alone (its footer has the digest)
+        _print(result, output_format, sev_mode)
+    if expected is not None and expected != result.digest:
+        raise MeasurementMismatch("launch digest", expected=expected, actual=result.digest)
 
 
-def _basename(path: str) -> str:
-    """The name a log records for an input: its file name (``-`` for standard input)."""
-    return os.path.basename(path) or path
-
-
-def _sha256_of(path: str, what: str) -> tuple[int, bytes]:
-    """Size and SHA-256 of a streamed input: a file (hashed in place through mmap windows), a
-    pipe, or ``-`` (standard input) (:func:`cvmlaunch.files.file_digests`).
-
-    Raises:
-        ImageError: the input cannot be read, or is a device, a directory or a socket.
-    """
-    from cvmlaunch.files import file_digests
-
-    size, (digest,) = file_digests(path, ["sha256"], what)
-    return size, digest
-
-
-def _vars_size(vars_size: int | None, vars_file: str | None) -> int:
-    if vars_file is not None:
-        from cvmlaunch.files import file_size
-
-        return file_size(vars_file, "--vars-file")
-    return vars_size or 0
-
-
-def _print(
-    digest: bytes,
-    output_format: str,
-    mode: SevMode,
-    settings: dict[str, Any],
-    log: MeasurementLog | None,
-) -> None:
-    if output_format == "hex":  # not via _output.format_digest: it imports tempfile (speed)
+def _print(result: SnpPrediction, output_format: str, mode: Any) -> None:
+    digest = result.digest
+    if output_format == "hex":  # not via _output.format_digest: it imports base64 (start-up)
         print(digest.hex())
         return
     if output_format == "base64":
@@ -626,17 +308,7 @@ def _print(
         return
     import json
 
-    out: dict[str, Any] = {
-        "mode": mode.value,
-        "digest": digest.hex(),
-        "settings": settings,
-    }
-    if log is not None:
-        out["log_records"] = len(log.entries)
+    out: dict[str, Any] = {"mode": mode.value, "digest": digest.hex(), "settings": result.settings}
+    if result.log is not None:
+        out["log_records"] = len(result.log.entries)
     print(json.dumps(out, sort_keys=True))
-
-
-def _version() -> str:
-    from cvmlaunch import __version__
-
-    return __version__

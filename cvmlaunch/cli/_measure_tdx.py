@@ -1,6 +1,10 @@
 """``cvmlaunch measure tdx``: predict a TDX MRTD from TDVF firmware, offline, and with
 ``--kernel`` the RTMR0-2 of a direct-boot TD (docs/tdx-rtmr.md).
 
+The options become one :class:`cvmlaunch.measure.tdx_predict.TdxRequest` (the guest's through
+:func:`cvmlaunch.cli._tdx_rtmr.guest_of`) and one
+:func:`~cvmlaunch.measure.tdx_predict.predict` call; this module renders the result.
+
 The firmware and the kernel are mmapped, never read whole. With ``--log`` the launch
 measurement log (docs/log-format.md, technology ``tdx``; with ``--kernel`` its
 ``rtmr_event`` records and footer RTMRs too) and with ``--event-log`` the RTMR events as TCG
@@ -10,7 +14,6 @@ input.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 
@@ -27,65 +30,33 @@ from cvmlaunch.cli._params import (
 from cvmlaunch.errors import ConfigError, MeasurementMismatch
 from cvmlaunch.files import Output, check_outputs, map_file
 from cvmlaunch.layout import parse_hex_bytes
-from cvmlaunch.measure.tdx import MRTD_SIZE, PageOrder, TdxMeasurement, measure_tdvf
+from cvmlaunch.measure.tdx import MRTD_SIZE, PageOrder
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from cvmlaunch.measure.tdx_rtmr import TdxRtmrPrediction
+    from cvmlaunch.measure.tdx_predict import TdxPrediction
 
 __all__ = ["MEASURE_TDX", "measure_tdx"]
 
-#: The launch-plan profile this command models (docs/log-format.md, ``tdx``).
-_PROFILE = "qemu"
 
-
-def _json_result(
-    m: TdxMeasurement,
-    firmware: str,
-    sha256: bytes,
-    log_records: int | None,
-    identity: dict[str, str | None],
-    prediction: TdxRtmrPrediction | None = None,
-) -> str:
+def _json_result(result: TdxPrediction, firmware: str) -> str:
+    m = result.measurement
     doc: dict[str, Any] = {
         "technology": "tdx",
         "digest": m.mrtd.hex(),
         "mrtd": m.mrtd.hex(),
-        "settings": {"order": m.order.value, "profile": _PROFILE, **identity},
-        "firmware": {"name": firmware, "sha256": sha256.hex()},
+        "settings": result.settings,
+        "firmware": {"name": firmware, "sha256": result.firmware_sha256.hex()},
         "page_add": m.page_adds,
         "mr_extend": m.mr_extends,
     }
-    if log_records is not None:
-        doc["log_records"] = log_records
-    if prediction is not None:
+    if result.log is not None:
+        doc["log_records"] = len(m.log)
+    if result.rtmrs is not None:
         from cvmlaunch.cli._tdx_rtmr import rtmr_fields
 
-        doc |= rtmr_fields(prediction)
+        doc |= rtmr_fields(result.rtmrs)
     return json.dumps(doc, sort_keys=True)
-
-
-def _owner_settings(
-    mrconfigid: str | None, mrowner: str | None, mrownerconfig: str | None
-) -> dict[str, str | None]:
-    """The TD owner values as log header settings (zero where not given).
-
-    Raises:
-        ConfigError: a value that is not hex of exactly 48 bytes (naming the option).
-    """
-    from cvmlaunch.launch_identity import TdxLaunchIdentity
-    from cvmlaunch.layout import TDX_MR_SIZE
-    from cvmlaunch.measure.reference import identity_settings
-
-    values = [
-        bytes(TDX_MR_SIZE) if v is None else parse_hex_bytes(v, TDX_MR_SIZE, name)
-        for name, v in (
-            ("mrconfigid", mrconfigid),
-            ("mrowner", mrowner),
-            ("mrownerconfig", mrownerconfig),
-        )
-    ]
-    return identity_settings(tdx=TdxLaunchIdentity(*values))
 
 
 def _guest_given(guest: dict[str, Any]) -> bool:
@@ -103,17 +74,27 @@ def measure_tdx(
     mrconfigid: str | None,
     mrowner: str | None,
     mrownerconfig: str | None,
+    event_log: str | None = None,
     **guest: Any,
 ) -> None:
     """Run ``measure tdx`` (arguments as the options; see :data:`MEASURE_TDX`)."""
+    from cvmlaunch.launch_identity import TdxLaunchIdentity
+    from cvmlaunch.layout import TDX_MR_SIZE
+    from cvmlaunch.measure.tdx_predict import TdxRequest, predict
+
     expected = parse_hex_bytes(expect, MRTD_SIZE, "expect") if expect is not None else None
-    event_log = guest.pop("event_log", None)
     if guest.get("kernel") is None and (_guest_given(guest) or event_log is not None):
         raise ConfigError("--memory, --initrd, --append, --acpi, … describe a guest: give --kernel")
-    prediction = None
-    owner = _owner_settings(mrconfigid, mrowner, mrownerconfig)
-    order = PageOrder.TWO_PASS if two_pass else PageOrder.PER_PAGE
-    log_text: str | None = None
+    owner = TdxLaunchIdentity(
+        *(
+            bytes(TDX_MR_SIZE) if v is None else parse_hex_bytes(v, TDX_MR_SIZE, name)
+            for name, v in (
+                ("mrconfigid", mrconfigid),
+                ("mrowner", mrowner),
+                ("mrownerconfig", mrownerconfig),
+            )
+        )
+    )
     if log_path == "-" and event_log == "-":
         raise ConfigError("--log - and --event-log - would both be standard output")
     inputs = [firmware, *(guest[k] for k in ("kernel", "initrd") if guest.get(k) is not None)]
@@ -124,77 +105,55 @@ def measure_tdx(
     ]
     if planned:  # refused before anything is measured
         check_outputs(planned, inputs=inputs)
+    order = PageOrder.TWO_PASS if two_pass else PageOrder.PER_PAGE
+    request = TdxRequest(order=order, owner=owner, log=log_path is not None)
     with map_file(firmware) as data:
-        result = measure_tdvf(data, name=firmware, order=order)
-        sha256 = hashlib.sha256(data).digest()
-        if guest.get("kernel") is not None:
-            from cvmlaunch.cli._tdx_rtmr import predict_rtmrs
-            from cvmlaunch.image.ovmf import parse_ovmf
+        if guest.get("kernel") is None:
+            result = predict(data, request, name=firmware)
+        else:
+            import dataclasses
 
-            prediction = predict_rtmrs(
-                parse_ovmf(data, name=firmware), **{**guest, "append": guest.get("append") or ""}
-            )
-        if log_path is not None:
-            from cvmlaunch import __version__
-            from cvmlaunch.measure.log import LogInput, dumps_log
-            from cvmlaunch.measure.tdx import tdx_log
+            from cvmlaunch.cli._tdx_rtmr import guest_of
 
-            source = LogInput(
-                role="firmware",
-                name=firmware,
-                size=len(data),
-                sha256=sha256,
-                sha384=hashlib.sha384(data).digest(),
-            )
-            extra_inputs: tuple[LogInput, ...] = ()
-            extra_settings: dict[str, Any] = {}
-            if prediction is not None:
-                from cvmlaunch.cli._tdx_rtmr import rtmr_log_parts
-
-                extra_inputs, extra_settings = rtmr_log_parts(prediction, guest)
-            log = tdx_log(
-                result,
-                inputs=(source, *extra_inputs),
-                tool_version=__version__,
-                settings={"profile": _PROFILE, **owner, **extra_settings},
-                events=() if prediction is None else prediction.events,
-            )
-            log_text = dumps_log(log)
-    outputs = []
-    if log_path is not None and log_text is not None:
-        outputs.append(Output(log_path, log_text, what="the launch log"))
-    if event_log is not None and prediction is not None:
-        from cvmlaunch.cli._tdx_rtmr import event_log_text
-
-        outputs.append(Output(event_log, event_log_text(prediction), what="the RTMR event log"))
-    if outputs:
-        from cvmlaunch.files import write_outputs
-
-        write_outputs(outputs, inputs=inputs)  # all land or none does
-    if prediction is not None:
-        for note in prediction.notes:
-            click.echo(f"cvmlaunch: note: {note}", err=True)
+            with guest_of(**guest) as given:
+                result = predict(data, dataclasses.replace(request, guest=given), name=firmware)
+    _write(result, log_path, event_log, inputs)
+    rtmrs = result.rtmrs
+    for note in () if rtmrs is None else rtmrs.notes:
+        click.echo(f"cvmlaunch: note: {note}", err=True)
     if "-" in (log_path, event_log):  # stdout is that output alone
         pass
     elif output_format == "json":
-        records = None if log_text is None else len(result.log)
-        print(_json_result(result, firmware, sha256, records, owner, prediction))
+        print(_json_result(result, firmware))
     else:
-        values: list[tuple[str, bytes | None]] = [("mrtd", result.mrtd)]
-        if prediction is not None:
-            values += [(f"rtmr{i}", v) for i, v in enumerate(prediction.rtmrs)]
-        for name, value in values:
-            if value is None:
-                text = "-"
-            elif output_format == "base64":
-                import base64
+        from cvmlaunch.cli._output import format_digest
 
-                text = base64.b64encode(value).decode()
-            else:
-                text = value.hex()
-            print(text if prediction is None else f"{name} {text}")
-    if expected is not None and expected != result.mrtd:
-        raise MeasurementMismatch("MRTD", expected=expected, actual=result.mrtd)
+        values: list[tuple[str, bytes | None]] = [("mrtd", result.measurement.mrtd)]
+        values += [] if rtmrs is None else [(f"rtmr{i}", v) for i, v in enumerate(rtmrs.rtmrs)]
+        for name, value in values:
+            text = "-" if value is None else format_digest(value, output_format)
+            print(text if rtmrs is None else f"{name} {text}")
+    if expected is not None and expected != result.measurement.mrtd:
+        raise MeasurementMismatch("MRTD", expected=expected, actual=result.measurement.mrtd)
+
+
+def _write(
+    result: TdxPrediction, log_path: str | None, event_log: str | None, inputs: list[str]
+) -> None:
+    """Write the launch log and the RTMR event log: all land or none does."""
+    outputs = []
+    if log_path is not None and result.log is not None:
+        from cvmlaunch.measure.log import dumps_log
+
+        outputs.append(Output(log_path, dumps_log(result.log), what="the launch log"))
+    if event_log is not None and result.rtmrs is not None:
+        from cvmlaunch.cli._tdx_rtmr import event_log_text
+
+        outputs.append(Output(event_log, event_log_text(result.rtmrs), what="the RTMR event log"))
+    if outputs:
+        from cvmlaunch.files import write_outputs
+
+        write_outputs(outputs, inputs=inputs)
 
 
 _HELP = """Predict the TDX MRTD of a TD that QEMU launches with TDVF firmware (-bios FIRMWARE).

@@ -29,7 +29,7 @@ from cvmlaunch.cli._params import (
     resolve_firmware,
 )
 from cvmlaunch.errors import ConfigError
-from cvmlaunch.measure.cpu import VCPU_TYPES
+from cvmlaunch.vcpu_signature import VCPU_TYPES
 
 TYPE_CHECKING = False  # imports for annotations only
 if TYPE_CHECKING:

@@ -1,98 +1,82 @@
 """``measure tdx`` with a guest: the RTMR part, independent of the CLI framework.
 
-Composes the file edge (:func:`cvmlaunch.files.map_file`, :mod:`cvmlaunch.fw_cfg_files`) and the
-pure prediction (:func:`cvmlaunch.measure.tdx_rtmr.predict_tdx_rtmrs`); the command module only
-declares options and calls :func:`predict_rtmrs`, :func:`rtmr_fields` and
-:func:`event_log_text`.
+Maps the guest options through the file edge (:func:`cvmlaunch.files.map_file`,
+:mod:`cvmlaunch.fw_cfg_files`) to a :class:`~cvmlaunch.measure.tdx_predict.TdxGuest`
+(:func:`guest_of`), and renders the prediction (:func:`rtmr_fields`, :func:`event_log_text`);
+the library (:func:`cvmlaunch.measure.tdx_predict.predict`) predicts. Also the ``log verify``,
+``log diff`` and ``reference-values`` helpers for RTMR event logs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from cvmlaunch.image.ovmf import OvmfImage
-    from cvmlaunch.measure.log import LogInput, MeasurementLog
+    from cvmlaunch.measure.log import MeasurementLog
+    from cvmlaunch.measure.tdx_predict import TdxGuest
     from cvmlaunch.measure.tdx_rtmr import TdxRtmrPrediction
 
 __all__ = [
-    "GUEST_OPTIONS",
     "diff_event_logs",
     "event_log_rtmrs",
     "event_log_text",
+    "guest_of",
     "is_event_log",
     "launch_log_rtmrs",
-    "predict_rtmrs",
     "rtmr_fields",
-    "rtmr_log_parts",
     "verify_event_log",
 ]
 
-#: The options that ask for RTMRs (any of them given, or --kernel, turns the prediction on).
-GUEST_OPTIONS = (
-    "memory",
-    "kernel",
-    "initrd",
-    "append",
-    "acpi",
-    "kernel_loading",
-    "secure_boot_vars",
-    "edk2",
-    "stub_measures",
-    "event_log",
-)
 
-
-def predict_rtmrs(
-    image: OvmfImage,
+@contextlib.contextmanager
+def guest_of(
     *,
     memory: str | None,
     kernel: str,
     initrd: str | None,
-    append: str,
+    append: str | None,
     acpi: str | None,
     kernel_loading: str | None,
     secure_boot_vars: str | None,
     edk2: str | None,
     stub_measures: str = "auto",
-) -> TdxRtmrPrediction:
-    """Read the guest's inputs and predict RTMR0-2.
+) -> Iterator[TdxGuest]:
+    """``measure tdx``'s guest options as a :class:`~cvmlaunch.measure.tdx_predict.TdxGuest`,
+    with the kernel and initrd mapped while the context lasts.
 
     Args:
-        memory: QEMU ``-m`` syntax (``4G``, ``4096``); required.
+        memory: QEMU ``-m`` syntax (``4G``, ``4096``).
         kernel, initrd: paths (mapped, not read whole).
+        append: the command line (None: empty).
         acpi: a directory with ``etc/table-loader``, ``etc/acpi/rsdp``, ``etc/acpi/tables``
-            (plain files or the sysfs ``by_name/<name>/raw`` layout); None: no RTMR0.
-        kernel_loading: ``patched`` / ``raw`` / None (from the firmware).
-        secure_boot_vars: a directory of PK, KEK, db, dbx, SecureBoot; None: the image's own.
-        edk2: ``YYYY.MM`` of the firmware's edk2 release; None: from the image.
-        stub_measures: ``yes``/``no``: whether the kernel's EFI stub measures into RTMR2;
-            ``auto``: told from the kernel.
+            (plain files or the sysfs ``by_name/<name>/raw`` layout).
+        kernel_loading: ``patched`` / ``raw``; secure_boot_vars: a directory of PK, KEK, db,
+            dbx, SecureBoot; edk2: ``YYYY.MM``; stub_measures: ``auto``/``yes``/``no``.
 
     Raises:
-        ConfigError: a missing ``--memory``, a bad option value, a missing ACPI blob.
-        ImageError: unreadable or malformed inputs.
-        LayoutError: a memory size the TD HOB cannot be built for.
+        ConfigError: a bad option value, a missing ACPI blob, no ``memory``.
+        ImageError: unreadable inputs.
     """
     from cvmlaunch.errors import ConfigError
     from cvmlaunch.files import map_file
     from cvmlaunch.fw_cfg_files import read_fw_cfg_dir, read_uefi_variables
     from cvmlaunch.image.tdvf_features import Edk2Release
     from cvmlaunch.launch_settings import parse_size
+    from cvmlaunch.measure.tdx_predict import TdxGuest
     from cvmlaunch.measure.tdx_rtmr import (
         ACPI_BLOB_NAMES,
         SECURE_BOOT_VARIABLES,
         AcpiBlobs,
         KernelLoading,
-        predict_tdx_rtmrs,
     )
 
     if memory is None:
         raise ConfigError("--memory is needed with --kernel (the TD HOB and RTMR0 depend on it)")
-    memory_size = parse_size(memory)
+    size = parse_size(memory)
     loading = None if kernel_loading is None else KernelLoading.parse(kernel_loading)
     try:
         release = None if edk2 is None else Edk2Release.parse(edk2)
@@ -114,69 +98,19 @@ def predict_rtmrs(
     if secure_boot_vars is not None:
         secure_boot = read_uefi_variables(secure_boot_vars, SECURE_BOOT_VARIABLES)
     with contextlib.ExitStack() as stack:
-        kernel_data = stack.enter_context(map_file(kernel))
-        initrd_data = None if initrd is None else stack.enter_context(map_file(initrd))
-        return predict_tdx_rtmrs(
-            image,
-            memory_size=memory_size,
-            kernel=kernel_data,
-            initrd=initrd_data,
-            cmdline=append,
+        yield TdxGuest(
+            kernel=stack.enter_context(map_file(kernel)),
+            memory=size,
+            initrd=None if initrd is None else stack.enter_context(map_file(initrd)),
+            cmdline=append or "",
             acpi=blobs,
             secure_boot=secure_boot,
             kernel_loading=loading,
             release=release,
-            kernel_name=kernel,
             stub_measures=None if stub is None else bool(stub),
+            kernel_name=kernel,
+            initrd_name=initrd or "initrd",
         )
-
-
-def rtmr_log_parts(
-    prediction: TdxRtmrPrediction, guest: dict[str, Any]
-) -> tuple[tuple[LogInput, ...], dict[str, Any]]:
-    """The launch log's header inputs (kernel, initrd, command line, ACPI blobs: base name,
-    size, SHA-256, SHA-384) and ``rtmr_*`` settings that decide the RTMR events
-    (docs/log-format.md, "RTMR events"), from ``measure tdx``'s guest options."""
-    import hashlib
-
-    from cvmlaunch.files import map_file
-    from cvmlaunch.fw_cfg_files import read_fw_cfg_dir
-    from cvmlaunch.launch_settings import parse_size
-    from cvmlaunch.measure.log import LogInput, cmdline_input
-    from cvmlaunch.measure.log_rtmr import ACPI_ROLES
-    from cvmlaunch.measure.tdx_rtmr import ACPI_BLOB_NAMES, stub_uses_cc_measurement
-    from cvmlaunch.plan.sev_hashes import cmdline_bytes
-
-    def item(role: str, name: str, data: Any) -> LogInput:
-        return LogInput(
-            role=role,
-            name=name,
-            size=len(data),
-            sha256=hashlib.sha256(data).digest(),
-            sha384=hashlib.sha384(data).digest(),
-        )
-
-    inputs = []
-    stub = {"yes": True, "no": False}.get(str(guest.get("stub_measures", "auto")).lower())
-    for role in ("kernel", "initrd"):
-        path = guest.get(role)
-        if path is not None:
-            with map_file(path) as data:
-                inputs.append(item(role, path, data))
-                if role == "kernel" and stub is None:
-                    stub = stub_uses_cc_measurement(data)
-    inputs.append(cmdline_input(cmdline_bytes(guest.get("append") or "")))
-    if guest.get("acpi") is not None and prediction.rtmrs[0] is not None:
-        files = read_fw_cfg_dir(guest["acpi"], ACPI_BLOB_NAMES)
-        inputs += [item(ACPI_ROLES[n], n.rsplit("/", 1)[-1], files[n]) for n in ACPI_BLOB_NAMES]
-    settings = {
-        "rtmr_edk2": prediction.release.value,
-        "rtmr_kernel_loading": prediction.kernel_loading.value,
-        "rtmr_memory": parse_size(guest["memory"]),
-        "rtmr_secure_boot": "image" if guest.get("secure_boot_vars") is None else "given",
-        "rtmr_stub_measures": bool(stub),
-    }
-    return tuple(inputs), settings
 
 
 def rtmr_fields(prediction: TdxRtmrPrediction) -> dict[str, Any]:

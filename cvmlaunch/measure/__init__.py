@@ -19,7 +19,6 @@ from cvmlaunch import _lazy_exports
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from cvmlaunch.measure.cpu import VCPU_TYPES, cpu_signature, vcpu_type_signature
     from cvmlaunch.measure.log import (
         LOG_FORMAT,
         LOG_VERSION,
@@ -65,6 +64,7 @@ if TYPE_CHECKING:
     from cvmlaunch.plan.sev_hashes import KernelHashes, cmdline_sha256
     from cvmlaunch.plan.snp import MAX_VCPUS, SnpSettings
     from cvmlaunch.plan.vmsa import FpuInit, VmmType
+    from cvmlaunch.vcpu_signature import VCPU_TYPES, cpu_signature, vcpu_type_signature
 
 __all__ = [
     "LOG_FORMAT",
@@ -133,8 +133,8 @@ __all__ = [
 ]
 
 #: Where each public name lives (a submodule, or a module of :mod:`cvmlaunch.plan` for the
-#: settings a digest takes); imported on first use, so that importing one submodule (e.g. the
-#: CLI's ``cvmlaunch.measure.cpu``) does not import every technology.
+#: settings a digest takes); imported on first use, so that importing one submodule (e.g.
+#: ``cvmlaunch.measure.snp``) does not import every technology.
 _EXPORTS: dict[str, str] = {
     "Finding": "log_check",
     "LogCheck": "log_check",
@@ -166,11 +166,11 @@ _EXPORTS: dict[str, str] = {
     "TDX_ALGORITHM": "tdx",
     "TdxMeasurement": "tdx",
     "Technology": "log",
-    "VCPU_TYPES": "cpu",
+    "VCPU_TYPES": "cvmlaunch.vcpu_signature",
     "VmmType": "cvmlaunch.plan.vmsa",
     "cmdline_sha256": "cvmlaunch.plan.sev_hashes",
     "complete_log": "log",
-    "cpu_signature": "cpu",
+    "cpu_signature": "cvmlaunch.vcpu_signature",
     "diff_logs": "log_diff",
     "dump_log": "log_json",
     "dumps_log": "log_json",
@@ -197,7 +197,7 @@ _EXPORTS: dict[str, str] = {
     "tdvf_contents": "tdx",
     "tdx_log": "tdx",
     "tdx_reference_set": "reference_set",
-    "vcpu_type_signature": "cpu",
+    "vcpu_type_signature": "cvmlaunch.vcpu_signature",
     "verify_log": "log",
 }
 

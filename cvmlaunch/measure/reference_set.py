@@ -300,7 +300,7 @@ def snp_reference_set(
     Args:
         firmwares: (name, image bytes) of each OVMF build; the name is recorded as given.
         vcpus: the vCPU counts (see :func:`parse_vcpu_ranges`).
-        vcpu_types: QEMU CPU model names (:data:`cvmlaunch.measure.cpu.VCPU_TYPES`).
+        vcpu_types: QEMU CPU model names (:data:`cvmlaunch.vcpu_signature.VCPU_TYPES`).
         vmm: the VMM flavour (default QEMU).
         guest_features: SEV_FEATURES.
         kernel_hashes: the hashes table of measured direct boot, if any.
@@ -312,10 +312,10 @@ def snp_reference_set(
         ImageError: a firmware that cannot be parsed or measured this way.
     """
     from cvmlaunch.image.ovmf import parse_ovmf
-    from cvmlaunch.measure.cpu import vcpu_type_signature
     from cvmlaunch.measure.snp import snp_digest_set
     from cvmlaunch.plan.snp import SnpSettings
     from cvmlaunch.plan.vmsa import VmmType
+    from cvmlaunch.vcpu_signature import vcpu_type_signature
 
     if not firmwares or not vcpus or not vcpu_types:
         raise ConfigError("a reference set needs at least one firmware, vCPU count and vCPU type")

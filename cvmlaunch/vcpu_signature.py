@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from cvmlaunch.errors import ConfigError
 
-__all__ = ["VCPU_TYPES", "cpu_signature", "vcpu_type_signature"]
+__all__ = ["VCPU_TYPES", "cpu_signature", "resolve_vcpu_signature", "vcpu_type_signature"]
 
 _MAX_FAMILY = 0xF + 0xFF
 _MAX_MODEL = 0xFF
@@ -84,3 +84,43 @@ def vcpu_type_signature(name: str) -> int:
             f"vcpu_type: unknown vCPU type {name!r} (known: {', '.join(VCPU_TYPES)})",
             setting="vcpu_type",
         ) from None
+
+
+def resolve_vcpu_signature(
+    vcpu_type: str | None = None,
+    vcpu_sig: int | None = None,
+    family: int | None = None,
+    model: int | None = None,
+    stepping: int | None = None,
+) -> int | None:
+    """The signature from exactly one of a QEMU CPU model name, an explicit value or
+    family/model/stepping (the settings ``vcpu_type``, ``vcpu_sig`` and
+    ``vcpu_family``/``vcpu_model``/``vcpu_stepping``); None when none is given.
+
+    Raises:
+        ConfigError: more than one given, a partial family/model/stepping, an unknown name or
+            a value out of range.
+    """
+    fms = (family, model, stepping)
+    given = [vcpu_type is not None, vcpu_sig is not None, any(v is not None for v in fms)]
+    if sum(given) > 1:
+        raise ConfigError(
+            "give only one of vcpu_type, vcpu_sig or vcpu_family/vcpu_model/vcpu_stepping",
+            setting="vcpu_type",
+            also=("vcpu_sig", "vcpu_family", "vcpu_model", "vcpu_stepping"),
+        )
+    if vcpu_type is not None:
+        return vcpu_type_signature(vcpu_type)
+    if vcpu_sig is not None:
+        if not 0 <= vcpu_sig <= 0xFFFF_FFFF:
+            raise ConfigError(f"vcpu_sig {vcpu_sig:#x} is not a 32-bit value", setting="vcpu_sig")
+        return vcpu_sig
+    if any(v is not None for v in fms):
+        if family is None or model is None or stepping is None:
+            raise ConfigError(
+                "vcpu_family, vcpu_model and vcpu_stepping go together",
+                setting="vcpu_family",
+                also=("vcpu_model", "vcpu_stepping"),
+            )
+        return cpu_signature(family, model, stepping)
+    return None

@@ -1,0 +1,386 @@
+"""The one entry point of SEV-SNP (and SEV, SEV-ES) launch digest prediction.
+
+Rule 1: one place resolves what a user may leave out. :class:`SnpRequest` holds the mode and
+the settings as given (None: the default) and turns them into
+:class:`~cvmlaunch.plan.snp.SnpSettings` (or SEV's
+:class:`~cvmlaunch.measure.sev.SevSettings`); its docstring lists every default with its
+source. Callers (the CLI) map their inputs to a request and render the result.
+
+Rule 2: :func:`predict` only picks the plan of the mode (:mod:`cvmlaunch.plan.snp`) and
+folds it (:mod:`cvmlaunch.measure.snp_chain`, :mod:`cvmlaunch.measure.sev`): no measurement
+logic of its own. Images come parsed, file
+digests computed (:mod:`cvmlaunch.files`); nothing here touches the OS.
+
+Start-up time: the log model, the SEV code, the kernel hashes and the launch identity are
+imported only when a request needs them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cvmlaunch.errors import ConfigError
+from cvmlaunch.measure.snp import SevMode, snp_log
+from cvmlaunch.measure.snp_chain import ZERO_DIGEST, fold_layout
+from cvmlaunch.plan.snp import SnpSettings, firmware_plan, snp_plan, svsm_plan
+from cvmlaunch.plan.vmsa import FpuInit, VmmType
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from cvmlaunch.image.ovmf import OvmfImage
+    from cvmlaunch.measure.log import LogInput, MeasurementLog, SettingValue
+    from cvmlaunch.measure.sev import SevSettings
+    from cvmlaunch.plan.sev_hashes import KernelHashes
+    from cvmlaunch.snp_policy import GuestPolicy
+
+__all__ = ["VMM_RESET_VCPU_SIG", "SnpPrediction", "SnpRequest", "digest_size", "predict"]
+
+_SNP_ACTIVE = 0x1  # SEV_FEATURES bit 0, SNPActive
+
+
+def digest_size(mode: SevMode) -> int:
+    """The size of ``mode``'s digest: 32 (SEV and SEV-ES: SHA-256 GCTX.LD) or 48 (SNP)."""
+    return 32 if mode in (SevMode.SEV, SevMode.SEV_ES) else 48
+
+
+#: The vCPU signature of EC2 and GCE guests: those VMMs configure no CPUID leaf 1, so KVM
+#: leaves RDX at its reset value 0x600 (research snp-measure.md, "VMM differences";
+#: sev-snp-measure 0.0.13 agrees: vectors ``amdsev-4-ec2``, ``amdsev-4-gce``). The VMSA builder
+#: (:func:`cvmlaunch.plan.vmsa.vmsa_page`) writes it for these VMMs; this is the value the
+#: settings record.
+VMM_RESET_VCPU_SIG = 0x600
+
+_SNP_MODES = (SevMode.SNP, SevMode.SNP_SVSM)  # the modes with a launch identity
+_VMSA_MODES = (SevMode.SNP, SevMode.SNP_SVSM, SevMode.SEV_ES)  # the modes that measure VMSAs
+
+
+@dataclass(frozen=True, slots=True, eq=False)  # eq: not a value to compare (start-up time)
+class SnpRequest:
+    """What to predict: the mode and the settings as given, None meaning "the default".
+
+    The defaults, resolved here and nowhere else:
+
+    * ``vcpus``: required (no default) in snp, snp:svsm and seves, whose VMSAs are measured
+      (one per vCPU); 1 in sev and snp:ovmf-hash, which measure no VMSA.
+    * ``vcpu_sig``: required with QEMU in those modes (QEMU puts its CPU model's signature in
+      RDX); with EC2 and GCE always :data:`VMM_RESET_VCPU_SIG` (0x600), whatever is given; 0
+      where no VMSA is measured.
+    * ``guest_features``: 0x1 (SNPActive, which KVM sets for every SNP guest) in the SNP modes;
+      0 for SEV-ES (KVM_SEV_ES_INIT VMs have SEV_FEATURES 0).
+    * ``fpu``: INIT2 in the SNP modes (KVM_SEV_INIT2: every SNP VM on Linux >= 6.10); LEGACY
+      for SEV-ES (QEMU 9.1+'s default SEV-ES launch, KVM_SEV_ES_INIT: MXCSR = FCW = 0; where
+      sev-snp-measure differs, vector ``div-seves-legacy-fpu``).
+    * measured direct boot: no ``initrd_sha256`` is the SHA-256 of no bytes, no ``cmdline``
+      that of a lone NUL (what QEMU hashes without ``-initrd`` / ``-append``).
+    * launch identity (snp, snp:svsm only; recorded, never measured): ``policy`` 0x30000
+      (:data:`cvmlaunch.snp_policy.DEFAULT_POLICY`, QEMU's), ``host_data`` zero, no ID
+      block.
+
+    Args:
+        mode: what to measure.
+        vcpus, vcpu_sig, vmm, guest_features, fpu: the VMSA settings (:class:`SnpSettings`).
+        kernel_sha256, initrd_sha256, cmdline: measured direct boot (``cmdline`` as bytes,
+            without the NUL); None: no kernel.
+        ovmf_hash: a precomputed ``snp:ovmf-hash`` to start from (snp only).
+        svsm: whether an SVSM image is given (snp:svsm needs one, no other mode takes one).
+        vars_size: the firmware vars size below OVMF (snp:svsm only, where it is needed).
+        policy, host_data, id_block, id_auth: the SNP launch identity; an ID block must carry
+            the predicted digest and ``policy`` (``id_source`` names it in errors).
+        record_identity: record the launch identity in the settings even when none is given
+            (False saves its import when only the digest is wanted).
+        log: build the launch log too.
+
+    Raises:
+        ConfigError: a combination the mode cannot honour (values are checked by
+            :meth:`settings`).
+    """
+
+    mode: SevMode = SevMode.SNP
+    vcpus: int | None = None
+    vcpu_sig: int | None = None
+    vmm: VmmType = VmmType.QEMU
+    guest_features: int | None = None
+    fpu: FpuInit | None = None
+    kernel_sha256: bytes | None = None
+    initrd_sha256: bytes | None = None
+    cmdline: bytes | None = None
+    ovmf_hash: bytes | None = None
+    svsm: bool = False
+    vars_size: int | None = None
+    policy: GuestPolicy | None = None
+    host_data: bytes | None = None
+    id_block: bytes | None = None
+    id_auth: bytes | None = None
+    id_source: str = "ID block"
+    record_identity: bool = True
+    log: bool = False
+
+    def __post_init__(self) -> None:
+        mode = self.mode
+        kernel = self.kernel_sha256 is not None
+        if (self.initrd_sha256 is not None or self.cmdline is not None) and not kernel:
+            raise ConfigError("--initrd and --append need --kernel")
+        if self.ovmf_hash is not None and mode is not SevMode.SNP:
+            raise ConfigError("--snp-ovmf-hash works only with --mode snp")
+        if mode is SevMode.SNP_OVMF_HASH and kernel:
+            raise ConfigError("--mode snp:ovmf-hash measures the firmware only (no --kernel)")
+        if mode is SevMode.SNP_SVSM:
+            if not self.svsm:
+                raise ConfigError("--mode snp:svsm needs --svsm")
+            if self.vars_size is None:
+                raise ConfigError("--mode snp:svsm needs exactly one of --vars-size or --vars-file")
+            if kernel:
+                raise ConfigError("--mode snp:svsm does not take --kernel")
+        elif self.svsm or self.vars_size is not None:
+            raise ConfigError("--svsm, --vars-size and --vars-file belong to --mode snp:svsm")
+        identity = [
+            option
+            for option, value in (
+                ("--policy", self.policy),
+                ("--host-data", self.host_data),
+                ("--id-block", self.id_block),
+                ("--id-auth", self.id_auth),
+            )
+            if value is not None
+        ]
+        if identity and mode not in _SNP_MODES:
+            raise ConfigError(f"{identity[0]} is an SNP launch setting (--mode snp or snp:svsm)")
+        if (self.id_block is None) != (self.id_auth is None):
+            raise ConfigError("--id-block and --id-auth go together")
+        if mode in _VMSA_MODES:
+            if self.vcpus is None:
+                raise ConfigError(f"--mode {mode.value} needs --vcpus")
+            if self.vmm is VmmType.QEMU and self.vcpu_sig is None:
+                raise ConfigError(
+                    f"--mode {mode.value} with QEMU needs --vcpu-type, --vcpu-sig or "
+                    "--vcpu-family/--vcpu-model/--vcpu-stepping"
+                )
+
+    @property
+    def is_sev(self) -> bool:
+        """Whether the digest is SEV's or SEV-ES's GCTX.LD (SHA-256, 32 bytes), not SNP's."""
+        return self.mode in (SevMode.SEV, SevMode.SEV_ES)
+
+    def _sig(self) -> int:
+        if self.vmm is not VmmType.QEMU:
+            return VMM_RESET_VCPU_SIG
+        return self.vcpu_sig or 0
+
+    def kernel_hashes(self) -> KernelHashes | None:
+        """The kernel-hashes table of measured direct boot (None without a kernel)."""
+        if self.kernel_sha256 is None:
+            return None
+        import hashlib
+
+        from cvmlaunch.plan.sev_hashes import KernelHashes, cmdline_sha256
+
+        initrd = self.initrd_sha256
+        return KernelHashes(
+            kernel=self.kernel_sha256,
+            initrd=hashlib.sha256(b"").digest() if initrd is None else initrd,
+            cmdline=cmdline_sha256(self.cmdline),
+        )
+
+    def settings(self) -> SnpSettings | SevSettings:
+        """The settings with every default filled in (:class:`SevSettings` for sev and seves).
+
+        Raises:
+            ConfigError: a value out of range.
+        """
+        if self.is_sev:
+            from cvmlaunch.measure.sev import SevSettings
+
+            es = self.mode is SevMode.SEV_ES
+            return SevSettings(
+                es=es,
+                vcpus=self.vcpus if es and self.vcpus is not None else 1,
+                vcpu_sig=self._sig(),
+                vmm=self.vmm,
+                guest_features=self.guest_features or 0,
+                kernel_hashes=self.kernel_hashes(),
+                fpu=self.fpu or FpuInit.LEGACY,
+            )
+        return SnpSettings(
+            vcpus=self.vcpus if self.vcpus is not None else 1,
+            vcpu_sig=self._sig(),
+            vmm=self.vmm,
+            guest_features=_SNP_ACTIVE if self.guest_features is None else self.guest_features,
+            kernel_hashes=self.kernel_hashes(),
+            ovmf_hash=self.ovmf_hash,
+            fpu=self.fpu or FpuInit.INIT2,
+        )
+
+    def identity_settings(self) -> dict[str, SettingValue] | None:
+        """The launch identity as header settings (policy, host data, ID block and auth), or
+        None: not an SNP mode, or none given and ``record_identity`` off.
+
+        Raises:
+            ConfigError: a value of the wrong size.
+        """
+        given = (self.policy, self.host_data, self.id_block, self.id_auth)
+        if self.mode not in _SNP_MODES or (
+            not self.record_identity and all(v is None for v in given)
+        ):
+            return None
+        from cvmlaunch.launch_identity import SnpLaunchIdentity
+        from cvmlaunch.measure.reference import identity_settings
+        from cvmlaunch.snp_policy import DEFAULT_POLICY
+
+        snp = SnpLaunchIdentity()
+        if self.host_data is not None:
+            snp = SnpLaunchIdentity(self.host_data)
+        if self.id_block is not None and self.id_auth is not None:
+            snp = SnpLaunchIdentity(snp.host_data, self.id_block, self.id_auth)
+        return dict(identity_settings(snp=snp, policy=self.policy or DEFAULT_POLICY))
+
+    def check_id_block(self, digest: bytes) -> None:
+        """Raise unless the ID block (if any) verifies and carries ``digest`` and the policy.
+
+        Raises:
+            CheckFailed, MeasurementMismatch: the ID block does not fit this launch.
+            ImageError: an ID block or ID auth of the wrong size.
+        """
+        if self.id_block is None or self.id_auth is None:
+            return
+        from cvmlaunch.measure.identity import check_launch_id_pair
+        from cvmlaunch.snp_policy import DEFAULT_POLICY
+
+        check_launch_id_pair(
+            self.id_block,
+            self.id_auth,
+            measurement=digest,
+            policy=self.policy or DEFAULT_POLICY,
+            source=self.id_source,
+        )
+
+
+class SnpPrediction:
+    """The result of :func:`predict` (a plain class: a dataclass's generated methods would
+    cost ``measure snp`` start-up time, tests/test_startup.py).
+
+    Args:
+        digest: the launch digest (48 bytes; 32 for SEV and SEV-ES).
+        settings: the settings that decided it, as the JSON output shows them (snp:ovmf-hash:
+            none; the launch identity where recorded).
+        log: the launch log, when the request asked for one.
+    """
+
+    __slots__ = ("digest", "log", "settings")
+
+    def __init__(
+        self,
+        digest: bytes,
+        settings: dict[str, SettingValue],
+        log: MeasurementLog | None = None,
+    ) -> None:
+        self.digest = digest
+        self.settings = settings
+        self.log = log
+
+    def __repr__(self) -> str:
+        return f"SnpPrediction(digest={self.digest.hex()}, settings={self.settings!r})"
+
+
+def _image_input(role: str, image: OvmfImage) -> LogInput:
+    """The log header input of a parsed image: its name (cut to the file name by LogInput),
+    size and digests."""
+    import hashlib
+
+    from cvmlaunch.measure.log import LogInput
+
+    return LogInput(
+        role=role,
+        name=image.name,
+        size=len(image.data),
+        sha256=hashlib.sha256(image.data).digest(),
+        sha384=hashlib.sha384(image.data).digest(),
+    )
+
+
+def _tool_version() -> str:
+    from cvmlaunch import __version__
+
+    return __version__
+
+
+def predict(
+    image: OvmfImage,
+    request: SnpRequest,
+    *,
+    svsm: OvmfImage | None = None,
+    inputs: Sequence[LogInput] = (),
+) -> SnpPrediction:
+    """The launch digest (and, if asked, the log) of ``request`` for the firmware ``image``.
+
+    Picks the plan of the mode (:func:`~cvmlaunch.plan.snp.snp_plan`, ``svsm_plan``,
+    ``firmware_plan``, or SEV's :func:`~cvmlaunch.measure.sev.sev_updates`), folds it (or
+    logs it: the log's footer digest is the same fold), then checks an ID block against the
+    digest.
+
+    Args:
+        image: the OVMF firmware.
+        request: the mode and settings (defaults: :class:`SnpRequest`).
+        svsm: the Coconut SVSM image (snp:svsm).
+        inputs: the log header inputs besides the images (kernel, initrd: name, size,
+            SHA-256); the firmware, the command line and the SVSM image are added here.
+
+    Raises:
+        ConfigError: settings out of range or that the mode cannot honour.
+        ImageError, LayoutError: see :func:`~cvmlaunch.plan.snp.snp_plan` and ``svsm_plan``.
+        CheckFailed: an ID block that does not fit this launch.
+    """
+    settings = request.settings()
+    log: MeasurementLog | None = None
+    header_inputs: list[LogInput] = []
+    if request.log:
+        header_inputs = [_image_input("firmware", image), *inputs]
+        if request.cmdline is not None:
+            from cvmlaunch.measure.log import cmdline_input
+
+            header_inputs.append(cmdline_input(request.cmdline))
+    if not isinstance(settings, SnpSettings):
+        from cvmlaunch.measure.sev import sev_digest, sev_log
+
+        if request.log:
+            log = sev_log(
+                image, settings, inputs=tuple(header_inputs), tool_version=_tool_version()
+            )
+            return SnpPrediction(log.digest, settings.log_settings(), log)
+        return SnpPrediction(sev_digest(image, settings), settings.log_settings())
+    extra: dict[str, SettingValue] = {}
+    shown: dict[str, SettingValue] = settings.log_settings()
+    if request.mode is SevMode.SNP_OVMF_HASH:
+        layout = firmware_plan(image)
+        shown = {}
+    elif request.mode is SevMode.SNP_SVSM:
+        if svsm is None:
+            raise ConfigError("--mode snp:svsm needs --svsm")
+        size = request.vars_size or 0
+        layout = svsm_plan(image, svsm, settings, vars_size=size)
+        if request.log:
+            header_inputs.append(_image_input("svsm", svsm))
+        extra = {"vars_size": size}
+        shown |= extra
+    else:
+        layout = snp_plan(image, settings)
+        extra = {"ap_reset_address": image.sev_es_reset_eip}
+    identity = request.identity_settings()
+    if identity is not None:
+        extra |= identity
+        shown |= identity
+    if request.log:
+        log = snp_log(
+            layout,
+            settings,
+            mode=request.mode,
+            inputs=tuple(header_inputs),
+            tool_version=_tool_version(),
+            extra_settings=extra,
+        )
+        digest = log.digest
+    else:
+        digest = fold_layout(layout, settings.ovmf_hash or ZERO_DIGEST)
+    request.check_id_block(digest)
+    return SnpPrediction(digest, shown, log)
