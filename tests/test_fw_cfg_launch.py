@@ -6,6 +6,7 @@ launch measured (the page as the model PSP received it, whose SHA-384 the log re
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import io
@@ -17,10 +18,15 @@ from pathlib import Path
 import pytest
 
 from cvmlaunch import _uapi
-from cvmlaunch.cli._cc_launch import FirmwareLaunch, run_firmware_launch
+from cvmlaunch.cli._cc_launch import FirmwareLaunch, launch_confidential, run_firmware_launch
 from cvmlaunch.errors import ImageError
 from cvmlaunch.image.ovmf import guid_bytes_le
+from cvmlaunch.launch_settings import LaunchSettings
 from cvmlaunch.measure.log import parse_log, verify_log
+from cvmlaunch.measure.log_check import check_log
+from cvmlaunch.measure.tdx_rtmr import KernelLoading, kernel_image
+from cvmlaunch.technology import Technology
+from tests.builders import build_bzimage
 from tests.conftest import find_firmware
 from tests.fakekvm import _Vcpu, _Vm
 from tests.model_firmware import CPU_TYPES, ModelKernel
@@ -72,15 +78,28 @@ class FwCfgReadingModel(ModelKernel):
 
         yield from select(0x0000)
         self.signature = yield from read(4)
+        yield from select(0x0019)
+        count = int.from_bytes((yield from read(4)), "big")
+        entries = (yield from read(64 * count)) if count else b""
+        files = {}
+        for i in range(count):
+            size, key, _, raw = struct.unpack_from(">IHH56s", entries, 64 * i)
+            files[raw.rstrip(b"\0").decode()] = (size, key)
         for name, (size_key, data_key) in _BLOBS.items():
             yield from select(size_key)
             size = int.from_bytes((yield from read(4)), "little")
-            access = struct.pack(">IIQ", data_key << 16 | 0x08 | 0x02, size, _BUFFER)
-            ctypes.memmove(self._memory(vm, _ACCESS), access, len(access))
-            yield (0x514, _uapi.KVM_EXIT_IO_OUT, 4, 1, bytes(4))
-            yield (0x518, _uapi.KVM_EXIT_IO_OUT, 4, 1, _ACCESS.to_bytes(4, "big"))
-            assert ctypes.string_at(self._memory(vm, _ACCESS), 4) == bytes(4)  # no error
-            self.served[name] = ctypes.string_at(self._memory(vm, _BUFFER), size)
+            self.served[name] = yield from self._dma(vm, data_key, size)
+        for name, (size, key) in files.items():
+            self.served[name] = yield from self._dma(vm, key, size)
+
+    def _dma(self, vm: _Vm, data_key: int, size: int) -> Generator[IoStep, bytes, bytes]:
+        """Select ``data_key`` and read ``size`` bytes by DMA, as QemuFwCfgLib does."""
+        access = struct.pack(">IIQ", data_key << 16 | 0x08 | 0x02, size, _BUFFER)
+        ctypes.memmove(self._memory(vm, _ACCESS), access, len(access))
+        yield (0x514, _uapi.KVM_EXIT_IO_OUT, 4, 1, bytes(4))
+        yield (0x518, _uapi.KVM_EXIT_IO_OUT, 4, 1, _ACCESS.to_bytes(4, "big"))
+        assert ctypes.string_at(self._memory(vm, _ACCESS), 4) == bytes(4)  # no error
+        return ctypes.string_at(self._memory(vm, _BUFFER), size)
 
     def _vcpu(self, vcpu: _Vcpu, request: int, arg: int | bytearray) -> int:
         vm = vcpu.vm
@@ -116,10 +135,10 @@ class FwCfgReadingModel(ModelKernel):
         return 0
 
 
-def _fw() -> str:
-    path = find_firmware("OVMF.amdsev.fd")
+def _fw(name: str = "OVMF.amdsev.fd") -> str:
+    path = find_firmware(name)
     if path is None:
-        pytest.skip("firmware OVMF.amdsev.fd not found")
+        pytest.skip(f"firmware {name} not found")
     return str(path)
 
 
@@ -195,3 +214,59 @@ def test_a_kernel_qemu_would_refuse_stops_the_launch_before_anything_is_created(
     with pytest.raises(ImageError, match="invalid kernel header"):
         run_firmware_launch(req, dry_run=False, kernel=model, out=io.StringIO(), err=io.StringIO())
     assert model.journal == []
+
+
+def test_a_td_is_served_the_kernel_as_qemu_10_0_serves_it(tmp_path: Path) -> None:
+    """TDX: the setup/kernel items carry QEMU's setup-header patches (``measure tdx
+    --kernel-loading patched`` measures them), ``etc/boot/kernel`` is the file as given
+    (``--kernel-loading raw``); no kernel-hashes page; MRTD unchanged by the kernel."""
+    kernel = build_bzimage(payload=hashlib.shake_256(b"td kernel").digest(0x6000))
+    initrd = b"td initrd" * 999
+    (tmp_path / "vmlinuz").write_bytes(kernel)
+    (tmp_path / "initrd").write_bytes(initrd)
+    fw = _fw("OVMF.generic.fd")
+    model = FwCfgReadingModel()
+    settings = LaunchSettings(
+        memory=MEMORY,
+        vcpus=1,
+        firmware=fw,
+        kernel=str(tmp_path / "vmlinuz"),
+        initrd=str(tmp_path / "initrd"),
+        append="console=hvc0",
+        tech=Technology.TDX,
+    )
+    log_file = tmp_path / "td.log"
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        launch_confidential(settings, dry_run=False, log_file=str(log_file), kernel=model)
+    assert model.violations == []
+    assert "the guest stopped: HltExit()" in err.getvalue()
+    patched = kernel_image(
+        kernel,
+        KernelLoading.PATCHED,
+        memory_size=MEMORY,
+        initrd_size=len(initrd),
+        cmdline="console=hvc0",
+    )
+    assert patched != kernel
+    assert model.served["setup"] + model.served["kernel"] == patched
+    assert len(model.served["setup"]) == 5 * 512
+    assert model.served["etc/boot/kernel"] == kernel
+    assert model.served["initrd"] == initrd
+    assert model.served["cmdline"] == b"console=hvc0\0"
+    # the kernel changes nothing the TDX module measures: MRTD as without it
+    without = ModelKernel()
+    run_firmware_launch(
+        FirmwareLaunch("tdx", fw, MEMORY, 1),
+        dry_run=False,
+        kernel=without,
+        out=io.StringIO(),
+        err=io.StringIO(),
+    )
+    log = parse_log(log_file.read_text())
+    assert log.footer.digest == model.mrtd() == without.mrtd()
+    # the log records the kernel, initrd and command line as inputs, and log verify takes them
+    inputs = {"firmware": Path(fw).read_bytes(), "kernel": kernel, "initrd": initrd}
+    result = check_log(log, inputs | {"cmdline": b"console=hvc0\0"})
+    assert result.findings == (), "\n".join(f.describe() for f in result.findings)
+    assert result.digest == model.mrtd()

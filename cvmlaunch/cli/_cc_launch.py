@@ -412,10 +412,7 @@ def _kernel_hashes(req: FirmwareLaunch) -> KernelHashes | None:
             raise ConfigError("--initrd and --append need --kernel")
         return None
     if req.tech != "snp":
-        raise ConfigError(
-            "a TDX launch of a firmware image takes no --kernel here: TDVF loads the kernel "
-            "through QEMU's fw_cfg, which cvmlaunch does not serve"
-        )
+        return None  # TDVF measures the kernel it loads into RTMR1/2 (the guest's registers)
     import hashlib
 
     from cvmlaunch.files import file_digest
@@ -430,14 +427,18 @@ def _kernel_hashes(req: FirmwareLaunch) -> KernelHashes | None:
 
 @contextlib.contextmanager
 def served_kernel(req: FirmwareLaunch) -> Iterator[FwCfg | None]:
-    """The fw_cfg device serving ``req``'s kernel, initrd and command line to the firmware, as
-    QEMU serves them an SEV guest (:func:`cvmlaunch.fw_cfg.kernel_items`: the files unpatched,
-    so the firmware's SHA-256s are the kernel-hashes table's), or None without ``--kernel``.
-    The files stay mapped while the context is open.
+    """The fw_cfg device serving ``req``'s kernel, initrd and command line to the firmware, or
+    None without ``--kernel``. The files stay mapped while the context is open.
+
+    SNP: as QEMU serves an SEV guest (:func:`cvmlaunch.fw_cfg.kernel_items`: the files
+    unpatched, so the firmware's SHA-256s are the kernel-hashes table's). TDX: as QEMU 10.0 and
+    10.1 serve a TD: the setup and kernel items with QEMU's setup-header patches (what OVMF
+    before 2025.02 loads and measures, ``measure tdx --kernel-loading patched``), and the
+    unpatched file as ``etc/boot/kernel`` (what later OVMF loads, ``--kernel-loading raw``).
 
     Raises:
         ImageError: a file cannot be read, or a kernel QEMU would refuse (its setup header
-            declares more setup than the file has).
+            declares more setup than the file has; TDX: not a bzImage, an initrd too large).
     """
     if req.kernel is None:
         yield None
@@ -450,8 +451,21 @@ def served_kernel(req: FirmwareLaunch) -> Iterator[FwCfg | None]:
         kernel = stack.enter_context(map_file(req.kernel, "the kernel"))
         initrd = stack.enter_context(map_file(req.initrd, "the initrd")) if req.initrd else None
         cmdline = cmdline_bytes(req.append) if req.append is not None else None
-        boot = KernelBoot(kernel, initrd, cmdline)
-        yield FwCfg(kernel_items(boot, name=os.path.basename(req.kernel)))
+        name = os.path.basename(req.kernel)
+        if req.tech == "snp":
+            yield FwCfg(kernel_items(KernelBoot(kernel, initrd, cmdline), name=name))
+            return
+        from cvmlaunch.measure.tdx_rtmr import KernelLoading, kernel_image
+
+        patched = kernel_image(
+            kernel,
+            KernelLoading.PATCHED,
+            memory_size=req.memory,
+            initrd_size=None if initrd is None else len(initrd),
+            cmdline=req.append or "",
+        )
+        items = kernel_items(KernelBoot(memoryview(patched), initrd, cmdline), name=name)
+        yield FwCfg(items, {"etc/boot/kernel": kernel})
 
 
 def run_firmware_launch(
