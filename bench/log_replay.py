@@ -29,7 +29,7 @@ from cvmlaunch.layout import PAGE_SIZE, VMSA_GPA, PageType, Plan, Provenance, Re
 from cvmlaunch.measure.log import LogHeader, LogInput, Technology
 from cvmlaunch.measure.log_check import check_log
 from cvmlaunch.measure.log_json import dumps_log, parse_log
-from cvmlaunch.measure.snp_chain import SNP_ALGORITHM, log_layout
+from cvmlaunch.measure.snp_chain import SNP_ALGORITHM, log_plan
 
 __all__ = ["rows"]
 
@@ -99,7 +99,7 @@ def _snp_zero_row(ctx: Context) -> Row:
     vmsa = Region(VMSA_GPA, PAGE_SIZE, PageType.VMSA, True,
                   Provenance(SourceKind.VMSA, index=0, detail="BSP"), b"\x01")  # fmt: skip
     header = LogHeader(Technology.SEV_SNP, SNP_ALGORITHM, {}, (), "bench", bytes(48))
-    log = parse_log(dumps_log(log_layout(Plan.of([zero, vmsa]), header)))
+    log = parse_log(dumps_log(log_plan(Plan.of([zero, vmsa]), header)))
     floor = bytes(256 * pages)
     digests: list[bytes | None] = []
 

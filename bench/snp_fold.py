@@ -1,6 +1,6 @@
 """Benchmark 2: the SNP launch digest of a large measured payload against one-core SHA-384.
 
-Ours: :func:`cvmlaunch.measure.snp_chain.fold_layout` of a plan with one 256 MiB region of
+Ours: :func:`cvmlaunch.measure.snp_chain.fold_plan` of a plan with one 256 MiB region of
 NORMAL pages (random bytes): one SHA-384 per 4 KiB page (independent: hashed on worker
 threads in batches by the native page hasher, which releases the GIL once per batch, or page by
 page with hashlib where it was not built) and one chained SHA-384 of the 112-byte PAGE_INFO per
@@ -20,7 +20,7 @@ import threading
 from bench.common import Context
 from bench.harness import MIB, Row, gib_per_s, interleaved_times
 from cvmlaunch.layout import PageType, Plan, Provenance, Region, SourceKind
-from cvmlaunch.measure.snp_chain import fold_layout
+from cvmlaunch.measure.snp_chain import fold_plan
 
 __all__ = ["rows"]
 
@@ -39,10 +39,10 @@ def rows(ctx: Context) -> list[Row]:
     digests: dict[str, bytes] = {}
 
     def parallel() -> None:
-        digests["parallel"] = fold_layout(layout)
+        digests["parallel"] = fold_plan(layout)
 
     def serial() -> None:
-        digests["serial"] = fold_layout(layout, workers=1)
+        digests["serial"] = fold_plan(layout, workers=1)
 
     def raw() -> None:
         hashlib.sha384(data).digest()

@@ -54,6 +54,7 @@ __all__ = [
     "file_digests",
     "file_size",
     "find_by_digest",
+    "host_smt_active",
     "input_buffer",
     "map_file",
     "read_blob",
@@ -830,3 +831,13 @@ def write_output(
         ImageError: the output is refused or cannot be written.
     """
     write_outputs([Output(os.fspath(path), data, mode=mode, what=what)], inputs=inputs)
+
+
+def host_smt_active() -> bool:
+    """Whether this host runs with SMT on (``/sys/devices/system/cpu/smt/active``; False
+    where the file is missing, as on hosts without SMT)."""
+    try:
+        with open("/sys/devices/system/cpu/smt/active", encoding="ascii") as f:
+            return f.read().strip() == "1"
+    except OSError:
+        return False

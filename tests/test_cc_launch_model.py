@@ -1,6 +1,6 @@
 """The proof of the SNP and TDX launch engines: real firmware launched against model firmware.
 
-Each case launches a Debian OVMF build through the engine (:mod:`cvmlaunch.cli._cc_launch` ->
+Each case launches a Debian OVMF build through the engine (:mod:`cvmlaunch.launcher` ->
 :mod:`cvmlaunch.kvm_map`) against :class:`tests.model_firmware.ModelKernel`, whose model PSP /
 TDX module measures what the engine actually submitted, and asserts, bit for bit:
 
@@ -30,13 +30,13 @@ from typing import Any
 import pytest
 
 from cvmlaunch import kvm_map
-from cvmlaunch.cli._cc_launch import launch_snp_firmware, launch_tdx_firmware
 from cvmlaunch.cpuid import CpuidEntry
 from cvmlaunch.errors import ConfigError, KvmError, KvmUnsupported
 from cvmlaunch.image.ovmf import OvmfImage, parse_ovmf
 from cvmlaunch.kvm_map import _engine
 from cvmlaunch.kvm_map import snp as kvm_snp
 from cvmlaunch.kvm_map import vcpu as kvm_vcpu
+from cvmlaunch.launcher import launch_snp_firmware, launch_tdx_firmware
 from cvmlaunch.measure.log import dumps_log, parse_log, verify_log
 from cvmlaunch.measure.snp import snp_digest
 from cvmlaunch.measure.tdx import PageOrder, mrtd
@@ -579,8 +579,8 @@ def test_an_id_block_must_carry_the_digest_and_policy(
 ) -> None:
     """The launcher refuses a pair the firmware would refuse before anything is created;
     without that check, the model firmware refuses it at LAUNCH_FINISH."""
-    from cvmlaunch.cli import _cc_launch
     from cvmlaunch.errors import CvmLaunchError
+    from cvmlaunch.launcher import firmware
     from cvmlaunch.measure.identity import GuestPolicy, IdBlock, generate_key, sign_id_block
 
     image = _image("OVMF.amdsev.fd")
@@ -606,7 +606,7 @@ def test_an_id_block_must_carry_the_digest_and_policy(
         launch(kernel)
     assert refused.value.exit_code == 1
     assert not any(j[0] == "CREATE_VM" for j in kernel.journal)
-    monkeypatch.setattr(_cc_launch, "_check_pair", lambda *args: None)
+    monkeypatch.setattr(firmware, "_check_pair", lambda *args: None)
     kernel = ModelKernel()
     with pytest.raises(KvmError, match=f"SNP_LAUNCH_FINISH.*firmware error {error}"):
         launch(kernel)

@@ -27,7 +27,7 @@ from cvmlaunch.layout import PAGE_SIZE, Buffer, PageType, Plan, Provenance, Regi
 from cvmlaunch.log_entry import LogEntry, LogOp
 from cvmlaunch.measure.log import LogHeader, Technology
 from cvmlaunch.measure.plain import plain_header, plain_log
-from cvmlaunch.measure.snp_chain import SNP_ALGORITHM, log_layout
+from cvmlaunch.measure.snp_chain import SNP_ALGORITHM, log_plan
 from cvmlaunch.measure.tdx import measure_tdx
 from cvmlaunch.memory_map import MemoryMap, Memslot, MemslotKind
 from tests.conftest import load_native_pagehash
@@ -156,7 +156,7 @@ def test_engine_records_equal_the_predicted_logs(drawn: list[Region]) -> None:
         return [dataclasses.replace(e, digest_after=None) for e in entries]
 
     header = LogHeader(Technology.SEV_SNP, SNP_ALGORITHM, {}, (), "t", bytes(48))
-    assert bare(log_layout(layout, header).entries) == engine(
+    assert bare(log_plan(layout, header).entries) == engine(
         lambda r: LogOp.SNP_LAUNCH_UPDATE, lambda r: r.page_type.hashes_contents
     )
     assert bare(plain_log(layout, plain_header({}, tool_version="t")).entries) == engine(

@@ -17,10 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from cvmlaunch.cli._launch import _populate, example_config, header_settings, load_plan, open_vm
+from cvmlaunch.cli._launch import example_config
 from cvmlaunch.errors import ConfigError, CvmLaunchError, KvmUnsupported
 from cvmlaunch.kvm_map import KvmCaps, MemoryBackend, VmType, choose_memory_backend
 from cvmlaunch.launch_settings import LaunchSettings, settings_from_toml
+from cvmlaunch.launcher import header_settings, load_plan, open_vm
+from cvmlaunch.launcher import populate_plan as _populate
 from cvmlaunch.log_entry import LogOp
 from cvmlaunch.measure.log import (
     complete_log,

@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 
 from cvmlaunch import kvm_map
-from cvmlaunch.cli._launch import example_config, load_plan
+from cvmlaunch.cli._launch import example_config
 from cvmlaunch.image.ovmf import parse_ovmf
 from cvmlaunch.launch_settings import settings_from_toml
+from cvmlaunch.launcher import load_plan
 from cvmlaunch.plan.tdvf import tdvf_plan
 from tests.cli_runner import run_cli
 from tests.test_plain_log import reference_step
@@ -146,19 +147,19 @@ def test_bad_settings_exit_2(args: list[str], message: str) -> None:
 def test_progress_bar_appears_only_after_a_moment(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from cvmlaunch.cli import _launch
+    from cvmlaunch.cli import _progress
 
-    assert _launch._PROGRESS_DELAY == 0.5
+    assert _progress.PROGRESS_DELAY == 0.5
     # a populate that ends within the delay draws no bar; the delay is made an hour so that
     # a loaded machine (a descheduled test process) cannot make the check flaky
-    monkeypatch.setattr(_launch, "_PROGRESS_DELAY", 3600.0)
-    quick = _launch._LazyProgress(100, "populating guest memory")
+    monkeypatch.setattr(_progress, "PROGRESS_DELAY", 3600.0)
+    quick = _progress.LazyProgress(100, "populating guest memory")
     quick(50)
     quick(100)
     quick.close()
     assert capsys.readouterr().err == ""
-    monkeypatch.setattr(_launch, "_PROGRESS_DELAY", 0.0)
-    slow = _launch._LazyProgress(100, "populating guest memory")
+    monkeypatch.setattr(_progress, "PROGRESS_DELAY", 0.0)
+    slow = _progress.LazyProgress(100, "populating guest memory")
     slow(50)
     slow(100)
     slow.close()
@@ -172,12 +173,12 @@ class _Terminal(io.StringIO):
 
 
 def test_progress_bar_on_a_terminal_is_redrawn_in_place(monkeypatch: pytest.MonkeyPatch) -> None:
-    from cvmlaunch.cli import _launch
+    from cvmlaunch.cli import _progress
 
     terminal = _Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
-    monkeypatch.setattr(_launch, "_PROGRESS_DELAY", 0.0)
-    bar = _launch._LazyProgress(1000, "populating guest memory")
+    monkeypatch.setattr(_progress, "PROGRESS_DELAY", 0.0)
+    bar = _progress.LazyProgress(1000, "populating guest memory")
     for done in (250, 251, 500, 1000):
         bar(done)
     bar.close()

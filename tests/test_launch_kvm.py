@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from cvmlaunch.cli._launch import example_config, execute, load_plan
+from cvmlaunch.cli._launch import example_config
 from cvmlaunch.errors import MeasurementMismatch
 from cvmlaunch.kvm_map import Kvm, KvmCaps
 from cvmlaunch.launch_settings import LaunchSettings, settings_from_toml
+from cvmlaunch.launcher import execute, load_plan
 from cvmlaunch.log_entry import LogOp
 from cvmlaunch.measure.log import Technology, parse_log, verify_log
 from tests.cli_runner import run_cli
@@ -296,7 +297,6 @@ def test_populate_is_one_call_whose_records_drive_the_progress_bar(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from cvmlaunch import kvm_map
-    from cvmlaunch.cli import _launch
 
     calls: list[object] = []
     real_populate = kvm_map.populate
@@ -320,9 +320,8 @@ def test_populate_is_one_call_whose_records_drive_the_progress_bar(
             pass
 
     monkeypatch.setattr(kvm_map, "populate", spy)
-    monkeypatch.setattr(_launch, "_LazyProgress", Bar)
     with load_plan(example_settings()) as plan:
-        result = execute(plan, timeout=60)
+        result = execute(plan, timeout=60, progress=Bar)
         assert calls == [plan.layout]  # the whole plan, in one call
         sizes = [r.size for r in plan.hashed]
         spans = [(r.gpa, r.size) for r in plan.hashed]

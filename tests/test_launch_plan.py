@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cvmlaunch.errors import CheckFailed, ConfigError, GuestError, MeasurementMismatch
-from cvmlaunch.launch import GuestDigest, GuestReport, check_report, parse_report
 from cvmlaunch.launch_settings import LaunchSettings, parse_size, settings_from_toml
+from cvmlaunch.launcher import GuestDigest, GuestReport, check_report, parse_report
 from cvmlaunch.layout import (
     FOUR_GIB,
     PageType,

@@ -124,16 +124,20 @@ def test_the_tdx_plan_carries_the_mr_values() -> None:
     assert launch_identity_settings(pvh_launch(LaunchSettings(), kernel(), 0x100000)) == {}
 
 
-def test_an_id_pair_the_firmware_would_refuse_stops_the_plan() -> None:
+def test_an_id_pair_the_firmware_would_refuse_stops_the_launch() -> None:
+    """The launcher checks the pair before it builds the plan (the plan imports no verifier)."""
+    from cvmlaunch.launcher.pvh import check_snp_id_pair
+
     settings = LaunchSettings(tech=Technology.SEV_SNP, id_block="b", id_auth="a")
     tampered = bytearray(AUTH_RAW)
     tampered[ident.ID_BLOCK_OFFSET_SIG] ^= 1
     with pytest.raises(CheckFailed, match=r"b / a: 1 check\(s\) failed: ID_BLOCK_SIG by ID_KEY"):
-        pvh_launch(settings, kernel(), 0x100000, id_block=BLOCK_RAW, id_auth=bytes(tampered))
+        check_snp_id_pair(settings, BLOCK_RAW, bytes(tampered))
     other = LaunchSettings(tech=Technology.SEV_SNP, policy=0x20000, id_block="b", id_auth="a")
     with pytest.raises(
         CheckFailed, match="its policy 0x30000 differs from the launch policy 0x20000"
     ):
-        pvh_launch(other, kernel(), 0x100000, id_block=BLOCK_RAW, id_auth=AUTH_RAW)
+        check_snp_id_pair(other, BLOCK_RAW, AUTH_RAW)
+    check_snp_id_pair(settings, BLOCK_RAW, AUTH_RAW)  # the pair the key signed passes
     with raises_cvm(ConfigError, setting="id_block", match="must come with id_block/id_auth"):
         pvh_launch(settings, kernel(), 0x100000)

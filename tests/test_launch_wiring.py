@@ -12,10 +12,11 @@ import pytest
 
 from cvmlaunch import kvm_map
 from cvmlaunch.cli._cc_launch import launch_confidential
-from cvmlaunch.cli._launch import example_config, load_plan, open_vm
+from cvmlaunch.cli._launch import example_config
 from cvmlaunch.errors import ConfigError, CvmLaunchError
 from cvmlaunch.image.ovmf import parse_ovmf
 from cvmlaunch.launch_settings import LaunchSettings, settings_from_toml
+from cvmlaunch.launcher import load_plan, open_vm
 from cvmlaunch.measure import identity as ident
 from cvmlaunch.measure.log import MeasurementLog, parse_log
 from cvmlaunch.measure.reference import ReferenceValues

@@ -96,7 +96,7 @@ def header(initial: bytes = bytes(48), **settings_: object) -> LogHeader:
 
 
 def make_log(layout: Plan | None = None, **kw: object) -> MeasurementLog:
-    return snp_chain.log_layout(layout or small_layout(), header(**kw))  # type: ignore[arg-type]
+    return snp_chain.log_plan(layout or small_layout(), header(**kw))  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------ model and chain
@@ -128,7 +128,7 @@ def test_zero_type_pages_use_zero_contents_but_still_step() -> None:
 def test_log_footer_equals_direct_fold() -> None:
     layout = small_layout()
     log = make_log(layout)
-    assert log.digest == snp_chain.fold_layout(layout)
+    assert log.digest == snp_chain.fold_plan(layout)
     assert log.entries[-1].digest_after == log.digest
     assert [e.seq for e in log.entries] == list(range(len(layout.regions)))
     # page hashes only where the chain needs them
@@ -146,8 +146,8 @@ def test_log_seeded_with_initial_digest() -> None:
     seed = hashlib.sha384(b"seed").digest()
     layout = small_layout()
     log = make_log(layout, initial=seed)
-    assert log.digest == snp_chain.fold_layout(layout, seed)
-    assert log.digest != snp_chain.fold_layout(layout)
+    assert log.digest == snp_chain.fold_plan(layout, seed)
+    assert log.digest != snp_chain.fold_plan(layout)
     assert verify_log(log) == log.digest
 
 
@@ -353,7 +353,7 @@ def test_unknown_algorithm_has_no_replayer() -> None:
 def test_log_layout_rejects_wrong_header() -> None:
     h = dataclasses.replace(header(), initial_digest=None)
     with pytest.raises(ConfigError):
-        snp_chain.log_layout(small_layout(), h)
+        snp_chain.log_plan(small_layout(), h)
 
 
 # ------------------------------------------------------------------ diff
@@ -523,14 +523,14 @@ def test_page_by_page_fold_equals_range_fold(layout: Plan) -> None:
         digest = hashlib.sha384(
             snp_chain.page_info(digest, contents, region.page_type, gpa)
         ).digest()
-    assert digest == snp_chain.fold_layout(layout)
+    assert digest == snp_chain.fold_plan(layout)
 
 
 @settings(max_examples=40, deadline=None)
 @given(layouts())
 def test_log_replays_to_direct_digest(layout: Plan) -> None:
     log = make_log(layout)
-    assert log.digest == snp_chain.fold_layout(layout)
+    assert log.digest == snp_chain.fold_plan(layout)
     back = parse_log(dumps_log(log))
     assert verify_log(back) == log.digest
 
@@ -789,7 +789,7 @@ def test_show_lines_escape_before_aligning() -> None:
 
     fw = Provenance(SourceKind.FILE, "f\x1bw.fd", offset=0)
     region = Region(0xFFFF_F000, 0x1000, PageType.NORMAL, True, fw, b"\x90" * 16)
-    log = snp_chain.log_layout(Plan.of([region]), header())
+    log = snp_chain.log_plan(Plan.of([region]), header())
     entry = log.entries[0]
     assert entry.content_sha384 is not None
     assert entry.digest_after is not None

@@ -297,8 +297,8 @@ def plain_log_text() -> tuple[str, dict[str, bytes]]:
     """The log ``cvmlaunch launch --example`` writes, but for what the host adds at run time
     (pre-fault records; this host need not run KVM): the plan's log with the launch's
     header."""
-    from cvmlaunch.cli._launch import input_digests, load_plan, log_header
     from cvmlaunch.launch_settings import LaunchSettings
+    from cvmlaunch.launcher import input_digests, load_plan, log_header
     from cvmlaunch.measure.plain import plain_log
 
     settings = LaunchSettings(

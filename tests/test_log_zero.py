@@ -130,7 +130,7 @@ def test_snp_writer_hashes_only_the_bytes_given(
     """SNP logs (any sizes up to 4 GiB a range): the range hasher is asked for the ranges
     with bytes only; ranges with none carry the marker; the log reads back and replays."""
     from cvmlaunch.measure.log import LogHeader, Technology
-    from cvmlaunch.measure.snp_chain import SNP_ALGORITHM, log_layout
+    from cvmlaunch.measure.snp_chain import SNP_ALGORITHM, log_plan
 
     counter = Counter()
     real = digests.range_sha384
@@ -152,7 +152,7 @@ def test_snp_writer_hashes_only_the_bytes_given(
     header = LogHeader(Technology.SEV_SNP, SNP_ALGORITHM, {}, (), "t", bytes(48))
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(digests, "range_sha384", counting)
-        log = log_layout(Plan.of(regions), header)
+        log = log_plan(Plan.of(regions), header)
         assert verify_log(parse_log(dumps_log(log))) == log.digest
     assert counter.bytes == sum(r.size for r in regions if r.data)
     for entry, region in zip(log.entries, regions, strict=True):

@@ -192,9 +192,9 @@ def test_fold_with_and_without_the_native_hasher(monkeypatch: pytest.MonkeyPatch
     expected = snp_chain.ZERO_DIGEST
     for region in regions:
         expected = _by_definition(expected, region)
-    assert snp_chain.fold_layout(Plan.of(regions)) == expected
-    assert snp_chain.fold_layout(Plan.of(regions), workers=1) == expected
-    assert snp_chain.fold_layout(Plan.of(regions), workers=2) == expected
+    assert snp_chain.fold_plan(Plan.of(regions)) == expected
+    assert snp_chain.fold_plan(Plan.of(regions), workers=1) == expected
+    assert snp_chain.fold_plan(Plan.of(regions), workers=2) == expected
 
 
 @pytest.mark.usefixtures("snp_fold_path")

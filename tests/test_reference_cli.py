@@ -52,7 +52,7 @@ def _snp_log(tmp: Path, settings: Mapping[str, str | int | bool | None]) -> tupl
         "0.1.0",
         initial_digest=bytes(48),
     )
-    log = snp_chain.log_layout(LAYOUT, header)
+    log = snp_chain.log_plan(LAYOUT, header)
     path = tmp / "launch.jsonl"
     path.write_text(dumps_log(log))
     return path, log.footer.digest

@@ -60,7 +60,7 @@ def test_parse_vcpu_ranges() -> None:
 def test_fold_state_resumes_anywhere(firmware: Firmware) -> None:
     image = parse_ovmf(firmware("OVMF.amdsev.fd").read_bytes(), name="OVMF.amdsev.fd")
     plan = snp_plan(image, measure.SnpSettings(vcpus=3, vcpu_sig=0xA00F11))
-    whole = measure.fold_layout(plan)
+    whole = measure.fold_plan(plan)
     for k in range(len(plan.regions) + 1):
         state = snp_chain.fold_from(plan, stop=k, workers=1)
         saved = snp_chain.FoldState.from_dict(json.loads(json.dumps(state.to_dict())))

@@ -256,7 +256,7 @@ def test_svsm_fcw_follows_kvm(inputs: dict[str, Path]) -> None:
     svsm = parse_ovmf(synthetic_images()["synthetic-svsm.bin"], name="svsm")
     settings_ = SnpSettings(vcpus=2, vcpu_sig=EPYC_V4)
     layout = svsm_plan(ovmf, svsm, settings_, vars_size=0x84000)
-    assert snp_chain.fold_layout(layout).hex() == ours.output.strip()
+    assert snp_chain.fold_plan(layout).hex() == ours.output.strip()
     svsm_gpa = 0xFFC00000 - 0x84000 - svsm.size
     assert layout.regions[1].gpa == svsm_gpa
     vmsa = bytearray(layout.vmsa_regions[0].data)
@@ -265,7 +265,7 @@ def test_svsm_fcw_follows_kvm(inputs: dict[str, Path]) -> None:
     vmsa[0x410:0x412] = bytes(2)  # the peer's defect
     peerish = [dataclasses.replace(r, data=bytes(vmsa)) for r in layout.vmsa_regions]
     peer_layout = Plan.of([*layout.memory_regions, *peerish])
-    assert snp_chain.fold_layout(peer_layout).hex() == case.expected
+    assert snp_chain.fold_plan(peer_layout).hex() == case.expected
     # legacy (pre-6.10 SNP hosts, the Jan 2024 hardware value's era): both fields 0
     legacy = svsm_vmsa_page(eip=svsm_gpa + 0x1000, vcpu_sig=EPYC_V4, fpu=FpuInit.LEGACY)
     assert legacy[0x408:0x40C] == bytes(4)
@@ -289,7 +289,7 @@ def test_multi_page_secrets_and_cpuid_measure_every_page(inputs: dict[str, Path]
         else r
         for r in layout.regions
     ]
-    assert snp_chain.fold_layout(Plan.of(cut)).hex() == case.expected
+    assert snp_chain.fold_plan(Plan.of(cut)).hex() == case.expected
 
 
 def test_firmware_without_sev_metadata_is_refused(inputs: dict[str, Path]) -> None:

@@ -17,7 +17,7 @@ from cvmlaunch.measure.snp_chain import (
     BATCH_PAGES,
     ZERO_DIGEST,
     extend,
-    fold_layout,
+    fold_plan,
     fold_region,
     page_hashes,
     page_info,
@@ -121,9 +121,9 @@ def test_large_layout_known_answer_and_worker_counts_agree() -> None:
     expected = ZERO_DIGEST
     for region in regions:
         expected = _page_by_page(expected, region)
-    assert fold_layout(layout) == expected
-    assert fold_layout(layout, workers=1) == expected
-    assert fold_layout(layout, workers=3) == expected
+    assert fold_plan(layout) == expected
+    assert fold_plan(layout, workers=1) == expected
+    assert fold_plan(layout, workers=3) == expected
     assert snp_chain.default_workers() >= 1
 
 

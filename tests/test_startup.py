@@ -122,6 +122,7 @@ _OTHER_COMMANDS = (
     "cvmlaunch.cli._inspect",
     "cvmlaunch.cli._kvm",
     "cvmlaunch.cli._launch",
+    "cvmlaunch.launcher",
     "cvmlaunch.cli._log",
     "cvmlaunch.cli._measure_tdx",
     "cvmlaunch.cli._reference",

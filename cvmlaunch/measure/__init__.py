@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     )
     from cvmlaunch.measure.sev import SevSettings, sev_digest, sev_log, sev_updates
     from cvmlaunch.measure.snp import SevMode, snp_digest, snp_digest_set, snp_log, snp_ovmf_hash
-    from cvmlaunch.measure.snp_chain import FoldState, fold_from, fold_layout, fold_vmsas
+    from cvmlaunch.measure.snp_chain import FoldState, fold_from, fold_plan, fold_vmsas
     from cvmlaunch.measure.tdx import (
         TDX_ALGORITHM,
         MrtdFold,
@@ -104,7 +104,7 @@ __all__ = [
     "dump_log",
     "dumps_log",
     "fold_from",
-    "fold_layout",
+    "fold_plan",
     "fold_vmsas",
     "measure_tdvf",
     "measure_tdx",
@@ -175,7 +175,7 @@ _EXPORTS: dict[str, str] = {
     "dump_log": "log_json",
     "dumps_log": "log_json",
     "fold_from": "snp_chain",
-    "fold_layout": "snp_chain",
+    "fold_plan": "snp_chain",
     "fold_vmsas": "snp_chain",
     "measure_tdvf": "tdx",
     "measure_tdx": "tdx",

@@ -23,9 +23,9 @@ from cvmlaunch.measure.snp_chain import (
     ZERO_DIGEST,
     FoldState,
     fold_from,
-    fold_layout,
+    fold_plan,
     fold_vmsas,
-    log_layout,
+    log_plan,
 )
 from cvmlaunch.plan.snp import (
     SnpSettings,
@@ -121,7 +121,7 @@ def snp_ovmf_hash(image: OvmfImage) -> bytes:
     Feed it back as :attr:`SnpSettings.ovmf_hash` to skip hashing the firmware; the image
     given then only supplies the metadata, hash-table offset and AP reset address.
     """
-    return fold_layout(firmware_plan(image))
+    return fold_plan(firmware_plan(image))
 
 
 def snp_digest(image: OvmfImage, settings: SnpSettings) -> bytes:
@@ -130,7 +130,7 @@ def snp_digest(image: OvmfImage, settings: SnpSettings) -> bytes:
     Raises:
         ImageError, LayoutError: see :func:`~cvmlaunch.plan.snp.snp_plan`.
     """
-    return fold_layout(snp_plan(image, settings), settings.ovmf_hash or ZERO_DIGEST)
+    return fold_plan(snp_plan(image, settings), settings.ovmf_hash or ZERO_DIGEST)
 
 
 def snp_log(
@@ -156,7 +156,7 @@ def snp_log(
             which is recorded but never enters the digest).
 
     Returns:
-        The log; its footer digest equals :func:`cvmlaunch.measure.snp_chain.fold_layout`.
+        The log; its footer digest equals :func:`cvmlaunch.measure.snp_chain.fold_plan`.
     """
     from cvmlaunch.measure.log import LogHeader, Technology
 
@@ -172,4 +172,4 @@ def snp_log(
         tool_version=tool_version,
         initial_digest=settings.ovmf_hash or ZERO_DIGEST,
     )
-    return log_layout(layout, header)
+    return log_plan(layout, header)

@@ -1,7 +1,7 @@
 """The SEV-SNP launch digest as a fold: one chained SHA-384 over PAGE_INFO per 4 KiB page.
 
 Rule 1: this is the only place that knows the PAGE_INFO structure. The digest of a launch plan
-(:func:`fold_layout`), the log producer (:func:`log_layout`), the log replayer
+(:func:`fold_plan`), the log producer (:func:`log_plan`), the log replayer
 (:func:`replay_snp`) and :func:`extend` all go through one loop, :func:`_chain`, so they
 cannot disagree; :func:`page_info` spells the same bytes out for one page (the tests check
 the loop against it).
@@ -51,10 +51,10 @@ __all__ = [
     "default_workers",
     "extend",
     "fold_from",
-    "fold_layout",
+    "fold_plan",
     "fold_region",
     "fold_vmsas",
-    "log_layout",
+    "log_plan",
     "page_hashes",
     "page_info",
     "replay_snp",
@@ -232,7 +232,7 @@ def fold_region(digest: bytes, region: Region, *, workers: int | None = None) ->
     return digest
 
 
-def fold_layout(layout: Plan, initial: bytes = ZERO_DIGEST, *, workers: int | None = None) -> bytes:
+def fold_plan(layout: Plan, initial: bytes = ZERO_DIGEST, *, workers: int | None = None) -> bytes:
     """The SNP launch digest of a launch plan: every region, in plan order.
 
     Args:
@@ -307,7 +307,7 @@ def fold_from(
 ) -> FoldState:
     """Resume the fold of ``layout`` at ``state`` and fold its regions up to ``stop``.
 
-    ``fold_from(plan).digest == fold_layout(plan)``; ``fold_from(plan, fold_from(plan,
+    ``fold_from(plan).digest == fold_plan(plan)``; ``fold_from(plan, fold_from(plan,
     stop=k))`` gives the same digest, and so does resuming from the state of *another* plan
     whose first ``k`` regions are the same (the caller vouches for that: the state does not
     record which regions it folded).
@@ -420,7 +420,7 @@ def replay_snp(
 REPLAYERS = {("sev-snp", SNP_ALGORITHM): replay_snp}
 
 
-def log_layout(layout: Plan, header: LogHeader) -> MeasurementLog:
+def log_plan(layout: Plan, header: LogHeader) -> MeasurementLog:
     """Fold ``layout`` and record one log entry per region (with per-page hashes).
 
     The digest is computed from the recorded page hashes by the same step the replayer uses,
@@ -431,7 +431,7 @@ def log_layout(layout: Plan, header: LogHeader) -> MeasurementLog:
         header: the header to write; its ``initial_digest`` is the starting value.
 
     Returns:
-        The log; its footer holds the launch digest (equal to :func:`fold_layout`).
+        The log; its footer holds the launch digest (equal to :func:`fold_plan`).
 
     Raises:
         ConfigError: the header is not an SNP header with a 48-byte initial digest.
@@ -441,7 +441,7 @@ def log_layout(layout: Plan, header: LogHeader) -> MeasurementLog:
     from cvmlaunch.measure.log import LogFooter, MeasurementLog, Technology
 
     if header.technology is not Technology.SEV_SNP or header.algorithm != SNP_ALGORITHM:
-        raise ConfigError("log_layout needs an SNP page-info-chain header")
+        raise ConfigError("log_plan needs an SNP page-info-chain header")
     if header.initial_digest is None or len(header.initial_digest) != DIGEST_SIZE:
         raise ConfigError("an SNP log header needs a 48-byte initial_digest")
     digest = header.initial_digest

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from cvmlaunch.errors import ConfigError
 from cvmlaunch.measure.snp import SevMode, snp_log
-from cvmlaunch.measure.snp_chain import ZERO_DIGEST, fold_layout
+from cvmlaunch.measure.snp_chain import ZERO_DIGEST, fold_plan
 from cvmlaunch.plan.snp import SnpSettings, firmware_plan, snp_plan, svsm_plan
 from cvmlaunch.plan.vmsa import FpuInit, VmmType
 
@@ -381,6 +381,6 @@ def predict(
         )
         digest = log.digest
     else:
-        digest = fold_layout(layout, settings.ovmf_hash or ZERO_DIGEST)
+        digest = fold_plan(layout, settings.ovmf_hash or ZERO_DIGEST)
     request.check_id_block(digest)
     return SnpPrediction(digest, shown, log)

@@ -3,9 +3,8 @@
 Rule 1: pure. This module takes settings and buffers (kernel regions, initrd bytes) and returns
 values: a :class:`PvhLaunch` whose plan (:class:`~cvmlaunch.layout.Plan`) the KVM layer
 executes, and the vCPU start state it needs. It does no I/O and imports neither the KVM layer
-nor the measurement (but for the check of an SNP ID block pair, which the firmware would
-otherwise refuse); the CLI (:mod:`cvmlaunch.cli._launch`) reads the files and drives
-:mod:`cvmlaunch.kvm_map`.
+nor the measurement; the launcher (:mod:`cvmlaunch.launcher.pvh`) reads the files, checks an
+SNP ID block pair as the firmware will, and drives :mod:`cvmlaunch.kvm_map`.
 
 Rule 2: the guest contract lives here (and in examples/guest/guest.h, its C side):
 
@@ -294,8 +293,8 @@ def pvh_launch(
 def _snp_identity(
     settings: LaunchSettings, id_block: Buffer | None, id_auth: Buffer | None
 ) -> SnpLaunchIdentity | None:
-    """HOST_DATA and the ID block pair of an SNP launch, the pair checked as the firmware will
-    check it (signatures, policy; the launch digest is not predicted for this plan)."""
+    """HOST_DATA and the ID block pair of an SNP launch (the launcher checks the pair's
+    signatures and policy first, as the firmware will: :func:`cvmlaunch.launcher.pvh.load_plan`)."""
     if (id_block is None) != (settings.id_block is None) or (id_auth is None) != (
         settings.id_auth is None
     ):
@@ -309,13 +308,4 @@ def _snp_identity(
     host_data = settings.host_data or bytes(SNP_HOST_DATA_SIZE)
     if id_block is None or id_auth is None:
         return SnpLaunchIdentity(host_data)
-    from cvmlaunch.measure.identity import GuestPolicy, check_launch_id_pair
-
-    check_launch_id_pair(
-        id_block,
-        id_auth,
-        measurement=None,
-        policy=GuestPolicy(settings.snp_policy),
-        source=f"{settings.id_block} / {settings.id_auth}",
-    )
     return SnpLaunchIdentity(host_data, bytes(id_block), bytes(id_auth))

@@ -1,11 +1,12 @@
 /*
  * cvmlaunch example guest: the contract with the launcher.
  *
- * The launcher (cvmlaunch/launch.py) writes a range table at RANGE_TABLE_GPA. The guest hashes
- * every listed guest-physical range with SHA-384 (FIPS 180-4) and reports one line per range on
- * the serial port (COM1, 0x3f8), then writes its exit status to the debug-exit port and halts.
- * The Python side of this contract is cvmlaunch/launch.py (RANGE_TABLE_GPA, the table struct,
- * the report grammar); keep the two in step.
+ * The launcher (cvmlaunch/plan/pvh.py) writes a range table at RANGE_TABLE_GPA. The guest
+ * hashes every listed guest-physical range with SHA-384 (FIPS 180-4) and reports one line per
+ * range on the serial port (COM1, 0x3f8), then writes its exit status to the debug-exit port
+ * and halts.
+ * The Python side of this contract is cvmlaunch/plan/pvh.py (RANGE_TABLE_GPA, the table struct)
+ * and cvmlaunch/launcher/report.py (the report grammar); keep them in step.
  */
 #ifndef CVMLAUNCH_GUEST_H
 #define CVMLAUNCH_GUEST_H
