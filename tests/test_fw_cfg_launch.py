@@ -1,4 +1,4 @@
-"""An SNP launch with ``--kernel`` serves the kernel over fw_cfg (cli/_cc_launch.served_kernel,
+"""A launch with ``--kernel`` serves the kernel over fw_cfg (launcher.firmware.served_kernel,
 run_guest's PortBus), against the model firmware: its BSP reads the blobs as OVMF's
 QemuKernelLoaderFsDxe does (each size item through the ports, each data item by DMA into
 shared memory), and the SHA-256s of what it got are the entries of the kernel-hashes page the
