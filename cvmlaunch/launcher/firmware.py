@@ -139,9 +139,8 @@ def launch_snp_firmware(
     from cvmlaunch import kvm_map
     from cvmlaunch.cpuid import snp_guest_cpuid
     from cvmlaunch.files import host_smt_active
-    from cvmlaunch.measure.log import LogHeader, Technology, complete_log
-    from cvmlaunch.measure.snp import SevMode
-    from cvmlaunch.measure.snp_chain import SNP_ALGORITHM, ZERO_DIGEST
+    from cvmlaunch.measure.log import complete_log
+    from cvmlaunch.measure.snp import SevMode, snp_header
     from cvmlaunch.plan.snp import SnpSettings, snp_launch
 
     smt = host_smt_active() if host_smt is None else host_smt
@@ -179,19 +178,12 @@ def launch_snp_firmware(
             start=kvm_map.SnpStart(policy, guest_features),
             finish=finish,
         )
-        values = {
-            **settings.log_settings(),
-            "mode": SevMode.SNP.value,
-            "ap_reset_address": image.sev_es_reset_eip,
-            **(extra_settings or {}),
-        }
-        header = LogHeader(
-            technology=Technology.SEV_SNP,
-            algorithm=SNP_ALGORITHM,
-            settings=values,
+        header = snp_header(
+            settings,
+            mode=SevMode.SNP,
             inputs=inputs,
             tool_version=tool_version,
-            initial_digest=ZERO_DIGEST,
+            extra_settings={"ap_reset_address": image.sev_es_reset_eip, **(extra_settings or {})},
         )
         log = complete_log(header, done.entries)
     except BaseException:
