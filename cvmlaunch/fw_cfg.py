@@ -38,6 +38,12 @@ the bzImage unpatched, split at ``(setup_sects + 1) * 512`` (``setup_sects`` the
 KERNEL_DATA, the initrd and CMDLINE_DATA and compares them with the SEV kernel-hashes table,
 so what :func:`kernel_items` serves must be byte for byte the file the table hashed
 (:mod:`cvmlaunch.plan.sev_hashes`); no initrd serves no initrd items (their size reads 0).
+
+Rule 6 (the RAM map, QEMU hw/i386/e820_memory_layout.c, read by OVMF's PlatformPei): the file
+``etc/e820`` is an array of packed ``{le64 address; le64 length; le32 type}`` entries, one
+E820_RAM (1) entry per RAM memslot in address order (q35: below 4 GiB, then from 4 GiB up).
+QEMU also reserves KVM's identity-map pages (0xFEFFC000, 16 KiB) there; this VMM does not
+place them, so it does not list them.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -55,6 +61,7 @@ __all__ = [
     "DATA_PORT",
     "DMA_PORT",
     "DMA_SIGNATURE",
+    "E820_FILE",
     "FILE_FIRST",
     "SELECTOR_PORT",
     "Data",
@@ -63,6 +70,7 @@ __all__ = [
     "GuestRam",
     "Item",
     "KernelBoot",
+    "e820_table",
     "file_directory",
     "kernel_items",
     "split_kernel",
@@ -78,6 +86,10 @@ FILE_FIRST = 0x20
 _NAME_SIZE = 56
 _DIR_ENTRY = struct.Struct(">IHH56s")
 _DMA_ACCESS = struct.Struct(">IIQ")
+#: The fw_cfg file with the guest's RAM map (Rule 6), and its entries.
+E820_FILE = "etc/e820"
+_E820_ENTRY = struct.Struct("<QQI")
+_E820_RAM = 1
 #: The key bits QEMU ignores when it indexes its entries (FW_CFG_WRITE_CHANNEL).
 _WRITE_CHANNEL = 0x4000
 _SECTOR = 512
@@ -190,6 +202,11 @@ def kernel_items(boot: KernelBoot, *, name: str = "kernel") -> dict[int, Data]:
         items[Item.INITRD_SIZE] = _u32(len(boot.initrd))
         items[Item.INITRD_DATA] = boot.initrd
     return {int(k): v for k, v in items.items()}
+
+
+def e820_table(ram: Iterable[tuple[int, int]]) -> bytes:
+    """The ``etc/e820`` file for RAM ranges ``(gpa, size)`` (Rule 6), in address order."""
+    return b"".join(_E820_ENTRY.pack(gpa, size, _E820_RAM) for gpa, size in sorted(ram))
 
 
 def file_directory(files: Mapping[str, Data]) -> tuple[bytes, dict[str, int]]:

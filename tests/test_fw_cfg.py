@@ -240,3 +240,34 @@ def test_ports_in_any_chunks_equal_dma_equal_the_item(
         if len(by_dma) == total:
             break
     assert by_ports == by_dma == expected + bytes(8)
+
+
+def test_e820_table_by_hand() -> None:
+    """QEMU's packed ``struct e820_entry {le64 address; le64 length; le32 type}``, E820_RAM 1."""
+    from cvmlaunch.fw_cfg import e820_table
+
+    low = (0).to_bytes(8, "little") + (0x8000_0000).to_bytes(8, "little") + b"\1\0\0\0"
+    high = (1 << 32).to_bytes(8, "little") + (0x8000_0000).to_bytes(8, "little") + b"\1\0\0\0"
+    assert e820_table([(1 << 32, 0x8000_0000), (0, 0x8000_0000)]) == low + high
+    assert e820_table([]) == b""
+
+
+@pytest.mark.parametrize(
+    ("memory", "ram"),
+    [(256 << 20, [(0, 256 << 20)]), (4 << 30, [(0, 2 << 30), (4 << 30, 2 << 30)])],
+)
+def test_every_firmware_launch_serves_its_ram_map(memory: int, ram: list[tuple[int, int]]) -> None:
+    """With or without a kernel, the device of a firmware launch serves ``etc/e820``: one RAM
+    entry per q35 RAM range (below the PCI hole, then from 4 GiB), read through the ports."""
+    from cvmlaunch.launcher.firmware import FirmwareLaunch, served_kernel
+
+    expected = b"".join(struct.pack("<QQI", gpa, size, 1) for gpa, size in ram)
+    for tech in ("snp", "tdx"):
+        req = FirmwareLaunch(tech=tech, firmware="unused.fd", memory=memory, vcpus=1)
+        with served_kernel(req) as dev:
+            directory = dev.item(0x19)
+            assert int.from_bytes(directory[:4], "big") == 1
+            size, select, _, name = struct.unpack(">IHH56s", directory[4:68])
+            assert (name.rstrip(b"\0"), size) == (b"etc/e820", len(expected))
+            dev.io_out(0x510, 2, select.to_bytes(2, "little"), Ram())
+            assert dev.io_in(0x511, 1, len(expected)) == expected

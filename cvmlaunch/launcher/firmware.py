@@ -418,9 +418,10 @@ def _kernel_hashes(req: FirmwareLaunch) -> KernelHashes | None:
 
 
 @contextlib.contextmanager
-def served_kernel(req: FirmwareLaunch) -> Iterator[FwCfg | None]:
-    """The fw_cfg device serving ``req``'s kernel, initrd and command line to the firmware, or
-    None without ``--kernel``. The files stay mapped while the context is open.
+def served_kernel(req: FirmwareLaunch) -> Iterator[FwCfg]:
+    """The fw_cfg device of a firmware launch of ``req``: the guest's RAM map (``etc/e820``,
+    where OVMF's PlatformPei looks for it) and, with ``--kernel``, the kernel, initrd and
+    command line. The files stay mapped while the context is open.
 
     SNP: as QEMU serves an SEV guest (:func:`cvmlaunch.fw_cfg.kernel_items`: the files
     unpatched, so the firmware's SHA-256s are the kernel-hashes table's). TDX: as QEMU 10.0 and
@@ -432,11 +433,19 @@ def served_kernel(req: FirmwareLaunch) -> Iterator[FwCfg | None]:
         ImageError: a file cannot be read, or a kernel QEMU would refuse (its setup header
             declares more setup than the file has; TDX: not a bzImage, an initrd too large).
     """
+    from cvmlaunch.fw_cfg import E820_FILE, FwCfg, KernelBoot, e820_table, kernel_items
+    from cvmlaunch.memory_map import MemoryMap, MemslotKind
+
+    ram = [
+        (slot.gpa, slot.size)
+        for slot in MemoryMap.for_size(req.memory).memslots
+        if slot.kind is not MemslotKind.FIRMWARE
+    ]
+    files: dict[str, Buffer] = {E820_FILE: e820_table(ram)}
     if req.kernel is None:
-        yield None
+        yield FwCfg(files=files)
         return
     from cvmlaunch.files import map_file
-    from cvmlaunch.fw_cfg import FwCfg, KernelBoot, kernel_items
     from cvmlaunch.plan.sev_hashes import cmdline_bytes
 
     with contextlib.ExitStack() as stack:
@@ -445,7 +454,7 @@ def served_kernel(req: FirmwareLaunch) -> Iterator[FwCfg | None]:
         cmdline = cmdline_bytes(req.append) if req.append is not None else None
         name = os.path.basename(req.kernel)
         if req.tech == "snp":
-            yield FwCfg(kernel_items(KernelBoot(kernel, initrd, cmdline), name=name))
+            yield FwCfg(kernel_items(KernelBoot(kernel, initrd, cmdline), name=name), files)
             return
         from cvmlaunch.measure.tdx_rtmr import KernelLoading, kernel_image
 
@@ -457,7 +466,7 @@ def served_kernel(req: FirmwareLaunch) -> Iterator[FwCfg | None]:
             cmdline=req.append or "",
         )
         items = kernel_items(KernelBoot(memoryview(patched), initrd, cmdline), name=name)
-        yield FwCfg(items, {"etc/boot/kernel": kernel})
+        yield FwCfg(items, {**files, "etc/boot/kernel": kernel})
 
 
 @contextlib.contextmanager
@@ -595,7 +604,7 @@ def launch_firmware(
             if on_note is not None:
                 for note in launched.notes:
                     on_note(note)
-            ports = kvm_map.PortBus(vm, [fw_cfg]) if fw_cfg is not None else None
+            ports = kvm_map.PortBus(vm, [fw_cfg])
             ended = run_guest(vm, req.timeout, on_serial or (lambda data: None), ports=ports)
     return FirmwareResult(written, launched.notes, ended)
 
