@@ -4,6 +4,14 @@ Paths are :class:`click.Path` without checks of their own (the library's file ed
 :mod:`cvmlaunch.files`, reports a missing file or a directory in one line, naming it), so
 that shell completion offers file names. Options a CI job would rather set once read an
 environment variable (shown in ``--help``).
+
+Rule 1: an option two commands (or one command's form) take is declared once, here, as a
+decorator (``..._option``) or a group of them (``..._options``: :func:`options` stacks them
+in the order ``--help`` lists them); a command differing in a help text passes it.
+
+Rule 2: importing this module imports click and nothing else of cvmlaunch (``measure snp``
+start-up, tests/test_startup.py): choices are spelled out here, the tests check that they
+equal the library's enums.
 """
 
 from __future__ import annotations
@@ -197,3 +205,119 @@ def resolve_firmware(path: str, firmware_dir: str | None) -> str:
         if os.path.lexists(candidate):
             return candidate
     return path
+
+
+# --- Option groups (Rule 1) ---------------------------------------------------------------
+
+#: The values of cvmlaunch.measure.snp.SevMode, plan.vmsa.VmmType and FpuInit, spelled out so
+#: that building a command does not import the measurement code (tests check they agree).
+SEV_MODES = ["snp", "snp:ovmf-hash", "snp:svsm", "seves", "sev"]
+VMMS = ["QEMU", "ec2", "gce"]
+FPU_INITS = ["init2", "legacy"]
+
+
+def options(*decorators: Callable[[F], F]) -> Callable[[F], F]:
+    """The option decorators ``decorators`` as one, listed in ``--help`` in this order."""
+
+    def apply(f: F) -> F:
+        for decorator in reversed(decorators):
+            f = decorator(f)
+        return f
+
+    return apply
+
+
+def log_option(
+    help: str = "write the launch log ('-': standard output, the log alone)",
+) -> Callable[[F], F]:
+    """``--log FILE`` (the parameter ``log_path``): where to write the launch log."""
+    return click.option("--log", "log_path", type=FILE, metavar="FILE", help=help)
+
+
+def expect_option(help: str) -> Callable[[F], F]:
+    """``--expect HEX``: the digest the command must predict (exit 1 otherwise)."""
+    return click.option("--expect", metavar="HEX", help=help)
+
+
+def direct_boot_options(file_metavar: str | None = "FILE") -> Callable[[F], F]:
+    """``--kernel``, ``--initrd``, ``--append`` of SEV measured direct boot (QEMU's kernel
+    hashes); ``file_metavar`` None shows click's own (``PATH``)."""
+    return options(
+        click.option(
+            "--kernel", type=FILE, metavar=file_metavar, help="kernel (measured direct boot)"
+        ),
+        click.option("--initrd", type=FILE, metavar=file_metavar, help="initrd (with --kernel)"),
+        click.option("--append", metavar="CMDLINE", help="kernel command line (with --kernel)"),
+    )
+
+
+def vmm_type_option(help: str) -> Callable[[F], F]:
+    """``--vmm-type QEMU|ec2|gce`` (default QEMU)."""
+    return click.option("--vmm-type", type=click.Choice(VMMS), default="QEMU", help=help)
+
+
+def vcpu_type_option(*decls: str, **attrs: Any) -> Callable[[F], F]:
+    """``--vcpu-type NAME``, completed from the QEMU CPU models (imported when a command that
+    takes it is built)."""
+    from cvmlaunch.vcpu_signature import VCPU_TYPES
+
+    attrs.setdefault("metavar", "NAME")
+    attrs.setdefault("help", f"QEMU CPU model ({', '.join(VCPU_TYPES)})")
+    return click.option("--vcpu-type", *decls, type=Completing(list(VCPU_TYPES)), **attrs)
+
+
+def vcpu_options() -> Callable[[F], F]:
+    """``--vcpus`` and the vCPU signature: ``--vcpu-type``, ``--vcpu-sig``, or
+    ``--vcpu-family``/``--vcpu-model``/``--vcpu-stepping``
+    (:func:`cvmlaunch.vcpu_signature.resolve_vcpu_signature`)."""
+    return options(
+        click.option(
+            "--vcpus", type=ANY_INT, metavar="N", help="number of vCPUs (1..4096); one VMSA each"
+        ),
+        vcpu_type_option(),
+        click.option(
+            "--vcpu-sig",
+            type=ANY_INT,
+            metavar="INT",
+            help="vCPU signature (CPUID 1 EAX), e.g. 0xa00f11",
+        ),
+        click.option(
+            "--vcpu-family",
+            type=ANY_INT,
+            metavar="INT",
+            help="vCPU family (with --vcpu-model/--vcpu-stepping)",
+        ),
+        click.option("--vcpu-model", type=ANY_INT, metavar="INT", help="vCPU model"),
+        click.option("--vcpu-stepping", type=ANY_INT, metavar="INT", help="vCPU stepping"),
+    )
+
+
+def snp_identity_options() -> Callable[[F], F]:
+    """The SNP launch identity a prediction records: ``--policy``, ``--host-data``,
+    ``--id-block``, ``--id-auth``."""
+    return options(
+        click.option(
+            "--policy",
+            metavar="HEX",
+            help="SNP guest policy for the launch (recorded, not measured) "
+            "[default: 0x30000, QEMU's]",
+        ),
+        click.option(
+            "--host-data",
+            metavar="HEX",
+            help="SNP HOST_DATA, 32 bytes (recorded, not measured) [default: zero]",
+        ),
+        click.option(
+            "--id-block",
+            type=FILE,
+            metavar="FILE",
+            help="SNP ID block (96 bytes, raw or base64), checked against the digest and the "
+            "policy",
+        ),
+        click.option(
+            "--id-auth",
+            type=FILE,
+            metavar="FILE",
+            help="SNP ID auth (4096 bytes, raw or base64), with --id-block",
+        ),
+    )
