@@ -494,7 +494,8 @@ def test_record_round_trip_and_first_difference() -> None:
 def test_command_helpers_round_trip(
     tmp_path: Path, firmware: Callable[[str], Path], debian_kernel: tuple[Path, dict[str, str]]
 ) -> None:
-    from cvmlaunch.cli._tdx_rtmr import event_log_text, guest_of, rtmr_fields
+    from cvmlaunch.cli._tdx_rtmr import guest_of
+    from cvmlaunch.measure.rtmr import cel_json
     from cvmlaunch.measure.tdx_predict import TdxRequest, predict
 
     def predict_rtmrs(image: OvmfImage, **options: Any) -> TdxRtmrPrediction:
@@ -520,14 +521,14 @@ def test_command_helpers_round_trip(
         "stub_measures": "yes",
     }
     p = predict_rtmrs(image, **args)
-    fields = json.loads(json.dumps(rtmr_fields(p)))
+    fields = json.loads(json.dumps(p.json_fields()))
     assert fields["rtmr_model"] == {
         "edk2": "2024.11",
         "kernel_loading": "patched",
         "events": len(p.events),
         "notes": [],
     }
-    replayed = replay(events_from_cel(json.loads(event_log_text(p))))
+    replayed = replay(events_from_cel(json.loads(cel_json(p.events))))
     assert [r.hex() for r in replayed[:3]] == [fields["rtmr0"], fields["rtmr1"], fields["rtmr2"]]
     # The printed RTMR2 written out independently.
     assert (

@@ -62,8 +62,9 @@ def verify(
         CheckFailed: a field differs, the signature does not verify, or (``require_inputs``)
             something could not be checked without inputs.
     """
-    from cvmlaunch.cli._tdx_rtmr import is_event_log, verify_event_log
+    from cvmlaunch.cli._tdx_rtmr import verify_event_log
     from cvmlaunch.files import find_by_digest, map_file
+    from cvmlaunch.fw_cfg_files import is_event_log
     from cvmlaunch.measure.log_check import check_log, cmdline_input_bytes, inputs_to_find
 
     if is_event_log(log_file):
@@ -116,15 +117,10 @@ def verify(
 def _acpi_inputs(directory: str) -> dict[str, bytes]:
     """The ACPI fw_cfg blobs in ``directory`` (as ``measure tdx --acpi`` takes them), by the
     roles a TDX log with RTMR events lists them under."""
-    from cvmlaunch.fw_cfg_files import read_fw_cfg_dir
+    from cvmlaunch.fw_cfg_files import read_acpi_dir
     from cvmlaunch.measure.log_rtmr import ACPI_ROLES
 
-    files = read_fw_cfg_dir(directory, tuple(ACPI_ROLES))
-    missing = [n for n in ACPI_ROLES if n not in files]
-    if missing:
-        raise ConfigError(
-            f"--acpi {directory}: no {', '.join(missing)} (as DIR/NAME or DIR/NAME/raw)"
-        )
+    files = read_acpi_dir(directory, ACPI_ROLES)
     return {ACPI_ROLES[name]: files[name] for name in ACPI_ROLES}
 
 
@@ -212,7 +208,8 @@ def VERIFY(  # noqa: N802
 
 def diff(a: str, b: str, *, as_json: bool = False) -> None:
     """Run ``log diff`` (see :data:`DIFF`)."""
-    from cvmlaunch.cli._tdx_rtmr import diff_event_logs, is_event_log
+    from cvmlaunch.cli._tdx_rtmr import diff_event_logs
+    from cvmlaunch.fw_cfg_files import is_event_log
     from cvmlaunch.measure.log_diff import diff_logs
 
     if a == b == "-":

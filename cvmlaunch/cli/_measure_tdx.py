@@ -21,11 +21,13 @@ import click
 
 from cvmlaunch.cli._params import (
     FILE,
-    Completing,
-    DirPath,
+    expect_option,
     firmware_dir_option,
+    log_option,
     output_format_option,
     resolve_firmware,
+    tdx_guest_options,
+    tdx_owner_options,
 )
 from cvmlaunch.errors import ConfigError, MeasurementMismatch
 from cvmlaunch.files import Output, check_outputs, map_file
@@ -53,9 +55,7 @@ def _json_result(result: TdxPrediction, firmware: str) -> str:
     if result.log is not None:
         doc["log_records"] = len(m.log)
     if result.rtmrs is not None:
-        from cvmlaunch.cli._tdx_rtmr import rtmr_fields
-
-        doc |= rtmr_fields(result.rtmrs)
+        doc |= result.rtmrs.json_fields()
     return json.dumps(doc, sort_keys=True)
 
 
@@ -147,9 +147,10 @@ def _write(
 
         outputs.append(Output(log_path, dumps_log(result.log), what="the launch log"))
     if event_log is not None and result.rtmrs is not None:
-        from cvmlaunch.cli._tdx_rtmr import event_log_text
+        from cvmlaunch.measure.rtmr import cel_json
 
-        outputs.append(Output(event_log, event_log_text(result.rtmrs), what="the RTMR event log"))
+        text = cel_json(result.rtmrs.events)
+        outputs.append(Output(event_log, text, what="the RTMR event log"))
     if outputs:
         from cvmlaunch.files import write_outputs
 
@@ -187,70 +188,14 @@ base64 output each value is then a line 'NAME VALUE'."""
     help="older page order: per section all PAGE.ADDs, then all MR.EXTENDs (QEMU 8.x / "
     "pre-upstream KVM TDX) [default: per page (Linux >= 6.16, QEMU >= 10.1)]",
 )
-@click.option(
-    "--log",
-    "log_path",
-    type=FILE,
-    metavar="FILE",
-    help="write the launch log here ('-': standard output, the log alone); with --kernel it "
-    "carries the RTMR events too",
+@log_option(
+    "write the launch log here ('-': standard output, the log alone); with --kernel it "
+    "carries the RTMR events too"
 )
-@click.option("--expect", metavar="HEX", help="expected MRTD (hex); exit 1 if it differs")
+@expect_option("expected MRTD (hex); exit 1 if it differs")
 @output_format_option("how to print the MRTD")
-@click.option(
-    "--mrconfigid",
-    metavar="HEX",
-    help="MRCONFIGID, 48 bytes (recorded, not measured) [default: zero]",
-)
-@click.option("--mrowner", metavar="HEX", help="MROWNER, 48 bytes [default: zero]")
-@click.option("--mrownerconfig", metavar="HEX", help="MROWNERCONFIG, 48 bytes [default: zero]")
-@click.option(
-    "--kernel",
-    type=FILE,
-    metavar="FILE",
-    help="EFI-stub bzImage given to QEMU's -kernel: predict RTMR0-2 too (docs/tdx-rtmr.md)",
-)
-@click.option("--initrd", type=FILE, metavar="FILE", help="initrd (-initrd)")
-@click.option("--append", metavar="TEXT", help="kernel command line (-append)  [default: empty]")
-@click.option(
-    "-m", "--memory", metavar="SIZE", help="guest RAM as QEMU's -m takes it: 4G, 4096 (MiB)"
-)
-@click.option(
-    "--acpi",
-    type=DirPath(),
-    metavar="DIR",
-    help="QEMU's ACPI fw_cfg files etc/table-loader, etc/acpi/rsdp, etc/acpi/tables (a copy of "
-    "a TD's /sys/firmware/qemu_fw_cfg/by_name works as it is); without it RTMR0 is not predicted",
-)
-@click.option(
-    "--kernel-loading",
-    type=Completing(["patched", "raw"]),
-    metavar="patched|raw",
-    help="how OVMF gets the kernel: QEMU < 10.2 header-patched, or the file as given "
-    "[default: raw for edk2 >= 2025.02 firmware, else required]",
-)
-@click.option(
-    "--secure-boot-vars",
-    type=DirPath(),
-    metavar="DIR",
-    help="PK, KEK, db, dbx, SecureBoot variable data (files, or efivarfs NAME-GUID) "
-    "[default: the firmware's own varstore]",
-)
-@click.option(
-    "--edk2",
-    metavar="YYYY.MM",
-    help="the edk2 release of the firmware, where the image cannot tell (the RTMR event set "
-    "changed in 2024.11, 2025.02, 2025.05, 2025.08)",
-)
-@click.option(
-    "--stub-measures",
-    type=Completing(["auto", "yes", "no"]),
-    metavar="auto|yes|no",
-    default="auto",
-    show_default=True,
-    help="whether the kernel's EFI stub measures the command line and initrd into RTMR2 "
-    "(auto: from the kernel)",
-)
+@tdx_owner_options()
+@tdx_guest_options()
 @click.option(
     "--event-log",
     type=FILE,

@@ -321,3 +321,77 @@ def snp_identity_options() -> Callable[[F], F]:
             help="SNP ID auth (4096 bytes, raw or base64), with --id-block",
         ),
     )
+
+
+def tdx_owner_options() -> Callable[[F], F]:
+    """The TDX owner values a prediction records: ``--mrconfigid``, ``--mrowner``,
+    ``--mrownerconfig`` (48 bytes of hex each, as QEMU's ``tdx-guest`` takes them)."""
+    return options(
+        click.option(
+            "--mrconfigid",
+            metavar="HEX",
+            help="MRCONFIGID, 48 bytes (recorded, not measured) [default: zero]",
+        ),
+        click.option("--mrowner", metavar="HEX", help="MROWNER, 48 bytes [default: zero]"),
+        click.option(
+            "--mrownerconfig", metavar="HEX", help="MROWNERCONFIG, 48 bytes [default: zero]"
+        ),
+    )
+
+
+def tdx_guest_options() -> Callable[[F], F]:
+    """A direct-boot TD's guest, for ``measure tdx``'s RTMRs: ``--kernel``, ``--initrd``,
+    ``--append``, ``--memory``, ``--acpi``, ``--kernel-loading``, ``--secure-boot-vars``,
+    ``--edk2``, ``--stub-measures`` (:func:`cvmlaunch.cli._tdx_rtmr.guest_of` maps them)."""
+    return options(
+        click.option(
+            "--kernel",
+            type=FILE,
+            metavar="FILE",
+            help="EFI-stub bzImage given to QEMU's -kernel: predict RTMR0-2 too (docs/tdx-rtmr.md)",
+        ),
+        click.option("--initrd", type=FILE, metavar="FILE", help="initrd (-initrd)"),
+        click.option(
+            "--append", metavar="TEXT", help="kernel command line (-append)  [default: empty]"
+        ),
+        click.option(
+            "-m", "--memory", metavar="SIZE", help="guest RAM as QEMU's -m takes it: 4G, 4096 (MiB)"
+        ),
+        click.option(
+            "--acpi",
+            type=DirPath(),
+            metavar="DIR",
+            help="QEMU's ACPI fw_cfg files etc/table-loader, etc/acpi/rsdp, etc/acpi/tables "
+            "(a copy of a TD's /sys/firmware/qemu_fw_cfg/by_name works as it is); without it "
+            "RTMR0 is not predicted",
+        ),
+        click.option(
+            "--kernel-loading",
+            type=Completing(["patched", "raw"]),
+            metavar="patched|raw",
+            help="how OVMF gets the kernel: QEMU < 10.2 header-patched, or the file as given "
+            "[default: raw for edk2 >= 2025.02 firmware, else required]",
+        ),
+        click.option(
+            "--secure-boot-vars",
+            type=DirPath(),
+            metavar="DIR",
+            help="PK, KEK, db, dbx, SecureBoot variable data (files, or efivarfs NAME-GUID) "
+            "[default: the firmware's own varstore]",
+        ),
+        click.option(
+            "--edk2",
+            metavar="YYYY.MM",
+            help="the edk2 release of the firmware, where the image cannot tell (the RTMR event "
+            "set changed in 2024.11, 2025.02, 2025.05, 2025.08)",
+        ),
+        click.option(
+            "--stub-measures",
+            type=Completing(["auto", "yes", "no"]),
+            metavar="auto|yes|no",
+            default="auto",
+            show_default=True,
+            help="whether the kernel's EFI stub measures the command line and initrd into RTMR2 "
+            "(auto: from the kernel)",
+        ),
+    )
