@@ -22,7 +22,7 @@ from typing import Any
 import click
 
 from cvmlaunch.cli._output import format_digest
-from cvmlaunch.cli._params import FILE, U32, DirPath, output_format_option
+from cvmlaunch.cli._params import FILE, U32, DirPath, json_option, output_format_option
 from cvmlaunch.errors import CheckFailed, ConfigError
 from cvmlaunch.files import (
     Output,
@@ -283,6 +283,6 @@ reserved area is zero; prints the key digests a verifier will see. Exit 1 if a c
 )
 @click.argument("id_block", metavar="ID_BLOCK", type=FILE)
 @click.argument("id_auth", metavar="ID_AUTH", type=FILE)
-@click.option("--json", "as_json", is_flag=True, help="print JSON instead of text")
+@json_option("print JSON instead of text")
 def ID_BLOCK_VERIFY(id_block: str, id_auth: str, as_json: bool) -> None:  # noqa: N802
     id_block_verify(id_block, id_auth, as_json)

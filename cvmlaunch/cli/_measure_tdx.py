@@ -41,24 +41,6 @@ if TYPE_CHECKING:
 __all__ = ["MEASURE_TDX", "measure_tdx"]
 
 
-def _json_result(result: TdxPrediction, firmware: str) -> str:
-    m = result.measurement
-    doc: dict[str, Any] = {
-        "technology": "tdx",
-        "digest": m.mrtd.hex(),
-        "mrtd": m.mrtd.hex(),
-        "settings": result.settings,
-        "firmware": {"name": firmware, "sha256": result.firmware_sha256.hex()},
-        "page_add": m.page_adds,
-        "mr_extend": m.mr_extends,
-    }
-    if result.log is not None:
-        doc["log_records"] = len(m.log)
-    if result.rtmrs is not None:
-        doc |= result.rtmrs.json_fields()
-    return json.dumps(doc, sort_keys=True)
-
-
 def _guest_given(guest: dict[str, Any]) -> bool:
     """Whether any guest option was given (``--kernel`` is then required)."""
     defaults = {"stub_measures": "auto"}
@@ -79,22 +61,12 @@ def measure_tdx(
 ) -> None:
     """Run ``measure tdx`` (arguments as the options; see :data:`MEASURE_TDX`)."""
     from cvmlaunch.launch_identity import TdxLaunchIdentity
-    from cvmlaunch.layout import TDX_MR_SIZE
     from cvmlaunch.measure.tdx_predict import TdxRequest, predict
 
     expected = parse_hex_bytes(expect, MRTD_SIZE, "expect") if expect is not None else None
     if guest.get("kernel") is None and (_guest_given(guest) or event_log is not None):
         raise ConfigError("--memory, --initrd, --append, --acpi, … describe a guest: give --kernel")
-    owner = TdxLaunchIdentity(
-        *(
-            bytes(TDX_MR_SIZE) if v is None else parse_hex_bytes(v, TDX_MR_SIZE, name)
-            for name, v in (
-                ("mrconfigid", mrconfigid),
-                ("mrowner", mrowner),
-                ("mrownerconfig", mrownerconfig),
-            )
-        )
-    )
+    owner = TdxLaunchIdentity.from_hex(mrconfigid, mrowner, mrownerconfig)
     if log_path == "-" and event_log == "-":
         raise ConfigError("--log - and --event-log - would both be standard output")
     inputs = [firmware, *(guest[k] for k in ("kernel", "initrd") if guest.get(k) is not None)]
@@ -124,7 +96,7 @@ def measure_tdx(
     if "-" in (log_path, event_log):  # stdout is that output alone
         pass
     elif output_format == "json":
-        print(_json_result(result, firmware))
+        print(json.dumps(result.json_doc(firmware), sort_keys=True))
     else:
         from cvmlaunch.cli._output import format_digest
 

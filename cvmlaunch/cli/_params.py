@@ -395,3 +395,35 @@ def tdx_guest_options() -> Callable[[F], F]:
             "(auto: from the kernel)",
         ),
     )
+
+
+def json_option(help: str = "print the result as JSON") -> Callable[[F], F]:
+    """``--json`` (the parameter ``as_json``): JSON output instead of text."""
+    return click.option("--json", "as_json", is_flag=True, help=help)
+
+
+def log_input_options() -> Callable[[F], F]:
+    """The inputs ``log verify`` checks a log against, besides the firmware: ``--svsm``,
+    ``--kernel``, ``--initrd``, ``--append``, ``--acpi``, and ``--inputs`` directories where
+    they are found by their SHA-256."""
+    return options(
+        click.option("--svsm", type=FILE, metavar="FILE", help="the SVSM image of an snp:svsm log"),
+        click.option("--kernel", type=FILE, metavar="FILE", help="the kernel"),
+        click.option("--initrd", type=FILE, metavar="FILE", help="the initrd"),
+        click.option("--append", metavar="CMDLINE", help="the kernel command line"),
+        click.option(
+            "--acpi",
+            type=DirPath(),
+            metavar="DIR",
+            help="the ACPI fw_cfg blobs of a TDX log with RTMR events (as measure tdx --acpi "
+            "takes them)",
+        ),
+        click.option(
+            "--inputs",
+            "inputs",
+            type=DirPath(),
+            metavar="DIR",
+            multiple=True,
+            help="a directory where the log's inputs are found by their SHA-256 (repeatable)",
+        ),
+    )
