@@ -22,7 +22,13 @@ from typing import Any
 import click
 
 from cvmlaunch.cli._output import format_digest
-from cvmlaunch.cli._params import FILE, U32, DirPath, json_option, output_format_option
+from cvmlaunch.cli._params import (
+    FILE,
+    DirPath,
+    id_block_field_options,
+    json_option,
+    output_format_option,
+)
 from cvmlaunch.errors import CheckFailed, ConfigError
 from cvmlaunch.files import (
     Output,
@@ -193,26 +199,7 @@ deterministic (RFC 6979). With --generate-key alone, only writes the key and pri
     help="write a new P-384 ID key to FILE (mode 0600) and use it as the ID key",
 )
 @click.option("--force", is_flag=True, help="let --generate-key replace an existing file")
-@click.option(
-    "--policy",
-    metavar="HEX",
-    help="SNP guest policy; must equal the launch policy [default: the log's, else 0x30000]",
-)
-@click.option(
-    "--family-id", default="00" * 16, metavar="HEX", help="FAMILY_ID (16 bytes) [default: zero]"
-)
-@click.option(
-    "--image-id", default="00" * 16, metavar="HEX", help="IMAGE_ID (16 bytes) [default: zero]"
-)
-@click.option(
-    "--version",
-    "block_version",
-    type=int,
-    default=1,
-    metavar="INT",
-    help="ID block VERSION (the ABI defines only 1) [default: 1]",
-)
-@click.option("--svn", type=U32, default=0, metavar="INT", help="GUEST_SVN (u32) [default: 0]")
+@id_block_field_options()
 @click.option(
     "--out-dir",
     type=DirPath(),
@@ -236,36 +223,10 @@ def id_block_verify(id_block: str, id_auth: str, as_json: bool) -> None:
     block_bytes = read_blob(id_block, identity.ID_BLOCK_SIZE, "ID block")
     auth_bytes = read_blob(id_auth, identity.ID_AUTH_SIZE, "ID auth")
     result = identity.verify_id_pair(block_bytes, auth_bytes)
-    auth, block = result.auth, result.block
     if as_json:
-        out: dict[str, Any] = {
-            "ok": result.ok,
-            "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in result.checks],
-            "author_key_en": auth.has_author_key,
-            "id_key_digest": auth.id_key_digest.hex(),
-            "author_key_digest": auth.author_key_digest.hex(),
-        }
-        if block is not None:
-            out |= {
-                "measurement": block.ld.hex(),
-                "family_id": block.family_id.hex(),
-                "image_id": block.image_id.hex(),
-                "guest_svn": block.guest_svn,
-                "policy": f"{block.policy.value:#x}",
-            }
-        print(json.dumps(out, indent=2))
+        print(json.dumps(result.to_json(), indent=2))
     else:
-        for line in identity.describe_checks(result.checks):
-            print(line)
-        if block is not None:
-            print(f"measurement:       {block.ld.hex()}")
-            print(f"family-id:         {block.family_id.hex()}")
-            print(f"image-id:          {block.image_id.hex()}")
-            print(f"guest-svn:         {block.guest_svn}")
-            print(f"policy:            {block.policy.describe()}")
-        print(f"author-key-en:     {int(auth.has_author_key)}")
-        print(f"id-key-digest:     {auth.id_key_digest.hex()}")
-        print(f"author-key-digest: {auth.author_key_digest.hex()}")
+        print("\n".join(result.lines()))
     if not result.ok:
         names = ", ".join(c.name for c in result.failures)
         raise CheckFailed(

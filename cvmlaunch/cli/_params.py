@@ -427,3 +427,40 @@ def log_input_options() -> Callable[[F], F]:
             help="a directory where the log's inputs are found by their SHA-256 (repeatable)",
         ),
     )
+
+
+def id_block_field_options() -> Callable[[F], F]:
+    """The fields of an SNP ID block a signer chooses: ``--policy``, ``--family-id``,
+    ``--image-id``, ``--version`` (the parameter ``block_version``), ``--svn``
+    (:func:`cvmlaunch.measure.id_sign.sign_launch`)."""
+    return options(
+        click.option(
+            "--policy",
+            metavar="HEX",
+            help="SNP guest policy; must equal the launch policy "
+            "[default: the log's, else 0x30000]",
+        ),
+        click.option(
+            "--family-id",
+            default="00" * 16,
+            metavar="HEX",
+            help="FAMILY_ID (16 bytes) [default: zero]",
+        ),
+        click.option(
+            "--image-id",
+            default="00" * 16,
+            metavar="HEX",
+            help="IMAGE_ID (16 bytes) [default: zero]",
+        ),
+        click.option(
+            "--version",
+            "block_version",
+            type=int,
+            default=1,
+            metavar="INT",
+            help="ID block VERSION (the ABI defines only 1) [default: 1]",
+        ),
+        click.option(
+            "--svn", type=U32, default=0, metavar="INT", help="GUEST_SVN (u32) [default: 0]"
+        ),
+    )
