@@ -67,7 +67,7 @@ COMMANDS: Registry = {
         "Build, sign and check SEV-SNP ID blocks (launch-time identity and enforcement).",
         {
             "snp": "cvmlaunch.cli._identity:ID_BLOCK_SNP",
-            "verify": "cvmlaunch.cli._identity:ID_BLOCK_VERIFY",
+            "verify": "cvmlaunch.cli._id_block_verify:ID_BLOCK_VERIFY",
         },
     ),
     "inspect": "cvmlaunch.cli._inspect:INSPECT",
