@@ -5,6 +5,7 @@ round trip through the event log."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import struct
@@ -616,3 +617,19 @@ def test_reference_values_rtmrs() -> None:
     values = ReferenceValues("tdx", bytes(48)).with_rtmrs((None, b"\x01" * 48, None, None))
     assert values.as_dict()["rtmr1"] == "01" * 48
     assert values.as_dict()["rtmr0"] is None
+
+
+def test_present_and_checked_rtmrs() -> None:
+    """A register no event extends is None (not predicted); a contradicted digest fails."""
+    from cvmlaunch.errors import CheckFailed
+    from cvmlaunch.measure.rtmr import checked_rtmrs, present_rtmrs
+
+    events = rtmr1_events(bytes(48), Edk2Release.R2025_02)
+    regs = present_rtmrs(events)
+    assert (regs[0], regs[2], regs[3]) == (None, None, None)
+    assert regs[1] == replay(events)[1] != bytes(48)
+    assert checked_rtmrs(events, "ev.json") == regs
+    n = next(i for i, e in enumerate(events) if e.event_type == EventType.EV_SEPARATOR)
+    bad = [*events[:n], dataclasses.replace(events[n], digest=bytes(48)), *events[n + 1 :]]
+    with pytest.raises(CheckFailed, match=rf"^ev\.json: event {n} \("):
+        checked_rtmrs(bad, "ev.json")
