@@ -69,7 +69,9 @@ def _launch(tmp: Path, tech: str, fw: Path, *, kernel: bool = False) -> Launched
     """``launch --tech TECH --firmware FW [--kernel K --append A] --log L`` (the CLI's
     composition: inputs, identity settings, the log), against the model firmware."""
     kernel_file = tmp / "vmlinuz"
-    kernel_file.write_bytes(b"MZ a bzImage, as far as the hashes page is concerned" * 100)
+    kernel_bytes = bytearray(b"MZ a bzImage, as far as the hashes page is concerned" * 100)
+    kernel_bytes[0x1F1] = 0  # setup_sects 0 (means 4): the file holds the setup QEMU serves apart
+    kernel_file.write_bytes(kernel_bytes)
     settings = LaunchSettings(
         memory=MEMORY,
         vcpus=VCPUS,

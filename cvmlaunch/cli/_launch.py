@@ -145,8 +145,9 @@ _HELP = """Boot a PVH guest, or an SEV-SNP / TDX guest's firmware, on KVM.
 --tech none (default): the guest (e.g. the bundled example, --example) hashes every range
 the launcher placed in its memory and reports the digests on its serial port, which is
 relayed to stdout; exit 0 only if they match the log. --tech snp|tdx --firmware OVMF: a
-confidential launch of the firmware (SNP: --kernel for measured direct boot), whose launch
-digest or MRTD is printed on stderr and equals what measure snp|tdx predicts (--dry-run
+confidential launch of the firmware (--kernel/--initrd/--append are served to it over
+fw_cfg; SNP measures them in its kernel-hashes page), whose launch digest or MRTD is printed
+on stderr and equals what measure snp|tdx predicts (--dry-run
 prints the plan and that prediction without a host). --log FILE writes the whole log."""
 
 

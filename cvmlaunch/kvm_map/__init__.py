@@ -36,6 +36,7 @@ The parts, each a module of this package (their public names are this package's)
 ``tdx``               TDX: populate (INIT_MEM_REGION) and the launch sequence
 ``snp``               SEV-SNP: populate (LAUNCH_UPDATE) and the launch sequence
 ``dispatch``          :func:`populate`: the engine the VM type calls for
+``ports``             port I/O devices (:class:`PortBus`) the run loops serve, e.g. fw_cfg
 ====================  =====================================================================
 """
 
@@ -55,6 +56,7 @@ from cvmlaunch.kvm_map.caps import (
 )
 from cvmlaunch.kvm_map.dispatch import populate
 from cvmlaunch.kvm_map.plain import populate_plain
+from cvmlaunch.kvm_map.ports import PortBus, PortDevice, VmRam
 from cvmlaunch.kvm_map.snp import (
     GHCB_VERSION,
     SNP_ACTIVE,
@@ -143,6 +145,8 @@ __all__ = [
     "MemoryFaultExit",
     "MmioExit",
     "OtherExit",
+    "PortBus",
+    "PortDevice",
     "Regs",
     "SerialRun",
     "ShutdownExit",
@@ -155,6 +159,7 @@ __all__ = [
     "Vcpu",
     "VcpuExit",
     "Vm",
+    "VmRam",
     "VmType",
     "choose_memory_backend",
     "install_kick_handler",

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cvmlaunch import _uapi
 from cvmlaunch._uapi import ExitReason, TdxCmd
@@ -30,6 +31,9 @@ from cvmlaunch.kvm_map._kernel import (
     _tdx_op,
 )
 from cvmlaunch.vcpu_state import VcpuState
+
+if TYPE_CHECKING:
+    from cvmlaunch.kvm_map.ports import PortBus
 
 #: The signal that kicks a vCPU thread out of KVM_RUN when a run times out.
 KICK_SIGNAL = signal.SIGUSR1
@@ -440,12 +444,14 @@ class Vcpu:
         *,
         port: int = SERIAL_PORT,
         on_output: Callable[[bytes], None] | None = None,
+        ports: PortBus | None = None,
     ) -> SerialRun:
         """Run until the guest stops, collecting what it writes to a 16550 UART at ``port``.
 
         OUTs to ``port`` are collected (and passed to ``on_output`` as they come). Reads of
         the UART's line status register (``port + 5``) answer "transmitter empty" (0x60), any
-        other IN reads zeros, other OUTs are ignored. Everything else ends the run: HLT,
+        other IN reads zeros, other OUTs are ignored; port I/O to a device on ``ports`` is
+        that device's (:class:`~cvmlaunch.kvm_map.PortBus`). Everything else ends the run: HLT,
         SHUTDOWN, a system event, an internal error, MMIO, ... or the ``timeout`` (seconds,
         for the whole run).
 
@@ -462,6 +468,8 @@ class Vcpu:
             exit_ = TimeoutExit(timeout) if left <= 0 else self.run(left)
             if isinstance(exit_, TimeoutExit):
                 return SerialRun(bytes(output), TimeoutExit(timeout))
+            if ports is not None and ports.serve(self, exit_):
+                continue
             if not isinstance(exit_, IoExit):
                 return SerialRun(bytes(output), exit_)
             if exit_.direction is IoDirection.OUT:

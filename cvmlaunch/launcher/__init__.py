@@ -44,6 +44,7 @@ from cvmlaunch.launcher.firmware import (
     launch_tdx_firmware,
     plan_contents,
     run_guest,
+    served_kernel,
 )
 from cvmlaunch.launcher.pvh import (
     LaunchResult,
@@ -86,4 +87,5 @@ __all__ = [
     "plan_contents",
     "populate_plan",
     "run_guest",
+    "served_kernel",
 ]

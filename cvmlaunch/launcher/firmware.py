@@ -28,8 +28,9 @@ from cvmlaunch.layout import Plan
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from cvmlaunch.cpuid import CpuidEntry, TdInitParams
+    from cvmlaunch.fw_cfg import FwCfg
     from cvmlaunch.image.ovmf import OvmfImage
-    from cvmlaunch.kvm_map import Kernel, SnpFinish, Vm
+    from cvmlaunch.kvm_map import Kernel, PortBus, SnpFinish, Vm
     from cvmlaunch.launch_settings import LaunchSettings
     from cvmlaunch.layout import Buffer
     from cvmlaunch.log_entry import LogEntry
@@ -53,6 +54,7 @@ __all__ = [
     "launch_tdx_firmware",
     "plan_contents",
     "run_guest",
+    "served_kernel",
 ]
 
 
@@ -137,9 +139,8 @@ def launch_snp_firmware(
     from cvmlaunch import kvm_map
     from cvmlaunch.cpuid import snp_guest_cpuid
     from cvmlaunch.files import host_smt_active
-    from cvmlaunch.measure.log import LogHeader, Technology, complete_log
-    from cvmlaunch.measure.snp import SevMode
-    from cvmlaunch.measure.snp_chain import SNP_ALGORITHM, ZERO_DIGEST
+    from cvmlaunch.measure.log import complete_log
+    from cvmlaunch.measure.snp import SevMode, snp_header
     from cvmlaunch.plan.snp import SnpSettings, snp_launch
 
     smt = host_smt_active() if host_smt is None else host_smt
@@ -177,19 +178,12 @@ def launch_snp_firmware(
             start=kvm_map.SnpStart(policy, guest_features),
             finish=finish,
         )
-        values = {
-            **settings.log_settings(),
-            "mode": SevMode.SNP.value,
-            "ap_reset_address": image.sev_es_reset_eip,
-            **(extra_settings or {}),
-        }
-        header = LogHeader(
-            technology=Technology.SEV_SNP,
-            algorithm=SNP_ALGORITHM,
-            settings=values,
+        header = snp_header(
+            settings,
+            mode=SevMode.SNP,
             inputs=inputs,
             tool_version=tool_version,
-            initial_digest=ZERO_DIGEST,
+            extra_settings={"ap_reset_address": image.sev_es_reset_eip, **(extra_settings or {})},
         )
         log = complete_log(header, done.entries)
     except BaseException:
@@ -410,20 +404,69 @@ def _kernel_hashes(req: FirmwareLaunch) -> KernelHashes | None:
             raise ConfigError("--initrd and --append need --kernel")
         return None
     if req.tech != "snp":
-        raise ConfigError(
-            "a TDX launch of a firmware image takes no --kernel here: TDVF loads the kernel "
-            "through QEMU's fw_cfg, which cvmlaunch does not serve"
-        )
+        return None  # TDVF measures the kernel it loads into RTMR1/2 (the guest's registers)
     import hashlib
 
     from cvmlaunch.files import file_digest
-    from cvmlaunch.plan.sev_hashes import KernelHashes, cmdline_sha256
+    from cvmlaunch.plan.sev_hashes import KernelHashes, cmdline_bytes, cmdline_sha256
 
     initrd = file_digest(req.initrd) if req.initrd else hashlib.sha256(b"").digest()
-    cmdline = req.append.encode() if req.append is not None else None
+    cmdline = cmdline_bytes(req.append) if req.append is not None else None
     return KernelHashes(
         kernel=file_digest(req.kernel), initrd=initrd, cmdline=cmdline_sha256(cmdline)
     )
+
+
+@contextlib.contextmanager
+def served_kernel(req: FirmwareLaunch) -> Iterator[FwCfg]:
+    """The fw_cfg device of a firmware launch of ``req``: the guest's RAM map (``etc/e820``,
+    where OVMF's PlatformPei looks for it) and, with ``--kernel``, the kernel, initrd and
+    command line. The files stay mapped while the context is open.
+
+    SNP: as QEMU serves an SEV guest (:func:`cvmlaunch.fw_cfg.kernel_items`: the files
+    unpatched, so the firmware's SHA-256s are the kernel-hashes table's). TDX: as QEMU 10.0 and
+    10.1 serve a TD: the setup and kernel items with QEMU's setup-header patches (what OVMF
+    before 2025.02 loads and measures, ``measure tdx --kernel-loading patched``), and the
+    unpatched file as ``etc/boot/kernel`` (what later OVMF loads, ``--kernel-loading raw``).
+
+    Raises:
+        ImageError: a file cannot be read, or a kernel QEMU would refuse (its setup header
+            declares more setup than the file has; TDX: not a bzImage, an initrd too large).
+    """
+    from cvmlaunch.fw_cfg import E820_FILE, FwCfg, KernelBoot, e820_table, kernel_items
+    from cvmlaunch.memory_map import MemoryMap, MemslotKind
+
+    ram = [
+        (slot.gpa, slot.size)
+        for slot in MemoryMap.for_size(req.memory).memslots
+        if slot.kind is not MemslotKind.FIRMWARE
+    ]
+    files: dict[str, Buffer] = {E820_FILE: e820_table(ram)}
+    if req.kernel is None:
+        yield FwCfg(files=files)
+        return
+    from cvmlaunch.files import map_file
+    from cvmlaunch.plan.sev_hashes import cmdline_bytes
+
+    with contextlib.ExitStack() as stack:
+        kernel = stack.enter_context(map_file(req.kernel, "the kernel"))
+        initrd = stack.enter_context(map_file(req.initrd, "the initrd")) if req.initrd else None
+        cmdline = cmdline_bytes(req.append) if req.append is not None else None
+        name = os.path.basename(req.kernel)
+        if req.tech == "snp":
+            yield FwCfg(kernel_items(KernelBoot(kernel, initrd, cmdline), name=name), files)
+            return
+        from cvmlaunch.measure.tdx_rtmr import KernelLoading, kernel_image
+
+        patched = kernel_image(
+            kernel,
+            KernelLoading.PATCHED,
+            memory_size=req.memory,
+            initrd_size=None if initrd is None else len(initrd),
+            cmdline=req.append or "",
+        )
+        items = kernel_items(KernelBoot(memoryview(patched), initrd, cmdline), name=name)
+        yield FwCfg(items, {**files, "etc/boot/kernel": kernel})
 
 
 @contextlib.contextmanager
@@ -433,7 +476,7 @@ def firmware_plan(req: FirmwareLaunch) -> Iterator[SnpLaunch | TdxLaunch]:
     is checked against the plan's digest and the policy.
 
     Raises:
-        ConfigError: no vCPU signature (SNP), a kernel for a TD, --initrd without --kernel.
+        ConfigError: no vCPU signature (SNP), --initrd without --kernel.
         ImageError: a firmware that cannot be read or parsed.
         CheckFailed, MeasurementMismatch: an ID block the firmware would refuse (exit 1).
     """
@@ -510,7 +553,7 @@ def launch_firmware(
     from cvmlaunch.measure.log import dumps_log, parse_log, verify_log
 
     hashes = _kernel_hashes(req)
-    with map_file(req.firmware) as data:
+    with map_file(req.firmware) as data, served_kernel(req) as fw_cfg:
         image = parse_ovmf(data, name=os.path.basename(req.firmware))
         finish = kvm_map.SnpFinish(
             id_block=req.id_block,
@@ -561,7 +604,8 @@ def launch_firmware(
             if on_note is not None:
                 for note in launched.notes:
                     on_note(note)
-            ended = run_guest(vm, req.timeout, on_serial or (lambda data: None))
+            ports = kvm_map.PortBus(vm, [fw_cfg])
+            ended = run_guest(vm, req.timeout, on_serial or (lambda data: None), ports=ports)
     return FirmwareResult(written, launched.notes, ended)
 
 
@@ -590,11 +634,14 @@ def _policy(value: int) -> GuestPolicy:
 _LSR_EMPTY = b"\x60"
 
 
-def run_guest(vm: Vm, timeout: float, on_serial: Callable[[bytes], None]) -> str:
+def run_guest(
+    vm: Vm, timeout: float, on_serial: Callable[[bytes], None], *, ports: PortBus | None = None
+) -> str:
     """Run every vCPU (the APs on threads) until each stops or ``timeout`` seconds pass.
 
-    Page-state changes are served (:func:`cvmlaunch.kvm_map.serve_private_memory`); OUTs to
-    COM1 go to ``on_serial``; other port I/O reads zeros.
+    Page-state changes are served (:func:`cvmlaunch.kvm_map.serve_private_memory`); port I/O
+    to a device on ``ports`` (e.g. fw_cfg) is that device's; OUTs to COM1 go to
+    ``on_serial``; other port I/O reads zeros.
 
     Returns:
         How the BSP's run ended, for a one-line report.
@@ -622,6 +669,8 @@ def run_guest(vm: Vm, timeout: float, on_serial: Callable[[bytes], None]) -> str
                     return
                 exit_ = vcpu.run(timeout=left)
                 if kvm_map.serve_private_memory(vm, exit_):
+                    continue
+                if ports is not None and ports.serve(vcpu, exit_):
                     continue
                 if isinstance(exit_, kvm_map.IoExit):
                     if exit_.direction is kvm_map.IoDirection.OUT:

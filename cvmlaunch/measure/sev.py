@@ -32,7 +32,13 @@ from cvmlaunch.layout import (
 )
 from cvmlaunch.log_entry import LogEntry, LogOp
 from cvmlaunch.plan.sev_hashes import KernelHashes
-from cvmlaunch.plan.vmsa import BSP_RESET_EIP, FpuInit, VmmType, vmsa_page
+from cvmlaunch.plan.vmsa import (
+    BSP_RESET_EIP,
+    FpuInit,
+    VmmType,
+    check_vmsa_settings,
+    vmsa_page,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # the log model is imported only when a log is made or read
@@ -59,7 +65,6 @@ __all__ = [
 
 #: The ``algorithm`` of SEV and SEV-ES launch logs.
 SEV_ALGORITHM = "sev-launch-sha256"
-_MAX_VCPUS = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,19 +94,7 @@ class SevSettings:
     fpu: FpuInit = FpuInit.LEGACY
 
     def __post_init__(self) -> None:
-        if isinstance(self.vcpus, bool) or not 1 <= self.vcpus <= _MAX_VCPUS:
-            raise ConfigError(
-                f"vcpus: vCPU count {self.vcpus} is out of range (1..{_MAX_VCPUS})", setting="vcpus"
-            )
-        if not 0 <= self.vcpu_sig <= 0xFFFF_FFFF:
-            raise ConfigError(
-                f"vcpu_sig {self.vcpu_sig:#x} is not a 32-bit value", setting="vcpu_sig"
-            )
-        if not 0 <= self.guest_features < 1 << 64:
-            raise ConfigError(
-                f"guest_features {self.guest_features:#x} is not a 64-bit value",
-                setting="guest_features",
-            )
+        check_vmsa_settings(self.vcpus, self.vcpu_sig, self.guest_features)
         if self.fpu is FpuInit.LEGACY and self.guest_features:
             raise ConfigError(
                 "legacy (KVM_SEV_ES_INIT) SEV-ES VMs have guest_features 0; use INIT2 for others",

@@ -39,12 +39,13 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # the log model is imported only when used
     from collections.abc import Sequence
 
-    from cvmlaunch.measure.log import LogInput, MeasurementLog, SettingValue
+    from cvmlaunch.measure.log import LogHeader, LogInput, MeasurementLog, SettingValue
 
 __all__ = [
     "SevMode",
     "snp_digest",
     "snp_digest_set",
+    "snp_header",
     "snp_log",
     "snp_ovmf_hash",
 ]
@@ -158,13 +159,36 @@ def snp_log(
     Returns:
         The log; its footer digest equals :func:`cvmlaunch.measure.snp_chain.fold_plan`.
     """
+    header = snp_header(
+        settings,
+        mode=mode,
+        inputs=inputs,
+        tool_version=tool_version,
+        extra_settings=extra_settings,
+    )
+    return log_plan(layout, header)
+
+
+def snp_header(
+    settings: SnpSettings,
+    *,
+    mode: SevMode,
+    inputs: tuple[LogInput, ...],
+    tool_version: str,
+    extra_settings: dict[str, SettingValue] | None = None,
+) -> LogHeader:
+    """The header of an SNP launch log: the one :func:`snp_log` writes for a prediction and
+    the launcher writes for a launch (:mod:`cvmlaunch.launcher.firmware`), so the two agree.
+
+    Args: as :func:`snp_log`.
+    """
     from cvmlaunch.measure.log import LogHeader, Technology
 
     # snp:ovmf-hash measures the firmware pages only: no other setting affects it
     values = {} if mode is SevMode.SNP_OVMF_HASH else settings.log_settings()
     values["mode"] = mode.value
     values.update(extra_settings or {})
-    header = LogHeader(
+    return LogHeader(
         technology=Technology.SEV_SNP,
         algorithm=SNP_ALGORITHM,
         settings=values,
@@ -172,4 +196,3 @@ def snp_log(
         tool_version=tool_version,
         initial_digest=settings.ovmf_hash or ZERO_DIGEST,
     )
-    return log_plan(layout, header)

@@ -42,7 +42,15 @@ from cvmlaunch.layout import (
     SevSectionType,
     SourceKind,
 )
-from cvmlaunch.plan.vmsa import BSP_RESET_EIP, FpuInit, VmmType, svsm_vmsa_page, vmsa_page
+from cvmlaunch.plan.vmsa import (
+    BSP_RESET_EIP,
+    MAX_VCPUS,
+    FpuInit,
+    VmmType,
+    check_vmsa_settings,
+    svsm_vmsa_page,
+    vmsa_page,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # the log model and the kernel hashes are imported only when used
@@ -61,8 +69,6 @@ __all__ = [
     "svsm_plan",
 ]
 
-#: The largest vCPU count accepted: x86 KVM's highest KVM_MAX_VCPUS (CONFIG_KVM_MAX_NR_VCPUS).
-MAX_VCPUS = 4096
 _SNP_ACTIVE = 0x1
 
 
@@ -95,19 +101,7 @@ class SnpSettings:
     fpu: FpuInit = FpuInit.INIT2
 
     def __post_init__(self) -> None:
-        if isinstance(self.vcpus, bool) or not 1 <= self.vcpus <= MAX_VCPUS:
-            raise ConfigError(
-                f"vcpus: vCPU count {self.vcpus} is out of range (1..{MAX_VCPUS})", setting="vcpus"
-            )
-        if not 0 <= self.vcpu_sig <= 0xFFFF_FFFF:
-            raise ConfigError(
-                f"vcpu_sig {self.vcpu_sig:#x} is not a 32-bit value", setting="vcpu_sig"
-            )
-        if not 0 <= self.guest_features < 1 << 64:
-            raise ConfigError(
-                f"guest_features {self.guest_features:#x} is not a 64-bit value",
-                setting="guest_features",
-            )
+        check_vmsa_settings(self.vcpus, self.vcpu_sig, self.guest_features)
         if not self.guest_features & _SNP_ACTIVE:
             raise ConfigError(
                 f"guest_features {self.guest_features:#x} lack SNPActive (bit 0), which KVM "

@@ -16,12 +16,15 @@ from __future__ import annotations
 import enum
 import struct
 
+from cvmlaunch.errors import ConfigError
 from cvmlaunch.layout import PAGE_SIZE
 
 __all__ = [
     "BSP_RESET_EIP",
+    "MAX_VCPUS",
     "FpuInit",
     "VmmType",
+    "check_vmsa_settings",
     "svsm_vmsa_page",
     "vmsa_page",
 ]
@@ -52,6 +55,30 @@ class FpuInit(enum.Enum):
 
 
 # APM vol. 2 table B-4 offsets.
+#: The largest vCPU count accepted: x86 KVM's highest KVM_MAX_VCPUS (CONFIG_KVM_MAX_NR_VCPUS).
+MAX_VCPUS = 4096
+
+
+def check_vmsa_settings(vcpus: int, vcpu_sig: int, guest_features: int) -> None:
+    """Check what every SEV-ES/SNP VMSA takes from the settings: the vCPU count (one VMSA
+    each, 1..:data:`MAX_VCPUS`), the signature in RDX (32 bits) and SEV_FEATURES (64 bits).
+
+    Raises:
+        ConfigError: a value out of range, naming its setting.
+    """
+    if isinstance(vcpus, bool) or not 1 <= vcpus <= MAX_VCPUS:
+        raise ConfigError(
+            f"vcpus: vCPU count {vcpus} is out of range (1..{MAX_VCPUS})", setting="vcpus"
+        )
+    if not 0 <= vcpu_sig <= 0xFFFF_FFFF:
+        raise ConfigError(f"vcpu_sig {vcpu_sig:#x} is not a 32-bit value", setting="vcpu_sig")
+    if not 0 <= guest_features < 1 << 64:
+        raise ConfigError(
+            f"guest_features {guest_features:#x} is not a 64-bit value",
+            setting="guest_features",
+        )
+
+
 _SEG = struct.Struct("<HHIQ")  # selector, attrib, limit, base
 _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
