@@ -9,7 +9,7 @@ the key digests a verifier will see (``id-block verify``, which checks a pair, i
 Rule: this module only composes. It reads the keys and the log (:mod:`cvmlaunch.files`), asks
 :func:`cvmlaunch.measure.id_sign.sign_launch` for the block and its auth (the library decides
 the digest, the policy and the fields), writes the files as one group
-(:func:`cvmlaunch.files.write_outputs`, in a directory :func:`cvmlaunch.files.
+(:func:`cvmlaunch.outputs.write_outputs`, in a directory :func:`cvmlaunch.files.
 created_directory` removes again if they fail) and prints.
 """
 
@@ -30,14 +30,9 @@ from cvmlaunch.cli._params import (
     output_format_option,
 )
 from cvmlaunch.errors import ConfigError
-from cvmlaunch.files import (
-    Output,
-    created_directory,
-    read_log,
-    read_small,
-    write_outputs,
-)
+from cvmlaunch.files import created_directory, read_log, read_small
 from cvmlaunch.measure import id_sign, identity
+from cvmlaunch.outputs import Output, write_outputs
 from cvmlaunch.text import printable
 
 TYPE_CHECKING = False

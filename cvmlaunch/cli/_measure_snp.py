@@ -147,7 +147,9 @@ def measure_snp(
     request = given.request(record_identity=not as_text, log=log_path is not None)
     read = given.files  # an output may be none of them (same device and inode)
     if log_path is not None:  # refused before the firmware is measured
-        files.check_outputs([files.Output(log_path, b"", what="the launch log")], inputs=read)
+        from cvmlaunch.outputs import Output, check_outputs, write_output
+
+        check_outputs([Output(log_path, b"", what="the launch log")], inputs=read)
     (k_size, k_file), (i_size, i_file) = streams.result()
     id_block, id_auth, vars_file = given.id_block, given.id_auth, given.vars_file
     request = given.with_files(
@@ -179,7 +181,7 @@ def measure_snp(
     if result.log is not None and log_path is not None:
         from cvmlaunch.measure.log import dumps_log
 
-        files.write_output(log_path, dumps_log(result.log), what="the launch log", inputs=read)
+        write_output(log_path, dumps_log(result.log), what="the launch log", inputs=read)
     if log_path != "-":  # with --log -, stdout is the log alone (its footer has the digest)
         _print(result, output_format, sev_mode)
     if expected is not None and expected != result.digest:

@@ -30,9 +30,10 @@ from cvmlaunch.cli._params import (
     tdx_owner_options,
 )
 from cvmlaunch.errors import ConfigError, MeasurementMismatch
-from cvmlaunch.files import Output, check_outputs, map_file
+from cvmlaunch.files import map_file
 from cvmlaunch.layout import parse_hex_bytes
 from cvmlaunch.measure.tdx import MRTD_SIZE, PageOrder
+from cvmlaunch.outputs import Output, check_outputs
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -124,7 +125,7 @@ def _write(
         text = cel_json(result.rtmrs.events)
         outputs.append(Output(event_log, text, what="the RTMR event log"))
     if outputs:
-        from cvmlaunch.files import write_outputs
+        from cvmlaunch.outputs import write_outputs
 
         write_outputs(outputs, inputs=inputs)
 
