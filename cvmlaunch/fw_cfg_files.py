@@ -1,4 +1,5 @@
-"""The file edge for TDX RTMR inputs: QEMU fw_cfg blobs and UEFI variables from directories.
+"""The file edge for TDX RTMR inputs: QEMU fw_cfg blobs and UEFI variables from directories,
+and RTMR event logs (CEL-JSON, as ``measure tdx --event-log`` writes them).
 
 Rule: this module reads files and hands bytes to the pure code (:mod:`cvmlaunch.measure.
 tdx_rtmr`); it computes nothing. Errors are :class:`~cvmlaunch.errors.ImageError` /
@@ -11,6 +12,8 @@ Layouts accepted:
   copied out of a running TD works as it is.
 * UEFI variables: ``DIR/<name>`` holding the variable data (e.g. ``DIR/PK``), or the efivarfs
   form ``DIR/<name>-<vendor GUID>`` whose first 4 bytes are the attributes (dropped).
+* RTMR event logs: a file holding one CEL-JSON array (:func:`is_event_log`,
+  :func:`read_rtmr_events`).
 """
 
 from __future__ import annotations
@@ -19,10 +22,20 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from cvmlaunch.errors import ConfigError
+from cvmlaunch.errors import ConfigError, LogFormatError
 from cvmlaunch.files import read_small
 
-__all__ = ["read_fw_cfg_dir", "read_uefi_variables"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from cvmlaunch.measure.rtmr import RtmrEvent
+
+__all__ = [
+    "is_event_log",
+    "read_acpi_dir",
+    "read_fw_cfg_dir",
+    "read_rtmr_events",
+    "read_uefi_variables",
+]
 
 #: fw_cfg ACPI blobs are at most a few hundred KiB; refuse absurd inputs.
 _LIMIT = 64 << 20
@@ -53,6 +66,23 @@ def read_fw_cfg_dir(directory: str | os.PathLike[str], names: Iterable[str]) -> 
     return out
 
 
+def read_acpi_dir(directory: str, names: Iterable[str]) -> dict[str, bytes]:
+    """Every fw_cfg file ``names`` in ``directory``, as ``--acpi DIR`` gives them.
+
+    Raises:
+        ConfigError: not a directory, or a file missing (each is named).
+        ImageError: a file that cannot be read.
+    """
+    wanted = tuple(names)
+    files = read_fw_cfg_dir(directory, wanted)
+    missing = [n for n in wanted if n not in files]
+    if missing:
+        raise ConfigError(
+            f"--acpi {directory}: no {', '.join(missing)} (as DIR/NAME or DIR/NAME/raw)"
+        )
+    return files
+
+
 def read_uefi_variables(
     directory: str | os.PathLike[str], variables: Iterable[tuple[str, str]]
 ) -> dict[str, bytes]:
@@ -77,3 +107,38 @@ def read_uefi_variables(
                 raise ConfigError(f"{efivarfs}: shorter than the efivarfs attribute header")
             out[name] = raw[_EFIVARFS_ATTRIBUTES:]
     return out
+
+
+def is_event_log(path: str) -> bool:
+    """Whether ``path`` holds an RTMR event log (CEL-JSON: a JSON array) rather than a launch
+    log (JSON Lines objects): ``[`` then ``{`` or ``]``. Anything else, unreadable files
+    included, is left to the launch-log reader to report."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return False
+    text = head.lstrip()
+    return text[:1] == b"[" and text[1:].lstrip()[:1] in (b"{", b"]")
+
+
+def read_rtmr_events(path: str) -> tuple[RtmrEvent, ...]:
+    """The events of the RTMR event log ``path`` (CEL-JSON).
+
+    Raises:
+        LogFormatError: not JSON, or not CEL-JSON of SHA-384 pcclient_std records.
+        ImageError: a file that cannot be read.
+    """
+    import json
+
+    from cvmlaunch.measure.rtmr import events_from_cel
+
+    data = read_small(path, "RTMR event log", _LIMIT)
+    try:
+        records = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise LogFormatError(f"{path}: not JSON ({exc})") from None
+    try:
+        return events_from_cel(records)
+    except LogFormatError as exc:
+        raise LogFormatError(f"{path}: {exc}") from None

@@ -433,3 +433,21 @@ def test_ctrl_c_of_the_console_script_is_one_line_exit_130(
             proc.kill()
             proc.communicate()
     assert (proc.returncode, out, err) == (130, b"", b"cvmlaunch: interrupted\n")
+
+
+def test_shared_option_groups_keep_their_flags_and_order() -> None:
+    """An option group of cli._params lists its options in --help in the order declared, and
+    the commands that share one take the same flags (help texts may differ per command)."""
+    snp = load_command("cvmlaunch.cli._measure_snp:MEASURE_SNP")
+    names = [p.name for p in snp.params]
+    assert names[names.index("vcpus") : names.index("vcpus") + 7] == [
+        "vcpus", "vcpu_type", "vcpu_sig", "vcpu_family", "vcpu_model", "vcpu_stepping",
+        "vmm_type",
+    ]  # fmt: skip
+    assert names[-4:] == ["policy", "host_data", "id_block", "id_auth"]
+    sets = load_command("cvmlaunch.cli._reference_set:REFERENCE_VALUES_SNP")
+    boot = {p.name: p for p in snp.params if p.name in ("kernel", "initrd", "append")}
+    for p in sets.params:
+        if p.name in boot:
+            assert (p.opts, p.help) == (boot[p.name].opts, boot[p.name].help)
+    assert [p.name for p in sets.params if p.name in boot] == ["kernel", "initrd", "append"]

@@ -17,8 +17,6 @@ import pytest
 
 from cvmlaunch.errors import ImageError
 from cvmlaunch.files import (
-    Output,
-    check_outputs,
     file_digest,
     file_digests,
     file_size,
@@ -26,9 +24,8 @@ from cvmlaunch.files import (
     map_file,
     read_small,
     read_stream,
-    write_output,
-    write_outputs,
 )
+from cvmlaunch.outputs import Output, check_outputs, write_output, write_outputs
 from tests.errors_util import raises_cvm
 from tests.hardening_util import dev_twin, snapshot, within
 
@@ -130,7 +127,7 @@ def test_1_dev_stdout_written_through(tmp_path: Path) -> None:
     link = tmp_path / "stdout"
     link.symlink_to("/proc/self/fd/1")
     code = (
-        "import sys; from cvmlaunch.files import write_output;"
+        "import sys; from cvmlaunch.outputs import write_output;"
         f"print('first', flush=True); write_output({str(link)!r}, b'log\\n')"
     )
     with open(out, "wb") as f:

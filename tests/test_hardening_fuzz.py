@@ -19,11 +19,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cvmlaunch.errors import CvmLaunchError, ImageError
-from cvmlaunch.files import Output, file_digest, map_file, read_small, write_outputs
+from cvmlaunch.files import file_digest, map_file, read_small
 from cvmlaunch.image.ovmf import parse_ovmf
 from cvmlaunch.launch_settings import MAX_MEMORY, LaunchSettings, parse_size, settings_from_toml
 from cvmlaunch.layout import FOUR_GIB
 from cvmlaunch.measure.tdx import mrtd
+from cvmlaunch.outputs import Output, write_outputs
 from cvmlaunch.plan.tdvf import tdvf_plan
 from cvmlaunch.text import printable
 from tests.hardening_util import deadline, dev_twin, snapshot

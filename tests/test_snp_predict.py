@@ -222,3 +222,52 @@ def test_the_signature_comes_from_exactly_one_source() -> None:
             resolve_vcpu_signature(**kwargs)
         assert info.value.setting == setting
         assert "--" not in str(info.value)
+
+
+def test_snp_inputs_parse_the_text_and_stand_in_for_the_files() -> None:
+    """measure snp's one object: hex and names parsed into a SnpRequest, zeros standing in
+    for what the files give until with_files replaces them."""
+    from cvmlaunch.measure.snp_predict import SnpInputs
+
+    given = SnpInputs(
+        ovmf="OVMF.fd",
+        vcpus=2,
+        vcpu_type="EPYC-v4",
+        kernel="vmlinuz",
+        initrd_sha256="11" * 32,
+        append="console=ttyS0",
+        policy="0x30000",
+        host_data="22" * 32,
+        id_block="block",
+        id_auth="auth",
+    )
+    assert given.files == ["OVMF.fd", "vmlinuz", "block", "auth"]
+    request = given.request(record_identity=False, log=True)
+    assert (request.vcpus, request.vcpu_sig, request.log) == (2, EPYC_V4, True)
+    assert request.kernel_sha256 == bytes(32)  # the file's stand-in
+    assert request.initrd_sha256 == bytes.fromhex("11" * 32)
+    assert request.cmdline == b"console=ttyS0"
+    assert request.policy == DEFAULT_POLICY
+    assert request.host_data == bytes.fromhex("22" * 32)
+    assert (request.id_block, request.id_auth) == (bytes(96), bytes(4096))
+    assert request.id_source == "block / auth"
+    read = given.with_files(
+        request,
+        kernel_sha256=b"k" * 32,
+        initrd_sha256=None,
+        vars_size=None,
+        id_block=b"b" * 96,
+        id_auth=b"a" * 4096,
+    )
+    assert read.kernel_sha256 == b"k" * 32
+    assert read.initrd_sha256 == bytes.fromhex("11" * 32)  # given as hex, not a file
+    assert (read.id_block, read.id_auth) == (b"b" * 96, b"a" * 4096)
+    with pytest.raises(ConfigError, match="give --kernel or --kernel-sha256, not both"):
+        SnpInputs(ovmf="x", kernel="k", kernel_sha256="00" * 32).request(
+            record_identity=False, log=False
+        )
+    svsm = SnpInputs(ovmf="x", mode="snp:svsm", svsm="s", vars_file="v", vcpus=1, vcpu_sig=1)
+    assert svsm.request(record_identity=False, log=False).vars_size == 0  # the file's stand-in
+    both = SnpInputs(ovmf="x", mode="snp:svsm", svsm="s", vars_file="v", vars_size=1)
+    with pytest.raises(ConfigError, match="exactly one of --vars-size or --vars-file"):
+        both.request(record_identity=False, log=False)

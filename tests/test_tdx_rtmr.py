@@ -5,6 +5,7 @@ round trip through the event log."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import struct
@@ -494,7 +495,8 @@ def test_record_round_trip_and_first_difference() -> None:
 def test_command_helpers_round_trip(
     tmp_path: Path, firmware: Callable[[str], Path], debian_kernel: tuple[Path, dict[str, str]]
 ) -> None:
-    from cvmlaunch.cli._tdx_rtmr import event_log_text, guest_of, rtmr_fields
+    from cvmlaunch.cli._tdx_rtmr import guest_of
+    from cvmlaunch.measure.rtmr import cel_json
     from cvmlaunch.measure.tdx_predict import TdxRequest, predict
 
     def predict_rtmrs(image: OvmfImage, **options: Any) -> TdxRtmrPrediction:
@@ -520,14 +522,14 @@ def test_command_helpers_round_trip(
         "stub_measures": "yes",
     }
     p = predict_rtmrs(image, **args)
-    fields = json.loads(json.dumps(rtmr_fields(p)))
+    fields = json.loads(json.dumps(p.json_fields()))
     assert fields["rtmr_model"] == {
         "edk2": "2024.11",
         "kernel_loading": "patched",
         "events": len(p.events),
         "notes": [],
     }
-    replayed = replay(events_from_cel(json.loads(event_log_text(p))))
+    replayed = replay(events_from_cel(json.loads(cel_json(p.events))))
     assert [r.hex() for r in replayed[:3]] == [fields["rtmr0"], fields["rtmr1"], fields["rtmr2"]]
     # The printed RTMR2 written out independently.
     assert (
@@ -615,3 +617,19 @@ def test_reference_values_rtmrs() -> None:
     values = ReferenceValues("tdx", bytes(48)).with_rtmrs((None, b"\x01" * 48, None, None))
     assert values.as_dict()["rtmr1"] == "01" * 48
     assert values.as_dict()["rtmr0"] is None
+
+
+def test_present_and_checked_rtmrs() -> None:
+    """A register no event extends is None (not predicted); a contradicted digest fails."""
+    from cvmlaunch.errors import CheckFailed
+    from cvmlaunch.measure.rtmr import checked_rtmrs, present_rtmrs
+
+    events = rtmr1_events(bytes(48), Edk2Release.R2025_02)
+    regs = present_rtmrs(events)
+    assert (regs[0], regs[2], regs[3]) == (None, None, None)
+    assert regs[1] == replay(events)[1] != bytes(48)
+    assert checked_rtmrs(events, "ev.json") == regs
+    n = next(i for i, e in enumerate(events) if e.event_type == EventType.EV_SEPARATOR)
+    bad = [*events[:n], dataclasses.replace(events[n], digest=bytes(48)), *events[n + 1 :]]
+    with pytest.raises(CheckFailed, match=rf"^ev\.json: event {n} \("):
+        checked_rtmrs(bad, "ev.json")

@@ -11,7 +11,8 @@ traceback first and exits with the same code. A :class:`~cvmlaunch.errors.Config
 names its setting by the command's flag (:func:`flag_for`: ``vcpus`` is ``--vcpus``).
 Ctrl-C prints ``cvmlaunch: interrupted`` and exits 130; a reader that closes the pipe early
 (``cvmlaunch log show LOG | head``) ends the command quietly with exit 1.
-:meth:`CvmLaunchGroup.main` is where all of this happens.
+:meth:`CvmLaunchGroup.main` is where all of this happens (:mod:`cvmlaunch.cli._exit`, loaded
+when a run fails, prints the line and decides the code).
 
 Rule 3: commands are imported only when they run (or their help is shown), so that
 ``cvmlaunch measure snp`` loads neither the launcher, cryptography nor pyelftools. Every
@@ -36,7 +37,6 @@ Shell completion is click's: ``eval "$(_CVMLAUNCH_COMPLETE=bash_source cvmlaunch
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import os
 import sys
@@ -45,7 +45,7 @@ from typing import Any, NoReturn
 
 import click
 
-from cvmlaunch.errors import ConfigError, CvmLaunchError
+from cvmlaunch.errors import CvmLaunchError
 
 __all__ = [
     "CLI",
@@ -67,7 +67,7 @@ COMMANDS: Registry = {
         "Build, sign and check SEV-SNP ID blocks (launch-time identity and enforcement).",
         {
             "snp": "cvmlaunch.cli._identity:ID_BLOCK_SNP",
-            "verify": "cvmlaunch.cli._identity:ID_BLOCK_VERIFY",
+            "verify": "cvmlaunch.cli._id_block_verify:ID_BLOCK_VERIFY",
         },
     ),
     "inspect": "cvmlaunch.cli._inspect:INSPECT",
@@ -201,7 +201,9 @@ class CvmLaunchGroup(LazyGroup):
         debug = False
         ctx: click.Context | None = None
         if sys.stdout is None:  # started with stdout closed (`cvmlaunch ... >&-`)
-            _error("standard output is closed")
+            from cvmlaunch.cli import _exit
+
+            _exit.error("standard output is closed")
             sys.exit(2)
         try:
             try:
@@ -211,65 +213,27 @@ class CvmLaunchGroup(LazyGroup):
                 code = 0
             except click.exceptions.Exit as done:  # --help, --version
                 code = done.exit_code
-            except click.ClickException as exc:
-                if debug:
-                    _print_traceback()
-                code = exc.exit_code
-                _error(_click_message(exc))
-            except CvmLaunchError as exc:
-                if debug:
-                    _print_traceback()
-                code = exc.exit_code
-                if isinstance(exc, ConfigError):
-                    command = ctx.meta.get(_RUNNING) if ctx is not None else None
-                    exc = exc.spelled(lambda setting: flag_for(command, setting))
-                _error(str(exc))
+            except (click.ClickException, CvmLaunchError) as exc:
+                from cvmlaunch.cli import _exit
+
+                command = ctx.meta.get(_RUNNING) if ctx is not None else None
+                code = _exit.failed(exc, command, debug)
             sys.stdout.flush()  # inside the try: a closed pipe shows here, not at exit
         except BrokenPipeError:
-            _silence_stdout()
-            code = 1
+            from cvmlaunch.cli import _exit
+
+            code = _exit.pipe_closed()
         except OSError as exc:
-            if not _stdout_failed(exc):
+            from cvmlaunch.cli import _exit
+
+            failed = _exit.output_failed(exc, debug)
+            if failed is None:
                 raise  # not ours to explain: a bug, with its traceback
-            _silence_stdout()
-            if debug:
-                _print_traceback()
-            _error(f"cannot write standard output: {exc.strerror or exc}")
-            code = 2
+            code = failed
         except KeyboardInterrupt:  # Ctrl-C: one line, the shell's code for SIGINT
             print("cvmlaunch: interrupted", file=sys.stderr)
             code = 130
         sys.exit(code)
-
-
-def _click_message(exc: click.ClickException) -> str:
-    """click's message for ``exc``, with where to find help for a usage error."""
-    message = exc.format_message()
-    if isinstance(exc, click.UsageError) and exc.ctx is not None:
-        message += f" (see '{exc.ctx.command_path} --help')"
-    return message
-
-
-def _error(message: str) -> None:
-    with contextlib.suppress(OSError, ValueError, AttributeError):  # stdout may be the problem
-        sys.stdout.flush()
-    print(f"cvmlaunch: error: {message}", file=sys.stderr)
-
-
-def _stdout_failed(exc: OSError) -> bool:
-    """Whether ``exc`` is a failed write to standard output (``> /dev/full``, an I/O error
-    on the terminal or the file): an OSError with no file name (the library turns every
-    OSError of a file it names into a CvmLaunchError) and a write's errno."""
-    import errno
-
-    writes = {errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG, errno.EBADF}
-    return exc.filename is None and exc.errno in writes
-
-
-def _print_traceback() -> None:
-    import traceback
-
-    traceback.print_exc()
 
 
 def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
@@ -312,17 +276,6 @@ def CLI(debug: bool) -> None:  # noqa: N802 - the command object, named like the
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Console-script entry point (``cvmlaunch``): run ``argv`` and exit."""
     CLI.main(argv, prog_name="cvmlaunch")
-
-
-def _silence_stdout() -> None:
-    """Point stdout at /dev/null: Python flushes it again at exit, which would raise again."""
-    try:
-        fd = sys.stdout.fileno()
-    except (OSError, ValueError):  # not a file (click's test runner): nothing flushes it
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, fd)
-    os.close(devnull)
 
 
 if __name__ == "__main__":  # pragma: no cover

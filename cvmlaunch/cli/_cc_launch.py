@@ -67,7 +67,7 @@ def run_firmware_launch(
 
     def on_log(log: MeasurementLog, text: str) -> None:
         if log_file is not None:
-            from cvmlaunch.files import write_output
+            from cvmlaunch.outputs import write_output
 
             write_output(log_file, text, what="the launch log", inputs=protect)
         what = "SNP launch digest" if req.tech == "snp" else "MRTD"

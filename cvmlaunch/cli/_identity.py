@@ -1,14 +1,15 @@
-"""``cvmlaunch id-block``: build, sign and check SEV-SNP ID blocks and ID auth structures.
+"""``cvmlaunch id-block snp``: build and sign SEV-SNP ID blocks and ID auth structures.
 
 ``id-block snp`` writes the 96-byte ID block and the 4096-byte ID auth (atomically) and
 prints them in base64 as QEMU's ``sev-snp-guest`` ``id-block=``/``id-auth=`` properties, with
-the key digests a verifier will see. ``id-block verify`` checks a pair. Private keys are read,
-used and never printed; ``--generate-key`` writes a new key with mode 0600.
+the key digests a verifier will see (``id-block verify``, which checks a pair, is
+:mod:`cvmlaunch.cli._id_block_verify`). Private keys are read, used and never printed;
+``--generate-key`` writes a new key with mode 0600.
 
 Rule: this module only composes. It reads the keys and the log (:mod:`cvmlaunch.files`), asks
 :func:`cvmlaunch.measure.id_sign.sign_launch` for the block and its auth (the library decides
 the digest, the policy and the fields), writes the files as one group
-(:func:`cvmlaunch.files.write_outputs`, in a directory :func:`cvmlaunch.files.
+(:func:`cvmlaunch.outputs.write_outputs`, in a directory :func:`cvmlaunch.files.
 created_directory` removes again if they fail) and prints.
 """
 
@@ -22,24 +23,23 @@ from typing import Any
 import click
 
 from cvmlaunch.cli._output import format_digest
-from cvmlaunch.cli._params import FILE, U32, DirPath, output_format_option
-from cvmlaunch.errors import CheckFailed, ConfigError
-from cvmlaunch.files import (
-    Output,
-    created_directory,
-    read_blob,
-    read_log,
-    read_small,
-    write_outputs,
+from cvmlaunch.cli._params import (
+    FILE,
+    DirPath,
+    id_block_field_options,
+    output_format_option,
 )
+from cvmlaunch.errors import ConfigError
+from cvmlaunch.files import created_directory, read_log, read_small
 from cvmlaunch.measure import id_sign, identity
+from cvmlaunch.outputs import Output, write_outputs
 from cvmlaunch.text import printable
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ec
 
-__all__ = ["ID_BLOCK_SNP", "ID_BLOCK_VERIFY", "id_block_snp", "id_block_verify"]
+__all__ = ["ID_BLOCK_SNP", "id_block_snp"]
 
 
 def _load_key(path: str, role: str) -> ec.EllipticCurvePrivateKey:
@@ -193,26 +193,7 @@ deterministic (RFC 6979). With --generate-key alone, only writes the key and pri
     help="write a new P-384 ID key to FILE (mode 0600) and use it as the ID key",
 )
 @click.option("--force", is_flag=True, help="let --generate-key replace an existing file")
-@click.option(
-    "--policy",
-    metavar="HEX",
-    help="SNP guest policy; must equal the launch policy [default: the log's, else 0x30000]",
-)
-@click.option(
-    "--family-id", default="00" * 16, metavar="HEX", help="FAMILY_ID (16 bytes) [default: zero]"
-)
-@click.option(
-    "--image-id", default="00" * 16, metavar="HEX", help="IMAGE_ID (16 bytes) [default: zero]"
-)
-@click.option(
-    "--version",
-    "block_version",
-    type=int,
-    default=1,
-    metavar="INT",
-    help="ID block VERSION (the ABI defines only 1) [default: 1]",
-)
-@click.option("--svn", type=U32, default=0, metavar="INT", help="GUEST_SVN (u32) [default: 0]")
+@id_block_field_options()
 @click.option(
     "--out-dir",
     type=DirPath(),
@@ -224,65 +205,3 @@ deterministic (RFC 6979). With --generate-key alone, only writes the key and pri
 @output_format_option("how to print the key digests (json: everything as one object)")
 def ID_BLOCK_SNP(**options: Any) -> None:  # noqa: N802
     id_block_snp(**options)
-
-
-def id_block_verify(id_block: str, id_auth: str, as_json: bool) -> None:
-    """Run ``id-block verify`` (see :data:`ID_BLOCK_VERIFY`).
-
-    Raises:
-        ImageError: a file that cannot be read or has the wrong size.
-        CheckFailed: a check failed (after every check is printed).
-    """
-    block_bytes = read_blob(id_block, identity.ID_BLOCK_SIZE, "ID block")
-    auth_bytes = read_blob(id_auth, identity.ID_AUTH_SIZE, "ID auth")
-    result = identity.verify_id_pair(block_bytes, auth_bytes)
-    auth, block = result.auth, result.block
-    if as_json:
-        out: dict[str, Any] = {
-            "ok": result.ok,
-            "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in result.checks],
-            "author_key_en": auth.has_author_key,
-            "id_key_digest": auth.id_key_digest.hex(),
-            "author_key_digest": auth.author_key_digest.hex(),
-        }
-        if block is not None:
-            out |= {
-                "measurement": block.ld.hex(),
-                "family_id": block.family_id.hex(),
-                "image_id": block.image_id.hex(),
-                "guest_svn": block.guest_svn,
-                "policy": f"{block.policy.value:#x}",
-            }
-        print(json.dumps(out, indent=2))
-    else:
-        for line in identity.describe_checks(result.checks):
-            print(line)
-        if block is not None:
-            print(f"measurement:       {block.ld.hex()}")
-            print(f"family-id:         {block.family_id.hex()}")
-            print(f"image-id:          {block.image_id.hex()}")
-            print(f"guest-svn:         {block.guest_svn}")
-            print(f"policy:            {block.policy.describe()}")
-        print(f"author-key-en:     {int(auth.has_author_key)}")
-        print(f"id-key-digest:     {auth.id_key_digest.hex()}")
-        print(f"author-key-digest: {auth.author_key_digest.hex()}")
-    if not result.ok:
-        names = ", ".join(c.name for c in result.failures)
-        raise CheckFailed(
-            f"{id_block} / {id_auth}: {len(result.failures)} check(s) failed: {names}"
-        )
-
-
-@click.command(
-    "verify",
-    short_help="Check an ID block / ID auth pair (raw or base64 files) as the firmware will.",
-    help="""Check an ID block / ID auth pair (raw or base64 files) as the firmware will.
-
-Checks the block fields, the algorithms, the curves, both signatures and that every
-reserved area is zero; prints the key digests a verifier will see. Exit 1 if a check fails.""",
-)
-@click.argument("id_block", metavar="ID_BLOCK", type=FILE)
-@click.argument("id_auth", metavar="ID_AUTH", type=FILE)
-@click.option("--json", "as_json", is_flag=True, help="print JSON instead of text")
-def ID_BLOCK_VERIFY(id_block: str, id_auth: str, as_json: bool) -> None:  # noqa: N802
-    id_block_verify(id_block, id_auth, as_json)

@@ -12,7 +12,7 @@ import json
 
 import click
 
-from cvmlaunch.cli._params import FILE
+from cvmlaunch.cli._params import FILE, json_option
 from cvmlaunch.files import map_file
 from cvmlaunch.image.report import build_report, render_text
 from cvmlaunch.text import printable
@@ -29,7 +29,7 @@ FILE is OVMF/TDVF flat firmware (full or code-only), an x86 ELF (firmware or vml
 a Linux bzImage. Numbers are hexadecimal in the table and integers in --json.""",
 )
 @click.argument("file", metavar="FILE", type=FILE)
-@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+@json_option("print JSON instead of a table")
 @click.option(
     "-m",
     "--memory",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cvmlaunch.cli._params import FILE
+from cvmlaunch.cli._params import FILE, json_option
 
 __all__ = ["CAPS", "kvm_caps"]
 
@@ -55,7 +55,7 @@ Also what it lacks (missing) and the memory backend a plain launch would use her
 friends are called; nothing is created.""",
     short_help="Show the VM types, guest_memfd flags and populate calls the host offers.",
 )
-@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+@json_option("print JSON instead of a table")
 @click.option(
     "--device",
     type=FILE,

@@ -20,8 +20,9 @@ import click
 
 from cvmlaunch.cli._params import FILE
 from cvmlaunch.errors import ConfigError, ImageError
-from cvmlaunch.files import Output, check_outputs, read_small, write_output
+from cvmlaunch.files import read_small
 from cvmlaunch.launch_settings import LaunchSettings, settings_from_toml
+from cvmlaunch.outputs import Output, check_outputs, write_output
 from cvmlaunch.technology import Technology
 from cvmlaunch.text import printable
 

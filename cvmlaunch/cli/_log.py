@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from typing import Any
 
 import click
 
 from cvmlaunch.cli._params import (
     FILE,
-    DirPath,
     firmware_dir_option,
+    json_option,
+    log_input_options,
     read_log,
     resolve_firmware,
     signed_by_options,
@@ -62,8 +64,9 @@ def verify(
         CheckFailed: a field differs, the signature does not verify, or (``require_inputs``)
             something could not be checked without inputs.
     """
-    from cvmlaunch.cli._tdx_rtmr import is_event_log, verify_event_log
+    from cvmlaunch.cli._tdx_rtmr import verify_event_log
     from cvmlaunch.files import find_by_digest, map_file
+    from cvmlaunch.fw_cfg_files import is_event_log
     from cvmlaunch.measure.log_check import check_log, cmdline_input_bytes, inputs_to_find
 
     if is_event_log(log_file):
@@ -72,16 +75,8 @@ def verify(
         verify_event_log(log_file, as_json=as_json)
         return
     log, signer = read_log(log_file, signed_by, signature)
-    given = {
-        role: path
-        for role, path in (
-            ("firmware", ovmf),
-            ("svsm", svsm),
-            ("kernel", kernel),
-            ("initrd", initrd),
-        )
-        if path is not None
-    }
+    roles = {"firmware": ovmf, "svsm": svsm, "kernel": kernel, "initrd": initrd}
+    given = {role: path for role, path in roles.items() if path is not None}
     files = given | find_by_digest(inputs, inputs_to_find(log.header, given), "inputs")
     with contextlib.ExitStack() as stack:
         buffers: dict[str, Buffer] = {
@@ -89,8 +84,12 @@ def verify(
         }
         if append is not None:
             buffers["cmdline"] = cmdline_input_bytes(log.header, append)
-        if acpi is not None:
-            buffers.update(_acpi_inputs(acpi))
+        if acpi is not None:  # the ACPI fw_cfg blobs, by the roles the log lists them under
+            from cvmlaunch.fw_cfg_files import read_acpi_dir
+            from cvmlaunch.measure.log_rtmr import ACPI_ROLES
+
+            blobs = read_acpi_dir(acpi, ACPI_ROLES)
+            buffers |= {ACPI_ROLES[name]: blob for name, blob in blobs.items()}
         result = check_log(log, buffers)
     if as_json:
         import json
@@ -111,21 +110,6 @@ def verify(
             f"{len(result.unchecked)} part(s) of {log_file} could not be checked without "
             "inputs (--require-inputs)"
         )
-
-
-def _acpi_inputs(directory: str) -> dict[str, bytes]:
-    """The ACPI fw_cfg blobs in ``directory`` (as ``measure tdx --acpi`` takes them), by the
-    roles a TDX log with RTMR events lists them under."""
-    from cvmlaunch.fw_cfg_files import read_fw_cfg_dir
-    from cvmlaunch.measure.log_rtmr import ACPI_ROLES
-
-    files = read_fw_cfg_dir(directory, tuple(ACPI_ROLES))
-    missing = [n for n in ACPI_ROLES if n not in files]
-    if missing:
-        raise ConfigError(
-            f"--acpi {directory}: no {', '.join(missing)} (as DIR/NAME or DIR/NAME/raw)"
-        )
-    return {ACPI_ROLES[name]: files[name] for name in ACPI_ROLES}
 
 
 @click.command(
@@ -154,65 +138,22 @@ RTMR0-3 and exits 1 naming each event whose digest its own data contradicts
     help="the firmware (checked against the log's hashes), to check the records it decides",
 )
 @firmware_dir_option()
-@click.option("--svsm", type=FILE, metavar="FILE", help="the SVSM image of an snp:svsm log")
-@click.option("--kernel", type=FILE, metavar="FILE", help="the kernel")
-@click.option("--initrd", type=FILE, metavar="FILE", help="the initrd")
-@click.option("--append", metavar="CMDLINE", help="the kernel command line")
-@click.option(
-    "--acpi",
-    type=DirPath(),
-    metavar="DIR",
-    help="the ACPI fw_cfg blobs of a TDX log with RTMR events (as measure tdx --acpi takes them)",
-)
-@click.option(
-    "--inputs",
-    "inputs",
-    type=DirPath(),
-    metavar="DIR",
-    multiple=True,
-    help="a directory where the log's inputs are found by their SHA-256 (repeatable)",
-)
+@log_input_options()
 @click.option(
     "--require-inputs",
     is_flag=True,
     help="exit 1 unless every field could be checked (all the inputs were at hand)",
 )
-@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@json_option()
 @signed_by_options()
-def VERIFY(  # noqa: N802
-    log_file: str,
-    ovmf: str | None,
-    firmware_dir: str | None,
-    svsm: str | None,
-    kernel: str | None,
-    initrd: str | None,
-    append: str | None,
-    acpi: str | None,
-    inputs: tuple[str, ...],
-    require_inputs: bool,
-    as_json: bool,
-    signed_by: str | None,
-    signature: str | None,
-) -> None:
-    verify(
-        log_file,
-        None if ovmf is None else resolve_firmware(ovmf, firmware_dir),
-        svsm=svsm,
-        kernel=kernel,
-        initrd=initrd,
-        append=append,
-        acpi=acpi,
-        inputs=inputs,
-        require_inputs=require_inputs,
-        as_json=as_json,
-        signed_by=signed_by,
-        signature=signature,
-    )
+def VERIFY(log_file: str, ovmf: str | None, firmware_dir: str | None, **given: Any) -> None:  # noqa: N802
+    verify(log_file, None if ovmf is None else resolve_firmware(ovmf, firmware_dir), **given)
 
 
 def diff(a: str, b: str, *, as_json: bool = False) -> None:
     """Run ``log diff`` (see :data:`DIFF`)."""
-    from cvmlaunch.cli._tdx_rtmr import diff_event_logs, is_event_log
+    from cvmlaunch.cli._tdx_rtmr import diff_event_logs
+    from cvmlaunch.fw_cfg_files import is_event_log
     from cvmlaunch.measure.log_diff import diff_logs
 
     if a == b == "-":
@@ -246,7 +187,7 @@ line: …"); exit 1 if the RTMRs they replay to differ.""",
 )
 @click.argument("a", metavar="A", type=FILE)
 @click.argument("b", metavar="B", type=FILE)
-@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@json_option()
 def DIFF(a: str, b: str, as_json: bool) -> None:  # noqa: N802
     diff(a, b, as_json=as_json)
 

@@ -14,8 +14,9 @@ __all__ = ["SIGN", "sign"]
 def sign(log_file: str, key: str, output: str | None = None) -> None:
     """Run ``log sign``: write a DSSE envelope over the log's exact bytes (default
     ``LOG.dsse``). The log is read first (a file that is not a log is refused)."""
-    from cvmlaunch.files import read_log_bytes, read_small, write_output
+    from cvmlaunch.files import read_log_bytes, read_small
     from cvmlaunch.measure.log_sign import key_id, load_private_key, sign_log
+    from cvmlaunch.outputs import write_output
 
     private = load_private_key(read_small(key, "private key"), key)
     log_bytes, _ = read_log_bytes(log_file)  # a log, or a one-line error

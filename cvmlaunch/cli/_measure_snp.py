@@ -10,7 +10,6 @@ is written atomically. Exit 0 ok, 1 ``--expect`` mismatch, 2 bad input.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from typing import Any
 
 import click
@@ -18,28 +17,30 @@ import click
 from cvmlaunch.cli._params import (
     ANY_INT,
     FILE,
-    Completing,
+    FPU_INITS,
+    SEV_MODES,
+    VMMS,
+    direct_boot_options,
+    expect_option,
     firmware_dir_option,
+    log_option,
     output_format_option,
     resolve_firmware,
+    snp_identity_options,
+    vcpu_options,
+    vmm_type_option,
 )
 from cvmlaunch.errors import ConfigError, MeasurementMismatch
-from cvmlaunch.vcpu_signature import VCPU_TYPES, resolve_vcpu_signature
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from cvmlaunch.measure.log import LogInput
-    from cvmlaunch.measure.snp_predict import SnpPrediction
+    from cvmlaunch.measure.snp_predict import SnpInputs, SnpPrediction
 
-__all__ = ["MEASURE_SNP", "measure_snp"]
+__all__ = ["FPU_INITS", "MEASURE_SNP", "MODES", "VMMS", "measure_snp"]
 
-
-# The values of cvmlaunch.measure.snp.SevMode, plan.vmsa.VmmType and FpuInit, spelled out so
-# that building the command does not import the measurement code (tests check they agree).
-MODES = ["snp", "snp:ovmf-hash", "snp:svsm", "seves", "sev"]
-VMMS = ["QEMU", "ec2", "gce"]
-FPU_INITS = ["init2", "legacy"]
-
+#: The choices of --mode, --vmm-type, --fpu-init (:mod:`cvmlaunch.cli._params`).
+MODES = SEV_MODES
 
 _HELP = """Predict the SEV-SNP launch digest (or SEV / SEV-ES GCTX.LD) of an OVMF guest.
 
@@ -69,29 +70,9 @@ digest. An ID block must verify and carry this digest and policy, or the exit is
     help="OVMF image (mapped to end at 4 GiB)",
 )
 @firmware_dir_option()
-@click.option("--vcpus", type=ANY_INT, metavar="N", help="number of vCPUs (1..4096); one VMSA each")
-@click.option(
-    "--vcpu-type",
-    type=Completing(list(VCPU_TYPES)),
-    metavar="NAME",
-    help=f"QEMU CPU model ({', '.join(VCPU_TYPES)})",
-)
-@click.option(
-    "--vcpu-sig", type=ANY_INT, metavar="INT", help="vCPU signature (CPUID 1 EAX), e.g. 0xa00f11"
-)
-@click.option(
-    "--vcpu-family",
-    type=ANY_INT,
-    metavar="INT",
-    help="vCPU family (with --vcpu-model/--vcpu-stepping)",
-)
-@click.option("--vcpu-model", type=ANY_INT, metavar="INT", help="vCPU model")
-@click.option("--vcpu-stepping", type=ANY_INT, metavar="INT", help="vCPU stepping")
-@click.option(
-    "--vmm-type",
-    type=click.Choice(VMMS),
-    default="QEMU",
-    help="VMM whose vCPU state and page types to follow (ec2/gce ignore --vcpu-*) [default: QEMU]",
+@vcpu_options()
+@vmm_type_option(
+    "VMM whose vCPU state and page types to follow (ec2/gce ignore --vcpu-*) [default: QEMU]"
 )
 @click.option(
     "--guest-features",
@@ -107,9 +88,7 @@ digest. An ID block must verify and carry this digest and policy, or the exit is
     "9.1+'s default SEV-ES launch; any VM on older kernels) [default: init2 for snp modes, "
     "legacy for seves]",
 )
-@click.option("--kernel", type=FILE, metavar="FILE", help="kernel (measured direct boot)")
-@click.option("--initrd", type=FILE, metavar="FILE", help="initrd (with --kernel)")
-@click.option("--append", metavar="CMDLINE", help="kernel command line (with --kernel)")
+@direct_boot_options()
 @click.option(
     "--kernel-sha256",
     metavar="HEX",
@@ -123,73 +102,31 @@ digest. An ID block must verify and carry this digest and policy, or the exit is
 )
 @click.option("--vars-file", type=FILE, metavar="FILE", help="firmware vars file (snp:svsm)")
 @output_format_option()
-@click.option(
-    "--log",
-    "log_path",
-    type=FILE,
-    metavar="FILE",
-    help="write the launch log ('-': standard output, the log alone)",
-)
-@click.option("--expect", metavar="HEX", help="exit 1 unless the digest equals HEX")
-@click.option(
-    "--policy",
-    metavar="HEX",
-    help="SNP guest policy for the launch (recorded, not measured) [default: 0x30000, QEMU's]",
-)
-@click.option(
-    "--host-data",
-    metavar="HEX",
-    help="SNP HOST_DATA, 32 bytes (recorded, not measured) [default: zero]",
-)
-@click.option(
-    "--id-block",
-    type=FILE,
-    metavar="FILE",
-    help="SNP ID block (96 bytes, raw or base64), checked against the digest and the policy",
-)
-@click.option(
-    "--id-auth",
-    type=FILE,
-    metavar="FILE",
-    help="SNP ID auth (4096 bytes, raw or base64), with --id-block",
-)
-def MEASURE_SNP(firmware_dir: str | None, ovmf: str, **options: Any) -> None:  # noqa: N802
-    measure_snp(ovmf=resolve_firmware(ovmf, firmware_dir), **options)
-
-
-def measure_snp(
-    mode: str,
+@log_option()
+@expect_option("exit 1 unless the digest equals HEX")
+@snp_identity_options()
+def MEASURE_SNP(  # noqa: N802
+    firmware_dir: str | None,
     ovmf: str,
-    vcpus: int | None,
-    vcpu_type: str | None,
-    vcpu_sig: int | None,
-    vcpu_family: int | None,
-    vcpu_model: int | None,
-    vcpu_stepping: int | None,
-    vmm_type: str,
-    guest_features: int | None,
-    fpu_init: str | None,
-    kernel: str | None,
-    initrd: str | None,
-    append: str | None,
-    kernel_sha256: str | None,
-    initrd_sha256: str | None,
-    snp_ovmf_hash: str | None,
-    svsm: str | None,
-    vars_size: int | None,
-    vars_file: str | None,
     output_format: str,
     log_path: str | None,
     expect: str | None,
-    policy: str | None,
-    host_data: str | None,
-    id_block: str | None,
-    id_auth: str | None,
+    **given: Any,
 ) -> None:
-    """Run ``measure snp`` (arguments as the options; see :data:`MEASURE_SNP`)."""
+    from cvmlaunch.measure.snp_predict import SnpInputs
+
+    inputs = SnpInputs(ovmf=resolve_firmware(ovmf, firmware_dir), **given)
+    measure_snp(inputs, output_format=output_format, log_path=log_path, expect=expect)
+
+
+def measure_snp(
+    given: SnpInputs, *, output_format: str = "hex", log_path: str | None, expect: str | None
+) -> None:
+    """Run ``measure snp`` (see :data:`MEASURE_SNP`): ``given`` the prediction's inputs."""
     # The initrd's SHA-256 is the longest piece of work, and one stream: start it and the
     # kernel's now, so that the imports, the checks and the firmware run beside them. A file
     # that cannot be read is reported where its digest is needed, after the option checks.
+    kernel, initrd = given.kernel, given.initrd
     if kernel == "-" and initrd == "-":
         raise ConfigError("--kernel and --initrd cannot both be standard input ('-')")
     from cvmlaunch import files
@@ -198,77 +135,32 @@ def measure_snp(
         None if kernel is None else (kernel, "--kernel"),
         None if initrd is None else (initrd, "--initrd"),
     )
-    from cvmlaunch.layout import SNP_HOST_DATA_SIZE as HOST_DATA
-    from cvmlaunch.layout import SNP_ID_AUTH_SIZE as ID_AUTH
-    from cvmlaunch.layout import SNP_ID_BLOCK_SIZE as ID_BLOCK
-    from cvmlaunch.layout import parse_hex_bytes as hex_
+    from cvmlaunch.layout import SNP_ID_AUTH_SIZE, SNP_ID_BLOCK_SIZE, parse_hex_bytes
     from cvmlaunch.measure.snp import SevMode
-    from cvmlaunch.measure.snp_predict import SnpRequest, digest_size, predict
-    from cvmlaunch.plan.vmsa import FpuInit, VmmType
+    from cvmlaunch.measure.snp_predict import digest_size, predict
 
-    sev_mode = SevMode(mode)
-    expected = None if expect is None else hex_(expect, digest_size(sev_mode), "expect")
-    seed = None if snp_ovmf_hash is None else hex_(snp_ovmf_hash, 48, "snp_ovmf_hash")
-    if kernel is not None and kernel_sha256 is not None:
-        raise ConfigError("give --kernel or --kernel-sha256, not both")
-    if initrd is not None and initrd_sha256 is not None:
-        raise ConfigError("give --initrd or --initrd-sha256, not both")
-    k_sha = None if kernel_sha256 is None else hex_(kernel_sha256, 32, "kernel_sha256")
-    i_sha = None if initrd_sha256 is None else hex_(initrd_sha256, 32, "initrd_sha256")
-    cmdline = None
-    if append is not None:
-        from cvmlaunch.plan.sev_hashes import cmdline_bytes
-
-        cmdline = cmdline_bytes(append)
-    guest_policy = None
-    if policy is not None:
-        from cvmlaunch.snp_policy import GuestPolicy
-
-        guest_policy = GuestPolicy.parse(policy)
-    # What the files give (the kernel's and initrd's digests, the vars size, the ID block and
-    # auth) stands in as zeros for the first check, so that a bad option is reported before
-    # an unreadable file; the files replace the stand-ins below.
-    vars_given = vars_size if vars_file is None else 0
-    if vars_size is not None and vars_file is not None and sev_mode is SevMode.SNP_SVSM:
-        vars_given = None  # "needs exactly one of --vars-size or --vars-file"
-    request = SnpRequest(
-        mode=sev_mode,
-        vcpus=vcpus,
-        vcpu_sig=resolve_vcpu_signature(
-            vcpu_type, vcpu_sig, vcpu_family, vcpu_model, vcpu_stepping
-        ),
-        vmm=VmmType(vmm_type),
-        guest_features=guest_features,
-        fpu=None if fpu_init is None else FpuInit(fpu_init),
-        kernel_sha256=bytes(32) if kernel is not None else k_sha,
-        initrd_sha256=bytes(32) if initrd is not None else i_sha,
-        cmdline=cmdline,
-        ovmf_hash=seed,
-        svsm=svsm is not None,
-        vars_size=vars_given,
-        policy=guest_policy,
-        host_data=None if host_data is None else hex_(host_data, HOST_DATA, "host_data"),
-        id_block=None if id_block is None else bytes(ID_BLOCK),
-        id_auth=None if id_auth is None else bytes(ID_AUTH),
-        id_source=f"{id_block} / {id_auth}",
-        # the identity only shows in the log and JSON: skip it (and its imports) for hex
-        record_identity=log_path is not None or output_format == "json",
-        log=log_path is not None,
-    )
-    # every file this run reads: an output may be none of them (same device and inode)
-    read = [p for p in (ovmf, kernel, initrd, svsm, vars_file, id_block, id_auth) if p]
+    sev_mode = SevMode(given.mode)
+    size = digest_size(sev_mode)
+    expected = None if expect is None else parse_hex_bytes(expect, size, "expect")
+    # the identity only shows in the log and JSON: skip it (and its imports) for hex
+    as_text = log_path is None and output_format != "json"
+    request = given.request(record_identity=not as_text, log=log_path is not None)
+    read = given.files  # an output may be none of them (same device and inode)
     if log_path is not None:  # refused before the firmware is measured
-        files.check_outputs([files.Output(log_path, b"", what="the launch log")], inputs=read)
+        from cvmlaunch.outputs import Output, check_outputs, write_output
+
+        check_outputs([Output(log_path, b"", what="the launch log")], inputs=read)
     (k_size, k_file), (i_size, i_file) = streams.result()
-    request = dataclasses.replace(
+    id_block, id_auth, vars_file = given.id_block, given.id_auth, given.vars_file
+    request = given.with_files(
         request,
-        kernel_sha256=k_file or k_sha,
-        initrd_sha256=i_file or i_sha,
-        vars_size=request.vars_size
-        if vars_file is None
-        else files.file_size(vars_file, "--vars-file"),
-        id_block=None if id_block is None else files.read_blob(id_block, ID_BLOCK, "ID block"),
-        id_auth=None if id_auth is None else files.read_blob(id_auth, ID_AUTH, "ID auth"),
+        kernel_sha256=k_file,
+        initrd_sha256=i_file,
+        vars_size=None if vars_file is None else files.file_size(vars_file, "--vars-file"),
+        id_block=None
+        if id_block is None
+        else files.read_blob(id_block, SNP_ID_BLOCK_SIZE, "ID block"),
+        id_auth=None if id_auth is None else files.read_blob(id_auth, SNP_ID_AUTH_SIZE, "ID auth"),
     )
     inputs: list[LogInput] = []
     if request.log:
@@ -281,15 +173,15 @@ def measure_snp(
     with contextlib.ExitStack() as stack:
         from cvmlaunch.image.ovmf import parse_ovmf
 
-        image = parse_ovmf(stack.enter_context(files.map_file(ovmf)), name=ovmf)
-        svsm_image = None
-        if svsm is not None:
-            svsm_image = parse_ovmf(stack.enter_context(files.map_file(svsm)), name=svsm)
-        result = predict(image, request, svsm=svsm_image, inputs=inputs)
+        image = parse_ovmf(stack.enter_context(files.map_file(given.ovmf)), name=given.ovmf)
+        svsm = None
+        if given.svsm is not None:
+            svsm = parse_ovmf(stack.enter_context(files.map_file(given.svsm)), name=given.svsm)
+        result = predict(image, request, svsm=svsm, inputs=inputs)
     if result.log is not None and log_path is not None:
         from cvmlaunch.measure.log import dumps_log
 
-        files.write_output(log_path, dumps_log(result.log), what="the launch log", inputs=read)
+        write_output(log_path, dumps_log(result.log), what="the launch log", inputs=read)
     if log_path != "-":  # with --log -, stdout is the log alone (its footer has the digest)
         _print(result, output_format, sev_mode)
     if expected is not None and expected != result.digest:

@@ -21,42 +21,25 @@ import click
 
 from cvmlaunch.cli._params import (
     FILE,
-    Completing,
-    DirPath,
+    expect_option,
     firmware_dir_option,
+    log_option,
     output_format_option,
     resolve_firmware,
+    tdx_guest_options,
+    tdx_owner_options,
 )
 from cvmlaunch.errors import ConfigError, MeasurementMismatch
-from cvmlaunch.files import Output, check_outputs, map_file
+from cvmlaunch.files import map_file
 from cvmlaunch.layout import parse_hex_bytes
 from cvmlaunch.measure.tdx import MRTD_SIZE, PageOrder
+from cvmlaunch.outputs import Output, check_outputs
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from cvmlaunch.measure.tdx_predict import TdxPrediction
 
 __all__ = ["MEASURE_TDX", "measure_tdx"]
-
-
-def _json_result(result: TdxPrediction, firmware: str) -> str:
-    m = result.measurement
-    doc: dict[str, Any] = {
-        "technology": "tdx",
-        "digest": m.mrtd.hex(),
-        "mrtd": m.mrtd.hex(),
-        "settings": result.settings,
-        "firmware": {"name": firmware, "sha256": result.firmware_sha256.hex()},
-        "page_add": m.page_adds,
-        "mr_extend": m.mr_extends,
-    }
-    if result.log is not None:
-        doc["log_records"] = len(m.log)
-    if result.rtmrs is not None:
-        from cvmlaunch.cli._tdx_rtmr import rtmr_fields
-
-        doc |= rtmr_fields(result.rtmrs)
-    return json.dumps(doc, sort_keys=True)
 
 
 def _guest_given(guest: dict[str, Any]) -> bool:
@@ -79,22 +62,12 @@ def measure_tdx(
 ) -> None:
     """Run ``measure tdx`` (arguments as the options; see :data:`MEASURE_TDX`)."""
     from cvmlaunch.launch_identity import TdxLaunchIdentity
-    from cvmlaunch.layout import TDX_MR_SIZE
     from cvmlaunch.measure.tdx_predict import TdxRequest, predict
 
     expected = parse_hex_bytes(expect, MRTD_SIZE, "expect") if expect is not None else None
     if guest.get("kernel") is None and (_guest_given(guest) or event_log is not None):
         raise ConfigError("--memory, --initrd, --append, --acpi, … describe a guest: give --kernel")
-    owner = TdxLaunchIdentity(
-        *(
-            bytes(TDX_MR_SIZE) if v is None else parse_hex_bytes(v, TDX_MR_SIZE, name)
-            for name, v in (
-                ("mrconfigid", mrconfigid),
-                ("mrowner", mrowner),
-                ("mrownerconfig", mrownerconfig),
-            )
-        )
-    )
+    owner = TdxLaunchIdentity.from_hex(mrconfigid, mrowner, mrownerconfig)
     if log_path == "-" and event_log == "-":
         raise ConfigError("--log - and --event-log - would both be standard output")
     inputs = [firmware, *(guest[k] for k in ("kernel", "initrd") if guest.get(k) is not None)]
@@ -124,7 +97,7 @@ def measure_tdx(
     if "-" in (log_path, event_log):  # stdout is that output alone
         pass
     elif output_format == "json":
-        print(_json_result(result, firmware))
+        print(json.dumps(result.json_doc(firmware), sort_keys=True))
     else:
         from cvmlaunch.cli._output import format_digest
 
@@ -147,11 +120,12 @@ def _write(
 
         outputs.append(Output(log_path, dumps_log(result.log), what="the launch log"))
     if event_log is not None and result.rtmrs is not None:
-        from cvmlaunch.cli._tdx_rtmr import event_log_text
+        from cvmlaunch.measure.rtmr import cel_json
 
-        outputs.append(Output(event_log, event_log_text(result.rtmrs), what="the RTMR event log"))
+        text = cel_json(result.rtmrs.events)
+        outputs.append(Output(event_log, text, what="the RTMR event log"))
     if outputs:
-        from cvmlaunch.files import write_outputs
+        from cvmlaunch.outputs import write_outputs
 
         write_outputs(outputs, inputs=inputs)
 
@@ -187,70 +161,14 @@ base64 output each value is then a line 'NAME VALUE'."""
     help="older page order: per section all PAGE.ADDs, then all MR.EXTENDs (QEMU 8.x / "
     "pre-upstream KVM TDX) [default: per page (Linux >= 6.16, QEMU >= 10.1)]",
 )
-@click.option(
-    "--log",
-    "log_path",
-    type=FILE,
-    metavar="FILE",
-    help="write the launch log here ('-': standard output, the log alone); with --kernel it "
-    "carries the RTMR events too",
+@log_option(
+    "write the launch log here ('-': standard output, the log alone); with --kernel it "
+    "carries the RTMR events too"
 )
-@click.option("--expect", metavar="HEX", help="expected MRTD (hex); exit 1 if it differs")
+@expect_option("expected MRTD (hex); exit 1 if it differs")
 @output_format_option("how to print the MRTD")
-@click.option(
-    "--mrconfigid",
-    metavar="HEX",
-    help="MRCONFIGID, 48 bytes (recorded, not measured) [default: zero]",
-)
-@click.option("--mrowner", metavar="HEX", help="MROWNER, 48 bytes [default: zero]")
-@click.option("--mrownerconfig", metavar="HEX", help="MROWNERCONFIG, 48 bytes [default: zero]")
-@click.option(
-    "--kernel",
-    type=FILE,
-    metavar="FILE",
-    help="EFI-stub bzImage given to QEMU's -kernel: predict RTMR0-2 too (docs/tdx-rtmr.md)",
-)
-@click.option("--initrd", type=FILE, metavar="FILE", help="initrd (-initrd)")
-@click.option("--append", metavar="TEXT", help="kernel command line (-append)  [default: empty]")
-@click.option(
-    "-m", "--memory", metavar="SIZE", help="guest RAM as QEMU's -m takes it: 4G, 4096 (MiB)"
-)
-@click.option(
-    "--acpi",
-    type=DirPath(),
-    metavar="DIR",
-    help="QEMU's ACPI fw_cfg files etc/table-loader, etc/acpi/rsdp, etc/acpi/tables (a copy of "
-    "a TD's /sys/firmware/qemu_fw_cfg/by_name works as it is); without it RTMR0 is not predicted",
-)
-@click.option(
-    "--kernel-loading",
-    type=Completing(["patched", "raw"]),
-    metavar="patched|raw",
-    help="how OVMF gets the kernel: QEMU < 10.2 header-patched, or the file as given "
-    "[default: raw for edk2 >= 2025.02 firmware, else required]",
-)
-@click.option(
-    "--secure-boot-vars",
-    type=DirPath(),
-    metavar="DIR",
-    help="PK, KEK, db, dbx, SecureBoot variable data (files, or efivarfs NAME-GUID) "
-    "[default: the firmware's own varstore]",
-)
-@click.option(
-    "--edk2",
-    metavar="YYYY.MM",
-    help="the edk2 release of the firmware, where the image cannot tell (the RTMR event set "
-    "changed in 2024.11, 2025.02, 2025.05, 2025.08)",
-)
-@click.option(
-    "--stub-measures",
-    type=Completing(["auto", "yes", "no"]),
-    metavar="auto|yes|no",
-    default="auto",
-    show_default=True,
-    help="whether the kernel's EFI stub measures the command line and initrd into RTMR2 "
-    "(auto: from the kernel)",
-)
+@tdx_owner_options()
+@tdx_guest_options()
 @click.option(
     "--event-log",
     type=FILE,

@@ -1,5 +1,5 @@
 """Output helpers for the CLI: digest formatting (files are written by
-:func:`cvmlaunch.files.write_outputs`)."""
+:func:`cvmlaunch.outputs.write_outputs`)."""
 
 from __future__ import annotations
 

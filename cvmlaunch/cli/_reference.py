@@ -59,14 +59,15 @@ def reference_values(
     values = ReferenceValues.from_log(parsed)
     rtmrs = None
     if parsed.events:
-        from cvmlaunch.cli._tdx_rtmr import launch_log_rtmrs
+        from cvmlaunch.measure.rtmr import launch_log_rtmrs
 
         rtmrs = launch_log_rtmrs(parsed, log)
     if rtmr_events is not None:
-        from cvmlaunch.cli._tdx_rtmr import event_log_rtmrs
         from cvmlaunch.errors import CheckFailed
+        from cvmlaunch.fw_cfg_files import read_rtmr_events
+        from cvmlaunch.measure.rtmr import checked_rtmrs
 
-        given = event_log_rtmrs(rtmr_events)
+        given = checked_rtmrs(read_rtmr_events(rtmr_events), rtmr_events)
         if rtmrs is not None and given != rtmrs:
             raise CheckFailed(f"{log} and {rtmr_events} replay to different RTMRs")
         rtmrs = given

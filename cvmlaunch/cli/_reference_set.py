@@ -2,8 +2,9 @@
 them from inputs and ranges (``reference-values snp …``, ``reference-values tdx …``).
 
 The group: a first argument that names a subcommand (``snp``, ``tdx``) or asks for help runs
-the group; anything else is the LOG form (a log file literally called ``snp`` is ``./snp``).
-The LOG command is imported from :mod:`cvmlaunch.cli._reference` only when it runs.
+the group; anything else is the LOG form (a log file literally called ``snp`` is ``./snp``):
+:class:`cvmlaunch.cli._groups.ReferenceValuesGroup`. The LOG command is imported from
+:mod:`cvmlaunch.cli._reference` only when it runs.
 
 No network access is made. The library does the work
 (:mod:`cvmlaunch.measure.reference_set`: the ranges, the page orders, the set and its
@@ -13,34 +14,38 @@ files and prints.
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Sequence
 from contextlib import ExitStack
-from typing import Any
 
 import click
 
+from cvmlaunch.cli._groups import ReferenceValuesGroup
 from cvmlaunch.cli._params import (
     ANY_INT,
     FILE,
     Completing,
+    direct_boot_options,
     firmware_dir_option,
     resolve_firmware,
+    vcpu_type_option,
+    vmm_type_option,
 )
 from cvmlaunch.errors import ConfigError
-from cvmlaunch.vcpu_signature import VCPU_TYPES
 
 TYPE_CHECKING = False  # imports for annotations only
 if TYPE_CHECKING:
     from cvmlaunch.layout import Buffer
 
-__all__ = ["REFERENCE_VALUES", "REFERENCE_VALUES_SNP", "REFERENCE_VALUES_TDX"]
+__all__ = [
+    "REFERENCE_VALUES",
+    "REFERENCE_VALUES_SNP",
+    "REFERENCE_VALUES_TDX",
+    "ReferenceValuesGroup",
+]
 
 #: The ``reference-values LOG`` command (``module:attribute``), imported when it runs.
 LOG_COMMAND = "cvmlaunch.cli._reference:REFERENCE_VALUES"
-#: Where the group keeps the arguments of the LOG form between parsing and invoking.
-_LOG_FORM = "cvmlaunch.reference-values.log-form"
 _FORMATS = ("json", "trustee", "snpguest", "go-sev-guest", "go-tdx-guest")
 _FORMAT_HELP = (
     "json (our set document, which `report check --reference-values` reads), Trustee RVPS "
@@ -89,24 +94,15 @@ counts ascending. No network access is made.""",
 )
 @firmware_dir_option()
 @click.option("--vcpus", required=True, metavar="RANGES", help="vCPU counts, e.g. 1-16,32,64")
-@click.option(
-    "--vcpu-type",
+@vcpu_type_option(
     "vcpu_types",
     multiple=True,
     required=True,
-    type=Completing(list(VCPU_TYPES)),
     metavar="NAME[,NAME...]",
     help="QEMU CPU models (repeat or comma-separate)",
 )
-@click.option("--kernel", type=FILE, help="kernel (measured direct boot)")
-@click.option("--initrd", type=FILE, help="initrd (with --kernel)")
-@click.option("--append", metavar="CMDLINE", help="kernel command line (with --kernel)")
-@click.option(
-    "--vmm-type",
-    type=click.Choice(["QEMU", "ec2", "gce"]),
-    default="QEMU",
-    help="VMM whose vCPU state and page types to follow [default: QEMU]",
-)
+@direct_boot_options(file_metavar=None)
+@vmm_type_option("VMM whose vCPU state and page types to follow [default: QEMU]")
 @click.option(
     "--guest-features",
     type=ANY_INT,
@@ -194,37 +190,6 @@ def REFERENCE_VALUES_TDX(  # noqa: N802
     with ExitStack() as stack:
         result = tdx_reference_set(_map_firmwares(stack, firmware, firmware_dir), orders=chosen)
     click.echo(result.render(fmt))
-
-
-class ReferenceValuesGroup(click.Group):
-    """A group whose subcommands run as usual, and whose other first arguments run the
-    command ``log_command`` (``module:attribute``, imported then) as if it were the group:
-    ``cvmlaunch reference-values LOG [--format F]`` keeps its usage line and errors."""
-
-    def __init__(self, *args: Any, log_command: str, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.log_command = log_command
-
-    def _log_form(self) -> click.Command:
-        module, _, attribute = self.log_command.partition(":")
-        command: Any = getattr(importlib.import_module(module), attribute)
-        if not isinstance(command, click.Command):  # pragma: no cover - registry error
-            raise TypeError(f"{self.log_command} is not a click command")
-        return command
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
-            ctx.meta[_LOG_FORM] = list(args)
-            return []
-        return super().parse_args(ctx, args)
-
-    def invoke(self, ctx: click.Context) -> Any:
-        args = ctx.meta.pop(_LOG_FORM, None)
-        if args is None:
-            return super().invoke(ctx)
-        command = self._log_form()
-        with command.make_context(ctx.info_name, args, parent=ctx.parent) as sub:
-            return command.invoke(sub)
 
 
 REFERENCE_VALUES = ReferenceValuesGroup(

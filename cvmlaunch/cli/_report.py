@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from cvmlaunch.cli._params import FILE
+from cvmlaunch.cli._params import FILE, json_option
 from cvmlaunch.errors import CheckFailed, ConfigError
 
 TYPE_CHECKING = False
@@ -59,7 +59,7 @@ malformed report or input.""",
 )
 @click.option("--vcek", type=FILE, help="VCEK (or VLEK) certificate, PEM or DER")
 @click.option("--cert-chain", "cert_chain", type=FILE, help="ASK and ARK certificates, PEM")
-@click.option("--json", "as_json", is_flag=True, help="print the outcome as JSON")
+@json_option("print the outcome as JSON")
 def REPORT_CHECK(  # noqa: N802
     report: str,
     log: str | None,

@@ -578,6 +578,46 @@ class IdVerification:
         """The checks that did not hold."""
         return tuple(c for c in self.checks if not c.ok)
 
+    def to_json(self) -> dict[str, object]:
+        """The checks, the key digests and (when valid) the block's fields, as JSON values."""
+        auth, block = self.auth, self.block
+        out: dict[str, object] = {
+            "ok": self.ok,
+            "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks],
+            "author_key_en": auth.has_author_key,
+            "id_key_digest": auth.id_key_digest.hex(),
+            "author_key_digest": auth.author_key_digest.hex(),
+        }
+        if block is not None:
+            out |= {
+                "measurement": block.ld.hex(),
+                "family_id": block.family_id.hex(),
+                "image_id": block.image_id.hex(),
+                "guest_svn": block.guest_svn,
+                "policy": f"{block.policy.value:#x}",
+            }
+        return out
+
+    def lines(self) -> list[str]:
+        """The checks (:func:`describe_checks`), then the block's fields and the key digests,
+        one per line."""
+        auth, block = self.auth, self.block
+        out = describe_checks(self.checks)
+        if block is not None:
+            out += [
+                f"measurement:       {block.ld.hex()}",
+                f"family-id:         {block.family_id.hex()}",
+                f"image-id:          {block.image_id.hex()}",
+                f"guest-svn:         {block.guest_svn}",
+                f"policy:            {block.policy.describe()}",
+            ]
+        return [
+            *out,
+            f"author-key-en:     {int(auth.has_author_key)}",
+            f"id-key-digest:     {auth.id_key_digest.hex()}",
+            f"author-key-digest: {auth.author_key_digest.hex()}",
+        ]
+
 
 def _verify_sig(
     public: EcdsaPublicKey, sig: EcdsaSignature, message: bytes, what: str

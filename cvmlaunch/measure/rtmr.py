@@ -28,17 +28,21 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from cvmlaunch.errors import LogFormatError
+from cvmlaunch.errors import CheckFailed, LogFormatError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
+
+    from cvmlaunch.measure.log import MeasurementLog
 
 __all__ = [
     "RTMR_COUNT",
     "SHA384_SIZE",
     "EventType",
     "RtmrEvent",
+    "cel_json",
+    "checked_rtmrs",
     "describe_event",
     "event_from_record",
     "event_record",
@@ -47,6 +51,8 @@ __all__ = [
     "extend",
     "first_difference",
     "inconsistent_events",
+    "launch_log_rtmrs",
+    "present_rtmrs",
     "replay",
     "sha384",
 ]
@@ -346,3 +352,46 @@ def inconsistent_events(events: Sequence[RtmrEvent]) -> list[str]:
         if sha384(measured) != e.digest:
             out.append(f"event {n} ({e.description}): the digest is not SHA-384 of its data")
     return out
+
+
+def present_rtmrs(events: Sequence[RtmrEvent]) -> tuple[bytes | None, ...]:
+    """RTMR0-3 ``events`` replay to, None for a register no event extends (not predicted, so
+    not to be checked)."""
+    present = {e.rtmr for e in events}
+    return tuple(r if i in present else None for i, r in enumerate(replay(events)))
+
+
+def checked_rtmrs(events: Sequence[RtmrEvent], name: str) -> tuple[bytes | None, ...]:
+    """:func:`present_rtmrs` of the RTMR event log ``name``, after checking every digest its
+    events' own data fixes.
+
+    Raises:
+        CheckFailed: an event's digest contradicts its data.
+    """
+    problems = inconsistent_events(events)
+    if problems:
+        raise CheckFailed(f"{name}: {problems[0]}")
+    return present_rtmrs(events)
+
+
+def launch_log_rtmrs(log: MeasurementLog, name: str) -> tuple[bytes | None, ...]:
+    """RTMR0-3 a launch log's RTMR events replay to (None for a register no event extends),
+    after checking every digest the events' own data fixes and the footer's RTMRs.
+
+    Raises:
+        CheckFailed: an event contradicts its data, or the events do not replay to the footer.
+    """
+    problems = inconsistent_events(log.events)
+    if problems:
+        raise CheckFailed(f"{name}: RTMR {problems[0]}")
+    regs = present_rtmrs(log.events)
+    if regs != log.footer.rtmrs:
+        raise CheckFailed(f"{name}: the RTMR events do not replay to the footer's RTMRs")
+    return regs
+
+
+def cel_json(events: Sequence[RtmrEvent]) -> str:
+    """The events as TCG CEL-JSON text (one array, canonical key order), newline-terminated."""
+    import json
+
+    return json.dumps(events_to_cel(events), sort_keys=True, indent=1) + "\n"

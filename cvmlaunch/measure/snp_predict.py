@@ -11,6 +11,10 @@ folds it (:mod:`cvmlaunch.measure.snp_chain`, :mod:`cvmlaunch.measure.sev`): no 
 logic of its own. Images come parsed, file
 digests computed (:mod:`cvmlaunch.files`); nothing here touches the OS.
 
+Rule 3: :class:`SnpInputs` is a request as a command line gives it (text, file names): one
+object from the CLI, parsed and checked here (:meth:`SnpInputs.request`), its files read by the
+caller.
+
 Start-up time: the log model, the SEV code, the kernel hashes and the launch identity are
 imported only when a request needs them.
 """
@@ -35,7 +39,14 @@ if TYPE_CHECKING:
     from cvmlaunch.plan.sev_hashes import KernelHashes
     from cvmlaunch.snp_policy import GuestPolicy
 
-__all__ = ["VMM_RESET_VCPU_SIG", "SnpPrediction", "SnpRequest", "digest_size", "predict"]
+__all__ = [
+    "VMM_RESET_VCPU_SIG",
+    "SnpInputs",
+    "SnpPrediction",
+    "SnpRequest",
+    "digest_size",
+    "predict",
+]
 
 _SNP_ACTIVE = 0x1  # SEV_FEATURES bit 0, SNPActive
 
@@ -423,3 +434,142 @@ def predict(
         digest = fold_plan(layout, settings.ovmf_hash or ZERO_DIGEST)
     request.check_id_block(digest)
     return SnpPrediction(digest, shown, log)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class SnpInputs:
+    """A request as a command line gives it: text, numbers and file names (``measure snp``'s
+    options, one field each, None: not given). :meth:`request` parses the text and checks the
+    combination; the files are read by the caller (:mod:`cvmlaunch.files`) and replace their
+    stand-ins (:meth:`with_files`).
+
+    Args:
+        mode: an :class:`SevMode` value; ovmf: the firmware file.
+        vcpus, vcpu_type, vcpu_sig, vcpu_family, vcpu_model, vcpu_stepping: the vCPU count and
+            signature (:func:`cvmlaunch.vcpu_signature.resolve_vcpu_signature`).
+        vmm_type, fpu_init: :class:`VmmType` and :class:`FpuInit` values; guest_features: as
+            :class:`SnpRequest`.
+        kernel, initrd, append: measured direct boot; kernel_sha256, initrd_sha256: hex
+            digests instead of the files.
+        snp_ovmf_hash: hex; svsm, vars_file: files; vars_size: bytes.
+        policy, host_data: hex; id_block, id_auth: files.
+    """
+
+    ovmf: str
+    mode: str = "snp"
+    vcpus: int | None = None
+    vcpu_type: str | None = None
+    vcpu_sig: int | None = None
+    vcpu_family: int | None = None
+    vcpu_model: int | None = None
+    vcpu_stepping: int | None = None
+    vmm_type: str = "QEMU"
+    guest_features: int | None = None
+    fpu_init: str | None = None
+    kernel: str | None = None
+    initrd: str | None = None
+    append: str | None = None
+    kernel_sha256: str | None = None
+    initrd_sha256: str | None = None
+    snp_ovmf_hash: str | None = None
+    svsm: str | None = None
+    vars_size: int | None = None
+    vars_file: str | None = None
+    policy: str | None = None
+    host_data: str | None = None
+    id_block: str | None = None
+    id_auth: str | None = None
+
+    @property
+    def files(self) -> list[str]:
+        """Every file these inputs name (an output may be none of them)."""
+        given = (self.ovmf, self.kernel, self.initrd, self.svsm, self.vars_file)
+        return [p for p in (*given, self.id_block, self.id_auth) if p]
+
+    def request(self, *, record_identity: bool, log: bool) -> SnpRequest:
+        """The request, with zeros standing in for what the files give (the kernel's and
+        initrd's digests, the vars size, the ID block and auth), so that a bad option is
+        reported before an unreadable file.
+
+        Raises:
+            ConfigError: bad text, or options that do not go together.
+        """
+        from cvmlaunch.layout import SNP_HOST_DATA_SIZE, SNP_ID_AUTH_SIZE, SNP_ID_BLOCK_SIZE
+        from cvmlaunch.layout import parse_hex_bytes as hex_
+        from cvmlaunch.vcpu_signature import resolve_vcpu_signature
+
+        mode = SevMode(self.mode)
+        seed = None if self.snp_ovmf_hash is None else hex_(self.snp_ovmf_hash, 48, "snp_ovmf_hash")
+        if self.kernel is not None and self.kernel_sha256 is not None:
+            raise ConfigError("give --kernel or --kernel-sha256, not both")
+        if self.initrd is not None and self.initrd_sha256 is not None:
+            raise ConfigError("give --initrd or --initrd-sha256, not both")
+        k_sha = (
+            None if self.kernel_sha256 is None else hex_(self.kernel_sha256, 32, "kernel_sha256")
+        )
+        i_sha = (
+            None if self.initrd_sha256 is None else hex_(self.initrd_sha256, 32, "initrd_sha256")
+        )
+        cmdline = None
+        if self.append is not None:
+            from cvmlaunch.plan.sev_hashes import cmdline_bytes
+
+            cmdline = cmdline_bytes(self.append)
+        policy = None
+        if self.policy is not None:
+            from cvmlaunch.snp_policy import GuestPolicy
+
+            policy = GuestPolicy.parse(self.policy)
+        vars_given = self.vars_size if self.vars_file is None else 0
+        if self.vars_size is not None and self.vars_file is not None and mode is SevMode.SNP_SVSM:
+            vars_given = None  # "needs exactly one of --vars-size or --vars-file"
+        host_data = self.host_data
+        return SnpRequest(
+            mode=mode,
+            vcpus=self.vcpus,
+            vcpu_sig=resolve_vcpu_signature(
+                self.vcpu_type, self.vcpu_sig, self.vcpu_family, self.vcpu_model, self.vcpu_stepping
+            ),
+            vmm=VmmType(self.vmm_type),
+            guest_features=self.guest_features,
+            fpu=None if self.fpu_init is None else FpuInit(self.fpu_init),
+            kernel_sha256=bytes(32) if self.kernel is not None else k_sha,
+            initrd_sha256=bytes(32) if self.initrd is not None else i_sha,
+            cmdline=cmdline,
+            ovmf_hash=seed,
+            svsm=self.svsm is not None,
+            vars_size=vars_given,
+            policy=policy,
+            host_data=None
+            if host_data is None
+            else hex_(host_data, SNP_HOST_DATA_SIZE, "host_data"),
+            id_block=None if self.id_block is None else bytes(SNP_ID_BLOCK_SIZE),
+            id_auth=None if self.id_auth is None else bytes(SNP_ID_AUTH_SIZE),
+            id_source=f"{self.id_block} / {self.id_auth}",
+            record_identity=record_identity,
+            log=log,
+        )
+
+    def with_files(
+        self,
+        request: SnpRequest,
+        *,
+        kernel_sha256: bytes | None,
+        initrd_sha256: bytes | None,
+        vars_size: int | None,
+        id_block: bytes | None,
+        id_auth: bytes | None,
+    ) -> SnpRequest:
+        """``request`` (from :meth:`request`) with what the files gave in place of the
+        stand-ins: the digests of :attr:`kernel` and :attr:`initrd` (else the hex ones given),
+        the size of :attr:`vars_file`, the ID block and auth."""
+        import dataclasses
+
+        return dataclasses.replace(
+            request,
+            kernel_sha256=request.kernel_sha256 if self.kernel is None else kernel_sha256,
+            initrd_sha256=request.initrd_sha256 if self.initrd is None else initrd_sha256,
+            vars_size=request.vars_size if self.vars_file is None else vars_size,
+            id_block=id_block,
+            id_auth=id_auth,
+        )

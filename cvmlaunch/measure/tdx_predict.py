@@ -25,6 +25,8 @@ from cvmlaunch.measure.tdx import PageOrder, TdxMeasurement, measure_tdvf, tdx_l
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from cvmlaunch.image.tdvf_features import Edk2Release
     from cvmlaunch.measure.log import LogInput, MeasurementLog, SettingValue
     from cvmlaunch.measure.tdx_rtmr import AcpiBlobs, KernelLoading, TdxRtmrPrediction
@@ -109,6 +111,27 @@ class TdxPrediction:
     settings: dict[str, SettingValue]
     rtmrs: TdxRtmrPrediction | None = None
     log: MeasurementLog | None = None
+
+    def json_doc(self, firmware: str) -> dict[str, Any]:
+        """The JSON output of ``measure tdx`` (``firmware``: the firmware's name): MRTD, the
+        settings, the firmware's SHA-256, the operation counts, the log's record count and,
+        with a guest, the RTMRs (:meth:`~cvmlaunch.measure.tdx_rtmr.TdxRtmrPrediction.
+        json_fields`)."""
+        m = self.measurement
+        doc: dict[str, Any] = {
+            "technology": "tdx",
+            "digest": m.mrtd.hex(),
+            "mrtd": m.mrtd.hex(),
+            "settings": self.settings,
+            "firmware": {"name": firmware, "sha256": self.firmware_sha256.hex()},
+            "page_add": m.page_adds,
+            "mr_extend": m.mr_extends,
+        }
+        if self.log is not None:
+            doc["log_records"] = len(m.log)
+        if self.rtmrs is not None:
+            doc |= self.rtmrs.json_fields()
+        return doc
 
 
 def _input(role: str, name: str, data: Buffer) -> LogInput:

@@ -60,6 +60,10 @@ from cvmlaunch.layout import Buffer, TdvfSectionType
 from cvmlaunch.measure.rtmr import EventType, RtmrEvent, replay, sha384
 from cvmlaunch.memory_map import MemoryMap
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 __all__ = [
     "ACPI_BLOB_NAMES",
     "BOOT0000_UIAPP",
@@ -495,6 +499,22 @@ class TdxRtmrPrediction:
     release: Edk2Release
     kernel_loading: KernelLoading
     notes: tuple[str, ...]
+
+    def json_fields(self) -> dict[str, Any]:
+        """The members of a JSON output: ``rtmr0`` (hex or null), ``rtmr1``, ``rtmr2``, and
+        ``rtmr_model`` (edk2 release, kernel loading, event count, notes)."""
+        r0, r1, r2 = self.rtmrs
+        return {
+            "rtmr0": None if r0 is None else r0.hex(),
+            "rtmr1": r1.hex(),
+            "rtmr2": r2.hex(),
+            "rtmr_model": {
+                "edk2": self.release.value,
+                "kernel_loading": self.kernel_loading.value,
+                "events": len(self.events),
+                "notes": list(self.notes),
+            },
+        }
 
 
 def _release(image: OvmfImage, release: Edk2Release | None) -> tuple[Edk2Release, str | None]:
