@@ -273,6 +273,14 @@ def test_snp_requests_name_the_setting_not_a_flag(
         ),
         (["--id-auth", "{fw}"], "--id-block and --id-auth go together"),
         (
+            ["--kernel", "{fw}", "--kernel-sha256", "00" * 32],
+            "give --kernel or --kernel-sha256, not both",
+        ),
+        (
+            ["--initrd", "{fw}", "--initrd-sha256", "00" * 32],
+            "give --initrd or --initrd-sha256, not both",
+        ),
+        (
             ["--mode", "seves", "--vcpus", "1"],
             "--mode seves with QEMU needs --vcpu-type, --vcpu-sig "
             "or --vcpu-family/--vcpu-model/--vcpu-stepping",

@@ -262,12 +262,22 @@ def test_snp_inputs_parse_the_text_and_stand_in_for_the_files() -> None:
     assert read.kernel_sha256 == b"k" * 32
     assert read.initrd_sha256 == bytes.fromhex("11" * 32)  # given as hex, not a file
     assert (read.id_block, read.id_auth) == (b"b" * 96, b"a" * 4096)
-    with pytest.raises(ConfigError, match="give --kernel or --kernel-sha256, not both"):
+    with raises_cvm(
+        ConfigError, setting="kernel", match="^give kernel or kernel_sha256, not both$"
+    ):
         SnpInputs(ovmf="x", kernel="k", kernel_sha256="00" * 32).request(
+            record_identity=False, log=False
+        )
+    with raises_cvm(
+        ConfigError, setting="initrd", match="^give initrd or initrd_sha256, not both$"
+    ):
+        SnpInputs(ovmf="x", initrd="i", initrd_sha256="00" * 32).request(
             record_identity=False, log=False
         )
     svsm = SnpInputs(ovmf="x", mode="snp:svsm", svsm="s", vars_file="v", vcpus=1, vcpu_sig=1)
     assert svsm.request(record_identity=False, log=False).vars_size == 0  # the file's stand-in
     both = SnpInputs(ovmf="x", mode="snp:svsm", svsm="s", vars_file="v", vars_size=1)
-    with pytest.raises(ConfigError, match="exactly one of --vars-size or --vars-file"):
+    with raises_cvm(
+        ConfigError, setting="vars_size", match="exactly one of vars_size or vars_file"
+    ):
         both.request(record_identity=False, log=False)

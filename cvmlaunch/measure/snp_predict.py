@@ -501,9 +501,13 @@ class SnpInputs:
         mode = SevMode(self.mode)
         seed = None if self.snp_ovmf_hash is None else hex_(self.snp_ovmf_hash, 48, "snp_ovmf_hash")
         if self.kernel is not None and self.kernel_sha256 is not None:
-            raise ConfigError("give --kernel or --kernel-sha256, not both")
+            raise ConfigError(
+                "give kernel or kernel_sha256, not both", setting="kernel", also=("kernel_sha256",)
+            )
         if self.initrd is not None and self.initrd_sha256 is not None:
-            raise ConfigError("give --initrd or --initrd-sha256, not both")
+            raise ConfigError(
+                "give initrd or initrd_sha256, not both", setting="initrd", also=("initrd_sha256",)
+            )
         k_sha = (
             None if self.kernel_sha256 is None else hex_(self.kernel_sha256, 32, "kernel_sha256")
         )
@@ -522,7 +526,7 @@ class SnpInputs:
             policy = GuestPolicy.parse(self.policy)
         vars_given = self.vars_size if self.vars_file is None else 0
         if self.vars_size is not None and self.vars_file is not None and mode is SevMode.SNP_SVSM:
-            vars_given = None  # "needs exactly one of --vars-size or --vars-file"
+            vars_given = None  # "needs exactly one of vars_size or vars_file"
         host_data = self.host_data
         return SnpRequest(
             mode=mode,
