@@ -151,8 +151,9 @@ class ConfigError(CvmLaunchError):
 
 
 def _mention(name: str) -> re.Pattern[str]:
-    """A whole-word mention of the setting ``name`` in a message."""
-    return re.compile(rf"(?<![\w-]){re.escape(name)}(?![\w-])")
+    """A whole-word mention of the setting ``name`` in a message: not part of a longer name
+    (``memory`` in ``memory_backend``), nor a value's tail (``svsm`` in ``mode snp:svsm``)."""
+    return re.compile(rf"(?<![\w:-]){re.escape(name)}(?![\w-])")
 
 
 class LogFormatError(CvmLaunchError):

@@ -21,6 +21,7 @@ from cvmlaunch.plan.sev_hashes import KernelHashes, cmdline_sha256
 from cvmlaunch.plan.snp import SnpSettings
 from cvmlaunch.plan.tdvf import tdvf_plan
 from tests.conftest import find_firmware
+from tests.errors_util import raises_cvm
 from tests.model_firmware import CPU_TYPES, ModelKernel
 
 MEMORY = 256 << 20
@@ -52,7 +53,7 @@ def test_snp_dry_run_prints_measure_snps_digest() -> None:
 
 def test_snp_dry_run_needs_a_signature() -> None:
     req = FirmwareLaunch("snp", _fw("OVMF.amdsev.fd"), MEMORY, 1)
-    with pytest.raises(ConfigError, match="--vcpu-type or --vcpu-sig"):
+    with raises_cvm(ConfigError, setting="vcpu_type", match="give vcpu_type or vcpu_sig$"):
         _run(req, dry_run=True)
 
 

@@ -611,3 +611,20 @@ def test_an_id_block_must_carry_the_digest_and_policy(
     with pytest.raises(KvmError, match=f"SNP_LAUNCH_FINISH.*firmware error {error}"):
         launch(kernel)
     assert kernel.violations == []
+
+
+def test_a_signature_other_than_the_hosts_names_the_setting() -> None:
+    kernel = ModelKernel(signature=CPU_TYPES["EPYC-Milan"])
+    with raises_cvm(ConfigError, setting="vcpu_sig", match=r"\(vcpu_type/vcpu_sig\)") as info:
+        launch_snp_firmware(
+            _image("OVMF.amdsev.fd"),
+            memory=MEMORY,
+            vcpus=1,
+            policy=0x30000,
+            host_smt=False,
+            finish=kvm_map.SnpFinish(),
+            kernel=kernel,
+            vcpu_sig=CPU_TYPES["EPYC-Milan"] + 1,
+        )
+    assert info.value.also == ("vcpu_type",)
+    assert not any(j[0] == "CREATE_VM" for j in kernel.journal)

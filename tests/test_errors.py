@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
@@ -12,6 +13,8 @@ from cvmlaunch.cli import flag_for
 from cvmlaunch.cli._launch import example_config
 from cvmlaunch.errors import ConfigError, KvmError, KvmUnsupported
 from cvmlaunch.launch_settings import LaunchSettings, settings_from_toml
+from cvmlaunch.measure.snp import SevMode
+from cvmlaunch.measure.snp_predict import SnpRequest
 from cvmlaunch.technology import Technology
 from tests.cli_runner import run_cli
 from tests.errors_util import raises_cvm
@@ -165,3 +168,183 @@ def test_programming_errors_are_not_cvmlaunch_errors() -> None:
         pytest.raises(ValueError, match="TDX populate needs a vCPU"),
     ):
         populate(vm, Plan.of((), MemoryMap.for_size(2 << 20)))
+
+
+def test_a_value_that_ends_in_a_setting_name_is_not_a_mention() -> None:
+    """``svsm`` in ``mode snp:svsm`` is the mode's value, not the setting ``svsm``."""
+    error = ConfigError("mode snp:svsm needs svsm", setting="svsm", also=("mode",))
+    assert str(error.spelled(lambda s: "--" + s)) == "--mode snp:svsm needs --svsm"
+    with pytest.raises(ValueError, match="does not name 'svsm'"):
+        ConfigError("mode snp:svsm needs a file", setting="svsm")
+
+
+def test_flag_for_spells_library_names_the_cli_gives_another_flag() -> None:
+    @click.command()
+    @click.option("--append")
+    @click.option("--snp-ovmf-hash")
+    def command(append: str, snp_ovmf_hash: str) -> None:
+        """A command."""
+
+    # SnpRequest.cmdline is what --append gives; ovmf_hash is --snp-ovmf-hash's digest
+    assert flag_for(command, "cmdline") == "--append"
+    assert flag_for(None, "cmdline") == "--append"
+    assert flag_for(command, "ovmf_hash") == "--snp-ovmf-hash"
+
+
+_SNP = {"vcpus": 1, "vcpu_sig": 0}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "setting", "also"),
+    [
+        ({**_SNP, "cmdline": b"quiet"}, "cmdline", ("initrd", "kernel")),
+        ({**_SNP, "initrd_sha256": bytes(32)}, "initrd", ("cmdline", "kernel")),
+        ({"mode": SevMode.SEV, "ovmf_hash": bytes(48)}, "ovmf_hash", ("mode",)),
+        ({"mode": SevMode.SNP_OVMF_HASH, "kernel_sha256": bytes(32)}, "kernel", ("mode",)),
+        ({**_SNP, "mode": SevMode.SNP_SVSM}, "svsm", ("mode",)),
+        ({**_SNP, "mode": SevMode.SNP_SVSM, "svsm": True}, "vars_size", ("mode", "vars_file")),
+        (
+            {
+                **_SNP,
+                "mode": SevMode.SNP_SVSM,
+                "svsm": True,
+                "vars_size": 0,
+                "kernel_sha256": bytes(32),
+            },
+            "kernel",
+            ("mode",),
+        ),
+        ({**_SNP, "svsm": True}, "svsm", ("vars_size", "vars_file", "mode")),
+        ({**_SNP, "vars_size": 0}, "vars_size", ("svsm", "vars_file", "mode")),
+        ({"mode": SevMode.SEV, "host_data": bytes(32)}, "host_data", ("mode",)),
+        ({**_SNP, "id_auth": bytes(4096)}, "id_auth", ("id_block",)),
+        ({"mode": SevMode.SEV_ES, "vcpu_sig": 0}, "vcpus", ("mode",)),
+        (
+            {"vcpus": 1},
+            "vcpu_sig",
+            ("mode", "vcpu_type", "vcpu_family", "vcpu_model", "vcpu_stepping"),
+        ),
+    ],
+)
+def test_snp_requests_name_the_setting_not_a_flag(
+    kwargs: dict[str, object], setting: str, also: tuple[str, ...]
+) -> None:
+    with raises_cvm(ConfigError, setting=setting) as info:
+        SnpRequest(**kwargs)  # type: ignore[arg-type]
+    assert info.value.also == also
+    assert "--" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["--append", "quiet"], "--initrd and --append need --kernel"),
+        (["--initrd-sha256", "00" * 32], "--initrd and --append need --kernel"),
+        (
+            ["--mode", "sev", "--snp-ovmf-hash", "00" * 48],
+            "--snp-ovmf-hash works only with --mode snp",
+        ),
+        (
+            ["--mode", "snp:ovmf-hash", "--kernel-sha256", "00" * 32],
+            "--mode snp:ovmf-hash measures the firmware only (no --kernel)",
+        ),
+        (["--mode", "snp:svsm"], "--mode snp:svsm needs --svsm"),
+        (
+            ["--mode", "snp:svsm", "--svsm", "{fw}"],
+            "--mode snp:svsm needs exactly one of --vars-size or --vars-file",
+        ),
+        (
+            [
+                "--mode",
+                "snp:svsm",
+                "--svsm",
+                "{fw}",
+                "--vars-size",
+                "0",
+                "--kernel-sha256",
+                "00" * 32,
+            ],
+            "--mode snp:svsm does not take --kernel",
+        ),
+        (["--vars-file", "{fw}"], "--svsm, --vars-size and --vars-file belong to --mode snp:svsm"),
+        (
+            ["--mode", "sev", "--host-data", "00" * 32],
+            "--host-data is an SNP launch setting (--mode snp or snp:svsm)",
+        ),
+        (["--id-auth", "{fw}"], "--id-block and --id-auth go together"),
+        (
+            ["--kernel", "{fw}", "--kernel-sha256", "00" * 32],
+            "give --kernel or --kernel-sha256, not both",
+        ),
+        (
+            ["--initrd", "{fw}", "--initrd-sha256", "00" * 32],
+            "give --initrd or --initrd-sha256, not both",
+        ),
+        (
+            ["--mode", "seves", "--vcpus", "1"],
+            "--mode seves with QEMU needs --vcpu-type, --vcpu-sig "
+            "or --vcpu-family/--vcpu-model/--vcpu-stepping",
+        ),
+    ],
+)
+def test_measure_snp_spells_the_request_settings_as_its_flags(
+    firmware: Any, args: list[str], line: str
+) -> None:
+    fw = str(firmware("OVMF.amdsev.fd"))
+    vcpus = [] if "--vcpus" in args else ["--vcpus", "1", "--vcpu-sig", "0"]
+    argv = ["measure", "snp", "--ovmf", fw, *vcpus, *(a.format(fw=fw) for a in args)]
+    result = run_cli(argv)
+    assert result.exit_code == 2, result.output
+    assert result.stderr == f"cvmlaunch: error: {line}\n"
+
+
+def test_the_firmware_launcher_names_settings_not_flags(firmware: Any) -> None:
+    from cvmlaunch.launcher import FirmwareLaunch
+    from cvmlaunch.launcher.firmware import firmware_plan
+
+    snp = str(firmware("OVMF.amdsev.fd"))
+    cases = [
+        (FirmwareLaunch("snp", snp, 64 << 20, 1, initrd=snp), "initrd", ("append", "kernel")),
+        (FirmwareLaunch("snp", snp, 64 << 20, 1), "vcpu_type", ("vcpu_sig",)),
+    ]
+    for req, setting, also in cases:
+        with raises_cvm(ConfigError, setting=setting) as info, firmware_plan(req):
+            pass
+        assert info.value.also == also
+        assert "--" not in str(info.value)
+
+
+def test_a_pvh_launch_of_a_confidential_plan_names_tech_and_firmware() -> None:
+    from cvmlaunch.launcher.pvh import load_plan, open_vm
+    from tests.fakekvm import FakeKernel
+
+    cfg = example_config()
+    settings = settings_from_toml(cfg.read_text(), base=str(cfg.parent), overrides={"tech": "snp"})
+    with (
+        load_plan(settings) as plan,
+        raises_cvm(ConfigError, setting="firmware", match="^tech snp needs firmware") as info,
+    ):
+        open_vm(plan, kernel=FakeKernel())
+    assert info.value.also == ("tech",)
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["--tech", "snp", "--firmware", "{snp}", "--initrd", "{snp}"],
+            "--initrd and --append need --kernel",
+        ),
+        (
+            ["--tech", "snp", "--firmware", "{snp}"],
+            "a dry run asks no host CPU: give --vcpu-type or --vcpu-sig",
+        ),
+    ],
+)
+def test_launch_spells_the_firmware_launchers_settings_as_its_flags(
+    firmware: Any, args: list[str], line: str
+) -> None:
+    snp = str(firmware("OVMF.amdsev.fd"))
+    result = run_cli(["launch", "--dry-run", *(a.format(snp=snp) for a in args)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == f"cvmlaunch: error: {line}\n"

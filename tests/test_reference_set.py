@@ -204,8 +204,11 @@ def test_set_json_reads_back_and_refuses_junk() -> None:
 
 
 def test_a_firmware_only_log_is_refused() -> None:
-    with pytest.raises(ConfigError, match=r"firmware pages alone .* measure snp --mode snp"):
+    with raises_cvm(
+        ConfigError, setting="mode", match=r"firmware pages alone .* with mode snp \("
+    ) as info:
         ReferenceValues.from_settings("sev-snp", bytes(48), {"mode": "snp:ovmf-hash"})
+    assert info.value.also == ("ovmf_hash",)
 
 
 # ---------------------------------------------------------------- the consumers' schemas

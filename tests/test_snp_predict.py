@@ -22,6 +22,7 @@ from cvmlaunch.plan.snp import SnpSettings
 from cvmlaunch.plan.vmsa import FpuInit, VmmType
 from cvmlaunch.snp_policy import DEFAULT_POLICY, GuestPolicy
 from cvmlaunch.vcpu_signature import vcpu_type_signature
+from tests.errors_util import raises_cvm
 from tests.snp_inputs import materialize
 from tests.vectors import snp_case
 
@@ -108,9 +109,9 @@ def test_vcpus_and_signature_where_no_vmsa_is_measured(amdsev: OvmfImage) -> Non
 
 def test_vmsa_modes_need_vcpus_and_with_qemu_a_signature() -> None:
     for mode in (SevMode.SNP, SevMode.SEV_ES):
-        with pytest.raises(ConfigError, match=f"--mode {mode.value} needs --vcpus"):
+        with raises_cvm(ConfigError, setting="vcpus", match=f"^mode {mode.value} needs vcpus$"):
             SnpRequest(mode=mode, vcpu_sig=0)
-        with pytest.raises(ConfigError, match="with QEMU needs --vcpu-type"):
+        with raises_cvm(ConfigError, setting="vcpu_sig", match="with QEMU needs vcpu_type"):
             SnpRequest(mode=mode, vcpus=1)
         SnpRequest(mode=mode, vcpus=1, vmm=VmmType.GCE)  # GCE: the reset signature
     assert SnpRequest(vcpus=1, vcpu_sig=0).settings().vcpu_sig == 0  # zero is a value
@@ -134,8 +135,11 @@ def test_direct_boot_defaults(inputs: dict[str, Path], amdsev: OvmfImage) -> Non
         cmdline=b"console=ttyS0 root=/dev/vda1 ro",
     )
     assert predict(amdsev, full).digest.hex() == _expected("amdsev-4-milan-kia")
-    with pytest.raises(ConfigError, match="--initrd and --append need --kernel"):
+    with raises_cvm(ConfigError, setting="cmdline", match="^initrd and cmdline need kernel$"):
         SnpRequest(vcpus=1, vcpu_sig=0, cmdline=b"quiet")
+    with raises_cvm(ConfigError, setting="initrd") as info:
+        SnpRequest(vcpus=1, vcpu_sig=0, initrd_sha256=bytes(32))
+    assert info.value.also == ("cmdline", "kernel")
 
 
 def test_launch_identity_defaults_and_log(amdsev: OvmfImage) -> None:
@@ -156,9 +160,9 @@ def test_launch_identity_defaults_and_log(amdsev: OvmfImage) -> None:
     assert header.inputs[0].name == "OVMF.amdsev.fd"
     assert header.settings["ap_reset_address"] == amdsev.sev_es_reset_eip
     assert header.settings["mode"] == "snp"
-    with pytest.raises(ConfigError, match="--policy is an SNP launch setting"):
+    with raises_cvm(ConfigError, setting="policy", match="^policy is an SNP launch setting"):
         SnpRequest(mode=SevMode.SEV, policy=GuestPolicy(0x30000))
-    with pytest.raises(ConfigError, match="--id-block and --id-auth go together"):
+    with raises_cvm(ConfigError, setting="id_block", match="^id_block and id_auth go together"):
         SnpRequest(vcpus=1, vcpu_sig=0, id_block=bytes(96))
 
 
@@ -184,15 +188,17 @@ def test_the_id_block_is_checked_against_the_digest_and_policy(amdsev: OvmfImage
 
 
 def test_mode_rules() -> None:
-    with pytest.raises(ConfigError, match="--snp-ovmf-hash works only with --mode snp"):
+    with raises_cvm(ConfigError, setting="ovmf_hash", match="^ovmf_hash works only with mode snp"):
         SnpRequest(mode=SevMode.SEV, ovmf_hash=bytes(48))
-    with pytest.raises(ConfigError, match="measures the firmware only"):
+    with raises_cvm(ConfigError, setting="kernel", match="measures the firmware only"):
         SnpRequest(mode=SevMode.SNP_OVMF_HASH, kernel_sha256=bytes(32))
-    with pytest.raises(ConfigError, match="--mode snp:svsm needs --svsm"):
+    with raises_cvm(ConfigError, setting="svsm", match="^mode snp:svsm needs svsm$"):
         SnpRequest(mode=SevMode.SNP_SVSM, vcpus=1, vcpu_sig=0, vars_size=0)
-    with pytest.raises(ConfigError, match="exactly one of --vars-size or --vars-file"):
+    with raises_cvm(
+        ConfigError, setting="vars_size", match="exactly one of vars_size or vars_file"
+    ):
         SnpRequest(mode=SevMode.SNP_SVSM, vcpus=1, vcpu_sig=0, svsm=True)
-    with pytest.raises(ConfigError, match="belong to --mode snp:svsm"):
+    with raises_cvm(ConfigError, setting="vars_size", match="belong to mode snp:svsm"):
         SnpRequest(vcpus=1, vcpu_sig=0, vars_size=0)
     assert isinstance(SnpRequest(mode=SevMode.SNP_SVSM, vcpus=1, vcpu_sig=0, svsm=True,
                                  vars_size=0).settings(), SnpSettings)  # fmt: skip
@@ -256,12 +262,22 @@ def test_snp_inputs_parse_the_text_and_stand_in_for_the_files() -> None:
     assert read.kernel_sha256 == b"k" * 32
     assert read.initrd_sha256 == bytes.fromhex("11" * 32)  # given as hex, not a file
     assert (read.id_block, read.id_auth) == (b"b" * 96, b"a" * 4096)
-    with pytest.raises(ConfigError, match="give --kernel or --kernel-sha256, not both"):
+    with raises_cvm(
+        ConfigError, setting="kernel", match="^give kernel or kernel_sha256, not both$"
+    ):
         SnpInputs(ovmf="x", kernel="k", kernel_sha256="00" * 32).request(
+            record_identity=False, log=False
+        )
+    with raises_cvm(
+        ConfigError, setting="initrd", match="^give initrd or initrd_sha256, not both$"
+    ):
+        SnpInputs(ovmf="x", initrd="i", initrd_sha256="00" * 32).request(
             record_identity=False, log=False
         )
     svsm = SnpInputs(ovmf="x", mode="snp:svsm", svsm="s", vars_file="v", vcpus=1, vcpu_sig=1)
     assert svsm.request(record_identity=False, log=False).vars_size == 0  # the file's stand-in
     both = SnpInputs(ovmf="x", mode="snp:svsm", svsm="s", vars_file="v", vars_size=1)
-    with pytest.raises(ConfigError, match="exactly one of --vars-size or --vars-file"):
+    with raises_cvm(
+        ConfigError, setting="vars_size", match="exactly one of vars_size or vars_file"
+    ):
         both.request(record_identity=False, log=False)

@@ -45,6 +45,7 @@ from cvmlaunch.measure.tdx import (
     tdx_log,
 )
 from cvmlaunch.plan.tdvf import tdvf_plan
+from tests.errors_util import raises_cvm
 from tests.gce_fake_ovmf import CLEAN_TDX_EXAMPLE_MRTD, clean_example
 from tests.ovmf_builder import build_ovmf
 from tests.vectors import TdxVector, tdx_firmwares
@@ -429,7 +430,7 @@ def test_log_round_trip_and_verify(order: PageOrder) -> None:
     assert verify_log(parsed, tdvf_contents(parsed.header, image)) == result.mrtd
     if order is PageOrder.PER_PAGE:
         assert result.mrtd.hex() == CLEAN_TDX_EXAMPLE_MRTD
-    with pytest.raises(ConfigError, match="needs the measured bytes"):
+    with raises_cvm(ConfigError, setting="firmware", match="needs the measured bytes"):
         verify_log(parsed)
 
 

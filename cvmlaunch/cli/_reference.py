@@ -49,6 +49,13 @@ def reference_values(
             ),
             file=sys.stderr,
         )
+    if parsed.header.settings.get("mode") == "snp:ovmf-hash":  # as from_log, with the command
+        raise ConfigError(
+            "this log measures the firmware pages alone (--mode snp:ovmf-hash): its digest "
+            "seeds a launch digest and no attestation report carries it; get a launch "
+            "digest with cvmlaunch measure snp --mode snp --ovmf FW --vcpus N --vcpu-type "
+            "TYPE --log LOG (or feed this digest to it as --snp-ovmf-hash)"
+        )
     values = ReferenceValues.from_log(parsed)
     rtmrs = None
     if parsed.events:

@@ -155,8 +155,10 @@ def launch_snp_firmware(
         host_sig = _signature(cpuid)
         if vcpu_sig is not None and vcpu_sig != host_sig:
             raise ConfigError(
-                f"this host's vCPU signature is {host_sig:#x}, not {vcpu_sig:#x} (--vcpu-type/"
-                "--vcpu-sig): every VMSA carries the host's; drop the flag or launch elsewhere"
+                f"this host's vCPU signature is {host_sig:#x}, not {vcpu_sig:#x} (vcpu_type/"
+                "vcpu_sig): every VMSA carries the host's; drop the setting or launch elsewhere",
+                setting="vcpu_sig",
+                also=("vcpu_type",),
             )
         settings = SnpSettings(
             vcpus=vcpus,
@@ -401,7 +403,12 @@ def firmware_inputs(settings: LaunchSettings) -> tuple[LogInput, ...]:
 def _kernel_hashes(req: FirmwareLaunch) -> KernelHashes | None:
     if req.kernel is None:
         if req.initrd is not None or req.append is not None:
-            raise ConfigError("--initrd and --append need --kernel")
+            given = "initrd" if req.initrd is not None else "append"
+            raise ConfigError(
+                "initrd and append need kernel",
+                setting=given,
+                also=("append" if given == "initrd" else "initrd", "kernel"),
+            )
         return None
     if req.tech != "snp":
         return None  # TDVF measures the kernel it loads into RTMR1/2 (the guest's registers)
@@ -476,7 +483,7 @@ def firmware_plan(req: FirmwareLaunch) -> Iterator[SnpLaunch | TdxLaunch]:
     is checked against the plan's digest and the policy.
 
     Raises:
-        ConfigError: no vCPU signature (SNP), --initrd without --kernel.
+        ConfigError: no vCPU signature (SNP), an initrd without a kernel.
         ImageError: a firmware that cannot be read or parsed.
         CheckFailed, MeasurementMismatch: an ID block the firmware would refuse (exit 1).
     """
@@ -495,7 +502,9 @@ def firmware_plan(req: FirmwareLaunch) -> Iterator[SnpLaunch | TdxLaunch]:
 
         if req.vcpu_sig is None:
             raise ConfigError(
-                "a dry run asks no host CPU: give --vcpu-type or --vcpu-sig (as measure snp)"
+                "a dry run asks no host CPU: give vcpu_type or vcpu_sig",
+                setting="vcpu_type",
+                also=("vcpu_sig",),
             )
         settings = SnpSettings(
             vcpus=req.vcpus,
@@ -620,7 +629,7 @@ def _check_pair(block: bytes, auth: bytes, plan: SnpLaunch, policy: int) -> None
         auth,
         measurement=fold_plan(plan.layout),
         policy=_policy(policy),
-        source="--id-block / --id-auth",
+        source="ID block / ID auth",
     )
 
 

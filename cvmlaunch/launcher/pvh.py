@@ -253,8 +253,10 @@ def open_vm(plan: PvhLaunch, *, kernel: Kernel | None = None) -> tuple[Vm, SnpFi
         with kvm_map.Kvm.open(kernel) as kvm:
             kvm.caps().require(kvm_map.VM_TYPE[plan.tech], plan.settings.memory_backend)
         raise ConfigError(
-            f"a {plan.tech.label} guest starts in its firmware, not at a PVH entry: launch it "
-            f"with --tech {plan.tech.label} --firmware"
+            f"tech {plan.tech.label} needs firmware: a {plan.tech.label} guest starts there, "
+            "not at a PVH entry (launch it with launch_firmware)",
+            setting="firmware",
+            also=("tech",),
         )
     vm = kvm_map.Vm.open(
         kvm_map.VM_TYPE[plan.tech], kernel=kernel, memory_backend=plan.settings.memory_backend

@@ -174,10 +174,11 @@ class ReferenceValues:
         """
         if settings.get("mode") == "snp:ovmf-hash":
             raise ConfigError(
-                "this log measures the firmware pages alone (--mode snp:ovmf-hash): its digest "
-                "seeds a launch digest and no attestation report carries it; get a launch "
-                "digest with cvmlaunch measure snp --mode snp --ovmf FW --vcpus N --vcpu-type "
-                "TYPE --log LOG (or feed this digest to it as --ovmf-hash)"
+                "this log measures the firmware pages alone (mode snp:ovmf-hash): its digest "
+                "seeds a launch digest and no attestation report carries it; predict the launch "
+                "digest of the same firmware with mode snp (this digest can seed it as ovmf_hash)",
+                setting="mode",
+                also=("ovmf_hash",),
             )
         if technology in _TDX_TECHNOLOGIES:
             values = [_hex_setting(settings, k, 48) for k in TDX_SETTINGS]

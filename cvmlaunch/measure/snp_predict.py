@@ -103,6 +103,13 @@ class SnpRequest:
             (False saves its import when only the digest is wanted).
         log: build the launch log too.
 
+    Errors name settings (:attr:`ConfigError.setting`, rule 5 of :mod:`cvmlaunch.errors`)
+    by field, but for what a field is made from: ``kernel`` and ``initrd`` (the files whose
+    digests ``kernel_sha256`` and ``initrd_sha256`` are: "initrd and cmdline need kernel"),
+    ``vars_file`` (one way to give ``vars_size``) and ``vcpu_type``, ``vcpu_family``,
+    ``vcpu_model``, ``vcpu_stepping`` (:func:`cvmlaunch.vcpu_signature.resolve_vcpu_signature`'s
+    ways to give ``vcpu_sig``).
+
     Raises:
         ConfigError: a combination the mode cannot honour (values are checked by
             :meth:`settings`).
@@ -132,41 +139,73 @@ class SnpRequest:
         mode = self.mode
         kernel = self.kernel_sha256 is not None
         if (self.initrd_sha256 is not None or self.cmdline is not None) and not kernel:
-            raise ConfigError("--initrd and --append need --kernel")
+            given = "initrd" if self.initrd_sha256 is not None else "cmdline"
+            raise ConfigError(
+                "initrd and cmdline need kernel",
+                setting=given,
+                also=("cmdline" if given == "initrd" else "initrd", "kernel"),
+            )
         if self.ovmf_hash is not None and mode is not SevMode.SNP:
-            raise ConfigError("--snp-ovmf-hash works only with --mode snp")
+            raise ConfigError(
+                "ovmf_hash works only with mode snp", setting="ovmf_hash", also=("mode",)
+            )
         if mode is SevMode.SNP_OVMF_HASH and kernel:
-            raise ConfigError("--mode snp:ovmf-hash measures the firmware only (no --kernel)")
+            raise ConfigError(
+                "mode snp:ovmf-hash measures the firmware only (no kernel)",
+                setting="kernel",
+                also=("mode",),
+            )
         if mode is SevMode.SNP_SVSM:
             if not self.svsm:
-                raise ConfigError("--mode snp:svsm needs --svsm")
+                raise ConfigError("mode snp:svsm needs svsm", setting="svsm", also=("mode",))
             if self.vars_size is None:
-                raise ConfigError("--mode snp:svsm needs exactly one of --vars-size or --vars-file")
+                raise ConfigError(
+                    "mode snp:svsm needs exactly one of vars_size or vars_file",
+                    setting="vars_size",
+                    also=("mode", "vars_file"),
+                )
             if kernel:
-                raise ConfigError("--mode snp:svsm does not take --kernel")
+                raise ConfigError(
+                    "mode snp:svsm does not take kernel", setting="kernel", also=("mode",)
+                )
         elif self.svsm or self.vars_size is not None:
-            raise ConfigError("--svsm, --vars-size and --vars-file belong to --mode snp:svsm")
+            raise ConfigError(
+                "svsm, vars_size and vars_file belong to mode snp:svsm",
+                setting="svsm" if self.svsm else "vars_size",
+                also=("vars_size" if self.svsm else "svsm", "vars_file", "mode"),
+            )
         identity = [
-            option
-            for option, value in (
-                ("--policy", self.policy),
-                ("--host-data", self.host_data),
-                ("--id-block", self.id_block),
-                ("--id-auth", self.id_auth),
+            name
+            for name, value in (
+                ("policy", self.policy),
+                ("host_data", self.host_data),
+                ("id_block", self.id_block),
+                ("id_auth", self.id_auth),
             )
             if value is not None
         ]
         if identity and mode not in _SNP_MODES:
-            raise ConfigError(f"{identity[0]} is an SNP launch setting (--mode snp or snp:svsm)")
+            raise ConfigError(
+                f"{identity[0]} is an SNP launch setting (mode snp or snp:svsm)",
+                setting=identity[0],
+                also=("mode",),
+            )
         if (self.id_block is None) != (self.id_auth is None):
-            raise ConfigError("--id-block and --id-auth go together")
+            given = "id_block" if self.id_block is not None else "id_auth"
+            raise ConfigError(
+                "id_block and id_auth go together",
+                setting=given,
+                also=("id_auth" if given == "id_block" else "id_block",),
+            )
         if mode in _VMSA_MODES:
             if self.vcpus is None:
-                raise ConfigError(f"--mode {mode.value} needs --vcpus")
+                raise ConfigError(f"mode {mode.value} needs vcpus", setting="vcpus", also=("mode",))
             if self.vmm is VmmType.QEMU and self.vcpu_sig is None:
                 raise ConfigError(
-                    f"--mode {mode.value} with QEMU needs --vcpu-type, --vcpu-sig or "
-                    "--vcpu-family/--vcpu-model/--vcpu-stepping"
+                    f"mode {mode.value} with QEMU needs vcpu_type, vcpu_sig or "
+                    "vcpu_family/vcpu_model/vcpu_stepping",
+                    setting="vcpu_sig",
+                    also=("mode", "vcpu_type", "vcpu_family", "vcpu_model", "vcpu_stepping"),
                 )
 
     @property
@@ -367,7 +406,7 @@ def predict(
         shown = {}
     elif request.mode is SevMode.SNP_SVSM:
         if svsm is None:
-            raise ConfigError("--mode snp:svsm needs --svsm")
+            raise ConfigError("mode snp:svsm needs svsm", setting="svsm", also=("mode",))
         size = request.vars_size or 0
         layout = svsm_plan(image, svsm, settings, vars_size=size)
         if request.log:
@@ -462,9 +501,13 @@ class SnpInputs:
         mode = SevMode(self.mode)
         seed = None if self.snp_ovmf_hash is None else hex_(self.snp_ovmf_hash, 48, "snp_ovmf_hash")
         if self.kernel is not None and self.kernel_sha256 is not None:
-            raise ConfigError("give --kernel or --kernel-sha256, not both")
+            raise ConfigError(
+                "give kernel or kernel_sha256, not both", setting="kernel", also=("kernel_sha256",)
+            )
         if self.initrd is not None and self.initrd_sha256 is not None:
-            raise ConfigError("give --initrd or --initrd-sha256, not both")
+            raise ConfigError(
+                "give initrd or initrd_sha256, not both", setting="initrd", also=("initrd_sha256",)
+            )
         k_sha = (
             None if self.kernel_sha256 is None else hex_(self.kernel_sha256, 32, "kernel_sha256")
         )
@@ -483,7 +526,7 @@ class SnpInputs:
             policy = GuestPolicy.parse(self.policy)
         vars_given = self.vars_size if self.vars_file is None else 0
         if self.vars_size is not None and self.vars_file is not None and mode is SevMode.SNP_SVSM:
-            vars_given = None  # "needs exactly one of --vars-size or --vars-file"
+            vars_given = None  # "needs exactly one of vars_size or vars_file"
         host_data = self.host_data
         return SnpRequest(
             mode=mode,

@@ -526,7 +526,8 @@ def replay_tdx_log(
             if contents is None:
                 raise ConfigError(
                     "replaying a TDX log needs the measured bytes (MR.EXTEND hashes them): "
-                    "give the inputs, e.g. --firmware"
+                    "give the inputs, e.g. the firmware",
+                    setting="firmware",
                 )
             data = contents(entry)
         try:
