@@ -16,7 +16,7 @@ import datetime
 import math
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
@@ -41,8 +41,10 @@ __all__ = [
     "MAX_TIMEOUT",
     "MEMORY_BACKENDS",
     "LaunchSettings",
+    "file_settings",
     "parse_size",
     "settings_from_toml",
+    "spelled_as_in_file",
 ]
 
 
@@ -348,9 +350,29 @@ def settings_from_toml(
     try:
         return _settings(merged)
     except ConfigError as exc:
-        if exc.setting not in from_file:
+        spelled = spelled_as_in_file(exc, from_file, source)
+        if spelled is exc:
             raise  # a flag's: the CLI spells it
-        raise exc.spelled(_toml_key, source=source) from exc
+        raise spelled from exc
+
+
+def file_settings(text: str, overrides: Mapping[str, Any] = {}) -> frozenset[str]:
+    """The settings (by field name) whose values come from the TOML document ``text``: its
+    keys that ``overrides`` (the CLI flags; ``None`` = not given) do not override. The
+    document is one :func:`settings_from_toml` has read."""
+    doc = tomllib.loads(text) if text else {}
+    given = {k for k, v in overrides.items() if v is not None}
+    return frozenset(k.replace("-", "_") for k in doc) - given
+
+
+def spelled_as_in_file(exc: ConfigError, from_file: Collection[str], source: str) -> ConfigError:
+    """``exc`` as the settings file ``source`` names it (``FILE: key``) when its setting came
+    from the file (:func:`file_settings`), else ``exc`` itself, for the CLI to spell as a flag.
+    A launcher that checks a setting later (e.g. against the host) is answered in the words
+    of the place the user gave it."""
+    if exc.setting is None or exc.setting not in from_file:
+        return exc
+    return exc.spelled(_toml_key, source=source)
 
 
 def _toml_key(setting: str) -> str:

@@ -348,3 +348,33 @@ def test_launch_spells_the_firmware_launchers_settings_as_its_flags(
     result = run_cli(["launch", "--dry-run", *(a.format(snp=snp) for a in args)])
     assert result.exit_code == 2, result.output
     assert result.stderr == f"cvmlaunch: error: {line}\n"
+
+
+def test_launch_names_a_later_checked_setting_where_it_was_given(
+    firmware: Any, tmp_path: Path
+) -> None:
+    """A setting the launcher checks after the settings are read (initrd without a kernel) is
+    named as the file names it when it came from the file, and as the flag otherwise."""
+    snp = firmware("OVMF.amdsev.fd")
+    initrd = tmp_path / "initrd.img"
+    initrd.write_bytes(b"initrd")
+    cfg = tmp_path / "vm.toml"
+    cfg.write_text(f'tech = "snp"\nfirmware = "{snp}"\ninitrd = "{initrd}"\n')
+    args = ["launch", "--dry-run", "--vcpu-type", "EPYC-Milan"]
+    from_file = run_cli([*args, "--config", str(cfg)])
+    assert from_file.exit_code == 2, from_file.output
+    assert from_file.stderr == f"cvmlaunch: error: {cfg}: initrd and append need kernel\n"
+    flagged = run_cli([*args, "--config", str(cfg), "--initrd", str(initrd)])
+    assert flagged.stderr == "cvmlaunch: error: --initrd and --append need --kernel\n"
+
+
+def test_file_settings_are_the_keys_no_flag_overrides() -> None:
+    from cvmlaunch.launch_settings import file_settings, spelled_as_in_file
+
+    text = 'vcpus = 2\nhost-data = "00"\nmemory = "1G"\n'
+    keys = file_settings(text, {"memory": 1 << 30, "vcpus": None})
+    assert keys == {"vcpus", "host_data"}
+    error = ConfigError("host_data is odd", setting="host_data")
+    assert str(spelled_as_in_file(error, keys, "vm.toml")) == "vm.toml: host-data is odd"
+    other = ConfigError("memory is odd", setting="memory")
+    assert spelled_as_in_file(other, keys, "vm.toml") is other

@@ -21,7 +21,12 @@ import click
 from cvmlaunch.cli._params import FILE
 from cvmlaunch.errors import ConfigError, ImageError
 from cvmlaunch.files import read_small
-from cvmlaunch.launch_settings import LaunchSettings, settings_from_toml
+from cvmlaunch.launch_settings import (
+    LaunchSettings,
+    file_settings,
+    settings_from_toml,
+    spelled_as_in_file,
+)
 from cvmlaunch.outputs import Output, check_outputs, write_output
 from cvmlaunch.technology import Technology
 from cvmlaunch.text import printable
@@ -94,6 +99,20 @@ def launch(
     settings = settings_from_toml(
         text, base=base, source="flags" if source is None else source, overrides=overrides
     )
+    from_file = file_settings(text, overrides) if source is not None else frozenset()
+    try:
+        _launch(settings, source, dry_run=dry_run, log_file=log_file)
+    except ConfigError as exc:  # a setting the launcher checks later, named where it was given
+        spelled = spelled_as_in_file(exc, from_file, source or "flags")
+        if spelled is exc:
+            raise
+        raise spelled from exc
+
+
+def _launch(
+    settings: LaunchSettings, source: str | None, *, dry_run: bool, log_file: str | None
+) -> None:
+    """:func:`launch` once the settings are read."""
     read = _inputs(settings, source)
     if log_file is not None:  # refused before the guest runs: the log is written after
         check_outputs([Output(log_file, b"", what="the launch log")], inputs=read)
