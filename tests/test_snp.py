@@ -264,8 +264,8 @@ def test_svsm_fcw_follows_kvm(inputs: dict[str, Path]) -> None:
     assert vmsa[0x410:0x412] == (0x37F).to_bytes(2, "little")
     vmsa[0x410:0x412] = bytes(2)  # the peer's defect
     peerish = [dataclasses.replace(r, data=bytes(vmsa)) for r in plan.vmsa_regions]
-    peer_layout = Plan.of([*plan.memory_regions, *peerish])
-    assert snp_chain.fold_plan(peer_layout).hex() == case.expected
+    peer_plan = Plan.of([*plan.memory_regions, *peerish])
+    assert snp_chain.fold_plan(peer_plan).hex() == case.expected
     # legacy (pre-6.10 SNP hosts, the Jan 2024 hardware value's era): both fields 0
     legacy = svsm_vmsa_page(eip=svsm_gpa + 0x1000, vcpu_sig=EPYC_V4, fpu=FpuInit.LEGACY)
     assert legacy[0x408:0x40C] == bytes(4)
