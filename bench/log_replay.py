@@ -49,13 +49,13 @@ def _tdx_temp_mem_row(ctx: Context) -> Row:
     bfv = (0x20000, 0x20000, 0xFFFE0000, 0x20000, 0, 1)
     hob = (0, 0, 0x809000, 0x2000, 2, 0)
     firmware = build_ovmf(0x40000, tdx=[bfv, hob, (0, 0, 0x1000_0000, temp, 3, 0)])
-    layout = tdvf_plan(parse_ovmf(firmware, name="fw.fd"))
+    plan = tdvf_plan(parse_ovmf(firmware, name="fw.fd"))
     source = LogInput("firmware", "fw.fd", len(firmware), hashlib.sha256(firmware).digest(),
                       hashlib.sha384(firmware).digest())  # fmt: skip
     owner = {k: "00" * 48 for k in ("mrconfigid", "mrowner", "mrownerconfig")}
-    log = parse_log(dumps_log(tdx_log(measure_tdx(layout), inputs=(source,), tool_version="b",
+    log = parse_log(dumps_log(tdx_log(measure_tdx(plan), inputs=(source,), tool_version="b",
                                       settings={"profile": "qemu", **owner})))  # fmt: skip
-    pages = sum(r.size for r in layout.regions) // PAGE_SIZE
+    pages = sum(r.size for r in plan.regions) // PAGE_SIZE
     floor = bytes(128 * pages + bfv[1] * 3 // 2)
     zeros = bytes(1 << 24)
     digests: list[bytes | None] = []

@@ -45,7 +45,7 @@ def rows(ctx: Context) -> list[Row]:
     region = Region(
         _GPA, size, PageType.NORMAL, True, Provenance(SourceKind.GENERATED, "bench"), data
     )
-    layout = Plan.of([region], memory)
+    plan = Plan.of([region], memory)
     notes: list[str] = []
     with Vm.open() as probe:
         backend = probe.memory_backend
@@ -56,7 +56,7 @@ def rows(ctx: Context) -> list[Row]:
         with Vm.open() as vm:
             vm.map_memory(memory)
             t0 = time.perf_counter()
-            log = populate_plain(vm, layout)
+            log = populate_plain(vm, plan)
             seconds = time.perf_counter() - t0
         notes[:] = list(log.notes)
         return seconds

@@ -34,15 +34,15 @@ def rows(ctx: Context) -> list[Row]:
     region = Region(
         1 << 20, size, PageType.NORMAL, True, Provenance(SourceKind.GENERATED, "bench"), data
     )
-    layout = Plan.of([region])
+    plan = Plan.of([region])
     workers = len(os.sched_getaffinity(0))
     digests: dict[str, bytes] = {}
 
     def parallel() -> None:
-        digests["parallel"] = fold_plan(layout)
+        digests["parallel"] = fold_plan(plan)
 
     def serial() -> None:
-        digests["serial"] = fold_plan(layout, workers=1)
+        digests["serial"] = fold_plan(plan, workers=1)
 
     def raw() -> None:
         hashlib.sha384(data).digest()

@@ -258,7 +258,7 @@ def run_tdx(case: TdxCase) -> TdxRun:
     with launched.vm as vm:
         # the TD HOB the vCPUs' RCX points at is in the TD's memory, page-added
         low_ram = next(data for (_, gpa), data in kernel.guest_memory().items() if gpa == 0)
-        hob_gpa, hob = launched.plan.hob_gpa, launched.plan.hob
+        hob_gpa, hob = launched.launch.hob_gpa, launched.launch.hob
         assert low_ram[hob_gpa : hob_gpa + len(hob)] == hob
         assert isinstance(vm.vcpus[0].run(), kvm_map.HltExit)
     predicted = mrtd(tdvf_plan(image), order=ORDERS[case.order])
@@ -505,10 +505,10 @@ def test_the_model_catches_pre_fault_before_finish() -> None:
     image = _image("OVMF.amdsev.fd")
     real = kvm_snp.populate_snp
 
-    def prefault_first(vm: kvm_map.Vm, layout: Any, finish: Any, **kw: Any) -> Any:
+    def prefault_first(vm: kvm_map.Vm, plan: Any, finish: Any, **kw: Any) -> Any:
         req = _engine._PreFault(vm.vcpus[0], 0x800000, 0x1000)
         _engine._drive(req, lambda g, s: None, "pre-fault")
-        return real(vm, layout, finish, **kw)
+        return real(vm, plan, finish, **kw)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(kvm_snp, "populate_snp", prefault_first)

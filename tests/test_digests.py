@@ -142,7 +142,7 @@ def test_engine_records_equal_the_predicted_logs(drawn: list[Region]) -> None:
     for region in drawn:
         placed.append(dataclasses.replace(region, gpa=gpa))
         gpa += region.size
-    layout = Plan.of(placed)
+    plan = Plan.of(placed)
 
     def engine(
         op_of: Callable[[Region], LogOp], per_page: Callable[[Region], bool]
@@ -156,14 +156,14 @@ def test_engine_records_equal_the_predicted_logs(drawn: list[Region]) -> None:
         return [dataclasses.replace(e, digest_after=None) for e in entries]
 
     header = LogHeader(Technology.SEV_SNP, SNP_ALGORITHM, {}, (), "t", bytes(48))
-    assert bare(log_plan(layout, header).entries) == engine(
+    assert bare(log_plan(plan, header).entries) == engine(
         lambda r: LogOp.SNP_LAUNCH_UPDATE, lambda r: r.page_type.hashes_contents
     )
-    assert bare(plain_log(layout, plain_header({}, tool_version="t")).entries) == engine(
+    assert bare(plain_log(plan, plain_header({}, tool_version="t")).entries) == engine(
         lambda r: LogOp.PLAIN_COPY, lambda r: False
     )
     if all(r.page_type is PageType.NORMAL for r in placed):
-        assert bare(measure_tdx(layout).log) == engine(
+        assert bare(measure_tdx(plan).log) == engine(
             lambda r: LogOp.TDX_PAGE_ADD_EXTEND if r.measured else LogOp.TDX_PAGE_ADD,
             lambda r: False,
         )

@@ -76,13 +76,13 @@ def test_real_elf_regions(real_elf: RealElf) -> None:
     img = parse_elf(data, name="pvh.elf")
     text, data_seg = img.segments
     regions = elf_regions(img, measured=True, memory=MemoryMap.for_size(64 * MIB))
-    layout = Plan.of(regions, MemoryMap.for_size(64 * MIB))
-    assert [(r.gpa, r.size, r.provenance.kind) for r in layout.regions] == [
+    plan = Plan.of(regions, MemoryMap.for_size(64 * MIB))
+    assert [(r.gpa, r.size, r.provenance.kind) for r in plan.regions] == [
         (0x100000, PAGE_SIZE, SourceKind.ELF_SEGMENT),  # text + note + data + start of .bss
         (0x101000, 0x2000, SourceKind.BSS),
         (0x103000, PAGE_SIZE, SourceKind.BSS),  # the last 0x34 bytes of .bss
     ]
-    first = layout.regions[0]
+    first = plan.regions[0]
     assert first.provenance.index == text.index
     assert first.provenance.offset == text.offset
     assert first.provenance.detail == f"page shared by segments {text.index}, {data_seg.index}"

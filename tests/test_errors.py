@@ -321,10 +321,10 @@ def test_a_pvh_launch_of_a_confidential_plan_names_tech_and_firmware() -> None:
     cfg = example_config()
     settings = settings_from_toml(cfg.read_text(), base=str(cfg.parent), overrides={"tech": "snp"})
     with (
-        load_plan(settings) as plan,
+        load_plan(settings) as launch,
         raises_cvm(ConfigError, setting="firmware", match="^tech snp needs firmware") as info,
     ):
-        open_vm(plan, kernel=FakeKernel())
+        open_vm(launch, kernel=FakeKernel())
     assert info.value.also == ("tech",)
 
 

@@ -65,8 +65,8 @@ def check_elf(data: Buffer) -> None:
         regions = elf_regions(img, memory=MEMORY)
     except CvmLaunchError:
         regions = elf_regions(img)
-    layout = Plan.of(regions)  # page aligned, no page twice
-    covered = sum(r.size for r in layout.regions)
+    plan = Plan.of(regions)  # page aligned, no page twice
+    covered = sum(r.size for r in plan.regions)
     assert covered >= sum(s.memsz for s in img.segments)
 
 

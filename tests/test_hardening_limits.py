@@ -49,8 +49,8 @@ def test_6_huge_temp_mem_refused_up_front() -> None:
 def test_6_section_ending_exactly_at_4_gib_accepted() -> None:
     """The boundary: a TEMP_MEM that ends at 4 GiB less the firmware is a TD's to have."""
     image = _tdvf((0, 0, 0x800000, 0x6000, 3, 0))
-    layout = tdvf_plan(parse_ovmf(image, name="fw.fd"))
-    assert max(r.gpa + r.size for r in layout.regions) == FOUR_GIB
+    plan = tdvf_plan(parse_ovmf(image, name="fw.fd"))
+    assert max(r.gpa + r.size for r in plan.regions) == FOUR_GIB
     image = _tdvf((0, 0, FOUR_GIB - 0x101000, 0x1000, 3, 0))
     tdvf_plan(parse_ovmf(image, name="fw.fd"))
 
@@ -170,8 +170,8 @@ def test_7_non_utf8_append_is_the_bytes_typed() -> None:
     settings = LaunchSettings(append=typed)
     prov = Provenance(SourceKind.ELF_SEGMENT, "k.elf", offset=0x1000, index=0)
     kernel = [Region(0x100000, 0x1000, PageType.NORMAL, True, prov, b"\xf4" * 0x1000)]
-    plan = pvh_launch(settings, kernel, 0x100000)
-    (page,) = [r for r in plan.layout.regions if r.gpa == CMDLINE_GPA]
+    launch = pvh_launch(settings, kernel, 0x100000)
+    (page,) = [r for r in launch.plan.regions if r.gpa == CMDLINE_GPA]
     assert bytes(page.data).startswith(b"console=\xff\xfe\0")
 
 

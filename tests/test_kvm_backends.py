@@ -205,24 +205,24 @@ def test_example_launch_on_each_fake_host(host: str) -> None:
     the guest memory, and a log with the dry-run's records and digest; nothing leaks."""
     kwargs, backend, missing, memslot_call = FAKE_HOSTS[host]
     kernel = FakeKernel(**kwargs)  # type: ignore[arg-type]
-    with load_plan(_example(memory="5G")) as plan:
+    with load_plan(_example(memory="5G")) as launch:
         fds_before = open_fds()
-        vm, _ = open_vm(plan, kernel=kernel)
+        vm, _ = open_vm(launch, kernel=kernel)
         with vm:
             choice = vm.memory_backend
-            memory = plan.layout.memory
+            memory = launch.plan.memory
             assert memory is not None
             vm.map_memory(memory)
-            records, notes = _populate(vm, plan.layout)
+            records, notes = _populate(vm, launch.plan)
             # the guest's memory holds the plan, read back by the "kernel" through the slot
-            for r in plan.layout.memory_regions:
+            for r in launch.plan.memory_regions:
                 assert kernel.read_guest(r.gpa, r.size) == r.contents()
             expected = [
                 (r.gpa, r.size, hashlib.sha384(r.contents()).digest())
-                for r in plan.layout.memory_regions
+                for r in launch.plan.memory_regions
             ]
-        predicted = plain_log(plan.layout, plain_header({}, tool_version=""))
-        settings = {**header_settings(plan), "memory_backend": choice.backend.value}
+        predicted = plain_log(launch.plan, plain_header({}, tool_version=""))
+        settings = {**header_settings(launch), "memory_backend": choice.backend.value}
         log = complete_log(plain_header(settings, tool_version=""), records)
         assert leaked_fds(fds_before) == set()
     assert choice.backend is backend
@@ -254,19 +254,19 @@ def test_both_backends_give_the_same_log_on_one_host(tmp_path: Path) -> None:
     digest, and their logs differ only in the header's ``memory_backend``, which ``log diff``
     and ``log show`` present as non-measured metadata."""
     logs = {}
-    with load_plan(_example()) as plan:
+    with load_plan(_example()) as launch:
         for backend in ("guest-memfd", "anonymous"):
             kernel = FakeKernel(pre_fault=False)
-            settings = dataclasses.replace(plan.settings, memory_backend=backend)
-            vm, _ = open_vm(dataclasses.replace(plan, settings=settings), kernel=kernel)
+            settings = dataclasses.replace(launch.settings, memory_backend=backend)
+            vm, _ = open_vm(dataclasses.replace(launch, settings=settings), kernel=kernel)
             with vm:
                 assert vm.memory_backend.backend == backend
-                memory = plan.layout.memory
+                memory = launch.plan.memory
                 assert memory is not None
                 vm.map_memory(memory)
-                records, _ = _populate(vm, plan.layout)
+                records, _ = _populate(vm, launch.plan)
             header = plain_header(
-                {**header_settings(plan), "memory_backend": backend}, tool_version=""
+                {**header_settings(launch), "memory_backend": backend}, tool_version=""
             )
             logs[backend] = complete_log(header, records)
             assert kernel.open_fds() == []
@@ -298,16 +298,16 @@ def test_both_backends_give_the_same_log_on_one_host(tmp_path: Path) -> None:
 def test_a_failure_at_any_system_call_leaks_nothing_on_either_backend(host: str) -> None:
     kwargs = FAKE_HOSTS[host][0]
     settings = _example()
-    with load_plan(settings) as plan:
-        memory = plan.layout.memory
+    with load_plan(settings) as launch:
+        memory = launch.plan.memory
         assert memory is not None
 
         def run(kernel: FakeKernel) -> None:
-            vm, _ = open_vm(plan, kernel=kernel)
+            vm, _ = open_vm(launch, kernel=kernel)
             with vm:
                 vm.map_memory(memory)
                 vm.create_vcpu()
-                _populate(vm, plan.layout)
+                _populate(vm, launch.plan)
 
         total = FakeKernel(**kwargs)  # type: ignore[arg-type]
         run(total)
@@ -327,9 +327,9 @@ def test_anonymous_for_snp_is_refused_before_any_call() -> None:
     kernel = FakeKernel(guest_memfd=False)
     with (
         pytest.raises(KvmUnsupported) as info,
-        load_plan(_example(tech="snp", memory_backend="guest-memfd")) as plan,
+        load_plan(_example(tech="snp", memory_backend="guest-memfd")) as launch,
     ):
-        open_vm(plan, kernel=kernel)
+        open_vm(launch, kernel=kernel)
     assert info.value.cap == "KVM_CAP_GUEST_MEMFD"
     assert kernel.journal == []  # no CREATE_VM
     assert kernel.open_fds() == []

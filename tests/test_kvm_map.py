@@ -145,21 +145,21 @@ def launch(
     kernel: FakeKernel, path: str, on_record: Callable[[LogEntry], None] | None = None
 ) -> Outcome:
     """A whole launch the way the CLI drives it (VM, init, memslots, vCPUs, populate)."""
-    layout = PLANS[path]
-    assert layout.memory is not None
+    plan = PLANS[path]
+    assert plan.memory is not None
     with Vm.open(VM_TYPES[path], kernel=kernel) as vm:
         if path == "tdx":
             vm.tdx_init_vm(attributes=0, xfam=0x3, cpuid=())
         if path == "snp":
             vm.sev_init2()
-        vm.map_memory(layout.memory)
+        vm.map_memory(plan.memory)
         vcpus = [vm.create_vcpu() for _ in range(2)]
         if path == "tdx":
             for v in vcpus:
                 v.tdx_init_vcpu(0x80_0000)
         if path == "snp":
             vm.snp_launch_start(1 << 17 | 1 << 16)
-        log = populate(vm, layout, snp_finish=SnpFinish(host_data=b"h" * 32), on_record=on_record)
+        log = populate(vm, plan, snp_finish=SnpFinish(host_data=b"h" * 32), on_record=on_record)
         memory = kernel.guest_memory()
         # the VM fd numbers differ between runs: key the memory by GPA only
         memory = {(0, gpa): data for (_, gpa), data in memory.items()}
@@ -169,27 +169,27 @@ def launch(
 BASELINES = {path: launch(_kernel(path), path) for path in PLANS}
 
 
-def _plan_region(layout: Plan, entry: LogEntry) -> Region:
-    for r in layout.regions:
+def _plan_region(plan: Plan, entry: LogEntry) -> Region:
+    for r in plan.regions:
         if r.provenance == entry.provenance and r.gpa <= entry.gpa < r.end:
             return r
     raise AssertionError(f"no region for {entry}")
 
 
-def _plan_bytes(layout: Plan, entry: LogEntry) -> bytes:
-    r = _plan_region(layout, entry)
+def _plan_bytes(plan: Plan, entry: LogEntry) -> bytes:
+    r = _plan_region(plan, entry)
     off = entry.gpa - r.gpa
     return r.contents()[off : off + entry.size]
 
 
-def _check_entries(layout: Plan, log: LaunchLog) -> None:
+def _check_entries(plan: Plan, log: LaunchLog) -> None:
     """Each record hashes exactly the plan's bytes for its range (and per page for SNP)."""
     assert [e.seq for e in log.entries] == list(range(len(log.entries)))
     for e in log.entries:
-        data = _plan_bytes(layout, e)
+        data = _plan_bytes(plan, e)
         assert len(data) == e.size
         # the plan's bytes' hash, or the zero marker for a range the plan gives none
-        want = hashlib.sha384(data).digest() if len(_plan_region(layout, e).data) else None
+        want = hashlib.sha384(data).digest() if len(_plan_region(plan, e).data) else None
         assert e.content_sha384 == want
         assert e.digest_after is None
         if e.op in (LogOp.SNP_LAUNCH_UPDATE, LogOp.SNP_VMSA) and e.page_type.hashes_contents:
@@ -219,16 +219,16 @@ def _coalesce(log: LaunchLog) -> list[tuple[object, ...]]:
 
 def test_plain_fault_free_log_and_journal() -> None:
     out = BASELINES["plain"]
-    layout = PLANS["plain"]
-    _check_entries(layout, out.log)
+    plan = PLANS["plain"]
+    _check_entries(plan, out.log)
     assert [(e.op, e.gpa, e.size) for e in out.log.entries] == [
-        *((LogOp.PLAIN_COPY, r.gpa, r.size) for r in layout.regions),
-        *((LogOp.PRE_FAULT, r.gpa, r.size) for r in layout.regions),
+        *((LogOp.PLAIN_COPY, r.gpa, r.size) for r in plan.regions),
+        *((LogOp.PRE_FAULT, r.gpa, r.size) for r in plan.regions),
     ]
     assert all(not e.measured for e in out.log.entries if e.op is LogOp.PRE_FAULT)
     assert out.log.notes == ()
-    assert out.journal == [("PRE_FAULT", g) for r in layout.regions for g, _ in r.pages()]
-    for r in layout.regions:
+    assert out.journal == [("PRE_FAULT", g) for r in plan.regions for g, _ in r.pages()]
+    for r in plan.regions:
         slot = MEMORY.slot_for(r.gpa, r.size)
         assert slot is not None
         off = r.gpa - slot.gpa
@@ -259,8 +259,8 @@ def test_plain_without_pre_fault_notes_it(path: str) -> None:
 
 def test_tdx_fault_free_log_and_journal() -> None:
     out = BASELINES["tdx"]
-    layout = PLANS["tdx"]
-    _check_entries(layout, out.log)
+    plan = PLANS["tdx"]
+    _check_entries(plan, out.log)
     assert [(e.op, e.gpa, e.size, e.measured) for e in out.log.entries] == [
         (LogOp.TDX_PAGE_ADD_EXTEND, 0x20000, 4 * PAGE, True),
         (LogOp.TDX_PAGE_ADD, 0x8000, 3 * PAGE, False),
@@ -268,10 +268,10 @@ def test_tdx_fault_free_log_and_journal() -> None:
     ]
     adds = [j for j in out.journal if j[0] == "TDX_PAGE_ADD"]
     assert [(j[1], j[2]) for j in adds] == [
-        (gpa, r.measured) for r in layout.regions for gpa, _ in r.pages()
+        (gpa, r.measured) for r in plan.regions for gpa, _ in r.pages()
     ]
     assert [j[3] for j in adds] == [
-        hashlib.sha384(bytes(p)).digest() for r in layout.regions for _, p in r.pages()
+        hashlib.sha384(bytes(p)).digest() for r in plan.regions for _, p in r.pages()
     ]
     assert out.journal[0] == ("TDX_INIT_VM",)
     assert out.journal[-1] == ("TDX_FINALIZE_VM",)
@@ -279,14 +279,14 @@ def test_tdx_fault_free_log_and_journal() -> None:
 
 def test_snp_fault_free_log_and_journal() -> None:
     out = BASELINES["snp"]
-    layout = PLANS["snp"]
-    _check_entries(layout, out.log)
+    plan = PLANS["snp"]
+    _check_entries(plan, out.log)
     assert [(e.op, e.gpa, e.page_type) for e in out.log.entries] == [
-        (LogOp.SNP_LAUNCH_UPDATE, r.gpa, r.page_type) for r in layout.memory_regions
+        (LogOp.SNP_LAUNCH_UPDATE, r.gpa, r.page_type) for r in plan.memory_regions
     ] + [(LogOp.SNP_VMSA, VMSA_GPA, PageType.VMSA)] * 2
     updates = [j for j in out.journal if j[0] == "SNP_LAUNCH_UPDATE"]
     assert [(j[1], j[2]) for j in updates] == [
-        (gpa, r.page_type) for r in layout.memory_regions for gpa, _ in r.pages()
+        (gpa, r.page_type) for r in plan.memory_regions for gpa, _ in r.pages()
     ]
     assert out.journal[-3:] == [
         ("SNP_VMSA", 0),
@@ -294,7 +294,7 @@ def test_snp_fault_free_log_and_journal() -> None:
         ("SNP_LAUNCH_FINISH", b"h" * 32, 0),
     ]
     low = out.memory[(0, 0)]
-    assert low[0x4000:0x7000] == layout.regions[0].contents()
+    assert low[0x4000:0x7000] == plan.regions[0].contents()
     assert low[0x8000:0xC000] == bytes(4 * PAGE)  # ZERO
     assert low[0xC000:0xC010] == b"fake SNP secrets"  # the firmware's secrets page
 
@@ -423,8 +423,8 @@ def test_partial_progress_then_fatal_keeps_what_was_done() -> None:
 
 
 def test_rejected_cpuid_page_says_so() -> None:
-    layout = PLANS["snp"]
-    cpuid_call = [r.page_type for r in layout.memory_regions].index(PageType.CPUID)
+    plan = PLANS["snp"]
+    cpuid_call = [r.page_type for r in plan.memory_regions].index(PageType.CPUID)
     faults = [Fault()] * cpuid_call + [
         Fault(pages=0, errno=errno.EIO, fw_error=_uapi.SEV_RET_INVALID_PARAM)
     ]
@@ -525,7 +525,7 @@ def test_tdx_issues_one_request_per_region() -> None:
     all extends) must see the same grouping the two-pass MRTD prediction assumes."""
     pages = 600  # more than one 2 MiB staging chunk
     memory = MemoryMap((Memslot(0, 0, 1024 * PAGE, MemslotKind.RAM_LOW),))
-    layout = Plan.of([_region(0, pages, PageType.NORMAL, True, 0, 3 * PAGE)], memory)
+    plan = Plan.of([_region(0, pages, PageType.NORMAL, True, 0, 3 * PAGE)], memory)
     kernel = FakeKernel()
     requests: list[int] = []
     real_ioctl = kernel.ioctl
@@ -543,6 +543,6 @@ def test_tdx_issues_one_request_per_region() -> None:
         vm.map_memory(memory)
         vcpu = vm.create_vcpu()
         vcpu.tdx_init_vcpu(0)
-        log = populate(vm, layout)
+        log = populate(vm, plan)
     assert requests == [pages]
     assert [(e.gpa, e.size) for e in log.entries] == [(0, pages * PAGE)]

@@ -157,11 +157,11 @@ def _plan() -> tuple[Plan, bytes, bytes]:
 
 
 def test_plain_populate_runs_the_guest_it_placed(memory_backend: str) -> None:
-    layout, low_data, high_data = _plan()
-    assert layout.memory is not None
+    plan, low_data, high_data = _plan()
+    assert plan.memory is not None
     with Vm.open(memory_backend=memory_backend) as vm:
         assert vm.memory_backend.backend == memory_backend
-        vm.map_memory(layout.memory)
+        vm.map_memory(plan.memory)
         assert [(m.slot, m.gpa, m.size) for m in vm.memory] == [
             (0, 0, 0x8000_0000),
             (1, FOUR_GIB, 0x4000_0000),
@@ -172,12 +172,12 @@ def test_plain_populate_runs_the_guest_it_placed(memory_backend: str) -> None:
         else:
             assert all(m.flags == 0 and m.gmem_fd == -1 for m in vm.memory)
         vcpu = vm.create_vcpu()
-        log = populate(vm, layout)
+        log = populate(vm, plan)
 
         # the log: one plain.copy per region, in plan order, hashing what went in
         assert [e.op for e in log.entries] == [LogOp.PLAIN_COPY] * 6
-        assert [(e.gpa, e.size) for e in log.entries] == [(r.gpa, r.size) for r in layout.regions]
-        for entry, region in zip(log.entries, layout.regions, strict=True):
+        assert [(e.gpa, e.size) for e in log.entries] == [(r.gpa, r.size) for r in plan.regions]
+        for entry, region in zip(log.entries, plan.regions, strict=True):
             assert entry.content_sha384 == hashlib.sha384(region.contents()).digest()
             assert entry.provenance == region.provenance
             assert entry.digest_after is None
@@ -217,16 +217,16 @@ def test_plain_populate_runs_the_guest_it_placed(memory_backend: str) -> None:
 def test_anonymous_memory_through_the_original_memslot_ioctl() -> None:
     """Where KVM_CAP_USER_MEMORY2 is absent, anonymous memory is bound with
     KVM_SET_USER_MEMORY_REGION: the guest runs on it just the same."""
-    layout, low_data, _ = _plan()
-    assert layout.memory is not None
+    plan, low_data, _ = _plan()
+    assert plan.memory is not None
     kernel = _Recording()
     with Vm.open(kernel=kernel, memory_backend="anonymous") as vm:
         vm.user_memory2 = False  # as on a host without KVM_CAP_USER_MEMORY2
-        vm.map_memory(layout.memory)
+        vm.map_memory(plan.memory)
         assert _uapi.KVM_SET_USER_MEMORY_REGION in kernel.requests
         assert _uapi.KVM_SET_USER_MEMORY_REGION2 not in kernel.requests
         vcpu = vm.create_vcpu()
-        populate(vm, layout)
+        populate(vm, plan)
         vcpu.setup_protected_mode(0x2000, rbx=0x10005)
         assert vcpu.run(timeout=10) == IoExit(0x3F8, IoDirection.OUT, 1, 1, low_data[5:6])
         assert vcpu.run(timeout=10) == HltExit()
@@ -234,12 +234,12 @@ def test_anonymous_memory_through_the_original_memslot_ioctl() -> None:
 
 
 def test_run_timeout_stops_a_guest_that_never_halts(memory_backend: str) -> None:
-    layout, _, _ = _plan()
-    assert layout.memory is not None
+    plan, _, _ = _plan()
+    assert plan.memory is not None
     with Vm.open(memory_backend=memory_backend) as vm:
-        vm.map_memory(layout.memory)
+        vm.map_memory(plan.memory)
         vcpu = vm.create_vcpu()
-        populate(vm, layout)
+        populate(vm, plan)
         vcpu.setup_protected_mode(0x3000)
         assert vcpu.run(timeout=0.2) == TimeoutExit(0.2)
         assert vcpu.get_regs().rip == 0x3000  # still spinning on `jmp $`
@@ -504,11 +504,11 @@ def test_run_serial_relays_the_uart_and_stops_on_hlt() -> None:
     message = b"hello, serial\n"
     assert len(SERIAL_CODE) == 23
     memory = MemoryMap.for_size(1 << 20)
-    layout = Plan.of([_code_region(0x1000, SERIAL_CODE + message + b"\0", "serial")], memory)
+    plan = Plan.of([_code_region(0x1000, SERIAL_CODE + message + b"\0", "serial")], memory)
     with Vm.open() as vm:
         vm.map_memory(memory)
         vcpu = vm.create_vcpu()
-        populate(vm, layout)
+        populate(vm, plan)
         vcpu.setup_real_mode(0x100, 0)
         seen: list[bytes] = []
         result = vcpu.run_serial(10, on_output=seen.append)
@@ -532,12 +532,12 @@ def test_run_with_timeout_from_a_worker_thread() -> None:
 
     install_kick_handler()  # main thread
     memory = MemoryMap.for_size(1 << 20)
-    layout = Plan.of([_code_region(0x3000, LOOP_CODE, "jmp $")], memory)
+    plan = Plan.of([_code_region(0x3000, LOOP_CODE, "jmp $")], memory)
     results: list[object] = []
     with Vm.open() as vm:
         vm.map_memory(memory)
         vcpu = vm.create_vcpu()
-        populate(vm, layout)
+        populate(vm, plan)
         vcpu.setup_protected_mode(0x3000)
         worker = threading.Thread(target=lambda: results.append(vcpu.run(timeout=0.2)))
         worker.start()

@@ -50,7 +50,7 @@ def test_dry_run_prints_plan_and_prediction(tech: str) -> None:
         re.M,
     )
     settings = settings_from_toml(example_config().read_text(), base=str(example_config().parent))
-    with load_plan(settings) as plan:
+    with load_plan(settings) as launch:
         expected = [
             (
                 r.gpa,
@@ -59,7 +59,7 @@ def test_dry_run_prints_plan_and_prediction(tech: str) -> None:
                 r.provenance.describe(),
                 hashlib.sha384(r.contents()).hexdigest(),
             )
-            for r in plan.hashed
+            for r in launch.hashed
         ]
     assert [(int(a, 16), int(b, 16), int(n), p, d) for a, b, n, p, d in ranges] == expected
     assert [p for _, _, _, p, _ in ranges][-3:] == [

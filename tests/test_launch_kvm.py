@@ -50,8 +50,10 @@ def test_launch_example_reports_the_log(memory_backend: str) -> None:
     assert "memory backend" not in result.stderr  # asked for: nothing to explain
     assert "guest digests match the launch log for all 6 ranges" in result.stderr
     assert 'cvmlaunch-guest cmdline "console=ttyS0 cvmlaunch.example=1"' in result.stdout
-    with load_plan(example_settings()) as plan:
-        expected = [(r.gpa, r.size, hashlib.sha384(r.contents()).hexdigest()) for r in plan.hashed]
+    with load_plan(example_settings()) as launch:
+        expected = [
+            (r.gpa, r.size, hashlib.sha384(r.contents()).hexdigest()) for r in launch.hashed
+        ]
     # the guest's own SHA-384 of each range equals hashlib's of what the plan put there
     assert guest_ranges(result.stdout) == expected
     assert result.stdout.rstrip().endswith("end 6")
@@ -108,8 +110,8 @@ def test_explicit_guest_memfd_on_a_host_without_it_exits_2() -> None:
 
 
 def test_changed_byte_fails_naming_the_range(memory_backend: str) -> None:
-    with load_plan(example_settings(memory_backend=memory_backend)) as plan:
-        initrd = next(r for r in plan.hashed if r.provenance.name == "example-initrd.img")
+    with load_plan(example_settings(memory_backend=memory_backend)) as launch:
+        initrd = next(r for r in launch.hashed if r.provenance.name == "example-initrd.img")
         target = initrd.gpa + 0x10
 
         def corrupt(vm: object) -> None:
@@ -121,7 +123,7 @@ def test_changed_byte_fails_naming_the_range(memory_backend: str) -> None:
         written: list[str] = []
         with pytest.raises(MeasurementMismatch) as info:
             execute(
-                plan,
+                launch,
                 timeout=60,
                 after_populate=corrupt,
                 on_log=lambda log, text: written.append(text),
@@ -143,8 +145,8 @@ def test_changed_byte_fails_naming_the_range(memory_backend: str) -> None:
 
 def test_two_vcpus_and_memory_above_4g(memory_backend: str) -> None:
     settings = example_settings(memory="5G", vcpus=2, memory_backend=memory_backend)
-    with load_plan(settings) as plan:
-        result = execute(plan, timeout=60)
+    with load_plan(settings) as launch:
+        result = execute(launch, timeout=60)
     assert result.checked == 6
     assert result.exit_status == 0
     # RAM split q35-style: 2 GiB low, 3 GiB from 4 GiB; both memslots are in the guest's map
@@ -301,10 +303,10 @@ def test_populate_is_one_call_whose_records_drive_the_progress_bar(
     calls: list[object] = []
     real_populate = kvm_map.populate
 
-    def spy(vm: object, layout: object, **kwargs: object) -> object:
-        calls.append(layout)
+    def spy(vm: object, plan: object, **kwargs: object) -> object:
+        calls.append(plan)
         assert callable(kwargs["on_record"])
-        return real_populate(vm, layout, **kwargs)  # type: ignore[arg-type]
+        return real_populate(vm, plan, **kwargs)  # type: ignore[arg-type]
 
     bars: list[tuple[int, list[int]]] = []
 
@@ -320,11 +322,11 @@ def test_populate_is_one_call_whose_records_drive_the_progress_bar(
             pass
 
     monkeypatch.setattr(kvm_map, "populate", spy)
-    with load_plan(example_settings()) as plan:
-        result = execute(plan, timeout=60, progress=Bar)
-        assert calls == [plan.layout]  # the whole plan, in one call
-        sizes = [r.size for r in plan.hashed]
-        spans = [(r.gpa, r.size) for r in plan.hashed]
+    with load_plan(example_settings()) as launch:
+        result = execute(launch, timeout=60, progress=Bar)
+        assert calls == [launch.plan]  # the whole plan, in one call
+        sizes = [r.size for r in launch.hashed]
+        spans = [(r.gpa, r.size) for r in launch.hashed]
     ((total, done),) = bars
     assert total == sum(sizes)
     assert done == [sum(sizes[: i + 1]) for i in range(len(sizes))]

@@ -96,23 +96,23 @@ def test_settings_errors_name_the_key(doc: str, message: str) -> None:
 def test_plan_layout_order_and_table() -> None:
     settings = LaunchSettings(memory=512 << 20, append="console=ttyS0")
     initrd = b"initrd!" * 100
-    plan = pvh_launch(settings, kernel(), 0x100000, initrd=initrd, initrd_name="i.img")
-    names = [r.provenance.describe() for r in plan.hashed]
+    launch = pvh_launch(settings, kernel(), 0x100000, initrd=initrd, initrd_name="i.img")
+    names = [r.provenance.describe() for r in launch.hashed]
     assert names[-3:] == [
         "cmdline (kernel command line)",
         "start_info (PVH hvm_start_info)",
         "range-table (cvmlaunch range table)",
     ]
-    gpas = [r.gpa for r in plan.hashed]
+    gpas = [r.gpa for r in launch.hashed]
     # kernel pages, initrd at the top of low RAM aligned to 2 MiB, then the fixed pages
     assert gpas == [0x100000, 0x101000, 0x1FE00000, CMDLINE_GPA, START_INFO_GPA, RANGE_TABLE_GPA]
-    table = plan.hashed[-1].contents()
+    table = launch.hashed[-1].contents()
     magic, version, count = struct.unpack_from("<8sII", table)
     assert (magic, version, count) == (b"CVMLRNG\0", 1, 6)
     entries = [struct.unpack_from("<QQ", table, 16 + 16 * i) for i in range(count)]
-    assert entries == [(r.gpa, r.size) for r in plan.hashed]
+    assert entries == [(r.gpa, r.size) for r in launch.hashed]
     # start_info: PVH magic, one module (the initrd), cmdline, a memory map of one RAM entry
-    si = plan.hashed[-2].contents()
+    si = launch.hashed[-2].contents()
     fields = struct.unpack_from("<IIIIQQQQII", si)
     assert fields[0] == 0x336EC578
     assert fields[1] == 1
@@ -126,23 +126,23 @@ def test_plan_layout_order_and_table() -> None:
     )
     assert fields[8] == 1
     assert struct.unpack_from("<QQII", si, fields[7] - START_INFO_GPA) == (0, 512 << 20, 1, 0)
-    assert plan.hashed[-3].contents().rstrip(b"\0") == b"console=ttyS0"
+    assert launch.hashed[-3].contents().rstrip(b"\0") == b"console=ttyS0"
 
 
 def test_plan_above_4g_splits_ram_and_keeps_ranges_low() -> None:
-    plan = pvh_launch(LaunchSettings(memory=5 * GIB, vcpus=2), kernel(), 0x100000, initrd=b"x")
-    assert plan.layout.memory is not None
-    slots = [(s.gpa, s.size) for s in plan.layout.memory.memslots]
+    launch = pvh_launch(LaunchSettings(memory=5 * GIB, vcpus=2), kernel(), 0x100000, initrd=b"x")
+    assert launch.plan.memory is not None
+    slots = [(s.gpa, s.size) for s in launch.plan.memory.memslots]
     assert slots == [(0, 2 * GIB), (FOUR_GIB, 3 * GIB)]
-    assert all(r.end <= FOUR_GIB for r in plan.hashed)
-    si = plan.hashed[-2].contents()
+    assert all(r.end <= FOUR_GIB for r in launch.hashed)
+    si = launch.hashed[-2].contents()
     count = struct.unpack_from("<I", si, 48)[0]
     memmap_off = struct.unpack_from("<Q", si, 40)[0] - START_INFO_GPA
     assert [struct.unpack_from("<QQII", si, memmap_off + 24 * i)[:3] for i in range(count)] == [
         (0, 2 * GIB, 1),
         (FOUR_GIB, 3 * GIB, 1),
     ]
-    assert plan.vcpus == 2
+    assert launch.vcpus == 2
 
 
 def test_plan_rejects_a_kernel_over_the_launcher_pages() -> None:
@@ -161,8 +161,8 @@ def test_plan_rejects_initrd_that_does_not_fit() -> None:
 
 
 def test_predicted_digests_are_sha384_of_contents() -> None:
-    plan = pvh_launch(LaunchSettings(append="a b c"), kernel(), 0x100000)
-    assert plan.predicted() == tuple(hashlib.sha384(r.contents()).digest() for r in plan.hashed)
+    launch = pvh_launch(LaunchSettings(append="a b c"), kernel(), 0x100000)
+    assert launch.predicted() == tuple(hashlib.sha384(r.contents()).digest() for r in launch.hashed)
 
 
 def report_text(plan_regions: tuple[Region, ...], flip: int | None = None) -> str:
@@ -177,32 +177,32 @@ def report_text(plan_regions: tuple[Region, ...], flip: int | None = None) -> st
 
 
 def test_report_matches_log() -> None:
-    plan = pvh_launch(LaunchSettings(), kernel(), 0x100000, initrd=b"abc")
-    report = parse_report(report_text(plan.hashed))
-    assert report.end == len(plan.hashed)
-    assert check_report(report, plan.hashed, log_of(plan.hashed)) == len(plan.hashed)
+    launch = pvh_launch(LaunchSettings(), kernel(), 0x100000, initrd=b"abc")
+    report = parse_report(report_text(launch.hashed))
+    assert report.end == len(launch.hashed)
+    assert check_report(report, launch.hashed, log_of(launch.hashed)) == len(launch.hashed)
 
 
 def test_report_mismatch_names_the_range() -> None:
-    plan = pvh_launch(LaunchSettings(), kernel(), 0x100000, initrd=b"abc")
-    report = parse_report(report_text(plan.hashed, flip=2))
+    launch = pvh_launch(LaunchSettings(), kernel(), 0x100000, initrd=b"abc")
+    report = parse_report(report_text(launch.hashed, flip=2))
     with pytest.raises(MeasurementMismatch, match=r"range \[0x1fe00000-0x1fe01000\) \(initrd"):
-        check_report(report, plan.hashed, log_of(plan.hashed))
+        check_report(report, launch.hashed, log_of(launch.hashed))
 
 
 def test_incomplete_and_unreachable_reports_fail() -> None:
-    plan = pvh_launch(LaunchSettings(), kernel(), 0x100000)
-    log = log_of(plan.hashed)
-    text = report_text(plan.hashed)
+    launch = pvh_launch(LaunchSettings(), kernel(), 0x100000)
+    log = log_of(launch.hashed)
+    text = report_text(launch.hashed)
     cut = parse_report(text.rsplit("end", 1)[0])
     with pytest.raises(CheckFailed, match="incomplete"):
-        check_report(cut, plan.hashed, log)
+        check_report(cut, launch.hashed, log)
     digests = list(parse_report(text).digests)
     digests[0] = GuestDigest(0, digests[0].gpa, digests[0].size, None)
     with pytest.raises(CheckFailed, match="could not address range"):
-        check_report(GuestReport(tuple(digests), len(digests)), plan.hashed, log)
+        check_report(GuestReport(tuple(digests), len(digests)), launch.hashed, log)
     with pytest.raises(CheckFailed, match="no launch-log record"):
-        check_report(parse_report(text), plan.hashed, log[1:])
+        check_report(parse_report(text), launch.hashed, log[1:])
 
 
 def test_report_out_of_sequence() -> None:

@@ -84,11 +84,11 @@ def test_the_snp_plan_carries_the_identity_and_records_it() -> None:
     settings = LaunchSettings(
         tech=Technology.SEV_SNP, host_data=b"\x5a" * 32, id_block="b.bin", id_auth="a.bin"
     )
-    plan = pvh_launch(settings, kernel(), 0x100000, id_block=BLOCK_RAW, id_auth=AUTH_RAW)
-    assert plan.snp == SnpLaunchIdentity(b"\x5a" * 32, BLOCK_RAW, AUTH_RAW)
-    assert plan.snp.auth_key_en
-    assert plan.tdx is None
-    recorded = launch_identity_settings(plan)
+    launch = pvh_launch(settings, kernel(), 0x100000, id_block=BLOCK_RAW, id_auth=AUTH_RAW)
+    assert launch.snp == SnpLaunchIdentity(b"\x5a" * 32, BLOCK_RAW, AUTH_RAW)
+    assert launch.snp.auth_key_en
+    assert launch.tdx is None
+    recorded = launch_identity_settings(launch)
     assert recorded == {
         "policy": "0x30000",
         "host_data": "5a" * 32,
@@ -103,20 +103,20 @@ def test_the_snp_plan_carries_the_identity_and_records_it() -> None:
     bare = pvh_launch(LaunchSettings(tech=Technology.SEV_SNP), kernel(), 0x100000)
 
     def shape(p: PvhLaunch) -> list[tuple[object, ...]]:
-        return [(r.gpa, r.size, r.page_type, r.provenance) for r in p.layout.regions]
+        return [(r.gpa, r.size, r.page_type, r.provenance) for r in p.plan.regions]
 
-    assert shape(bare) == shape(plan)
-    assert bare.predicted() == plan.predicted()
+    assert shape(bare) == shape(launch)
+    assert bare.predicted() == launch.predicted()
     assert bare.snp == SnpLaunchIdentity()
     assert launch_identity_settings(bare)["host_data"] == "00" * 32
 
 
 def test_the_tdx_plan_carries_the_mr_values() -> None:
     settings = LaunchSettings(tech=Technology.TDX, mrowner=b"\x22" * 48)
-    plan = pvh_launch(settings, kernel(), 0x100000)
-    assert plan.tdx == TdxLaunchIdentity(mrowner=b"\x22" * 48)
-    assert plan.snp is None
-    assert launch_identity_settings(plan) == {
+    launch = pvh_launch(settings, kernel(), 0x100000)
+    assert launch.tdx == TdxLaunchIdentity(mrowner=b"\x22" * 48)
+    assert launch.snp is None
+    assert launch_identity_settings(launch) == {
         "mrconfigid": "00" * 48,
         "mrowner": "22" * 48,
         "mrownerconfig": "00" * 48,

@@ -151,8 +151,8 @@ def test_a_failed_system_call_anywhere_in_a_confidential_launch_leaks_nothing(
 
 def test_a_pvh_plan_is_not_launched_as_snp_or_tdx() -> None:
     kernel = FakeKernel()
-    with load_plan(_example(tech="snp")) as plan, pytest.raises(ConfigError, match="firmware"):
-        open_vm(plan, kernel=kernel)
+    with load_plan(_example(tech="snp")) as launch, pytest.raises(ConfigError, match="firmware"):
+        open_vm(launch, kernel=kernel)
     assert not any(j[0] == "CREATE_VM" for j in kernel.journal)
 
 

@@ -42,7 +42,7 @@ from cvmlaunch.measure.log import (
 FW = Provenance(SourceKind.FILE, "fw.fd", offset=0)
 
 
-def small_layout(data: bytes = bytes(range(256)) * 40, vcpus: int = 2) -> Plan:
+def small_plan(data: bytes = bytes(range(256)) * 40, vcpus: int = 2) -> Plan:
     """Two firmware pages + zero fill, a ZERO range, a SECRETS page, a partially filled
     NORMAL page, and VMSAs."""
     regions = [
@@ -95,8 +95,8 @@ def header(initial: bytes = bytes(48), **settings_: object) -> LogHeader:
     )
 
 
-def make_log(layout: Plan | None = None, **kw: object) -> MeasurementLog:
-    return snp_chain.log_plan(layout or small_layout(), header(**kw))  # type: ignore[arg-type]
+def make_log(plan: Plan | None = None, **kw: object) -> MeasurementLog:
+    return snp_chain.log_plan(plan or small_plan(), header(**kw))  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------ model and chain
@@ -126,11 +126,11 @@ def test_zero_type_pages_use_zero_contents_but_still_step() -> None:
 
 
 def test_log_footer_equals_direct_fold() -> None:
-    layout = small_layout()
-    log = make_log(layout)
-    assert log.digest == snp_chain.fold_plan(layout)
+    plan = small_plan()
+    log = make_log(plan)
+    assert log.digest == snp_chain.fold_plan(plan)
     assert log.entries[-1].digest_after == log.digest
-    assert [e.seq for e in log.entries] == list(range(len(layout.regions)))
+    assert [e.seq for e in log.entries] == list(range(len(plan.regions)))
     # page hashes only where the chain needs them
     assert len(log.entries[0].page_sha384) == 4
     assert log.entries[1].page_sha384 == ()
@@ -144,10 +144,10 @@ def test_log_footer_equals_direct_fold() -> None:
 
 def test_log_seeded_with_initial_digest() -> None:
     seed = hashlib.sha384(b"seed").digest()
-    layout = small_layout()
-    log = make_log(layout, initial=seed)
-    assert log.digest == snp_chain.fold_plan(layout, seed)
-    assert log.digest != snp_chain.fold_plan(layout)
+    plan = small_plan()
+    log = make_log(plan, initial=seed)
+    assert log.digest == snp_chain.fold_plan(plan, seed)
+    assert log.digest != snp_chain.fold_plan(plan)
     assert verify_log(log) == log.digest
 
 
@@ -315,11 +315,11 @@ def test_verify_detects_footer_and_type_changes() -> None:
 
 
 def test_verify_with_contents_checks_content_hashes() -> None:
-    layout = small_layout()
-    log = make_log(layout)
+    plan = small_plan()
+    log = make_log(plan)
 
     def contents(entry: LogEntry) -> bytes:
-        return bytes(layout.regions[entry.seq].data)
+        return bytes(plan.regions[entry.seq].data)
 
     assert verify_log(log, contents) == log.digest
 
@@ -353,7 +353,7 @@ def test_unknown_algorithm_has_no_replayer() -> None:
 def test_log_layout_rejects_wrong_header() -> None:
     h = dataclasses.replace(header(), initial_digest=None)
     with pytest.raises(ConfigError):
-        snp_chain.log_plan(small_layout(), h)
+        snp_chain.log_plan(small_plan(), h)
 
 
 # ------------------------------------------------------------------ diff
@@ -381,12 +381,12 @@ def test_diff_names_setting_in_decimal_and_the_verdict() -> None:
 
 def test_diff_names_first_range_and_field() -> None:
     a = make_log()
-    b = make_log(small_layout(bytes(range(256)) * 40 + b"\x01"))
+    b = make_log(small_plan(bytes(range(256)) * 40 + b"\x01"))
     d = diff_logs(a, b).first_range
     assert d is not None
     assert d.where == "record 0"
     assert d.what == "content_sha384"
-    la = small_layout()
+    la = small_plan()
     regions = list(la.regions)
     regions[1] = dataclasses.replace(regions[1], gpa=0x81_0000)
     result = diff_logs(a, make_log(Plan.of(regions)))
@@ -401,7 +401,7 @@ def test_diff_names_first_range_and_field() -> None:
     d = diff_logs(a, make_log(Plan.of(regions))).first_range
     assert d is not None
     assert d.describe() == "record 2: page_type differs: SECRETS vs ZERO"
-    d = diff_logs(a, make_log(small_layout(vcpus=3))).first_range
+    d = diff_logs(a, make_log(small_plan(vcpus=3))).first_range
     assert d is not None
     assert (d.where, d.what) == ("record 7", "presence")
 
@@ -480,7 +480,7 @@ _types = st.sampled_from(
 
 
 @st.composite
-def layouts(draw: st.DrawFn) -> Plan:
+def plans(draw: st.DrawFn) -> Plan:
     regions: list[Region] = []
     gpa = 0x10_0000
     for i in range(draw(st.integers(1, 5))):
@@ -515,27 +515,27 @@ def layouts(draw: st.DrawFn) -> Plan:
 
 
 @settings(max_examples=40, deadline=None)
-@given(layouts())
-def test_page_by_page_fold_equals_range_fold(layout: Plan) -> None:
+@given(plans())
+def test_page_by_page_fold_equals_range_fold(plan: Plan) -> None:
     digest = bytes(48)
-    for region, gpa, page in layout.pages():
+    for region, gpa, page in plan.pages():
         contents = hashlib.sha384(page).digest() if region.page_type.hashes_contents else bytes(48)
         digest = hashlib.sha384(
             snp_chain.page_info(digest, contents, region.page_type, gpa)
         ).digest()
-    assert digest == snp_chain.fold_plan(layout)
+    assert digest == snp_chain.fold_plan(plan)
 
 
 @settings(max_examples=40, deadline=None)
-@given(layouts())
-def test_log_replays_to_direct_digest(layout: Plan) -> None:
-    log = make_log(layout)
-    assert log.digest == snp_chain.fold_plan(layout)
+@given(plans())
+def test_log_replays_to_direct_digest(plan: Plan) -> None:
+    log = make_log(plan)
+    assert log.digest == snp_chain.fold_plan(plan)
     back = parse_log(dumps_log(log))
     assert verify_log(back) == log.digest
 
 
-_VALID = dumps_log(make_log(small_layout(vcpus=1)))
+_VALID = dumps_log(make_log(small_plan(vcpus=1)))
 
 
 @settings(max_examples=150, deadline=None)

@@ -308,8 +308,8 @@ def plain_log_text() -> tuple[str, dict[str, bytes]]:
         initrd=str(DATA / "example-initrd.img"),
         append=APPEND,
     )
-    with load_plan(settings) as plan:
-        header = log_header(plan, input_digests(settings))
+    with load_plan(settings) as launch:
+        header = log_header(launch, input_digests(settings))
         header = type(header)(
             technology=header.technology,
             algorithm=header.algorithm,
@@ -318,7 +318,7 @@ def plain_log_text() -> tuple[str, dict[str, bytes]]:
             tool_version=header.tool_version,
             initial_digest=header.initial_digest,
         )
-        log: MeasurementLog = plain_log(plan.layout, header)
+        log: MeasurementLog = plain_log(launch.plan, header)
         text = dumps_log(log)
     return text, {
         "kernel": (DATA / "example-guest.elf").read_bytes(),

@@ -297,7 +297,7 @@ def test_plain_populate_hashes_no_range_the_plan_gives_no_bytes(
     data = Region(0x1000, PAGE_SIZE, PageType.NORMAL, True,
                   Provenance(SourceKind.FILE, "k", offset=0), b"\x01")  # fmt: skip
     memory = MemoryMap((Memslot(0, 0, 1024 * PAGE_SIZE, MemslotKind.RAM_LOW),))
-    layout = Plan.of([data, bss], memory)
+    plan = Plan.of([data, bss], memory)
     hashed_regions: list[tuple[bytes, int]] = []
     real = digests.range_sha384
 
@@ -308,7 +308,7 @@ def test_plain_populate_hashes_no_range_the_plan_gives_no_bytes(
     monkeypatch.setattr(digests, "range_sha384", counting)
     with Vm.open(kernel=FakeKernel(guest_memfd=False)) as vm:
         vm.map_memory(memory)
-        log = plain.populate_plain(vm, layout)
+        log = plain.populate_plain(vm, plan)
         assert vm.read(bss.gpa, bss.size) == bytes(bss.size)
     assert hashed_regions == [(data.data, data.size)]
     assert [e.content_sha384 for e in log.entries[:2]] == [

@@ -54,7 +54,7 @@ def reference_step(
     return hashlib.sha384(digest + step).digest()
 
 
-def layout() -> Plan:
+def example_plan() -> Plan:
     gen = Provenance(SourceKind.GENERATED, "table", detail="a table")
     return Plan.of(
         [
@@ -68,9 +68,9 @@ def layout() -> Plan:
 
 
 def test_plan_digest_matches_the_documented_chain() -> None:
-    log = plain_log(layout(), plain_header({"vcpus": 1}, tool_version="test"))
+    log = plain_log(example_plan(), plain_header({"vcpus": 1}, tool_version="test"))
     digest = bytes(48)
-    for region in layout().memory_regions:
+    for region in example_plan().memory_regions:
         # docs/log-format.md: a range with no bytes has the zero marker: 48 zero bytes
         content = hashlib.sha384(region.contents()).digest() if len(region.data) else bytes(48)
         digest = reference_step(
@@ -91,7 +91,7 @@ def test_empty_plan_digest_is_the_initial_value() -> None:
 
 
 def test_pre_fault_records_leave_the_digest_unchanged() -> None:
-    predicted = plain_log(layout(), plain_header({}, tool_version="t"))
+    predicted = plain_log(example_plan(), plain_header({}, tool_version="t"))
     records = list(predicted.entries)
     # a host that pre-faults adds records after the copies, split however the kernel likes
     first = records[0]
@@ -107,7 +107,7 @@ def test_pre_fault_records_leave_the_digest_unchanged() -> None:
 
 
 def test_every_field_of_a_copy_record_enters_the_digest() -> None:
-    base = plain_log(layout(), plain_header({}, tool_version="t"))
+    base = plain_log(example_plan(), plain_header({}, tool_version="t"))
     changes = {
         "gpa": {"gpa": 0x10_1000},
         "size": {"size": 0x4000},
@@ -124,7 +124,7 @@ def test_every_field_of_a_copy_record_enters_the_digest() -> None:
 
 
 def test_other_technologies_ops_are_rejected() -> None:
-    base = plain_log(layout(), plain_header({}, tool_version="t"))
+    base = plain_log(example_plan(), plain_header({}, tool_version="t"))
     records = [dataclasses.replace(e, digest_after=None) for e in base.entries]
     records[1] = dataclasses.replace(records[1], op=LogOp.TDX_PAGE_ADD)
     with pytest.raises(
@@ -134,7 +134,7 @@ def test_other_technologies_ops_are_rejected() -> None:
 
 
 def test_header_without_initial_digest_is_rejected() -> None:
-    log = plain_log(layout(), plain_header({}, tool_version="t"))
+    log = plain_log(example_plan(), plain_header({}, tool_version="t"))
     bad = dataclasses.replace(log, header=dataclasses.replace(log.header, initial_digest=None))
     with pytest.raises(LogFormatError, match="48-byte initial_digest"):
         replay_log(bad)
@@ -187,7 +187,7 @@ def test_replay_follows_the_documented_chain(
 def test_log_verify_cli_accepts_and_rejects(tmp_path: Path) -> None:
     settings = {"memory": 1 << 29, "vcpus": 1, "pvh_entry": 0x100000}
     kernel = LogInput("kernel", "vmlinux", 1, sha256=bytes(32))
-    log = plain_log(layout(), plain_header(settings, inputs=(kernel,), tool_version="t"))
+    log = plain_log(example_plan(), plain_header(settings, inputs=(kernel,), tool_version="t"))
     good = tmp_path / "good.jsonl"
     good.write_text(dumps_log(log))
     ok = run_cli(["log", "verify", str(good)])
@@ -216,7 +216,7 @@ def test_log_verify_cli_accepts_and_rejects(tmp_path: Path) -> None:
 
 def test_reference_values_refuses_a_plain_log(tmp_path: Path) -> None:
     path = tmp_path / "plain.jsonl"
-    path.write_text(dumps_log(plain_log(layout(), plain_header({}, tool_version="t"))))
+    path.write_text(dumps_log(plain_log(example_plan(), plain_header({}, tool_version="t"))))
     result = run_cli(["reference-values", str(path)])
     assert result.exit_code == 2
     assert result.stderr.strip() == (

@@ -51,12 +51,12 @@ def test_large_and_small_regions_are_copied_and_logged_with_their_contents_hash(
         ),
     ]
     assert big_size >= HASH_OFFLOAD_MIN
-    layout = Plan.of(regions, MemoryMap.for_size(64 << 20))
-    assert layout.memory is not None
+    plan = Plan.of(regions, MemoryMap.for_size(64 << 20))
+    assert plan.memory is not None
     with Vm.open(memory_backend=memory_backend) as vm:
-        vm.map_memory(layout.memory)
+        vm.map_memory(plan.memory)
         vm.write(0x100_0000, b"\xff" * PAGE_SIZE)  # stale bytes that the zero fill must clear
-        log = populate_plain(vm, layout)
+        log = populate_plain(vm, plan)
         copies = [e for e in log.entries if e.op is LogOp.PLAIN_COPY]
         assert [(e.gpa, e.size) for e in copies] == [(r.gpa, r.size) for r in regions]
         for entry, region in zip(copies, regions, strict=True):
@@ -78,4 +78,4 @@ def test_large_and_small_regions_are_copied_and_logged_with_their_contents_hash(
         head = plain_header({}, tool_version="t")
         assert copies[2].content_sha384 is None
         launched = complete_log(head, [e for e in log.entries if e.op is LogOp.PLAIN_COPY])
-        assert dumps_log(launched) == dumps_log(plain_log(layout, head))
+        assert dumps_log(launched) == dumps_log(plain_log(plan, head))

@@ -33,7 +33,7 @@ from tests.test_identity import ID_KEY, ID_KEY_FILE
 from tests.vectors import snp_case
 
 FW = Provenance(SourceKind.FILE, "fw.fd", offset=0)
-LAYOUT = Plan.of(
+PLAN = Plan.of(
     [
         Region(0xFFFF_E000, 0x2000, PageType.NORMAL, True, FW, b"\x90" * 0x1800),
         Region(0x80_0000, 0x1000, PageType.ZERO, False, Provenance(SourceKind.ZERO, "z")),
@@ -52,7 +52,7 @@ def _snp_log(tmp: Path, settings: Mapping[str, str | int | bool | None]) -> tupl
         "0.1.0",
         initial_digest=bytes(48),
     )
-    log = snp_chain.log_plan(LAYOUT, header)
+    log = snp_chain.log_plan(PLAN, header)
     path = tmp / "launch.jsonl"
     path.write_text(dumps_log(log))
     return path, log.footer.digest

@@ -125,7 +125,7 @@ def test_ovmf_hash_seed_reuse(inputs: dict[str, Path]) -> None:
 def test_worked_trace(inputs: dict[str, Path]) -> None:
     image = _image(inputs, "OVMF.amdsev.fd")
     settings_ = SnpSettings(vcpus=2, vcpu_sig=vcpu_type_signature("EPYC-v4"))
-    layout = snp_plan(image, settings_)
+    plan = snp_plan(image, settings_)
     page0 = bytes(image.data[:PAGE_SIZE])
     contents0 = hashlib.sha384(page0).digest()
     page0_t, info_tail = snp_trace("page0-contents"), snp_trace("page0-info-tail")
@@ -133,16 +133,16 @@ def test_worked_trace(inputs: dict[str, Path]) -> None:
     assert contents0.hex().endswith(page0_t.tail)
     info = snp_chain.page_info(bytes(48), contents0, PageType.NORMAL, image.gpa)
     assert info[96:].hex() == info_tail.head
-    after_fw = snp_chain.fold_region(bytes(48), layout.regions[0])
+    after_fw = snp_chain.fold_region(bytes(48), plan.regions[0])
     assert after_fw.hex().startswith(snp_trace("after-firmware").head)
     assert after_fw.hex().endswith(snp_trace("after-firmware").tail)
     digest = after_fw
-    for region in layout.memory_regions[1:]:
+    for region in plan.memory_regions[1:]:
         digest = snp_chain.fold_region(digest, region)
-    assert len(layout.memory_regions) == 8
+    assert len(plan.memory_regions) == 8
     assert digest.hex().startswith(snp_trace("after-metadata").head)
     assert digest.hex().endswith(snp_trace("after-metadata").tail)
-    bsp, ap = layout.vmsa_regions
+    bsp, ap = plan.vmsa_regions
     bsp_t, ap_t = snp_trace("bsp-vmsa"), snp_trace("ap-vmsa")
     assert hashlib.sha384(bsp.data).hexdigest().startswith(bsp_t.head)
     assert hashlib.sha384(bsp.data).hexdigest().endswith(bsp_t.tail)
@@ -156,8 +156,8 @@ def test_worked_trace(inputs: dict[str, Path]) -> None:
 def test_plan_matches_the_measured_range_table(inputs: dict[str, Path]) -> None:
     """snp-measure.md 1.3: the AmdSev build's ranges, page types and order."""
     image = _image(inputs, "OVMF.amdsev.fd")
-    layout = snp_plan(image, SnpSettings(vcpus=3, vcpu_sig=EPYC_V4))
-    got = [(r.gpa, r.npages, r.page_type) for r in layout.regions]
+    plan = snp_plan(image, SnpSettings(vcpus=3, vcpu_sig=EPYC_V4))
+    got = [(r.gpa, r.npages, r.page_type) for r in plan.regions]
     t = PageType
     assert got == [
         (0xFFC00000, 1024, t.NORMAL),
@@ -255,17 +255,17 @@ def test_svsm_fcw_follows_kvm(inputs: dict[str, Path]) -> None:
     ovmf = _image(inputs, "OVMF.amdsev.fd")
     svsm = parse_ovmf(synthetic_images()["synthetic-svsm.bin"], name="svsm")
     settings_ = SnpSettings(vcpus=2, vcpu_sig=EPYC_V4)
-    layout = svsm_plan(ovmf, svsm, settings_, vars_size=0x84000)
-    assert snp_chain.fold_plan(layout).hex() == ours.output.strip()
+    plan = svsm_plan(ovmf, svsm, settings_, vars_size=0x84000)
+    assert snp_chain.fold_plan(plan).hex() == ours.output.strip()
     svsm_gpa = 0xFFC00000 - 0x84000 - svsm.size
-    assert layout.regions[1].gpa == svsm_gpa
-    vmsa = bytearray(layout.vmsa_regions[0].data)
+    assert plan.regions[1].gpa == svsm_gpa
+    vmsa = bytearray(plan.vmsa_regions[0].data)
     assert int.from_bytes(vmsa[0x178:0x180], "little") == svsm_gpa + 0x1000  # RIP
     assert vmsa[0x410:0x412] == (0x37F).to_bytes(2, "little")
     vmsa[0x410:0x412] = bytes(2)  # the peer's defect
-    peerish = [dataclasses.replace(r, data=bytes(vmsa)) for r in layout.vmsa_regions]
-    peer_layout = Plan.of([*layout.memory_regions, *peerish])
-    assert snp_chain.fold_plan(peer_layout).hex() == case.expected
+    peerish = [dataclasses.replace(r, data=bytes(vmsa)) for r in plan.vmsa_regions]
+    peer_plan = Plan.of([*plan.memory_regions, *peerish])
+    assert snp_chain.fold_plan(peer_plan).hex() == case.expected
     # legacy (pre-6.10 SNP hosts, the Jan 2024 hardware value's era): both fields 0
     legacy = svsm_vmsa_page(eip=svsm_gpa + 0x1000, vcpu_sig=EPYC_V4, fpu=FpuInit.LEGACY)
     assert legacy[0x408:0x40C] == bytes(4)
@@ -281,13 +281,13 @@ def test_multi_page_secrets_and_cpuid_measure_every_page(inputs: dict[str, Path]
     assert ours.exit_code == 0, ours.output
     assert ours.output.strip() != case.expected
     image = parse_ovmf(synthetic_images()["synthetic-2page.fd"], name="2page")
-    layout = snp_plan(image, SnpSettings(vcpus=1, vcpu_sig=EPYC_V4))
-    assert [r.npages for r in layout.regions[1:4]] == [2, 2, 2]
+    plan = snp_plan(image, SnpSettings(vcpus=1, vcpu_sig=EPYC_V4))
+    assert [r.npages for r in plan.regions[1:4]] == [2, 2, 2]
     cut = [
         dataclasses.replace(r, size=PAGE_SIZE)
         if r.page_type in (PageType.SECRETS, PageType.CPUID)
         else r
-        for r in layout.regions
+        for r in plan.regions
     ]
     assert snp_chain.fold_plan(Plan.of(cut)).hex() == case.expected
 
@@ -384,13 +384,13 @@ def test_page_fold_equals_range_fold_and_log_replays(
     image = parse_ovmf(_small_firmware(), name="fw")
     hashes = KernelHashes(kernel=bytes(32)) if with_kernel else None
     s = SnpSettings(vcpus=vcpus, vcpu_sig=EPYC_V4, vmm=vmm, kernel_hashes=hashes)
-    layout = snp_plan(image, s)
+    plan = snp_plan(image, s)
     digest = bytes(48)
-    for region, gpa, page in layout.pages():
+    for region, gpa, page in plan.pages():
         contents = hashlib.sha384(page).digest() if region.measured else bytes(48)
         digest = snp_chain.extend(digest, contents, region.page_type, gpa)
     assert digest == snp_digest(image, s)
-    log = snp_log(layout, s, mode=SevMode.SNP, inputs=(), tool_version="t")
+    log = snp_log(plan, s, mode=SevMode.SNP, inputs=(), tool_version="t")
     assert verify_log(parse_log(dumps_log(log))) == digest
 
 

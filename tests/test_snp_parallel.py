@@ -117,13 +117,13 @@ def test_large_layout_known_answer_and_worker_counts_agree() -> None:
         _region(1024, 3 << 20, seed=1),
         Region(0x80_0000, 16 * PAGE_SIZE, PageType.ZERO, False, Provenance(SourceKind.ZERO)),
     ]
-    layout = Plan.of(regions)
+    plan = Plan.of(regions)
     expected = ZERO_DIGEST
     for region in regions:
         expected = _page_by_page(expected, region)
-    assert fold_plan(layout) == expected
-    assert fold_plan(layout, workers=1) == expected
-    assert fold_plan(layout, workers=3) == expected
+    assert fold_plan(plan) == expected
+    assert fold_plan(plan, workers=1) == expected
+    assert fold_plan(plan, workers=3) == expected
     assert snp_chain.default_workers() >= 1
 
 

@@ -110,8 +110,8 @@ def region(gpa: int, size: int, data: bytes = b"", measured: bool = True) -> Reg
 
 def test_gce_clean_example_published_mrtd() -> None:
     image = clean_example(2 * 1024 * 1024)
-    layout = tdvf_plan(parse_ovmf(image, name="CleanExample"))
-    assert [r.gpa for r in layout.regions] == [
+    plan = tdvf_plan(parse_ovmf(image, name="CleanExample"))
+    assert [r.gpa for r in plan.regions] == [
         0xFFE20000,
         0xFFE00000,
         0x810000,
@@ -119,18 +119,18 @@ def test_gce_clean_example_published_mrtd() -> None:
         0x809000,
         0x800000,
     ]
-    assert [r.measured for r in layout.regions] == [True] + [False] * 5
-    assert mrtd(layout).hex() == CLEAN_TDX_EXAMPLE_MRTD
-    assert reference_mrtd(as_ranges(layout.regions), PageOrder.PER_PAGE).hex() == (
+    assert [r.measured for r in plan.regions] == [True] + [False] * 5
+    assert mrtd(plan).hex() == CLEAN_TDX_EXAMPLE_MRTD
+    assert reference_mrtd(as_ranges(plan.regions), PageOrder.PER_PAGE).hex() == (
         CLEAN_TDX_EXAMPLE_MRTD
     )
 
 
 def test_clean_example_two_pass_differs_and_matches_reference() -> None:
-    layout = tdvf_plan(parse_ovmf(clean_example(), name="CleanExample"))
-    two = mrtd(layout, order=PageOrder.TWO_PASS)
+    plan = tdvf_plan(parse_ovmf(clean_example(), name="CleanExample"))
+    two = mrtd(plan, order=PageOrder.TWO_PASS)
     assert two.hex() != CLEAN_TDX_EXAMPLE_MRTD
-    assert two == reference_mrtd(as_ranges(layout.regions), PageOrder.TWO_PASS)
+    assert two == reference_mrtd(as_ranges(plan.regions), PageOrder.TWO_PASS)
 
 
 # -- real firmware, cross-checked with td-shim's script (tests/vectors/tdx/README.md) ----------
@@ -153,10 +153,10 @@ def test_real_firmware_plan_and_log(firmware: FirmwareFn) -> None:
     path = firmware("OVMF.inteltdx.ms.fd")
     with map_file(path) as data:
         image = parse_ovmf(data, name="OVMF.inteltdx.ms.fd")
-        layout = tdvf_plan(image)
-        result = measure_tdx(layout)
+        plan = tdvf_plan(image)
+        result = measure_tdx(plan)
         # The BFV is the only measured section; sections stay in metadata order.
-        assert [(r.gpa, r.size, r.measured) for r in layout.regions] == [
+        assert [(r.gpa, r.size, r.measured) for r in plan.regions] == [
             (0xFFC84000, 0x37C000, True),
             (0xFFC00000, 0x84000, False),
             (0x810000, 0x10000, False),
@@ -171,9 +171,9 @@ def test_real_firmware_plan_and_log(firmware: FirmwareFn) -> None:
         assert result.log[0].content_sha384 == hashlib.sha384(bfv_bytes).digest()
         # TEMP_MEM: the plan gives it no bytes, so its record carries the zero marker
         assert result.log[2].content_sha384 is None
-        assert layout.regions[2].data == b""
-        assert replay_tdx(result.log, layout) == result.mrtd
-        del layout, image, bfv_bytes
+        assert plan.regions[2].data == b""
+        assert replay_tdx(result.log, plan) == result.mrtd
+        del plan, image, bfv_bytes
 
 
 # -- properties ------------------------------------------------------------------------------
@@ -320,16 +320,16 @@ HOB = (0, 0, 0x809000, 0x2000, 2, 0)
 TEMP = (0, 0, 0x800000, 0x6000, 3, 0)
 
 
-def plan(sections: list[tuple[int, int, int, int, int, int]], **kw: Any) -> Plan:
+def synthetic_plan(sections: list[tuple[int, int, int, int, int, int]], **kw: Any) -> Plan:
     return tdvf_plan(parse_ovmf(build_ovmf(SIZE, tdx=sections, **kw), name="fw.fd"))
 
 
 def test_tdvf_plan_synthetic() -> None:
-    layout = plan([BFV, CFV, HOB, TEMP])
-    assert [r.gpa for r in layout.regions] == [0xFFFE0000, 0xFFFD0000, 0x809000, 0x800000]
+    plan = synthetic_plan([BFV, CFV, HOB, TEMP])
+    assert [r.gpa for r in plan.regions] == [0xFFFE0000, 0xFFFD0000, 0x809000, 0x800000]
     image = build_ovmf(SIZE, tdx=[BFV, CFV, HOB, TEMP])
-    assert bytes(layout.regions[0].data) == image[0x20000:0x40000]
-    assert layout.regions[0].provenance.describe() == "fw.fd metadata #0 (BFV)"
+    assert bytes(plan.regions[0].data) == image[0x20000:0x40000]
+    assert plan.regions[0].provenance.describe() == "fw.fd metadata #0 (BFV)"
     ranges = [
         (0xFFFE0000, image[0x20000:0x40000], True),
         (0xFFFD0000, image[0x10000:0x20000], False),
@@ -337,14 +337,14 @@ def test_tdvf_plan_synthetic() -> None:
         (0x800000, bytes(0x6000), False),
     ]
     for order in PageOrder:
-        assert mrtd(layout, order=order) == reference_mrtd(ranges, order)
+        assert mrtd(plan, order=order) == reference_mrtd(ranges, order)
 
 
 def test_page_aug_is_ignored_as_qemu_does() -> None:
     aug = (*TEMP[:5], 2)
-    layout = plan([BFV, CFV, HOB, aug])
-    assert "PAGE.AUG ignored" in layout.regions[3].provenance.detail
-    assert mrtd(layout) == mrtd(plan([BFV, CFV, HOB, TEMP]))
+    plan = synthetic_plan([BFV, CFV, HOB, aug])
+    assert "PAGE.AUG ignored" in plan.regions[3].provenance.detail
+    assert mrtd(plan) == mrtd(synthetic_plan([BFV, CFV, HOB, TEMP]))
 
 
 @pytest.mark.parametrize(
@@ -365,7 +365,7 @@ def test_tdvf_plan_rejects(
     sections: list[tuple[int, int, int, int, int, int]], error: type[Exception], message: str
 ) -> None:
     with pytest.raises(error, match=message) as info:
-        plan(sections)
+        synthetic_plan(sections)
     assert str(info.value).startswith("fw.fd: ")
 
 

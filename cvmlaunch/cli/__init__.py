@@ -1,7 +1,7 @@
 """The ``cvmlaunch`` command: a click command tree whose commands are imported when used.
 
 Rule 1: the CLI only composes: it reads files (through :mod:`cvmlaunch.files`), calls the
-library, formats and prints. No parsing, layout or measurement logic lives here.
+library, formats and prints. No parsing, planning or measurement logic lives here.
 
 Rule 2: exit codes: 0 success; 1 the tool ran but a check failed (``--expect`` mismatch, a
 guest report that disagrees with the log: :class:`~cvmlaunch.errors.CheckFailed`); 2 bad

@@ -59,8 +59,8 @@ def run_firmware_launch(
         from cvmlaunch.cli._launch_text import describe_firmware_plan
         from cvmlaunch.text import printable
 
-        with launcher.firmware_plan(req) as plan:
-            lines = [*describe_firmware_plan(plan, req.policy), *identity]
+        with launcher.firmware_plan(req) as launch:
+            lines = [*describe_firmware_plan(launch, req.policy), *identity]
         for line in lines:
             print(printable(line), file=stdout)  # names come from the inputs
         return

@@ -130,8 +130,8 @@ def _launch(
     if dry_run:
         from cvmlaunch.cli._launch_text import describe_plan
 
-        with launcher.load_plan(settings) as plan:
-            for line in describe_plan(plan):
+        with launcher.load_plan(settings) as launch:
+            for line in describe_plan(launch):
                 print(printable(line))  # names and the command line come from inputs
         return
 

@@ -45,21 +45,21 @@ def _table(rows: list[tuple[str, ...]], right: frozenset[int]) -> Iterator[str]:
         yield ("  " + "  ".join(cells)).rstrip()
 
 
-def describe_plan(plan: PvhLaunch) -> Iterator[str]:
+def describe_plan(launch: PvhLaunch) -> Iterator[str]:
     """The plan and the predicted measurement, as text lines (``--dry-run``).
 
     For ``--tech none`` the prediction is the transcript digest of the plain launch log
     (:mod:`cvmlaunch.measure.plain`), the value the real launch's log must end with.
     """
-    s = plan.settings
+    s = launch.settings
     yield (
-        f"plan: tech {plan.tech.label}, memory {_mib(s.memory)}, {plan.vcpus} vCPU"
-        f"{'s' if plan.vcpus != 1 else ''}, PVH entry {plan.entry:#x}, "
-        f"start_info {plan.start_info_gpa:#x}"
+        f"plan: tech {launch.tech.label}, memory {_mib(s.memory)}, {launch.vcpus} vCPU"
+        f"{'s' if launch.vcpus != 1 else ''}, PVH entry {launch.entry:#x}, "
+        f"start_info {launch.start_info_gpa:#x}"
     )
     if s.append:
         yield f"cmdline: {s.append}"
-    memory_map = plan.layout.memory
+    memory_map = launch.plan.memory
     if memory_map is not None:
         yield "memslots:"
         for slot in memory_map.memslots:
@@ -69,7 +69,7 @@ def describe_plan(plan: PvhLaunch) -> Iterator[str]:
             )
     yield "ranges (populate order = range table order); sha384: what the guest must report:"
     rows: list[tuple[str, ...]] = [("#", "GPA range", "pages", "type", "measured", "provenance")]
-    for i, region in enumerate(plan.hashed):
+    for i, region in enumerate(launch.hashed):
         rows.append(
             (
                 str(i),
@@ -82,16 +82,16 @@ def describe_plan(plan: PvhLaunch) -> Iterator[str]:
         )
     lines = list(_table(rows, frozenset({0, 2})))
     yield lines[0]
-    for line, digest in zip(lines[1:], plan.predicted(), strict=True):
+    for line, digest in zip(lines[1:], launch.predicted(), strict=True):
         yield line
         yield f"      sha384 {digest.hex()}"
-    yield from _identity_lines(plan)
-    yield from _prediction(plan)
+    yield from _identity_lines(launch)
+    yield from _prediction(launch)
 
 
-def _identity_lines(plan: PvhLaunch) -> Iterator[str]:
+def _identity_lines(launch: PvhLaunch) -> Iterator[str]:
     """The launch identity the VM is started with (reported beside the digest, not in it)."""
-    yield from identity_lines(plan.settings.snp_policy, plan.snp, plan.tdx)
+    yield from identity_lines(launch.settings.snp_policy, launch.snp, launch.tdx)
 
 
 def identity_lines(
@@ -121,25 +121,25 @@ def identity_lines(
             yield f"  {key:<14} {value}"
 
 
-def _prediction(plan: PvhLaunch) -> Iterator[str]:
-    if plan.tech is Technology.PLAIN:
+def _prediction(launch: PvhLaunch) -> Iterator[str]:
+    if launch.tech is Technology.PLAIN:
         from cvmlaunch.measure.plain import PLAIN_ALGORITHM, plain_header, plain_log
 
-        log = plain_log(plan.layout, plain_header({}, tool_version=""))
+        log = plain_log(launch.plan, plain_header({}, tool_version=""))
         yield (
             f"predicted launch log digest (plain, {PLAIN_ALGORITHM}; informational, no hardware "
             f"measures a plain launch): {log.digest.hex()}"
         )
-    elif plan.tech is Technology.SEV_SNP:
+    elif launch.tech is Technology.SEV_SNP:
         yield (
             "predicted SNP launch digest: not predicted. It covers one VMSA per vCPU, and "
             "cvmlaunch defines no SNP VMSA for a PVH entry (SNP launches of this plan are not "
             "implemented), so no digest of this plan would be the one a launch reports."
         )
-        if plan.settings.firmware is not None:
+        if launch.settings.firmware is not None:
             yield (
                 "  QEMU's SNP launch of this firmware (OVMF, kernel hashes) is predicted by: "
-                f"cvmlaunch measure snp --ovmf {plan.settings.firmware} --vcpus {plan.vcpus}"
+                f"cvmlaunch measure snp --ovmf {launch.settings.firmware} --vcpus {launch.vcpus}"
             )
     else:
         from cvmlaunch.measure.tdx import PageOrder, mrtd
@@ -147,21 +147,21 @@ def _prediction(plan: PvhLaunch) -> Iterator[str]:
         order = PageOrder.PER_PAGE
         yield (
             f"predicted MRTD (TDX fold over the plan: every range PAGE.ADDed, measured ranges "
-            f"MR.EXTENDed, page order {order.value}): {mrtd(plan.layout, order=order).hex()}"
+            f"MR.EXTENDed, page order {order.value}): {mrtd(launch.plan, order=order).hex()}"
         )
         yield (
             "  covers the plan's ranges as populated; a TD starts at its firmware's reset "
             "vector, not at a PVH entry (launching this plan as a TD is not implemented)"
         )
-        if plan.settings.firmware is not None:
+        if launch.settings.firmware is not None:
             yield (
                 "  a TDVF firmware measures by its own metadata: QEMU's launch of it is "
-                f"predicted by: cvmlaunch measure tdx --firmware {plan.settings.firmware}"
+                f"predicted by: cvmlaunch measure tdx --firmware {launch.settings.firmware}"
             )
 
 
-def _ranges(layout: Plan) -> Iterator[str]:
-    memory = layout.memory
+def _ranges(plan: Plan) -> Iterator[str]:
+    memory = plan.memory
     if memory is not None:
         yield "memslots (guest_memfd, set PRIVATE before anything is populated):"
         for slot in memory.memslots:
@@ -170,7 +170,7 @@ def _ranges(layout: Plan) -> Iterator[str]:
                 f"{_mib(slot.size)}"
             )
     yield "ranges (populate order = measurement order):"
-    for i, r in enumerate(layout.regions):
+    for i, r in enumerate(plan.regions):
         yield (
             f"  {i:>3}  [{r.gpa:#014x}-{r.end:#014x})  {r.npages:>5} pages  "
             f"{r.page_type.name:<10} {'measured' if r.measured else 'not measured':<12}  "
@@ -178,7 +178,7 @@ def _ranges(layout: Plan) -> Iterator[str]:
         )
 
 
-def describe_snp(plan: SnpLaunch, policy: int) -> Iterator[str]:
+def describe_snp(launch: SnpLaunch, policy: int) -> Iterator[str]:
     """The SNP plan and the launch digest to expect, as text lines (``launch --dry-run``).
 
     The digest is the fold of the plan (:func:`cvmlaunch.measure.snp_chain.fold_plan`): the
@@ -187,26 +187,26 @@ def describe_snp(plan: SnpLaunch, policy: int) -> Iterator[str]:
     from cvmlaunch.measure.identity import GuestPolicy
     from cvmlaunch.measure.snp_chain import fold_plan
 
-    s = plan.settings
+    s = launch.settings
     yield (
         f"plan: tech snp, {s.vcpus} vCPU{'s' if s.vcpus != 1 else ''}, vCPU signature "
         f"{s.vcpu_sig:#x}, SEV_FEATURES {s.guest_features:#x}, kernel hashes "
         f"{'on' if s.kernel_hashes is not None else 'off'}"
     )
     yield f"policy: {GuestPolicy(policy).describe()}"
-    yield from _ranges(plan.layout)
+    yield from _ranges(launch.plan)
     yield (
         "vCPUs (KVM builds each VMSA from these at SNP_LAUNCH_FINISH): "
         + ", ".join(
             f"{i}: CS base {st.segments['cs'].base:#x} IP {st.regs['rip']:#x}"
-            for i, st in enumerate(plan.states[:4])
+            for i, st in enumerate(launch.states[:4])
         )
-        + (" ..." if len(plan.states) > 4 else "")
+        + (" ..." if len(launch.states) > 4 else "")
     )
-    yield f"predicted SNP launch digest: {fold_plan(plan.layout).hex()}"
+    yield f"predicted SNP launch digest: {fold_plan(launch.plan).hex()}"
 
 
-def describe_tdx(plan: TdxLaunch, order: PageOrder) -> Iterator[str]:
+def describe_tdx(launch: TdxLaunch, order: PageOrder) -> Iterator[str]:
     """The TDX plan, its TD HOB and the MRTD to expect, as text lines (``launch --dry-run``).
 
     The MRTD is the fold of the plan (:func:`cvmlaunch.measure.tdx.mrtd`): the value
@@ -215,37 +215,37 @@ def describe_tdx(plan: TdxLaunch, order: PageOrder) -> Iterator[str]:
     from cvmlaunch.measure.tdx import mrtd
 
     yield (
-        f"plan: tech tdx, {plan.vcpus} vCPU{'s' if plan.vcpus != 1 else ''}, TD HOB at "
-        f"{plan.hob_gpa:#x} (every vCPU's RCX), page order {order.value}"
+        f"plan: tech tdx, {launch.vcpus} vCPU{'s' if launch.vcpus != 1 else ''}, TD HOB at "
+        f"{launch.hob_gpa:#x} (every vCPU's RCX), page order {order.value}"
     )
-    yield from _ranges(plan.layout)
-    yield from td_hob_lines(plan)
-    yield f"predicted MRTD: {mrtd(plan.layout, order=order).hex()}"
+    yield from _ranges(launch.plan)
+    yield from td_hob_lines(launch)
+    yield f"predicted MRTD: {mrtd(launch.plan, order=order).hex()}"
 
 
-def td_hob_lines(plan: TdxLaunch) -> Iterator[str]:
+def td_hob_lines(launch: TdxLaunch) -> Iterator[str]:
     """The TD HOB as text: where it is, its size, what TDVF hashes into RTMR0, its RAM."""
     import hashlib
 
     from cvmlaunch.image.td_hob import td_hob_measured_bytes
 
-    measured = hashlib.sha384(td_hob_measured_bytes(plan.hob)).hexdigest()
+    measured = hashlib.sha384(td_hob_measured_bytes(launch.hob)).hexdigest()
     yield (
-        f"TD HOB (QEMU's; PAGE.ADDed, not MR.EXTENDed): {len(plan.hob)} bytes at "
-        f"{plan.hob_gpa:#x}, PHIT + {len(plan.ram)} resource descriptors + END; "
+        f"TD HOB (QEMU's; PAGE.ADDed, not MR.EXTENDed): {len(launch.hob)} bytes at "
+        f"{launch.hob_gpa:#x}, PHIT + {len(launch.ram)} resource descriptors + END; "
         f"RTMR0 event sha384 {measured}"
     )
-    for e in plan.ram:
+    for e in launch.ram:
         kind = "accepted by the VMM (SYSTEM_MEMORY)" if e.accepted else "unaccepted"
         yield f"  [{e.address:#014x}-{e.end:#014x})  {_mib(e.length):>10}  {kind}"
 
 
-def describe_firmware_plan(plan: SnpLaunch | TdxLaunch, policy: int) -> Iterator[str]:
+def describe_firmware_plan(launch: SnpLaunch | TdxLaunch, policy: int) -> Iterator[str]:
     """A firmware launch's plan (:func:`cvmlaunch.launcher.firmware_plan`) as text lines:
     :func:`describe_snp` with ``policy``, or :func:`describe_tdx` in the per-page order."""
     from cvmlaunch.measure.tdx import PageOrder
     from cvmlaunch.plan.snp import SnpLaunch
 
-    if isinstance(plan, SnpLaunch):
-        return describe_snp(plan, policy)
-    return describe_tdx(plan, PageOrder.PER_PAGE)
+    if isinstance(launch, SnpLaunch):
+        return describe_snp(launch, policy)
+    return describe_tdx(launch, PageOrder.PER_PAGE)

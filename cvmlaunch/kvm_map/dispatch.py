@@ -20,13 +20,13 @@ from cvmlaunch.log_entry import LogEntry
 
 def populate(
     vm: Vm,
-    layout: Plan,
+    plan: Plan,
     *,
     vcpu: Vcpu | None = None,
     snp_finish: SnpFinish | None = None,
     on_record: Callable[[LogEntry], None] | None = None,
 ) -> LaunchLog:
-    """Populate ``layout`` by the path the VM's type calls for (resolved once, here).
+    """Populate ``plan`` by the path the VM's type calls for (resolved once, here).
 
     Plain (DEFAULT, SW_PROTECTED): :func:`populate_plain`. TDX: :func:`populate_tdx` (needs
     ``vcpu``, default the first). SNP: :func:`populate_snp`. ``on_record`` is called with each
@@ -37,12 +37,12 @@ def populate(
         KvmError: a call failed.
     """
     if vm.vm_type in (VmType.DEFAULT, VmType.SW_PROTECTED):
-        return populate_plain(vm, layout, vcpu, on_record=on_record)
+        return populate_plain(vm, plan, vcpu, on_record=on_record)
     if vm.vm_type is VmType.TDX:
         chosen = vcpu or (vm.vcpus[0] if vm.vcpus else None)
         if chosen is None:
             raise ValueError("TDX populate needs a vCPU that has had KVM_TDX_INIT_VCPU")
-        return populate_tdx(vm, layout, chosen, on_record=on_record)
+        return populate_tdx(vm, plan, chosen, on_record=on_record)
     if vm.vm_type is VmType.SNP:
-        return populate_snp(vm, layout, snp_finish, on_record=on_record)
+        return populate_snp(vm, plan, snp_finish, on_record=on_record)
     raise ValueError(f"no populate path for {vm.vm_type.name} VMs")

@@ -28,7 +28,7 @@ from cvmlaunch.log_entry import LogEntry, LogOp, zero_by_construction
 
 def populate_plain(
     vm: Vm,
-    layout: Plan,
+    plan: Plan,
     vcpu: Vcpu | None = None,
     *,
     on_record: Callable[[LogEntry], None] | None = None,
@@ -46,7 +46,7 @@ def populate_plain(
             (plans are built for their VM: a bug).
         KvmError: a pre-fault call failed.
     """
-    if layout.vmsa_regions:
+    if plan.vmsa_regions:
         raise ValueError("a plain VM has no VMSA regions to populate")
     rec = _Recorder(on_record)
     hashes: dict[int, bytes | None] = {}
@@ -55,7 +55,7 @@ def populate_plain(
     # large buffers, so the two overlap on two cores. A region the plan gives no bytes is not
     # hashed at all: its record carries the zero marker.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cvmlaunch-hash") as pool:
-        for index, region in enumerate(layout.memory_regions):
+        for index, region in enumerate(plan.memory_regions):
             mem = vm.memory_at(region.gpa, region.size)
             known: bytes | None = None
             if region.size >= HASH_OFFLOAD_MIN and not zero_by_construction(
@@ -80,10 +80,10 @@ def populate_plain(
             "KVM_PRE_FAULT_MEMORY: not offered by this host (KVM_CAP_PRE_FAULT_MEMORY is 0); "
             "the guest faults its memory in on first access"
         )
-    elif layout.memory_regions:
+    elif plan.memory_regions:
         if vcpu is None:
             vcpu = vm.vcpus[0] if vm.vcpus else vm.create_vcpu()
-        for index, region in enumerate(layout.memory_regions):
+        for index, region in enumerate(plan.memory_regions):
             req = _PreFault(vcpu, region.gpa, region.size)
 
             def prefaulted(

@@ -100,7 +100,7 @@ class _RegionProgress:
 
 def populate_snp(
     vm: Vm,
-    layout: Plan,
+    plan: Plan,
     finish: SnpFinish | None = None,
     *,
     on_record: Callable[[LogEntry], None] | None = None,
@@ -121,7 +121,7 @@ def populate_snp(
         KvmError: a call failed; the error names the range, errno, the firmware error and
             what was left. A CPUID page the firmware rejected says so.
     """
-    vmsas = layout.vmsa_regions
+    vmsas = plan.vmsa_regions
     if vmsas and len(vmsas) != len(vm.vcpus):
         raise ValueError(
             f"the plan has {len(vmsas)} VMSA pages but the VM has {len(vm.vcpus)} vCPUs"
@@ -129,7 +129,7 @@ def populate_snp(
     rec = _Recorder(on_record)
     with _staging() as staging:
         base_addr = _address(staging)
-        for region in layout.memory_regions:
+        for region in plan.memory_regions:
             vm.set_memory_attributes(region.gpa, region.size, MemoryAttribute.PRIVATE)
             progress = _RegionProgress(region)
             for gpa, size in _chunks(region):
@@ -201,19 +201,19 @@ class SnpStart:
             raise ValueError(f"SNP GOSVW is {len(self.gosvw)} bytes, not 16")
 
 
-def _with_page(layout: Plan, page_type: PageType, data: bytes) -> Plan:
-    """``layout`` with the data of its one region of ``page_type`` replaced."""
-    regions = list(layout.regions)
+def _with_page(plan: Plan, page_type: PageType, data: bytes) -> Plan:
+    """``plan`` with the data of its one region of ``page_type`` replaced."""
+    regions = list(plan.regions)
     found = [i for i, r in enumerate(regions) if r.page_type is page_type]
     if len(found) != 1:
         raise ValueError(f"the plan has {len(found)} {page_type.name} regions, not one")
     regions[found[0]] = dataclasses.replace(regions[found[0]], data=data)
-    return Plan.of(regions, layout.memory)
+    return Plan.of(regions, plan.memory)
 
 
 def launch_snp(
     vm: Vm,
-    layout: Plan,
+    plan: Plan,
     *,
     states: Sequence[VcpuState],
     cpuid: Sequence[CpuidEntry],
@@ -232,7 +232,7 @@ def launch_snp(
 
     Args:
         vm: a fresh SNP VM (no vCPUs, no memslots).
-        layout: the plan with its memory map: memory regions in populate order, then one VMSA
+        plan: the plan with its memory map: memory regions in populate order, then one VMSA
             region per vCPU (what the measurement expects KVM to build).
         states: each vCPU's register state, BSP first.
         cpuid: the guest CPUID (:func:`cvmlaunch.cpuid.snp_guest_cpuid`).
@@ -247,19 +247,19 @@ def launch_snp(
     """
     if vm.vm_type is not VmType.SNP:
         raise ValueError(f"launch_snp needs an SNP VM, not {vm.vm_type.name}")
-    if layout.memory is None:
+    if plan.memory is None:
         raise ValueError("the plan has no memory map")
-    if len(states) != len(layout.vmsa_regions):
+    if len(states) != len(plan.vmsa_regions):
         raise ValueError(
-            f"{len(states)} vCPU states for a plan with {len(layout.vmsa_regions)} VMSAs"
+            f"{len(states)} vCPU states for a plan with {len(plan.vmsa_regions)} VMSAs"
         )
     vm.sev_init2(vmsa_features=start.guest_features & ~SNP_ACTIVE, ghcb_version=GHCB_VERSION)
     _hypercall_exits(vm)
     vm.snp_launch_start(start.policy, start.gosvw)
-    _map_private(vm, layout.memory)
+    _map_private(vm, plan.memory)
     for i, state in enumerate(states):
         vcpu = vm.create_vcpu(i)
         vcpu.set_cpuid2(cpuid)
         vcpu.set_state(state)
     page = snp_cpuid_page(vm.vcpus[0].get_cpuid2())
-    return populate_snp(vm, _with_page(layout, PageType.CPUID, page), finish, on_record=on_record)
+    return populate_snp(vm, _with_page(plan, PageType.CPUID, page), finish, on_record=on_record)

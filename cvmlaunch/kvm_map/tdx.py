@@ -51,7 +51,7 @@ class _TdxInitMemRegion:
 
 def populate_tdx(
     vm: Vm,
-    layout: Plan,
+    plan: Plan,
     vcpu: Vcpu,
     *,
     on_record: Callable[[LogEntry], None] | None = None,
@@ -67,10 +67,10 @@ def populate_tdx(
         ValueError: the plan has VMSA regions (TDX has none; a bug).
         KvmError: a call failed; the error names the range, errno and what was left.
     """
-    if layout.vmsa_regions:
+    if plan.vmsa_regions:
         raise ValueError("a TD has no VMSA regions to populate")
     rec = _Recorder(on_record)
-    for region in layout.memory_regions:
+    for region in plan.memory_regions:
         vm.set_memory_attributes(region.gpa, region.size, MemoryAttribute.PRIVATE)
         op = LogOp.TDX_PAGE_ADD_EXTEND if region.measured else LogOp.TDX_PAGE_ADD
         # One request per region, as QEMU issues one per TDVF section: kernels that measure
@@ -92,7 +92,7 @@ def populate_tdx(
 
 def launch_tdx(
     vm: Vm,
-    layout: Plan,
+    plan: Plan,
     *,
     vcpus: int,
     host_cpuid: Sequence[CpuidEntry],
@@ -115,7 +115,7 @@ def launch_tdx(
 
     Args:
         vm: a fresh TDX VM.
-        layout: the plan (TDVF sections in metadata order, the TD HOB filled in) with its
+        plan: the plan (TDVF sections in metadata order, the TD HOB filled in) with its
             memory map.
         vcpus: the number of vCPUs.
         host_cpuid: ``KVM_GET_SUPPORTED_CPUID``.
@@ -135,7 +135,7 @@ def launch_tdx(
     """
     if vm.vm_type is not VmType.TDX:
         raise ValueError(f"launch_tdx needs a TDX VM, not {vm.vm_type.name}")
-    if layout.memory is None:
+    if plan.memory is None:
         raise ValueError("the plan has no memory map")
     identity = TdxLaunchIdentity(mrconfigid, mrowner, mrownerconfig)  # ConfigError: sizes
     caps = vm.tdx_capabilities()
@@ -158,9 +158,9 @@ def launch_tdx(
         cpuid=params.cpuid,
         identity=identity,
     )
-    _map_private(vm, layout.memory)
+    _map_private(vm, plan.memory)
     for i in range(vcpus):
         vcpu = vm.create_vcpu(i)
         vcpu.set_cpuid2(guest)
         vcpu.tdx_init_vcpu(hob_gpa)
-    return populate_tdx(vm, layout, vm.vcpus[0], on_record=on_record), params
+    return populate_tdx(vm, plan, vm.vcpus[0], on_record=on_record), params

@@ -60,10 +60,10 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class SnpLaunched:
-    """A finished SNP launch: the plan, the log (footer = the launch digest), the VM (open:
-    the caller runs and closes it) and the notes of skipped steps."""
+    """A finished SNP launch: the launch (its plan), the log (footer = the launch digest), the
+    VM (open: the caller runs and closes it) and the notes of skipped steps."""
 
-    plan: SnpLaunch
+    launch: SnpLaunch
     log: MeasurementLog
     vm: Vm
     notes: tuple[str, ...]
@@ -71,23 +71,24 @@ class SnpLaunched:
 
 @dataclass(frozen=True, slots=True)
 class TdxLaunched:
-    """A finalized TD: the plan, the log (footer = MRTD), the INIT_VM values, the VM (open)."""
+    """A finalized TD: the launch (its plan), the log (footer = MRTD), the INIT_VM values, the
+    VM (open)."""
 
-    plan: TdxLaunch
+    launch: TdxLaunch
     log: MeasurementLog
     params: TdInitParams
     vm: Vm
     notes: tuple[str, ...]
 
 
-def plan_contents(layout: Plan) -> Callable[[LogEntry], Buffer]:
-    """The bytes of each record of a launch of ``layout`` (one record per region, as the TDX
+def plan_contents(plan: Plan) -> Callable[[LogEntry], Buffer]:
+    """The bytes of each record of a launch of ``plan`` (one record per region, as the TDX
     engine logs), for :func:`cvmlaunch.measure.log.verify_log` and ``complete_log``.
 
     Raises:
         LogFormatError: (when called) a record that is not one of the plan's regions.
     """
-    regions = {(r.gpa, r.size): r for r in layout.memory_regions}
+    regions = {(r.gpa, r.size): r for r in plan.memory_regions}
 
     def contents(entry: LogEntry) -> Buffer:
         region = regions.get((entry.gpa, entry.size))
@@ -166,16 +167,16 @@ def launch_snp_firmware(
             guest_features=guest_features,
             kernel_hashes=kernel_hashes,
         )
-        plan = snp_launch(image, settings, memory)
+        launch = snp_launch(image, settings, memory)
         if finish.id_block is not None and finish.id_auth is not None:
-            _check_pair(finish.id_block, finish.id_auth, plan, policy)
+            _check_pair(finish.id_block, finish.id_auth, launch, policy)
         vm = kvm.create_vm(kvm_map.VmType.SNP)
         kvm.hand_over(vm)
     try:
         done = kvm_map.launch_snp(
             vm,
-            plan.layout,
-            states=plan.states,
+            launch.plan,
+            states=launch.states,
             cpuid=cpuid,
             start=kvm_map.SnpStart(policy, guest_features),
             finish=finish,
@@ -191,7 +192,7 @@ def launch_snp_firmware(
     except BaseException:
         vm.close()
         raise
-    return SnpLaunched(plan, log, vm, done.notes)
+    return SnpLaunched(launch, log, vm, done.notes)
 
 
 def launch_tdx_firmware(
@@ -230,16 +231,16 @@ def launch_tdx_firmware(
     with kvm_map.Kvm.open(kernel) as kvm:
         kvm.caps().require(kvm_map.VmType.TDX)
         host_cpuid = kvm.supported_cpuid()
-        plan = tdx_launch(image, memory, vcpus)
+        launch = tdx_launch(image, memory, vcpus)
         vm = kvm.create_vm(kvm_map.VmType.TDX)
         kvm.hand_over(vm)
     try:
         done, params = kvm_map.launch_tdx(
             vm,
-            plan.layout,
+            launch.plan,
             vcpus=vcpus,
             host_cpuid=host_cpuid,
-            hob_gpa=plan.hob_gpa,
+            hob_gpa=launch.hob_gpa,
             attributes=attributes,
             xfam=xfam,
             mrconfigid=mrconfigid,
@@ -263,11 +264,11 @@ def launch_tdx_firmware(
             tool_version=tool_version,
             initial_digest=None,
         )
-        log = complete_log(header, done.entries, plan_contents(plan.layout))
+        log = complete_log(header, done.entries, plan_contents(launch.plan))
     except BaseException:
         vm.close()
         raise
-    return TdxLaunched(plan, log, params, vm, done.notes)
+    return TdxLaunched(launch, log, params, vm, done.notes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -512,10 +513,10 @@ def firmware_plan(req: FirmwareLaunch) -> Iterator[SnpLaunch | TdxLaunch]:
             guest_features=req.guest_features,
             kernel_hashes=hashes,
         )
-        plan = snp_launch(image, settings, req.memory)
+        launch = snp_launch(image, settings, req.memory)
         if req.id_block is not None and req.id_auth is not None:
-            _check_pair(req.id_block, req.id_auth, plan, req.policy)
-        yield plan
+            _check_pair(req.id_block, req.id_auth, launch, req.policy)
+        yield launch
 
 
 @dataclass(frozen=True, slots=True)
@@ -607,7 +608,7 @@ def launch_firmware(
             if req.tech == "snp":
                 verify_log(written)
             else:
-                verify_log(written, plan_contents(launched.plan.layout))
+                verify_log(written, plan_contents(launched.launch.plan))
             if on_log is not None:
                 on_log(written, text)
             if on_note is not None:
@@ -618,7 +619,7 @@ def launch_firmware(
     return FirmwareResult(written, launched.notes, ended)
 
 
-def _check_pair(block: bytes, auth: bytes, plan: SnpLaunch, policy: int) -> None:
+def _check_pair(block: bytes, auth: bytes, launch: SnpLaunch, policy: int) -> None:
     """Refuse an ID block pair the firmware would refuse: bad signatures, another launch
     digest than the plan's, another policy (CheckFailed / MeasurementMismatch: exit 1)."""
     from cvmlaunch.measure.identity import check_launch_id_pair
@@ -627,7 +628,7 @@ def _check_pair(block: bytes, auth: bytes, plan: SnpLaunch, policy: int) -> None
     check_launch_id_pair(
         block,
         auth,
-        measurement=fold_plan(plan.layout),
+        measurement=fold_plan(launch.plan),
         policy=_policy(policy),
         source="ID block / ID auth",
     )

@@ -138,19 +138,19 @@ class LaunchResult:
 
 def populate_plan(
     vm: Vm,
-    layout: Plan,
+    plan: Plan,
     snp_finish: SnpFinish | None = None,
     *,
     progress: ProgressFactory | None = None,
 ) -> tuple[tuple[LogEntry, ...], tuple[str, ...]]:
-    """Populate the whole ``layout`` in one call, reporting the bytes copied to ``progress``.
+    """Populate the whole ``plan`` in one call, reporting the bytes copied to ``progress``.
 
     The progress advances on every record :func:`cvmlaunch.kvm_map.populate` makes
     (``on_record``), by the bytes copied; it is closed once populate ends.
     """
     from cvmlaunch import kvm_map
 
-    total = sum(r.size for r in layout.memory_regions)
+    total = sum(r.size for r in plan.memory_regions)
     bar = progress(total, "populating guest memory") if progress is not None else None
     copied = 0
 
@@ -162,30 +162,30 @@ def populate_plan(
                 bar(copied)
 
     try:
-        done = kvm_map.populate(vm, layout, snp_finish=snp_finish, on_record=on_record)
+        done = kvm_map.populate(vm, plan, snp_finish=snp_finish, on_record=on_record)
     finally:
         if bar is not None:
             bar.close()
     return done.entries, done.notes
 
 
-def header_settings(plan: PvhLaunch) -> dict[str, SettingValue]:
-    """The launch log header's settings for ``plan``: the memory size, the number of vCPUs,
+def header_settings(launch: PvhLaunch) -> dict[str, SettingValue]:
+    """The launch log header's settings for ``launch``: the memory size, the number of vCPUs,
     the PVH entry point (informational), and the launch identity of an SNP or TDX plan
     (:func:`cvmlaunch.measure.reference.launch_identity_settings`: policy, host data, ID block pair;
     MRCONFIGID, MROWNER, MROWNERCONFIG), which no digest covers."""
     settings: dict[str, SettingValue] = {
-        "memory": plan.settings.memory,
-        "vcpus": plan.vcpus,
-        "pvh_entry": plan.entry,
+        "memory": launch.settings.memory,
+        "vcpus": launch.vcpus,
+        "pvh_entry": launch.entry,
     }
     from cvmlaunch.measure.reference import launch_identity_settings
 
-    return settings | launch_identity_settings(plan)
+    return settings | launch_identity_settings(launch)
 
 
-def log_header(plan: PvhLaunch, inputs: tuple[LogInput, ...] = ()) -> LogHeader:
-    """The launch log's header for ``plan`` (``--tech none``: technology ``plain``).
+def log_header(launch: PvhLaunch, inputs: tuple[LogInput, ...] = ()) -> LogHeader:
+    """The launch log's header for ``launch`` (``--tech none``: technology ``plain``).
 
     Its settings are informational (the transcript covers only the records): the memory size,
     the number of vCPUs and the PVH entry point.
@@ -193,9 +193,9 @@ def log_header(plan: PvhLaunch, inputs: tuple[LogInput, ...] = ()) -> LogHeader:
     from cvmlaunch import __version__
     from cvmlaunch.measure.plain import plain_header
 
-    if plan.tech is not Technology.PLAIN:  # pragma: no cover - no SNP/TDX host to run on here
-        raise ConfigError(f"no launch log for {plan.tech.label} launches yet")
-    return plain_header(header_settings(plan), inputs=inputs, tool_version=__version__)
+    if launch.tech is not Technology.PLAIN:  # pragma: no cover - no SNP/TDX host to run on here
+        raise ConfigError(f"no launch log for {launch.tech.label} launches yet")
+    return plain_header(header_settings(launch), inputs=inputs, tool_version=__version__)
 
 
 def _run_vcpu(
@@ -226,7 +226,7 @@ def _run_vcpu(
         raise GuestError(f"vCPU {index}: the guest stopped unexpectedly: {exit_}")
 
 
-def open_vm(plan: PvhLaunch, *, kernel: Kernel | None = None) -> tuple[Vm, SnpFinish | None]:
+def open_vm(launch: PvhLaunch, *, kernel: Kernel | None = None) -> tuple[Vm, SnpFinish | None]:
     """Create the VM of a PVH plan: a default VM whose memory backend is the plan's
     ``memory_backend`` setting as :func:`cvmlaunch.kvm_map.choose_memory_backend` resolves it
     on this host (``vm.memory_backend``).
@@ -236,7 +236,7 @@ def open_vm(plan: PvhLaunch, *, kernel: Kernel | None = None) -> tuple[Vm, SnpFi
     checks here (nothing is created on a host without it) and then a ConfigError.
 
     Args:
-        plan: the launch plan.
+        launch: the launch (its plan, memory map and entry).
         kernel: the kernel seam (tests pass a fake); None: the running kernel.
 
     Returns:
@@ -249,23 +249,23 @@ def open_vm(plan: PvhLaunch, *, kernel: Kernel | None = None) -> tuple[Vm, SnpFi
     """
     from cvmlaunch import kvm_map
 
-    if plan.tech is not Technology.PLAIN:
+    if launch.tech is not Technology.PLAIN:
         with kvm_map.Kvm.open(kernel) as kvm:
-            kvm.caps().require(kvm_map.VM_TYPE[plan.tech], plan.settings.memory_backend)
+            kvm.caps().require(kvm_map.VM_TYPE[launch.tech], launch.settings.memory_backend)
         raise ConfigError(
-            f"tech {plan.tech.label} needs firmware: a {plan.tech.label} guest starts there, "
+            f"tech {launch.tech.label} needs firmware: a {launch.tech.label} guest starts there, "
             "not at a PVH entry (launch it with launch_firmware)",
             setting="firmware",
             also=("tech",),
         )
     vm = kvm_map.Vm.open(
-        kvm_map.VM_TYPE[plan.tech], kernel=kernel, memory_backend=plan.settings.memory_backend
+        kvm_map.VM_TYPE[launch.tech], kernel=kernel, memory_backend=launch.settings.memory_backend
     )
     return vm, None
 
 
 def execute(
-    plan: PvhLaunch,
+    launch: PvhLaunch,
     *,
     timeout: float,
     header: LogHeader | None = None,
@@ -291,7 +291,7 @@ def execute(
     populate that fails) never reaches ``on_log``.
 
     Args:
-        plan: the launch plan.
+        launch: the launch (its plan, memory map and entry).
         timeout: seconds all vCPUs together may run.
         header: the log header (default: :func:`log_header` without inputs).
         on_serial: called with the guest's serial output as it comes (None: not relayed).
@@ -317,10 +317,10 @@ def execute(
     """
     from cvmlaunch.measure.log import complete_log, dumps_log, parse_log, verify_log
 
-    check_host(plan.tech, plan.settings.memory_backend)
-    if plan.tech is not Technology.PLAIN:  # pragma: no cover - no SNP/TDX host to run on here
-        raise ConfigError(f"launching {plan.tech.label} guests is not implemented yet")
-    header = header or log_header(plan)
+    check_host(launch.tech, launch.settings.memory_backend)
+    if launch.tech is not Technology.PLAIN:  # pragma: no cover - no SNP/TDX host to run on here
+        raise ConfigError(f"launching {launch.tech.label} guests is not implemented yet")
+    header = header or log_header(launch)
     serial = bytearray()
     status: list[int] = []
 
@@ -332,16 +332,16 @@ def execute(
         elif port == DEBUG_EXIT_PORT:
             status.append(data[0])
 
-    memory = plan.layout.memory
+    memory = launch.plan.memory
     if memory is None:  # pvh_launch always sets it
         raise ConfigError("the plan has no memory map")
-    vm, finish = open_vm(plan)
+    vm, finish = open_vm(launch)
     with vm:
         backend = vm.memory_backend
         if backend.fallback and on_note is not None:
             on_note(backend.reason)
         vm.map_memory(memory)
-        records, notes = populate_plan(vm, plan.layout, finish, progress=progress)
+        records, notes = populate_plan(vm, launch.plan, finish, progress=progress)
         if on_note is not None:
             for note in notes:
                 on_note(note)
@@ -354,9 +354,9 @@ def execute(
         log = complete_log(dataclasses.replace(header, settings=settings), records)
         if after_populate is not None:
             after_populate(vm)
-        vcpus = [vm.create_vcpu(i) for i in range(plan.vcpus)]
+        vcpus = [vm.create_vcpu(i) for i in range(launch.vcpus)]
         for i, vcpu in enumerate(vcpus):
-            vcpu.setup_protected_mode(plan.entry, rbx=plan.start_info_gpa if i == 0 else 0)
+            vcpu.setup_protected_mode(launch.entry, rbx=launch.start_info_gpa if i == 0 else 0)
         deadline = time.monotonic() + timeout
         for i in [*range(1, len(vcpus)), 0]:
             _run_vcpu(vcpus[i], i, deadline, timeout, on_out)
@@ -366,7 +366,7 @@ def execute(
     if on_log is not None:
         on_log(written, log_text)
     text = serial.decode("ascii", "replace")
-    checked = check_report(parse_report(text), plan.hashed, written.entries)
+    checked = check_report(parse_report(text), launch.hashed, written.entries)
     return LaunchResult(written, notes, text, status[0] if status else None, checked)
 
 
@@ -385,11 +385,11 @@ def launch_pvh(
     Raises:
         CvmLaunchError: as :func:`load_plan` and :func:`execute`.
     """
-    with load_plan(settings) as plan:
+    with load_plan(settings) as launch:
         return execute(
-            plan,
+            launch,
             timeout=settings.timeout,
-            header=log_header(plan, input_digests(settings)),
+            header=log_header(launch, input_digests(settings)),
             on_serial=on_serial,
             on_log=on_log,
             on_note=on_note,

@@ -389,23 +389,23 @@ def _rebuild_snp(
         extra: dict[str, Any] = {}
         settings: SnpSettings = given if given is not None else SnpSettings(vcpus=1, vcpu_sig=0)
         if mode == "snp:ovmf-hash":
-            layout = firmware_plan(image)
+            plan = firmware_plan(image)
         elif mode == "snp:svsm":
             svsm_name = c.header.input("svsm")
             svsm = parse_ovmf(found["svsm"], name=svsm_name.name if svsm_name else "svsm")
             size = s.get("vars_size", int)
             if size is None:
                 return None
-            layout = svsm_plan(image, svsm, settings, vars_size=size)
+            plan = svsm_plan(image, svsm, settings, vars_size=size)
             extra["vars_size"] = size
         else:
-            layout = snp_plan(image, settings)
+            plan = snp_plan(image, settings)
             extra["ap_reset_address"] = image.sev_es_reset_eip
         for key in ("policy", "host_data", "id_block", "id_auth"):
             if key in c.header.settings:
                 extra[key] = c.header.settings[key]
         want = snp_log(
-            layout,
+            plan,
             settings,
             mode=SevMode(mode),
             inputs=c.header.inputs,
@@ -602,7 +602,7 @@ def _plain_expected(
     regions = elf_regions(
         dataclasses.replace(image, name=name("kernel")), memory=MemoryMap.for_size(memory)
     )
-    plan = pvh_launch(
+    launch = pvh_launch(
         settings,
         regions,
         image.pvh_entry,
@@ -611,9 +611,9 @@ def _plain_expected(
         firmware=found.get("firmware"),
         firmware_name=name("firmware"),
     )
-    settings_out: dict[str, Any] = {"pvh_entry": plan.entry}
+    settings_out: dict[str, Any] = {"pvh_entry": launch.entry}
     return plain_log(
-        plan.layout,
+        launch.plan,
         plain_header(settings_out, inputs=header.inputs, tool_version=header.tool_version),
     )
 

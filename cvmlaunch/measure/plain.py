@@ -162,27 +162,27 @@ def plain_header(
     )
 
 
-def plain_log(layout: Plan, header: LogHeader) -> MeasurementLog:
-    """The log a plain launch of ``layout`` must produce, predicted from the plan alone.
+def plain_log(plan: Plan, header: LogHeader) -> MeasurementLog:
+    """The log a plain launch of ``plan`` must produce, predicted from the plan alone.
 
     One ``plain.copy`` record per memory region, in populate order, as
     :func:`cvmlaunch.kvm_map.populate_plain` records them (no per-page hashes). A host that
     pre-faults adds ``plain.pre_fault`` records, which do not change the digest.
 
     Args:
-        layout: the plan (memory regions only; a plain launch has no VMSAs).
+        plan: the plan (memory regions only; a plain launch has no VMSAs).
         header: a plain header (:func:`plain_header`).
 
     Returns:
         The log; its footer digest is the transcript digest the real launch's log ends with.
 
     Raises:
-        LogFormatError: the layout has VMSA regions (a plain VM has none).
+        LogFormatError: the plan has VMSA regions (a plain VM has none).
     """
     from cvmlaunch.digests import entry_for_range
     from cvmlaunch.measure.log import complete_log
 
-    if layout.vmsa_regions:
+    if plan.vmsa_regions:
         raise LogFormatError("a plain launch has no VMSA regions")
     entries = [
         entry_for_range(
@@ -197,6 +197,6 @@ def plain_log(layout: Plan, header: LogHeader) -> MeasurementLog:
             with_pages=False,
             digest_after=None,
         )
-        for i, region in enumerate(layout.memory_regions)
+        for i, region in enumerate(plan.memory_regions)
     ]
     return complete_log(header, entries)

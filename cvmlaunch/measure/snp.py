@@ -135,7 +135,7 @@ def snp_digest(image: OvmfImage, settings: SnpSettings) -> bytes:
 
 
 def snp_log(
-    layout: Plan,
+    plan: Plan,
     settings: SnpSettings,
     *,
     mode: SevMode,
@@ -146,7 +146,7 @@ def snp_log(
     """Fold a plan into a launch log (one record per range, with per-page hashes).
 
     Args:
-        layout: the plan from :func:`~cvmlaunch.plan.snp.snp_plan` or
+        plan: the plan from :func:`~cvmlaunch.plan.snp.snp_plan` or
             :func:`~cvmlaunch.plan.snp.svsm_plan` (or any SNP plan).
         settings: the settings the plan was built with (written into the header).
         mode: the mode (written into the header).
@@ -166,7 +166,7 @@ def snp_log(
         tool_version=tool_version,
         extra_settings=extra_settings,
     )
-    return log_plan(layout, header)
+    return log_plan(plan, header)
 
 
 def snp_header(

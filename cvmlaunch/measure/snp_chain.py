@@ -232,11 +232,11 @@ def fold_region(digest: bytes, region: Region, *, workers: int | None = None) ->
     return digest
 
 
-def fold_plan(layout: Plan, initial: bytes = ZERO_DIGEST, *, workers: int | None = None) -> bytes:
+def fold_plan(plan: Plan, initial: bytes = ZERO_DIGEST, *, workers: int | None = None) -> bytes:
     """The SNP launch digest of a launch plan: every region, in plan order.
 
     Args:
-        layout: the plan (memory regions, then one VMSA region per vCPU).
+        plan: the plan (memory regions, then one VMSA region per vCPU).
         initial: the starting value (48 zero bytes, or a precomputed digest to continue from).
         workers: content-hashing threads for large regions (see :func:`fold_region`); 1 is
             serial. The digest does not depend on it.
@@ -245,7 +245,7 @@ def fold_plan(layout: Plan, initial: bytes = ZERO_DIGEST, *, workers: int | None
         The 48-byte launch digest (the attestation report's MEASUREMENT).
     """
     digest = initial
-    for region in layout.regions:
+    for region in plan.regions:
         digest = fold_region(digest, region, workers=workers)
     return digest
 
@@ -299,13 +299,13 @@ class FoldState:
 
 
 def fold_from(
-    layout: Plan,
+    plan: Plan,
     state: FoldState = FoldState(),
     *,
     stop: int | None = None,
     workers: int | None = None,
 ) -> FoldState:
-    """Resume the fold of ``layout`` at ``state`` and fold its regions up to ``stop``.
+    """Resume the fold of ``plan`` at ``state`` and fold its regions up to ``stop``.
 
     ``fold_from(plan).digest == fold_plan(plan)``; ``fold_from(plan, fold_from(plan,
     stop=k))`` gives the same digest, and so does resuming from the state of *another* plan
@@ -313,7 +313,7 @@ def fold_from(
     record which regions it folded).
 
     Args:
-        layout: the plan.
+        plan: the plan.
         state: where to resume (default: the start, 48 zero bytes).
         stop: fold regions ``state.regions .. stop - 1`` (default: to the end).
         workers: content-hashing threads (see :func:`fold_region`).
@@ -321,13 +321,13 @@ def fold_from(
     Raises:
         ConfigError: a ``state`` or ``stop`` outside the plan.
     """
-    end = len(layout.regions) if stop is None else stop
-    if not state.regions <= end <= len(layout.regions):
+    end = len(plan.regions) if stop is None else stop
+    if not state.regions <= end <= len(plan.regions):
         raise ConfigError(
-            f"cannot fold regions {state.regions}..{end} of a plan of {len(layout.regions)}"
+            f"cannot fold regions {state.regions}..{end} of a plan of {len(plan.regions)}"
         )
     digest = state.digest
-    for region in layout.regions[state.regions : end]:
+    for region in plan.regions[state.regions : end]:
         digest = fold_region(digest, region, workers=workers)
     return FoldState(digest, end)
 
@@ -420,14 +420,14 @@ def replay_snp(
 REPLAYERS = {("sev-snp", SNP_ALGORITHM): replay_snp}
 
 
-def log_plan(layout: Plan, header: LogHeader) -> MeasurementLog:
-    """Fold ``layout`` and record one log entry per region (with per-page hashes).
+def log_plan(plan: Plan, header: LogHeader) -> MeasurementLog:
+    """Fold ``plan`` and record one log entry per region (with per-page hashes).
 
     The digest is computed from the recorded page hashes by the same step the replayer uses,
     so a log always replays to the digest it reports.
 
     Args:
-        layout: the plan.
+        plan: the plan.
         header: the header to write; its ``initial_digest`` is the starting value.
 
     Returns:
@@ -446,7 +446,7 @@ def log_plan(layout: Plan, header: LogHeader) -> MeasurementLog:
         raise ConfigError("an SNP log header needs a 48-byte initial_digest")
     digest = header.initial_digest
     entries: list[LogEntry] = []
-    for seq, region in enumerate(layout.regions):
+    for seq, region in enumerate(plan.regions):
         hashed = region.page_type.hashes_contents
         data: Buffer = region.data
         entry = entry_for_range(

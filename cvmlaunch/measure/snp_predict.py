@@ -402,19 +402,19 @@ def predict(
     extra: dict[str, SettingValue] = {}
     shown: dict[str, SettingValue] = settings.log_settings()
     if request.mode is SevMode.SNP_OVMF_HASH:
-        layout = firmware_plan(image)
+        plan = firmware_plan(image)
         shown = {}
     elif request.mode is SevMode.SNP_SVSM:
         if svsm is None:
             raise ConfigError("mode snp:svsm needs svsm", setting="svsm", also=("mode",))
         size = request.vars_size or 0
-        layout = svsm_plan(image, svsm, settings, vars_size=size)
+        plan = svsm_plan(image, svsm, settings, vars_size=size)
         if request.log:
             header_inputs.append(_image_input("svsm", svsm))
         extra = {"vars_size": size}
         shown |= extra
     else:
-        layout = snp_plan(image, settings)
+        plan = snp_plan(image, settings)
         extra = {"ap_reset_address": image.sev_es_reset_eip}
     identity = request.identity_settings()
     if identity is not None:
@@ -422,7 +422,7 @@ def predict(
         shown |= identity
     if request.log:
         log = snp_log(
-            layout,
+            plan,
             settings,
             mode=request.mode,
             inputs=tuple(header_inputs),
@@ -431,7 +431,7 @@ def predict(
         )
         digest = log.digest
     else:
-        digest = fold_plan(layout, settings.ovmf_hash or ZERO_DIGEST)
+        digest = fold_plan(plan, settings.ovmf_hash or ZERO_DIGEST)
     request.check_id_block(digest)
     return SnpPrediction(digest, shown, log)
 

@@ -323,11 +323,11 @@ def _check_tdx_region(region: Region) -> None:
         )
 
 
-def mrtd(layout: Plan | Iterable[Region], *, order: PageOrder = PageOrder.PER_PAGE) -> bytes:
+def mrtd(plan: Plan | Iterable[Region], *, order: PageOrder = PageOrder.PER_PAGE) -> bytes:
     """MRTD of a plan: its regions in order, each added, measured ones also extended.
 
     Args:
-        layout: the plan (or its regions in populate order).
+        plan: the plan (or its regions in populate order).
         order: page order within each region (see :class:`PageOrder`).
 
     Returns:
@@ -336,7 +336,7 @@ def mrtd(layout: Plan | Iterable[Region], *, order: PageOrder = PageOrder.PER_PA
     Raises:
         LayoutError: a region with an SNP-only page type.
     """
-    regions = layout.regions if isinstance(layout, Plan) else layout
+    regions = plan.regions if isinstance(plan, Plan) else plan
     fold = MrtdFold(order)
     for region in regions:
         fold.add_region(region)
@@ -380,7 +380,7 @@ def _log_entry(seq: int, region: Region, digest_after: bytes) -> LogEntry:
 
 
 def measure_tdx(
-    layout: Plan | Iterable[Region], *, order: PageOrder = PageOrder.PER_PAGE
+    plan: Plan | Iterable[Region], *, order: PageOrder = PageOrder.PER_PAGE
 ) -> TdxMeasurement:
     """MRTD of a plan plus its launch log (one record per region).
 
@@ -390,7 +390,7 @@ def measure_tdx(
     Raises:
         LayoutError: a region with an SNP-only page type.
     """
-    regions = layout.regions if isinstance(layout, Plan) else tuple(layout)
+    regions = plan.regions if isinstance(plan, Plan) else tuple(plan)
     fold = MrtdFold(order)
     entries: list[LogEntry] = []
     for seq, region in enumerate(regions):
@@ -401,7 +401,7 @@ def measure_tdx(
 
 def replay_tdx(
     entries: Sequence[LogEntry],
-    layout: Plan | Iterable[Region],
+    plan: Plan | Iterable[Region],
     *,
     order: PageOrder = PageOrder.PER_PAGE,
 ) -> bytes:
@@ -416,7 +416,7 @@ def replay_tdx(
 
     Args:
         entries: the log's records, in order.
-        layout: the plan rebuilt from the inputs.
+        plan: the plan rebuilt from the inputs.
         order: the page order the log was written with.
 
     Returns:
@@ -426,7 +426,7 @@ def replay_tdx(
         LogFormatError: the records do not describe the plan (count, range, op, content).
         MeasurementMismatch: a record's MRTD-after differs from the replayed one.
     """
-    regions = layout.regions if isinstance(layout, Plan) else tuple(layout)
+    regions = plan.regions if isinstance(plan, Plan) else tuple(plan)
     if len(entries) != len(regions):
         raise LogFormatError(
             f"TDX log has {len(entries)} records but the rebuilt plan has {len(regions)} ranges"

@@ -15,19 +15,19 @@ from cvmlaunch.memory_map import MemoryMap
 __all__ = ["in_memory"]
 
 
-def in_memory(layout: Plan, image: OvmfImage, memory: int) -> Plan:
-    """``layout`` in ``memory`` bytes of RAM with the firmware ending at 4 GiB.
+def in_memory(plan: Plan, image: OvmfImage, memory: int) -> Plan:
+    """``plan`` in ``memory`` bytes of RAM with the firmware ending at 4 GiB.
 
     Raises:
         ConfigError: a region outside guest memory (too little RAM for the firmware's
             metadata sections).
     """
     memmap = MemoryMap.for_size(memory, image.size)
-    for r in layout.memory_regions:
+    for r in plan.memory_regions:
         if memmap.slot_for(r.gpa, r.size) is None:
             raise ConfigError(
                 f"{r.provenance.describe()} [{r.gpa:#x}-{r.end:#x}) is outside the guest's "
                 f"RAM ({memory >> 20} MiB): give more memory",
                 setting="memory",
             )
-    return Plan.of(layout.regions, memmap)
+    return Plan.of(plan.regions, memmap)

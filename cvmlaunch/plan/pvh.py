@@ -101,10 +101,10 @@ E820_RESERVED = 2
 
 @dataclass(frozen=True, slots=True)
 class PvhLaunch:
-    """A launch, ready to execute: the layout, and where the guest starts.
+    """A launch, ready to execute: the plan, and where the guest starts.
 
     Args:
-        layout: the regions in populate order and the memory map.
+        plan: the regions in populate order and the memory map.
         entry: the PVH 32-bit entry point (XEN_ELFNOTE_PHYS32_ENTRY).
         start_info_gpa: %ebx for vCPU 0.
         vcpus: number of vCPUs.
@@ -114,7 +114,7 @@ class PvhLaunch:
         tdx: (tdx) MRCONFIGID / MROWNER / MROWNERCONFIG for KVM_TDX_INIT_VM.
     """
 
-    layout: Plan
+    plan: Plan
     entry: int
     start_info_gpa: int
     vcpus: int
@@ -126,7 +126,7 @@ class PvhLaunch:
     @property
     def hashed(self) -> tuple[Region, ...]:
         """The ranges in the range table (every memory region), in table order."""
-        return self.layout.memory_regions
+        return self.plan.memory_regions
 
     def predicted(self) -> tuple[bytes, ...]:
         """SHA-384 of each hashed range as the plan fills it: what the guest should report."""
@@ -277,9 +277,9 @@ def pvh_launch(
                 f"{r.provenance.describe()} overlaps the guest stack {GUEST_STACK[0]:#x}-"
                 f"{GUEST_STACK[1]:#x}"
             )
-    layout = Plan.of(regions, memory)
+    plan = Plan.of(regions, memory)
     return PvhLaunch(
-        layout=layout,
+        plan=plan,
         entry=entry,
         start_info_gpa=START_INFO_GPA,
         vcpus=settings.vcpus,

@@ -377,13 +377,13 @@ class SnpLaunch:
     """An SNP launch of an OVMF image.
 
     Args:
-        layout: :func:`snp_plan`'s plan with the memory map.
+        plan: :func:`snp_plan`'s plan with the memory map.
         states: each vCPU's register state, BSP first (KVM turns each into the VMSA the plan's
             VMSA region holds).
         settings: the measurement settings the plan was built with.
     """
 
-    layout: Plan
+    plan: Plan
     states: tuple[VcpuState, ...]
     settings: SnpSettings
 
@@ -405,7 +405,7 @@ def snp_launch(image: OvmfImage, settings: SnpSettings, memory: int) -> SnpLaunc
         raise ConfigError(
             f"cvmlaunch launches vCPUs in QEMU's reset state, not {settings.vmm.value}'s"
         )
-    layout = in_memory(snp_plan(image, settings), image, memory)
+    plan = in_memory(snp_plan(image, settings), image, memory)
     states = [snp_reset_state(eip=BSP_RESET_EIP, vcpu_sig=settings.vcpu_sig, bsp=True)]
     if settings.vcpus > 1:
         ap_eip = image.sev_es_reset_eip
@@ -413,4 +413,4 @@ def snp_launch(image: OvmfImage, settings: SnpSettings, memory: int) -> SnpLaunc
             raise ImageError("no SEV-ES AP reset address", source=image.name)
         ap = snp_reset_state(eip=ap_eip, vcpu_sig=settings.vcpu_sig, bsp=False)
         states += [ap] * (settings.vcpus - 1)
-    return SnpLaunch(layout, tuple(states), settings)
+    return SnpLaunch(plan, tuple(states), settings)

@@ -160,7 +160,7 @@ class TdxLaunch:
     """A TDX launch of a TDVF image.
 
     Args:
-        layout: :func:`tdvf_plan`'s plan with the memory map, the TD
+        plan: :func:`tdvf_plan`'s plan with the memory map, the TD
             HOB in its TD_HOB section.
         hob_gpa: the TD_HOB section's GPA (each vCPU's initial RCX).
         vcpus: the number of vCPUs.
@@ -168,7 +168,7 @@ class TdxLaunch:
         ram: the RAM entries the HOB describes (accepted by the VMM, or not).
     """
 
-    layout: Plan
+    plan: Plan
     hob_gpa: int
     vcpus: int
     hob: bytes
@@ -193,15 +193,15 @@ def tdx_launch(image: OvmfImage, memory: int, vcpus: int) -> TdxLaunch:
     if not 1 <= vcpus <= 4096:
         raise ConfigError(f"vcpus: vCPU count {vcpus} is out of range (1..4096)", setting="vcpus")
     sections = image.tdx_sections or ()
-    layout = in_memory(tdvf_plan(image), image, memory)
+    plan = in_memory(tdvf_plan(image), image, memory)
     section = td_hob_section(sections)
     hob = build_td_hob(sections, memory)
     regions = [
         replace(r, data=hob) if r.provenance.index == section.index and r.gpa == section.gpa else r
-        for r in layout.regions
+        for r in plan.regions
     ]
     return TdxLaunch(
-        Plan.of(regions, layout.memory),
+        Plan.of(regions, plan.memory),
         section.gpa,
         vcpus,
         hob,
