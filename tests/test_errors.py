@@ -300,7 +300,7 @@ def test_measure_snp_spells_the_request_settings_as_its_flags(
 
 def test_the_firmware_launcher_names_settings_not_flags(firmware: Any) -> None:
     from cvmlaunch.launcher import FirmwareLaunch
-    from cvmlaunch.launcher.firmware import firmware_plan
+    from cvmlaunch.launcher.firmware import load_firmware_launch
 
     snp = str(firmware("OVMF.amdsev.fd"))
     cases = [
@@ -308,20 +308,20 @@ def test_the_firmware_launcher_names_settings_not_flags(firmware: Any) -> None:
         (FirmwareLaunch("snp", snp, 64 << 20, 1), "vcpu_type", ("vcpu_sig",)),
     ]
     for req, setting, also in cases:
-        with raises_cvm(ConfigError, setting=setting) as info, firmware_plan(req):
+        with raises_cvm(ConfigError, setting=setting) as info, load_firmware_launch(req):
             pass
         assert info.value.also == also
         assert "--" not in str(info.value)
 
 
 def test_a_pvh_launch_of_a_confidential_plan_names_tech_and_firmware() -> None:
-    from cvmlaunch.launcher.pvh import load_plan, open_vm
+    from cvmlaunch.launcher.pvh import load_pvh_launch, open_vm
     from tests.fakekvm import FakeKernel
 
     cfg = example_config()
     settings = settings_from_toml(cfg.read_text(), base=str(cfg.parent), overrides={"tech": "snp"})
     with (
-        load_plan(settings) as launch,
+        load_pvh_launch(settings) as launch,
         raises_cvm(ConfigError, setting="firmware", match="^tech snp needs firmware") as info,
     ):
         open_vm(launch, kernel=FakeKernel())

@@ -21,7 +21,7 @@ from cvmlaunch.cli._launch import example_config
 from cvmlaunch.errors import ConfigError, CvmLaunchError, KvmUnsupported
 from cvmlaunch.kvm_map import KvmCaps, MemoryBackend, VmType, choose_memory_backend
 from cvmlaunch.launch_settings import LaunchSettings, settings_from_toml
-from cvmlaunch.launcher import header_settings, load_plan, open_vm
+from cvmlaunch.launcher import header_settings, load_pvh_launch, open_vm
 from cvmlaunch.launcher import populate_plan as _populate
 from cvmlaunch.log_entry import LogOp
 from cvmlaunch.measure.log import (
@@ -205,7 +205,7 @@ def test_example_launch_on_each_fake_host(host: str) -> None:
     the guest memory, and a log with the dry-run's records and digest; nothing leaks."""
     kwargs, backend, missing, memslot_call = FAKE_HOSTS[host]
     kernel = FakeKernel(**kwargs)  # type: ignore[arg-type]
-    with load_plan(_example(memory="5G")) as launch:
+    with load_pvh_launch(_example(memory="5G")) as launch:
         fds_before = open_fds()
         vm, _ = open_vm(launch, kernel=kernel)
         with vm:
@@ -254,7 +254,7 @@ def test_both_backends_give_the_same_log_on_one_host(tmp_path: Path) -> None:
     digest, and their logs differ only in the header's ``memory_backend``, which ``log diff``
     and ``log show`` present as non-measured metadata."""
     logs = {}
-    with load_plan(_example()) as launch:
+    with load_pvh_launch(_example()) as launch:
         for backend in ("guest-memfd", "anonymous"):
             kernel = FakeKernel(pre_fault=False)
             settings = dataclasses.replace(launch.settings, memory_backend=backend)
@@ -298,7 +298,7 @@ def test_both_backends_give_the_same_log_on_one_host(tmp_path: Path) -> None:
 def test_a_failure_at_any_system_call_leaks_nothing_on_either_backend(host: str) -> None:
     kwargs = FAKE_HOSTS[host][0]
     settings = _example()
-    with load_plan(settings) as launch:
+    with load_pvh_launch(settings) as launch:
         memory = launch.plan.memory
         assert memory is not None
 
@@ -327,7 +327,7 @@ def test_anonymous_for_snp_is_refused_before_any_call() -> None:
     kernel = FakeKernel(guest_memfd=False)
     with (
         pytest.raises(KvmUnsupported) as info,
-        load_plan(_example(tech="snp", memory_backend="guest-memfd")) as launch,
+        load_pvh_launch(_example(tech="snp", memory_backend="guest-memfd")) as launch,
     ):
         open_vm(launch, kernel=kernel)
     assert info.value.cap == "KVM_CAP_GUEST_MEMFD"

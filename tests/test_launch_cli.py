@@ -15,7 +15,7 @@ from cvmlaunch import kvm_map
 from cvmlaunch.cli._launch import example_config
 from cvmlaunch.image.ovmf import parse_ovmf
 from cvmlaunch.launch_settings import settings_from_toml
-from cvmlaunch.launcher import load_plan
+from cvmlaunch.launcher import load_pvh_launch
 from cvmlaunch.plan.tdvf import tdvf_plan
 from tests.cli_runner import run_cli
 from tests.test_plain_log import reference_step
@@ -50,7 +50,7 @@ def test_dry_run_prints_plan_and_prediction(tech: str) -> None:
         re.M,
     )
     settings = settings_from_toml(example_config().read_text(), base=str(example_config().parent))
-    with load_plan(settings) as launch:
+    with load_pvh_launch(settings) as launch:
         expected = [
             (
                 r.gpa,

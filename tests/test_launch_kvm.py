@@ -16,7 +16,7 @@ from cvmlaunch.cli._launch import example_config
 from cvmlaunch.errors import MeasurementMismatch
 from cvmlaunch.kvm_map import Kvm, KvmCaps
 from cvmlaunch.launch_settings import LaunchSettings, settings_from_toml
-from cvmlaunch.launcher import execute, load_plan
+from cvmlaunch.launcher import execute, load_pvh_launch
 from cvmlaunch.log_entry import LogOp
 from cvmlaunch.measure.log import Technology, parse_log, verify_log
 from tests.cli_runner import run_cli
@@ -50,7 +50,7 @@ def test_launch_example_reports_the_log(memory_backend: str) -> None:
     assert "memory backend" not in result.stderr  # asked for: nothing to explain
     assert "guest digests match the launch log for all 6 ranges" in result.stderr
     assert 'cvmlaunch-guest cmdline "console=ttyS0 cvmlaunch.example=1"' in result.stdout
-    with load_plan(example_settings()) as launch:
+    with load_pvh_launch(example_settings()) as launch:
         expected = [
             (r.gpa, r.size, hashlib.sha384(r.contents()).hexdigest()) for r in launch.hashed
         ]
@@ -110,7 +110,7 @@ def test_explicit_guest_memfd_on_a_host_without_it_exits_2() -> None:
 
 
 def test_changed_byte_fails_naming_the_range(memory_backend: str) -> None:
-    with load_plan(example_settings(memory_backend=memory_backend)) as launch:
+    with load_pvh_launch(example_settings(memory_backend=memory_backend)) as launch:
         initrd = next(r for r in launch.hashed if r.provenance.name == "example-initrd.img")
         target = initrd.gpa + 0x10
 
@@ -145,7 +145,7 @@ def test_changed_byte_fails_naming_the_range(memory_backend: str) -> None:
 
 def test_two_vcpus_and_memory_above_4g(memory_backend: str) -> None:
     settings = example_settings(memory="5G", vcpus=2, memory_backend=memory_backend)
-    with load_plan(settings) as launch:
+    with load_pvh_launch(settings) as launch:
         result = execute(launch, timeout=60)
     assert result.checked == 6
     assert result.exit_status == 0
@@ -322,7 +322,7 @@ def test_populate_is_one_call_whose_records_drive_the_progress_bar(
             pass
 
     monkeypatch.setattr(kvm_map, "populate", spy)
-    with load_plan(example_settings()) as launch:
+    with load_pvh_launch(example_settings()) as launch:
         result = execute(launch, timeout=60, progress=Bar)
         assert calls == [launch.plan]  # the whole plan, in one call
         sizes = [r.size for r in launch.hashed]

@@ -16,7 +16,7 @@ from cvmlaunch.cli._launch import example_config
 from cvmlaunch.errors import ConfigError, CvmLaunchError
 from cvmlaunch.image.ovmf import parse_ovmf
 from cvmlaunch.launch_settings import LaunchSettings, settings_from_toml
-from cvmlaunch.launcher import load_plan, open_vm
+from cvmlaunch.launcher import load_pvh_launch, open_vm
 from cvmlaunch.measure import identity as ident
 from cvmlaunch.measure.log import MeasurementLog, parse_log
 from cvmlaunch.measure.reference import ReferenceValues
@@ -151,7 +151,10 @@ def test_a_failed_system_call_anywhere_in_a_confidential_launch_leaks_nothing(
 
 def test_a_pvh_plan_is_not_launched_as_snp_or_tdx() -> None:
     kernel = FakeKernel()
-    with load_plan(_example(tech="snp")) as launch, pytest.raises(ConfigError, match="firmware"):
+    with (
+        load_pvh_launch(_example(tech="snp")) as launch,
+        pytest.raises(ConfigError, match="firmware"),
+    ):
         open_vm(launch, kernel=kernel)
     assert not any(j[0] == "CREATE_VM" for j in kernel.journal)
 

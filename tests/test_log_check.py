@@ -298,7 +298,7 @@ def plain_log_text() -> tuple[str, dict[str, bytes]]:
     (pre-fault records; this host need not run KVM): the plan's log with the launch's
     header."""
     from cvmlaunch.launch_settings import LaunchSettings
-    from cvmlaunch.launcher import input_digests, load_plan, log_header
+    from cvmlaunch.launcher import input_digests, load_pvh_launch, log_header
     from cvmlaunch.measure.plain import plain_log
 
     settings = LaunchSettings(
@@ -308,7 +308,7 @@ def plain_log_text() -> tuple[str, dict[str, bytes]]:
         initrd=str(DATA / "example-initrd.img"),
         append=APPEND,
     )
-    with load_plan(settings) as launch:
+    with load_pvh_launch(settings) as launch:
         header = log_header(launch, input_digests(settings))
         header = type(header)(
             technology=header.technology,

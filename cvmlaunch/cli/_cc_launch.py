@@ -2,7 +2,7 @@
 
 Rule 1: the command maps the launch settings to a request
 (:func:`cvmlaunch.launcher.firmware_request`), calls one launcher function
-(:func:`cvmlaunch.launcher.launch_firmware`, or :func:`~cvmlaunch.launcher.firmware_plan`
+(:func:`cvmlaunch.launcher.launch_firmware`, or :func:`~cvmlaunch.launcher.load_firmware_launch`
 for a dry run) and renders: the launch digest or MRTD, notes and how the guest ended on
 stderr, the guest's serial output on stdout, the plan of a dry run on stdout
 (:mod:`cvmlaunch.cli._launch_text`). The launch, its log and its header are the launcher's.
@@ -56,11 +56,11 @@ def run_firmware_launch(
     stdout = out or sys.stdout
     stderr = err or sys.stderr
     if dry_run:
-        from cvmlaunch.cli._launch_text import describe_firmware_plan
+        from cvmlaunch.cli._launch_text import describe_firmware_launch
         from cvmlaunch.text import printable
 
-        with launcher.firmware_plan(req) as launch:
-            lines = [*describe_firmware_plan(launch, req.policy), *identity]
+        with launcher.load_firmware_launch(req) as launch:
+            lines = [*describe_firmware_launch(launch, req.policy), *identity]
         for line in lines:
             print(printable(line), file=stdout)  # names come from the inputs
         return

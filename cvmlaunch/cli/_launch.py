@@ -128,10 +128,10 @@ def _launch(
     from cvmlaunch import launcher
 
     if dry_run:
-        from cvmlaunch.cli._launch_text import describe_plan
+        from cvmlaunch.cli._launch_text import describe_launch
 
-        with launcher.load_plan(settings) as launch:
-            for line in describe_plan(launch):
+        with launcher.load_pvh_launch(settings) as launch:
+            for line in describe_launch(launch):
                 print(printable(line))  # names and the command line come from inputs
         return
 

@@ -22,8 +22,8 @@ if TYPE_CHECKING:
     from cvmlaunch.plan.tdvf import TdxLaunch
 
 __all__ = [
-    "describe_firmware_plan",
-    "describe_plan",
+    "describe_firmware_launch",
+    "describe_launch",
     "describe_snp",
     "describe_tdx",
     "identity_lines",
@@ -45,7 +45,7 @@ def _table(rows: list[tuple[str, ...]], right: frozenset[int]) -> Iterator[str]:
         yield ("  " + "  ".join(cells)).rstrip()
 
 
-def describe_plan(launch: PvhLaunch) -> Iterator[str]:
+def describe_launch(launch: PvhLaunch) -> Iterator[str]:
     """The plan and the predicted measurement, as text lines (``--dry-run``).
 
     For ``--tech none`` the prediction is the transcript digest of the plain launch log
@@ -240,8 +240,8 @@ def td_hob_lines(launch: TdxLaunch) -> Iterator[str]:
         yield f"  [{e.address:#014x}-{e.end:#014x})  {_mib(e.length):>10}  {kind}"
 
 
-def describe_firmware_plan(launch: SnpLaunch | TdxLaunch, policy: int) -> Iterator[str]:
-    """A firmware launch's plan (:func:`cvmlaunch.launcher.firmware_plan`) as text lines:
+def describe_firmware_launch(launch: SnpLaunch | TdxLaunch, policy: int) -> Iterator[str]:
+    """A firmware launch's plan (:func:`cvmlaunch.launcher.load_firmware_launch`) as text lines:
     :func:`describe_snp` with ``policy``, or :func:`describe_tdx` in the per-page order."""
     from cvmlaunch.measure.tdx import PageOrder
     from cvmlaunch.plan.snp import SnpLaunch

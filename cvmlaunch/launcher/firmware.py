@@ -7,7 +7,7 @@ the launch settings, check the host before anything is created, build the plan
 the KVM layer recorded into the launch log, whose header is built here (replayed by
 :mod:`cvmlaunch.measure.log`). :func:`launch_firmware` is the whole launch of a
 :class:`FirmwareLaunch` (:func:`firmware_request` makes one from the launch settings), up to
-the guest's stop; :func:`firmware_plan` is a dry run's plan.
+the guest's stop; :func:`load_firmware_launch` is a dry run's plan.
 
 Rule 1: every KVM call goes through :mod:`cvmlaunch.kvm_map`, every file through
 :mod:`cvmlaunch.files`. Nothing here prints: the log, notes and the guest's serial output
@@ -47,11 +47,11 @@ __all__ = [
     "SnpLaunched",
     "TdxLaunched",
     "firmware_inputs",
-    "firmware_plan",
     "firmware_request",
     "launch_firmware",
     "launch_snp_firmware",
     "launch_tdx_firmware",
+    "load_firmware_launch",
     "plan_contents",
     "run_guest",
     "served_kernel",
@@ -478,7 +478,7 @@ def served_kernel(req: FirmwareLaunch) -> Iterator[FwCfg]:
 
 
 @contextlib.contextmanager
-def firmware_plan(req: FirmwareLaunch) -> Iterator[SnpLaunch | TdxLaunch]:
+def load_firmware_launch(req: FirmwareLaunch) -> Iterator[SnpLaunch | TdxLaunch]:
     """The plan a launch of ``req`` executes, for a dry run (no host is asked: an SNP plan
     takes ``req.vcpu_sig``); the firmware stays mapped while the plan is used. An ID block
     is checked against the plan's digest and the policy.

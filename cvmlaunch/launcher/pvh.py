@@ -41,7 +41,7 @@ __all__ = [
     "execute",
     "header_settings",
     "launch_pvh",
-    "load_plan",
+    "load_pvh_launch",
     "log_header",
     "open_vm",
     "populate_plan",
@@ -49,7 +49,7 @@ __all__ = [
 
 
 @contextlib.contextmanager
-def load_plan(settings: LaunchSettings) -> Iterator[PvhLaunch]:
+def load_pvh_launch(settings: LaunchSettings) -> Iterator[PvhLaunch]:
     """Map the input files and build the plan; the files stay mapped while the plan is used.
 
     Raises:
@@ -378,14 +378,14 @@ def launch_pvh(
     on_note: Callable[[str], None] | None = None,
     progress: ProgressFactory | None = None,
 ) -> LaunchResult:
-    """Launch ``settings`` (``--tech none``): :func:`load_plan`, then :func:`execute` with the
+    """Launch ``settings`` (``--tech none``): :func:`load_pvh_launch`, then :func:`execute` with the
     log header naming the input files (:func:`~cvmlaunch.launcher.input_digests`) and
     ``settings.timeout``; the callbacks are :func:`execute`'s.
 
     Raises:
-        CvmLaunchError: as :func:`load_plan` and :func:`execute`.
+        CvmLaunchError: as :func:`load_pvh_launch` and :func:`execute`.
     """
-    with load_plan(settings) as launch:
+    with load_pvh_launch(settings) as launch:
         return execute(
             launch,
             timeout=settings.timeout,

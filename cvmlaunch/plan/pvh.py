@@ -294,7 +294,8 @@ def _snp_identity(
     settings: LaunchSettings, id_block: Buffer | None, id_auth: Buffer | None
 ) -> SnpLaunchIdentity | None:
     """HOST_DATA and the ID block pair of an SNP launch (the launcher checks the pair's
-    signatures and policy first, as the firmware will: :func:`cvmlaunch.launcher.pvh.load_plan`)."""
+    signatures and policy first, as the firmware will:
+    :func:`cvmlaunch.launcher.pvh.load_pvh_launch`)."""
     if (id_block is None) != (settings.id_block is None) or (id_auth is None) != (
         settings.id_auth is None
     ):
