@@ -61,7 +61,8 @@ def _expected(region: Region, gpa: int, size: int, with_pages: bool) -> tuple[ob
     """Content and page hashes of ``[gpa, gpa+size)`` of ``region``, by hashlib here: the
     zero marker where the plan gives the region no bytes."""
     off = gpa - region.gpa
-    contents = region.contents()[off : off + size]
+    whole = bytes(region.data) + bytes(region.size - len(region.data))  # data, then zeros
+    contents = whole[off : off + size]
     content = hashlib.sha384(contents).digest() if region.data else None
     pages = tuple(
         hashlib.sha384(contents[i : i + PAGE_SIZE]).digest() for i in range(0, size, PAGE_SIZE)

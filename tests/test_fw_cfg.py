@@ -220,8 +220,19 @@ def test_ports_in_any_chunks_equal_dma_equal_the_item(
     items: dict[int, bytes], files: dict[str, bytes], chunks: list[int], data: st.DataObject
 ) -> None:
     dev, ram = FwCfg(items, files), Ram(size=0x4000)
-    key = data.draw(st.sampled_from([0, 1, 0x19, *items, *dev.selectors.values()]))
-    expected = dev.item(key)
+    # each item's bytes written here from the spec, not read from the device: the signature,
+    # the feature bits (traditional | DMA), the directory (be32 count; be32 size, be16
+    # select, be16 reserved, 56-byte name, sorted by name from selector 0x20), the blobs
+    by_key = {0: b"QEMU", 1: b"\x03\0\0\0", **items}
+    directory = len(files).to_bytes(4, "big")
+    for select_, name in enumerate(sorted(files), start=0x20):
+        directory += struct.pack(">IHH56s", len(files[name]), select_, 0, name.encode())
+        by_key[select_] = files[name]
+    by_key[0x19] = directory
+    assert dev.selectors == {name: k for k, name in enumerate(sorted(files), start=0x20)}
+    key = data.draw(st.sampled_from(sorted(by_key)))
+    expected = by_key[key]
+    assert dev.item(key) == expected
     total = len(expected) + 8
     # ports, in the drawn chunk sizes
     select(dev, key, ram)

@@ -1,5 +1,6 @@
-"""The fw_cfg device model (cvmlaunch.fw_cfg) served to a real guest on this machine's /dev/kvm
-through the vCPU run loop (cvmlaunch.kvm_map.PortBus) (marker ``kvm``: runs here, never skipped).
+"""The fw_cfg device model (cvmlaunch.fw_cfg) served to a real guest on the host's /dev/kvm
+through the vCPU run loop (cvmlaunch.kvm_map.PortBus) (marker ``kvm``: runs wherever /dev/kvm
+opens, skipped only naming it; once per memory backend the host's KVM_CHECK_EXTENSION offers).
 
 The guest reads the signature, the file directory and a kernel item through the selector and
 data ports (``rep insb``) and through DMA (it writes the ``FWCfgDmaAccess`` structures itself,

@@ -250,6 +250,18 @@ def test_a_td_is_served_the_kernel_as_qemu_10_0_serves_it(tmp_path: Path) -> Non
     )
     assert patched != kernel
     assert model.served["setup"] + model.served["kernel"] == patched
+    # the same patches written by hand from QEMU 10.0 hw/i386/x86-common.c x86_load_linux
+    # (boot protocol 2.15, XLF_CAN_BE_LOADED_ABOVE_4G): cmd_line_ptr 0x20000, loader type
+    # 0xB0, CAN_USE_HEAP with heap_end_ptr cmdline_addr - real_addr - 0x200, the initrd
+    # page-aligned below the RAM under 4 GiB less QEMU's 0x20000 + 0x8000 of ACPI data
+    by_hand = bytearray(kernel)
+    by_hand[0x210] = 0xB0
+    by_hand[0x211] |= 0x80
+    struct.pack_into("<H", by_hand, 0x224, 0x20000 - 0x10000 - 0x200)
+    initrd_max = MEMORY - (0x20000 + 0x8000) - 1
+    struct.pack_into("<II", by_hand, 0x218, (initrd_max - len(initrd)) & ~0xFFF, len(initrd))
+    struct.pack_into("<I", by_hand, 0x228, 0x20000)
+    assert model.served["setup"] + model.served["kernel"] == by_hand
     assert len(model.served["setup"]) == 5 * 512
     assert model.served["etc/boot/kernel"] == kernel
     assert model.served["initrd"] == initrd

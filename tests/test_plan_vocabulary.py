@@ -45,8 +45,19 @@ def test_measure_reexports_the_settings_a_digest_takes_from_plan() -> None:
 
 
 def test_page_type_and_the_kernel_page_type_have_equal_members() -> None:
-    """The engine converts PageType to SnpPageType by value at the raw struct."""
-    assert [(t.name, t.value) for t in PageType] == [(t.name, t.value) for t in _uapi.SnpPageType]
+    """The engine converts PageType to SnpPageType by value at the raw struct; both carry the
+    SNP firmware ABI's PAGE_TYPE values (SNP_LAUNCH_UPDATE), as linux/kvm.h's
+    KVM_SEV_SNP_PAGE_TYPE_* do."""
+    spec = [
+        ("NORMAL", 1),
+        ("VMSA", 2),
+        ("ZERO", 3),
+        ("UNMEASURED", 4),
+        ("SECRETS", 5),
+        ("CPUID", 6),
+    ]
+    assert [(t.name, t.value) for t in PageType] == spec
+    assert [(t.name, t.value) for t in _uapi.SnpPageType] == spec
     for t in PageType:
         assert _uapi.SnpPageType(t.value).name == t.name
 
@@ -90,6 +101,8 @@ def test_labels_are_the_flag_words_or_the_log_value() -> None:
 
 
 def test_vm_type_of_each_launched_technology() -> None:
+    # linux/kvm.h: KVM_X86_DEFAULT_VM 0, KVM_X86_SNP_VM 4, KVM_X86_TDX_VM 5
+    assert (_uapi.VmType.DEFAULT, _uapi.VmType.SNP, _uapi.VmType.TDX) == (0, 4, 5)
     assert dict(kvm_map.VM_TYPE) == {
         Technology.PLAIN: _uapi.VmType.DEFAULT,
         Technology.SEV_SNP: _uapi.VmType.SNP,

@@ -70,6 +70,7 @@ def test_the_log_records_the_firmware_and_replays(inteltdx: bytes) -> None:
     assert log.header.settings["profile"] == PROFILE
     assert log.header.settings["order"] == "per-page"
     assert log.footer.digest == result.measurement.mrtd
+    assert log.footer.digest.hex() == tdx_firmware("OVMF.inteltdx.ms.fd").mrtd_per_page
     parsed = parse_log(dumps_log(log))
     contents = tdvf_contents(parsed.header, parse_ovmf(inteltdx, name="fw/OVMF.fd"))
     assert verify_log(parsed, contents) == result.measurement.mrtd

@@ -628,6 +628,11 @@ def test_present_and_checked_rtmrs() -> None:
     regs = present_rtmrs(events)
     assert (regs[0], regs[2], regs[3]) == (None, None, None)
     assert regs[1] == replay(events)[1] != bytes(48)
+    by_hand = bytes(48)  # TDX module RTMR extend: SHA-384(old || digest), from zero
+    for event in events:
+        assert event.rtmr == 1
+        by_hand = hashlib.sha384(by_hand + event.digest).digest()
+    assert regs[1] == by_hand
     assert checked_rtmrs(events, "ev.json") == regs
     n = next(i for i, e in enumerate(events) if e.event_type == EventType.EV_SEPARATOR)
     bad = [*events[:n], dataclasses.replace(events[n], digest=bytes(48)), *events[n + 1 :]]
