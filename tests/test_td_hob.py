@@ -19,6 +19,7 @@ from cvmlaunch.image.ovmf import TdvfSection, parse_ovmf
 from cvmlaunch.image.td_hob import (
     TdRamEntry,
     build_td_hob,
+    td_hob_event_sha384,
     td_hob_measured_bytes,
     td_hob_section,
     td_ram_entries,
@@ -86,6 +87,8 @@ def as_tuples(entries: Sequence[TdRamEntry]) -> list[tuple[int, int, bool]]:
 def test_real_td_hob_digest_2gib() -> None:
     hob = build_td_hob(INTELTDX_SECTIONS, 2 * GIB)
     assert hashlib.sha384(td_hob_measured_bytes(hob)).hexdigest() == REAL_TD_2GIB
+    # the event digest inspect, a dry run and the RTMR prediction show: a real TD's CCEL event
+    assert td_hob_event_sha384(hob).hex() == REAL_TD_2GIB
 
 
 def test_derived_td_hob_digest_4gib() -> None:
