@@ -109,7 +109,8 @@ class LaunchSettings:
 
     Args:
         memory: guest RAM in bytes.
-        vcpus: number of vCPUs (vCPU 0 runs the guest; the others park, see the CLI).
+        vcpus: number of vCPUs (vCPU 0 runs the guest; the others park, see
+            :func:`cvmlaunch.launcher.pvh.execute`).
         kernel: path of the PVH ELF kernel.
         initrd: path of the initrd, if any.
         append: the kernel command line.
