@@ -9,8 +9,14 @@ then under ``cvmlaunch``.
 
 Rule 2: a dotted name in backticks in the Markdown files and in the package's docstrings whose
 first word is ``cvmlaunch`` or one of its modules (``cvmlaunch.plan.snp``, ``measure.snp``,
-``kvm_map.PortBus``) resolves the same way, so that the README's tables and the docs name
-modules and functions that exist. A file name (``files.py``, ``launch.jsonl``) is no name.
+``kvm_map.PortBus``; in the Markdown files also ``tests.vectors.…``) resolves the same way, so
+that the README's tables and the docs name modules and functions that exist. A file name
+(``files.py``, ``launch.jsonl``) is no name.
+
+Rule 3: a path in the checkout that the text names (``cvmlaunch/plan/pvh.py``,
+``tests/test_fw_cfg.py``, ``tests/vectors/snp/``) exists, and a test named as pytest names it
+(``tests/test_snp.py::test_worked_trace``) is a function of that file. Paths in other projects
+that share a first directory with ours are listed in :data:`_ELSEWHERE`.
 """
 
 from __future__ import annotations
@@ -38,6 +44,11 @@ _FILE_SUFFIXES = {
     "c", "h", "S", "so", "rst", "dsse", "yaml", "yml", "sh", "ld",
 }  # fmt: skip
 _TOP = {m.name for m in pkgutil.iter_modules(cvmlaunch.__path__)}
+_PATH = re.compile(
+    r"(?<![\w/.-])((?:cvmlaunch|tests|bench|docs|examples)/[\w./-]*[\w/])(?:::(\w+))?"
+)
+#: Paths of other projects that the text names: virtee/sev's test data, QEMU's fw_cfg spec.
+_ELSEWHERE = {"tests/certs_data/", "docs/specs/fw_cfg.rst"}
 #: Dotted text that is no Python name: a C struct's fields (``struct kvm_tdx_init_vm``).
 _NOT_NAMES = {"cpuid.nent"}
 
@@ -218,6 +229,36 @@ def references() -> Iterator[tuple[str, int, str, list[str]]]:
             elif first in _TOP:
                 line = text.count("\n", 0, match.start()) + 1
                 yield rel, line, match.group(0), [f"cvmlaunch.{dotted}"]
+            elif first == "tests":
+                yield rel, text.count("\n", 0, match.start()) + 1, match.group(0), [dotted]
+
+
+def paths() -> Iterator[tuple[str, int, str, str, str | None]]:
+    """``(file, line, text as written, path, test name or None)`` for every path named."""
+    for path in [*_python_files(), *_markdown_files(), *sorted((ROOT / "examples").rglob("*"))]:
+        if not path.is_file() or path.suffix in {".elf", ".img"}:
+            continue
+        text = path.read_text()
+        rel = str(path.relative_to(ROOT))
+        for match in _PATH.finditer(text):
+            named = match.group(1)
+            if named in _ELSEWHERE:
+                continue
+            line = text.count("\n", 0, match.start()) + 1
+            yield rel, line, match.group(0), named, match.group(2)
+
+
+def _path_exists(named: str, test: str | None) -> bool:
+    target = ROOT / named
+    if not target.exists():
+        return False
+    if test is None:
+        return True
+    tree = ast.parse(target.read_text())
+    return any(
+        isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name == test
+        for node in tree.body
+    )
 
 
 def broken() -> list[str]:
@@ -228,10 +269,24 @@ def broken() -> list[str]:
     ]
 
 
+def missing_paths() -> list[str]:
+    return [
+        f"{rel}:{line}: {text}"
+        for rel, line, text, named, test in paths()
+        if not _path_exists(named, test)
+    ]
+
+
 def test_references_resolve() -> None:
     found = list(references())
     assert len(found) > 500  # the scan reads the text (a pattern that matches nothing fails)
     assert broken() == []
+
+
+def test_paths_exist() -> None:
+    found = list(paths())
+    assert len(found) > 50
+    assert missing_paths() == []
 
 
 @pytest.mark.parametrize(
@@ -250,4 +305,4 @@ def test_resolves(name: str, expected: bool) -> None:
 
 
 if __name__ == "__main__":
-    print("\n".join(broken()))
+    print("\n".join([*broken(), *missing_paths()]))
