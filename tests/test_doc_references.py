@@ -113,6 +113,8 @@ def resolves(dotted: str) -> bool:
     parts = dotted.split(".")
     for cut in range(len(parts), 0, -1):
         name = ".".join(parts[:cut])
+        if parts[cut - 1] == "__main__":  # importing it would run the program
+            return cut == len(parts) and (ROOT / f"{name.replace('.', '/')}.py").is_file()
         try:
             obj: object = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -298,6 +300,10 @@ def test_paths_exist() -> None:
         ("cvmlaunch.measure.snp.snp_layout", False),
         ("cvmlaunch.measure.pages", False),
         ("cvmlaunch.no_such_module.x", False),
+        ("cvmlaunch.__main__", True),
+        ("cvmlaunch.errors.ConfigError.setting", True),  # assigned in __init__
+        ("cvmlaunch.plan.snp.SnpSettings.vcpus", True),  # a dataclass field
+        ("cvmlaunch.plan.snp.SnpSettings.no_such_field", False),
     ],
 )
 def test_resolves(name: str, expected: bool) -> None:
