@@ -225,11 +225,9 @@ def describe_tdx(launch: TdxLaunch, order: PageOrder) -> Iterator[str]:
 
 def td_hob_lines(launch: TdxLaunch) -> Iterator[str]:
     """The TD HOB as text: where it is, its size, what TDVF hashes into RTMR0, its RAM."""
-    import hashlib
+    from cvmlaunch.image.td_hob import td_hob_event_sha384
 
-    from cvmlaunch.image.td_hob import td_hob_measured_bytes
-
-    measured = hashlib.sha384(td_hob_measured_bytes(launch.hob)).hexdigest()
+    measured = td_hob_event_sha384(launch.hob).hex()
     yield (
         f"TD HOB (QEMU's; PAGE.ADDed, not MR.EXTENDed): {len(launch.hob)} bytes at "
         f"{launch.hob_gpa:#x}, PHIT + {len(launch.ram)} resource descriptors + END; "

@@ -73,12 +73,10 @@ def _td_hob(img: OvmfImage, memory: int, warnings: list[str]) -> Report | None:
     the image has TDX metadata QEMU could not build one for)."""
     if not img.tdx_sections:
         return None
-    import hashlib
-
     from cvmlaunch.errors import LayoutError
     from cvmlaunch.image.td_hob import (
         build_td_hob,
-        td_hob_measured_bytes,
+        td_hob_event_sha384,
         td_hob_section,
         td_ram_entries,
     )
@@ -92,7 +90,7 @@ def _td_hob(img: OvmfImage, memory: int, warnings: list[str]) -> Report | None:
         "memory": memory,
         "gpa": td_hob_section(img.tdx_sections).gpa,
         "size": len(hob),
-        "rtmr0_sha384": hashlib.sha384(td_hob_measured_bytes(hob)).hexdigest(),
+        "rtmr0_sha384": td_hob_event_sha384(hob).hex(),
         "ram": [
             {"address": e.address, "length": e.length, "accepted": e.accepted}
             for e in td_ram_entries(img.tdx_sections, memory)

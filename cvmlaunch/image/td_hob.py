@@ -51,6 +51,7 @@ __all__ = [
     "TD_HOB_END_SIZE",
     "TdRamEntry",
     "build_td_hob",
+    "td_hob_event_sha384",
     "td_hob_measured_bytes",
     "td_hob_section",
     "td_hob_size",
@@ -247,3 +248,16 @@ def td_hob_measured_bytes(hob: bytes) -> bytes:
     if len(hob) < _PHIT.size + _END.size or hob[-_END.size :] != _END_OF_HOB_LIST:
         raise LayoutError("not a TD HOB list: it does not end with an END_OF_HOB_LIST header")
     return hob[: -_END.size]
+
+
+def td_hob_event_sha384(hob: bytes) -> bytes:
+    """The SHA-384 of the TD HOB that TDVF extends into RTMR0 (of
+    :func:`td_hob_measured_bytes`): the event digest ``inspect``, a dry run and the RTMR
+    prediction show.
+
+    Raises:
+        LayoutError: ``hob`` does not end with an END HOB.
+    """
+    import hashlib
+
+    return hashlib.sha384(td_hob_measured_bytes(hob)).digest()

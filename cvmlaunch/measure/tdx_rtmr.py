@@ -49,7 +49,7 @@ from cvmlaunch.image.bzimage import (
 )
 from cvmlaunch.image.ovmf import OvmfImage, TdvfSection, guid_bytes_le
 from cvmlaunch.image.pe import authenticode_digest, parse_pe
-from cvmlaunch.image.td_hob import build_td_hob, td_hob_measured_bytes, td_hob_section
+from cvmlaunch.image.td_hob import build_td_hob, td_hob_event_sha384, td_hob_section
 from cvmlaunch.image.tdvf_features import (
     Edk2Release,
     detect_tdvf_features,
@@ -183,7 +183,7 @@ def td_hob_event(sections: tuple[TdvfSection, ...], memory_size: int) -> RtmrEve
     return RtmrEvent(
         0,
         EventType.EV_EFI_HANDOFF_TABLES2,
-        sha384(td_hob_measured_bytes(hob)),
+        td_hob_event_sha384(hob),
         data,
         f"RTMR0 TD HOB ({memory_size >> 20} MiB RAM)",
     )
