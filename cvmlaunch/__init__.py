@@ -8,9 +8,15 @@ Layers (each imports only those below it):
   (memory map, log entry, launch identity), kept apart for start-up time.
 * :mod:`cvmlaunch.image`: bytes -> typed images (OVMF/TDVF, ELF, bzImage) -> regions.
 * :mod:`cvmlaunch.plan`: images and settings -> launch plans (SNP, TDVF, PVH).
-* :mod:`cvmlaunch.measure`: launch plan -> SNP launch digest, TDX MRTD, measurement log.
-* :mod:`cvmlaunch.kvm_map`: the only module that talks to the kernel; executes plans.
+* :mod:`cvmlaunch.measure`: launch plan -> SNP launch digest, TDX MRTD, measurement log;
+  beside it, not importing it, :mod:`cvmlaunch.kvm_map`: the only package that talks to the
+  kernel; executes plans.
+* :mod:`cvmlaunch.launcher`: drives a launch over both (plan, VM, populate, vCPUs, log).
 * :mod:`cvmlaunch.cli`: the ``cvmlaunch`` command; composes the above.
+
+The layers and the core modules under them (:mod:`cvmlaunch.constants`,
+:mod:`cvmlaunch.technology`, :mod:`cvmlaunch.snp_policy`, :mod:`cvmlaunch.vcpu_signature`,
+:mod:`cvmlaunch.digests`) are import-linter contracts in pyproject.toml.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The file edge: inputs opened for the pure layers, outputs written so nothing is lost.
+"""The file edge: inputs opened for the pure layers, and the directories outputs go into.
 
 Rule 1 (inputs): parsing and measurement take buffers. This module turns paths into buffers
 (read-only mmaps, or bytes for small and empty files) and streams digests, so a 256 MiB initrd

@@ -58,8 +58,9 @@ DEFAULT_SNP_POLICY = 0x30000
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGTPE]?)(?:i?B)?\s*$", re.IGNORECASE)
 _SIZE_SHIFT = {"": 20, "K": 10, "M": 20, "G": 30, "T": 40, "P": 50, "E": 60}
 #: The most guest RAM there can be: RAM above the 2 GiB PCI hole (see
-#: :meth:`MemoryMap.for_size`) ends at ``memory + 2 GiB``, which must stay within the 52-bit
-#: guest physical address space (:data:`~cvmlaunch.layout.MAX_GPA`, the widest x86 MAXPHYADDR).
+#: :meth:`~cvmlaunch.memory_map.MemoryMap.for_size`) ends at ``memory + 2 GiB``, which must
+#: stay within the 52-bit guest physical address space (:data:`~cvmlaunch.layout.MAX_GPA`, the
+#: widest x86 MAXPHYADDR).
 MAX_MEMORY = MAX_GPA - (FOUR_GIB - LOW_RAM_SPLIT)
 #: The longest ``--timeout``: the longest wait Python's timers take (``threading.TIMEOUT_MAX``
 #: on Linux, 2**63 ns rounded down to whole seconds); ``inf`` is not a timeout.
@@ -108,7 +109,8 @@ class LaunchSettings:
 
     Args:
         memory: guest RAM in bytes.
-        vcpus: number of vCPUs (vCPU 0 runs the guest; the others park, see the CLI).
+        vcpus: number of vCPUs (vCPU 0 runs the guest; the others park, see
+            :func:`cvmlaunch.launcher.pvh.execute`).
         kernel: path of the PVH ELF kernel.
         initrd: path of the initrd, if any.
         append: the kernel command line.

@@ -1,6 +1,6 @@
-"""Issue 15, items 1-5 at the file edge (:mod:`cvmlaunch.files`): outputs never replace a
-device, a FIFO, a symlink, an input or a key; groups land whole or not at all; inputs that
-are mapped or sized are regular files, so nothing hangs."""
+"""Issue 15, items 1-5 at the file edge (:mod:`cvmlaunch.files`, :mod:`cvmlaunch.outputs`):
+outputs never replace a device, a FIFO, a symlink, an input or a key; groups land whole or not
+at all; inputs that are mapped or sized are regular files, so nothing hangs."""
 
 from __future__ import annotations
 

@@ -144,7 +144,7 @@ class Outcome:
 def launch(
     kernel: FakeKernel, path: str, on_record: Callable[[LogEntry], None] | None = None
 ) -> Outcome:
-    """A whole launch the way the CLI drives it (VM, init, memslots, vCPUs, populate)."""
+    """A whole launch the way the launcher drives it (VM, init, memslots, vCPUs, populate)."""
     plan = PLANS[path]
     assert plan.memory is not None
     with Vm.open(VM_TYPES[path], kernel=kernel) as vm:

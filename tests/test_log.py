@@ -350,7 +350,7 @@ def test_unknown_algorithm_has_no_replayer() -> None:
         get_replayer(Technology.SEV_SNP, "made-up")
 
 
-def test_log_layout_rejects_wrong_header() -> None:
+def test_log_plan_rejects_wrong_header() -> None:
     h = dataclasses.replace(header(), initial_digest=None)
     with pytest.raises(ConfigError):
         snp_chain.log_plan(small_plan(), h)

@@ -73,7 +73,8 @@ def test_fold_state_resumes_anywhere(firmware: Firmware) -> None:
 
 
 def test_fold_vmsas_is_the_page_info_chain() -> None:
-    """Against the PAGE_INFO steps spelt out one page at a time (:func:`page_info`)."""
+    """Against the PAGE_INFO steps spelt out one page at a time
+    (:func:`~cvmlaunch.measure.snp_chain.page_info`)."""
     bsp, ap = b"\x01" * 4096, b"\x02" * 4096
     start = hashlib.sha384(b"prefix").digest()
     got = snp_chain.fold_vmsas(start, bsp, ap, [3, 1, 3])

@@ -141,7 +141,7 @@ def test_the_vectors_directory_is_left_out_and_scanned_files_are_real() -> None:
     assert Path(__file__).resolve() in modules
     assert TESTS / "gce_fake_ovmf.py" in modules
     assert not any(VECTORS in p.parents for p in modules)
-    # the vectors package itself does hold known answers: JSON, read by tests/vectors/__init__
+    # the vectors package itself does hold known answers: JSON, read by tests/vectors/__init__.py
     assert any(HEX_RUN.search(p.read_text()) for p in VECTORS.rglob("*.json"))
 
 

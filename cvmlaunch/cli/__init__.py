@@ -119,8 +119,9 @@ def load_command(target: str) -> click.Command:
     return command
 
 
-#: Library settings (:attr:`ConfigError.setting`) whose flag is not a parameter of that name;
-#: any other setting is the command's option of that name, else ``--`` and its name with dashes.
+#: Library settings (:attr:`~cvmlaunch.errors.ConfigError.setting`) whose flag is not a
+#: parameter of that name; any other setting is the command's option of that name, else ``--``
+#: and its name with dashes.
 SETTING_FLAGS: Mapping[str, str] = {"ovmf_hash": "--snp-ovmf-hash", "cmdline": "--append"}
 
 #: Where :meth:`LazyGroup.resolve_command` leaves the command being run (``ctx.meta`` is

@@ -37,7 +37,8 @@ def kernel_cmdline(
 
     Args:
         cmdline: the command line; ``str`` is encoded as UTF-8 (as sev-snp-measure does).
-        limit: the kernel's ``cmdline_size`` (see :attr:`BzImage.cmdline_size`), if known.
+        limit: the kernel's ``cmdline_size`` (see
+            :attr:`~cvmlaunch.image.bzimage.BzImage.cmdline_size`), if known.
         name: what to call it in messages.
 
     Returns:

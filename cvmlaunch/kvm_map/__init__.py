@@ -14,12 +14,13 @@ Rule 3: one typed wrapper per ioctl. A failure raises :class:`~cvmlaunch.errors.
 (op, errno, firmware error) ``from`` the ``OSError``; wrappers never retry.
 
 Rule 4: every populate call (PRE_FAULT_MEMORY, TDX INIT_MEM_REGION, SNP LAUNCH_UPDATE) goes
-through the one resume loop :func:`_drive`: the kernel rewrites the request to the range still
-to do, and the loop resumes from exactly there (kvm-uapi.md §2). Each call that made progress,
-whole or partial, appends a :class:`~cvmlaunch.log_entry.LogEntry`: the log is what was done, not
-what was planned. Records are built by :func:`cvmlaunch.digests.entry_for_range`, the builder of
-the prediction's records (so both hash a range with the same code). This package never imports
-:mod:`cvmlaunch.measure`; the CLI replays the log.
+through the one resume loop :func:`~cvmlaunch.kvm_map._engine._drive`: the kernel rewrites the
+request to the range still to do, and the loop resumes from exactly there (kvm-uapi.md §2). Each
+call that made progress, whole or partial, appends a :class:`~cvmlaunch.log_entry.LogEntry`: the
+log is what was done, not what was planned. Records are built by
+:func:`cvmlaunch.digests.entry_for_range`, the builder of the prediction's records (so both hash
+a range with the same code). This package never imports :mod:`cvmlaunch.measure`; the launcher
+(:mod:`cvmlaunch.launcher`) replays the log.
 
 Rule 5: asking for a VM type the host lacks raises :class:`~cvmlaunch.errors.KvmUnsupported`
 before any VM is created.

@@ -234,7 +234,8 @@ def install_kick_handler() -> None:
 
 
 class Vcpu:
-    """A vCPU fd and its mapped ``struct kvm_run``. Created and owned by :meth:`Vm.create_vcpu`."""
+    """A vCPU fd and its mapped ``struct kvm_run``. Created and owned by
+    :meth:`~cvmlaunch.kvm_map.vm.Vm.create_vcpu`."""
 
     def __init__(
         self, kernel: Kernel, fd: int, vcpu_id: int, run_map: mmap.mmap | None = None

@@ -160,7 +160,8 @@ class Kvm:
         self, vm_type: VmType = VmType.DEFAULT, memory_backend: str | MemoryBackend = "auto"
     ) -> Vm:
         """``KVM_CREATE_VM`` after checking the host offers ``vm_type`` and choosing its
-        memory backend (:func:`choose_memory_backend`; the VM's ``memory_backend``).
+        memory backend (:func:`~cvmlaunch.kvm_map.caps.choose_memory_backend`; the VM's
+        ``memory_backend``).
 
         For SNP, ``/dev/sev`` is opened first (its fd goes into every SEV command).
 
@@ -313,7 +314,8 @@ class Vm:
         self.kernel = kernel
         self.fd = fd
         self.vm_type = vm_type
-        #: The memory backend of this VM's memslots, and why (:func:`choose_memory_backend`).
+        #: The memory backend of this VM's memslots, and why
+        #: (:func:`~cvmlaunch.kvm_map.caps.choose_memory_backend`).
         self.memory_backend = memory_backend or MemoryBackendChoice(
             MemoryBackend.GUEST_MEMFD, "guest-memfd"
         )
@@ -341,7 +343,7 @@ class Vm:
         """Open ``/dev/kvm``, check the host, create a VM of ``vm_type``, close ``/dev/kvm``.
 
         ``memory_backend`` (``auto``, ``guest-memfd``, ``anonymous``): see
-        :func:`choose_memory_backend`.
+        :func:`~cvmlaunch.kvm_map.caps.choose_memory_backend`.
 
         Raises:
             KvmUnsupported: the host lacks ``vm_type`` or the backend (no VM was created).

@@ -90,7 +90,7 @@ class Finding:
 
 @dataclass(frozen=True, slots=True)
 class LogCheck:
-    """The result of :func:`check_log`.
+    """The result of :func:`~cvmlaunch.measure.log_check.check_log`.
 
     Args:
         findings: every difference found (empty: the log is what its header says).

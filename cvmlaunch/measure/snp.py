@@ -81,7 +81,7 @@ def snp_digest_set(
         image: the parsed firmware.
         settings: every setting but ``vcpus`` and ``vcpu_sig``, which are ignored.
         vcpu_sigs: the signatures (duplicates are computed once).
-        vcpu_counts: the counts (1..:data:`MAX_VCPUS`).
+        vcpu_counts: the counts (1..:data:`~cvmlaunch.plan.vmsa.MAX_VCPUS`).
         prefix: the fold state after the prefix, if already known (its ``regions`` must be
             the prefix's region count).
         workers: content-hashing threads for the firmware (see

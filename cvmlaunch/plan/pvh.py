@@ -23,7 +23,8 @@ Rule 2: the guest contract lives here (and in examples/guest/guest.h, its C side
   ``count u32``, then ``count`` entries ``{gpa u64, size u64}``. It lists every populated
   region of the plan in populate order, itself included (it is written last).
 
-* The guest reports a SHA-384 per listed range (:mod:`cvmlaunch.launch` checks the report).
+* The guest reports a SHA-384 per listed range (:mod:`cvmlaunch.launcher.report` checks the
+  report).
 
 The settings a plan is built from (:class:`~cvmlaunch.launch_settings.LaunchSettings`) live in
 :mod:`cvmlaunch.launch_settings`.

@@ -1,7 +1,7 @@
 /*
  * cvmlaunch example guest: the contract with the launcher.
  *
- * The launcher (cvmlaunch/plan/pvh.py) writes a range table at RANGE_TABLE_GPA. The guest
+ * The launcher writes a range table (cvmlaunch/plan/pvh.py) at RANGE_TABLE_GPA. The guest
  * hashes every listed guest-physical range with SHA-384 (FIPS 180-4) and reports one line per
  * range on the serial port (COM1, 0x3f8), then writes its exit status to the debug-exit port
  * and halts.

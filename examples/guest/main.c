@@ -1,7 +1,7 @@
 /*
  * cvmlaunch example guest: hash every range the launcher lists and report on COM1.
  *
- * Report grammar (one line each, '\n' terminated; parsed by cvmlaunch/launch.py):
+ * Report grammar (one line each, '\n' terminated; parsed by cvmlaunch/launcher/report.py):
  *   cvmlaunch-guest <free text>              informational lines
  *   range <i> 0x<gpa>+0x<size> sha384 <96 lowercase hex digits>
  *   range <i> 0x<gpa>+0x<size> unreachable   (not addressable without paging: beyond 4 GiB)
