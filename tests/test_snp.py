@@ -17,8 +17,9 @@ from cvmlaunch.errors import ConfigError, ImageError
 from cvmlaunch.image.ovmf import OvmfImage, parse_ovmf
 from cvmlaunch.layout import PAGE_SIZE, PageType, Plan, Region
 from cvmlaunch.measure import snp_chain
-from cvmlaunch.measure.sev import SevSettings, sev_digest, sev_updates
+from cvmlaunch.measure.sev import sev_digest
 from cvmlaunch.measure.snp import snp_digest, snp_ovmf_hash
+from cvmlaunch.plan.sev import SevSettings, sev_updates
 from cvmlaunch.plan.sev_hashes import HASH_TABLE_SIZE, KernelHashes, cmdline_sha256
 from cvmlaunch.plan.snp import MAX_VCPUS, SnpSettings, snp_plan, svsm_plan
 from cvmlaunch.plan.vmsa import BSP_RESET_EIP, FpuInit, VmmType, svsm_vmsa_page, vmsa_page

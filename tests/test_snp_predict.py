@@ -10,7 +10,6 @@ import pytest
 
 from cvmlaunch.errors import CheckFailed, ConfigError
 from cvmlaunch.image.ovmf import OvmfImage, parse_ovmf
-from cvmlaunch.measure.sev import SevSettings
 from cvmlaunch.measure.snp import SevMode
 from cvmlaunch.measure.snp_predict import (
     VMM_RESET_VCPU_SIG,
@@ -18,6 +17,7 @@ from cvmlaunch.measure.snp_predict import (
     digest_size,
     predict,
 )
+from cvmlaunch.plan.sev import SevSettings
 from cvmlaunch.plan.snp import SnpSettings
 from cvmlaunch.plan.vmsa import FpuInit, VmmType
 from cvmlaunch.snp_policy import DEFAULT_POLICY, GuestPolicy
@@ -76,7 +76,7 @@ def test_snp_fpu_defaults_to_init2_and_sev_es_to_legacy(amdsev: OvmfImage) -> No
     # the legacy value by hand: the updates the peer's INIT2 answer checks (SHA-256 over them
     # in order), with each VMSA's MXCSR (0x408, u32) and x87 FCW (0x410, u16) set to 0 as the
     # legacy KVM_SEV_ES_INIT leaves them (APM vol. 2, VMSA layout)
-    from cvmlaunch.measure.sev import sev_updates
+    from cvmlaunch.plan.sev import sev_updates
 
     updates = [bytes(u.data) for u in sev_updates(amdsev, es_init2.settings())]  # type: ignore[arg-type]
     assert hashlib.sha256(b"".join(updates)).hexdigest() == _expected("div-seves-legacy-fpu")

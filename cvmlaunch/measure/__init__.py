@@ -45,7 +45,7 @@ if TYPE_CHECKING:
         snp_reference_set,
         tdx_reference_set,
     )
-    from cvmlaunch.measure.sev import SevSettings, sev_digest, sev_log, sev_updates
+    from cvmlaunch.measure.sev import sev_digest, sev_log
     from cvmlaunch.measure.snp import SevMode, snp_digest, snp_digest_set, snp_log, snp_ovmf_hash
     from cvmlaunch.measure.snp_chain import FoldState, fold_from, fold_plan, fold_vmsas
     from cvmlaunch.measure.tdx import (
@@ -61,6 +61,7 @@ if TYPE_CHECKING:
         tdvf_contents,
         tdx_log,
     )
+    from cvmlaunch.plan.sev import SevSettings, sev_updates
     from cvmlaunch.plan.sev_hashes import KernelHashes, cmdline_sha256
     from cvmlaunch.plan.snp import MAX_VCPUS, SnpSettings
     from cvmlaunch.plan.vmsa import FpuInit, VmmType
@@ -161,7 +162,7 @@ _EXPORTS: dict[str, str] = {
     "ReferenceSet": "reference_set",
     "Replayer": "log",
     "SevMode": "snp",
-    "SevSettings": "sev",
+    "SevSettings": "cvmlaunch.plan.sev",
     "SnpSettings": "cvmlaunch.plan.snp",
     "TDX_ALGORITHM": "tdx",
     "TdxMeasurement": "tdx",
@@ -188,7 +189,7 @@ _EXPORTS: dict[str, str] = {
     "replay_tdx_log": "tdx",
     "sev_digest": "sev",
     "sev_log": "sev",
-    "sev_updates": "sev",
+    "sev_updates": "cvmlaunch.plan.sev",
     "snp_digest": "snp",
     "snp_digest_set": "snp",
     "snp_log": "snp",

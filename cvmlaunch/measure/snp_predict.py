@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
     from cvmlaunch.image.ovmf import OvmfImage
     from cvmlaunch.measure.log import LogInput, MeasurementLog, SettingValue
-    from cvmlaunch.measure.sev import SevSettings
+    from cvmlaunch.plan.sev import SevSettings
     from cvmlaunch.plan.sev_hashes import KernelHashes
     from cvmlaunch.snp_policy import GuestPolicy
 
@@ -240,7 +240,7 @@ class SnpRequest:
             ConfigError: a value out of range.
         """
         if self.is_sev:
-            from cvmlaunch.measure.sev import SevSettings
+            from cvmlaunch.plan.sev import SevSettings
 
             es = self.mode is SevMode.SEV_ES
             return SevSettings(

@@ -16,6 +16,9 @@ Rule 2: names. ``*_plan`` builds a :class:`~cvmlaunch.layout.Plan`; ``*_launch``
   :func:`~cvmlaunch.plan.snp.snp_launch` -> :class:`~cvmlaunch.plan.snp.SnpLaunch`; with the
   region bytes of :mod:`cvmlaunch.plan.vmsa` (VMSA pages) and :mod:`cvmlaunch.plan.sev_hashes`
   (the kernel-hashes table);
+* :mod:`cvmlaunch.plan.sev`: :func:`~cvmlaunch.plan.sev.sev_updates` (SEV and SEV-ES: the
+  LAUNCH_UPDATE calls, bytes at a GPA of any length, not a page-granular plan),
+  :class:`~cvmlaunch.plan.sev.SevSettings`;
 * :mod:`cvmlaunch.plan.tdvf`: :func:`~cvmlaunch.plan.tdvf.tdvf_plan`,
   :func:`~cvmlaunch.plan.tdvf.tdx_launch` -> :class:`~cvmlaunch.plan.tdvf.TdxLaunch`;
 * :mod:`cvmlaunch.plan.pvh`: :func:`~cvmlaunch.plan.pvh.pvh_launch` ->
@@ -32,6 +35,7 @@ from cvmlaunch import _lazy_exports
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from cvmlaunch.plan.pvh import PvhLaunch, pvh_launch
+    from cvmlaunch.plan.sev import SevSettings, SevUpdate, sev_updates
     from cvmlaunch.plan.sev_hashes import KernelHashes
     from cvmlaunch.plan.snp import (
         SnpLaunch,
@@ -49,12 +53,15 @@ __all__ = [
     "FpuInit",
     "KernelHashes",
     "PvhLaunch",
+    "SevSettings",
+    "SevUpdate",
     "SnpLaunch",
     "SnpSettings",
     "TdxLaunch",
     "VmmType",
     "firmware_plan",
     "pvh_launch",
+    "sev_updates",
     "snp_launch",
     "snp_plan",
     "snp_prefix_plan",
@@ -68,12 +75,15 @@ _EXPORTS: dict[str, str] = {
     "FpuInit": "vmsa",
     "KernelHashes": "sev_hashes",
     "PvhLaunch": "pvh",
+    "SevSettings": "sev",
+    "SevUpdate": "sev",
     "SnpLaunch": "snp",
     "SnpSettings": "snp",
     "TdxLaunch": "tdvf",
     "VmmType": "vmsa",
     "firmware_plan": "snp",
     "pvh_launch": "pvh",
+    "sev_updates": "sev",
     "snp_launch": "snp",
     "snp_plan": "snp",
     "snp_prefix_plan": "snp",
