@@ -347,7 +347,7 @@ def settings_from_toml(
             value = str(PurePath(base) / value)
         merged[key.replace("-", "_")] = value
     given = {k: v for k, v in overrides.items() if v is not None}
-    from_file = {k for k in merged if k not in given}
+    from_file = _from_file(doc, given)
     merged.update(given)
     try:
         return _settings(merged)
@@ -363,8 +363,12 @@ def file_settings(text: str, overrides: Mapping[str, Any] = {}) -> frozenset[str
     keys that ``overrides`` (the CLI flags; ``None`` = not given) do not override. The
     document is one :func:`settings_from_toml` has read."""
     doc = tomllib.loads(text) if text else {}
-    given = {k for k, v in overrides.items() if v is not None}
-    return frozenset(k.replace("-", "_") for k in doc) - given
+    return _from_file(doc, {k for k, v in overrides.items() if v is not None})
+
+
+def _from_file(doc: Mapping[str, Any], given: Collection[str]) -> frozenset[str]:
+    """The fields of the document's keys (``host-data`` is ``host_data``) not in ``given``."""
+    return frozenset(k.replace("-", "_") for k in doc) - frozenset(given)
 
 
 def spelled_as_in_file(exc: ConfigError, from_file: Collection[str], source: str) -> ConfigError:
