@@ -270,12 +270,12 @@ def test_e820_table_by_hand() -> None:
 def test_every_firmware_launch_serves_its_ram_map(memory: int, ram: list[tuple[int, int]]) -> None:
     """With or without a kernel, the device of a firmware launch serves ``etc/e820``: one RAM
     entry per q35 RAM range (below the PCI hole, then from 4 GiB), read through the ports."""
-    from cvmlaunch.launcher.firmware import FirmwareLaunch, served_kernel
+    from cvmlaunch.launcher.firmware import FirmwareLaunch, served_fw_cfg
 
     expected = b"".join(struct.pack("<QQI", gpa, size, 1) for gpa, size in ram)
     for tech in ("snp", "tdx"):
         req = FirmwareLaunch(tech=tech, firmware="unused.fd", memory=memory, vcpus=1)
-        with served_kernel(req) as dev:
+        with served_fw_cfg(req) as dev:
             directory = dev.item(0x19)
             assert int.from_bytes(directory[:4], "big") == 1
             size, select, _, name = struct.unpack(">IHH56s", directory[4:68])

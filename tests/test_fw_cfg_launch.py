@@ -1,4 +1,4 @@
-"""A launch with ``--kernel`` serves the kernel over fw_cfg (launcher.firmware.served_kernel,
+"""A launch with ``--kernel`` serves the kernel over fw_cfg (launcher.firmware.served_fw_cfg,
 run_guest's PortBus), against the model firmware: its BSP reads the blobs as OVMF's
 QemuKernelLoaderFsDxe does (each size item through the ports, each data item by DMA into
 shared memory), and the SHA-256s of what it got are the entries of the kernel-hashes page the

@@ -44,7 +44,7 @@ from cvmlaunch.launcher.firmware import (
     load_firmware_launch,
     plan_contents,
     run_guest,
-    served_kernel,
+    served_fw_cfg,
 )
 from cvmlaunch.launcher.pvh import (
     LaunchResult,
@@ -87,5 +87,5 @@ __all__ = [
     "plan_contents",
     "populate_plan",
     "run_guest",
-    "served_kernel",
+    "served_fw_cfg",
 ]

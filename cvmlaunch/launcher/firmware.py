@@ -54,7 +54,7 @@ __all__ = [
     "load_firmware_launch",
     "plan_contents",
     "run_guest",
-    "served_kernel",
+    "served_fw_cfg",
 ]
 
 
@@ -426,7 +426,7 @@ def _kernel_hashes(req: FirmwareLaunch) -> KernelHashes | None:
 
 
 @contextlib.contextmanager
-def served_kernel(req: FirmwareLaunch) -> Iterator[FwCfg]:
+def served_fw_cfg(req: FirmwareLaunch) -> Iterator[FwCfg]:
     """The fw_cfg device of a firmware launch of ``req``: the guest's RAM map (``etc/e820``,
     where OVMF's PlatformPei looks for it) and, with ``--kernel``, the kernel, initrd and
     command line. The files stay mapped while the context is open.
@@ -563,7 +563,7 @@ def launch_firmware(
     from cvmlaunch.measure.log import dumps_log, parse_log, verify_log
 
     hashes = _kernel_hashes(req)
-    with map_file(req.firmware) as data, served_kernel(req) as fw_cfg:
+    with map_file(req.firmware) as data, served_fw_cfg(req) as fw_cfg:
         image = parse_ovmf(data, name=os.path.basename(req.firmware))
         finish = kvm_map.SnpFinish(
             id_block=req.id_block,
