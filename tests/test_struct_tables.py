@@ -92,6 +92,18 @@ _SPEC_BOUNDS: dict[tuple[str, str], tuple[int, int, str]] = {
     ),
     ("cvmlaunch.image.ovmf", "_SEV_DESC"): (0, 12, "OvmfSevMetadata.asm section descriptor"),
     ("cvmlaunch.image.ovmf", "_TDVF_SECTION"): (0, 32, "TDVF design guide TDVF_SECTION"),
+    ("cvmlaunch.image.fv", "_FV_HEADER"): (
+        0,
+        0x38,
+        "UEFI PI vol. 3 EFI_FIRMWARE_VOLUME_HEADER (up to BlockMap)",
+    ),
+    ("cvmlaunch.image.fv", "_FV_EXT_HEADER"): (
+        0,
+        20,
+        "UEFI PI vol. 3 EFI_FIRMWARE_VOLUME_EXT_HEADER",
+    ),
+    ("cvmlaunch.image.fv", "_FFS_HEADER"): (0, 24, "UEFI PI vol. 3 EFI_FFS_FILE_HEADER"),
+    ("cvmlaunch.image.fv", "_SECTION_HEADER"): (0, 4, "UEFI PI vol. 3 EFI_COMMON_SECTION_HEADER"),
     ("cvmlaunch.measure.plain", "_STEP"): (0, 98, "docs/log-format.md, the plain transcript step"),
 }
 

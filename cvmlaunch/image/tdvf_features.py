@@ -35,6 +35,7 @@ from cvmlaunch.layout import Buffer
 __all__ = [
     "Edk2Release",
     "TdvfFeatures",
+    "decompressed_volumes",
     "detect_tdvf_features",
     "releases_matching",
 ]
@@ -134,6 +135,21 @@ def _lzma_volumes(data: bytes) -> list[bytes]:
     return out
 
 
+def decompressed_volumes(data: Buffer, *, name: str = "firmware") -> tuple[bytes, ...]:
+    """The image's LZMA-compressed firmware-volume sections, inflated (the DXE volumes of an
+    OVMF build; :func:`cvmlaunch.image.fv.find_volumes` lists their files).
+
+    Raises:
+        ImageError: a volume that inflates past :data:`MAX_DECOMPRESSED` bytes.
+    """
+    volumes = _lzma_volumes(bytes(data))
+    if any(len(v) >= MAX_DECOMPRESSED for v in volumes):
+        raise ImageError(
+            f"a compressed firmware volume inflates past {MAX_DECOMPRESSED} bytes", source=name
+        )
+    return tuple(volumes)
+
+
 def detect_tdvf_features(data: Buffer, *, name: str = "firmware") -> TdvfFeatures:
     """Look for the markers of the module doc in ``data`` and its LZMA volumes.
 
@@ -141,11 +157,7 @@ def detect_tdvf_features(data: Buffer, *, name: str = "firmware") -> TdvfFeature
         ImageError: an LZMA volume that inflates past :data:`MAX_DECOMPRESSED` bytes.
     """
     raw = bytes(data)
-    volumes = _lzma_volumes(raw)
-    if any(len(v) >= MAX_DECOMPRESSED for v in volumes):
-        raise ImageError(
-            f"a compressed firmware volume inflates past {MAX_DECOMPRESSED} bytes", source=name
-        )
+    volumes = decompressed_volumes(raw, name=name)
     fw_cfg = _FW_CFG_MARKER in raw or any(_FW_CFG_MARKER in v for v in volumes)
     if not volumes:
         return TdvfFeatures(None, None, fw_cfg, None, 0)
