@@ -60,9 +60,11 @@ from cvmlaunch.measure.tdx_rtmr0 import (
     SEPARATOR,
     TABLE_LOADER,
     AcpiBlobs,
+    Rtmr0Host,
     acpi_events,
     cfv_event,
     rtmr0_events,
+    rtmr0_missing,
     secure_boot_from_varstore,
     table_loader_allocations,
     td_hob_event,
@@ -306,6 +308,25 @@ def _release(image: OvmfImage, release: Edk2Release | None) -> tuple[Edk2Release
     )
 
 
+#: How a note names each missing RTMR0 input (the settings of :func:`rtmr0_missing`).
+_MISSING_INPUT = {
+    "acpi": "the ACPI tables (--acpi DIR or --fw-cfg DIR)",
+    "fw_cfg": "the fw_cfg files QEMU serves (--fw-cfg DIR, a copy of the TD's "
+    "/sys/firmware/qemu_fw_cfg/by_name)",
+    "smbios": "the SMBIOS table (--smbios FILE, the TD's /sys/firmware/dmi/tables/DMI)",
+}
+
+
+def _rtmr0_note(release: Edk2Release, missing: tuple[str, ...]) -> str:
+    what = "; ".join(_MISSING_INPUT[m] for m in missing)
+    newer = (
+        f" (edk2 {release.value} firmware measures fw_cfg items and the SMBIOS table too)"
+        if release.measures_fw_cfg_and_smbios
+        else ""
+    )
+    return f"RTMR0 not predicted: it measures what the host serves{newer}; give {what}"
+
+
 def predict_tdx_rtmrs(
     image: OvmfImage,
     *,
@@ -315,6 +336,9 @@ def predict_tdx_rtmrs(
     cmdline: str,
     acpi: AcpiBlobs | None,
     secure_boot: Mapping[str, bytes] | None = None,
+    fw_cfg: Mapping[str, bytes] | None = None,
+    boot_menu: bool = False,
+    smbios: bytes | None = None,
     kernel_loading: KernelLoading | None = None,
     release: Edk2Release | None = None,
     acpi_data_size: int = QEMU_ACPI_DATA_SIZE,
@@ -329,7 +353,10 @@ def predict_tdx_rtmrs(
         kernel: the EFI-stub bzImage as given to ``-kernel``.
         initrd: the initrd, or None.
         cmdline: the command line (``-append``).
-        acpi: the ACPI fw_cfg blobs; None: RTMR0 is not predicted.
+        acpi: the ACPI fw_cfg blobs; None: taken from ``fw_cfg``, else RTMR0 is not predicted.
+        fw_cfg, boot_menu, smbios: what edk2 >= 202505 firmware also measures into RTMR0
+            (:class:`~cvmlaunch.measure.tdx_rtmr0.Rtmr0Host`); None: RTMR0 is not predicted for
+            such firmware.
         secure_boot: Secure Boot variable data by name; None: what the image's own varstore
             holds (:func:`secure_boot_from_varstore`; none enrolled for Debian's and Ubuntu's
             plain OVMF).
@@ -368,20 +395,14 @@ def predict_tdx_rtmrs(
     )
     digest = authenticode_digest(parse_pe(loaded, name=kernel_name))
     events: list[RtmrEvent] = []
-    rtmr0_predicted = False
-    if acpi is None:
-        notes.append("RTMR0 not predicted: it measures the ACPI tables, give them with --acpi")
-    elif chosen.measures_fw_cfg_and_smbios:
-        notes.append(
-            f"RTMR0 not predicted: edk2 >= 2025.05 firmware (this one: {chosen.value}) also "
-            "measures fw_cfg items and the SMBIOS tables into RTMR0, which cvmlaunch does not "
-            "model"
-        )
+    host = Rtmr0Host(acpi, fw_cfg, boot_menu, smbios)
+    missing = rtmr0_missing(chosen, host)
+    if missing:
+        notes.append(_rtmr0_note(chosen, missing))
     else:
         if secure_boot is None:
             secure_boot = secure_boot_from_varstore(image)
-        events += rtmr0_events(image, memory_size, acpi, secure_boot, chosen)
-        rtmr0_predicted = True
+        events += rtmr0_events(image, memory_size, host, secure_boot, chosen)
     events += rtmr1_events(digest, chosen)
     if stub_measures is None:
         stub_measures = stub_uses_cc_measurement(kernel)
@@ -395,7 +416,7 @@ def predict_tdx_rtmrs(
     r0, r1, r2, _ = replay(events)
     return TdxRtmrPrediction(
         events=tuple(events),
-        rtmrs=(r0 if rtmr0_predicted else None, r1, r2),
+        rtmrs=(None if missing else r0, r1, r2),
         release=chosen,
         kernel_loading=kernel_loading,
         notes=tuple(notes),

@@ -33,13 +33,14 @@ confidential-containers/trustee for an older build):
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from cvmlaunch.errors import ConfigError, ImageError
+from cvmlaunch.image.fv import FirmwareVolume, find_volumes
 from cvmlaunch.image.ovmf import OvmfImage, TdvfSection, guid_bytes_le
 from cvmlaunch.image.td_hob import build_td_hob, td_hob_event_sha384, td_hob_section
-from cvmlaunch.image.tdvf_features import Edk2Release
+from cvmlaunch.image.tdvf_features import Edk2Release, decompressed_volumes
 from cvmlaunch.image.varstore import parse_varstore
 from cvmlaunch.layout import TdvfSectionType
 from cvmlaunch.measure.rtmr import EventType, RtmrEvent, sha384
@@ -47,23 +48,33 @@ from cvmlaunch.measure.rtmr import EventType, RtmrEvent, sha384
 __all__ = [
     "ACPI_BLOB_NAMES",
     "BOOT0000_UIAPP",
+    "BOOT_MANAGER_MENU_APP_GUID",
     "BOOT_ORDER_DIRECT",
+    "DXEFV_NAME",
     "EFI_GLOBAL_VARIABLE_GUID",
     "EFI_IMAGE_SECURITY_DATABASE_GUID",
     "FW_CFG_BOOT_MENU",
     "FW_CFG_MEASURED",
+    "LOAD_OPTION_ACTIVE",
+    "LOAD_OPTION_CATEGORY_APP",
+    "LOAD_OPTION_HIDDEN",
     "SECURE_BOOT_VARIABLES",
     "SEPARATOR",
     "TABLE_LOADER",
+    "UI_APP_GUID",
     "AcpiBlobs",
     "Rtmr0Host",
     "acpi_events",
+    "boot_variables",
     "cfv_event",
+    "efi_load_option",
     "fw_cfg_event_data",
     "fw_cfg_events",
+    "image_volumes",
     "rtmr0_events",
     "rtmr0_missing",
     "secure_boot_from_varstore",
+    "smbios_event",
     "table_loader_allocations",
     "td_hob_event",
     "uefi_variable_data",
@@ -315,6 +326,40 @@ def fw_cfg_events(files: Mapping[str, bytes], *, boot_menu: bool) -> tuple[RtmrE
     return tuple(events)
 
 
+#: The volume OVMF's DXE drivers (BdsDxe among them) run from: the DXEFV's FvName.
+DXEFV_NAME = "7cb8bdc9-f8eb-4f34-aaea-3ee4af6516a1"
+#: MdeModulePkg/Application/UiApp/UiApp.inf FILE_GUID (the setup front page).
+UI_APP_GUID = "462caa21-7614-4503-836e-8ab6f4662331"
+#: MdeModulePkg/Application/BootManagerMenuApp/BootManagerMenuApp.inf FILE_GUID.
+BOOT_MANAGER_MENU_APP_GUID = "eec25bdc-67f2-4d95-b1d5-f81b2039d11d"
+#: EFI_LOAD_OPTION attributes (UEFI 2.10 section 3.1.3).
+LOAD_OPTION_ACTIVE = 0x1
+LOAD_OPTION_HIDDEN = 0x8
+LOAD_OPTION_CATEGORY_APP = 0x100
+_MEDIA_DEVICE_PATH = 0x04
+_MEDIA_PIWG_FW_FILE_DP = 0x06
+_MEDIA_PIWG_FW_VOL_DP = 0x07
+_END_ENTIRE_DEVICE_PATH = b"\x7f\xff\x04\x00"
+
+
+def efi_load_option(
+    attributes: int, description: str, fv_name: str, file_guid: str, optional: bytes = b""
+) -> bytes:
+    """An ``EFI_LOAD_OPTION`` (UEFI 2.10 section 3.1.3) for an application in a firmware volume:
+    u32 attributes, u16 FilePathListLength, the NUL-terminated UTF-16LE description, the device
+    path ``FvVol(fv_name)/FvFile(file_guid)/End`` (PI vol. 3 section 3.7, media nodes 7 and 6,
+    each 4 header bytes + the GUID), then ``optional`` data."""
+    path = (
+        struct.pack("<BBH", _MEDIA_DEVICE_PATH, _MEDIA_PIWG_FW_VOL_DP, 20)
+        + guid_bytes_le(fv_name)
+        + struct.pack("<BBH", _MEDIA_DEVICE_PATH, _MEDIA_PIWG_FW_FILE_DP, 20)
+        + guid_bytes_le(file_guid)
+        + _END_ENTIRE_DEVICE_PATH
+    )
+    text = (description + "\x00").encode("utf-16-le")
+    return struct.pack("<IH", attributes, len(path)) + text + path + optional
+
+
 @dataclass(frozen=True, slots=True)
 class Rtmr0Host:
     """What the host decides that RTMR0 measures, besides the firmware and the memory size.
@@ -363,54 +408,133 @@ def _variable_event(rtmr: int, kind: EventType, name: str, guid: str, data: byte
     return RtmrEvent(rtmr, kind, sha384(measured), logged, f"RTMR{rtmr} variable {name}")
 
 
+def boot_variables(
+    release: Edk2Release, volumes: Sequence[FirmwareVolume] | None
+) -> tuple[tuple[str, bytes], ...]:
+    """BootOrder and each Boot#### it lists, as OVMF has them when it signals ReadyToBoot for a
+    direct kernel boot (no disks): ``(name, variable data)`` in measurement order.
+
+    The boot manager menu (``PcdBootManagerMenuFile``) is registered first as Boot0000
+    (MdeModulePkg BmRegisterBootManagerMenu: ACTIVE | HIDDEN | CATEGORY_APP, the file's UI
+    name as description): UiApp before edk2 202505, BootManagerMenuApp since (9d9e3a2ba8).
+    Since 202505 OVMF also registers UiApp as "EFI Firmware Setup" (ACTIVE | CATEGORY_APP,
+    d433b4c8e4), which exists only where UiApp is in the volume BdsDxe runs from (IntelTdx
+    builds since 03a07cb0f5 keep it in the NCCFV, which a TD never installs). Each option's
+    device path is ``FvVol(that volume)/FvFile(the app)``.
+
+    Args:
+        volumes: the image's firmware volumes (:func:`cvmlaunch.image.fv.find_volumes`); None:
+            not readable, the release's standard OVMF layout is assumed.
+
+    Raises:
+        ImageError: a 202505+ build without BootManagerMenuApp in the BdsDxe volume (edk2
+            202605's IntelTdx build, which cannot boot a TD: fixed by f272dd7ea3).
+    """
+    bds = None
+    for v in volumes or ():
+        if any(f.ui_name == "BdsDxe" for f in v.files):
+            bds = v
+            break
+    fv = bds.name if bds is not None and bds.name else DXEFV_NAME
+    ui = {f.guid: f.ui_name for f in bds.files} if bds is not None else {}
+    hidden_app = LOAD_OPTION_ACTIVE | LOAD_OPTION_HIDDEN | LOAD_OPTION_CATEGORY_APP
+    if not release.measures_fw_cfg_and_smbios:
+        options = [efi_load_option(hidden_app, ui.get(UI_APP_GUID) or "UiApp", fv, UI_APP_GUID)]
+    else:
+        if bds is not None and BOOT_MANAGER_MENU_APP_GUID not in ui:
+            raise ImageError(
+                "BootManagerMenuApp is not in the volume BdsDxe runs from: this build cannot boot "
+                "a TD (the edk2 202605 IntelTdx layout, fixed by edk2 commit f272dd7ea3)"
+            )
+        menu = ui.get(BOOT_MANAGER_MENU_APP_GUID) or "BootManagerMenuApp"
+        options = [efi_load_option(hidden_app, menu, fv, BOOT_MANAGER_MENU_APP_GUID)]
+        if bds is None or UI_APP_GUID in ui:
+            setup = LOAD_OPTION_ACTIVE | LOAD_OPTION_CATEGORY_APP
+            options.append(efi_load_option(setup, "EFI Firmware Setup", fv, UI_APP_GUID))
+    order = b"".join(struct.pack("<H", n) for n in range(len(options)))
+    return (("BootOrder", order), *((f"Boot{n:04X}", o) for n, o in enumerate(options)))
+
+
 def rtmr0_events(
     image: OvmfImage,
     memory_size: int,
-    acpi: AcpiBlobs,
+    host: Rtmr0Host,
     secure_boot: Mapping[str, bytes],
     release: Edk2Release,
 ) -> tuple[RtmrEvent, ...]:
-    """RTMR0 for edk2 releases before 202505 (module doc).
+    """RTMR0's events (module doc).
 
     Args:
+        host: what the host serves (:func:`rtmr0_missing` must be empty for it).
         secure_boot: variable data by name (SecureBoot, PK, KEK, db, dbx); absent names are
             measured with no data, as OVMF without enrolled keys does.
 
     Raises:
-        ConfigError: ``release`` measures more than this models (202505+).
+        ConfigError: a host input the release measures is missing; a variable TDVF does not
+            measure.
+        ImageError: a firmware image whose boot options cannot be told (:func:`boot_variables`).
     """
-    if release.measures_fw_cfg_and_smbios:
-        raise ConfigError(
-            f"RTMR0 of edk2 >= 2025.05 (here {release.value}) also holds fw_cfg item and SMBIOS "
-            "events, which cvmlaunch does not model"
-        )
+    missing = rtmr0_missing(release, host)
+    if missing:
+        raise ConfigError(f"RTMR0 also measures {', '.join(missing)}, which were not given")
+    host = host.with_acpi_from_fw_cfg()
+    assert host.acpi is not None
     unknown = set(secure_boot) - {n for n, _ in SECURE_BOOT_VARIABLES}
     if unknown:
         raise ConfigError(f"not a Secure Boot variable TDVF measures: {', '.join(sorted(unknown))}")
     assert image.tdx_sections is not None
     events = [td_hob_event(image.tdx_sections, memory_size), cfv_event(image)]
+    volumes, smbios = None, None
+    if release.measures_fw_cfg_and_smbios:
+        assert host.fw_cfg is not None
+        assert host.smbios is not None
+        events += fw_cfg_events(host.fw_cfg, boot_menu=host.boot_menu)
+        volumes, smbios = image_volumes(image), smbios_event(host.smbios)
     events += [
         _variable_event(0, EventType.EV_EFI_VARIABLE_DRIVER_CONFIG, n, g, secure_boot.get(n, b""))
         for n, g in SECURE_BOOT_VARIABLES
     ]
     events.append(RtmrEvent.hashed(0, EventType.EV_SEPARATOR, SEPARATOR, "RTMR0 separator"))
-    events += acpi_events(acpi)
-    events.append(
-        _variable_event(
-            0,
-            EventType.EV_EFI_VARIABLE_BOOT,
-            "BootOrder",
-            EFI_GLOBAL_VARIABLE_GUID,
-            BOOT_ORDER_DIRECT,
+    events += acpi_events(host.acpi)
+    if smbios is not None:
+        events.append(smbios)
+    for name, data in boot_variables(release, volumes):
+        events.append(
+            _variable_event(0, EventType.EV_EFI_VARIABLE_BOOT, name, EFI_GLOBAL_VARIABLE_GUID, data)
         )
-    )
-    events.append(
-        _variable_event(
-            0, EventType.EV_EFI_VARIABLE_BOOT, "Boot0000", EFI_GLOBAL_VARIABLE_GUID, BOOT0000_UIAPP
-        )
-    )
     if not release.separator_in_rtmr1:
         events.append(
             RtmrEvent.hashed(0, EventType.EV_SEPARATOR, SEPARATOR, "RTMR0 ReadyToBoot separator")
         )
     return tuple(events)
+
+
+def image_volumes(image: OvmfImage) -> tuple[FirmwareVolume, ...]:
+    """The firmware volumes in the image's compressed DXE sections.
+
+    Raises:
+        ImageError: a malformed or oversized volume.
+    """
+    return tuple(
+        v for raw in decompressed_volumes(image.data, name=image.name) for v in find_volumes(raw)
+    )
+
+
+def smbios_event(table: bytes) -> RtmrEvent:
+    """SmbiosMeasurementDxe's event (edk2 >= 202505, at ReadyToBoot): EV_EFI_HANDOFF_TABLES,
+    the SHA-384 of the published SMBIOS structure table after the driver's filter
+    (:func:`cvmlaunch.image.smbios.measured_smbios_table`). The logged
+    EFI_HANDOFF_TABLE_POINTERS holds the entry point's run-time address and is left empty.
+
+    Raises:
+        ImageError: a malformed SMBIOS table.
+    """
+    from cvmlaunch.image.smbios import measured_smbios_table
+
+    return RtmrEvent(
+        0,
+        EventType.EV_EFI_HANDOFF_TABLES,
+        sha384(measured_smbios_table(table)),
+        b"",
+        "RTMR0 SMBIOS tables",
+    )
