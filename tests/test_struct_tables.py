@@ -93,6 +93,16 @@ _SPEC_BOUNDS: dict[tuple[str, str], tuple[int, int, str]] = {
     ("cvmlaunch.image.ovmf", "_SEV_DESC"): (0, 12, "OvmfSevMetadata.asm section descriptor"),
     ("cvmlaunch.image.ovmf", "_TDVF_SECTION"): (0, 32, "TDVF design guide TDVF_SECTION"),
     ("cvmlaunch.measure.plain", "_STEP"): (0, 98, "docs/log-format.md, the plain transcript step"),
+    ("cvmlaunch.image.smbios", "_HEADER"): (
+        0,
+        4,
+        "DMTF DSP0134 6.1.2 'Structure header format': type, length, handle",
+    ),
+    ("cvmlaunch.image.smbios", "_HANDOFF"): (
+        0,
+        32,
+        "TCG PC Client PFP EFI_HANDOFF_TABLE_POINTERS (UefiTcgPlatform.h), one table, X64",
+    ),
 }
 
 #: A table and the record type it is read into field for field, by name.
