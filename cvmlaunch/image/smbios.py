@@ -4,7 +4,10 @@ edk2 commit cd76265f1a (first in edk2-stable202505) put
 ``MdeModulePkg/Universal/SmbiosMeasurementDxe`` into OvmfPkg/IntelTdx. At ReadyToBoot it copies
 the SMBIOS structure table the firmware published, filters the copy (``FilterSmbiosTable``) and
 measures it into PCR 1, which TDVF maps to RTMR0. The input here is that structure table as the
-firmware published it: what a guest reads from ``/sys/firmware/dmi/tables/DMI``.
+firmware published it: what a guest reads from ``/sys/firmware/dmi/tables/DMI``. Linux
+(drivers/firmware/dmi_scan.c ``dmi_decode_table``) trims that file behind a 3.x entry point to
+the first type 127, by the same double-NUL walk, and behind a 2.x one to NumberOfStructures
+structures, which SmbiosDxe makes add up to TableLength: either way, the bytes the driver copies.
 
 Rule 1: pure, bytes in, values out. A table that cannot be walked (a header or a string-set
 that runs past the end, a structure Length below 4) is :class:`~cvmlaunch.errors.ImageError`
