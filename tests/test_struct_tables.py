@@ -105,6 +105,16 @@ _SPEC_BOUNDS: dict[tuple[str, str], tuple[int, int, str]] = {
     ("cvmlaunch.image.fv", "_FFS_HEADER"): (0, 24, "UEFI PI vol. 3 EFI_FFS_FILE_HEADER"),
     ("cvmlaunch.image.fv", "_SECTION_HEADER"): (0, 4, "UEFI PI vol. 3 EFI_COMMON_SECTION_HEADER"),
     ("cvmlaunch.measure.plain", "_STEP"): (0, 98, "docs/log-format.md, the plain transcript step"),
+    ("cvmlaunch.image.smbios", "_HEADER"): (
+        0,
+        4,
+        "DMTF DSP0134 6.1.2 'Structure header format': type, length, handle",
+    ),
+    ("cvmlaunch.image.smbios", "_HANDOFF"): (
+        0,
+        32,
+        "TCG PC Client PFP EFI_HANDOFF_TABLE_POINTERS (UefiTcgPlatform.h), one table, X64",
+    ),
 }
 
 #: A table and the record type it is read into field for field, by name.
