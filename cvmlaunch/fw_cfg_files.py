@@ -47,7 +47,7 @@ _EFIVARFS_ATTRIBUTES = 4
 
 def _is_dir(directory: str | os.PathLike[str], what: str) -> Path:
     path = Path(directory)
-    if not path.is_dir():
+    if not os.fspath(directory) or not path.is_dir():
         raise ConfigError(f"{what} {os.fspath(path)!r} is not a directory")
     return path
 

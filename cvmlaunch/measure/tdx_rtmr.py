@@ -63,6 +63,7 @@ from cvmlaunch.measure.tdx_rtmr0 import (
     Rtmr0Host,
     acpi_events,
     cfv_event,
+    kernel_authority,
     rtmr0_events,
     rtmr0_missing,
     secure_boot_from_varstore,
@@ -393,16 +394,18 @@ def predict_tdx_rtmrs(
         cmdline=cmdline,
         acpi_data_size=acpi_data_size,
     )
-    digest = authenticode_digest(parse_pe(loaded, name=kernel_name))
+    pe = parse_pe(loaded, name=kernel_name)
+    digest = authenticode_digest(pe)
+    if secure_boot is None:
+        secure_boot = secure_boot_from_varstore(image)
+    authority = kernel_authority(pe, secure_boot, chosen, firmware=image.name)
     events: list[RtmrEvent] = []
     host = Rtmr0Host(acpi, fw_cfg, boot_menu, smbios)
     missing = rtmr0_missing(chosen, host)
     if missing:
         notes.append(_rtmr0_note(chosen, missing))
     else:
-        if secure_boot is None:
-            secure_boot = secure_boot_from_varstore(image)
-        events += rtmr0_events(image, memory_size, host, secure_boot, chosen)
+        events += rtmr0_events(image, memory_size, host, secure_boot, chosen, authority)
     events += rtmr1_events(digest, chosen)
     if stub_measures is None:
         stub_measures = stub_uses_cc_measurement(kernel)

@@ -24,6 +24,8 @@ confidential-containers/trustee for an older build):
   UEFI_VARIABLE_DATA), then a separator.
 * The ACPI ``etc/table-loader`` then each blob it ALLOCATEs in command order
   (EV_PLATFORM_CONFIG_FLAGS ``"ACPI DATA"``, digest of the blob as served).
+* With Secure Boot on, the db entry that authorized the kernel (EV_EFI_VARIABLE_AUTHORITY,
+  :func:`authority_event`) when OVMF loads it.
 * edk2 >= 202505: the SMBIOS table (EV_EFI_HANDOFF_TABLES), at
   ReadyToBoot, before TdTcg2Dxe's ReadyToBoot handler.
 * BootOrder and each Boot#### it lists (EV_EFI_VARIABLE_BOOT, digest of the variable data),
@@ -39,6 +41,8 @@ from dataclasses import dataclass
 from cvmlaunch.errors import ConfigError, ImageError
 from cvmlaunch.image.fv import FirmwareVolume, find_volumes
 from cvmlaunch.image.ovmf import OvmfImage, TdvfSection, guid_bytes_le
+from cvmlaunch.image.pe import PeImage
+from cvmlaunch.image.secure_boot import SignatureEntry, image_authority
 from cvmlaunch.image.td_hob import build_td_hob, td_hob_event_sha384, td_hob_section
 from cvmlaunch.image.tdvf_features import Edk2Release, decompressed_volumes
 from cvmlaunch.image.varstore import parse_varstore
@@ -65,12 +69,14 @@ __all__ = [
     "AcpiBlobs",
     "Rtmr0Host",
     "acpi_events",
+    "authority_event",
     "boot_variables",
     "cfv_event",
     "efi_load_option",
     "fw_cfg_event_data",
     "fw_cfg_events",
     "image_volumes",
+    "kernel_authority",
     "rtmr0_events",
     "rtmr0_missing",
     "secure_boot_from_varstore",
@@ -455,12 +461,59 @@ def boot_variables(
     return (("BootOrder", order), *((f"Boot{n:04X}", o) for n, o in enumerate(options)))
 
 
+def kernel_authority(
+    kernel: PeImage,
+    secure_boot: Mapping[str, bytes],
+    release: Edk2Release,
+    *,
+    firmware: str = "firmware",
+) -> SignatureEntry | None:
+    """The db entry that authorizes the kernel OVMF loads, when Secure Boot is on (SecureBoot
+    = 1); None when it is off (:mod:`cvmlaunch.image.secure_boot`).
+
+    Raises:
+        ConfigError (setting ``secure_boot_vars``): Secure Boot is on and refuses the kernel:
+            the TD does not boot it as modelled (edk2 >= 202511 refuses it in a TD; before,
+            OVMF's legacy Linux loader boots it, whose measurements are not modelled).
+        ImageError: db, dbx or the kernel's signatures cannot be read.
+    """
+    if secure_boot.get("SecureBoot", b"") != b"\x01":
+        return None
+    decision = image_authority(kernel, secure_boot.get("db", b""), secure_boot.get("dbx", b""))
+    if decision.entry is not None:
+        return decision.entry
+    then = (
+        f"edk2 {release.value} firmware does not boot it in a TD (no legacy-loader fallback "
+        "since 2025.11)"
+        if release.no_legacy_loader_in_cvm
+        else "OVMF then boots it with its legacy Linux loader, whose measurements cvmlaunch "
+        "does not model"
+    )
+    raise ConfigError(
+        f"{firmware} has Secure Boot on (a PK is enrolled in the variables secure_boot_vars "
+        f"describes, by default its own) and refuses {kernel.name}: {decision.reason}; {then}. "
+        "Use firmware without enrolled keys, or a kernel that db authorizes",
+        setting="secure_boot_vars",
+    )
+
+
+def authority_event(entry: SignatureEntry) -> RtmrEvent:
+    """The EV_EFI_VARIABLE_AUTHORITY event of the db entry that authorized the kernel
+    (DxeImageVerificationLib Measurement.c ``MeasureVariable``, PCR 7 -> RTMR0): data and
+    digest input are UEFI_VARIABLE_DATA of ``db`` holding that EFI_SIGNATURE_DATA."""
+    data = uefi_variable_data(EFI_IMAGE_SECURITY_DATABASE_GUID, "db", entry.signature_data)
+    return RtmrEvent(
+        0, EventType.EV_EFI_VARIABLE_AUTHORITY, sha384(data), data, "RTMR0 db authority (kernel)"
+    )
+
+
 def rtmr0_events(
     image: OvmfImage,
     memory_size: int,
     host: Rtmr0Host,
     secure_boot: Mapping[str, bytes],
     release: Edk2Release,
+    authority: SignatureEntry | None = None,
 ) -> tuple[RtmrEvent, ...]:
     """RTMR0's events (module doc).
 
@@ -468,6 +521,8 @@ def rtmr0_events(
         host: what the host serves (:func:`rtmr0_missing` must be empty for it).
         secure_boot: variable data by name (SecureBoot, PK, KEK, db, dbx); absent names are
             measured with no data, as OVMF without enrolled keys does.
+        authority: the db entry that authorized the kernel under Secure Boot
+            (:func:`kernel_authority`); None: Secure Boot off.
 
     Raises:
         ConfigError: a host input the release measures is missing; a variable TDVF does not
@@ -496,6 +551,8 @@ def rtmr0_events(
     ]
     events.append(RtmrEvent.hashed(0, EventType.EV_SEPARATOR, SEPARATOR, "RTMR0 separator"))
     events += acpi_events(host.acpi)
+    if authority is not None:  # LoadImage of the kernel, between BDS's console and ReadyToBoot
+        events.append(authority_event(authority))
     if smbios is not None:
         events.append(smbios)
     for name, data in boot_variables(release, volumes):
@@ -529,12 +586,8 @@ def smbios_event(table: bytes) -> RtmrEvent:
     Raises:
         ImageError: a malformed SMBIOS table.
     """
-    from cvmlaunch.image.smbios import measured_smbios_table
+    from cvmlaunch.image.smbios import SMBIOS_DESCRIPTION, smbios_digest
 
     return RtmrEvent(
-        0,
-        EventType.EV_EFI_HANDOFF_TABLES,
-        sha384(measured_smbios_table(table)),
-        b"",
-        "RTMR0 SMBIOS tables",
+        0, EventType.EV_EFI_HANDOFF_TABLES, smbios_digest(table), b"", SMBIOS_DESCRIPTION
     )
