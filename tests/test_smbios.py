@@ -20,7 +20,9 @@ from cvmlaunch.image import smbios
 from cvmlaunch.image.smbios import (
     EV_EFI_HANDOFF_TABLES,
     SMBIOS_PCR,
+    SmbiosEntryPoint,
     measured_smbios_table,
+    parse_smbios_entry_point,
     smbios_digest,
     smbios_event_data,
     smbios_structures,
@@ -363,6 +365,70 @@ def test_malformed_tables_are_image_errors(table: bytes, message: str) -> None:
 def test_a_string_running_off_the_end_below_2_7_is_an_image_error() -> None:
     with pytest.raises(ImageError, match="string runs past the end"):
         measured_smbios_table(bytes([0, 4, 0, 0]) + b"x" * 10, version=(2, 0))
+
+
+# ---------------------------------------------------------------- entry points (DSP0134 5.2)
+
+
+def _checksummed(data: bytearray, at: int, start: int = 0, end: int | None = None) -> bytes:
+    data[at] = (-sum(data[start:end]) + data[at]) & 0xFF
+    return bytes(data)
+
+
+def ep32(length: int = 0x1234, address: int = 0xF0000, count: int = 9) -> bytes:
+    """The 31 bytes SmbiosDxe writes for version 2.8 (QEMU's "auto" anchor)."""
+    ep = bytearray(b"_SM_" + bytes([0, 0x1F, 2, 8]) + struct.pack("<H", 0x80) + bytes(6))
+    ep += b"_DMI_" + bytes([0]) + struct.pack("<HIH", length, address, count) + bytes([0x28])
+    _checksummed(ep, 0x15, 0x10, 0x1F)
+    return _checksummed(ep, 0x04, 0, 0x1F)
+
+
+def ep64(size: int = 0x1234, address: int = 0x7F6A4000) -> bytes:
+    ep = bytearray(b"_SM3_" + bytes([0, 0x18, 3, 0, 0, 1, 0]) + struct.pack("<IQ", size, address))
+    return _checksummed(ep, 0x05)
+
+
+def test_entry_points() -> None:
+    assert parse_smbios_entry_point(ep64()) == SmbiosEntryPoint(64, (3, 0), 0x1234, 0x7F6A4000)
+    assert parse_smbios_entry_point(ep32()) == SmbiosEntryPoint(32, (2, 8), 0x1234, 0xF0000)
+    assert sum(ep32()) & 0xFF == 0
+    assert sum(ep32()[0x10:]) & 0xFF == 0
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"_SM2_" + bytes(26), "no _SM_ or _SM3_ anchor"),
+        (ep64()[:0x17], "23 bytes with Length 24"),
+        (ep64()[:6] + bytes([0x17]) + ep64()[7:], "Length 23"),
+        (ep64()[:0x10] + bytes([1]) + ep64()[0x11:], "checksum"),
+        (ep32()[:0x10] + b"_DMX_" + ep32()[0x15:], "checksum"),
+        (
+            _checksummed(bytearray(ep32()[:0x10] + b"_DMX_" + ep32()[0x15:]), 0x04),
+            "bad _DMI_ part",
+        ),
+    ],
+)
+def test_bad_entry_points(data: bytes, message: str) -> None:
+    with pytest.raises(ImageError, match=message):
+        parse_smbios_entry_point(data)
+
+
+def test_entry_point_version_drives_the_path() -> None:
+    """A 2.8 entry point (QEMU 9.0+ "auto"): the whole TableLength is hashed, an OEM structure
+    behind type 127 included (zeroed past its header), and the event names gEfiSmbiosTableGuid;
+    a 3.0 one stops at type 127 and names the SMBIOS3 GUID."""
+    oem = structure(200, 0xC800, b"\x01\x02", [b"oem"])
+    table = qemu_q35_table() + oem
+    filtered_oem = oem[:4] + bytes(len(oem) - 4)
+    for ep, tail, guid in (
+        (ep32(len(table)), filtered_oem, "eb9d2d31-2d88-11d3-9a16-0090273fc14d"),
+        (ep64(len(table)), b"", "f2fd1544-9794-4a2c-992e-e5bbcf20e394"),
+    ):
+        version = parse_smbios_entry_point(ep).version
+        out = measured_smbios_table(table, version=version)
+        assert out == reference_filter(qemu_q35_table()) + tail
+        assert smbios_event_data(5, version=version)[8:24] == uuid.UUID(guid).bytes_le
 
 
 # ---------------------------------------------------------------- the real driver's records
