@@ -113,7 +113,8 @@ def reference_filter(table: bytes) -> bytes:
 # ---------------------------------------------------------------- a QEMU q35 table
 # hw/smbios/smbios.c smbios_build_type_*_table with q35 defaults (manufacturer "QEMU", product
 # "Standard PC (Q35 + ICH9, 2009)", version the machine type), the structure sizes dmidecode
-# reports for QEMU 9 (type 1: 27, 3: 22, 4: 48, 16: 23, 17: 40, 19: 31, 32: 11 bytes), plus
+# reports for QEMU 9 (type 1: 27, 3: 22, 4: 48 behind a 3.0 entry point, 42 (SMBIOS_TYPE_4_LEN_V28,
+# no Core Count 2 etc.) behind a 2.8 one, 16: 23, 17: 40, 19: 31, 32: 11 bytes), plus
 # -smbios type=1,serial=...,uuid=..., type=3,serial/asset, type=4,serial/asset/part,
 # type=17,serial/asset/part and type=11,value=... to give the filter something to do.
 # Type 0 is OVMF's default (OvmfPkg/SmbiosPlatformDxe), which it adds when QEMU has none.
@@ -121,7 +122,7 @@ PRODUCT, VERSION = b"Standard PC (Q35 + ICH9, 2009)", b"pc-q35-9.2"
 GUEST_UUID = uuid.UUID("2c0ef5e1-5f4a-4b8e-9a6b-2d5f0e1c7a10")
 
 
-def qemu_q35_table(ram: int = 2 << 30) -> bytes:
+def qemu_q35_table(ram: int = 2 << 30, *, ep_bits: int = 64) -> bytes:
     t0 = structure(
         0,
         0x0000,
@@ -142,15 +143,18 @@ def qemu_q35_table(ram: int = 2 << 30) -> bytes:
         [b"QEMU", VERSION, b"CHASSIS-7", b"ASSET-3"],
     )
     cpuid_version, cpuid_features = 0x000806F8, 0x0F8BFBFF
-    t4 = structure(
-        4,
-        0x0400,
+    t4_body = (
         bytes([1, 0x03, 0x01, 2]) + struct.pack("<II", cpuid_version, cpuid_features)
         + bytes([3, 0]) + struct.pack("<HHH", 0, 2000, 2000) + bytes([0x41, 0x01])
         + struct.pack("<HHH", 0xFFFF, 0xFFFF, 0xFFFF) + bytes([4, 5, 6, 2, 2, 1])
-        + struct.pack("<HH", 0x02, 0x01) + struct.pack("<HHH", 2, 2, 1),
-        [b"CPU 0", b"QEMU", VERSION, b"CPU-SERIAL", b"CPU-ASSET", b"CPU-PART"],
+        + struct.pack("<HH", 0x02, 0x01) + struct.pack("<HHH", 2, 2, 1)
     )  # fmt: skip
+    t4 = structure(
+        4,
+        0x0400,
+        t4_body if ep_bits == 64 else t4_body[: 42 - 4],
+        [b"CPU 0", b"QEMU", VERSION, b"CPU-SERIAL", b"CPU-ASSET", b"CPU-PART"],
+    )
     t11 = structure(11, 0x0B00, bytes([1]), [b"oem-string-with-a-secret"])
     size_kb, size_mb = ram // 1024, ram >> 20
     t16 = structure(
@@ -171,19 +175,34 @@ def qemu_q35_table(ram: int = 2 << 30) -> bytes:
     return t0 + t1 + t3 + t4 + t11 + t16 + t17 + t19 + t32 + END
 
 
-def test_qemu_table_structure_sizes_are_qemus() -> None:
-    table = qemu_q35_table()
+@pytest.mark.parametrize(("ep_bits", "type4"), [(64, 48), (32, 42)])
+def test_qemu_table_structure_sizes_are_qemus(ep_bits: int, type4: int) -> None:
+    table = qemu_q35_table(ep_bits=ep_bits)
     sizes = {s.type: s.length for s in smbios_structures(table)}
-    assert sizes == {0: 26, 1: 27, 3: 22, 4: 48, 11: 5, 16: 23, 17: 40, 19: 31, 32: 11, 127: 4}
+    assert sizes == {0: 26, 1: 27, 3: 22, 4: type4, 11: 5, 16: 23, 17: 40, 19: 31, 32: 11, 127: 4}
 
 
 @pytest.mark.parametrize("ram", [1 << 30, 2 << 30, 3 << 30, 16 << 30])
-def test_qemu_table_matches_the_independent_filter(ram: int) -> None:
-    table = qemu_q35_table(ram)
+@pytest.mark.parametrize(("ep_bits", "version"), [(64, (3, 0)), (32, (2, 8))])
+def test_qemu_table_matches_the_independent_filter(
+    ram: int, ep_bits: int, version: tuple[int, int]
+) -> None:
+    table = qemu_q35_table(ram, ep_bits=ep_bits)
     expected = reference_filter(table)
-    assert measured_smbios_table(table) == expected
-    assert smbios_digest(table) == hashlib.sha384(expected).digest()
-    assert smbios_table_length(table) == len(table)
+    assert measured_smbios_table(table, version=version) == expected
+    assert smbios_digest(table, version=version) == hashlib.sha384(expected).digest()
+    assert smbios_table_length(table, version=version) == len(table)
+
+
+def test_qemu_type4_behind_a_2_8_entry_point_keeps_bytes_past_42() -> None:
+    """The 42-byte type 4 (2.8) has no Core Count 2 fields: the filter stops at its Length,
+    and the string-set right behind it keeps its first byte."""
+    table = qemu_q35_table(ep_bits=32)
+    t4 = next(s for s in smbios_structures(table, version=(2, 8)) if s.type == 4)
+    out = measured_smbios_table(table, version=(2, 8))
+    assert (t4.length, table[t4.offset + 42 : t4.offset + 47]) == (42, b"CPU 0")
+    assert out[t4.offset + 42 : t4.offset + 60] == b"CPU 0\0QEMU\0pc-q35-9.2"[:18]
+    assert out[t4.offset + 0x20 : t4.offset + 0x26] == bytes(6)
 
 
 def test_qemu_table_filtered_bytes_by_hand() -> None:

@@ -29,7 +29,8 @@ Rule 2: the C behaviour, quirks included (``SmbiosMeasurementDxe.c`` at mirror H
   SMBIOS3 entry point whenever the version is >= 3 (PcdSmbiosEntryPointProvideMethod 0x3).
   QEMU's ``smbios-entry-point-type`` decides: pc-q35-8.0 and older "32" (2.8), 8.1 and 8.2
   "64" (3.0), 9.0 and newer "auto" (QEMU commit "pc/q35: set SMBIOS entry point type to 'auto'
-  by default", 2024-03): 2.8 unless the tables exceed 0xFFFF bytes, then 3.0. So a current
+  by default", 2024-03): 2.8 unless the tables exceed 0xFFFF bytes or a socket has more than
+  255 cores or threads, then 3.0 (type 4 is then 48 bytes, not 42). So a current
   QEMU usually gives the 2.x path. The guest's ``/sys/firmware/dmi/tables/smbios_entry_point``
   carries the version (:func:`parse_smbios_entry_point`); ``/sys/firmware/efi/systab`` the
   entry point's address (``SMBIOS3=`` or ``SMBIOS=``), which only the event data holds.
