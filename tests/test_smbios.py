@@ -20,7 +20,9 @@ from cvmlaunch.image import smbios
 from cvmlaunch.image.smbios import (
     EV_EFI_HANDOFF_TABLES,
     SMBIOS_PCR,
+    SmbiosEntryPoint,
     measured_smbios_table,
+    parse_smbios_entry_point,
     smbios_digest,
     smbios_event_data,
     smbios_structures,
@@ -111,7 +113,8 @@ def reference_filter(table: bytes) -> bytes:
 # ---------------------------------------------------------------- a QEMU q35 table
 # hw/smbios/smbios.c smbios_build_type_*_table with q35 defaults (manufacturer "QEMU", product
 # "Standard PC (Q35 + ICH9, 2009)", version the machine type), the structure sizes dmidecode
-# reports for QEMU 9 (type 1: 27, 3: 22, 4: 48, 16: 23, 17: 40, 19: 31, 32: 11 bytes), plus
+# reports for QEMU 9 (type 1: 27, 3: 22, 4: 48 behind a 3.0 entry point, 42 (SMBIOS_TYPE_4_LEN_V28,
+# no Core Count 2 etc.) behind a 2.8 one, 16: 23, 17: 40, 19: 31, 32: 11 bytes), plus
 # -smbios type=1,serial=...,uuid=..., type=3,serial/asset, type=4,serial/asset/part,
 # type=17,serial/asset/part and type=11,value=... to give the filter something to do.
 # Type 0 is OVMF's default (OvmfPkg/SmbiosPlatformDxe), which it adds when QEMU has none.
@@ -119,7 +122,7 @@ PRODUCT, VERSION = b"Standard PC (Q35 + ICH9, 2009)", b"pc-q35-9.2"
 GUEST_UUID = uuid.UUID("2c0ef5e1-5f4a-4b8e-9a6b-2d5f0e1c7a10")
 
 
-def qemu_q35_table(ram: int = 2 << 30) -> bytes:
+def qemu_q35_table(ram: int = 2 << 30, *, ep_bits: int = 64) -> bytes:
     t0 = structure(
         0,
         0x0000,
@@ -140,15 +143,18 @@ def qemu_q35_table(ram: int = 2 << 30) -> bytes:
         [b"QEMU", VERSION, b"CHASSIS-7", b"ASSET-3"],
     )
     cpuid_version, cpuid_features = 0x000806F8, 0x0F8BFBFF
-    t4 = structure(
-        4,
-        0x0400,
+    t4_body = (
         bytes([1, 0x03, 0x01, 2]) + struct.pack("<II", cpuid_version, cpuid_features)
         + bytes([3, 0]) + struct.pack("<HHH", 0, 2000, 2000) + bytes([0x41, 0x01])
         + struct.pack("<HHH", 0xFFFF, 0xFFFF, 0xFFFF) + bytes([4, 5, 6, 2, 2, 1])
-        + struct.pack("<HH", 0x02, 0x01) + struct.pack("<HHH", 2, 2, 1),
-        [b"CPU 0", b"QEMU", VERSION, b"CPU-SERIAL", b"CPU-ASSET", b"CPU-PART"],
+        + struct.pack("<HH", 0x02, 0x01) + struct.pack("<HHH", 2, 2, 1)
     )  # fmt: skip
+    t4 = structure(
+        4,
+        0x0400,
+        t4_body if ep_bits == 64 else t4_body[: 42 - 4],
+        [b"CPU 0", b"QEMU", VERSION, b"CPU-SERIAL", b"CPU-ASSET", b"CPU-PART"],
+    )
     t11 = structure(11, 0x0B00, bytes([1]), [b"oem-string-with-a-secret"])
     size_kb, size_mb = ram // 1024, ram >> 20
     t16 = structure(
@@ -169,19 +175,34 @@ def qemu_q35_table(ram: int = 2 << 30) -> bytes:
     return t0 + t1 + t3 + t4 + t11 + t16 + t17 + t19 + t32 + END
 
 
-def test_qemu_table_structure_sizes_are_qemus() -> None:
-    table = qemu_q35_table()
+@pytest.mark.parametrize(("ep_bits", "type4"), [(64, 48), (32, 42)])
+def test_qemu_table_structure_sizes_are_qemus(ep_bits: int, type4: int) -> None:
+    table = qemu_q35_table(ep_bits=ep_bits)
     sizes = {s.type: s.length for s in smbios_structures(table)}
-    assert sizes == {0: 26, 1: 27, 3: 22, 4: 48, 11: 5, 16: 23, 17: 40, 19: 31, 32: 11, 127: 4}
+    assert sizes == {0: 26, 1: 27, 3: 22, 4: type4, 11: 5, 16: 23, 17: 40, 19: 31, 32: 11, 127: 4}
 
 
 @pytest.mark.parametrize("ram", [1 << 30, 2 << 30, 3 << 30, 16 << 30])
-def test_qemu_table_matches_the_independent_filter(ram: int) -> None:
-    table = qemu_q35_table(ram)
+@pytest.mark.parametrize(("ep_bits", "version"), [(64, (3, 0)), (32, (2, 8))])
+def test_qemu_table_matches_the_independent_filter(
+    ram: int, ep_bits: int, version: tuple[int, int]
+) -> None:
+    table = qemu_q35_table(ram, ep_bits=ep_bits)
     expected = reference_filter(table)
-    assert measured_smbios_table(table) == expected
-    assert smbios_digest(table) == hashlib.sha384(expected).digest()
-    assert smbios_table_length(table) == len(table)
+    assert measured_smbios_table(table, version=version) == expected
+    assert smbios_digest(table, version=version) == hashlib.sha384(expected).digest()
+    assert smbios_table_length(table, version=version) == len(table)
+
+
+def test_qemu_type4_behind_a_2_8_entry_point_keeps_bytes_past_42() -> None:
+    """The 42-byte type 4 (2.8) has no Core Count 2 fields: the filter stops at its Length,
+    and the string-set right behind it keeps its first byte."""
+    table = qemu_q35_table(ep_bits=32)
+    t4 = next(s for s in smbios_structures(table, version=(2, 8)) if s.type == 4)
+    out = measured_smbios_table(table, version=(2, 8))
+    assert (t4.length, table[t4.offset + 42 : t4.offset + 47]) == (42, b"CPU 0")
+    assert out[t4.offset + 42 : t4.offset + 60] == b"CPU 0\0QEMU\0pc-q35-9.2"[:18]
+    assert out[t4.offset + 0x20 : t4.offset + 0x26] == bytes(6)
 
 
 def test_qemu_table_filtered_bytes_by_hand() -> None:
@@ -363,6 +384,70 @@ def test_malformed_tables_are_image_errors(table: bytes, message: str) -> None:
 def test_a_string_running_off_the_end_below_2_7_is_an_image_error() -> None:
     with pytest.raises(ImageError, match="string runs past the end"):
         measured_smbios_table(bytes([0, 4, 0, 0]) + b"x" * 10, version=(2, 0))
+
+
+# ---------------------------------------------------------------- entry points (DSP0134 5.2)
+
+
+def _checksummed(data: bytearray, at: int, start: int = 0, end: int | None = None) -> bytes:
+    data[at] = (-sum(data[start:end]) + data[at]) & 0xFF
+    return bytes(data)
+
+
+def ep32(length: int = 0x1234, address: int = 0xF0000, count: int = 9) -> bytes:
+    """The 31 bytes SmbiosDxe writes for version 2.8 (QEMU's "auto" anchor)."""
+    ep = bytearray(b"_SM_" + bytes([0, 0x1F, 2, 8]) + struct.pack("<H", 0x80) + bytes(6))
+    ep += b"_DMI_" + bytes([0]) + struct.pack("<HIH", length, address, count) + bytes([0x28])
+    _checksummed(ep, 0x15, 0x10, 0x1F)
+    return _checksummed(ep, 0x04, 0, 0x1F)
+
+
+def ep64(size: int = 0x1234, address: int = 0x7F6A4000) -> bytes:
+    ep = bytearray(b"_SM3_" + bytes([0, 0x18, 3, 0, 0, 1, 0]) + struct.pack("<IQ", size, address))
+    return _checksummed(ep, 0x05)
+
+
+def test_entry_points() -> None:
+    assert parse_smbios_entry_point(ep64()) == SmbiosEntryPoint(64, (3, 0), 0x1234, 0x7F6A4000)
+    assert parse_smbios_entry_point(ep32()) == SmbiosEntryPoint(32, (2, 8), 0x1234, 0xF0000)
+    assert sum(ep32()) & 0xFF == 0
+    assert sum(ep32()[0x10:]) & 0xFF == 0
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"_SM2_" + bytes(26), "no _SM_ or _SM3_ anchor"),
+        (ep64()[:0x17], "23 bytes with Length 24"),
+        (ep64()[:6] + bytes([0x17]) + ep64()[7:], "Length 23"),
+        (ep64()[:0x10] + bytes([1]) + ep64()[0x11:], "checksum"),
+        (ep32()[:0x10] + b"_DMX_" + ep32()[0x15:], "checksum"),
+        (
+            _checksummed(bytearray(ep32()[:0x10] + b"_DMX_" + ep32()[0x15:]), 0x04),
+            "bad _DMI_ part",
+        ),
+    ],
+)
+def test_bad_entry_points(data: bytes, message: str) -> None:
+    with pytest.raises(ImageError, match=message):
+        parse_smbios_entry_point(data)
+
+
+def test_entry_point_version_drives_the_path() -> None:
+    """A 2.8 entry point (QEMU 9.0+ "auto"): the whole TableLength is hashed, an OEM structure
+    behind type 127 included (zeroed past its header), and the event names gEfiSmbiosTableGuid;
+    a 3.0 one stops at type 127 and names the SMBIOS3 GUID."""
+    oem = structure(200, 0xC800, b"\x01\x02", [b"oem"])
+    table = qemu_q35_table() + oem
+    filtered_oem = oem[:4] + bytes(len(oem) - 4)
+    for ep, tail, guid in (
+        (ep32(len(table)), filtered_oem, "eb9d2d31-2d88-11d3-9a16-0090273fc14d"),
+        (ep64(len(table)), b"", "f2fd1544-9794-4a2c-992e-e5bbcf20e394"),
+    ):
+        version = parse_smbios_entry_point(ep).version
+        out = measured_smbios_table(table, version=version)
+        assert out == reference_filter(qemu_q35_table()) + tail
+        assert smbios_event_data(5, version=version)[8:24] == uuid.UUID(guid).bytes_le
 
 
 # ---------------------------------------------------------------- the real driver's records

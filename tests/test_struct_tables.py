@@ -110,6 +110,16 @@ _SPEC_BOUNDS: dict[tuple[str, str], tuple[int, int, str]] = {
         4,
         "DMTF DSP0134 6.1.2 'Structure header format': type, length, handle",
     ),
+    ("cvmlaunch.image.smbios", "_EP32"): (
+        0,
+        0x1F,
+        "DMTF DSP0134 5.2.1 'SMBIOS 2.1 (32-bit) Entry Point structure'",
+    ),
+    ("cvmlaunch.image.smbios", "_EP64"): (
+        0,
+        0x18,
+        "DMTF DSP0134 5.2.2 'SMBIOS 3.0 (64-bit) Entry Point structure'",
+    ),
     ("cvmlaunch.image.smbios", "_HANDOFF"): (
         0,
         32,

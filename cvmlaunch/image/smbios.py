@@ -27,6 +27,13 @@ Rule 2: the C behaviour, quirks included (``SmbiosMeasurementDxe.c`` at mirror H
   On OVMF the version is QEMU's anchor (``OvmfPkg/Library/SmbiosVersionLib``, fw_cfg
   ``etc/smbios/smbios-anchor``: ``_SM3_`` gives 3.0, ``_SM_`` 2.8), and SmbiosDxe publishes the
   SMBIOS3 entry point whenever the version is >= 3 (PcdSmbiosEntryPointProvideMethod 0x3).
+  QEMU's ``smbios-entry-point-type`` decides: pc-q35-8.0 and older "32" (2.8), 8.1 and 8.2
+  "64" (3.0), 9.0 and newer "auto" (QEMU commit "pc/q35: set SMBIOS entry point type to 'auto'
+  by default", 2024-03): 2.8 unless the tables exceed 0xFFFF bytes or a socket has more than
+  255 cores or threads, then 3.0 (type 4 is then 48 bytes, not 42). So a current
+  QEMU usually gives the 2.x path. The guest's ``/sys/firmware/dmi/tables/smbios_entry_point``
+  carries the version (:func:`parse_smbios_entry_point`); ``/sys/firmware/efi/systab`` the
+  entry point's address (``SMBIOS3=`` or ``SMBIOS=``), which only the event data holds.
 * Filter (``FilterSmbiosEntry``), per structure: type >= 128 and the types listed without
   fields (11, 15, 18, 31, 33) are zeroed from byte 4 to the end of the string-set (strings and
   terminator included). For the listed fields (:data:`FILTERS`, offsets of the packed C structs
@@ -68,8 +75,10 @@ __all__ = [
     "SMBIOS_PCR",
     "SMBIOS_TABLE_GUID",
     "ZEROED_TYPES",
+    "SmbiosEntryPoint",
     "SmbiosStructure",
     "measured_smbios_table",
+    "parse_smbios_entry_point",
     "smbios_digest",
     "smbios_event_data",
     "smbios_structures",
@@ -96,6 +105,45 @@ _HANDOFF = StructTable(
     "EFI_HANDOFF_TABLE_POINTERS",
     (("number_of_tables", 0, "Q"), ("vendor_guid", 8, "16s"), ("vendor_table", 24, "Q")),
     end=32,
+)
+
+#: DSP0134 5.2.1 "SMBIOS 2.1 (32-bit) Entry Point structure".
+_EP32 = StructTable(
+    "SMBIOS 2.1 (32-bit) entry point",
+    (
+        ("anchor", 0x00, "4s"),
+        ("checksum", 0x04, "B"),
+        ("length", 0x05, "B"),
+        ("major", 0x06, "B"),
+        ("minor", 0x07, "B"),
+        ("max_structure_size", 0x08, "H"),
+        ("revision", 0x0A, "B"),
+        ("formatted_area", 0x0B, "5s"),
+        ("intermediate_anchor", 0x10, "5s"),
+        ("intermediate_checksum", 0x15, "B"),
+        ("table_length", 0x16, "H"),
+        ("table_address", 0x18, "I"),
+        ("structures", 0x1C, "H"),
+        ("bcd_revision", 0x1E, "B"),
+    ),
+    end=0x1F,
+)
+#: DSP0134 5.2.2 "SMBIOS 3.0 (64-bit) Entry Point structure".
+_EP64 = StructTable(
+    "SMBIOS 3.0 (64-bit) entry point",
+    (
+        ("anchor", 0x00, "5s"),
+        ("checksum", 0x05, "B"),
+        ("length", 0x06, "B"),
+        ("major", 0x07, "B"),
+        ("minor", 0x08, "B"),
+        ("docrev", 0x09, "B"),
+        ("revision", 0x0A, "B"),
+        ("reserved", 0x0B, "1x"),
+        ("table_max_size", 0x0C, "I"),
+        ("table_address", 0x10, "Q"),
+    ),
+    end=0x18,
 )
 
 _OEM_BEGIN = 128  # SMBIOS_OEM_BEGIN: from here on, zeroed past the header
@@ -146,6 +194,55 @@ class SmbiosStructure:
     @property
     def size(self) -> int:
         return self.end - self.offset
+
+
+@dataclass(frozen=True, slots=True)
+class SmbiosEntryPoint:
+    """The entry point the firmware published (``/sys/firmware/dmi/tables/smbios_entry_point``).
+
+    SmbiosDxe writes the SMBIOS protocol version into it, so :attr:`version` is what the
+    driver's choices follow (``version=`` of the functions here). A 64-bit (``_SM3_``) entry
+    point has version >= 3 and the driver then takes the SMBIOS3 path.
+    """
+
+    bits: int  # 32 (_SM_) or 64 (_SM3_)
+    version: tuple[int, int]
+    table_length: int  # 32-bit: the exact TableLength; 64-bit: TableMaximumSize
+    table_address: int
+
+
+def parse_smbios_entry_point(data: bytes) -> SmbiosEntryPoint:
+    """Read a 32-bit (``_SM_``) or 64-bit (``_SM3_``) entry point (DSP0134 5.2).
+
+    Raises:
+        ImageError: no anchor, too short, a Length below the structure or a checksum that does
+            not sum to zero (the whole Length; the 32-bit one also from ``_DMI_``).
+    """
+    if data[:5] == b"_SM3_":
+        table, name = _EP64, "64-bit"
+    elif data[:4] == b"_SM_":
+        table, name = _EP32, "32-bit"
+    else:
+        raise ImageError(f"SMBIOS entry point: no _SM_ or _SM3_ anchor (starts {data[:5]!r})")
+    at = table.offsets["length"]
+    length = data[at] if len(data) > at else 0
+    if len(data) < table.end or not table.end <= length <= len(data):
+        raise ImageError(
+            f"SMBIOS {name} entry point: {len(data)} bytes with Length {length}, "
+            f"the structure is {table.end} bytes"
+        )
+    f = table.unpack(data)
+    if sum(data[: f["length"]]) & 0xFF:
+        raise ImageError(f"SMBIOS {name} entry point: checksum does not sum to zero", offset=0)
+    if table is _EP32:
+        if f["intermediate_anchor"] != b"_DMI_" or sum(data[0x10:0x1F]) & 0xFF:
+            raise ImageError("SMBIOS 32-bit entry point: bad _DMI_ part", offset=0x10)
+        size = f["table_length"]
+    else:
+        size = f["table_max_size"]
+    return SmbiosEntryPoint(
+        64 if table is _EP64 else 32, (f["major"], f["minor"]), size, f["table_address"]
+    )
 
 
 def _max_string(version: tuple[int, int]) -> int:
