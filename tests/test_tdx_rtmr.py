@@ -571,7 +571,7 @@ def test_rtmr2_of_a_stub_without_cc_measurement(
     assert stub_uses_cc_measurement(b"xx" + uuid_le("96751a3d-72f4-41a6-a794-ed5d0e67ae6b"))
     image = parse_ovmf(firmware("OVMF.inteltdx.ms.fd").read_bytes(), name="inteltdx")
     p = predict_tdx_rtmrs(
-        image, memory_size=GIB, kernel=kernel, initrd=b"rd", cmdline="x", acpi=None
+        image, memory_size=GIB, kernel=kernel, initrd=b"rd", cmdline="x", acpi=None, secure_boot={}
     )
     assert p.rtmrs[2] == bytes(48)
     assert all(e.rtmr != 2 for e in p.events)

@@ -146,6 +146,7 @@ def _check_against_inputs(
     if acpi_roles and all(r in found for r in ACPI_ROLES.values()):
         blobs = AcpiBlobs({name: bytes(found[role]) for name, role in ACPI_ROLES.items()})
     newer = Edk2Release.parse(release).measures_fw_cfg_and_smbios if _is_release(release) else False
+    boot_menu = s.get("rtmr_boot_menu", bool, required=newer)
     fw_cfg, smbios, lacking = None, None, []
     if newer and acpi_roles:
         served = {n: r for n, r in FW_CFG_ROLES.items() if c.header.input(r) is not None}
@@ -174,8 +175,11 @@ def _check_against_inputs(
             cmdline=text,
             acpi=blobs if check_rtmr0 else None,
             fw_cfg=fw_cfg if check_rtmr0 else None,
-            boot_menu=bool(s.get("rtmr_boot_menu", bool)),
+            boot_menu=bool(boot_menu),
             smbios=smbios if check_rtmr0 else None,
+            # variables given at measure time are not in the log: RTMR0 is then left unchecked,
+            # and RTMR1-2 do not depend on them (a kernel they refused would have no log)
+            secure_boot=None if secure_boot == "image" else {},
             kernel_loading=KernelLoading.parse(loading),
             release=Edk2Release.parse(release),
             stub_measures=stub,

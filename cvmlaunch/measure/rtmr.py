@@ -334,9 +334,9 @@ _SELF_DESCRIBING = (
 
 def inconsistent_events(events: Sequence[RtmrEvent]) -> list[str]:
     """The events whose digest their own event data contradicts (types whose digest the data
-    fixes: separators, EFI actions, Secure Boot, authority and boot variables), each as one line naming
-    the event; events whose digest covers something else (a blob, the kernel) are not
-    checkable from the log alone."""
+    fixes: separators, EFI actions, Secure Boot, authority and boot variables), each as one
+    line naming the event; events whose digest covers something else (a blob, the kernel)
+    are not checkable from the log alone."""
     out = []
     for n, e in enumerate(events):
         if e.event_type in _SELF_DESCRIBING:

@@ -483,16 +483,15 @@ def kernel_authority(
     if decision.entry is not None:
         return decision.entry
     then = (
-        f"edk2 {release.value} firmware does not boot it in a TD (no legacy-loader fallback "
-        "since 2025.11)"
+        "edk2 >= 2025.11 does not boot it in a TD (no legacy-loader fallback)"
         if release.no_legacy_loader_in_cvm
         else "OVMF then boots it with its legacy Linux loader, whose measurements cvmlaunch "
         "does not model"
     )
     raise ConfigError(
-        f"{firmware} has Secure Boot on (a PK is enrolled in the variables secure_boot_vars "
-        f"describes, by default its own) and refuses {kernel.name}: {decision.reason}; {then}. "
-        "Use firmware without enrolled keys, or a kernel that db authorizes",
+        f"{firmware} has Secure Boot on (a PK is enrolled) and refuses {kernel.name}: "
+        f"{decision.reason}; {then}. Use firmware without enrolled keys or a kernel that db "
+        "authorizes, or give the TD's variables with secure_boot_vars",
         setting="secure_boot_vars",
     )
 
