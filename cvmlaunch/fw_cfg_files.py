@@ -10,6 +10,8 @@ Layouts accepted:
 * fw_cfg blobs: ``DIR/<name>`` (a file) or ``DIR/<name>/raw`` — the layout of a guest's
   ``/sys/firmware/qemu_fw_cfg/by_name/`` (e.g. ``by_name/etc/acpi/tables/raw``), so a directory
   copied out of a running TD works as it is.
+* the SMBIOS table: one file, the structure table as a guest's ``/sys/firmware/dmi/tables/DMI``
+  holds it (:func:`read_smbios`).
 * UEFI variables: ``DIR/<name>`` holding the variable data (e.g. ``DIR/PK``), or the efivarfs
   form ``DIR/<name>-<vendor GUID>`` whose first 4 bytes are the attributes (dropped).
 * RTMR event logs: a file holding one CEL-JSON array (:func:`is_event_log`,
@@ -34,6 +36,7 @@ __all__ = [
     "read_acpi_dir",
     "read_fw_cfg_dir",
     "read_rtmr_events",
+    "read_smbios",
     "read_uefi_variables",
 ]
 
@@ -44,7 +47,7 @@ _EFIVARFS_ATTRIBUTES = 4
 
 def _is_dir(directory: str | os.PathLike[str], what: str) -> Path:
     path = Path(directory)
-    if not path.is_dir():
+    if not os.fspath(directory) or not path.is_dir():
         raise ConfigError(f"{what} {os.fspath(path)!r} is not a directory")
     return path
 
@@ -81,6 +84,15 @@ def read_acpi_dir(directory: str, names: Iterable[str]) -> dict[str, bytes]:
             f"--acpi {directory}: no {', '.join(missing)} (as DIR/NAME or DIR/NAME/raw)"
         )
     return files
+
+
+def read_smbios(path: str | os.PathLike[str]) -> bytes:
+    """An SMBIOS structure table file (a copy of a guest's ``/sys/firmware/dmi/tables/DMI``).
+
+    Raises:
+        ImageError: a file that cannot be read, or one past the size limit.
+    """
+    return read_small(path, "SMBIOS table", _LIMIT)
 
 
 def read_uefi_variables(

@@ -13,7 +13,9 @@ import pytest
 
 from tests.acpi_blobs import qemu_like_acpi, write_by_name
 from tests.cli_runner import run_cli
+from tests.test_smbios import qemu_q35_table, reference_filter
 from tests.test_tdx_rtmr import KERNEL, fold, real
+from tests.vectors import td_202505
 
 
 def replay_cel(path: Path) -> dict[str, str]:
@@ -27,53 +29,74 @@ def replay_cel(path: Path) -> dict[str, str]:
 @pytest.fixture
 def guest(tmp_path: Path, debian_kernel: tuple[Path, dict[str, str]]) -> dict[str, str]:
     write_by_name(tmp_path / "acpi", qemu_like_acpi(cpus=4))
+    # a TD's whole /sys/firmware/qemu_fw_cfg/by_name: the ACPI blobs, QEMU's -kernel bootorder
+    served = {**qemu_like_acpi(cpus=4), "bootorder": td_202505().fw_cfg_bootorder_data}
+    write_by_name(tmp_path / "by_name", {**served, "etc/e820": bytes(20)})
+    (tmp_path / "DMI").write_bytes(qemu_q35_table(4 << 30))
+    (tmp_path / "nokeys").mkdir()
     (tmp_path / "initrd.img").write_bytes(b"an initrd" * 1000)
     return {
         "kernel": str(debian_kernel[0]),
         "initrd": str(tmp_path / "initrd.img"),
         "acpi": str(tmp_path / "acpi"),
+        "fw_cfg": str(tmp_path / "by_name"),
+        "smbios": str(tmp_path / "DMI"),
+        "nokeys": str(tmp_path / "nokeys"),
         "event_log": str(tmp_path / "events.json"),
     }
 
 
+def _done_when(fw: Path, guest: dict[str, str], *extra: str) -> list[str]:
+    return [
+        "measure", "tdx", "--firmware", str(fw), "--memory", "4G", "--kernel", guest["kernel"],
+        "--initrd", guest["initrd"], "--append", "console=ttyS0", "--acpi", guest["acpi"],
+        "--output-format", "json", *extra,
+    ]  # fmt: skip
+
+
+def test_done_when_command_firmware_keys_refuse_the_debian_kernel(
+    firmware: Callable[[str], Path], guest: dict[str, str]
+) -> None:
+    """The issue's command as written: the .ms.fd has Microsoft's keys enrolled (Secure Boot
+    on) and the Debian kernel's signer chains to none of them, so OVMF (edk2 >= 2025.11) does
+    not boot it in a TD: no RTMR is printed for a boot that cannot happen."""
+    result = run_cli(_done_when(firmware("OVMF.inteltdx.ms.fd"), guest))
+    assert result.exit_code == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "Secure Boot on" in line
+    assert "CN=Debian Secure Boot CA" in line
+    assert "--secure-boot-vars" in line
+
+
 def test_done_when_command(firmware: Callable[[str], Path], guest: dict[str, str]) -> None:
+    """The issue's command with what the host decides besides ACPI (every fw_cfg file QEMU
+    served, the SMBIOS table) and the variables of the key-less build (Debian's
+    OVMF.inteltdx.fd, same code): MRTD and RTMR0-2 printed, and the event log replays to them."""
     fw = firmware("OVMF.inteltdx.ms.fd")
-    result = run_cli(
-        [
-            "measure",
-            "tdx",
-            "--firmware",
-            str(fw),
-            "--memory",
-            "4G",
-            "--kernel",
-            guest["kernel"],
-            "--initrd",
-            guest["initrd"],
-            "--append",
-            "console=ttyS0",
-            "--acpi",
-            guest["acpi"],
-            "--output-format",
-            "json",
-            "--event-log",
-            guest["event_log"],
-            "--stub-measures",
-            "yes",
-        ]
-    )
+    extra = ["--fw-cfg", guest["fw_cfg"], "--smbios", guest["smbios"]]
+    extra += ["--secure-boot-vars", guest["nokeys"], "--event-log", guest["event_log"]]
+    result = run_cli([*_done_when(fw, guest, *extra), "--stub-measures", "yes"])
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     plain = run_cli(["measure", "tdx", "--firmware", str(fw)])
     assert doc["mrtd"] == plain.stdout.strip()
-    assert doc["rtmr0"] is None  # edk2 2025.08: RTMR0 holds events cvmlaunch does not model
-    assert "RTMR0 not predicted" in result.stderr
+    assert result.stderr == ""  # nothing left unpredicted
     replayed = replay_cel(Path(guest["event_log"]))
-    assert replayed["rtmr0"] == "00" * 48  # no RTMR0 events in the log
-    assert (doc["rtmr1"], doc["rtmr2"]) == (replayed["rtmr1"], replayed["rtmr2"])
-    # independent of cvmlaunch: the spec's fold of the stub's two tagged events (the UTF-16
-    # load options, the initrd) and, for the vector kernel, of RTMR1's events (its
-    # osslsigncode Authenticode digest and the real TD's EV_EFI_ACTION/separator digests)
+    assert {k: doc[k] for k in ("rtmr0", "rtmr1", "rtmr2")} == replayed
+    # RTMR0's events other than the TD HOB and CFV, from outside cvmlaunch (the real TDs'
+    # digests, hashlib over the blobs, the test's own SMBIOS filter)
+    records = json.loads(Path(guest["event_log"]).read_text())
+    rtmr0 = [bytes.fromhex(r["digests"][0]["digest"]) for r in records if r["pcr"] == 1]
+    served = qemu_like_acpi(cpus=4)
+    assert rtmr0[2:] == [
+        hashlib.sha384(b"\0\0").digest(),
+        bytes.fromhex(td_202505().fw_cfg_bootorder_digest),
+        *(real(n)[0] for n in ("SecureBoot", "PK", "KEK", "db", "dbx", "separator")),
+        *(hashlib.sha384(served[n]).digest() for n in ACPI_NAMES),
+        hashlib.sha384(reference_filter(qemu_q35_table(4 << 30))).digest(),
+        hashlib.sha384(b"\0\0").digest(),
+        rtmr0[-1],  # Boot0000: tests/test_tdx_rtmr0.py builds it by hand
+    ]
     initrd = Path(guest["initrd"]).read_bytes()
     assert (
         doc["rtmr2"]
@@ -100,13 +123,22 @@ def test_done_when_command(firmware: Callable[[str], Path], guest: dict[str, str
     verified = run_cli(["log", "verify", guest["event_log"]])
     assert verified.exit_code == 0
     assert verified.stdout.splitlines() == [
-        "rtmr0 -",
+        f"rtmr0 {doc['rtmr0']}",
         f"rtmr1 {doc['rtmr1']}",
         f"rtmr2 {doc['rtmr2']}",
         "rtmr3 -",
     ]
-    assert doc["rtmr_model"]["edk2"] == "2025.08"
+    assert doc["rtmr_model"]["edk2"] == "2025.11"
     assert doc["rtmr_model"]["kernel_loading"] == "raw"
+    # without the SMBIOS table RTMR0 is not predicted, and the note says what to give
+    partial = run_cli(_done_when(fw, guest, "--secure-boot-vars", guest["nokeys"]))
+    assert partial.exit_code == 0
+    assert json.loads(partial.stdout)["rtmr0"] is None
+    assert "--fw-cfg DIR" in partial.stderr
+    assert "--smbios FILE" in partial.stderr
+
+
+ACPI_NAMES = ("etc/table-loader", "etc/acpi/rsdp", "etc/acpi/tables")
 
 
 def test_old_firmware_predicts_rtmr0_and_hex_lines(
@@ -341,6 +373,7 @@ def test_report_check_compares_the_predicted_rtmrs(
 def test_event_log_outputs(firmware: Callable[[str], Path], guest: dict[str, str]) -> None:
     fw = firmware("OVMF.inteltdx.ms.fd")
     base = ["measure", "tdx", "--firmware", str(fw), "--memory", "4G", "--kernel", guest["kernel"]]
+    base += ["--secure-boot-vars", guest["nokeys"]]
     to_stdout = run_cli([*base, "--event-log", "-"])
     assert to_stdout.exit_code == 0, to_stdout.stderr
     assert json.loads(to_stdout.stdout)[0]["content"]["event_type"] == (

@@ -92,7 +92,39 @@ _SPEC_BOUNDS: dict[tuple[str, str], tuple[int, int, str]] = {
     ),
     ("cvmlaunch.image.ovmf", "_SEV_DESC"): (0, 12, "OvmfSevMetadata.asm section descriptor"),
     ("cvmlaunch.image.ovmf", "_TDVF_SECTION"): (0, 32, "TDVF design guide TDVF_SECTION"),
+    ("cvmlaunch.image.fv", "_FV_HEADER"): (
+        0,
+        0x38,
+        "UEFI PI vol. 3 EFI_FIRMWARE_VOLUME_HEADER (up to BlockMap)",
+    ),
+    ("cvmlaunch.image.fv", "_FV_EXT_HEADER"): (
+        0,
+        20,
+        "UEFI PI vol. 3 EFI_FIRMWARE_VOLUME_EXT_HEADER",
+    ),
+    ("cvmlaunch.image.fv", "_FFS_HEADER"): (0, 24, "UEFI PI vol. 3 EFI_FFS_FILE_HEADER"),
+    ("cvmlaunch.image.fv", "_SECTION_HEADER"): (0, 4, "UEFI PI vol. 3 EFI_COMMON_SECTION_HEADER"),
     ("cvmlaunch.measure.plain", "_STEP"): (0, 98, "docs/log-format.md, the plain transcript step"),
+    ("cvmlaunch.image.smbios", "_HEADER"): (
+        0,
+        4,
+        "DMTF DSP0134 6.1.2 'Structure header format': type, length, handle",
+    ),
+    ("cvmlaunch.image.smbios", "_EP32"): (
+        0,
+        0x1F,
+        "DMTF DSP0134 5.2.1 'SMBIOS 2.1 (32-bit) Entry Point structure'",
+    ),
+    ("cvmlaunch.image.smbios", "_EP64"): (
+        0,
+        0x18,
+        "DMTF DSP0134 5.2.2 'SMBIOS 3.0 (64-bit) Entry Point structure'",
+    ),
+    ("cvmlaunch.image.smbios", "_HANDOFF"): (
+        0,
+        32,
+        "TCG PC Client PFP EFI_HANDOFF_TABLE_POINTERS (UefiTcgPlatform.h), one table, X64",
+    ),
 }
 
 #: A table and the record type it is read into field for field, by name.

@@ -200,18 +200,21 @@ def test_release_markers_of_the_real_firmware(firmware: Callable[[str], Path]) -
     assert new.named_blobs is True
     assert new.measures_fw_cfg is True
     assert new.measures_smbios is True
-    assert releases_matching(new) == (Edk2Release.R2025_08,)
+    assert new.no_legacy_loader_in_cvm is True  # edk2 5a6a9f7955 (202511)
+    assert releases_matching(new) == (Edk2Release.R2025_11,)
     old = detect_tdvf_features(firmware("OVMF.2022.fd").read_bytes())
-    assert (old.initrd_prefix, old.named_blobs, old.measures_fw_cfg, old.measures_smbios) == (
-        False,
-        False,
-        False,
-        False,
-    )
+    assert (
+        old.initrd_prefix,
+        old.named_blobs,
+        old.measures_fw_cfg,
+        old.measures_smbios,
+        old.no_legacy_loader_in_cvm,
+    ) == (False, False, False, False, False)
     assert releases_matching(old) == (Edk2Release.R2024_08, Edk2Release.R2024_11)
     assert detect_tdvf_features(bytes(4096)).decompressed_volumes == 0
     assert Edk2Release.parse("2025.03") is Edk2Release.R2025_02
-    assert Edk2Release.parse("202611") is Edk2Release.R2025_08
+    assert Edk2Release.parse("202509") is Edk2Release.R2025_08
+    assert Edk2Release.parse("202611") is Edk2Release.R2025_11
     assert Edk2Release.parse("2022.11") is Edk2Release.R2024_08
 
 
@@ -238,9 +241,10 @@ def test_rtmr1_rtmr2_raw_against_independent_digests(
         initrd=initrd,
         cmdline="console=ttyS0",
         acpi=AcpiBlobs(qemu_like_acpi()),
+        secure_boot={},  # no keys, as Debian's OVMF.inteltdx.fd (the .ms.fd refuses this kernel)
         stub_measures=True,
     )
-    assert p.release is Edk2Release.R2025_08
+    assert p.release is Edk2Release.R2025_11
     assert p.kernel_loading is KernelLoading.RAW
     assert p.rtmrs[0] is None
     assert any("SMBIOS" in n for n in p.notes)
@@ -567,7 +571,7 @@ def test_rtmr2_of_a_stub_without_cc_measurement(
     assert stub_uses_cc_measurement(b"xx" + uuid_le("96751a3d-72f4-41a6-a794-ed5d0e67ae6b"))
     image = parse_ovmf(firmware("OVMF.inteltdx.ms.fd").read_bytes(), name="inteltdx")
     p = predict_tdx_rtmrs(
-        image, memory_size=GIB, kernel=kernel, initrd=b"rd", cmdline="x", acpi=None
+        image, memory_size=GIB, kernel=kernel, initrd=b"rd", cmdline="x", acpi=None, secure_boot={}
     )
     assert p.rtmrs[2] == bytes(48)
     assert all(e.rtmr != 2 for e in p.events)

@@ -50,6 +50,8 @@ def verify(
     initrd: str | None = None,
     append: str | None = None,
     acpi: str | None = None,
+    fw_cfg: str | None = None,
+    smbios: str | None = None,
     inputs: Sequence[str] = (),
     require_inputs: bool = False,
     as_json: bool = False,
@@ -70,7 +72,8 @@ def verify(
     from cvmlaunch.measure.log_check import check_log, cmdline_input_bytes, inputs_to_find
 
     if is_event_log(log_file):
-        if signed_by is not None or ovmf or svsm or kernel or initrd or append or acpi or inputs:
+        given_any = ovmf or svsm or kernel or initrd or append or acpi or fw_cfg or smbios
+        if signed_by is not None or given_any or inputs:
             raise ConfigError(f"{log_file} is an RTMR event log: it is checked without inputs")
         verify_event_log(log_file, as_json=as_json)
         return
@@ -90,6 +93,21 @@ def verify(
 
             blobs = read_acpi_dir(acpi, ACPI_ROLES)
             buffers |= {ACPI_ROLES[name]: blob for name, blob in blobs.items()}
+        if fw_cfg is not None:  # every fw_cfg file QEMU served: the ACPI blobs and the items
+            from cvmlaunch.fw_cfg_files import read_fw_cfg_dir
+            from cvmlaunch.measure.log_rtmr import ACPI_ROLES, FW_CFG_ROLES
+
+            edk2 = log.header.settings.get("rtmr_edk2")
+            by_name: dict[str, str] = {} if acpi is not None else dict(ACPI_ROLES)
+            if isinstance(edk2, str) and _measures_fw_cfg(edk2):
+                by_name |= FW_CFG_ROLES
+            served = read_fw_cfg_dir(fw_cfg, by_name)
+            buffers |= {by_name[name]: blob for name, blob in served.items()}
+        if smbios is not None:
+            from cvmlaunch.fw_cfg_files import read_smbios
+            from cvmlaunch.measure.log_rtmr import SMBIOS_ROLE
+
+            buffers[SMBIOS_ROLE] = read_smbios(smbios)
         result = check_log(log, buffers)
     if as_json:
         import json
@@ -112,14 +130,24 @@ def verify(
         )
 
 
+def _measures_fw_cfg(edk2: str) -> bool:
+    """Whether a log's ``rtmr_edk2`` release measures fw_cfg items (so --fw-cfg gives them)."""
+    from cvmlaunch.image.tdvf_features import Edk2Release
+
+    try:
+        return Edk2Release.parse(edk2).measures_fw_cfg_and_smbios
+    except ValueError:
+        return False
+
+
 @click.command(
     "verify",
     help="""Check every field of LOG against its header and inputs.
 
 The header's settings and the inputs given (--ovmf, --svsm, --kernel, --initrd, --append,
---acpi, or found by SHA-256 in --inputs DIR) rebuild the launch plan (and a TDX log's RTMR
-events); every record must equal it, and
-the digest chain must replay. Prints the final digest on success and what could not be
+--acpi, --fw-cfg, --smbios, or found by SHA-256 in --inputs DIR) rebuild the launch plan
+(and a TDX log's RTMR events); every record must equal it, and the digest chain must
+replay. Prints the final digest on success and what could not be
 checked without inputs; exits 1 naming each record and field that differs, and with
 --signed-by when LOG's DSSE signature does not verify (docs/log-format.md).
 

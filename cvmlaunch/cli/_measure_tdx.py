@@ -44,7 +44,7 @@ __all__ = ["MEASURE_TDX", "measure_tdx"]
 
 def _guest_given(guest: dict[str, Any]) -> bool:
     """Whether any guest option was given (``--kernel`` is then required)."""
-    defaults = {"stub_measures": "auto"}
+    defaults = {"stub_measures": "auto", "boot_menu": False}
     return any(v is not None and v != defaults.get(k) for k, v in guest.items())
 
 
@@ -140,8 +140,10 @@ the TD quote beside MRTD but never enter it: they are recorded in the log header
 JSON output (cvmlaunch reference-values reads them back).
 
 With --kernel (and --memory) it also predicts RTMR0-2 of a direct-boot TD (QEMU -kernel,
--initrd, -append): the TD HOB, the varstore, the ACPI tables (--acpi), the boot variables, the
-kernel's Authenticode digest, the command line and the initrd (docs/tdx-rtmr.md). A register
+-initrd, -append): the TD HOB, the varstore, the ACPI tables (--acpi or --fw-cfg), for edk2 >=
+2025.05 firmware also fw_cfg items (--fw-cfg, --boot-menu) and the SMBIOS table (--smbios), the
+boot variables, the kernel's Authenticode digest, the command line and the initrd
+(docs/tdx-rtmr.md). A register
 that cannot be predicted is printed as '-' (JSON null) with the reason on stderr. With hex or
 base64 output each value is then a line 'NAME VALUE'."""
 

@@ -341,7 +341,8 @@ def tdx_owner_options() -> Callable[[F], F]:
 
 def tdx_guest_options() -> Callable[[F], F]:
     """A direct-boot TD's guest, for ``measure tdx``'s RTMRs: ``--kernel``, ``--initrd``,
-    ``--append``, ``--memory``, ``--acpi``, ``--kernel-loading``, ``--secure-boot-vars``,
+    ``--append``, ``--memory``, ``--acpi``, ``--fw-cfg``, ``--smbios``, ``--boot-menu``,
+    ``--kernel-loading``, ``--secure-boot-vars``,
     ``--edk2``, ``--stub-measures`` (:func:`cvmlaunch.cli._tdx_rtmr.guest_of` maps them)."""
     return options(
         click.option(
@@ -363,7 +364,28 @@ def tdx_guest_options() -> Callable[[F], F]:
             metavar="DIR",
             help="QEMU's ACPI fw_cfg files etc/table-loader, etc/acpi/rsdp, etc/acpi/tables "
             "(a copy of a TD's /sys/firmware/qemu_fw_cfg/by_name works as it is); without it "
-            "RTMR0 is not predicted",
+            "or --fw-cfg RTMR0 is not predicted",
+        ),
+        click.option(
+            "--fw-cfg",
+            type=DirPath(),
+            metavar="DIR",
+            help="every fw_cfg file QEMU serves: a copy of a TD's /sys/firmware/qemu_fw_cfg/"
+            "by_name (a file absent here was not served); gives the ACPI tables and the items "
+            "edk2 >= 2025.05 firmware measures (bootorder, …)",
+        ),
+        click.option(
+            "--smbios",
+            type=FILE,
+            metavar="FILE",
+            help="the SMBIOS table the firmware publishes, a copy of a TD's "
+            "/sys/firmware/dmi/tables/DMI (edk2 >= 2025.05 firmware measures it)",
+        ),
+        click.option(
+            "--boot-menu",
+            is_flag=True,
+            help="QEMU runs with -boot menu=on (the BootMenu fw_cfg item edk2 >= 2025.05 "
+            "measures) [default: off]",
         ),
         click.option(
             "--kernel-loading",
@@ -404,7 +426,8 @@ def json_option(help: str = "print the result as JSON") -> Callable[[F], F]:
 
 def log_input_options() -> Callable[[F], F]:
     """The inputs ``log verify`` checks a log against, besides the firmware: ``--svsm``,
-    ``--kernel``, ``--initrd``, ``--append``, ``--acpi``, and ``--inputs`` directories where
+    ``--kernel``, ``--initrd``, ``--append``, ``--acpi``, ``--fw-cfg``, ``--smbios``, and
+    ``--inputs`` directories where
     they are found by their SHA-256."""
     return options(
         click.option("--svsm", type=FILE, metavar="FILE", help="the SVSM image of an snp:svsm log"),
@@ -417,6 +440,19 @@ def log_input_options() -> Callable[[F], F]:
             metavar="DIR",
             help="the ACPI fw_cfg blobs of a TDX log with RTMR events (as measure tdx --acpi "
             "takes them)",
+        ),
+        click.option(
+            "--fw-cfg",
+            type=DirPath(),
+            metavar="DIR",
+            help="the fw_cfg files of a TDX log with RTMR events (as measure tdx --fw-cfg "
+            "takes them)",
+        ),
+        click.option(
+            "--smbios",
+            type=FILE,
+            metavar="FILE",
+            help="the SMBIOS table of a TDX log with RTMR events (as measure tdx --smbios)",
         ),
         click.option(
             "--inputs",

@@ -30,6 +30,9 @@ def guest_of(
     append: str | None,
     acpi: str | None,
     kernel_loading: str | None,
+    fw_cfg: str | None = None,
+    smbios: str | None = None,
+    boot_menu: bool = False,
     secure_boot_vars: str | None,
     edk2: str | None,
     stub_measures: str = "auto",
@@ -43,6 +46,9 @@ def guest_of(
         append: the command line (None: empty).
         acpi: a directory with ``etc/table-loader``, ``etc/acpi/rsdp``, ``etc/acpi/tables``
             (plain files or the sysfs ``by_name/<name>/raw`` layout).
+        fw_cfg: a copy of every fw_cfg file QEMU serves (the same layouts); the ACPI blobs
+            are taken from it when ``acpi`` is None.
+        smbios: the SMBIOS table file; boot_menu: QEMU's ``-boot menu=on``.
         kernel_loading: ``patched`` / ``raw``; secure_boot_vars: a directory of PK, KEK, db,
             dbx, SecureBoot; edk2: ``YYYY.MM``; stub_measures: ``auto``/``yes``/``no``.
 
@@ -52,7 +58,12 @@ def guest_of(
     """
     from cvmlaunch.errors import ConfigError
     from cvmlaunch.files import map_file
-    from cvmlaunch.fw_cfg_files import read_acpi_dir, read_uefi_variables
+    from cvmlaunch.fw_cfg_files import (
+        read_acpi_dir,
+        read_fw_cfg_dir,
+        read_smbios,
+        read_uefi_variables,
+    )
     from cvmlaunch.image.tdvf_features import Edk2Release
     from cvmlaunch.launch_settings import parse_size
     from cvmlaunch.measure.tdx_predict import TdxGuest
@@ -62,6 +73,7 @@ def guest_of(
         AcpiBlobs,
         KernelLoading,
     )
+    from cvmlaunch.measure.tdx_rtmr0 import FW_CFG_MEASURED
 
     if memory is None:
         raise ConfigError("--memory is needed with --kernel (the TD HOB and RTMR0 depend on it)")
@@ -77,6 +89,10 @@ def guest_of(
     blobs = None
     if acpi is not None:
         blobs = AcpiBlobs(read_acpi_dir(acpi, ACPI_BLOB_NAMES))
+    served = None
+    if fw_cfg is not None:
+        served = read_fw_cfg_dir(fw_cfg, (*ACPI_BLOB_NAMES, *(n for n, _ in FW_CFG_MEASURED)))
+    table = None if smbios is None else read_smbios(smbios)
     secure_boot = None
     if secure_boot_vars is not None:
         secure_boot = read_uefi_variables(secure_boot_vars, SECURE_BOOT_VARIABLES)
@@ -87,6 +103,9 @@ def guest_of(
             initrd=None if initrd is None else stack.enter_context(map_file(initrd)),
             cmdline=append or "",
             acpi=blobs,
+            fw_cfg=served,
+            boot_menu=boot_menu,
+            smbios=table,
             secure_boot=secure_boot,
             kernel_loading=loading,
             release=release,

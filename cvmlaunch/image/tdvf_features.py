@@ -11,6 +11,9 @@ section 6; edk2 history):
   (``"QEMU FW CFG"`` events) and SmbiosMeasurementDxe measures the SMBIOS tables into RTMR0.
 * edk2-stable202508 (a2ac0fea49): LoadOptions are ``"initrd=initrd " + cmdline`` instead of
   ``cmdline + " initrd=initrd"``.
+* edk2-stable202511 (5a6a9f7955): in a confidential VM OVMF no longer boots a kernel Secure
+  Boot refuses through its legacy Linux loader (the message "not using insecure legacy linux
+  kernel loader" is in the DXE volume).
 
 Each change left a string in the image: the SEC code is stored plain, the DXE drivers in an
 LZMA-compressed firmware volume, which :func:`detect_tdvf_features` decompresses (stdlib
@@ -35,6 +38,7 @@ from cvmlaunch.layout import Buffer
 __all__ = [
     "Edk2Release",
     "TdvfFeatures",
+    "decompressed_volumes",
     "detect_tdvf_features",
     "releases_matching",
 ]
@@ -51,6 +55,7 @@ _FW_CFG_MARKER = b"QEMU FW CFG\x00"
 _PREFIX_MARKER = b"\x00initrd=initrd \x00"
 _SUFFIX_MARKER = b"\x00 initrd=initrd\x00"
 _NAMED_BLOBS_MARKER = b"\x00etc/boot/\x00"
+_NO_LEGACY_LOADER_MARKER = b"not using insecure legacy linux kernel loader"
 
 
 class Edk2Release(enum.Enum):
@@ -62,6 +67,7 @@ class Edk2Release(enum.Enum):
     R2025_02 = "2025.02"
     R2025_05 = "2025.05"
     R2025_08 = "2025.08"
+    R2025_11 = "2025.11"
 
     @classmethod
     def parse(cls, text: str) -> Edk2Release:
@@ -87,18 +93,33 @@ class Edk2Release(enum.Enum):
     @property
     def named_blobs(self) -> bool:
         """Whether OVMF loads ``etc/boot/kernel`` when the VMM serves it (202502+)."""
-        return self in (Edk2Release.R2025_02, Edk2Release.R2025_05, Edk2Release.R2025_08)
+        return self in _FROM_2025_02
 
     @property
     def measures_fw_cfg_and_smbios(self) -> bool:
         """Whether RTMR0 also holds fw_cfg item and SMBIOS events (202505+)."""
-        return self in (Edk2Release.R2025_05, Edk2Release.R2025_08)
+        return self in _FROM_2025_02[1:]
 
     @property
     def initrd_prefix(self) -> bool:
         """Whether LoadOptions start with ``initrd=initrd `` (202508+) rather than end with
         `` initrd=initrd``."""
-        return self is Edk2Release.R2025_08
+        return self in _FROM_2025_02[2:]
+
+    @property
+    def no_legacy_loader_in_cvm(self) -> bool:
+        """Whether OVMF refuses, in a confidential VM, a kernel Secure Boot does not authorize
+        (202511+), rather than booting it with its legacy Linux loader."""
+        return self is Edk2Release.R2025_11
+
+
+#: The releases from 202502 on, in order (each property above holds from one of them on).
+_FROM_2025_02 = (
+    Edk2Release.R2025_02,
+    Edk2Release.R2025_05,
+    Edk2Release.R2025_08,
+    Edk2Release.R2025_11,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +130,7 @@ class TdvfFeatures:
     named_blobs: bool | None  # "etc/boot/" (202502+)
     measures_fw_cfg: bool  # "QEMU FW CFG" (202505+), searched in the plain image too
     measures_smbios: bool | None  # SmbiosMeasurementDxe present (202505+)
+    no_legacy_loader_in_cvm: bool | None  # the legacy-loader refusal message (202511+)
     decompressed_volumes: int
 
 
@@ -134,6 +156,21 @@ def _lzma_volumes(data: bytes) -> list[bytes]:
     return out
 
 
+def decompressed_volumes(data: Buffer, *, name: str = "firmware") -> tuple[bytes, ...]:
+    """The image's LZMA-compressed firmware-volume sections, inflated (the DXE volumes of an
+    OVMF build; :func:`cvmlaunch.image.fv.find_volumes` lists their files).
+
+    Raises:
+        ImageError: a volume that inflates past :data:`MAX_DECOMPRESSED` bytes.
+    """
+    volumes = _lzma_volumes(bytes(data))
+    if any(len(v) >= MAX_DECOMPRESSED for v in volumes):
+        raise ImageError(
+            f"a compressed firmware volume inflates past {MAX_DECOMPRESSED} bytes", source=name
+        )
+    return tuple(volumes)
+
+
 def detect_tdvf_features(data: Buffer, *, name: str = "firmware") -> TdvfFeatures:
     """Look for the markers of the module doc in ``data`` and its LZMA volumes.
 
@@ -141,14 +178,10 @@ def detect_tdvf_features(data: Buffer, *, name: str = "firmware") -> TdvfFeature
         ImageError: an LZMA volume that inflates past :data:`MAX_DECOMPRESSED` bytes.
     """
     raw = bytes(data)
-    volumes = _lzma_volumes(raw)
-    if any(len(v) >= MAX_DECOMPRESSED for v in volumes):
-        raise ImageError(
-            f"a compressed firmware volume inflates past {MAX_DECOMPRESSED} bytes", source=name
-        )
+    volumes = decompressed_volumes(raw, name=name)
     fw_cfg = _FW_CFG_MARKER in raw or any(_FW_CFG_MARKER in v for v in volumes)
     if not volumes:
-        return TdvfFeatures(None, None, fw_cfg, None, 0)
+        return TdvfFeatures(None, None, fw_cfg, None, None, 0)
     smbios_guid = guid_bytes_le(SMBIOS_MEASUREMENT_DXE_GUID)
     prefix = any(_PREFIX_MARKER in v for v in volumes)
     suffix = any(_SUFFIX_MARKER in v for v in volumes)
@@ -157,6 +190,7 @@ def detect_tdvf_features(data: Buffer, *, name: str = "firmware") -> TdvfFeature
         named_blobs=any(_NAMED_BLOBS_MARKER in v for v in volumes),
         measures_fw_cfg=fw_cfg,
         measures_smbios=any(smbios_guid in v for v in volumes),
+        no_legacy_loader_in_cvm=any(_NO_LEGACY_LOADER_MARKER in v for v in volumes),
         decompressed_volumes=len(volumes),
     )
 
@@ -169,6 +203,9 @@ def releases_matching(features: TdvfFeatures) -> tuple[Edk2Release, ...]:
         if features.initrd_prefix is not None and r.initrd_prefix != features.initrd_prefix:
             continue
         if features.named_blobs is not None and r.named_blobs != features.named_blobs:
+            continue
+        refuses = features.no_legacy_loader_in_cvm
+        if refuses is not None and r.no_legacy_loader_in_cvm != refuses:
             continue
         if r.measures_fw_cfg_and_smbios != (
             features.measures_fw_cfg or bool(features.measures_smbios)

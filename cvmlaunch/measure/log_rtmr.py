@@ -32,7 +32,14 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from cvmlaunch.image.ovmf import OvmfImage
 
-__all__ = ["ACPI_ROLES", "RTMR_SETTINGS", "check_rtmr_events", "event_where"]
+__all__ = [
+    "ACPI_ROLES",
+    "FW_CFG_ROLES",
+    "RTMR_SETTINGS",
+    "SMBIOS_ROLE",
+    "check_rtmr_events",
+    "event_where",
+]
 
 #: The header inputs of the ACPI fw_cfg blobs, by role (the blob names of
 #: :data:`cvmlaunch.measure.tdx_rtmr.ACPI_BLOB_NAMES`).
@@ -41,6 +48,18 @@ ACPI_ROLES = {
     "etc/acpi/rsdp": "acpi_rsdp",
     "etc/acpi/tables": "acpi_tables",
 }
+#: The header inputs of the fw_cfg files edk2 >= 202505 measures, by role (the files of
+#: :data:`cvmlaunch.measure.tdx_rtmr0.FW_CFG_MEASURED`; the numbered BootMenu item is the
+#: setting ``rtmr_boot_menu``). A log that predicted such an RTMR0 lists every one QEMU served.
+FW_CFG_ROLES = {
+    "etc/extra-pci-roots": "fw_cfg_extra_pci_roots",
+    "etc/boot-menu-wait": "fw_cfg_boot_menu_wait",
+    "etc/reserved-memory-end": "fw_cfg_reserved_memory_end",
+    "opt/ovmf/X-PciMmio64Mb": "fw_cfg_pci_mmio64_mb",
+    "bootorder": "fw_cfg_bootorder",
+}
+#: The header input of the SMBIOS table (edk2 >= 202505).
+SMBIOS_ROLE = "smbios"
 #: The header settings that, with the inputs, decide the RTMR events.
 RTMR_SETTINGS = (
     "rtmr_edk2",
@@ -126,7 +145,15 @@ def _check_against_inputs(
     blobs = None
     if acpi_roles and all(r in found for r in ACPI_ROLES.values()):
         blobs = AcpiBlobs({name: bytes(found[role]) for name, role in ACPI_ROLES.items()})
-    check_rtmr0 = blobs is not None and secure_boot == "image"
+    newer = Edk2Release.parse(release).measures_fw_cfg_and_smbios if _is_release(release) else False
+    boot_menu = s.get("rtmr_boot_menu", bool, required=newer)
+    fw_cfg, smbios, lacking = None, None, []
+    if newer and acpi_roles:
+        served = {n: r for n, r in FW_CFG_ROLES.items() if c.header.input(r) is not None}
+        lacking = [r for r in (*served.values(), SMBIOS_ROLE) if r not in found]
+        fw_cfg = {n: bytes(found[r]) for n, r in served.items() if r in found}
+        smbios = bytes(found[SMBIOS_ROLE]) if SMBIOS_ROLE in found else None
+    check_rtmr0 = blobs is not None and secure_boot == "image" and not lacking
     if acpi_roles and not check_rtmr0:
         c.unchecked.append(
             "the RTMR0 events against the inputs: "
@@ -134,6 +161,8 @@ def _check_against_inputs(
                 "the Secure Boot variables were given at measure time"
                 if secure_boot != "image"
                 else "give the ACPI blobs (--acpi DIR)"
+                if blobs is None
+                else f"give {', '.join(lacking)} (--fw-cfg DIR, --smbios FILE)"
             )
         )
     text = bytes(cmdline or b"\0")[:-1].decode("utf-8", "surrogateescape")
@@ -145,6 +174,12 @@ def _check_against_inputs(
             initrd=found.get("initrd"),
             cmdline=text,
             acpi=blobs if check_rtmr0 else None,
+            fw_cfg=fw_cfg if check_rtmr0 else None,
+            boot_menu=bool(boot_menu),
+            smbios=smbios if check_rtmr0 else None,
+            # variables given at measure time are not in the log: RTMR0 is then left unchecked,
+            # and RTMR1-2 do not depend on them (a kernel they refused would have no log)
+            secure_boot=None if secure_boot == "image" else {},
             kernel_loading=KernelLoading.parse(loading),
             release=Edk2Release.parse(release),
             stub_measures=stub,
@@ -170,6 +205,16 @@ def _check_against_inputs(
             f"the log has {len(have)} events the inputs decide, the inputs give {len(exp)}"
             + _DECIDED,
         )
+
+
+def _is_release(text: str) -> bool:
+    from cvmlaunch.image.tdvf_features import Edk2Release
+
+    try:
+        Edk2Release.parse(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _short(value: object) -> str:

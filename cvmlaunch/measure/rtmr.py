@@ -80,6 +80,7 @@ class EventType(enum.IntEnum):
     EV_EFI_HANDOFF_TABLES = 0x80000009
     EV_EFI_PLATFORM_FIRMWARE_BLOB2 = 0x8000000A
     EV_EFI_HANDOFF_TABLES2 = 0x8000000B
+    EV_EFI_VARIABLE_AUTHORITY = 0x800000E0
 
 
 def sha384(data: bytes | bytearray | memoryview) -> bytes:
@@ -327,14 +328,15 @@ _SELF_DESCRIBING = (
     EventType.EV_SEPARATOR,
     EventType.EV_EFI_ACTION,
     EventType.EV_EFI_VARIABLE_DRIVER_CONFIG,
+    EventType.EV_EFI_VARIABLE_AUTHORITY,
 )
 
 
 def inconsistent_events(events: Sequence[RtmrEvent]) -> list[str]:
     """The events whose digest their own event data contradicts (types whose digest the data
-    fixes: separators, EFI actions, Secure Boot and boot variables), each as one line naming
-    the event; events whose digest covers something else (a blob, the kernel) are not
-    checkable from the log alone."""
+    fixes: separators, EFI actions, Secure Boot, authority and boot variables), each as one
+    line naming the event; events whose digest covers something else (a blob, the kernel)
+    are not checkable from the log alone."""
     out = []
     for n, e in enumerate(events):
         if e.event_type in _SELF_DESCRIBING:

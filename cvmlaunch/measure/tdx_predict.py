@@ -45,7 +45,11 @@ class TdxGuest:
     Defaults (:func:`cvmlaunch.measure.tdx_rtmr.predict_tdx_rtmrs` applies them):
 
     * ``cmdline``: empty (no ``-append``).
-    * ``acpi``: None: RTMR0 is not predicted (it measures QEMU's ACPI tables), with a note.
+    * ``acpi``: None: taken from ``fw_cfg``; without both, RTMR0 is not predicted (it
+      measures QEMU's ACPI tables), with a note.
+    * ``fw_cfg``, ``smbios``: None: RTMR0 of edk2 >= 2025.05 firmware, which also measures
+      fw_cfg items and the SMBIOS table, is not predicted, with a note.
+    * ``boot_menu``: off (QEMU's ``-boot menu=`` default).
     * ``secure_boot``: None: the variables the image's own varstore holds.
     * ``kernel_loading``: RAW for firmware that loads ``etc/boot/kernel`` (edk2 >= 2025.02);
       else it must be given (QEMU < 10.2 patches the setup header, >= 10.2 does not).
@@ -64,6 +68,9 @@ class TdxGuest:
     initrd: Buffer | None = None
     cmdline: str = ""
     acpi: AcpiBlobs | None = None
+    fw_cfg: Mapping[str, bytes] | None = None
+    boot_menu: bool = False
+    smbios: bytes | None = None
     secure_boot: Mapping[str, bytes] | None = None
     kernel_loading: KernelLoading | None = None
     release: Edk2Release | None = None
@@ -149,21 +156,30 @@ def _input(role: str, name: str, data: Buffer) -> LogInput:
 def _guest_log_parts(
     guest: TdxGuest, rtmrs: TdxRtmrPrediction
 ) -> tuple[list[LogInput], dict[str, SettingValue]]:
-    """The log header's inputs of a guest (kernel, initrd, command line, the ACPI blobs when
-    RTMR0 was predicted from them) and the ``rtmr_*`` settings that decide the RTMR events
+    """The log header's inputs of a guest (kernel, initrd, command line; when RTMR0 was
+    predicted, the ACPI blobs and, for edk2 >= 202505, every measured fw_cfg file QEMU served
+    and the SMBIOS table) and the ``rtmr_*`` settings that decide the RTMR events
     (docs/log-format.md, "RTMR events")."""
     from cvmlaunch.measure.log import cmdline_input
-    from cvmlaunch.measure.log_rtmr import ACPI_ROLES
-    from cvmlaunch.measure.tdx_rtmr import ACPI_BLOB_NAMES, stub_uses_cc_measurement
+    from cvmlaunch.measure.log_rtmr import ACPI_ROLES, FW_CFG_ROLES, SMBIOS_ROLE
+    from cvmlaunch.measure.tdx_rtmr import ACPI_BLOB_NAMES, AcpiBlobs, stub_uses_cc_measurement
     from cvmlaunch.plan.sev_hashes import cmdline_bytes
 
     inputs = [_input("kernel", guest.kernel_name, guest.kernel)]
     if guest.initrd is not None:
         inputs.append(_input("initrd", guest.initrd_name, guest.initrd))
     inputs.append(cmdline_input(cmdline_bytes(guest.cmdline)))
-    if guest.acpi is not None and rtmrs.rtmrs[0] is not None:
-        files = guest.acpi.files
+    newer = rtmrs.release.measures_fw_cfg_and_smbios
+    if rtmrs.rtmrs[0] is not None:
+        acpi = guest.acpi or AcpiBlobs(
+            {n: guest.fw_cfg[n] for n in ACPI_BLOB_NAMES if guest.fw_cfg}
+        )
+        files = acpi.files
         inputs += [_input(ACPI_ROLES[n], n.rsplit("/", 1)[-1], files[n]) for n in ACPI_BLOB_NAMES]
+        if newer and guest.fw_cfg is not None and guest.smbios is not None:
+            served = [(n, guest.fw_cfg[n]) for n in FW_CFG_ROLES if guest.fw_cfg.get(n)]
+            inputs += [_input(FW_CFG_ROLES[n], n.rsplit("/", 1)[-1], data) for n, data in served]
+            inputs.append(_input(SMBIOS_ROLE, "DMI", guest.smbios))
     stub = guest.stub_measures
     settings: dict[str, SettingValue] = {
         "rtmr_edk2": rtmrs.release.value,
@@ -172,6 +188,8 @@ def _guest_log_parts(
         "rtmr_secure_boot": "image" if guest.secure_boot is None else "given",
         "rtmr_stub_measures": stub_uses_cc_measurement(guest.kernel) if stub is None else stub,
     }
+    if newer:
+        settings["rtmr_boot_menu"] = guest.boot_menu
     return inputs, settings
 
 
@@ -206,6 +224,9 @@ def predict(firmware: Buffer, request: TdxRequest, *, name: str = "firmware") ->
             initrd=guest.initrd,
             cmdline=guest.cmdline,
             acpi=guest.acpi,
+            fw_cfg=guest.fw_cfg,
+            boot_menu=guest.boot_menu,
+            smbios=guest.smbios,
             secure_boot=guest.secure_boot,
             kernel_loading=guest.kernel_loading,
             release=guest.release,

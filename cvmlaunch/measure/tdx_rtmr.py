@@ -12,19 +12,13 @@ Authenticode digest with QEMU's header patches).
 
 Rule 3: what differs between firmware builds is a named :class:`~cvmlaunch.image.
 tdvf_features.Edk2Release`, told from the image where it can be, else asked for; what cannot be
-predicted is omitted with a note, never guessed: RTMR0 without the ACPI blobs, and RTMR0 of
-edk2 >= 202505 builds (they also measure fw_cfg items and SMBIOS tables, not modelled here).
+predicted is omitted with a note, never guessed: RTMR0 without the host inputs it measures
+(:func:`cvmlaunch.measure.tdx_rtmr0.rtmr0_missing`).
 
 The event order (research launch.md section 4, tdx-measure.md section 6; validated on hardware
-by dstack-mr and virtee/tdx-measure for edk2 202411..202502, and by a real TD's CCEL in
-confidential-containers/trustee for an older build):
+by dstack-mr and virtee/tdx-measure for edk2 202411..202502):
 
-* RTMR0: TD HOB (EV_EFI_HANDOFF_TABLES2), CFV (EV_EFI_PLATFORM_FIRMWARE_BLOB2), the variables
-  SecureBoot, PK, KEK, db, dbx (EV_EFI_VARIABLE_DRIVER_CONFIG, digest of UEFI_VARIABLE_DATA),
-  a separator, the ACPI ``etc/table-loader`` then each blob it ALLOCATEs in command order
-  (EV_PLATFORM_CONFIG_FLAGS "ACPI DATA", digest of the blob as served), BootOrder and Boot0000
-  (EV_EFI_VARIABLE_BOOT, digest of the variable data), and before edk2 202411 the ReadyToBoot
-  separator.
+* RTMR0: :mod:`cvmlaunch.measure.tdx_rtmr0` (its names are re-exported here).
 * RTMR1: the kernel (EV_EFI_BOOT_SERVICES_APPLICATION, Authenticode SHA-384 of the image OVMF
   loads), EV_EFI_ACTION "Calling EFI Application from Boot Option", the ReadyToBoot separator
   (edk2 >= 202411), "Exit Boot Services Invocation", "Exit Boot Services Returned with Success".
@@ -47,17 +41,36 @@ from cvmlaunch.image.bzimage import (
     parse_bzimage,
     qemu_setup_header_patches,
 )
-from cvmlaunch.image.ovmf import OvmfImage, TdvfSection, guid_bytes_le
+from cvmlaunch.image.ovmf import OvmfImage, guid_bytes_le
 from cvmlaunch.image.pe import authenticode_digest, parse_pe
-from cvmlaunch.image.td_hob import build_td_hob, td_hob_event_sha384, td_hob_section
 from cvmlaunch.image.tdvf_features import (
     Edk2Release,
     detect_tdvf_features,
     releases_matching,
 )
-from cvmlaunch.image.varstore import parse_varstore
-from cvmlaunch.layout import Buffer, TdvfSectionType
+from cvmlaunch.layout import Buffer
 from cvmlaunch.measure.rtmr import EventType, RtmrEvent, replay, sha384
+from cvmlaunch.measure.tdx_rtmr0 import (
+    ACPI_BLOB_NAMES,
+    BOOT0000_UIAPP,
+    BOOT_ORDER_DIRECT,
+    EFI_GLOBAL_VARIABLE_GUID,
+    EFI_IMAGE_SECURITY_DATABASE_GUID,
+    SECURE_BOOT_VARIABLES,
+    SEPARATOR,
+    TABLE_LOADER,
+    AcpiBlobs,
+    Rtmr0Host,
+    acpi_events,
+    cfv_event,
+    kernel_authority,
+    rtmr0_events,
+    rtmr0_missing,
+    secure_boot_from_varstore,
+    table_loader_allocations,
+    td_hob_event,
+    uefi_variable_data,
+)
 from cvmlaunch.memory_map import MemoryMap
 
 TYPE_CHECKING = False
@@ -90,35 +103,7 @@ __all__ = [
     "uefi_variable_data",
 ]
 
-EFI_GLOBAL_VARIABLE_GUID = "8be4df61-93ca-11d2-aa0d-00e098032b8c"
-EFI_IMAGE_SECURITY_DATABASE_GUID = "d719b2cb-3d3a-4596-a3bc-dad00e67656f"
-#: The table GUID TDVF logs with the TD HOB (as in real TD logs' EV_EFI_HANDOFF_TABLES2 data).
-TDX_HOB_TABLE_GUID = "93bb96af-b9f2-4eb8-9462-e0ba74564236"
-#: (name, vendor GUID) of the Secure Boot variables TDVF measures, in order.
-SECURE_BOOT_VARIABLES: tuple[tuple[str, str], ...] = (
-    ("SecureBoot", EFI_GLOBAL_VARIABLE_GUID),
-    ("PK", EFI_GLOBAL_VARIABLE_GUID),
-    ("KEK", EFI_GLOBAL_VARIABLE_GUID),
-    ("db", EFI_IMAGE_SECURITY_DATABASE_GUID),
-    ("dbx", EFI_IMAGE_SECURITY_DATABASE_GUID),
-)
-SEPARATOR = bytes(4)
-#: BootOrder for a direct kernel boot: Boot0000 only.
-BOOT_ORDER_DIRECT = b"\x00\x00"
-#: Boot0000 OVMF creates for a direct boot: EFI_LOAD_OPTION, attributes 0x109, "UiApp",
-#: FvFile 462caa21-7614-4503-836e-8ab6f4662331 in FV 7cb8bdc9-f8eb-4f34-aaea-3ee4af6516a1.
-BOOT0000_UIAPP = bytes.fromhex(
-    "090100002c0055006900410070007000000004071400c9bdb87cebf8344faaea3ee4af6516a1"
-    "0406140021aa2c4614760345836e8ab6f46623317fff0400"
-)
-TABLE_LOADER = "etc/table-loader"
-#: The fw_cfg files of QEMU's ACPI (``--acpi DIR``).
-ACPI_BLOB_NAMES = (TABLE_LOADER, "etc/acpi/rsdp", "etc/acpi/tables")
-_ACPI_DATA = b"ACPI DATA"
-_CFV_DESCRIPTION = b"Fv(XXXXXXXX-XXXX-XXXX-XXXX-XXXXXXXXXXXX)\x00"
-_LOADER_COMMAND = 128
-_LOADER_ALLOCATE = 1
-_LOADER_FILE = 56
+
 CALLING_EFI_APPLICATION = b"Calling EFI Application from Boot Option"
 EXIT_BOOT_SERVICES = b"Exit Boot Services Invocation"
 EXIT_BOOT_SERVICES_SUCCESS = b"Exit Boot Services Returned with Success"
@@ -146,219 +131,6 @@ class KernelLoading(enum.Enum):
             raise ConfigError(
                 f"kernel_loading {text!r}: expected patched or raw", setting="kernel_loading"
             ) from None
-
-
-@dataclass(frozen=True, slots=True)
-class AcpiBlobs:
-    """QEMU's ACPI fw_cfg files by name (``etc/table-loader``, ``etc/acpi/rsdp``,
-    ``etc/acpi/tables``), as the VMM serves them (QEMU pads them to 4 KiB multiples)."""
-
-    files: Mapping[str, bytes]
-
-
-def uefi_variable_data(vendor_guid: str, name: str, data: bytes) -> bytes:
-    """``UEFI_VARIABLE_DATA`` (TCG PC Client PFP): VariableName GUID (EFI byte order), u64
-    UnicodeNameLength (characters, no NUL), u64 VariableDataLength, the UTF-16LE name without
-    NUL, the data."""
-    name16 = name.encode("utf-16-le")
-    return (
-        guid_bytes_le(vendor_guid) + struct.pack("<QQ", len(name16) // 2, len(data)) + name16 + data
-    )
-
-
-def td_hob_event(sections: tuple[TdvfSection, ...], memory_size: int) -> RtmrEvent:
-    """RTMR0's first event: SHA-384 of the TD HOB QEMU builds, END header excluded; the data is
-    the EFI_HANDOFF_TABLE_POINTERS2 TDVF logs (``"TdxTable"``, one table at the HOB's GPA).
-
-    Raises:
-        LayoutError: the HOB cannot be built (see :func:`cvmlaunch.image.td_hob.build_td_hob`).
-    """
-    hob = build_td_hob(sections, memory_size)
-    data = (
-        b"\x09TdxTable\x00"
-        + struct.pack("<Q", 1)
-        + guid_bytes_le(TDX_HOB_TABLE_GUID)
-        + struct.pack("<Q", td_hob_section(sections).gpa)
-    )
-    return RtmrEvent(
-        0,
-        EventType.EV_EFI_HANDOFF_TABLES2,
-        td_hob_event_sha384(hob),
-        data,
-        f"RTMR0 TD HOB ({memory_size >> 20} MiB RAM)",
-    )
-
-
-#: edk2 SecureBootConfigDxe's "SecureBootEnable" (gEfiSecureBootEnableDisableGuid).
-SECURE_BOOT_ENABLE_GUID = "f0a30bc7-af08-4556-99c4-001009c93a44"
-
-
-def _cfv(image: OvmfImage) -> TdvfSection:
-    for s in image.tdx_sections or ():
-        if s.type is TdvfSectionType.CFV:
-            return s
-    raise ImageError("TDVF metadata has no CFV section", source=image.name)
-
-
-def secure_boot_from_varstore(image: OvmfImage) -> dict[str, bytes]:
-    """The Secure Boot variables TDVF measures, from the varstore in the image's CFV.
-
-    PK, KEK, db, dbx are the stored data. SecureBoot is not stored; edk2's AuthVariableLib sets
-    it to 1 when a PK is enrolled (user mode) and SecureBootEnable is not 0. Without a PK the
-    result is empty: the variables are then measured without data, as a real TD with a firmware
-    without enrolled keys logs them (a Secure-Boot-capable build without keys would log
-    SecureBoot = 0 instead; give ``secure_boot`` explicitly for that).
-
-    Raises:
-        ImageError: no CFV, or a varstore that cannot be read.
-    """
-    variables = parse_varstore(image.tdvf_section_data(_cfv(image)), name=f"{image.name} CFV")
-    out = {
-        n: variables[(n, g)]
-        for n, g in SECURE_BOOT_VARIABLES
-        if n != "SecureBoot" and (n, g) in variables
-    }
-    if "PK" in out:
-        enable = variables.get(("SecureBootEnable", SECURE_BOOT_ENABLE_GUID), b"\x01")
-        out["SecureBoot"] = b"\x00" if enable == b"\x00" else b"\x01"
-    return out
-
-
-def cfv_event(image: OvmfImage) -> RtmrEvent:
-    """RTMR0's second event: SHA-384 of the CFV section's bytes (the varstore in the image),
-    logged as EV_EFI_PLATFORM_FIRMWARE_BLOB2 with TDVF's placeholder description.
-
-    Raises:
-        ImageError: no CFV section.
-    """
-    s = _cfv(image)
-    data = bytes([len(_CFV_DESCRIPTION)]) + _CFV_DESCRIPTION + struct.pack("<QQ", s.gpa, s.raw_size)
-    return RtmrEvent(
-        0,
-        EventType.EV_EFI_PLATFORM_FIRMWARE_BLOB2,
-        sha384(image.tdvf_section_data(s)),
-        data,
-        "RTMR0 CFV (UEFI variable store)",
-    )
-
-
-def table_loader_allocations(loader: bytes) -> tuple[str, ...]:
-    """The files QEMU's ``etc/table-loader`` ALLOCATEs, in command order (128-byte commands,
-    u32 command type first; ALLOCATE = 1 names its file in the next 56 bytes; zero commands
-    are padding).
-
-    Raises:
-        ImageError: a length that is not a multiple of 128, or an unterminated file name.
-    """
-    if len(loader) % _LOADER_COMMAND:
-        raise ImageError(
-            f"{len(loader)} bytes is not a whole number of 128-byte loader commands",
-            source=TABLE_LOADER,
-        )
-    names = []
-    for at in range(0, len(loader), _LOADER_COMMAND):
-        (command,) = struct.unpack_from("<I", loader, at)
-        if command != _LOADER_ALLOCATE:
-            continue
-        raw = loader[at + 4 : at + 4 + _LOADER_FILE]
-        if b"\x00" not in raw:
-            raise ImageError(
-                "ALLOCATE file name is not NUL-terminated", source=TABLE_LOADER, offset=at + 4
-            )
-        names.append(raw.split(b"\x00", 1)[0].decode("ascii", errors="replace"))
-    return tuple(names)
-
-
-def acpi_events(acpi: AcpiBlobs) -> tuple[RtmrEvent, ...]:
-    """OVMF's ACPI measurements: the loader, then each blob it ALLOCATEs, each as served.
-
-    Raises:
-        ConfigError: a blob the loader names (or the loader itself) is missing.
-    """
-    files = acpi.files
-    if TABLE_LOADER not in files:
-        raise ConfigError(f"the ACPI blobs have no {TABLE_LOADER}")
-    events = [
-        RtmrEvent(
-            0,
-            EventType.EV_PLATFORM_CONFIG_FLAGS,
-            sha384(files[TABLE_LOADER]),
-            _ACPI_DATA,
-            f"RTMR0 ACPI {TABLE_LOADER}",
-        )
-    ]
-    for name in table_loader_allocations(files[TABLE_LOADER]):
-        if name not in files:
-            raise ConfigError(f"{TABLE_LOADER} allocates {name!r}, which the ACPI blobs lack")
-        events.append(
-            RtmrEvent(
-                0,
-                EventType.EV_PLATFORM_CONFIG_FLAGS,
-                sha384(files[name]),
-                _ACPI_DATA,
-                f"RTMR0 ACPI {name}",
-            )
-        )
-    return tuple(events)
-
-
-def _variable_event(rtmr: int, kind: EventType, name: str, guid: str, data: bytes) -> RtmrEvent:
-    logged = uefi_variable_data(guid, name, data)
-    measured = logged if kind is EventType.EV_EFI_VARIABLE_DRIVER_CONFIG else data
-    return RtmrEvent(rtmr, kind, sha384(measured), logged, f"RTMR{rtmr} variable {name}")
-
-
-def rtmr0_events(
-    image: OvmfImage,
-    memory_size: int,
-    acpi: AcpiBlobs,
-    secure_boot: Mapping[str, bytes],
-    release: Edk2Release,
-) -> tuple[RtmrEvent, ...]:
-    """RTMR0 for edk2 releases before 202505 (module doc).
-
-    Args:
-        secure_boot: variable data by name (SecureBoot, PK, KEK, db, dbx); absent names are
-            measured with no data, as OVMF without enrolled keys does.
-
-    Raises:
-        ConfigError: ``release`` measures more than this models (202505+).
-    """
-    if release.measures_fw_cfg_and_smbios:
-        raise ConfigError(
-            f"RTMR0 of edk2 >= 2025.05 (here {release.value}) also holds fw_cfg item and SMBIOS "
-            "events, which cvmlaunch does not model"
-        )
-    unknown = set(secure_boot) - {n for n, _ in SECURE_BOOT_VARIABLES}
-    if unknown:
-        raise ConfigError(f"not a Secure Boot variable TDVF measures: {', '.join(sorted(unknown))}")
-    assert image.tdx_sections is not None
-    events = [td_hob_event(image.tdx_sections, memory_size), cfv_event(image)]
-    events += [
-        _variable_event(0, EventType.EV_EFI_VARIABLE_DRIVER_CONFIG, n, g, secure_boot.get(n, b""))
-        for n, g in SECURE_BOOT_VARIABLES
-    ]
-    events.append(RtmrEvent.hashed(0, EventType.EV_SEPARATOR, SEPARATOR, "RTMR0 separator"))
-    events += acpi_events(acpi)
-    events.append(
-        _variable_event(
-            0,
-            EventType.EV_EFI_VARIABLE_BOOT,
-            "BootOrder",
-            EFI_GLOBAL_VARIABLE_GUID,
-            BOOT_ORDER_DIRECT,
-        )
-    )
-    events.append(
-        _variable_event(
-            0, EventType.EV_EFI_VARIABLE_BOOT, "Boot0000", EFI_GLOBAL_VARIABLE_GUID, BOOT0000_UIAPP
-        )
-    )
-    if not release.separator_in_rtmr1:
-        events.append(
-            RtmrEvent.hashed(0, EventType.EV_SEPARATOR, SEPARATOR, "RTMR0 ReadyToBoot separator")
-        )
-    return tuple(events)
 
 
 def kernel_image(
@@ -537,6 +309,25 @@ def _release(image: OvmfImage, release: Edk2Release | None) -> tuple[Edk2Release
     )
 
 
+#: How a note names each missing RTMR0 input (the settings of :func:`rtmr0_missing`).
+_MISSING_INPUT = {
+    "acpi": "the ACPI tables (--acpi DIR or --fw-cfg DIR)",
+    "fw_cfg": "the fw_cfg files QEMU serves (--fw-cfg DIR, a copy of the TD's "
+    "/sys/firmware/qemu_fw_cfg/by_name)",
+    "smbios": "the SMBIOS table (--smbios FILE, the TD's /sys/firmware/dmi/tables/DMI)",
+}
+
+
+def _rtmr0_note(release: Edk2Release, missing: tuple[str, ...]) -> str:
+    what = "; ".join(_MISSING_INPUT[m] for m in missing)
+    newer = (
+        f" (edk2 {release.value} firmware measures fw_cfg items and the SMBIOS table too)"
+        if release.measures_fw_cfg_and_smbios
+        else ""
+    )
+    return f"RTMR0 not predicted: it measures what the host serves{newer}; give {what}"
+
+
 def predict_tdx_rtmrs(
     image: OvmfImage,
     *,
@@ -546,6 +337,9 @@ def predict_tdx_rtmrs(
     cmdline: str,
     acpi: AcpiBlobs | None,
     secure_boot: Mapping[str, bytes] | None = None,
+    fw_cfg: Mapping[str, bytes] | None = None,
+    boot_menu: bool = False,
+    smbios: bytes | None = None,
     kernel_loading: KernelLoading | None = None,
     release: Edk2Release | None = None,
     acpi_data_size: int = QEMU_ACPI_DATA_SIZE,
@@ -560,7 +354,10 @@ def predict_tdx_rtmrs(
         kernel: the EFI-stub bzImage as given to ``-kernel``.
         initrd: the initrd, or None.
         cmdline: the command line (``-append``).
-        acpi: the ACPI fw_cfg blobs; None: RTMR0 is not predicted.
+        acpi: the ACPI fw_cfg blobs; None: taken from ``fw_cfg``, else RTMR0 is not predicted.
+        fw_cfg, boot_menu, smbios: what edk2 >= 202505 firmware also measures into RTMR0
+            (:class:`~cvmlaunch.measure.tdx_rtmr0.Rtmr0Host`); None: RTMR0 is not predicted for
+            such firmware.
         secure_boot: Secure Boot variable data by name; None: what the image's own varstore
             holds (:func:`secure_boot_from_varstore`; none enrolled for Debian's and Ubuntu's
             plain OVMF).
@@ -597,22 +394,18 @@ def predict_tdx_rtmrs(
         cmdline=cmdline,
         acpi_data_size=acpi_data_size,
     )
-    digest = authenticode_digest(parse_pe(loaded, name=kernel_name))
+    pe = parse_pe(loaded, name=kernel_name)
+    digest = authenticode_digest(pe)
+    if secure_boot is None:
+        secure_boot = secure_boot_from_varstore(image)
+    authority = kernel_authority(pe, secure_boot, chosen, firmware=image.name)
     events: list[RtmrEvent] = []
-    rtmr0_predicted = False
-    if acpi is None:
-        notes.append("RTMR0 not predicted: it measures the ACPI tables, give them with --acpi")
-    elif chosen.measures_fw_cfg_and_smbios:
-        notes.append(
-            f"RTMR0 not predicted: edk2 >= 2025.05 firmware (this one: {chosen.value}) also "
-            "measures fw_cfg items and the SMBIOS tables into RTMR0, which cvmlaunch does not "
-            "model"
-        )
+    host = Rtmr0Host(acpi, fw_cfg, boot_menu, smbios)
+    missing = rtmr0_missing(chosen, host)
+    if missing:
+        notes.append(_rtmr0_note(chosen, missing))
     else:
-        if secure_boot is None:
-            secure_boot = secure_boot_from_varstore(image)
-        events += rtmr0_events(image, memory_size, acpi, secure_boot, chosen)
-        rtmr0_predicted = True
+        events += rtmr0_events(image, memory_size, host, secure_boot, chosen, authority)
     events += rtmr1_events(digest, chosen)
     if stub_measures is None:
         stub_measures = stub_uses_cc_measurement(kernel)
@@ -626,7 +419,7 @@ def predict_tdx_rtmrs(
     r0, r1, r2, _ = replay(events)
     return TdxRtmrPrediction(
         events=tuple(events),
-        rtmrs=(r0 if rtmr0_predicted else None, r1, r2),
+        rtmrs=(None if missing else r0, r1, r2),
         release=chosen,
         kernel_loading=kernel_loading,
         notes=tuple(notes),

@@ -196,6 +196,24 @@ def debian_kernel() -> KernelAuthenticode:
     )
 
 
+@dataclass(frozen=True)
+class Td202505:
+    """What a real edk2-stable202505 TD's RTMR0 showed (tdx/README.md, "edk2 202505")."""
+
+    rtmr0_order: tuple[str, ...]  # the events' names, in log order
+    fw_cfg_bootorder_data: bytes  # QEMU's bootorder fw_cfg file for q35 -kernel
+    fw_cfg_bootorder_digest: str  # the captured digest of its "QEMU FW CFG" event
+
+
+def td_202505() -> Td202505:
+    t = _json("tdx/rtmr.json")["edk2_202505_td"]
+    return Td202505(
+        tuple(t["rtmr0_order"]),
+        t["fw_cfg_bootorder_data"].encode("ascii"),
+        t["fw_cfg_bootorder_digest"],
+    )
+
+
 # ------------------------------------------------------------------ SNP identity (identity/)
 
 
