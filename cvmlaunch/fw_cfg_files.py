@@ -10,8 +10,8 @@ Layouts accepted:
 * fw_cfg blobs: ``DIR/<name>`` (a file) or ``DIR/<name>/raw`` — the layout of a guest's
   ``/sys/firmware/qemu_fw_cfg/by_name/`` (e.g. ``by_name/etc/acpi/tables/raw``), so a directory
   copied out of a running TD works as it is.
-* the SMBIOS table: one file, the structure table as a guest's ``/sys/firmware/dmi/tables/DMI``
-  holds it (:func:`read_smbios`).
+* the SMBIOS table: the structure table as a guest's ``/sys/firmware/dmi/tables/DMI`` holds
+  it, or a copy of that directory (``DMI`` and ``smbios_entry_point``) (:func:`read_smbios`).
 * UEFI variables: ``DIR/<name>`` holding the variable data (e.g. ``DIR/PK``), or the efivarfs
   form ``DIR/<name>-<vendor GUID>`` whose first 4 bytes are the attributes (dropped).
 * RTMR event logs: a file holding one CEL-JSON array (:func:`is_event_log`,
@@ -86,13 +86,25 @@ def read_acpi_dir(directory: str, names: Iterable[str]) -> dict[str, bytes]:
     return files
 
 
-def read_smbios(path: str | os.PathLike[str]) -> bytes:
-    """An SMBIOS structure table file (a copy of a guest's ``/sys/firmware/dmi/tables/DMI``).
+def read_smbios(path: str | os.PathLike[str]) -> tuple[bytes, bytes | None]:
+    """The SMBIOS structure table and, where there is one, its entry point: ``path`` is the
+    table (a copy of a guest's ``/sys/firmware/dmi/tables/DMI``) or a copy of that whole
+    directory (``DMI`` and ``smbios_entry_point``).
 
     Raises:
+        ConfigError: a directory without ``DMI``.
         ImageError: a file that cannot be read, or one past the size limit.
     """
-    return read_small(path, "SMBIOS table", _LIMIT)
+    root = Path(path)
+    if not root.is_dir():
+        return read_small(root, "SMBIOS table", _LIMIT), None
+    if not (root / "DMI").is_file():
+        raise ConfigError(f"{os.fspath(root)}: no DMI (the SMBIOS table) in this directory")
+    entry = root / "smbios_entry_point"
+    return (
+        read_small(root / "DMI", "SMBIOS table", _LIMIT),
+        read_small(entry, "SMBIOS entry point", _LIMIT) if entry.is_file() else None,
+    )
 
 
 def read_uefi_variables(

@@ -135,7 +135,7 @@ def test_done_when_command(firmware: Callable[[str], Path], guest: dict[str, str
     assert partial.exit_code == 0
     assert json.loads(partial.stdout)["rtmr0"] is None
     assert "--fw-cfg DIR" in partial.stderr
-    assert "--smbios FILE" in partial.stderr
+    assert "--smbios DIR" in partial.stderr
 
 
 ACPI_NAMES = ("etc/table-loader", "etc/acpi/rsdp", "etc/acpi/tables")
@@ -480,3 +480,47 @@ def test_launch_log_carries_the_rtmr_events(
     assert "verdict: same final digest, the RTMRs differ: RTMR2" in differ.stdout
     assert "the RTMRs differ" in differ.stderr
     assert run_cli(["log", "diff", str(log), str(log)]).exit_code == 0
+
+
+def test_a_launch_log_of_a_2025_11_td_checks_every_event_against_its_host_inputs(
+    tmp_path: Path, firmware: Callable[[str], Path], guest: dict[str, str]
+) -> None:
+    """measure tdx --log of an edk2 2026.08 TD with all host inputs: log verify with the same
+    inputs re-predicts every RTMR event (--require-inputs passes); a different SMBIOS table
+    or a different bootorder is named; without them RTMR0 is listed as unchecked."""
+    from tests.test_smbios import ep32
+
+    fw = firmware("OVMF.inteltdx.ms.fd")
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    dmi = Path(guest["smbios"]).read_bytes()
+    (tables / "DMI").write_bytes(dmi)
+    (tables / "smbios_entry_point").write_bytes(ep32(len(dmi)))
+    log = tmp_path / "td.jsonl"
+    host = ["--fw-cfg", guest["fw_cfg"], "--smbios", str(tables)]
+    host += ["--secure-boot-vars", guest["nokeys"]]
+    common = ["--kernel", guest["kernel"], "--initrd", guest["initrd"], "--append", "quiet"]
+    measured = run_cli(
+        ["measure", "tdx", "--firmware", str(fw), "--memory", "4G", *common, *host,
+         "--stub-measures", "yes", "--log", str(log), "--output-format", "json"]
+    )  # fmt: skip
+    assert measured.exit_code == 0, measured.stderr
+    assert json.loads(measured.stdout)["rtmr0"] is not None
+    header = json.loads(log.read_text().splitlines()[0])
+    roles = {i["role"] for i in header["inputs"]}
+    assert {"fw_cfg_bootorder", "smbios", "smbios_entry_point"} <= roles
+    assert not any(r.startswith("secure_boot_") for r in roles)  # none given: none logged
+    assert header["settings"]["rtmr_secure_boot"] == "inputs"
+    assert header["settings"]["rtmr_boot_menu"] is False
+    verify = ["log", "verify", str(log), "--firmware", str(fw), *common]
+    ok = run_cli([*verify, *host, "--require-inputs"])
+    assert ok.exit_code == 0, ok.output
+    partial = run_cli(verify)
+    assert partial.exit_code == 0
+    assert "smbios" in partial.stdout
+    assert run_cli([*verify, *host, "--boot-menu"]).exit_code == 2  # not a verify option
+    # a TD whose firmware published other SMBIOS tables (more RAM): the input is named
+    (tables / "DMI").write_bytes(qemu_q35_table(8 << 30))
+    other = run_cli([*verify, *host])
+    assert other.exit_code == 1
+    assert "input smbios" in other.stdout

@@ -280,3 +280,35 @@ def test_a_db_that_holds_the_kernels_signer_adds_its_authority_event(
     at = rtmr0.index(authority)
     assert rtmr0[at - 1].description == "RTMR0 ACPI etc/acpi/tables"
     assert rtmr0[at + 1].description == "RTMR0 SMBIOS tables"
+
+
+# -- the SMBIOS input: the table alone, or with its entry point ------------------------------
+
+
+def _empty(tmp_path: Path) -> Path:
+    (tmp_path / "empty").mkdir()
+    return tmp_path / "empty"
+
+
+def test_smbios_input_and_its_entry_point(tmp_path: Path) -> None:
+    from cvmlaunch.fw_cfg_files import read_smbios
+    from cvmlaunch.measure.tdx_rtmr0 import smbios_event
+    from tests.test_smbios import END, ep32, ep64
+
+    table = qemu_q35_table(2 * GIB)
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "DMI").write_bytes(table)
+    (tmp_path / "tables" / "smbios_entry_point").write_bytes(ep32(len(table)))
+    (tmp_path / "DMI").write_bytes(table)
+    assert read_smbios(tmp_path / "tables") == (table, ep32(len(table)))
+    assert read_smbios(tmp_path / "DMI") == (table, None)
+    with raises_cvm(ConfigError, setting=None, match="no DMI"):
+        read_smbios(_empty(tmp_path))
+    # a table that ends with its type-127 structure hashes alike either way
+    assert smbios_event(table).digest == smbios_event(table, ep32(len(table))).digest
+    assert smbios_event(table).digest == hashlib.sha384(reference_filter(table)).digest()
+    # a 2.x table is hashed over its whole length, bytes after type 127 included (3.x stops)
+    longer = table + END
+    two = hashlib.sha384(reference_filter(table) + END).digest()
+    assert smbios_event(longer, ep32(len(longer))).digest == two
+    assert smbios_event(longer, ep64(len(longer))).digest == smbios_event(table).digest

@@ -52,6 +52,7 @@ def verify(
     acpi: str | None = None,
     fw_cfg: str | None = None,
     smbios: str | None = None,
+    secure_boot_vars: str | None = None,
     inputs: Sequence[str] = (),
     require_inputs: bool = False,
     as_json: bool = False,
@@ -73,6 +74,7 @@ def verify(
 
     if is_event_log(log_file):
         given_any = ovmf or svsm or kernel or initrd or append or acpi or fw_cfg or smbios
+        given_any = given_any or secure_boot_vars
         if signed_by is not None or given_any or inputs:
             raise ConfigError(f"{log_file} is an RTMR event log: it is checked without inputs")
         verify_event_log(log_file, as_json=as_json)
@@ -105,9 +107,19 @@ def verify(
             buffers |= {by_name[name]: blob for name, blob in served.items()}
         if smbios is not None:
             from cvmlaunch.fw_cfg_files import read_smbios
-            from cvmlaunch.measure.log_rtmr import SMBIOS_ROLE
+            from cvmlaunch.measure.log_rtmr import SMBIOS_ENTRY_POINT_ROLE, SMBIOS_ROLE
 
-            buffers[SMBIOS_ROLE] = read_smbios(smbios)
+            table, entry_point = read_smbios(smbios)
+            buffers[SMBIOS_ROLE] = table
+            if entry_point is not None:
+                buffers[SMBIOS_ENTRY_POINT_ROLE] = entry_point
+        if secure_boot_vars is not None:  # by the roles the log lists them under
+            from cvmlaunch.fw_cfg_files import read_uefi_variables
+            from cvmlaunch.measure.log_rtmr import SECURE_BOOT_ROLES
+            from cvmlaunch.measure.tdx_rtmr0 import SECURE_BOOT_VARIABLES
+
+            variables = read_uefi_variables(secure_boot_vars, SECURE_BOOT_VARIABLES)
+            buffers |= {SECURE_BOOT_ROLES[n]: data for n, data in variables.items()}
         result = check_log(log, buffers)
     if as_json:
         import json
@@ -145,7 +157,8 @@ def _measures_fw_cfg(edk2: str) -> bool:
     help="""Check every field of LOG against its header and inputs.
 
 The header's settings and the inputs given (--ovmf, --svsm, --kernel, --initrd, --append,
---acpi, --fw-cfg, --smbios, or found by SHA-256 in --inputs DIR) rebuild the launch plan
+--acpi, --fw-cfg, --smbios, --secure-boot-vars, or found by SHA-256 in --inputs DIR) rebuild
+the launch plan
 (and a TDX log's RTMR events); every record must equal it, and the digest chain must
 replay. Prints the final digest on success and what could not be
 checked without inputs; exits 1 naming each record and field that differs, and with

@@ -377,9 +377,10 @@ def tdx_guest_options() -> Callable[[F], F]:
         click.option(
             "--smbios",
             type=FILE,
-            metavar="FILE",
-            help="the SMBIOS table the firmware publishes, a copy of a TD's "
-            "/sys/firmware/dmi/tables/DMI (edk2 >= 2025.05 firmware measures it)",
+            metavar="PATH",
+            help="the SMBIOS table the firmware publishes (edk2 >= 2025.05 firmware measures "
+            "it): a copy of a TD's /sys/firmware/dmi/tables (DMI and smbios_entry_point), or "
+            "its DMI file alone",
         ),
         click.option(
             "--boot-menu",
@@ -426,8 +427,8 @@ def json_option(help: str = "print the result as JSON") -> Callable[[F], F]:
 
 def log_input_options() -> Callable[[F], F]:
     """The inputs ``log verify`` checks a log against, besides the firmware: ``--svsm``,
-    ``--kernel``, ``--initrd``, ``--append``, ``--acpi``, ``--fw-cfg``, ``--smbios``, and
-    ``--inputs`` directories where
+    ``--kernel``, ``--initrd``, ``--append``, ``--acpi``, ``--fw-cfg``, ``--smbios``,
+    ``--secure-boot-vars``, and ``--inputs`` directories where
     they are found by their SHA-256."""
     return options(
         click.option("--svsm", type=FILE, metavar="FILE", help="the SVSM image of an snp:svsm log"),
@@ -451,8 +452,16 @@ def log_input_options() -> Callable[[F], F]:
         click.option(
             "--smbios",
             type=FILE,
-            metavar="FILE",
-            help="the SMBIOS table of a TDX log with RTMR events (as measure tdx --smbios)",
+            metavar="PATH",
+            help="the SMBIOS table of a TDX log with RTMR events (as measure tdx --smbios "
+            "takes it)",
+        ),
+        click.option(
+            "--secure-boot-vars",
+            type=DirPath(),
+            metavar="DIR",
+            help="the Secure Boot variables of a TDX log measured with --secure-boot-vars "
+            "(as measure tdx takes them)",
         ),
         click.option(
             "--inputs",

@@ -48,7 +48,8 @@ def guest_of(
             (plain files or the sysfs ``by_name/<name>/raw`` layout).
         fw_cfg: a copy of every fw_cfg file QEMU serves (the same layouts); the ACPI blobs
             are taken from it when ``acpi`` is None.
-        smbios: the SMBIOS table file; boot_menu: QEMU's ``-boot menu=on``.
+        smbios: the SMBIOS table file, or a directory with it (``DMI``) and its entry point
+            (``smbios_entry_point``); boot_menu: QEMU's ``-boot menu=on``.
         kernel_loading: ``patched`` / ``raw``; secure_boot_vars: a directory of PK, KEK, db,
             dbx, SecureBoot; edk2: ``YYYY.MM``; stub_measures: ``auto``/``yes``/``no``.
 
@@ -92,7 +93,7 @@ def guest_of(
     served = None
     if fw_cfg is not None:
         served = read_fw_cfg_dir(fw_cfg, (*ACPI_BLOB_NAMES, *(n for n, _ in FW_CFG_MEASURED)))
-    table = None if smbios is None else read_smbios(smbios)
+    table, entry_point = (None, None) if smbios is None else read_smbios(smbios)
     secure_boot = None
     if secure_boot_vars is not None:
         secure_boot = read_uefi_variables(secure_boot_vars, SECURE_BOOT_VARIABLES)
@@ -106,6 +107,7 @@ def guest_of(
             fw_cfg=served,
             boot_menu=boot_menu,
             smbios=table,
+            smbios_entry_point=entry_point,
             secure_boot=secure_boot,
             kernel_loading=loading,
             release=release,

@@ -36,6 +36,8 @@ __all__ = [
     "ACPI_ROLES",
     "FW_CFG_ROLES",
     "RTMR_SETTINGS",
+    "SECURE_BOOT_ROLES",
+    "SMBIOS_ENTRY_POINT_ROLE",
     "SMBIOS_ROLE",
     "check_rtmr_events",
     "event_where",
@@ -58,10 +60,15 @@ FW_CFG_ROLES = {
     "opt/ovmf/X-PciMmio64Mb": "fw_cfg_pci_mmio64_mb",
     "bootorder": "fw_cfg_bootorder",
 }
-#: The header input of the SMBIOS table (edk2 >= 202505).
+#: The header inputs of the SMBIOS table and its entry point (edk2 >= 202505).
 SMBIOS_ROLE = "smbios"
+SMBIOS_ENTRY_POINT_ROLE = "smbios_entry_point"
+#: The header inputs of the Secure Boot variables given at measure time (setting
+#: ``rtmr_secure_boot`` = ``inputs``), by variable name; a variable not listed was absent.
+SECURE_BOOT_ROLES = {n: f"secure_boot_{n}" for n in ("SecureBoot", "PK", "KEK", "db", "dbx")}
 #: The header settings that, with the inputs, decide the RTMR events.
 RTMR_SETTINGS = (
+    "rtmr_boot_menu",
     "rtmr_edk2",
     "rtmr_kernel_loading",
     "rtmr_memory",
@@ -120,8 +127,8 @@ def _check_against_inputs(
     release = s.get("rtmr_edk2", str)
     stub = s.get("rtmr_stub_measures", bool)
     secure_boot = s.get("rtmr_secure_boot", str)
-    if secure_boot not in (None, "image", "given"):
-        s.bad("rtmr_secure_boot", f"{secure_boot!r} is not image or given")
+    if secure_boot not in (None, "image", "inputs", "given"):
+        s.bad("rtmr_secure_boot", f"{secure_boot!r} is not image, inputs or given")
         secure_boot = None
     missing = [
         role
@@ -147,22 +154,35 @@ def _check_against_inputs(
         blobs = AcpiBlobs({name: bytes(found[role]) for name, role in ACPI_ROLES.items()})
     newer = Edk2Release.parse(release).measures_fw_cfg_and_smbios if _is_release(release) else False
     boot_menu = s.get("rtmr_boot_menu", bool, required=newer)
-    fw_cfg, smbios, lacking = None, None, []
+    fw_cfg, smbios, entry_point, lacking = None, None, None, []
     if newer and acpi_roles:
         served = {n: r for n, r in FW_CFG_ROLES.items() if c.header.input(r) is not None}
         lacking = [r for r in (*served.values(), SMBIOS_ROLE) if r not in found]
         fw_cfg = {n: bytes(found[r]) for n, r in served.items() if r in found}
         smbios = bytes(found[SMBIOS_ROLE]) if SMBIOS_ROLE in found else None
-    check_rtmr0 = blobs is not None and secure_boot == "image" and not lacking
+        if c.header.input(SMBIOS_ENTRY_POINT_ROLE) is not None:
+            if SMBIOS_ENTRY_POINT_ROLE in found:
+                entry_point = bytes(found[SMBIOS_ENTRY_POINT_ROLE])
+            else:
+                lacking.append(SMBIOS_ENTRY_POINT_ROLE)
+    variables: dict[str, bytes] | None = None  # None: the image's own
+    if secure_boot == "inputs":
+        logged = {n: r for n, r in SECURE_BOOT_ROLES.items() if c.header.input(r) is not None}
+        absent = [r for r in logged.values() if r not in found]
+        lacking += absent
+        variables = {n: bytes(found[r]) for n, r in logged.items() if r in found}
+    if acpi_roles and blobs is None:
+        lacking[:0] = [r for r in ACPI_ROLES.values() if r not in found]
+    check_rtmr0 = blobs is not None and secure_boot in ("image", "inputs") and not lacking
     if acpi_roles and not check_rtmr0:
         c.unchecked.append(
             "the RTMR0 events against the inputs: "
             + (
-                "the Secure Boot variables were given at measure time"
-                if secure_boot != "image"
-                else "give the ACPI blobs (--acpi DIR)"
-                if blobs is None
-                else f"give {', '.join(lacking)} (--fw-cfg DIR, --smbios FILE)"
+                "the Secure Boot variables were given at measure time and not logged"
+                if secure_boot == "given"
+                else f"give {', '.join(lacking)} ("
+                + ", ".join(f for f, roles in _FLAGS if any(r in roles for r in lacking))
+                + ")"
             )
         )
     text = bytes(cmdline or b"\0")[:-1].decode("utf-8", "surrogateescape")
@@ -177,9 +197,10 @@ def _check_against_inputs(
             fw_cfg=fw_cfg if check_rtmr0 else None,
             boot_menu=bool(boot_menu),
             smbios=smbios if check_rtmr0 else None,
-            # variables given at measure time are not in the log: RTMR0 is then left unchecked,
-            # and RTMR1-2 do not depend on them (a kernel they refused would have no log)
-            secure_boot=None if secure_boot == "image" else {},
+            smbios_entry_point=entry_point if check_rtmr0 else None,
+            # variables given at measure time and not logged (a version-4 log before
+            # ``inputs``): RTMR0 is left unchecked, RTMR1-2 do not depend on them
+            secure_boot=variables if secure_boot != "given" else {},
             kernel_loading=KernelLoading.parse(loading),
             release=Edk2Release.parse(release),
             stub_measures=stub,
@@ -205,6 +226,15 @@ def _check_against_inputs(
             f"the log has {len(have)} events the inputs decide, the inputs give {len(exp)}"
             + _DECIDED,
         )
+
+
+#: The ``log verify`` options that give each kind of input, for the unchecked note.
+_FLAGS = (
+    ("--acpi DIR or --fw-cfg DIR", tuple(ACPI_ROLES.values())),
+    ("--fw-cfg DIR", tuple(FW_CFG_ROLES.values())),
+    ("--smbios DIR", (SMBIOS_ROLE, SMBIOS_ENTRY_POINT_ROLE)),
+    ("--secure-boot-vars DIR", tuple(SECURE_BOOT_ROLES.values())),
+)
 
 
 def _is_release(text: str) -> bool:

@@ -49,6 +49,8 @@ class TdxGuest:
       measures QEMU's ACPI tables), with a note.
     * ``fw_cfg``, ``smbios``: None: RTMR0 of edk2 >= 2025.05 firmware, which also measures
       fw_cfg items and the SMBIOS table, is not predicted, with a note.
+    * ``smbios_entry_point``: None: SMBIOS 3.x hashing (the same bytes as 2.x for a table that
+      ends with its type-127 structure).
     * ``boot_menu``: off (QEMU's ``-boot menu=`` default).
     * ``secure_boot``: None: the variables the image's own varstore holds.
     * ``kernel_loading``: RAW for firmware that loads ``etc/boot/kernel`` (edk2 >= 2025.02);
@@ -71,6 +73,7 @@ class TdxGuest:
     fw_cfg: Mapping[str, bytes] | None = None
     boot_menu: bool = False
     smbios: bytes | None = None
+    smbios_entry_point: bytes | None = None
     secure_boot: Mapping[str, bytes] | None = None
     kernel_loading: KernelLoading | None = None
     release: Edk2Release | None = None
@@ -161,7 +164,13 @@ def _guest_log_parts(
     and the SMBIOS table) and the ``rtmr_*`` settings that decide the RTMR events
     (docs/log-format.md, "RTMR events")."""
     from cvmlaunch.measure.log import cmdline_input
-    from cvmlaunch.measure.log_rtmr import ACPI_ROLES, FW_CFG_ROLES, SMBIOS_ROLE
+    from cvmlaunch.measure.log_rtmr import (
+        ACPI_ROLES,
+        FW_CFG_ROLES,
+        SECURE_BOOT_ROLES,
+        SMBIOS_ENTRY_POINT_ROLE,
+        SMBIOS_ROLE,
+    )
     from cvmlaunch.measure.tdx_rtmr import ACPI_BLOB_NAMES, AcpiBlobs, stub_uses_cc_measurement
     from cvmlaunch.plan.sev_hashes import cmdline_bytes
 
@@ -180,12 +189,20 @@ def _guest_log_parts(
             served = [(n, guest.fw_cfg[n]) for n in FW_CFG_ROLES if guest.fw_cfg.get(n)]
             inputs += [_input(FW_CFG_ROLES[n], n.rsplit("/", 1)[-1], data) for n, data in served]
             inputs.append(_input(SMBIOS_ROLE, "DMI", guest.smbios))
+            if guest.smbios_entry_point is not None:
+                ep = guest.smbios_entry_point
+                inputs.append(_input(SMBIOS_ENTRY_POINT_ROLE, "smbios_entry_point", ep))
+    if rtmrs.rtmrs[0] is not None and guest.secure_boot is not None:
+        given = guest.secure_boot
+        inputs += [
+            _input(SECURE_BOOT_ROLES[n], n, given[n]) for n in SECURE_BOOT_ROLES if n in given
+        ]
     stub = guest.stub_measures
     settings: dict[str, SettingValue] = {
         "rtmr_edk2": rtmrs.release.value,
         "rtmr_kernel_loading": rtmrs.kernel_loading.value,
         "rtmr_memory": guest.memory,
-        "rtmr_secure_boot": "image" if guest.secure_boot is None else "given",
+        "rtmr_secure_boot": "image" if guest.secure_boot is None else "inputs",
         "rtmr_stub_measures": stub_uses_cc_measurement(guest.kernel) if stub is None else stub,
     }
     if newer:
@@ -227,6 +244,7 @@ def predict(firmware: Buffer, request: TdxRequest, *, name: str = "firmware") ->
             fw_cfg=guest.fw_cfg,
             boot_menu=guest.boot_menu,
             smbios=guest.smbios,
+            smbios_entry_point=guest.smbios_entry_point,
             secure_boot=guest.secure_boot,
             kernel_loading=guest.kernel_loading,
             release=guest.release,

@@ -314,7 +314,7 @@ _MISSING_INPUT = {
     "acpi": "the ACPI tables (--acpi DIR or --fw-cfg DIR)",
     "fw_cfg": "the fw_cfg files QEMU serves (--fw-cfg DIR, a copy of the TD's "
     "/sys/firmware/qemu_fw_cfg/by_name)",
-    "smbios": "the SMBIOS table (--smbios FILE, the TD's /sys/firmware/dmi/tables/DMI)",
+    "smbios": "the SMBIOS table (--smbios DIR, a copy of the TD's /sys/firmware/dmi/tables)",
 }
 
 
@@ -340,6 +340,7 @@ def predict_tdx_rtmrs(
     fw_cfg: Mapping[str, bytes] | None = None,
     boot_menu: bool = False,
     smbios: bytes | None = None,
+    smbios_entry_point: bytes | None = None,
     kernel_loading: KernelLoading | None = None,
     release: Edk2Release | None = None,
     acpi_data_size: int = QEMU_ACPI_DATA_SIZE,
@@ -355,7 +356,8 @@ def predict_tdx_rtmrs(
         initrd: the initrd, or None.
         cmdline: the command line (``-append``).
         acpi: the ACPI fw_cfg blobs; None: taken from ``fw_cfg``, else RTMR0 is not predicted.
-        fw_cfg, boot_menu, smbios: what edk2 >= 202505 firmware also measures into RTMR0
+        fw_cfg, boot_menu, smbios, smbios_entry_point: what edk2 >= 202505 firmware also
+            measures into RTMR0
             (:class:`~cvmlaunch.measure.tdx_rtmr0.Rtmr0Host`); None: RTMR0 is not predicted for
             such firmware.
         secure_boot: Secure Boot variable data by name; None: what the image's own varstore
@@ -400,7 +402,7 @@ def predict_tdx_rtmrs(
         secure_boot = secure_boot_from_varstore(image)
     authority = kernel_authority(pe, secure_boot, chosen, firmware=image.name)
     events: list[RtmrEvent] = []
-    host = Rtmr0Host(acpi, fw_cfg, boot_menu, smbios)
+    host = Rtmr0Host(acpi, fw_cfg, boot_menu, smbios, smbios_entry_point)
     missing = rtmr0_missing(chosen, host)
     if missing:
         notes.append(_rtmr0_note(chosen, missing))

@@ -34,6 +34,7 @@ confidential-containers/trustee for an older build):
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -378,12 +379,16 @@ class Rtmr0Host:
         boot_menu: QEMU's ``-boot menu=on`` (the BootMenu fw_cfg item; default off).
         smbios: the SMBIOS structure table the firmware publishes (a guest's
             ``/sys/firmware/dmi/tables/DMI``), edk2 >= 202505; None: not known.
+        smbios_entry_point: its entry point (``.../smbios_entry_point``), which tells SMBIOS
+            2.x from 3.x hashing (:mod:`cvmlaunch.image.smbios`); None: 3.x is assumed, which
+            hashes the same bytes for a table that ends with its type-127 structure.
     """
 
     acpi: AcpiBlobs | None = None
     fw_cfg: Mapping[str, bytes] | None = None
     boot_menu: bool = False
     smbios: bytes | None = None
+    smbios_entry_point: bytes | None = None
 
     def with_acpi_from_fw_cfg(self) -> Rtmr0Host:
         """The ACPI blobs taken from :attr:`fw_cfg` where they were not given apart."""
@@ -392,7 +397,7 @@ class Rtmr0Host:
         if not all(n in self.fw_cfg for n in ACPI_BLOB_NAMES):
             return self
         blobs = AcpiBlobs({n: self.fw_cfg[n] for n in ACPI_BLOB_NAMES})
-        return Rtmr0Host(blobs, self.fw_cfg, self.boot_menu, self.smbios)
+        return dataclasses.replace(self, acpi=blobs)
 
 
 def rtmr0_missing(release: Edk2Release, host: Rtmr0Host) -> tuple[str, ...]:
@@ -543,7 +548,8 @@ def rtmr0_events(
         assert host.fw_cfg is not None
         assert host.smbios is not None
         events += fw_cfg_events(host.fw_cfg, boot_menu=host.boot_menu)
-        volumes, smbios = image_volumes(image), smbios_event(host.smbios)
+        volumes = image_volumes(image)
+        smbios = smbios_event(host.smbios, host.smbios_entry_point)
     events += [
         _variable_event(0, EventType.EV_EFI_VARIABLE_DRIVER_CONFIG, n, g, secure_boot.get(n, b""))
         for n, g in SECURE_BOOT_VARIABLES
@@ -576,17 +582,23 @@ def image_volumes(image: OvmfImage) -> tuple[FirmwareVolume, ...]:
     )
 
 
-def smbios_event(table: bytes) -> RtmrEvent:
+def smbios_event(table: bytes, entry_point: bytes | None = None) -> RtmrEvent:
     """SmbiosMeasurementDxe's event (edk2 >= 202505, at ReadyToBoot): EV_EFI_HANDOFF_TABLES,
     the SHA-384 of the published SMBIOS structure table after the driver's filter
-    (:func:`cvmlaunch.image.smbios.measured_smbios_table`). The logged
-    EFI_HANDOFF_TABLE_POINTERS holds the entry point's run-time address and is left empty.
+    (:func:`cvmlaunch.image.smbios.measured_smbios_table`), hashed as the entry point's
+    SMBIOS version says (None: 3.x). The logged EFI_HANDOFF_TABLE_POINTERS holds the entry
+    point's run-time address and is left empty.
 
     Raises:
-        ImageError: a malformed SMBIOS table.
+        ImageError: a malformed SMBIOS table or entry point.
     """
-    from cvmlaunch.image.smbios import SMBIOS_DESCRIPTION, smbios_digest
+    from cvmlaunch.image.smbios import SMBIOS_DESCRIPTION, parse_smbios_entry_point, smbios_digest
 
+    version = (3, 0) if entry_point is None else parse_smbios_entry_point(entry_point).version
     return RtmrEvent(
-        0, EventType.EV_EFI_HANDOFF_TABLES, smbios_digest(table), b"", SMBIOS_DESCRIPTION
+        0,
+        EventType.EV_EFI_HANDOFF_TABLES,
+        smbios_digest(table, version=version),
+        b"",
+        SMBIOS_DESCRIPTION,
     )
