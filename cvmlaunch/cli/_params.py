@@ -406,7 +406,8 @@ def tdx_guest_options() -> Callable[[F], F]:
             "--edk2",
             metavar="YYYY.MM",
             help="the edk2 release of the firmware, where the image cannot tell (the RTMR event "
-            "set changed in 2024.11, 2025.02, 2025.05, 2025.08)",
+            "set changed in 2024.11, 2025.02, 2025.05, 2025.08; from 2025.11 a kernel Secure "
+            "Boot rejects does not boot)",
         ),
         click.option(
             "--stub-measures",

@@ -14,8 +14,10 @@ tdvf_features.Edk2Release`; an input the host decides and the caller did not giv
 guessed: :func:`rtmr0_events` refuses, and :func:`rtmr0_missing` names what is missing.
 
 The event order (research launch.md section 4, docs/tdx-rtmr.md; validated on hardware by
-dstack-mr and virtee/tdx-measure for edk2 202411..202502, and by a real TD's CCEL in
-confidential-containers/trustee for an older build):
+dstack-mr and virtee/tdx-measure for edk2 202411..202502, by a real TD's CCEL in
+confidential-containers/trustee for an older build, and for 202505 by the 17-event shape of
+dstack PR 678's TD, ``tests.vectors.td_202505``; for later builds the boot options and the
+place of the SMBIOS event rest on the edk2 source, docs/tdx-rtmr.md "Evidence and its limits"):
 
 * TD HOB (EV_EFI_HANDOFF_TABLES2) and CFV (EV_EFI_PLATFORM_FIRMWARE_BLOB2), measured in SEC.
 * edk2 >= 202505: the fw_cfg items PeilessStartup caches and measures
