@@ -519,6 +519,14 @@ def test_a_launch_log_of_a_2025_11_td_checks_every_event_against_its_host_inputs
     assert partial.exit_code == 0
     assert "smbios" in partial.stdout
     assert run_cli([*verify, *host, "--boot-menu"]).exit_code == 2  # not a verify option
+    # a log that claims -boot menu=on: the BootMenu fw_cfg event is named
+    lines = log.read_text().splitlines()
+    edited = json.loads(lines[0])
+    edited["settings"]["rtmr_boot_menu"] = True
+    (tmp_path / "menu.jsonl").write_text("\n".join([json.dumps(edited), *lines[1:]]) + "\n")
+    menu = run_cli(["log", "verify", str(tmp_path / "menu.jsonl"), *verify[3:], *host])
+    assert menu.exit_code == 1
+    assert "(RTMR0 fw_cfg BootMenu): digest" in menu.stdout
     # a TD whose firmware published other SMBIOS tables (more RAM): the input is named
     (tables / "DMI").write_bytes(qemu_q35_table(8 << 30))
     other = run_cli([*verify, *host])
