@@ -73,9 +73,8 @@ def verify(
     from cvmlaunch.measure.log_check import check_log, cmdline_input_bytes, inputs_to_find
 
     if is_event_log(log_file):
-        given_any = ovmf or svsm or kernel or initrd or append or acpi or fw_cfg or smbios
-        given_any = given_any or secure_boot_vars
-        if signed_by is not None or given_any or inputs:
+        at_hand = (ovmf, svsm, kernel, initrd, append, acpi, fw_cfg, smbios, secure_boot_vars)
+        if signed_by is not None or any(at_hand) or inputs:
             raise ConfigError(f"{log_file} is an RTMR event log: it is checked without inputs")
         verify_event_log(log_file, as_json=as_json)
         return
@@ -158,10 +157,9 @@ def _measures_fw_cfg(edk2: str) -> bool:
 
 The header's settings and the inputs given (--ovmf, --svsm, --kernel, --initrd, --append,
 --acpi, --fw-cfg, --smbios, --secure-boot-vars, or found by SHA-256 in --inputs DIR) rebuild
-the launch plan
-(and a TDX log's RTMR events); every record must equal it, and the digest chain must
-replay. Prints the final digest on success and what could not be
-checked without inputs; exits 1 naming each record and field that differs, and with
+the launch plan (and a TDX log's RTMR events); every record must equal it, and the digest
+chain must replay. Prints the final digest on success and what could not be checked without
+inputs; exits 1 naming each record and field that differs, and with
 --signed-by when LOG's DSSE signature does not verify (docs/log-format.md).
 
 An RTMR event log (CEL-JSON, from measure tdx --event-log) is replayed instead: it prints

@@ -171,7 +171,8 @@ def _guest_log_parts(
         SMBIOS_ENTRY_POINT_ROLE,
         SMBIOS_ROLE,
     )
-    from cvmlaunch.measure.tdx_rtmr import ACPI_BLOB_NAMES, AcpiBlobs, stub_uses_cc_measurement
+    from cvmlaunch.measure.tdx_rtmr import ACPI_BLOB_NAMES, stub_uses_cc_measurement
+    from cvmlaunch.measure.tdx_rtmr0 import Rtmr0Host
     from cvmlaunch.plan.sev_hashes import cmdline_bytes
 
     inputs = [_input("kernel", guest.kernel_name, guest.kernel)]
@@ -180,10 +181,9 @@ def _guest_log_parts(
     inputs.append(cmdline_input(cmdline_bytes(guest.cmdline)))
     newer = rtmrs.release.measures_fw_cfg_and_smbios
     if rtmrs.rtmrs[0] is not None:
-        acpi = guest.acpi or AcpiBlobs(
-            {n: guest.fw_cfg[n] for n in ACPI_BLOB_NAMES if guest.fw_cfg}
-        )
-        files = acpi.files
+        host = Rtmr0Host(guest.acpi, guest.fw_cfg).with_acpi_from_fw_cfg()
+        assert host.acpi is not None  # RTMR0 was predicted from them
+        files = host.acpi.files
         inputs += [_input(ACPI_ROLES[n], n.rsplit("/", 1)[-1], files[n]) for n in ACPI_BLOB_NAMES]
         if newer and guest.fw_cfg is not None and guest.smbios is not None:
             served = [(n, guest.fw_cfg[n]) for n in FW_CFG_ROLES if guest.fw_cfg.get(n)]
